@@ -1,0 +1,597 @@
+// @tlsproxy/fdpass native part: the few syscalls Node has no public API for.
+//
+// sendmsg/recvmsg with SCM_RIGHTS on AF_UNIX SOCK_SEQPACKET (unix(7), cmsg(3)), socketpair(2),
+// SO_PEERCRED, and a uv_poll watcher so the JS side is driven by the event loop. Every failure
+// becomes a JS Error with errno, code and syscall; nothing here may abort the process (node-pty's
+// lesson: argument checks throw, they never assert).
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <node_api.h>
+#include <uv.h>
+
+// SCM_MAX_FD in the kernel is 253; a message never carries more.
+#define FDPASS_MAX_FDS 253
+
+#define CHECK_NAPI(env, call)                                                          \
+  do {                                                                                 \
+    if ((call) != napi_ok) {                                                           \
+      napi_throw_error((env), "TLSPROXY_ERR_FDPASS_NAPI", "N-API call failed: " #call); \
+      return NULL;                                                                     \
+    }                                                                                  \
+  } while (0)
+
+static napi_value throw_errno(napi_env env, int err, const char *syscall) {
+  const char *code = uv_err_name(uv_translate_sys_error(err));
+  char msg[256];
+  snprintf(msg, sizeof msg, "%s failed: %s", syscall, strerror(err));
+  napi_value jmsg, jcode, jerr, jerrno, jsys;
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &jmsg);
+  napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &jcode);
+  napi_create_error(env, jcode, jmsg, &jerr);
+  napi_create_int32(env, -err, &jerrno);
+  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &jsys);
+  napi_set_named_property(env, jerr, "errno", jerrno);
+  napi_set_named_property(env, jerr, "syscall", jsys);
+  napi_throw(env, jerr);
+  return NULL;
+}
+
+static napi_value throw_type(napi_env env, const char *msg) {
+  napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+  return NULL;
+}
+
+static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+  size_t argc = want;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return -1;
+  if (argc < want) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "missing arguments");
+    return -1;
+  }
+  return 0;
+}
+
+static int get_fd(napi_env env, napi_value v, int *fd) {
+  int32_t x;
+  if (napi_get_value_int32(env, v, &x) != napi_ok || x < 0) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "file descriptor must be a non-negative integer");
+    return -1;
+  }
+  *fd = x;
+  return 0;
+}
+
+static napi_value make_int(napi_env env, int64_t v) {
+  napi_value out;
+  napi_create_int64(env, v, &out);
+  return out;
+}
+
+// Build a sockaddr_un from a path; abstract names get a leading NUL (unix(7)).
+static int make_addr(napi_env env, napi_value jpath, bool abstract, struct sockaddr_un *addr,
+                     socklen_t *len) {
+  char path[sizeof addr->sun_path + 1];
+  size_t n = 0;
+  if (napi_get_value_string_utf8(env, jpath, path, sizeof path, &n) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "path must be a string");
+    return -1;
+  }
+  // A path needs room for its NUL; an abstract name needs room for the leading NUL.
+  if (n == 0 || n >= sizeof addr->sun_path) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "socket path is empty or longer than 107 bytes");
+    return -1;
+  }
+  if (!abstract && strlen(path) != n) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", "socket path contains a NUL byte");
+    return -1;
+  }
+  memset(addr, 0, sizeof *addr);
+  addr->sun_family = AF_UNIX;
+  if (abstract) {
+    memcpy(addr->sun_path + 1, path, n);
+    *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n);
+  } else {
+    memcpy(addr->sun_path, path, n);
+    *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+  }
+  return 0;
+}
+
+// socketpair(seqpacket?): AF_UNIX SOCK_STREAM (or SOCK_SEQPACKET), non-blocking, close-on-exec.
+static napi_value js_socketpair(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  bool seq = false;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc >= 1)
+    napi_get_value_bool(env, argv[0], &seq);
+  int sv[2];
+  int type = (seq ? SOCK_SEQPACKET : SOCK_STREAM) | SOCK_NONBLOCK | SOCK_CLOEXEC;
+  if (socketpair(AF_UNIX, type, 0, sv) != 0)
+    return throw_errno(env, errno, "socketpair");
+  napi_value arr;
+  CHECK_NAPI(env, napi_create_array_with_length(env, 2, &arr));
+  napi_set_element(env, arr, 0, make_int(env, sv[0]));
+  napi_set_element(env, arr, 1, make_int(env, sv[1]));
+  return arr;
+}
+
+// seqpacketSocket(): one unbound SOCK_SEQPACKET socket, for listen or connect.
+static int new_seqpacket(void) {
+  return socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+}
+
+// listen(path, abstract, mode, backlog) -> fd
+// A stale socket file (nobody accepting) is removed; a live one is EADDRINUSE; a file that is
+// not a socket is never removed (EEXIST), so a typo cannot delete someone's data.
+static napi_value js_listen(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (get_args(env, info, 4, argv) != 0) return NULL;
+  bool abstract = false;
+  int32_t mode = 0600, backlog = 511;
+  napi_get_value_bool(env, argv[1], &abstract);
+  napi_get_value_int32(env, argv[2], &mode);
+  napi_get_value_int32(env, argv[3], &backlog);
+  struct sockaddr_un addr;
+  socklen_t alen;
+  if (make_addr(env, argv[0], abstract, &addr, &alen) != 0) return NULL;
+
+  if (!abstract) {
+    struct stat st;
+    if (lstat(addr.sun_path, &st) == 0) {
+      if (!S_ISSOCK(st.st_mode)) return throw_errno(env, EEXIST, "listen (path exists, not a socket)");
+      int probe = new_seqpacket();
+      if (probe < 0) return throw_errno(env, errno, "socket");
+      int rc = connect(probe, (struct sockaddr *)&addr, alen);
+      int err = errno;
+      close(probe);
+      if (rc == 0 || err == EAGAIN) return throw_errno(env, EADDRINUSE, "listen (socket in use)");
+      if (err != ECONNREFUSED && err != ENOENT && err != EPROTOTYPE)
+        return throw_errno(env, err, "connect (stale check)");
+      if (unlink(addr.sun_path) != 0 && errno != ENOENT) return throw_errno(env, errno, "unlink");
+    }
+  }
+
+  int fd = new_seqpacket();
+  if (fd < 0) return throw_errno(env, errno, "socket");
+  // The socket file takes its mode from the umask at bind(); narrowing the umask around bind()
+  // means there is no window in which the file is more open than asked, then chmod makes it exact.
+  mode_t old = umask((mode_t)(~mode & 0777));
+  int rc = bind(fd, (struct sockaddr *)&addr, alen);
+  int err = errno;
+  umask(old);
+  if (rc != 0) {
+    close(fd);
+    return throw_errno(env, err, "bind");
+  }
+  if (!abstract && chmod(addr.sun_path, (mode_t)mode) != 0) {
+    err = errno;
+    close(fd);
+    unlink(addr.sun_path);
+    return throw_errno(env, err, "chmod");
+  }
+  if (listen(fd, backlog) != 0) {
+    err = errno;
+    close(fd);
+    if (!abstract) unlink(addr.sun_path);
+    return throw_errno(env, err, "listen");
+  }
+  return make_int(env, fd);
+}
+
+// accept(fd) -> fd | null (nothing pending)
+static napi_value js_accept(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int fd;
+  if (get_args(env, info, 1, argv) != 0 || get_fd(env, argv[0], &fd) != 0) return NULL;
+  int c = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  if (c < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNABORTED || errno == EINTR) {
+      napi_value null;
+      napi_get_null(env, &null);
+      return null;
+    }
+    return throw_errno(env, errno, "accept4");
+  }
+  return make_int(env, c);
+}
+
+// connect(path, abstract) -> fd. AF_UNIX connect completes at once or fails at once; EAGAIN
+// (listener backlog full) is reported so the caller can retry later.
+static napi_value js_connect(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (get_args(env, info, 2, argv) != 0) return NULL;
+  bool abstract = false;
+  napi_get_value_bool(env, argv[1], &abstract);
+  struct sockaddr_un addr;
+  socklen_t alen;
+  if (make_addr(env, argv[0], abstract, &addr, &alen) != 0) return NULL;
+  int fd = new_seqpacket();
+  if (fd < 0) return throw_errno(env, errno, "socket");
+  if (connect(fd, (struct sockaddr *)&addr, alen) != 0) {
+    int err = errno;
+    close(fd);
+    return throw_errno(env, err, "connect");
+  }
+  return make_int(env, fd);
+}
+
+// send(fd, buffer, fds[]) -> bytes sent | null (would block)
+static napi_value js_send(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int fd;
+  if (get_args(env, info, 3, argv) != 0 || get_fd(env, argv[0], &fd) != 0) return NULL;
+  void *data = NULL;
+  size_t len = 0;
+  bool isbuf = false;
+  napi_is_buffer(env, argv[1], &isbuf);
+  if (!isbuf) return throw_type(env, "payload must be a Buffer");
+  CHECK_NAPI(env, napi_get_buffer_info(env, argv[1], &data, &len));
+  uint32_t nfds = 0;
+  bool isarr = false;
+  napi_is_array(env, argv[2], &isarr);
+  if (!isarr) return throw_type(env, "fds must be an array");
+  napi_get_array_length(env, argv[2], &nfds);
+  if (nfds > FDPASS_MAX_FDS) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "at most 253 descriptors per message");
+    return NULL;
+  }
+  int fds[FDPASS_MAX_FDS];
+  for (uint32_t i = 0; i < nfds; i++) {
+    napi_value v;
+    napi_get_element(env, argv[2], i, &v);
+    if (get_fd(env, v, &fds[i]) != 0) return NULL;
+  }
+
+  struct iovec iov = {.iov_base = data, .iov_len = len};
+  struct msghdr msg;
+  memset(&msg, 0, sizeof msg);
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  char cbuf[CMSG_SPACE(sizeof(int) * FDPASS_MAX_FDS)];
+  if (nfds > 0) {
+    memset(cbuf, 0, sizeof cbuf);
+    msg.msg_control = cbuf;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+    memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+  }
+  ssize_t n;
+  do {
+    n = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      napi_value null;
+      napi_get_null(env, &null);
+      return null;
+    }
+    return throw_errno(env, errno, "sendmsg");
+  }
+  return make_int(env, n);
+}
+
+// recv(fd, maxBytes, maxFds) -> null (would block) | { data, fds, truncated, ctrunc }
+// data is null at end of stream. Received descriptors are close-on-exec (MSG_CMSG_CLOEXEC).
+// With MSG_CTRUNC the kernel dropped descriptors (e.g. the receiver hit RLIMIT_NOFILE); the
+// ones that did arrive are still returned so JS can close them and report the error.
+static napi_value js_recv(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int fd;
+  if (get_args(env, info, 3, argv) != 0 || get_fd(env, argv[0], &fd) != 0) return NULL;
+  uint32_t maxbytes = 0, maxfds = 0;
+  napi_get_value_uint32(env, argv[1], &maxbytes);
+  napi_get_value_uint32(env, argv[2], &maxfds);
+  if (maxbytes == 0 || maxbytes > (16u << 20)) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "maxBytes must be 1..16 MiB");
+    return NULL;
+  }
+  if (maxfds > FDPASS_MAX_FDS) maxfds = FDPASS_MAX_FDS;
+
+  void *data = NULL;
+  napi_value jbuf;
+  // Allocate one extra byte: a message longer than maxBytes is then seen as truncated.
+  CHECK_NAPI(env, napi_create_buffer(env, (size_t)maxbytes + 1, &data, &jbuf));
+  struct iovec iov = {.iov_base = data, .iov_len = (size_t)maxbytes + 1};
+  struct msghdr msg;
+  memset(&msg, 0, sizeof msg);
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  // Room for at least one fd even when none are expected, so unwanted ones are seen and closed.
+  char cbuf[CMSG_SPACE(sizeof(int) * FDPASS_MAX_FDS)];
+  msg.msg_control = cbuf;
+  msg.msg_controllen = CMSG_SPACE(sizeof(int) * (maxfds > 0 ? maxfds : 1));
+  ssize_t n;
+  do {
+    n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      napi_value null;
+      napi_get_null(env, &null);
+      return null;
+    }
+    return throw_errno(env, errno, "recvmsg");
+  }
+
+  napi_value out, jfds, jtrunc, jctrunc, jdata;
+  CHECK_NAPI(env, napi_create_object(env, &out));
+  CHECK_NAPI(env, napi_create_array(env, &jfds));
+  uint32_t k = 0;
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    int *p = (int *)CMSG_DATA(c);
+    for (size_t i = 0; i < count; i++) {
+      int rfd;
+      memcpy(&rfd, p + i, sizeof rfd);
+      napi_set_element(env, jfds, k++, make_int(env, rfd));
+    }
+  }
+  bool eof = (n == 0 && k == 0 && (msg.msg_flags & MSG_CTRUNC) == 0);
+  if (eof) {
+    napi_get_null(env, &jdata);
+  } else if ((size_t)n > maxbytes) {
+    CHECK_NAPI(env, napi_create_buffer_copy(env, maxbytes, data, NULL, &jdata));
+  } else {
+    CHECK_NAPI(env, napi_create_buffer_copy(env, (size_t)n, data, NULL, &jdata));
+  }
+  napi_get_boolean(env, (msg.msg_flags & MSG_TRUNC) != 0 || (size_t)n > maxbytes, &jtrunc);
+  napi_get_boolean(env, (msg.msg_flags & MSG_CTRUNC) != 0, &jctrunc);
+  napi_set_named_property(env, out, "data", jdata);
+  napi_set_named_property(env, out, "fds", jfds);
+  napi_set_named_property(env, out, "truncated", jtrunc);
+  napi_set_named_property(env, out, "ctrunc", jctrunc);
+  return out;
+}
+
+// peerCred(fd) -> { pid, uid, gid } (SO_PEERCRED, the credentials at connect()/socketpair())
+static napi_value js_peercred(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int fd;
+  if (get_args(env, info, 1, argv) != 0 || get_fd(env, argv[0], &fd) != 0) return NULL;
+  struct ucred cred;
+  socklen_t len = sizeof cred;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+    return throw_errno(env, errno, "getsockopt(SO_PEERCRED)");
+  napi_value out;
+  CHECK_NAPI(env, napi_create_object(env, &out));
+  napi_set_named_property(env, out, "pid", make_int(env, cred.pid));
+  napi_set_named_property(env, out, "uid", make_int(env, cred.uid));
+  napi_set_named_property(env, out, "gid", make_int(env, cred.gid));
+  return out;
+}
+
+// sockInfo(fd) -> { domain, type } | null when fd is not a socket
+static napi_value js_sockinfo(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int fd;
+  if (get_args(env, info, 1, argv) != 0 || get_fd(env, argv[0], &fd) != 0) return NULL;
+  int domain = 0, type = 0;
+  socklen_t len = sizeof domain;
+  if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0) {
+    if (errno == ENOTSOCK) {
+      napi_value null;
+      napi_get_null(env, &null);
+      return null;
+    }
+    return throw_errno(env, errno, "getsockopt(SO_DOMAIN)");
+  }
+  len = sizeof type;
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0)
+    return throw_errno(env, errno, "getsockopt(SO_TYPE)");
+  const char *d = domain == AF_UNIX ? "unix" : domain == AF_INET ? "inet" : domain == AF_INET6 ? "inet6" : "other";
+  const char *t = type == SOCK_STREAM ? "stream" : type == SOCK_DGRAM ? "dgram" : type == SOCK_SEQPACKET ? "seqpacket" : "other";
+  napi_value out, jd, jt;
+  CHECK_NAPI(env, napi_create_object(env, &out));
+  napi_create_string_utf8(env, d, NAPI_AUTO_LENGTH, &jd);
+  napi_create_string_utf8(env, t, NAPI_AUTO_LENGTH, &jt);
+  napi_set_named_property(env, out, "domain", jd);
+  napi_set_named_property(env, out, "type", jt);
+  return out;
+}
+
+// setCloexec(fd): systemd passes descriptors without FD_CLOEXEC; children must not inherit them.
+static napi_value js_setcloexec(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int fd;
+  if (get_args(env, info, 1, argv) != 0 || get_fd(env, argv[0], &fd) != 0) return NULL;
+  int flags = fcntl(fd, F_GETFD);
+  if (flags < 0 || fcntl(fd, F_SETFD, flags | FD_CLOEXEC) != 0) return throw_errno(env, errno, "fcntl");
+  return NULL;
+}
+
+static napi_value js_close(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int fd;
+  if (get_args(env, info, 1, argv) != 0 || get_fd(env, argv[0], &fd) != 0) return NULL;
+  // Linux closes the descriptor even when close() reports EINTR: never retry.
+  if (close(fd) != 0 && errno != EINTR) return throw_errno(env, errno, "close");
+  return NULL;
+}
+
+// dup(fd) -> new close-on-exec fd (used to give a net.Socket its own copy)
+static napi_value js_dup(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int fd;
+  if (get_args(env, info, 1, argv) != 0 || get_fd(env, argv[0], &fd) != 0) return NULL;
+  int n = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (n < 0) return throw_errno(env, errno, "fcntl(F_DUPFD_CLOEXEC)");
+  return make_int(env, n);
+}
+
+// ---- uv_poll watcher -------------------------------------------------------------------------
+
+typedef struct {
+  uv_poll_t handle;
+  napi_env env;
+  napi_ref callback;
+  napi_async_context async;
+  napi_ref self;  // keeps the JS wrapper alive while the handle is open
+  bool closing;
+} poller_t;
+
+static void poll_cb(uv_poll_t *h, int status, int events) {
+  poller_t *p = (poller_t *)h->data;
+  if (p->closing) return;
+  napi_env env = p->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value cb, recv, argv[2], result;
+  napi_get_reference_value(env, p->callback, &cb);
+  napi_get_global(env, &recv);
+  napi_create_int32(env, status, &argv[0]);
+  napi_create_int32(env, events, &argv[1]);
+  // make_callback drains microtasks and reports exceptions as uncaught, like any I/O callback.
+  napi_make_callback(env, p->async, recv, cb, 2, argv, &result);
+  bool pending = false;
+  napi_is_exception_pending(env, &pending);
+  if (pending) {
+    napi_value err;
+    napi_get_and_clear_last_exception(env, &err);
+    napi_fatal_exception(env, err);
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+static void poll_close_cb(uv_handle_t *h) {
+  poller_t *p = (poller_t *)h->data;
+  napi_env env = p->env;
+  napi_delete_reference(env, p->callback);
+  napi_async_destroy(env, p->async);
+  if (p->self) napi_delete_reference(env, p->self);
+  free(p);
+}
+
+static void poller_finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)data;
+  (void)hint;
+  // The handle owns the memory; it is freed in poll_close_cb after an explicit close.
+}
+
+// pollCreate(fd, callback(status, events)) -> handle object
+static napi_value js_poll_create(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int fd;
+  if (get_args(env, info, 2, argv) != 0 || get_fd(env, argv[0], &fd) != 0) return NULL;
+  napi_valuetype t;
+  napi_typeof(env, argv[1], &t);
+  if (t != napi_function) return throw_type(env, "callback must be a function");
+  uv_loop_t *loop;
+  CHECK_NAPI(env, napi_get_uv_event_loop(env, &loop));
+  poller_t *p = calloc(1, sizeof *p);
+  if (!p) return throw_errno(env, ENOMEM, "calloc");
+  int rc = uv_poll_init_socket(loop, &p->handle, fd);
+  if (rc != 0) {
+    free(p);
+    return throw_errno(env, -rc, "uv_poll_init");
+  }
+  p->handle.data = p;
+  p->env = env;
+  napi_create_reference(env, argv[1], 1, &p->callback);
+  napi_value name;
+  napi_create_string_utf8(env, "tlsproxy:fdpass", NAPI_AUTO_LENGTH, &name);
+  napi_async_init(env, NULL, name, &p->async);
+  napi_value obj;
+  napi_create_object(env, &obj);
+  napi_wrap(env, obj, p, poller_finalize, NULL, NULL);
+  napi_create_reference(env, obj, 1, &p->self);
+  return obj;
+}
+
+static poller_t *unwrap_poller(napi_env env, napi_value v) {
+  poller_t *p = NULL;
+  if (napi_unwrap(env, v, (void **)&p) != napi_ok || p == NULL) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "not a poll handle");
+    return NULL;
+  }
+  if (p->closing) {
+    napi_throw_error(env, "ERR_SOCKET_CLOSED", "poll handle is closed");
+    return NULL;
+  }
+  return p;
+}
+
+// pollStart(handle, events): events is a mask of 1 (readable) | 2 (writable)
+static napi_value js_poll_start(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (get_args(env, info, 2, argv) != 0) return NULL;
+  poller_t *p = unwrap_poller(env, argv[0]);
+  if (!p) return NULL;
+  int32_t ev = 0;
+  napi_get_value_int32(env, argv[1], &ev);
+  int mask = 0;
+  if (ev & 1) mask |= UV_READABLE;
+  if (ev & 2) mask |= UV_WRITABLE;
+  int rc = mask ? uv_poll_start(&p->handle, mask, poll_cb) : uv_poll_stop(&p->handle);
+  if (rc != 0) return throw_errno(env, -rc, "uv_poll_start");
+  return NULL;
+}
+
+static napi_value js_poll_ref(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (get_args(env, info, 2, argv) != 0) return NULL;
+  poller_t *p = unwrap_poller(env, argv[0]);
+  if (!p) return NULL;
+  bool ref = true;
+  napi_get_value_bool(env, argv[1], &ref);
+  if (ref) uv_ref((uv_handle_t *)&p->handle);
+  else uv_unref((uv_handle_t *)&p->handle);
+  return NULL;
+}
+
+// pollClose(handle): stop watching. The fd itself is closed separately by its owner.
+static napi_value js_poll_close(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (get_args(env, info, 1, argv) != 0) return NULL;
+  poller_t *p = NULL;
+  if (napi_unwrap(env, argv[0], (void **)&p) != napi_ok || p == NULL) return throw_type(env, "not a poll handle");
+  if (p->closing) return NULL;
+  p->closing = true;
+  uv_poll_stop(&p->handle);
+  napi_remove_wrap(env, argv[0], NULL);
+  uv_close((uv_handle_t *)&p->handle, poll_close_cb);
+  return NULL;
+}
+
+#define EXPORT_FN(name, fn)                                               \
+  do {                                                                    \
+    napi_value f;                                                         \
+    napi_create_function(env, name, NAPI_AUTO_LENGTH, fn, NULL, &f);      \
+    napi_set_named_property(env, exports, name, f);                       \
+  } while (0)
+
+static napi_value init(napi_env env, napi_value exports) {
+  EXPORT_FN("socketpair", js_socketpair);
+  EXPORT_FN("listen", js_listen);
+  EXPORT_FN("accept", js_accept);
+  EXPORT_FN("connect", js_connect);
+  EXPORT_FN("send", js_send);
+  EXPORT_FN("recv", js_recv);
+  EXPORT_FN("peerCred", js_peercred);
+  EXPORT_FN("sockInfo", js_sockinfo);
+  EXPORT_FN("setCloexec", js_setcloexec);
+  EXPORT_FN("close", js_close);
+  EXPORT_FN("dup", js_dup);
+  EXPORT_FN("pollCreate", js_poll_create);
+  EXPORT_FN("pollStart", js_poll_start);
+  EXPORT_FN("pollRef", js_poll_ref);
+  EXPORT_FN("pollClose", js_poll_close);
+  napi_value max;
+  napi_create_int32(env, FDPASS_MAX_FDS, &max);
+  napi_set_named_property(env, exports, "MAX_FDS", max);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

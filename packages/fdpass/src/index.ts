@@ -1,0 +1,32 @@
+// @tlsproxy/fdpass: pass file descriptors between processes over AF_UNIX SOCK_SEQPACKET.
+
+export type { ChannelEvents, ChannelOptions, ReceivedMessage } from './channel.js';
+export { Channel, channelPair, DEFAULT_MAX_FDS, DEFAULT_MAX_MESSAGE_BYTES } from './channel.js';
+export type { FdpassErrorCode } from './errors.js';
+export { FdpassError } from './errors.js';
+export { detachSocket, OwnedFd, socketFd, socketpair, wrapSocket } from './fd.js';
+export type { Address, ConnectOptions, ListenOptions } from './listener.js';
+export { connect, listen, SeqpacketServer } from './listener.js';
+export { binding } from './loader.js';
+export type {
+  FieldSpec,
+  FieldType,
+  Incoming,
+  MessageSpec,
+  PeerEvents,
+  ProtocolSpec,
+  SendOptions,
+} from './messages.js';
+export {
+  decode,
+  defineProtocol,
+  encode,
+  MAX_HEADER_BYTES,
+  MAX_INVALID,
+  Peer,
+  Protocol,
+  validate,
+} from './messages.js';
+export type { PeerCred, SockInfo } from './native.js';
+export type { ListenFd } from './systemd.js';
+export { listenFds } from './systemd.js';

@@ -1,0 +1,45 @@
+// Exactly what build/Release/fdpass.node exports (src/fdpass.c, init()).
+export interface RecvResult {
+  /** null at end of stream */
+  data: Buffer | null;
+  fds: number[];
+  /** the message was longer than maxBytes; data holds its first maxBytes bytes */
+  truncated: boolean;
+  /** MSG_CTRUNC: the kernel dropped descriptors (e.g. RLIMIT_NOFILE); fds holds those that arrived */
+  ctrunc: boolean;
+}
+
+export interface PeerCred {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+export interface SockInfo {
+  domain: 'unix' | 'inet' | 'inet6' | 'other';
+  type: 'stream' | 'dgram' | 'seqpacket' | 'other';
+}
+
+export interface PollHandle {
+  readonly __brand: 'PollHandle';
+}
+
+export interface NativeBinding {
+  readonly MAX_FDS: number;
+  socketpair(seqpacket?: boolean): [number, number];
+  listen(path: string, abstract: boolean, mode: number, backlog: number): number;
+  accept(fd: number): number | null;
+  connect(path: string, abstract: boolean): number;
+  send(fd: number, data: Buffer, fds: number[]): number | null;
+  recv(fd: number, maxBytes: number, maxFds: number): RecvResult | null;
+  peerCred(fd: number): PeerCred;
+  sockInfo(fd: number): SockInfo | null;
+  setCloexec(fd: number): void;
+  close(fd: number): void;
+  dup(fd: number): number;
+  /** callback(status, events): status < 0 is a libuv error; events: 1 readable, 2 writable */
+  pollCreate(fd: number, callback: (status: number, events: number) => void): PollHandle;
+  pollStart(handle: PollHandle, events: number): void;
+  pollRef(handle: PollHandle, ref: boolean): void;
+  pollClose(handle: PollHandle): void;
+}
