@@ -82,7 +82,7 @@ export function wrapSocket(owned: OwnedFd, options: { allowHalfOpen?: boolean } 
     owned.close();
     throw FdpassError.fromSystem(err, 'sockInfo');
   }
-  if (!info || info.type !== 'stream' || info.domain === 'other') {
+  if (info?.type !== 'stream' || info.domain === 'other') {
     owned.close();
     throw new FdpassError(
       'TLSPROXY_ERR_FDPASS_NOT_STREAM',

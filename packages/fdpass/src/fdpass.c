@@ -430,6 +430,51 @@ static napi_value js_dup(napi_env env, napi_callback_info info) {
   return make_int(env, n);
 }
 
+// discard(fd, max) -> bytes thrown away: read and drop whatever a stream socket has pending,
+// without blocking. Used at the STARTTLS go-ahead: bytes already there were sent before the
+// client could have seen the go-ahead, so they are pipelined plaintext and must never reach TLS.
+static napi_value js_discard(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int fd;
+  if (get_args(env, info, 2, argv) != 0 || get_fd(env, argv[0], &fd) != 0) return NULL;
+  int64_t max = 0;
+  napi_get_value_int64(env, argv[1], &max);
+  char buf[4096];
+  int64_t total = 0;
+  while (total < max) {
+    size_t want = (size_t)(max - total < (int64_t)sizeof buf ? max - total : (int64_t)sizeof buf);
+    ssize_t n = recv(fd, buf, want, MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    if (n < 0) return throw_errno(env, errno, "recv");
+    if (n == 0) break;
+    total += n;
+  }
+  return make_int(env, total);
+}
+
+// writeAll(fd, buffer) -> bytes written without blocking (may be short if the buffer is full)
+static napi_value js_write(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int fd;
+  if (get_args(env, info, 2, argv) != 0 || get_fd(env, argv[0], &fd) != 0) return NULL;
+  void *data = NULL;
+  size_t len = 0;
+  bool isbuf = false;
+  napi_is_buffer(env, argv[1], &isbuf);
+  if (!isbuf) return throw_type(env, "data must be a Buffer");
+  CHECK_NAPI(env, napi_get_buffer_info(env, argv[1], &data, &len));
+  size_t off = 0;
+  while (off < len) {
+    ssize_t n = send(fd, (char *)data + off, len - off, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    if (n < 0) return throw_errno(env, errno, "send");
+    off += (size_t)n;
+  }
+  return make_int(env, (int64_t)off);
+}
+
 // ---- uv_poll watcher -------------------------------------------------------------------------
 
 typedef struct {
@@ -584,6 +629,8 @@ static napi_value init(napi_env env, napi_value exports) {
   EXPORT_FN("setCloexec", js_setcloexec);
   EXPORT_FN("close", js_close);
   EXPORT_FN("dup", js_dup);
+  EXPORT_FN("discard", js_discard);
+  EXPORT_FN("write", js_write);
   EXPORT_FN("pollCreate", js_poll_create);
   EXPORT_FN("pollStart", js_poll_start);
   EXPORT_FN("pollRef", js_poll_ref);

@@ -37,6 +37,10 @@ export interface NativeBinding {
   setCloexec(fd: number): void;
   close(fd: number): void;
   dup(fd: number): number;
+  /** Read and drop up to `max` pending bytes of a stream socket without blocking. */
+  discard(fd: number, max: number): number;
+  /** Write without blocking; returns bytes written (short when the send buffer is full). */
+  write(fd: number, data: Buffer): number;
   /** callback(status, events): status < 0 is a libuv error; events: 1 readable, 2 writable */
   pollCreate(fd: number, callback: (status: number, events: number) => void): PollHandle;
   pollStart(handle: PollHandle, events: number): void;

@@ -1,0 +1,267 @@
+// The modest application library (seed note, "A modest Application Library"): a backend calls
+// listen() instead of socket()/bind()/listen(), then accept() as it would on a TCP socket, and
+// gets a plaintext net.Socket plus what was negotiated. SNI checks and control requests travel
+// over the same fdpass channel the connection came through.
+import { EventEmitter } from 'node:events';
+import type net from 'node:net';
+import {
+  type Channel,
+  type FdpassError,
+  type Incoming,
+  listenFds,
+  listen as listenSeqpacket,
+  type Peer,
+  SeqpacketServer,
+} from '@tlsproxy/fdpass';
+import { BackendError } from './errors.js';
+import { backendProtocol, type ClientIdentity, type HandoffInfo } from './protocol.js';
+
+export interface ListenOptions {
+  /** Filesystem path of the socket to create. */
+  path?: string;
+  /** Abstract-namespace name instead of a path. */
+  abstract?: string;
+  /** A listening SEQPACKET descriptor passed in (this object takes ownership). */
+  fd?: number;
+  /** Name of a socket passed by systemd (LISTEN_FDNAMES). */
+  systemd?: string;
+  /** Socket file mode; default 0o600. */
+  mode?: number;
+  /** uids allowed to connect (SO_PEERCRED); default: this process's uid and root. */
+  allowUids?: number[];
+  /** Accept or refuse an SNI name while the handshake waits. Default: accept all. */
+  onServerName?: (name: string, info: Partial<HandoffInfo>) => boolean | Promise<boolean>;
+  /** Connections queued while nobody calls accept(); more are refused. Default 128. */
+  maxPending?: number;
+  /** Called with one line per noteworthy event (refused peers, bad messages). Default: none. */
+  log?: (message: string) => void;
+}
+
+export interface Accepted {
+  socket: net.Socket;
+  info: HandoffInfo;
+  /** Bytes the client already sent that the backend must answer (plaintext hand-off only). */
+  buffered: Buffer;
+  control: Control;
+}
+
+/** Control requests for one connection; they travel back to the TLS engine with its key. */
+export class Control {
+  readonly #peer: Peer;
+  readonly #key: string | null;
+  constructor(peer: Peer, key: string | null) {
+    this.#peer = peer;
+    this.#key = key;
+  }
+
+  async #call(op: string, args: Record<string, unknown>): Promise<unknown> {
+    if (!this.#key)
+      throw new BackendError(
+        'TLSPROXY_ERR_BACKEND_CONTROL',
+        'this connection has no TLS session to control',
+      );
+    if (this.#peer.closed)
+      throw new BackendError('TLSPROXY_ERR_BACKEND_CLOSED', 'the proxy channel is closed');
+    try {
+      const r = await this.#peer.request(
+        'control',
+        { key: this.#key, op, args },
+        { timeoutMs: 10_000 },
+      );
+      return r.body.result;
+    } catch (err) {
+      throw new BackendError(
+        'TLSPROXY_ERR_BACKEND_CONTROL',
+        `control ${op}: ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
+  }
+
+  /** Current TLS session facts as the TLS engine sees them. */
+  async info(): Promise<{
+    version: string;
+    cipher: string;
+    alpn: string | null;
+    serverName: string | null;
+    clientIdentity: ClientIdentity | null;
+  }> {
+    return (await this.#call('info', {})) as never;
+  }
+
+  /** RFC 5705 keying material exporter. */
+  async exporter(label: string, length: number, context?: Uint8Array): Promise<Buffer> {
+    const args: Record<string, unknown> = { label, length };
+    if (context) args.context = Buffer.from(context).toString('base64');
+    return Buffer.from((await this.#call('exporter', args)) as string, 'base64');
+  }
+
+  /** Ask for a client certificate after the fact (TLS 1.2 only). */
+  async renegotiate(): Promise<ClientIdentity | null> {
+    return (await this.#call('renegotiate', {})) as ClientIdentity | null;
+  }
+
+  /** Close the TLS session (close_notify) from the engine's side. */
+  async close(): Promise<void> {
+    await this.#call('close', {});
+  }
+}
+
+export interface BackendServerEvents {
+  connection: [net.Socket, HandoffInfo, Accepted];
+  error: [Error];
+  close: [];
+}
+
+export class BackendServer extends EventEmitter<BackendServerEvents> {
+  readonly #server: SeqpacketServer;
+  readonly #options: ListenOptions;
+  readonly #allow: Set<number>;
+  readonly #queue: Accepted[] = [];
+  readonly #waiters: Array<{ resolve(a: Accepted): void; reject(e: Error): void }> = [];
+  readonly #peers = new Set<Peer>();
+  #closed = false;
+
+  constructor(server: SeqpacketServer, options: ListenOptions) {
+    super();
+    this.#server = server;
+    this.#options = options;
+    this.#allow = new Set(options.allowUids ?? [process.getuid?.() ?? 0, 0]);
+    server.on('connection', (ch) => this.#onChannel(ch));
+    server.on('error', (err) => this.#log(`accept failed: ${err.message}`));
+  }
+
+  get path(): string | undefined {
+    const a = this.#server.address;
+    return a && 'path' in a ? a.path : undefined;
+  }
+
+  #log(msg: string): void {
+    this.#options.log?.(msg);
+  }
+
+  #onChannel(ch: Channel): void {
+    let uid: number;
+    try {
+      uid = ch.peer.uid;
+    } catch {
+      ch.close();
+      return;
+    }
+    if (!this.#allow.has(uid)) {
+      this.#log(
+        `refused a proxy connection from uid ${uid} (pid ${ch.peer.pid}): not in allowUids`,
+      );
+      ch.close();
+      return;
+    }
+    const peer = backendProtocol.attach(ch);
+    this.#peers.add(peer);
+    peer.on('close', () => this.#peers.delete(peer));
+    peer.on('invalid', (err: FdpassError) => this.#log(`bad message from proxy: ${err.message}`));
+    peer.on('message', (m) => {
+      this.#onMessage(peer, m).catch((err) => {
+        for (const f of m.fds) f.close();
+        peer.replyError(m, 'TLSPROXY_ERR_BACKEND_PEER', (err as Error).message);
+      });
+    });
+  }
+
+  async #onMessage(peer: Peer, m: Incoming): Promise<void> {
+    if (m.type === 'server-name') {
+      const name = m.body.serverName as string;
+      const check = this.#options.onServerName;
+      const accept = check ? await check(name, m.body.info as Partial<HandoffInfo>) : true;
+      peer.reply(m, 'server-name-ok', { accept: accept === true });
+      return;
+    }
+    if (m.type === 'connection') {
+      const fd = m.fds[0]!;
+      if (
+        this.#closed ||
+        (this.#waiters.length === 0 &&
+          this.listenerCount('connection') === 0 &&
+          this.#queue.length >= (this.#options.maxPending ?? 128))
+      ) {
+        fd.close();
+        peer.replyError(m, 'TLSPROXY_ERR_BACKEND_BUSY', 'backend is not accepting connections');
+        return;
+      }
+      const info = m.body.info as unknown as HandoffInfo;
+      const socket = fd.toSocket({ allowHalfOpen: false });
+      const accepted: Accepted = {
+        socket,
+        info,
+        buffered: m.attachment,
+        control: new Control(peer, info.controlKey ?? null),
+      };
+      peer.reply(m, 'accepted', {});
+      const w = this.#waiters.shift();
+      if (w) w.resolve(accepted);
+      else if (this.listenerCount('connection') > 0)
+        this.emit('connection', socket, info, accepted);
+      else this.#queue.push(accepted);
+      return;
+    }
+    for (const f of m.fds) f.close();
+    peer.replyError(m, 'TLSPROXY_ERR_BACKEND_PEER', `unexpected ${m.type}`);
+  }
+
+  /** The next connection, like accept(2). Rejects once the server is closed. */
+  accept(): Promise<Accepted> {
+    const q = this.#queue.shift();
+    if (q) return Promise.resolve(q);
+    if (this.#closed)
+      return Promise.reject(new BackendError('TLSPROXY_ERR_BACKEND_CLOSED', 'server is closed'));
+    return new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }));
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<Accepted> {
+    while (true) {
+      try {
+        yield await this.accept();
+      } catch (err) {
+        if ((err as BackendError).code === 'TLSPROXY_ERR_BACKEND_CLOSED') return;
+        throw err;
+      }
+    }
+  }
+
+  /** Stop listening; queued connections are closed, the proxy channels too. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#server.close();
+    for (const a of this.#queue.splice(0)) a.socket.destroy();
+    const err = new BackendError('TLSPROXY_ERR_BACKEND_CLOSED', 'server is closed');
+    for (const w of this.#waiters.splice(0)) w.reject(err);
+    for (const p of this.#peers) p.close();
+    this.emit('close');
+  }
+}
+
+/** Listen for connections handed over by tlsproxy. */
+export async function listen(options: ListenOptions | string): Promise<BackendServer> {
+  const opts: ListenOptions = typeof options === 'string' ? { path: options } : options;
+  let server: SeqpacketServer;
+  if (opts.fd !== undefined) {
+    server = new SeqpacketServer(opts.fd);
+  } else if (opts.systemd !== undefined) {
+    const fds = listenFds();
+    const mine = fds.find((f) => f.name === opts.systemd);
+    for (const f of fds) if (f !== mine) f.fd.close();
+    if (!mine)
+      throw new BackendError(
+        'TLSPROXY_ERR_BACKEND_SYSTEMD',
+        `no socket named "${opts.systemd}" was passed by systemd`,
+      );
+    server = new SeqpacketServer(mine.fd);
+  } else if (opts.path !== undefined) {
+    server = listenSeqpacket({ path: opts.path, mode: opts.mode ?? 0o600 });
+  } else if (opts.abstract !== undefined) {
+    server = listenSeqpacket({ abstract: opts.abstract });
+  } else {
+    throw new TypeError('listen() needs path, abstract, fd or systemd');
+  }
+  return new BackendServer(server, opts);
+}

@@ -1,0 +1,120 @@
+// Command-line flags for one listener (the first form of the CLI contract).
+import { parseArgs } from 'node:util';
+
+export interface CliArgs {
+  dialect: string;
+  listen: string;
+  backend: string;
+  cert: string[];
+  key: string[];
+  ca?: string;
+  clientCert: 'none' | 'optional' | 'required';
+  handoff: 'plain' | 'crypt';
+  hostname?: string;
+  checkServerName: boolean;
+  alpn: string[];
+  options: Record<string, unknown>;
+  logLevel: 'debug' | 'info' | 'warn' | 'error';
+}
+
+export const USAGE = `Usage: tlsproxy --dialect NAME --listen HOST:PORT --backend unix:/PATH --cert CERT.pem --key KEY.pem [options]
+
+  --dialect NAME          imap, pop3, smtp, ldap, xmpp, http-upgrade, tls (implicit TLS),
+                          a package name, or a module path (./my-dialect.js)
+  --listen HOST:PORT      address to listen on ([::1]:PORT for IPv6, systemd:NAME for socket activation);
+                          default: 127.0.0.1 and the dialect's standard port
+  --backend unix:/PATH    backend socket (a server using @tlsproxy/backend)
+  --cert FILE --key FILE  certificate chain and key (PEM); repeat for more identities (chosen by SNI)
+  --ca FILE               CAs trusted for client certificates
+  --client-cert MODE      none (default) | optional | required
+  --handoff MODE          plain (default: tlsproxy terminates TLS) | crypt (pass the raw TCP socket)
+  --check-server-name     ask the backend (onServerName) to accept each SNI name
+  --alpn LIST             comma-separated ALPN protocols to offer
+  --hostname NAME         host name used in greetings
+  --option KEY=VALUE      a dialect option (repeatable; VALUE is JSON or a plain string)
+  --log-level LEVEL       debug | info (default) | warn | error
+  -h, --help              this text
+`;
+
+export class UsageError extends Error {}
+
+function parseValue(v: string): unknown {
+  try {
+    return JSON.parse(v);
+  } catch {
+    return v;
+  }
+}
+
+export function parseCli(argv: string[]): CliArgs | 'help' {
+  let values: Record<string, string | boolean | string[] | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        dialect: { type: 'string' },
+        listen: { type: 'string' },
+        backend: { type: 'string' },
+        cert: { type: 'string', multiple: true },
+        key: { type: 'string', multiple: true },
+        ca: { type: 'string' },
+        'client-cert': { type: 'string' },
+        handoff: { type: 'string' },
+        hostname: { type: 'string' },
+        'check-server-name': { type: 'boolean' },
+        alpn: { type: 'string' },
+        option: { type: 'string', multiple: true },
+        'log-level': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+    }));
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  if (values.help) return 'help';
+  const missing = ['dialect', 'backend', 'cert', 'key'].filter((k) => values[k] === undefined);
+  if (missing.length > 0)
+    throw new UsageError(`missing ${missing.map((m) => `--${m}`).join(', ')}`);
+  const cert = values.cert as string[];
+  const key = values.key as string[];
+  if (cert.length !== key.length) throw new UsageError('give one --key for each --cert');
+  const clientCert = (values['client-cert'] ?? 'none') as string;
+  if (!['none', 'optional', 'required'].includes(clientCert))
+    throw new UsageError('--client-cert must be none, optional or required');
+  if (clientCert !== 'none' && !values.ca)
+    throw new UsageError(`--client-cert ${clientCert} needs --ca`);
+  const handoff = (values.handoff ?? 'plain') as string;
+  if (!['plain', 'crypt'].includes(handoff))
+    throw new UsageError('--handoff must be plain or crypt');
+  const logLevel = (values['log-level'] ?? 'info') as string;
+  if (!['debug', 'info', 'warn', 'error'].includes(logLevel))
+    throw new UsageError('--log-level must be debug, info, warn or error');
+  const options: Record<string, unknown> = {};
+  for (const o of (values.option as string[] | undefined) ?? []) {
+    const i = o.indexOf('=');
+    if (i <= 0) throw new UsageError(`--option ${o}: expected KEY=VALUE`);
+    options[o.slice(0, i)] = parseValue(o.slice(i + 1));
+  }
+  const out: CliArgs = {
+    dialect: values.dialect as string,
+    listen: (values.listen as string | undefined) ?? '',
+    backend: values.backend as string,
+    cert,
+    key,
+    clientCert: clientCert as CliArgs['clientCert'],
+    handoff: handoff as CliArgs['handoff'],
+    checkServerName: values['check-server-name'] === true,
+    alpn: values.alpn
+      ? (values.alpn as string)
+          .split(',')
+          .map((s) => s.trim())
+          .filter(Boolean)
+      : [],
+    options,
+    logLevel: logLevel as CliArgs['logLevel'],
+  };
+  if (values.ca) out.ca = values.ca as string;
+  if (values.hostname) out.hostname = values.hostname as string;
+  return out;
+}

@@ -1,0 +1,178 @@
+// Where connections go after the preamble: a backend that takes descriptors over fdpass
+// (`unix:/path`, running @tlsproxy/backend). One persistent channel per backend, opened lazily
+// and reopened after a failure, so "can a backend take this connection?" is answered before the
+// STARTTLS go-ahead without a round trip per connection.
+
+import { backendProtocol, type HandoffInfo } from '@tlsproxy/backend';
+import { connect as fdConnect, type OwnedFd, type Peer } from '@tlsproxy/fdpass';
+import { CoreError } from './errors.js';
+import type { Logger } from './logger.js';
+
+export interface HandoffTarget {
+  readonly description: string;
+  available(): Promise<boolean>;
+  checkServerName(name: string, info: Partial<HandoffInfo>): Promise<boolean>;
+  deliver(fd: OwnedFd, info: HandoffInfo, buffered?: Uint8Array): Promise<void>;
+  close(): void;
+}
+
+export type ControlHandler = (
+  key: string,
+  op: string,
+  args: Record<string, unknown>,
+) => Promise<unknown>;
+
+export interface UnixBackendOptions {
+  onControl?: ControlHandler;
+  logger: Logger;
+  /** How long to wait for the backend to connect and say hello; default 2000 ms. */
+  connectTimeoutMs?: number;
+  /** How long the backend may take to answer an SNI check or take a connection; default 5000 ms. */
+  requestTimeoutMs?: number;
+}
+
+export function parseBackend(spec: string): { kind: 'unix'; path?: string; abstract?: string } {
+  const m = /^unix:(.+)$/.exec(spec);
+  if (!m) {
+    throw new CoreError(
+      'TLSPROXY_ERR_BACKEND',
+      `backend "${spec}" is not understood: use unix:/path/to/socket (or unix:@abstract-name)`,
+    );
+  }
+  const rest = m[1]!;
+  return rest.startsWith('@')
+    ? { kind: 'unix', abstract: rest.slice(1) }
+    : { kind: 'unix', path: rest };
+}
+
+export class UnixBackend implements HandoffTarget {
+  readonly description: string;
+  readonly #address: { path: string } | { abstract: string };
+  readonly #options: UnixBackendOptions;
+  #peer: Peer | undefined;
+  #connecting: Promise<Peer | undefined> | undefined;
+  #closed = false;
+
+  constructor(spec: string, options: UnixBackendOptions) {
+    const b = parseBackend(spec);
+    this.#address = b.path !== undefined ? { path: b.path } : { abstract: b.abstract! };
+    this.description = spec;
+    this.#options = options;
+  }
+
+  async #get(): Promise<Peer | undefined> {
+    if (this.#peer && !this.#peer.closed) return this.#peer;
+    if (this.#closed) return undefined;
+    this.#connecting ??= this.#connect().finally(() => {
+      this.#connecting = undefined;
+    });
+    return this.#connecting;
+  }
+
+  async #connect(): Promise<Peer | undefined> {
+    const log = this.#options.logger;
+    const timeoutMs = this.#options.connectTimeoutMs ?? 2000;
+    let peer: Peer;
+    try {
+      const ch = await fdConnect(this.#address, { timeoutMs });
+      peer = backendProtocol.attach(ch);
+    } catch (err) {
+      log.log('warn', 'backend unreachable', {
+        backend: this.description,
+        error: (err as Error).message,
+      });
+      return undefined;
+    }
+    const timer = setTimeout(() => peer.close(), timeoutMs);
+    try {
+      await peer.ready;
+    } catch (err) {
+      log.log('warn', 'backend refused the hand-off protocol', {
+        backend: this.description,
+        error: (err as Error).message,
+      });
+      return undefined;
+    } finally {
+      clearTimeout(timer);
+    }
+    log.log('info', 'backend connected', {
+      backend: this.description,
+      pid: peer.channel.peer.pid,
+      uid: peer.channel.peer.uid,
+    });
+    peer.on('close', () => {
+      if (this.#peer === peer) this.#peer = undefined;
+      log.log('warn', 'backend channel closed', { backend: this.description });
+    });
+    peer.on('invalid', (err) =>
+      log.log('warn', 'bad message from backend', {
+        backend: this.description,
+        error: err.message,
+      }),
+    );
+    peer.on('message', (m) => {
+      for (const f of m.fds) f.close();
+      if (m.type !== 'control' || !this.#options.onControl) {
+        peer.replyError(m, 'TLSPROXY_ERR_BACKEND', `unexpected ${m.type}`);
+        return;
+      }
+      this.#options
+        .onControl(
+          m.body.key as string,
+          m.body.op as string,
+          (m.body.args as Record<string, unknown>) ?? {},
+        )
+        .then(
+          (result) => peer.reply(m, 'control-result', { result: result ?? null }),
+          (err) =>
+            peer.replyError(
+              m,
+              (err as { code?: string }).code ?? 'TLSPROXY_ERR_CONTROL',
+              (err as Error).message,
+            ),
+        );
+    });
+    this.#peer = peer;
+    return peer;
+  }
+
+  async available(): Promise<boolean> {
+    return (await this.#get()) !== undefined;
+  }
+
+  async checkServerName(name: string, info: Partial<HandoffInfo>): Promise<boolean> {
+    const peer = await this.#get();
+    if (!peer) return false;
+    const r = await peer.request(
+      'server-name',
+      { serverName: name, info: info as Record<string, unknown> },
+      {
+        timeoutMs: this.#options.requestTimeoutMs ?? 5000,
+      },
+    );
+    return r.body.accept === true;
+  }
+
+  async deliver(fd: OwnedFd, info: HandoffInfo, buffered?: Uint8Array): Promise<void> {
+    const peer = await this.#get();
+    if (!peer) {
+      fd.close();
+      throw new CoreError('TLSPROXY_ERR_BACKEND', `backend ${this.description} is unavailable`);
+    }
+    // The descriptor is handed over: fdpass closes our copy once it is in the kernel.
+    await peer.request(
+      'connection',
+      { info: info as unknown as Record<string, unknown> },
+      {
+        fds: [fd],
+        ...(buffered && buffered.length > 0 ? { attachment: buffered } : {}),
+        timeoutMs: this.#options.requestTimeoutMs ?? 5000,
+      },
+    );
+  }
+
+  close(): void {
+    this.#closed = true;
+    this.#peer?.close();
+  }
+}

@@ -1,0 +1,123 @@
+// The Dialect contract (DESIGN.md "Dialect interface — contract").
+//
+// Theory of operation: a dialect is a sans-I/O state machine in the style of h11/aioquic. The
+// engine creates one DialectSession per client connection, calls start() once, then receive()
+// with whatever bytes TCP delivered and timer() when a deadline the dialect asked for passes.
+// Every call returns a list of actions the engine carries out in order. A dialect never touches
+// a socket, a timer or a promise, so the same session can be replayed byte by byte in tests.
+
+/** Bytes to write to the client. */
+export interface SendAction {
+  type: 'send';
+  data: Uint8Array;
+}
+
+/**
+ * The client asked to start TLS. The engine first makes sure a backend can take the connection;
+ * only then does it write `goAhead` and start the TLS handshake. If no backend can, it writes
+ * `unavailable` (the protocol's temporary-failure reply) and calls `tlsUnavailable()`.
+ * Any bytes the client sent after the STARTTLS command are in `trailing`: the engine never
+ * interprets them and never lets them reach TLS or the backend.
+ */
+export interface StartTlsAction {
+  type: 'starttls';
+  goAhead: Uint8Array;
+  unavailable: Uint8Array;
+  /** Dialect state the backend needs after the hand-off (documented per dialect). */
+  state: Record<string, unknown>;
+  /** Bytes received after the STARTTLS command line; discarded by the engine (logged). */
+  trailing: Uint8Array;
+}
+
+/**
+ * Hand the connection over in plaintext (e.g. SMTP MX mode: a sender without STARTTLS). The
+ * backend receives `buffered` (bytes the client already sent that the backend must answer).
+ */
+export interface PlaintextAction {
+  type: 'plaintext';
+  buffered: Uint8Array;
+  state: Record<string, unknown>;
+  /** Written to the client if no backend can take the connection; the engine then closes. */
+  unavailable: Uint8Array;
+}
+
+/** Write `data` (if any) and close the connection. */
+export interface CloseAction {
+  type: 'close';
+  data?: Uint8Array;
+  reason: string;
+}
+
+/** Ask for timer(now) to be called at `at` (ms, same clock as `now`). Replaces any earlier one. */
+export interface TimerAction {
+  type: 'timer';
+  at: number;
+}
+
+/** A line for the engine's log, tagged with the connection. */
+export interface LogAction {
+  type: 'log';
+  level: 'debug' | 'info' | 'warn' | 'error';
+  message: string;
+}
+
+export type Action =
+  | SendAction
+  | StartTlsAction
+  | PlaintextAction
+  | CloseAction
+  | TimerAction
+  | LogAction;
+
+export interface DialectSession {
+  /** Called once when the client connects: usually returns the greeting and an idle timer. */
+  start(now: number): Action[];
+  /** Bytes from the client, in any chunking. Must never throw on peer input. */
+  receive(data: Uint8Array, now: number): Action[];
+  /** A deadline set with a timer action has passed. */
+  timer(now: number): Action[];
+  /** The engine could not find a backend after a starttls action; the preamble goes on. */
+  tlsUnavailable(now: number): Action[];
+  /** The client closed its sending side. */
+  eof?(now: number): Action[];
+}
+
+/** Context the engine gives a new session. */
+export interface SessionContext<O = Record<string, unknown>> {
+  options: O;
+  limits: Readonly<Record<string, number>>;
+  /** Host name to use in greetings (configured, or the machine's). */
+  hostname: string;
+  /** Unique per connection; usable as a stream id, never as a secret. */
+  connectionId: string;
+  /** Whether the listener already runs TLS (implicit TLS): dialects may then skip STARTTLS. */
+  secure?: boolean;
+}
+
+export type OptionType = 'string' | 'number' | 'boolean' | 'string[]';
+
+export interface OptionSpec {
+  type: OptionType;
+  default: unknown;
+  description: string;
+  /** Return an error message for a bad value, or undefined. */
+  validate?: (value: unknown) => string | undefined;
+}
+
+export interface LimitSpec {
+  default: number;
+  description: string;
+  /** Where the default comes from (an RFC, a real server). */
+  source?: string;
+}
+
+/** What a dialect plugin exports (default export or named `dialect`). */
+export interface Dialect<O = Record<string, unknown>> {
+  name: string;
+  description?: string;
+  /** Standard ports: `starttls` for the plaintext port, `implicit` for an implicit-TLS port. */
+  defaultPorts: { starttls?: number; implicit?: number };
+  options: Record<string, OptionSpec>;
+  limits: Record<string, LimitSpec>;
+  create(context: SessionContext<O>): DialectSession;
+}

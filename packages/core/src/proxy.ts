@@ -1,0 +1,197 @@
+// The engine's front: listeners (host:port on IPv4/IPv6, or descriptors passed by systemd), one
+// Session per connection, the TLS engine, and the backends.
+
+import net from 'node:net';
+import { hostname as osHostname } from 'node:os';
+import { listenFds } from '@tlsproxy/fdpass';
+import {
+  type EngineOptions,
+  type HandshakeRequest,
+  TlsEngine,
+  type TlsEngineApi,
+} from '@tlsproxy/pool';
+import { type HandoffTarget, UnixBackend } from './backend.js';
+import { resolveLimits, resolveOptions } from './define.js';
+import type { Dialect } from './dialect.js';
+import { CoreError } from './errors.js';
+import { loadDialect } from './load.js';
+import { consoleLogger, type Logger } from './logger.js';
+import { Session } from './session.js';
+
+export interface ListenerConfig {
+  /** Dialect: a built-in name ('tls'), a short name ('imap' → @tlsproxy/dialect-imap), a package name, a module path, or a Dialect object. */
+  dialect: string | Dialect<unknown>;
+  /** 'host:port', '[::1]:port', a port number, or 'systemd:NAME' */
+  listen: string | number;
+  /** 'unix:/path' (a backend running @tlsproxy/backend) or a HandoffTarget */
+  backend: string | HandoffTarget;
+  /** 'plain' (default): the TLS engine terminates TLS; 'crypt': pass the raw TCP descriptor after the go-ahead. */
+  handoff?: 'plain' | 'crypt';
+  options?: Record<string, unknown>;
+  limits?: Record<string, unknown>;
+  /** Per-listener TLS settings (client certificates, ALPN, handshake timeout). */
+  tls?: Omit<HandshakeRequest, 'checkServerName' | 'connectionId'>;
+  /** Ask the backend to accept each SNI name (its onServerName) before the handshake goes on. */
+  checkServerName?: boolean;
+  /** Host name used in greetings; default the machine's. */
+  hostname?: string;
+  /** Concurrent connections in preamble on this listener; beyond, new ones are closed. Default 10,000. */
+  maxConnections?: number;
+  /** Whole-preamble deadline; default 5 minutes. */
+  preambleTimeoutMs?: number;
+  /** Bytes accepted before TLS; default 64 KiB. */
+  maxPreambleBytes?: number;
+}
+
+export interface ProxyOptions {
+  /** The TLS engine: options for an embedded one, or an engine (e.g. a client of the tlspool daemon). */
+  pool: EngineOptions | TlsEngineApi;
+  logger?: Logger;
+}
+
+export interface RunningListener {
+  dialect: string;
+  address: net.AddressInfo | string;
+  server: net.Server;
+}
+
+function parseListen(spec: string | number): { host?: string; port?: number; systemd?: string } {
+  if (typeof spec === 'number') return { port: spec };
+  if (spec.startsWith('systemd:')) return { systemd: spec.slice(8) };
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(spec) ?? /^()()(\d+)$/.exec(spec);
+  if (!m)
+    throw new CoreError(
+      'TLSPROXY_ERR_LISTEN',
+      `listen address "${spec}" is not host:port, [v6]:port or systemd:NAME`,
+    );
+  const port = Number(m[3]);
+  if (!(port >= 0 && port < 65536))
+    throw new CoreError('TLSPROXY_ERR_LISTEN', `port out of range in "${spec}"`);
+  const host = m[1] || m[2] || undefined;
+  return host ? { host, port } : { port };
+}
+
+export class TlsProxy {
+  readonly pool: TlsEngineApi;
+  readonly logger: Logger;
+  readonly listeners: RunningListener[] = [];
+  readonly #sessions = new Set<Session>();
+  readonly #backends = new Map<string, HandoffTarget>();
+  readonly #ownsPool: boolean;
+
+  constructor(options: ProxyOptions) {
+    this.logger = options.logger ?? consoleLogger();
+    if ('handshake' in options.pool) {
+      this.pool = options.pool;
+      this.#ownsPool = false;
+    } else {
+      this.pool = new TlsEngine(options.pool);
+      this.#ownsPool = true;
+    }
+  }
+
+  get activeSessions(): number {
+    return this.#sessions.size;
+  }
+
+  #backend(spec: string | HandoffTarget): HandoffTarget {
+    if (typeof spec !== 'string') return spec;
+    let b = this.#backends.get(spec);
+    if (!b) {
+      b = new UnixBackend(spec, {
+        logger: this.logger,
+        onControl: (key, op, args) => this.pool.control(key, op as never, args),
+      });
+      this.#backends.set(spec, b);
+    }
+    return b;
+  }
+
+  /** Start one listener; resolves once it is bound. */
+  async listen(config: ListenerConfig): Promise<RunningListener> {
+    const dialect = await loadDialect(config.dialect);
+    const options = resolveOptions(dialect, config.options);
+    const limits = resolveLimits(dialect, config.limits);
+    const backend = this.#backend(config.backend);
+    const sessionConfig = {
+      dialect,
+      options,
+      limits,
+      hostname: config.hostname ?? osHostname(),
+      backend,
+      pool: this.pool,
+      handoff: config.handoff ?? 'plain',
+      tls: config.tls ?? {},
+      checkServerName: config.checkServerName ?? false,
+      preambleTimeoutMs: config.preambleTimeoutMs ?? 300_000,
+      maxPreambleBytes: config.maxPreambleBytes ?? 64 * 1024,
+      logger: this.logger,
+    };
+    const max = config.maxConnections ?? 10_000;
+    const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+      if (this.#sessions.size >= max) {
+        this.logger.log('warn', 'connection limit reached, refusing', {
+          dialect: dialect.name,
+          limit: max,
+        });
+        socket.destroy();
+        return;
+      }
+      socket.setNoDelay(true);
+      const s = new Session(socket, sessionConfig);
+      this.#sessions.add(s);
+      void s.done.then(() => this.#sessions.delete(s));
+    });
+    server.on('error', (err) =>
+      this.logger.log('error', 'listener error', { dialect: dialect.name, error: err.message }),
+    );
+    const where = parseListen(config.listen);
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      if (where.systemd !== undefined) {
+        const fds = listenFds(process.env, { unsetEnv: false });
+        const mine = fds.find((f) => f.name === where.systemd);
+        if (!mine) {
+          reject(
+            new CoreError(
+              'TLSPROXY_ERR_LISTEN',
+              `no socket named "${where.systemd}" was passed by systemd (LISTEN_FDNAMES)`,
+            ),
+          );
+          return;
+        }
+        server.listen({ fd: mine.fd.take() }, () => resolve());
+      } else {
+        server.listen({ host: where.host, port: where.port ?? 0 }, () => resolve());
+      }
+    }).catch((err: Error) => {
+      throw err instanceof CoreError
+        ? err
+        : new CoreError(
+            'TLSPROXY_ERR_LISTEN',
+            `cannot listen on ${config.listen}: ${err.message}`,
+            { cause: err },
+          );
+    });
+    const address = server.address() ?? String(config.listen);
+    const l: RunningListener = { dialect: dialect.name, address, server };
+    this.listeners.push(l);
+    this.logger.log('info', 'listening', {
+      dialect: dialect.name,
+      address: typeof address === 'string' ? address : `${address.address}:${address.port}`,
+      backend: backend.description,
+      handoff: sessionConfig.handoff,
+    });
+    return l;
+  }
+
+  /** Stop listening, end sessions still in preamble, close backends and the embedded engine. */
+  async close(): Promise<void> {
+    await Promise.all(
+      this.listeners.map((l) => new Promise<void>((r) => l.server.close(() => r()))),
+    );
+    this.listeners.length = 0;
+    for (const b of this.#backends.values()) b.close();
+    if (this.#ownsPool) await this.pool.close();
+  }
+}

@@ -1,0 +1,377 @@
+// One client connection: drives its dialect over the socket, enforces the limits the engine
+// owns (preamble deadline, bytes before TLS), and performs the STARTTLS transition.
+//
+// STARTTLS transition, and why bytes are discarded rather than the connection closed: the
+// dialect hands back `trailing` (bytes after the STARTTLS command in the same read). At the
+// go-ahead the engine also drops whatever is still pending in Node's buffer and the kernel's —
+// all of it was sent before the client could have seen the go-ahead, so it is pipelined plaintext
+// (CVE-2011-0411). It is never interpreted and never reaches TLS or the backend; a log line says
+// how much was dropped. Closing instead would punish clients that merely pipeline harmlessly,
+// and an attacker gains nothing from discarded bytes. Bytes that arrive *after* the go-ahead are
+// the client's TLS handshake and belong to the TLS engine.
+import { randomBytes } from 'node:crypto';
+import type net from 'node:net';
+import type { HandoffInfo } from '@tlsproxy/backend';
+import { binding, detachSocket, type OwnedFd, socketFd } from '@tlsproxy/fdpass';
+import type { HandshakeRequest, TlsEngineApi } from '@tlsproxy/pool';
+import type { HandoffTarget } from './backend.js';
+import type {
+  Action,
+  Dialect,
+  DialectSession,
+  PlaintextAction,
+  StartTlsAction,
+} from './dialect.js';
+import type { Logger } from './logger.js';
+
+export interface SessionConfig {
+  dialect: Dialect<unknown>;
+  options: unknown;
+  limits: Readonly<Record<string, number>>;
+  hostname: string;
+  backend: HandoffTarget;
+  pool: TlsEngineApi;
+  handoff: 'plain' | 'crypt';
+  tls: Omit<HandshakeRequest, 'checkServerName' | 'connectionId'>;
+  /** Ask the backend about the SNI name before the handshake goes on. */
+  checkServerName: boolean;
+  /** Whole preamble, connect to hand-off; the dialect's own idle timers are shorter. */
+  preambleTimeoutMs: number;
+  /** Bytes a client may send before TLS, in all. */
+  maxPreambleBytes: number;
+  logger: Logger;
+}
+
+/** Cap on bytes thrown away at the go-ahead (more than this is an attack; the rest goes to TLS and fails). */
+const MAX_DISCARD = 1 << 20;
+
+export class Session {
+  readonly id = randomBytes(6).toString('hex');
+  readonly #socket: net.Socket;
+  readonly #config: SessionConfig;
+  readonly #dialect: DialectSession;
+  readonly #remote: { address: string; port: number; localAddress: string; localPort: number };
+  #timer: NodeJS.Timeout | undefined;
+  #deadline: NodeJS.Timeout | undefined;
+  #received = 0;
+  #state: 'preamble' | 'transition' | 'done' = 'preamble';
+  readonly done: Promise<void>;
+  #resolveDone!: () => void;
+
+  constructor(socket: net.Socket, config: SessionConfig) {
+    this.#socket = socket;
+    this.#config = config;
+    this.done = new Promise((r) => {
+      this.#resolveDone = r;
+    });
+    this.#remote = {
+      address: socket.remoteAddress ?? '',
+      port: socket.remotePort ?? 0,
+      localAddress: socket.localAddress ?? '',
+      localPort: socket.localPort ?? 0,
+    };
+    this.#dialect = config.dialect.create({
+      options: config.options,
+      limits: config.limits,
+      hostname: config.hostname,
+      connectionId: this.id,
+    });
+    socket.on('error', (err) => this.#log('debug', 'client socket error', { error: err.message }));
+    socket.on('close', () => this.#finish());
+    socket.on('data', (d: Buffer) => this.#onData(d));
+    socket.on('end', () =>
+      this.#run(this.#dialect.eof?.(Date.now()) ?? [{ type: 'close', reason: 'client closed' }]),
+    );
+    this.#deadline = setTimeout(() => {
+      this.#log('info', 'preamble took too long, closing', { limitMs: config.preambleTimeoutMs });
+      this.#destroy();
+    }, config.preambleTimeoutMs);
+    this.#log('debug', 'connection', { remote: `${this.#remote.address}:${this.#remote.port}` });
+    this.#run(this.#guard(() => this.#dialect.start(Date.now())));
+  }
+
+  #log(
+    level: 'debug' | 'info' | 'warn' | 'error',
+    msg: string,
+    fields: Record<string, unknown> = {},
+  ): void {
+    this.#config.logger.log(level, msg, {
+      conn: this.id,
+      dialect: this.#config.dialect.name,
+      ...fields,
+    });
+  }
+
+  /** A dialect that throws is a bug in the dialect: log it and close, never crash the process. */
+  #guard(fn: () => Action[]): Action[] {
+    try {
+      return fn();
+    } catch (err) {
+      this.#log('error', 'dialect threw; closing the connection', {
+        error: (err as Error).stack ?? String(err),
+      });
+      return [{ type: 'close', reason: 'dialect error' }];
+    }
+  }
+
+  #onData(d: Buffer): void {
+    if (this.#state !== 'preamble') return;
+    this.#received += d.length;
+    if (this.#received > this.#config.maxPreambleBytes) {
+      this.#log('warn', 'too many bytes before TLS, closing', {
+        limit: this.#config.maxPreambleBytes,
+      });
+      this.#destroy();
+      return;
+    }
+    this.#run(this.#guard(() => this.#dialect.receive(d, Date.now())));
+  }
+
+  #run(actions: Action[]): void {
+    for (const a of actions) {
+      if (this.#state !== 'preamble') return;
+      switch (a.type) {
+        case 'send':
+          this.#socket.write(a.data);
+          break;
+        case 'log':
+          this.#log(a.level, a.message);
+          break;
+        case 'timer':
+          this.#setTimer(a.at);
+          break;
+        case 'close':
+          this.#log('debug', 'closing', { reason: a.reason });
+          this.#state = 'done';
+          this.#clearTimers();
+          if (a.data && a.data.length > 0) this.#socket.end(a.data);
+          else this.#socket.end();
+          // A client that never reads must not hold the socket open forever.
+          setTimeout(() => this.#socket.destroy(), 2000).unref();
+          return;
+        case 'starttls':
+          void this.#startTls(a);
+          return;
+        case 'plaintext':
+          void this.#plaintext(a);
+          return;
+      }
+    }
+  }
+
+  #setTimer(at: number): void {
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = setTimeout(
+      () => {
+        this.#timer = undefined;
+        if (this.#state === 'preamble')
+          this.#run(this.#guard(() => this.#dialect.timer(Date.now())));
+      },
+      Math.max(0, at - Date.now()),
+    );
+  }
+
+  #clearTimers(): void {
+    if (this.#timer) clearTimeout(this.#timer);
+    if (this.#deadline) clearTimeout(this.#deadline);
+    this.#timer = undefined;
+    this.#deadline = undefined;
+  }
+
+  #pauseReading(): void {
+    this.#socket.pause();
+    (this.#socket as unknown as { _handle?: { readStop?(): void } })._handle?.readStop?.();
+  }
+
+  /** Drop what the client sent while we were deciding (Node's buffer and the kernel's). */
+  #drainPending(): number {
+    let n = 0;
+    for (let c = this.#socket.read(); c !== null; c = this.#socket.read())
+      n += (c as Buffer).length;
+    try {
+      n += binding().discard(socketFd(this.#socket), MAX_DISCARD);
+    } catch {}
+    return n;
+  }
+
+  #info(extra: Partial<HandoffInfo> = {}): HandoffInfo {
+    return {
+      dialect: this.#config.dialect.name,
+      handoff: this.#config.handoff,
+      serverName: null,
+      tls: null,
+      clientIdentity: null,
+      remoteAddress: this.#remote.address,
+      remotePort: this.#remote.port,
+      localAddress: this.#remote.localAddress,
+      localPort: this.#remote.localPort,
+      controlKey: null,
+      connectionId: this.id,
+      dialectState: {},
+      ...extra,
+    };
+  }
+
+  async #startTls(a: StartTlsAction): Promise<void> {
+    this.#state = 'transition';
+    this.#pauseReading();
+    if (a.trailing.length > 0) {
+      this.#log('warn', 'discarded bytes sent after STARTTLS (never interpreted)', {
+        bytes: a.trailing.length,
+      });
+    }
+    let ok = false;
+    try {
+      ok = await this.#config.backend.available();
+    } catch {}
+    if (this.#socket.destroyed) return this.#finish();
+    if (!ok) {
+      this.#log('warn', 'no backend can take the connection: temporary failure', {
+        backend: this.#config.backend.description,
+      });
+      const dropped = this.#drainPending();
+      if (dropped > 0)
+        this.#log('warn', 'discarded bytes sent after STARTTLS (never interpreted)', {
+          bytes: dropped,
+        });
+      if (a.unavailable.length > 0) this.#socket.write(a.unavailable);
+      this.#state = 'preamble';
+      this.#run(this.#guard(() => this.#dialect.tlsUnavailable(Date.now())));
+      if (this.#state === 'preamble') this.#socket.resume();
+      return;
+    }
+    this.#clearTimers();
+    // Earlier replies must be on the wire before the descriptor changes hands.
+    await this.#flushed();
+    if (this.#socket.destroyed) return this.#finish();
+    const { fd, buffered } = detachSocket(this.#socket);
+    let dropped = buffered.length;
+    try {
+      dropped += binding().discard(fd.fd, MAX_DISCARD);
+    } catch {}
+    if (dropped > 0)
+      this.#log('warn', 'discarded bytes sent after STARTTLS (never interpreted)', {
+        bytes: dropped,
+      });
+    if (a.goAhead.length > 0) {
+      let n = 0;
+      try {
+        n = binding().write(fd.fd, Buffer.from(a.goAhead));
+      } catch {}
+      if (n !== a.goAhead.length) {
+        this.#log('info', 'client not reading; could not send the STARTTLS go-ahead');
+        fd.close();
+        return this.#finish();
+      }
+    }
+    const info = this.#info({ dialectState: a.state });
+    if (this.#config.handoff === 'crypt') {
+      await this.#deliver(fd, info);
+      return;
+    }
+    await this.#handshake(fd, info);
+  }
+
+  async #handshake(fd: OwnedFd, info: HandoffInfo): Promise<void> {
+    const backend = this.#config.backend;
+    const request: HandshakeRequest = { ...this.#config.tls, connectionId: this.id };
+    if (this.#config.checkServerName) {
+      request.checkServerName = (name) =>
+        backend.checkServerName(name, { ...info, serverName: name }).catch(() => false);
+    }
+    let result: Awaited<ReturnType<TlsEngineApi['handshake']>>;
+    try {
+      result = await this.#config.pool.handshake(fd, request);
+    } catch (err) {
+      this.#log('info', 'TLS handshake failed', {
+        error: (err as Error).message,
+        code: (err as { code?: string }).code,
+      });
+      return this.#finish();
+    }
+    const { version, cipher, alpn, serverName, clientIdentity } = result.info;
+    this.#log('info', 'TLS established', {
+      version,
+      cipher,
+      alpn,
+      sni: serverName ?? undefined,
+      client: clientIdentity?.subject,
+    });
+    await this.#deliver(
+      result.plaintext,
+      {
+        ...info,
+        serverName,
+        tls: { version, cipher, alpn },
+        clientIdentity,
+        controlKey: result.controlKey.toString('hex'),
+      },
+      undefined,
+      () => void this.#config.pool.control(result.controlKey, 'close').catch(() => {}),
+    );
+  }
+
+  async #plaintext(a: PlaintextAction): Promise<void> {
+    this.#state = 'transition';
+    this.#pauseReading();
+    this.#clearTimers();
+    let ok = false;
+    try {
+      ok = await this.#config.backend.available();
+    } catch {}
+    if (!ok) {
+      this.#log('warn', 'no backend for a plaintext hand-off: temporary failure');
+      this.#socket.end(a.unavailable);
+      return this.#finish();
+    }
+    await this.#flushed();
+    if (this.#socket.destroyed) return this.#finish();
+    const { fd, buffered } = detachSocket(this.#socket);
+    // Here the pending bytes are the client's next commands: they belong to the backend.
+    const all = Buffer.concat([Buffer.from(a.buffered), buffered]);
+    await this.#deliver(fd, this.#info({ handoff: 'plaintext', dialectState: a.state }), all);
+  }
+
+  async #deliver(
+    fd: OwnedFd,
+    info: HandoffInfo,
+    buffered?: Uint8Array,
+    onFail?: () => void,
+  ): Promise<void> {
+    try {
+      await this.#config.backend.deliver(fd, info, buffered);
+      this.#log('info', 'handed off', {
+        backend: this.#config.backend.description,
+        handoff: info.handoff,
+      });
+    } catch (err) {
+      this.#log('warn', 'backend did not take the connection', { error: (err as Error).message });
+      if (!fd.closed) fd.close();
+      onFail?.();
+    }
+    this.#finish();
+  }
+
+  #flushed(): Promise<void> {
+    if (this.#socket.writableLength === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const t = setTimeout(resolve, 5000);
+      this.#socket.write(Buffer.alloc(0), () => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+  }
+
+  #destroy(): void {
+    this.#state = 'done';
+    this.#socket.destroy();
+    this.#finish();
+  }
+
+  #finish(): void {
+    this.#state = 'done';
+    this.#clearTimers();
+    this.#resolveDone();
+  }
+}

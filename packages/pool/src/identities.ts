@@ -1,0 +1,105 @@
+// Certificates chosen by SNI (RFC 6066 §3): exact names first, then one-label "*." wildcards
+// (RFC 6125 §6.4.3: the wildcard covers exactly one label), else the default identity.
+import { X509Certificate } from 'node:crypto';
+import tls from 'node:tls';
+import { PoolError } from './errors.js';
+
+export interface IdentityConfig {
+  /** PEM certificate chain */
+  cert: string | Buffer;
+  /** PEM private key */
+  key: string | Buffer;
+  /** Names served; default: the certificate's DNS subjectAltNames (and CN when it has none). */
+  names?: string[];
+  /** Use this identity when no name matches (default: the first identity). */
+  default?: boolean;
+}
+
+export interface Identity {
+  names: string[];
+  context: tls.SecureContext;
+  fingerprint256: string;
+}
+
+export interface ContextOptions {
+  /** PEM CA certificates trusted for client certificates */
+  ca?: string | Buffer | Array<string | Buffer>;
+  minVersion?: tls.SecureVersion;
+}
+
+export function certificateNames(cert: string | Buffer): string[] {
+  const x = new X509Certificate(cert);
+  const dns = (x.subjectAltName ?? '')
+    .split(/,\s*/)
+    .filter((s) => s.startsWith('DNS:'))
+    .map((s) => s.slice(4).toLowerCase());
+  if (dns.length > 0) return dns;
+  const cn = /(?:^|\n)CN=([^\n]+)/.exec(x.subject)?.[1];
+  return cn ? [cn.toLowerCase()] : [];
+}
+
+export class IdentityStore {
+  readonly #exact = new Map<string, Identity>();
+  readonly #wild = new Map<string, Identity>();
+  readonly default: Identity;
+  readonly all: Identity[];
+
+  constructor(configs: IdentityConfig[], options: ContextOptions = {}) {
+    if (configs.length === 0)
+      throw new PoolError(
+        'TLSPROXY_ERR_POOL_CONFIG',
+        'at least one identity (certificate and key) is needed',
+      );
+    this.all = configs.map((c, i) => {
+      let context: tls.SecureContext;
+      let fp: string;
+      try {
+        context = tls.createSecureContext({
+          cert: c.cert,
+          key: c.key,
+          ...(options.ca ? { ca: options.ca } : {}),
+          minVersion: options.minVersion ?? 'TLSv1.2',
+        });
+        fp = new X509Certificate(c.cert).fingerprint256;
+      } catch (err) {
+        throw new PoolError(
+          'TLSPROXY_ERR_POOL_CONFIG',
+          `identity ${i + 1}: ${(err as Error).message}`,
+          { cause: err },
+        );
+      }
+      return {
+        names: (c.names ?? certificateNames(c.cert)).map((n) => n.toLowerCase()),
+        context,
+        fingerprint256: fp,
+      };
+    });
+    for (const id of this.all) {
+      for (const n of id.names) {
+        if (n.startsWith('*.')) {
+          if (!this.#wild.has(n.slice(2))) this.#wild.set(n.slice(2), id);
+        } else if (!this.#exact.has(n)) this.#exact.set(n, id);
+      }
+    }
+    const d = configs.findIndex((c) => c.default);
+    this.default = this.all[Math.max(d, 0)]!;
+  }
+
+  /** The identity serving `name`, or undefined when only the default would. */
+  match(name: string): Identity | undefined {
+    const n = name.toLowerCase().replace(/\.$/, '');
+    const exact = this.#exact.get(n);
+    if (exact) return exact;
+    const dot = n.indexOf('.');
+    return dot > 0 ? this.#wild.get(n.slice(dot + 1)) : undefined;
+  }
+
+  select(name: string | null | undefined): Identity {
+    return (name ? this.match(name) : undefined) ?? this.default;
+  }
+
+  /** Every name served, for dialects that need the list (e.g. XMPP domains). */
+  names(): string[] {
+    return this.all.flatMap((i) => i.names);
+  }
+}

@@ -1,0 +1,18 @@
+// @tlsproxy/pool: the TLS engine (the "TLS Pool" role) on node:tls.
+
+export type { ClientIdentity } from './client-identity.js';
+export { clientIdentity } from './client-identity.js';
+export type {
+  ClientCertPolicy,
+  ControlOp,
+  EngineOptions,
+  HandshakeRequest,
+  HandshakeResult,
+  NegotiatedInfo,
+  TlsEngineApi,
+} from './engine.js';
+export { TlsEngine } from './engine.js';
+export type { PoolErrorCode } from './errors.js';
+export { PoolError } from './errors.js';
+export type { ContextOptions, Identity, IdentityConfig } from './identities.js';
+export { certificateNames, IdentityStore } from './identities.js';

@@ -1,0 +1,166 @@
+// RFC 9051 section 7.1.1 (OK greeting with CAPABILITY response code) and 7.2.2 (CAPABILITY),
+// RFC 3501 section 6.2.1 (STARTTLS): the IMAP dialect plugin, its options and its limits.
+import type { Dialect, LimitSpec, OptionSpec, SessionContext } from '@tlsproxy/core/dialect';
+import { ImapSession, type SessionConfig } from './session.js';
+
+export { type ImapErrorCode, ImapProtocolError, isImapProtocolError } from './errors.js';
+
+export interface ImapOptions {
+  greeting: string;
+  capabilities: string[];
+  idResponse: string;
+}
+
+/** What a real Dovecot advertises before TLS (STARTTLS and LOGINDISABLED are always added). */
+export const DEFAULT_CAPABILITIES: readonly string[] = [
+  'IMAP4rev1',
+  'SASL-IR',
+  'LOGIN-REFERRALS',
+  'ID',
+  'ENABLE',
+  'IDLE',
+  'LITERAL+',
+];
+
+const ATOM = /^[\x21\x23\x24\x26\x27\x2B-\x5B\x5E-\x7A\x7C-\x7E]+$/;
+
+function capabilityProblem(value: unknown): string | undefined {
+  if (!Array.isArray(value)) return 'expected a list of strings';
+  for (const c of value) {
+    if (typeof c !== 'string' || !ATOM.test(c)) return `"${String(c)}" is not an IMAP atom`;
+    if (/^AUTH=/i.test(c)) return `"${c}": no AUTH= mechanism may be advertised before TLS`;
+  }
+  if (!value.some((c) => /^IMAP4rev[12]$/i.test(c as string))) {
+    return 'must include IMAP4rev1 or IMAP4rev2 (RFC 9051 section 7.2.2)';
+  }
+  return undefined;
+}
+
+const options: Record<keyof ImapOptions, OptionSpec> = {
+  greeting: {
+    type: 'string',
+    default: 'IMAP server ready.',
+    description: 'Text of the "* OK [CAPABILITY ...]" greeting; "%h" is replaced by the host name.',
+    validate: (v) =>
+      typeof v === 'string' && /^[\x20-\x7e]+$/.test(v) && !v.startsWith('[')
+        ? undefined
+        : 'printable ASCII, not empty, not starting with "["',
+  },
+  capabilities: {
+    type: 'string[]',
+    default: [...DEFAULT_CAPABILITIES],
+    description:
+      'Capabilities before TLS; STARTTLS and LOGINDISABLED are always added, AUTH= never.',
+    validate: capabilityProblem,
+  },
+  idResponse: {
+    type: 'string',
+    default: 'NIL',
+    description: 'Payload of the "* ID" reply (RFC 2971): NIL or a parenthesised list.',
+    validate: (v) =>
+      typeof v === 'string' && (v === 'NIL' || /^\([\x20-\x7e]*\)$/.test(v))
+        ? undefined
+        : 'NIL or a parenthesised list of printable ASCII',
+  },
+};
+
+const limits: Record<
+  keyof Omit<SessionConfig, 'greeting' | 'capabilities' | 'idResponse'>,
+  LimitSpec
+> = {
+  maxLineLength: {
+    default: 8192,
+    description: 'Longest command line in octets, literal data not counted; longer: BAD, skipped.',
+    source:
+      'RFC 7162 section 4 (servers should accept at least 8192 octets); Dovecot imap-login MAX_IMAP_LINE 8192',
+  },
+  maxLiteralSize: {
+    default: 4096,
+    description:
+      'Largest literal before TLS; over it a {n} gets BAD [TOOBIG], a {n+} gets BAD and BYE.',
+    source: 'RFC 7888 section 4 (LITERAL- caps non-synchronizing literals at 4096 octets)',
+  },
+  maxCommandSize: {
+    default: 65536,
+    description: 'Largest command in octets, lines and literals together.',
+    source: "Dovecot's imap_max_line_length default (64 KiB)",
+  },
+  maxCommands: {
+    default: 50,
+    description: 'Commands before STARTTLS; then "* BYE" and close.',
+    source: 'tlsproxy: real clients send 1-4 (CAPABILITY, ID, STARTTLS)',
+  },
+  maxBadCommands: {
+    default: 10,
+    description: 'BAD answers before "* BYE Too many invalid IMAP commands." and close.',
+    source:
+      'Dovecot imap-login closes after 3 (CLIENT_MAX_BAD_COMMANDS); 10 leaves room for people typing',
+  },
+  idleTimeoutMs: {
+    default: 60_000,
+    description: 'Silence before "* BYE Disconnected for inactivity." and close; 0 disables.',
+    source:
+      'RFC 9051 section 5.4 sets a 30-minute minimum only after login; Dovecot allows 3 minutes for the whole login',
+  },
+};
+
+function pick<T>(value: unknown, fallback: T, ok: (v: unknown) => boolean): T {
+  return ok(value) ? (value as T) : fallback;
+}
+
+/** The capability string: defaults to Dovecot's pre-TLS set, STARTTLS + LOGINDISABLED forced. */
+export function capabilityString(list: readonly string[]): string {
+  const seen = new Set<string>();
+  const out: string[] = [];
+  for (const c of [...list, 'STARTTLS', 'LOGINDISABLED']) {
+    const upper = c.toUpperCase();
+    // Defence in depth: the engine validates options, but a bad list must not leak AUTH=.
+    if (upper.startsWith('AUTH=') || !ATOM.test(c) || seen.has(upper)) continue;
+    seen.add(upper);
+    out.push(c);
+  }
+  return out.join(' ');
+}
+
+export function sessionConfig(context: SessionContext<Partial<ImapOptions>>): SessionConfig {
+  const o = context.options ?? {};
+  const greeting = pick(
+    o.greeting,
+    options.greeting.default as string,
+    (v) => !options.greeting.validate?.(v),
+  );
+  const capabilities = pick(
+    o.capabilities,
+    [...DEFAULT_CAPABILITIES],
+    (v) => !capabilityProblem(v),
+  );
+  const idResponse = pick(o.idResponse, 'NIL', (v) => !options.idResponse.validate?.(v));
+  const host = (context.hostname ?? '').replace(/[^A-Za-z0-9.-]/g, '');
+  const caps = capabilityString(capabilities);
+  const limit = (name: keyof typeof limits): number => {
+    const v = context.limits?.[name];
+    return typeof v === 'number' && v >= 0 ? v : limits[name].default;
+  };
+  return {
+    greeting: `* OK [CAPABILITY ${caps}] ${greeting.replaceAll('%h', host)}\r\n`,
+    capabilities: caps,
+    idResponse,
+    maxLineLength: limit('maxLineLength'),
+    maxLiteralSize: limit('maxLiteralSize'),
+    maxCommandSize: limit('maxCommandSize'),
+    maxCommands: limit('maxCommands'),
+    maxBadCommands: limit('maxBadCommands'),
+    idleTimeoutMs: limit('idleTimeoutMs'),
+  };
+}
+
+export const dialect: Dialect<Partial<ImapOptions>> = {
+  name: 'imap',
+  description: 'IMAP4 (RFC 9051, RFC 3501) pre-TLS preamble: greeting, CAPABILITY, STARTTLS',
+  defaultPorts: { starttls: 143, implicit: 993 },
+  options,
+  limits,
+  create: (context) => new ImapSession(sessionConfig(context)),
+};
+
+export default dialect;

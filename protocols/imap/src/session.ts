@@ -1,0 +1,260 @@
+// RFC 9051 section 3 (State and Flow Diagram), 6.2.1 (STARTTLS) and 5.4 (Autologout Timer):
+// one client connection's plaintext preamble, sans-I/O.
+//
+// Theory of operation (h11 style): bytes go into the Framer, which cuts them into commands;
+// each command is parsed and answered from the table in commands.ts. The session itself only
+// moves between three phases, and everything it does in each is this table:
+//
+//   phase     | receive(bytes)              | timer(now)        | tlsUnavailable() | eof()
+//   ----------+-----------------------------+-------------------+------------------+--------
+//   preamble  | frame, answer, re-arm timer | BYE if idle; close| (ignored, log)   | close
+//   tls       | discard + log, never parse  | (ignored)         | -> preamble      | close
+//   closed    | (ignored)                   | (ignored)         | (ignored)        | (ignored)
+//
+// STARTTLS moves to `tls` at once: every octet after its line end goes out as `trailing` and
+// is never framed, so pipelined plaintext cannot reach the TLS session (CVE-2011-0411 class).
+import type { Action, DialectSession } from '@tlsproxy/core/dialect';
+import { act, ascii } from './bytes.js';
+import {
+  execute,
+  literalRefusal,
+  type Outcome,
+  type ReplyConfig,
+  syntaxError,
+} from './commands.js';
+import { ImapProtocolError, isImapProtocolError } from './errors.js';
+import { type FrameEvent, Framer } from './framer.js';
+import { isViablePrefix, nameOf, parseCommand, tagOf } from './parse.js';
+
+export interface SessionConfig extends ReplyConfig {
+  /** Full greeting line, CRLF included. */
+  greeting: string;
+  maxLineLength: number;
+  maxLiteralSize: number;
+  maxCommandSize: number;
+  maxCommands: number;
+  maxBadCommands: number;
+  /** 0 disables the timer. */
+  idleTimeoutMs: number;
+}
+
+type Phase = 'preamble' | 'tls' | 'closed';
+
+export class ImapSession implements DialectSession {
+  private phase: Phase = 'preamble';
+  private framer: Framer;
+  private deadline = Number.POSITIVE_INFINITY;
+  private commands = 0;
+  private bad = 0;
+
+  constructor(private readonly config: SessionConfig) {
+    this.framer = this.newFramer();
+  }
+
+  start(now: number): Action[] {
+    return [act.send(this.config.greeting), ...this.arm(now)];
+  }
+
+  receive(data: Uint8Array, now: number): Action[] {
+    try {
+      return this.receiveUnchecked(data, now);
+    } catch (err) {
+      return this.internalError(err);
+    }
+  }
+
+  timer(now: number): Action[] {
+    if (this.phase !== 'preamble') return [];
+    if (now < this.deadline) return [act.timer(this.deadline)];
+    this.phase = 'closed';
+    return [act.close('idle timeout', '* BYE Disconnected for inactivity.\r\n')];
+  }
+
+  tlsUnavailable(now: number): Action[] {
+    if (this.phase !== 'tls') return [act.log('warn', 'tlsUnavailable() outside STARTTLS ignored')];
+    // Whatever arrived while the engine looked for a backend was discarded, never parsed.
+    this.phase = 'preamble';
+    this.framer = this.newFramer();
+    return this.arm(now);
+  }
+
+  eof(_now: number): Action[] {
+    if (this.phase === 'closed') return [];
+    this.phase = 'closed';
+    return [act.close('client closed the connection')];
+  }
+
+  private receiveUnchecked(data: Uint8Array, now: number): Action[] {
+    if (this.phase === 'tls') {
+      return data.length === 0
+        ? []
+        : [act.log('warn', `discarded ${data.length} bytes sent after STARTTLS`)];
+    }
+    if (this.phase === 'closed' || data.length === 0) return [];
+    this.framer.push(data);
+    const out: Action[] = [];
+    for (let event = this.framer.next(); event; event = this.framer.next()) {
+      this.handle(event, out);
+      if (this.phase !== 'preamble') return out;
+    }
+    out.push(...this.arm(now));
+    return out;
+  }
+
+  private handle(event: FrameEvent, out: Action[]): void {
+    switch (event.type) {
+      case 'command':
+        this.complete(out, () => this.answer(event.text, event.literalEnds, event.literals, out));
+        return;
+      case 'literal':
+        this.literal(event.text, event.tooBig, out);
+        return;
+      case 'tooLong': {
+        const tag = tagOf(event.text) ?? '*';
+        this.complete(out, () => {
+          throw new ImapProtocolError(
+            'TLSPROXY_ERR_IMAP_LINE_TOO_LONG',
+            `${tag} BAD Command line too long.\r\n`,
+          );
+        });
+        return;
+      }
+      case 'fatal': {
+        // RFC 7888 section 4: a non-synchronizing literal over the limit is rejected with BAD
+        // and, as its octets are already on their way, the connection cannot continue.
+        const tag = tagOf(event.text);
+        const bad = tag ? `${tag} BAD [TOOBIG] Literal too big.\r\n` : '';
+        this.closeWith(
+          out,
+          `${bad}* BYE Literal too big.\r\n`,
+          'non-synchronizing literal too big',
+        );
+        return;
+      }
+    }
+  }
+
+  /** A synchronizing literal was announced: `+ OK` only if the command can still be valid. */
+  private literal(text: string, tooBig: boolean, out: Action[]): void {
+    const tag = tagOf(text);
+    let refusal: ImapProtocolError | null;
+    if (tag === null) refusal = invalidTag();
+    else if (tooBig) {
+      refusal = new ImapProtocolError(
+        'TLSPROXY_ERR_IMAP_LITERAL_TOO_BIG',
+        `${tag} BAD [TOOBIG] Literal too big.\r\n`,
+      );
+    } else {
+      const name = nameOf(text);
+      refusal = literalRefusal(tag, name);
+      if (refusal === null && !isViablePrefix(text)) refusal = syntaxError(tag, name);
+    }
+    if (refusal === null) {
+      this.framer.accept();
+      out.push(act.send('+ OK\r\n'));
+      return;
+    }
+    // The client will not send the literal after a tagged reply, so nothing is swallowed.
+    this.framer.refuse();
+    const error = refusal;
+    this.complete(out, () => {
+      throw error;
+    });
+  }
+
+  private answer(
+    text: string,
+    literalEnds: number[],
+    literals: Uint8Array[],
+    out: Action[],
+  ): Outcome {
+    if (text === '') {
+      throw new ImapProtocolError('TLSPROXY_ERR_IMAP_BAD_TAG', '* BAD Empty command line.\r\n');
+    }
+    const tag = tagOf(text);
+    if (tag === null) throw invalidTag();
+    const parsed = parseCommand(text, literalEnds, literals);
+    if (!parsed.ok) {
+      if (parsed.reason === 'ambiguous') out.push(act.log('error', 'IMAP grammar is ambiguous'));
+      throw syntaxError(tag, nameOf(text));
+    }
+    return execute(parsed.command, this.config);
+  }
+
+  /** One command is finished: count it, then send its answer or turn its error into a reply. */
+  private complete(out: Action[], run: () => Outcome): void {
+    if (++this.commands > this.config.maxCommands) {
+      this.closeWith(out, '* BYE Too many commands before STARTTLS.\r\n', 'too many commands');
+      return;
+    }
+    let outcome: Outcome;
+    try {
+      outcome = run();
+    } catch (err) {
+      if (!isImapProtocolError(err)) throw err;
+      if (err.fatal) {
+        this.closeWith(out, err.reply, err.code);
+      } else if (++this.bad >= this.config.maxBadCommands) {
+        // Dovecot's wording; it sends only the BYE, not the BAD it replaces.
+        this.closeWith(out, '* BYE Too many invalid IMAP commands.\r\n', 'too many bad commands');
+      } else {
+        out.push(act.send(err.reply));
+      }
+      return;
+    }
+    switch (outcome.kind) {
+      case 'reply':
+        out.push(act.send(outcome.text));
+        return;
+      case 'close':
+        this.closeWith(out, outcome.text, outcome.reason);
+        return;
+      case 'starttls': {
+        this.phase = 'tls';
+        const trailing = this.framer.takeRest();
+        const tag = outcome.tag;
+        out.push({
+          type: 'starttls',
+          goAhead: ascii(`${tag} OK Begin TLS negotiation now\r\n`),
+          unavailable: ascii(`${tag} NO [UNAVAILABLE] TLS not available right now\r\n`),
+          state: { tag },
+          trailing,
+        });
+        if (trailing.length > 0) {
+          out.push(act.log('warn', `discarded ${trailing.length} bytes pipelined after STARTTLS`));
+        }
+        return;
+      }
+    }
+  }
+
+  private closeWith(out: Action[], text: string, reason: string): void {
+    this.phase = 'closed';
+    out.push(act.close(reason, text));
+  }
+
+  private arm(now: number): Action[] {
+    if (!(this.config.idleTimeoutMs > 0)) return [];
+    this.deadline = now + this.config.idleTimeoutMs;
+    return [act.timer(this.deadline)];
+  }
+
+  private newFramer(): Framer {
+    const { maxLineLength, maxLiteralSize, maxCommandSize } = this.config;
+    return new Framer({ maxLineLength, maxLiteralSize, maxCommandSize });
+  }
+
+  /** receive() must never throw: a bug of ours ends this one connection, politely. */
+  private internalError(err: unknown): Action[] {
+    this.phase = 'closed';
+    const message = err instanceof Error ? err.message : String(err);
+    return [
+      act.log('error', `imap dialect internal error: ${message}`),
+      act.close('internal error', '* BYE Internal server error.\r\n'),
+    ];
+  }
+}
+
+function invalidTag(): ImapProtocolError {
+  return new ImapProtocolError('TLSPROXY_ERR_IMAP_BAD_TAG', '* BAD Invalid tag.\r\n');
+}
