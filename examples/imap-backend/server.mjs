@@ -13,8 +13,11 @@ const { values } = parseArgs({
     path: { type: 'string', default: '/tmp/tlsproxy-imapd.sock' },
     'refuse-name': { type: 'string', multiple: true, default: [] },
     quiet: { type: 'boolean', default: false },
+    // One JSON object per line on stdout (connection info, each command) for tests and tooling.
+    json: { type: 'boolean', default: false },
   },
 });
+const event = (o) => values.json && process.stdout.write(`${JSON.stringify(o)}\n`);
 const refused = new Set(values['refuse-name']);
 
 const server = await listen({
@@ -23,13 +26,16 @@ const server = await listen({
   onServerName: (name) => !refused.has(name),
   log: (m) => console.error(`imap-backend: ${m}`),
 });
-console.log(`imap-backend: listening on ${values.path} (pid ${process.pid})`);
+if (values.json) event({ event: 'listening', path: values.path, pid: process.pid });
+else console.log(`imap-backend: listening on ${values.path} (pid ${process.pid})`);
 
 const CAPS = 'IMAP4rev1 LITERAL+ ID UNSELECT';
 
-for await (const { socket, info, control } of server) {
-  if (!values.quiet)
+for await (const { socket, info, control, buffered } of server) {
+  event({ event: 'connection', info, buffered: buffered.toString('latin1') });
+  if (!values.quiet && !values.json) {
     console.log(`imap-backend: connection handed over:\n${JSON.stringify(info, null, 2)}`);
+  }
   serve(socket, info, control).catch((err) => {
     console.error(`imap-backend: session error: ${err.message}`);
     socket.destroy();
@@ -94,6 +100,13 @@ async function serve(socket, info, control) {
   socket.on('error', () => {});
   commands(socket, async (parts) => {
     const [tag, rawCmd, ...args] = tokens(parts);
+    event({
+      event: 'command',
+      connectionId: info.connectionId,
+      tag,
+      command: rawCmd,
+      args: (rawCmd ?? '').toUpperCase() === 'LOGIN' ? ['<hidden>'] : args,
+    });
     const cmd = (rawCmd ?? '').toUpperCase();
     if (!tag || !cmd) return send('* BAD Empty command');
     switch (cmd) {
@@ -108,9 +121,10 @@ async function serve(socket, info, control) {
       case 'LOGIN':
         if (args.length < 2) return send(`${tag} BAD LOGIN needs a user name and a password`);
         user = args[0];
-        console.log(
-          `imap-backend: ${user} logged in over ${info.tls?.version ?? 'no TLS'} (SNI ${info.serverName ?? 'none'}, client ${info.clientIdentity?.subject ?? 'no certificate'})`,
-        );
+        if (!values.json)
+          console.log(
+            `imap-backend: ${user} logged in over ${info.tls?.version ?? 'no TLS'} (SNI ${info.serverName ?? 'none'}, client ${info.clientIdentity?.subject ?? 'no certificate'})`,
+          );
         send(
           `* OK [ALERT] tlsproxy hand-off: ${info.dialect} ${info.tls?.version ?? ''} ${info.tls?.cipher ?? ''} sni=${info.serverName ?? '-'} client=${info.clientIdentity?.subject ?? '-'} from ${info.remoteAddress}:${info.remotePort}`,
         );

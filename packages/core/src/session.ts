@@ -180,7 +180,20 @@ export class Session {
 
   #pauseReading(): void {
     this.#socket.pause();
-    (this.#socket as unknown as { _handle?: { readStop?(): void } })._handle?.readStop?.();
+    // pause() alone lets Node keep reading into its buffer; stop the handle, and tell Node so
+    // (`reading`), or a later resume() would never restart it.
+    const handle = (
+      this.#socket as unknown as { _handle?: { readStop?(): void; reading?: boolean } }
+    )._handle;
+    if (handle?.readStop) {
+      handle.readStop();
+      handle.reading = false;
+    }
+  }
+
+  /** End a session still in its preamble (proxy shutdown); hand-offs in flight finish. */
+  abort(): void {
+    if (this.#state === 'preamble') this.#destroy();
   }
 
   /** Drop what the client sent while we were deciding (Node's buffer and the kernel's). */
@@ -245,10 +258,15 @@ export class Session {
     await this.#flushed();
     if (this.#socket.destroyed) return this.#finish();
     const { fd, buffered } = detachSocket(this.#socket);
+    // With a go-ahead to send, everything pending predates it: pipelined plaintext. With none
+    // (implicit TLS) the client never waits, and what is pending is its ClientHello — but then
+    // reading stopped before the first read, so nothing sits in Node's buffer.
     let dropped = buffered.length;
-    try {
-      dropped += binding().discard(fd.fd, MAX_DISCARD);
-    } catch {}
+    if (a.goAhead.length > 0) {
+      try {
+        dropped += binding().discard(fd.fd, MAX_DISCARD);
+      } catch {}
+    }
     if (dropped > 0)
       this.#log('warn', 'discarded bytes sent after STARTTLS (never interpreted)', {
         bytes: dropped,

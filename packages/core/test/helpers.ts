@@ -1,0 +1,193 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import tls from 'node:tls';
+import { fileURLToPath } from 'node:url';
+import { type Logger, TlsProxy } from '../src/index.js';
+
+const root = fileURLToPath(new URL('../../../', import.meta.url));
+export const cert = (f: string) => readFileSync(join(root, 'fixtures/certs', f));
+export const exampleBackend = join(root, 'examples/imap-backend/server.mjs');
+
+let n = 0;
+export const tmpSock = (tag: string) => join(tmpdir(), `core-${process.pid}-${tag}-${n++}.sock`);
+
+export function fdCount(pid: number | 'self' = 'self'): number {
+  return readdirSync(`/proc/${pid}/fd`).length;
+}
+
+export interface Events {
+  next(
+    pred?: (e: Record<string, unknown>) => boolean,
+    timeoutMs?: number,
+  ): Promise<Record<string, unknown>>;
+  all: Array<Record<string, unknown>>;
+}
+
+/** The example IMAP backend in its own process, with --json events on stdout. */
+export async function startBackend(
+  extra: string[] = [],
+): Promise<{ child: ChildProcess; path: string; events: Events }> {
+  const path = tmpSock('backend');
+  const child = spawn(process.execPath, [exampleBackend, '--path', path, '--json', ...extra], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const all: Array<Record<string, unknown>> = [];
+  const waiters: Array<{
+    pred: (e: Record<string, unknown>) => boolean;
+    resolve(e: Record<string, unknown>): void;
+    from: number;
+  }> = [];
+  let buf = '';
+  child.stdout!.setEncoding('utf8');
+  child.stdout!.on('data', (d: string) => {
+    buf += d;
+    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+      const e = JSON.parse(buf.slice(0, i)) as Record<string, unknown>;
+      buf = buf.slice(i + 1);
+      all.push(e);
+      for (const w of [...waiters]) {
+        if (w.pred(e)) {
+          waiters.splice(waiters.indexOf(w), 1);
+          w.resolve(e);
+        }
+      }
+    }
+  });
+  let cursor = 0;
+  const events: Events = {
+    all,
+    next(pred = () => true, timeoutMs = 10_000) {
+      // events already seen count too, in order, but each is handed out once
+      for (; cursor < all.length; cursor++) {
+        if (pred(all[cursor]!)) return Promise.resolve(all[cursor++]!);
+      }
+      return new Promise((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error('backend event did not come')), timeoutMs);
+        waiters.push({
+          pred,
+          from: cursor,
+          resolve: (e) => {
+            clearTimeout(t);
+            cursor = all.length;
+            resolve(e);
+          },
+        });
+      });
+    },
+  };
+  await events.next((e) => e.event === 'listening');
+  return { child, path, events };
+}
+
+export function quietLogger(lines: string[] = []): Logger & { lines: string[] } {
+  return {
+    lines,
+    log(level, message, fields = {}) {
+      lines.push(`${level} ${message} ${JSON.stringify(fields)}`);
+    },
+  };
+}
+
+export async function startProxy(
+  backend: string,
+  extra: Partial<Parameters<TlsProxy['listen']>[0]> = {},
+  pool: Record<string, unknown> = {},
+) {
+  const logger = quietLogger();
+  const proxy = new TlsProxy({
+    logger,
+    pool: {
+      identities: [{ cert: cert('server.pem'), key: cert('server.key') }],
+      ca: cert('ca.pem'),
+      ...pool,
+    },
+  });
+  const l = await proxy.listen({
+    dialect: 'imap',
+    listen: '127.0.0.1:0',
+    backend,
+    hostname: 'test.example',
+    ...extra,
+  });
+  const port = (l.server.address() as net.AddressInfo).port;
+  return { proxy, port, logger };
+}
+
+/** A line-reading plaintext client. */
+export class LineClient {
+  readonly socket: net.Socket;
+  #buf = '';
+  #waiters: Array<() => void> = [];
+  constructor(port: number) {
+    this.socket = net.connect(port, '127.0.0.1');
+    this.socket.setEncoding('latin1');
+    this.socket.on('data', (d: string) => {
+      this.#buf += d;
+      for (const w of this.#waiters.splice(0)) w();
+    });
+    this.socket.on('error', () => {});
+  }
+  /** Resolve with everything up to and including a line matching `re`. */
+  async until(re: RegExp, timeoutMs = 5000): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const lines = this.#buf.split('\r\n');
+      const idx = lines.findIndex((l, i) => i < lines.length - 1 && re.test(l));
+      if (idx >= 0) {
+        const out = lines.slice(0, idx + 1).join('\r\n');
+        this.#buf = lines.slice(idx + 1).join('\r\n');
+        return out;
+      }
+      if (Date.now() > deadline)
+        throw new Error(`timed out waiting for ${re}; have ${JSON.stringify(this.#buf)}`);
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, 50);
+        this.#waiters.push(() => {
+          clearTimeout(t);
+          r();
+        });
+      });
+    }
+  }
+  write(s: string): void {
+    this.socket.write(s);
+  }
+  /** Start TLS on this connection (after the go-ahead was read). */
+  startTls(options: tls.ConnectionOptions = {}): Promise<TlsLineClient> {
+    this.socket.removeAllListeners('data');
+    return new Promise((resolve, reject) => {
+      const t = tls.connect(
+        { socket: this.socket, servername: 'localhost', ca: cert('ca.pem'), ...options },
+        () => resolve(new TlsLineClient(t)),
+      );
+      t.once('error', reject);
+    });
+  }
+}
+
+export class TlsLineClient {
+  buf = '';
+  constructor(readonly socket: tls.TLSSocket) {
+    socket.setEncoding('latin1');
+    socket.on('data', (d: string) => {
+      this.buf += d;
+    });
+    socket.on('error', () => {});
+  }
+  async until(re: RegExp, timeoutMs = 5000): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    while (!re.test(this.buf)) {
+      if (Date.now() > deadline)
+        throw new Error(`timed out waiting for ${re}; have ${JSON.stringify(this.buf)}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const out = this.buf;
+    this.buf = '';
+    return out;
+  }
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
