@@ -102,3 +102,40 @@ describe('tlsproxy flags', () => {
     expect(await exited).toBe(0);
   });
 });
+
+describe('systemd socket activation', () => {
+  it('listens on a TCP socket passed as LISTEN_FDS with --listen systemd:NAME', async () => {
+    const server = net.createServer();
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const port = (server.address() as net.AddressInfo).port;
+    const fd = (server as unknown as { _handle: { fd: number } })._handle.fd;
+    const child = spawn(
+      'bash',
+      [
+        '-c',
+        'LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=imap exec "$@"',
+        'sh',
+        process.execPath,
+        bin,
+        ...base,
+        '--listen',
+        'systemd:imap',
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe', fd] },
+    );
+    server.close(); // the child holds its own copy now
+    let err = '';
+    child.stderr.on('data', (d) => {
+      err += d;
+    });
+    for (let i = 0; i < 100 && !err.includes('listening'); i++)
+      await new Promise((r) => setTimeout(r, 50));
+    expect(err).toMatch(/listening dialect=imap/);
+    const c = net.connect(port, '127.0.0.1');
+    const greeting = await new Promise<string>((r) => c.once('data', (d) => r(String(d))));
+    expect(greeting).toMatch(/^\* OK/);
+    c.destroy();
+    child.kill('SIGTERM');
+    await new Promise((r) => child.once('exit', r));
+  });
+});

@@ -3,7 +3,7 @@
 
 import net from 'node:net';
 import { hostname as osHostname } from 'node:os';
-import { listenFds } from '@tlsproxy/fdpass';
+import { listenFds, type OwnedFd } from '@tlsproxy/fdpass';
 import {
   type EngineOptions,
   type HandshakeRequest,
@@ -69,6 +69,21 @@ function parseListen(spec: string | number): { host?: string; port?: number; sys
     throw new CoreError('TLSPROXY_ERR_LISTEN', `port out of range in "${spec}"`);
   const host = m[1] || m[2] || undefined;
   return host ? { host, port } : { port };
+}
+
+// systemd's descriptors are taken once per process (each is owned by exactly one object) and
+// handed out by name, so several listeners can each claim theirs.
+let systemdFds: Map<string, OwnedFd[]> | undefined;
+function systemdSocket(name: string): OwnedFd | undefined {
+  if (!systemdFds) {
+    systemdFds = new Map();
+    for (const f of listenFds(process.env)) {
+      const list = systemdFds.get(f.name) ?? [];
+      list.push(f.fd);
+      systemdFds.set(f.name, list);
+    }
+  }
+  return systemdFds.get(name)?.shift();
 }
 
 export class TlsProxy {
@@ -149,8 +164,7 @@ export class TlsProxy {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       if (where.systemd !== undefined) {
-        const fds = listenFds(process.env, { unsetEnv: false });
-        const mine = fds.find((f) => f.name === where.systemd);
+        const mine = systemdSocket(where.systemd);
         if (!mine) {
           reject(
             new CoreError(
@@ -160,7 +174,7 @@ export class TlsProxy {
           );
           return;
         }
-        server.listen({ fd: mine.fd.take() }, () => resolve());
+        server.listen({ fd: mine.take() }, () => resolve());
       } else {
         server.listen({ host: where.host, port: where.port ?? 0 }, () => resolve());
       }
