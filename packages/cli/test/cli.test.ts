@@ -125,7 +125,7 @@ describe('systemd socket activation', () => {
     );
     server.close(); // the child holds its own copy now
     let err = '';
-    child.stderr.on('data', (d) => {
+    child.stderr!.on('data', (d) => {
       err += d;
     });
     for (let i = 0; i < 100 && !err.includes('listening'); i++)
