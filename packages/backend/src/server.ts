@@ -136,6 +136,10 @@ export class BackendServer extends EventEmitter<BackendServerEvents> {
     return a && 'path' in a ? a.path : undefined;
   }
 
+  readonly #onQueuedError = (err: Error): void => {
+    this.#log(`a queued connection failed before accept(): ${err.message}`);
+  };
+
   #log(msg: string): void {
     this.#options.log?.(msg);
   }
@@ -200,7 +204,12 @@ export class BackendServer extends EventEmitter<BackendServerEvents> {
       if (w) w.resolve(accepted);
       else if (this.listenerCount('connection') > 0)
         this.emit('connection', socket, info, accepted);
-      else this.#queue.push(accepted);
+      else {
+        // Until accept() hands it out nobody listens on the socket: a client reset (crypt
+        // hand-off: the raw TCP socket) would otherwise be an uncaught 'error' and end the process.
+        socket.on('error', this.#onQueuedError);
+        this.#queue.push(accepted);
+      }
       return;
     }
     for (const f of m.fds) f.close();
@@ -210,7 +219,10 @@ export class BackendServer extends EventEmitter<BackendServerEvents> {
   /** The next connection, like accept(2). Rejects once the server is closed. */
   accept(): Promise<Accepted> {
     const q = this.#queue.shift();
-    if (q) return Promise.resolve(q);
+    if (q) {
+      q.socket.off('error', this.#onQueuedError);
+      return Promise.resolve(q);
+    }
     if (this.#closed)
       return Promise.reject(new BackendError('TLSPROXY_ERR_BACKEND_CLOSED', 'server is closed'));
     return new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }));

@@ -98,7 +98,10 @@ export class TlsEngine implements TlsEngineApi {
     input: net.Socket | OwnedFd,
     request: HandshakeRequest = {},
   ): Promise<HandshakeResult> {
-    const socket = 'toSocket' in input ? input.toSocket() : input;
+    // A TLSSocket takes allowHalfOpen from the socket it wraps: keep it, so a client's
+    // close_notify ends only the backend's read side and the backend can still answer.
+    const socket = 'toSocket' in input ? input.toSocket({ allowHalfOpen: true }) : input;
+    socket.allowHalfOpen = true;
     if (this.#closed || this.#sessions.size >= (this.#options.maxSessions ?? 100_000)) {
       socket.destroy();
       throw new PoolError(
@@ -137,7 +140,9 @@ export class TlsEngine implements TlsEngineApi {
               refusedName = name;
               // No server bytes have been written yet, so a bare alert record is valid TLS and
               // tells the client why (node:tls would only reset the connection).
-              if (rawFd >= 0) {
+              // Only while the connection is still ours: after a timeout or a client close the
+              // number may already belong to another descriptor.
+              if (rawFd >= 0 && !t.destroyed && !socket.destroyed) {
                 try {
                   writeSync(rawFd, ALERT_UNRECOGNIZED_NAME);
                 } catch {}
@@ -169,6 +174,7 @@ export class TlsEngine implements TlsEngineApi {
           t.off('secure', onSecure);
           t.off('error', onError);
           t.off('close', onClose);
+          t.off('end', onClose);
           if (err) reject(err);
           else resolve();
         };
@@ -216,6 +222,8 @@ export class TlsEngine implements TlsEngineApi {
         t.on('secure', onSecure);
         t.on('error', onError);
         t.on('close', onClose);
+        // The socket is half-open capable, so a client's FIN alone does not close it.
+        t.on('end', onClose);
       });
     } catch (err) {
       t.destroy();

@@ -1,6 +1,6 @@
 // Certificates chosen by SNI (RFC 6066 §3): exact names first, then one-label "*." wildcards
 // (RFC 6125 §6.4.3: the wildcard covers exactly one label), else the default identity.
-import { X509Certificate } from 'node:crypto';
+import { constants, createHash, X509Certificate } from 'node:crypto';
 import tls from 'node:tls';
 import { PoolError } from './errors.js';
 
@@ -54,13 +54,23 @@ export class IdentityStore {
       let context: tls.SecureContext;
       let fp: string;
       try {
+        fp = new X509Certificate(c.cert).fingerprint256;
         context = tls.createSecureContext({
           cert: c.cert,
           key: c.key,
           ...(options.ca ? { ca: options.ca } : {}),
           minVersion: options.minVersion ?? 'TLSv1.2',
+          // tls.Server sets a session id context; a bare TLSSocket does not, and without one
+          // OpenSSL fails TLS 1.2 session resumption (and renegotiation) with internal_error
+          // whenever a client certificate is requested.
+          sessionIdContext: createHash('sha256')
+            .update(`tlsproxy-pool:${fp}`)
+            .digest('hex')
+            .slice(0, 32),
+          // A renegotiation (control 'renegotiate') must be a full handshake, or the client just
+          // resumes its session and is never asked for a certificate.
+          secureOptions: constants.SSL_OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION,
         });
-        fp = new X509Certificate(c.cert).fingerprint256;
       } catch (err) {
         throw new PoolError(
           'TLSPROXY_ERR_POOL_CONFIG',
