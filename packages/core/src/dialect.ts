@@ -90,6 +90,9 @@ export interface SessionContext<O = Record<string, unknown>> {
   hostname: string;
   /** Unique per connection; usable as a stream id, never as a secret. */
   connectionId: string;
+  /** DNS names the TLS engine has certificates for (lowercase; may include `*.` wildcards).
+   * Dialects that must know the served domains (XMPP stream `to`) use these by default. */
+  serverNames?: readonly string[];
   /** Whether the listener already runs TLS (implicit TLS): dialects may then skip STARTTLS. */
   secure?: boolean;
 }

@@ -35,6 +35,8 @@ export interface ListenerConfig {
   checkServerName?: boolean;
   /** Host name used in greetings; default the machine's. */
   hostname?: string;
+  /** Names served (e.g. XMPP domains); default: the DNS names of the TLS engine's certificates. */
+  serverNames?: string[];
   /** Concurrent connections in preamble on this listener; beyond, new ones are closed. Default 10,000. */
   maxConnections?: number;
   /** Whole-preamble deadline; default 5 minutes. */
@@ -133,6 +135,7 @@ export class TlsProxy {
       options,
       limits,
       hostname: config.hostname ?? osHostname(),
+      serverNames: config.serverNames ?? this.pool.serverNames?.() ?? [],
       backend,
       pool: this.pool,
       handoff: config.handoff ?? 'plain',

@@ -29,6 +29,7 @@ export interface SessionConfig {
   options: unknown;
   limits: Readonly<Record<string, number>>;
   hostname: string;
+  serverNames: readonly string[];
   backend: HandoffTarget;
   pool: TlsEngineApi;
   handoff: 'plain' | 'crypt';
@@ -75,6 +76,7 @@ export class Session {
       limits: config.limits,
       hostname: config.hostname,
       connectionId: this.id,
+      serverNames: config.serverNames,
     });
     socket.on('error', (err) => this.#log('debug', 'client socket error', { error: err.message }));
     socket.on('close', () => this.#finish());

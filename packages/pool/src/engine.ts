@@ -58,6 +58,8 @@ export interface TlsEngineApi {
   handshake(socket: net.Socket | OwnedFd, request?: HandshakeRequest): Promise<HandshakeResult>;
   control(key: Buffer | string, op: ControlOp, args?: Record<string, unknown>): Promise<unknown>;
   close(): Promise<void>;
+  /** DNS names the engine has certificates for, when it knows them. */
+  serverNames?(): string[];
 }
 
 interface Session {
@@ -88,6 +90,10 @@ export class TlsEngine implements TlsEngineApi {
       );
     }
     this.identities = new IdentityStore(options.identities, options);
+  }
+
+  serverNames(): string[] {
+    return this.identities.names();
   }
 
   get sessionCount(): number {

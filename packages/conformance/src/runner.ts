@@ -1,0 +1,145 @@
+// The run API behind `tlsproxy-conformance run`: load a dialect with no other code, replay each
+// transcript sans-I/O and through a real engine, then run the property suite.
+import { existsSync, readdirSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { type Dialect, loadDialect } from '@tlsproxy/core';
+import { engineReplay } from './engine.js';
+import { ConformanceError } from './errors.js';
+import { runProperties } from './properties.js';
+import { replay } from './replay.js';
+import { loadTranscript, type Transcript } from './transcript.js';
+
+export interface RunOptions {
+  /** Package name, short name ('imap'), module path, or a Dialect object. */
+  dialect: string | Dialect<unknown>;
+  options?: Record<string, unknown>;
+  /** Transcript files or directories; empty means fixtures/transcripts/<dialect name>/. */
+  transcripts?: string[];
+  transcriptDir?: string;
+  /** Time box for the property suite, in seconds (split between properties). */
+  seconds?: number;
+  seed?: number;
+  /** Also replay through a real TlsProxy on loopback (default true). */
+  engine?: boolean;
+  cwd?: string;
+}
+
+export interface CheckResult {
+  name: string;
+  kind: 'replay' | 'engine' | 'property';
+  ok: boolean;
+  skipped?: string;
+  /** A recorded, deliberate difference from the real server (@divergence). */
+  known?: string;
+  problems: string[];
+  /** For properties: runs done and a counterexample in transcript notation. */
+  runs?: number;
+  counterexample?: string;
+}
+
+export interface Report {
+  ok: boolean;
+  dialect: string;
+  seed: number;
+  transcripts: { file: string; server: string; client: string }[];
+  results: CheckResult[];
+  rerun: string;
+}
+
+/**
+ * A transcript headed `@divergence REASON` records where this project deliberately answers
+ * differently from the recorded server: the differences are shown, but do not fail the run.
+ */
+function withDivergence(t: Transcript, r: CheckResult): CheckResult {
+  const reason = t.headers.divergence;
+  if (!reason) return r;
+  return r.ok
+    ? { ...r, problems: [`no longer diverges; remove @divergence (${reason})`] }
+    : { ...r, ok: true, known: reason };
+}
+
+function transcriptFiles(paths: string[]): string[] {
+  const out: string[] = [];
+  for (const p of paths) {
+    if (!existsSync(p)) {
+      throw new ConformanceError('TLSPROXY_ERR_CONFORMANCE_USAGE', `no such transcript: ${p}`);
+    }
+    try {
+      out.push(
+        ...readdirSync(p)
+          .filter((f) => f.endsWith('.txt'))
+          .sort()
+          .map((f) => join(p, f)),
+      );
+    } catch {
+      out.push(p);
+    }
+  }
+  return out;
+}
+
+/** fixtures/transcripts/<name>, searched upwards so it works from any folder of a checkout. */
+export function defaultTranscriptDir(name: string, cwd: string): string | undefined {
+  for (let dir = resolve(cwd); ; dir = dirname(dir)) {
+    const candidate = join(dir, 'fixtures', 'transcripts', name);
+    if (existsSync(candidate)) return candidate;
+    if (dirname(dir) === dir) return undefined;
+  }
+}
+
+export async function runConformance(opts: RunOptions): Promise<Report> {
+  const cwd = opts.cwd ?? process.cwd();
+  const dialect = (await loadDialect(opts.dialect as string, cwd)) as Dialect<unknown>;
+  const seed = opts.seed ?? Math.floor(Math.random() * 0x7fffffff);
+  let paths = opts.transcripts ?? [];
+  if (paths.length === 0) {
+    const dir = opts.transcriptDir ?? defaultTranscriptDir(dialect.name, cwd);
+    if (!dir) {
+      throw new ConformanceError(
+        'TLSPROXY_ERR_CONFORMANCE_USAGE',
+        `no transcripts given and no fixtures/transcripts/${dialect.name}/ found from ${cwd}`,
+      );
+    }
+    paths = [dir];
+  }
+  const files = transcriptFiles(paths);
+  if (files.length === 0) {
+    throw new ConformanceError('TLSPROXY_ERR_CONFORMANCE_USAGE', `no .txt transcripts in ${paths}`);
+  }
+  const transcripts: Transcript[] = files.map(loadTranscript);
+  const options = opts.options ?? {};
+  const results: CheckResult[] = [];
+  for (const t of transcripts) {
+    const r = replay(dialect, t, options);
+    results.push(
+      withDivergence(t, {
+        name: t.name,
+        kind: 'replay',
+        ok: r.problems.length === 0,
+        problems: r.problems,
+      }),
+    );
+  }
+  if (opts.engine !== false) {
+    const engine = await engineReplay(dialect, transcripts, options);
+    engine.forEach((r, i) => results.push(withDivergence(transcripts[i]!, r)));
+  }
+  results.push(
+    ...runProperties(dialect, transcripts, options, { seed, seconds: opts.seconds ?? 5 }),
+  );
+  const dialectArg = typeof opts.dialect === 'string' ? opts.dialect : dialect.name;
+  return {
+    ok: results.every((r) => r.ok),
+    dialect: dialect.name,
+    seed,
+    transcripts: transcripts.map((t) => ({
+      file: t.file,
+      server: t.headers.server ?? '',
+      client: t.headers.client ?? '',
+    })),
+    results,
+    rerun: `tlsproxy-conformance run --dialect ${dialectArg} --seed ${seed}${
+      opts.seconds ? ` --seconds ${opts.seconds}` : ''
+    }`,
+  };
+}
