@@ -1,0 +1,33 @@
+// The plugin as core will load it: core's own shape check and option/limit resolution (imported
+// from core's source at test time only; the package itself imports nothing from core at runtime).
+import { describe, expect, it } from 'vitest';
+import {
+  dialectProblems,
+  resolveLimits,
+  resolveOptions,
+} from '../../../packages/core/src/define.js';
+import { dialect } from '../src/index.js';
+import { feed } from './helpers.js';
+
+describe('core contract', () => {
+  it('passes core dialectProblems()', () => {
+    expect(dialectProblems(dialect)).toEqual([]);
+  });
+
+  it('resolves default options and limits and runs with them', () => {
+    const options = resolveOptions(dialect, {});
+    const limits = resolveLimits(dialect as never, { maxCommands: 2 });
+    const s = dialect.create({ options, limits, hostname: 'h', connectionId: 'c' });
+    expect(s.start(0).length).toBeGreaterThan(0);
+    expect(feed(['CAPA\r\nCAPA\r\nCAPA\r\n'], options, limits).text).toMatch(
+      /-ERR Too many commands/,
+    );
+  });
+
+  it('refuses bad options through core', () => {
+    expect(() => resolveOptions(dialect, { capabilities: ['TOP', 'USER'] })).toThrow(/USER/);
+    expect(() => resolveOptions(dialect, { capabilities: ['SASL PLAIN'] })).toThrow(/SASL/);
+    expect(() => resolveOptions(dialect, { greeting: 'bad\r\n+OK injected' })).toThrow();
+    expect(() => resolveOptions(dialect, { greeting: 'hi <1.2@host>' })).toThrow();
+  });
+});
