@@ -29,6 +29,12 @@ const server = await listen({
 if (values.json) event({ event: 'listening', path: values.path, pid: process.pid });
 else console.log(`imap-backend: listening on ${values.path} (pid ${process.pid})`);
 
+// Close on a signal so the socket file is removed (a stale one would be replaced at the next
+// start anyway, but a clean exit leaves nothing behind).
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.once(sig, () => void server.close().then(() => process.exit(0)));
+}
+
 const CAPS = 'IMAP4rev1 LITERAL+ ID UNSELECT';
 
 for await (const { socket, info, control, buffered } of server) {
