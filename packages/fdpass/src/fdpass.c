@@ -298,11 +298,20 @@ static napi_value js_recv(napi_env env, napi_callback_info info) {
   }
   if (maxfds > FDPASS_MAX_FDS) maxfds = FDPASS_MAX_FDS;
 
-  void *data = NULL;
-  napi_value jbuf;
-  // Allocate one extra byte: a message longer than maxBytes is then seen as truncated.
-  CHECK_NAPI(env, napi_create_buffer(env, (size_t)maxbytes + 1, &data, &jbuf));
-  struct iovec iov = {.iov_base = data, .iov_len = (size_t)maxbytes + 1};
+  // One receive buffer for the process (addon calls all run on the JS thread), grown on
+  // demand, so a small message does not cost a maxBytes allocation. One extra byte: a message
+  // longer than maxBytes is then seen as truncated.
+  static char *rbuf = NULL;
+  static size_t rcap = 0;
+  size_t want = (size_t)maxbytes + 1;
+  if (rcap < want) {
+    char *nb = realloc(rbuf, want);
+    if (!nb) return throw_errno(env, ENOMEM, "realloc");
+    rbuf = nb;
+    rcap = want;
+  }
+  void *data = rbuf;
+  struct iovec iov = {.iov_base = data, .iov_len = want};
   struct msghdr msg;
   memset(&msg, 0, sizeof msg);
   msg.msg_iov = &iov;
