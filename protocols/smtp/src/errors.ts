@@ -1,0 +1,45 @@
+// RFC 5321 section 4.2 (SMTP Replies) and RFC 3463 (Enhanced Mail System Status Codes): a peer
+// error is answered with a 4yz/5yz reply. As in h11's RemoteProtocolError, the error carries the
+// reply the server sends, so handlers throw and the session turns errors into actions in one place.
+
+const BRAND = Symbol.for('tlsproxy.error');
+
+export type SmtpErrorCode =
+  | 'TLSPROXY_ERR_SMTP_SYNTAX'
+  | 'TLSPROXY_ERR_SMTP_UNKNOWN_COMMAND'
+  | 'TLSPROXY_ERR_SMTP_TLS_REQUIRED'
+  | 'TLSPROXY_ERR_SMTP_BAD_SEQUENCE'
+  | 'TLSPROXY_ERR_SMTP_LINE_TOO_LONG'
+  | 'TLSPROXY_ERR_SMTP_BARE_LF'
+  | 'TLSPROXY_ERR_SMTP_HTTP'
+  | 'TLSPROXY_ERR_SMTP_EARLY_TALKER'
+  | 'TLSPROXY_ERR_SMTP_TOO_MANY_BAD'
+  | 'TLSPROXY_ERR_SMTP_TOO_MANY_COMMANDS'
+  | 'TLSPROXY_ERR_SMTP_TIMEOUT';
+
+/** The client broke the protocol. `reply` is the complete reply, CRLF included. */
+export class SmtpProtocolError extends Error {
+  readonly code: SmtpErrorCode;
+  readonly reply: string;
+  /** True when the connection closes after the reply. */
+  readonly fatal: boolean;
+  readonly [BRAND] = true;
+
+  constructor(code: SmtpErrorCode, reply: string, options: { fatal?: boolean } = {}) {
+    super(reply.trimEnd());
+    this.name = 'SmtpProtocolError';
+    this.code = code;
+    this.reply = reply;
+    this.fatal = options.fatal ?? false;
+  }
+}
+
+export function isSmtpProtocolError(err: unknown): err is SmtpProtocolError {
+  return (
+    typeof err === 'object' &&
+    err !== null &&
+    (err as Record<symbol, unknown>)[BRAND] === true &&
+    typeof (err as { code?: unknown }).code === 'string' &&
+    (err as { code: string }).code.startsWith('TLSPROXY_ERR_SMTP_')
+  );
+}

@@ -1,0 +1,32 @@
+// The plugin as core will load it: core's own shape check and option/limit resolution (imported
+// from core's source at test time only; the package itself imports nothing from core at runtime).
+import { describe, expect, it } from 'vitest';
+import {
+  dialectProblems,
+  resolveLimits,
+  resolveOptions,
+} from '../../../packages/core/src/define.js';
+import { dialect } from '../src/index.js';
+import { feed } from './helpers.js';
+
+describe('core contract', () => {
+  it('passes core dialectProblems()', () => {
+    expect(dialectProblems(dialect)).toEqual([]);
+  });
+
+  it('resolves default options and limits and runs with them', () => {
+    const options = resolveOptions(dialect, {});
+    expect(options).toMatchObject({ plaintext: 'refuse', greetDelayMs: 0, bareLf: 'accept' });
+    const limits = resolveLimits(dialect as never, { maxCommands: 2 });
+    const s = dialect.create({ options, limits, hostname: 'h', connectionId: 'c' });
+    expect(s.start(0).length).toBeGreaterThan(0);
+    expect(feed(['NOOP\r\nNOOP\r\nNOOP\r\n'], options, limits).text).toMatch(/421 4\.7\.0/);
+  });
+
+  it('refuses bad options through core', () => {
+    expect(() => resolveOptions(dialect, { extensions: ['AUTH PLAIN'] })).toThrow(/AUTH/);
+    expect(() => resolveOptions(dialect, { greeting: 'x\r\n250 injected' })).toThrow();
+    expect(() => resolveOptions(dialect, { plaintext: 'accept' })).toThrow(/refuse/);
+    expect(() => resolveOptions(dialect, { greetDelayMs: 'soon' })).toThrow();
+  });
+});

@@ -1,0 +1,273 @@
+// Properties from DESIGN.md "Dialect interface - contract": any chunking behaves the same, peer
+// input never throws, the case of command words does not matter, nothing pipelined after
+// STARTTLS is ever answered, and in MX mode every byte from MAIL on reaches the backend. Time-boxed.
+import type { Action } from '@tlsproxy/core/dialect';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import type { SmtpOptions } from '../src/index.js';
+import { dec, enc, newSession, written } from './helpers.js';
+
+const TIME = { interruptAfterTimeLimit: 4000, numRuns: 400 };
+/** Small limits so the generated sessions reach every limit path. */
+const SMALL = { maxLineLength: 40, maxBadCommands: 1000, maxCommands: 1000 };
+
+/** Pieces of sessions: valid, invalid, over-limit, bare LF, BDAT with its chunk. */
+const PIECES = [
+  'EHLO client.example\r\n',
+  'HELO c\r\n',
+  'ehlo c\n',
+  'NOOP\r\n',
+  'NOOP some text\r\n',
+  'RSET\r\n',
+  'HELP\r\n',
+  'MAIL FROM:<a@b>\r\n',
+  'RCPT TO:<a@b>\r\n',
+  'DATA\r\n',
+  'AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n',
+  'BDAT 11\r\nSTARTTLS\r\n\r\n',
+  'BDAT x\r\n',
+  'VRFY root\r\n',
+  'FROB\r\n',
+  'STARTTLS now\r\n',
+  '\r\n',
+  'NOOP\rRSET\r\n',
+  `NOOP ${'y'.repeat(60)}\r\n`,
+  // exactly SMALL.maxLineLength octets with CRLF, and one more
+  `NOOP ${'y'.repeat(33)}\r\n`,
+  `NOOP ${'y'.repeat(34)}\r\n`,
+  'QUIT\r\n',
+];
+const piece = fc.constantFrom(...PIECES);
+const STARTTLS = 'STARTTLS\r\n';
+
+function splitAt(bytes: Uint8Array, cuts: number[]): Uint8Array[] {
+  const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
+  const out: Uint8Array[] = [];
+  let prev = 0;
+  for (const p of [...points, bytes.length]) {
+    out.push(bytes.subarray(prev, p));
+    prev = p;
+  }
+  return out;
+}
+
+/** What the client and backend observe: bytes written, then the final action. */
+function observe(
+  chunks: Uint8Array[],
+  limits: Record<string, number>,
+  options: Partial<SmtpOptions> = {},
+) {
+  const s = newSession(options, limits);
+  s.start(0);
+  const actions: Action[] = [];
+  const after: number[] = [];
+  let done = false;
+  for (const c of chunks) {
+    if (done) {
+      after.push(...c);
+      continue;
+    }
+    const acts = s.receive(c, 0);
+    actions.push(...acts);
+    done = acts.some((a) => a.type === 'starttls' || a.type === 'plaintext' || a.type === 'close');
+  }
+  const last = actions.filter((a) => a.type !== 'timer' && a.type !== 'log').at(-1);
+  let final: unknown = null;
+  if (last?.type === 'starttls') {
+    // trailing plus what came in later receives: the same octets however they were cut
+    final = {
+      type: 'starttls',
+      state: last.state,
+      rest: dec(last.trailing) + dec(Uint8Array.from(after)),
+    };
+  } else if (last?.type === 'plaintext') {
+    final = {
+      type: 'plaintext',
+      state: last.state,
+      rest: dec(last.buffered) + dec(Uint8Array.from(after)),
+    };
+  } else if (last?.type === 'close') {
+    final = { type: 'close', reason: last.reason };
+  }
+  return { text: written(actions), final, actions };
+}
+
+function checkActions(actions: Action[]): void {
+  for (const a of actions) {
+    switch (a.type) {
+      case 'send':
+        expect(a.data).toBeInstanceOf(Uint8Array);
+        expect(dec(a.data)).toMatch(/^([2-5]\d\d[ -][\x20-\x7e]*\r\n)+$/);
+        break;
+      case 'close':
+        expect(typeof a.reason).toBe('string');
+        if (a.data) expect(dec(a.data)).toMatch(/^([2-5]\d\d[ -][\x20-\x7e]*\r\n)+$/);
+        break;
+      case 'timer':
+        expect(Number.isFinite(a.at)).toBe(true);
+        break;
+      case 'log':
+        expect(a.level).not.toBe('error'); // an internal error or an ambiguous parse
+        break;
+      case 'starttls':
+        expect(a.trailing).toBeInstanceOf(Uint8Array);
+        break;
+      case 'plaintext':
+        expect(dec(a.buffered)).toMatch(/^MAIL /i);
+        break;
+      default:
+        throw new Error(`unexpected action ${(a as Action).type}`);
+    }
+  }
+}
+
+describe('properties', () => {
+  for (const [label, limits, options] of [
+    ['small limits', SMALL, {}],
+    ['default limits', {}, {}],
+    ['MX mode', SMALL, { plaintext: 'handoff' }],
+  ] as const) {
+    it(`any chunking gives the same replies and final action (${label})`, () => {
+      fc.assert(
+        fc.property(
+          fc.array(piece, { maxLength: 12 }),
+          fc.boolean(),
+          fc.array(fc.nat(), { maxLength: 20 }),
+          (pieces, withStartTls, cuts) => {
+            const bytes = enc(pieces.join('') + (withStartTls ? `${STARTTLS}NOOP\r\n` : ''));
+            const whole = observe([bytes], limits, options);
+            const split = observe(splitAt(bytes, cuts), limits, options);
+            const bytewise = observe(
+              Array.from(bytes, (b) => Uint8Array.of(b)),
+              limits,
+              options,
+            );
+            expect(split.text).toBe(whole.text);
+            expect(split.final).toEqual(whole.final);
+            expect(bytewise.text).toBe(whole.text);
+            expect(bytewise.final).toEqual(whole.final);
+          },
+        ),
+        TIME,
+      );
+    });
+  }
+
+  it('random bytes never throw and only produce valid actions', () => {
+    const chunk = fc.oneof(
+      fc.uint8Array({ maxLength: 64 }),
+      piece.map(enc),
+      fc.constantFrom('\r', '\n', ' ', ':', 'BDAT 5\r\n', 'GET / HTTP/1.1\r\n').map(enc),
+    );
+    fc.assert(
+      fc.property(
+        fc.array(chunk, { maxLength: 30 }),
+        fc.boolean(),
+        fc.constantFrom<Partial<SmtpOptions>>(
+          {},
+          { plaintext: 'handoff' },
+          { greetDelayMs: 5 },
+          { bareLf: 'reject' },
+        ),
+        (chunks, small, options) => {
+          const s = newSession(options, small ? SMALL : {});
+          const actions: Action[] = [...s.start(0)];
+          let now = 0;
+          for (const c of chunks) {
+            now += 10;
+            actions.push(...s.receive(c, now));
+          }
+          actions.push(...s.timer(now + 1e6), ...s.tlsUnavailable(now), ...(s.eof?.(now) ?? []));
+          checkActions(actions);
+        },
+      ),
+      TIME,
+    );
+  });
+
+  it('the case of command words does not matter', () => {
+    const commands = [
+      'EHLO c',
+      'HELO c',
+      'NOOP',
+      'RSET',
+      'MAIL FROM:<a@b>',
+      'RCPT TO:<a@b>',
+      'AUTH PLAIN',
+      'BDAT 0 LAST',
+      'QUIT',
+      'STARTTLS x',
+      'STARTTLS',
+    ];
+    const recase = fc.tuple(
+      fc.constantFrom(...commands),
+      fc.array(fc.boolean(), { minLength: 16, maxLength: 16 }),
+    );
+    fc.assert(
+      fc.property(fc.array(recase, { maxLength: 8 }), fc.boolean(), (picked, mx) => {
+        const options: Partial<SmtpOptions> = mx ? { plaintext: 'handoff' } : {};
+        const upper = picked.map(([c]) => `${c}\r\n`).join('');
+        // flip the case of the command word and of FROM:/TO:, never of arguments
+        const mixed = picked
+          .map(([c, flips]) => {
+            const keep = /^(EHLO|HELO) /.test(c)
+              ? 5
+              : c.indexOf('<') >= 0
+                ? c.indexOf('<')
+                : c.length;
+            const head = [...c.slice(0, keep)].map((ch, i) => (flips[i] ? ch.toLowerCase() : ch));
+            return `${head.join('')}${c.slice(keep)}\r\n`;
+          })
+          .join('');
+        const a = observe([enc(upper)], {}, options);
+        const b = observe([enc(mixed)], {}, options);
+        expect(b.text).toBe(a.text);
+        expect(JSON.stringify(b.final).toUpperCase()).toBe(JSON.stringify(a.final).toUpperCase());
+      }),
+      TIME,
+    );
+  });
+
+  it('nothing after STARTTLS is ever answered', () => {
+    const after = fc.oneof(piece.map(enc), fc.uint8Array({ maxLength: 40 }));
+    fc.assert(
+      fc.property(
+        fc.array(fc.constantFrom('EHLO c\r\n', 'NOOP\r\n', 'FROB\r\n', 'MAIL FROM:<a@b>\r\n'), {
+          maxLength: 4,
+        }),
+        fc.array(after, { maxLength: 6 }),
+        fc.array(fc.nat(), { maxLength: 10 }),
+        fc.boolean(),
+        (before, rest, cuts, mx) => {
+          const head = enc(before.join('') + STARTTLS);
+          const tail = enc(rest.map(dec).join(''));
+          const all = new Uint8Array([...head, ...tail]);
+          const s = newSession(mx ? { plaintext: 'handoff' } : {});
+          s.start(0);
+          let seen = false;
+          const trailing: number[] = [];
+          for (const chunk of splitAt(all, cuts)) {
+            const acts = s.receive(chunk, 0);
+            if (seen) {
+              expect(acts.every((a) => a.type === 'log')).toBe(true);
+              trailing.push(...chunk);
+              continue;
+            }
+            // in MX mode a MAIL after EHLO hands off first: then there is no STARTTLS at all
+            if (acts.some((a) => a.type === 'plaintext')) return;
+            const i = acts.findIndex((a) => a.type === 'starttls');
+            if (i < 0) continue;
+            seen = true;
+            expect(acts.slice(i + 1).every((a) => a.type === 'log')).toBe(true);
+            const st = acts[i] as Extract<Action, { type: 'starttls' }>;
+            trailing.push(...st.trailing);
+          }
+          expect(seen).toBe(true);
+          // every octet after the STARTTLS line went to trailing or a later (logged) receive
+          expect(dec(Uint8Array.from(trailing))).toBe(dec(tail));
+        },
+      ),
+      TIME,
+    );
+  });
+});
