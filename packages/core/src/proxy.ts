@@ -39,7 +39,7 @@ export interface ListenerConfig {
   serverNames?: string[];
   /** Concurrent connections in preamble on this listener; beyond, new ones are closed. Default 10,000. */
   maxConnections?: number;
-  /** Whole-preamble deadline; default 5 minutes. */
+  /** Whole-preamble deadline, a backstop above every dialect idle timer; default 15 minutes. */
   preambleTimeoutMs?: number;
   /** Bytes accepted before TLS; default 64 KiB. */
   maxPreambleBytes?: number;
@@ -141,7 +141,7 @@ export class TlsProxy {
       handoff: config.handoff ?? 'plain',
       tls: config.tls ?? {},
       checkServerName: config.checkServerName ?? false,
-      preambleTimeoutMs: config.preambleTimeoutMs ?? 300_000,
+      preambleTimeoutMs: config.preambleTimeoutMs ?? 900_000,
       maxPreambleBytes: config.maxPreambleBytes ?? 64 * 1024,
       logger: this.logger,
     };

@@ -12,7 +12,7 @@
 import { randomBytes } from 'node:crypto';
 import type net from 'node:net';
 import type { HandoffInfo } from '@tlsproxy/backend';
-import { binding, detachSocket, type OwnedFd, socketFd } from '@tlsproxy/fdpass';
+import { binding, detachSocket, OwnedFd, socketFd } from '@tlsproxy/fdpass';
 import type { HandshakeRequest, TlsEngineApi } from '@tlsproxy/pool';
 import type { HandoffTarget } from './backend.js';
 import type {
@@ -342,6 +342,8 @@ export class Session {
     if (!ok) {
       this.#log('warn', 'no backend for a plaintext hand-off: temporary failure');
       this.#socket.end(a.unavailable);
+      // Reading is paused, so a client that never closes would hold the socket: bound it.
+      setTimeout(() => this.#socket.destroy(), 2000).unref();
       return this.#finish();
     }
     await this.#flushed();
@@ -349,15 +351,33 @@ export class Session {
     const { fd, buffered } = detachSocket(this.#socket);
     // Here the pending bytes are the client's next commands: they belong to the backend.
     const all = Buffer.concat([Buffer.from(a.buffered), buffered]);
-    await this.#deliver(fd, this.#info({ handoff: 'plaintext', dialectState: a.state }), all);
+    await this.#deliver(
+      fd,
+      this.#info({ handoff: 'plaintext', dialectState: a.state }),
+      all,
+      (owned) => {
+        // The client is waiting for an answer to what it sent: give it the temporary failure.
+        try {
+          binding().write(owned.fd, Buffer.from(a.unavailable));
+        } catch {}
+      },
+    );
   }
 
   async #deliver(
     fd: OwnedFd,
     info: HandoffInfo,
     buffered?: Uint8Array,
-    onFail?: () => void,
+    onFail?: (fd: OwnedFd) => void,
   ): Promise<void> {
+    // Keep a copy until the backend confirms: on failure we may still owe the client a reply
+    // on it (deliver() takes ownership of what it is given and closes it once sent).
+    let spare: OwnedFd | undefined;
+    if (onFail) {
+      try {
+        spare = new OwnedFd(binding().dup(fd.fd));
+      } catch {}
+    }
     try {
       await this.#config.backend.deliver(fd, info, buffered);
       this.#log('info', 'handed off', {
@@ -367,8 +387,9 @@ export class Session {
     } catch (err) {
       this.#log('warn', 'backend did not take the connection', { error: (err as Error).message });
       if (!fd.closed) fd.close();
-      onFail?.();
+      if (spare) onFail?.(spare);
     }
+    spare?.close();
     this.#finish();
   }
 
