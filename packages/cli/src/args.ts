@@ -6,6 +6,7 @@ export interface CliArgs {
   listen: string;
   backend: string;
   cert: string[];
+  poolSocket?: string;
   key: string[];
   ca?: string;
   clientCert: 'none' | 'optional' | 'required';
@@ -25,6 +26,8 @@ export const USAGE = `Usage: tlsproxy --dialect NAME --listen HOST:PORT --backen
                           default: 127.0.0.1 and the dialect's standard port
   --backend unix:/PATH    backend socket (a server using @tlsproxy/backend)
   --cert FILE --key FILE  certificate chain and key (PEM); repeat for more identities (chosen by SNI)
+  --pool-socket PATH      use a tlspool daemon on PATH instead of an embedded TLS engine
+                          (the keys live there; --cert/--key are then not needed here)
   --ca FILE               CAs trusted for client certificates
   --client-cert MODE      none (default) | optional | required
   --handoff MODE          plain (default: tlsproxy terminates TLS) | crypt (pass the raw TCP socket)
@@ -58,6 +61,7 @@ export function parseCli(argv: string[]): CliArgs | 'help' {
         cert: { type: 'string', multiple: true },
         key: { type: 'string', multiple: true },
         ca: { type: 'string' },
+        'pool-socket': { type: 'string' },
         'client-cert': { type: 'string' },
         handoff: { type: 'string' },
         hostname: { type: 'string' },
@@ -73,16 +77,19 @@ export function parseCli(argv: string[]): CliArgs | 'help' {
     throw new UsageError((err as Error).message);
   }
   if (values.help) return 'help';
-  const missing = ['dialect', 'backend', 'cert', 'key'].filter((k) => values[k] === undefined);
+  const required = values['pool-socket']
+    ? ['dialect', 'backend']
+    : ['dialect', 'backend', 'cert', 'key'];
+  const missing = required.filter((k) => values[k] === undefined);
   if (missing.length > 0)
     throw new UsageError(`missing ${missing.map((m) => `--${m}`).join(', ')}`);
-  const cert = values.cert as string[];
-  const key = values.key as string[];
+  const cert = (values.cert as string[] | undefined) ?? [];
+  const key = (values.key as string[] | undefined) ?? [];
   if (cert.length !== key.length) throw new UsageError('give one --key for each --cert');
   const clientCert = (values['client-cert'] ?? 'none') as string;
   if (!['none', 'optional', 'required'].includes(clientCert))
     throw new UsageError('--client-cert must be none, optional or required');
-  if (clientCert !== 'none' && !values.ca)
+  if (clientCert !== 'none' && !values.ca && !values['pool-socket'])
     throw new UsageError(`--client-cert ${clientCert} needs --ca`);
   const handoff = (values.handoff ?? 'plain') as string;
   if (!['plain', 'crypt'].includes(handoff))
@@ -115,6 +122,7 @@ export function parseCli(argv: string[]): CliArgs | 'help' {
     logLevel: logLevel as CliArgs['logLevel'],
   };
   if (values.ca) out.ca = values.ca as string;
+  if (values['pool-socket']) out.poolSocket = values['pool-socket'] as string;
   if (values.hostname) out.hostname = values.hostname as string;
   return out;
 }

@@ -19,12 +19,14 @@ export async function start(args: CliArgs): Promise<TlsProxy> {
   }));
   const proxy = new TlsProxy({
     logger,
-    pool: {
-      identities,
-      clientCert: args.clientCert,
-      ...(args.ca ? { ca: read(args.ca, '--ca') } : {}),
-      ...(args.alpn.length > 0 ? { alpn: args.alpn } : {}),
-    },
+    pool: args.poolSocket
+      ? { socket: args.poolSocket }
+      : {
+          identities,
+          clientCert: args.clientCert,
+          ...(args.ca ? { ca: read(args.ca, '--ca') } : {}),
+          ...(args.alpn.length > 0 ? { alpn: args.alpn } : {}),
+        },
   });
   let listen = args.listen;
   if (!listen) {
@@ -40,6 +42,10 @@ export async function start(args: CliArgs): Promise<TlsProxy> {
     handoff: args.handoff,
     options: args.options,
     checkServerName: args.checkServerName,
+    // With a daemon the engine's own policy is the default; say it per listener only if asked.
+    ...(args.poolSocket && args.clientCert !== 'none'
+      ? { tls: { clientCert: args.clientCert } }
+      : {}),
     ...(args.hostname ? { hostname: args.hostname } : {}),
   });
   return proxy;

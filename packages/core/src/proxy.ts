@@ -7,6 +7,7 @@ import { listenFds, type OwnedFd } from '@tlsproxy/fdpass';
 import {
   type EngineOptions,
   type HandshakeRequest,
+  RemoteTlsEngine,
   TlsEngine,
   type TlsEngineApi,
 } from '@tlsproxy/pool';
@@ -46,8 +47,8 @@ export interface ListenerConfig {
 }
 
 export interface ProxyOptions {
-  /** The TLS engine: options for an embedded one, or an engine (e.g. a client of the tlspool daemon). */
-  pool: EngineOptions | TlsEngineApi;
+  /** The TLS engine: options for an embedded one, `{ socket }` for a tlspool daemon, or an engine object. */
+  pool: EngineOptions | { socket: string } | TlsEngineApi;
   logger?: Logger;
 }
 
@@ -101,6 +102,9 @@ export class TlsProxy {
     if ('handshake' in options.pool) {
       this.pool = options.pool;
       this.#ownsPool = false;
+    } else if ('socket' in options.pool) {
+      this.pool = new RemoteTlsEngine({ socket: options.pool.socket });
+      this.#ownsPool = true;
     } else {
       this.pool = new TlsEngine(options.pool);
       this.#ownsPool = true;
@@ -127,6 +131,8 @@ export class TlsProxy {
   /** Start one listener; resolves once it is bound. */
   async listen(config: ListenerConfig): Promise<RunningListener> {
     const dialect = await loadDialect(config.dialect);
+    // A daemon's certificate names are learnt on connect: try once so dialects get them.
+    await this.pool.available?.();
     const options = resolveOptions(dialect, config.options);
     const limits = resolveLimits(dialect, config.limits);
     const backend = this.#backend(config.backend);

@@ -237,11 +237,19 @@ export class Session {
     }
     let ok = false;
     try {
-      ok = await this.#config.backend.available();
+      // Both must be there before the go-ahead: the backend, and (when it runs in its own
+      // process) the TLS engine — otherwise the client would get a dead TLS session.
+      const [backendOk, poolOk] = await Promise.all([
+        this.#config.backend.available(),
+        this.#config.handoff === 'crypt' || !this.#config.pool.available
+          ? true
+          : this.#config.pool.available(),
+      ]);
+      ok = backendOk && poolOk;
     } catch {}
     if (this.#socket.destroyed) return this.#finish();
     if (!ok) {
-      this.#log('warn', 'no backend can take the connection: temporary failure', {
+      this.#log('warn', 'no backend or TLS engine can take the connection: temporary failure', {
         backend: this.#config.backend.description,
       });
       const dropped = this.#drainPending();

@@ -231,9 +231,11 @@ export class Peer extends EventEmitter<PeerEvents> {
   request(
     type: string,
     body: Record<string, unknown>,
-    opts: SendOptions & { timeoutMs?: number } = {},
+    opts: SendOptions & { timeoutMs?: number; onId?: (id: number) => void } = {},
   ): Promise<Incoming> {
     const id = this.#nextId++;
+    // Lets the caller correlate messages the peer sends about this request before answering it.
+    opts.onId?.(id);
     return new Promise<Incoming>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#pending.delete(id);

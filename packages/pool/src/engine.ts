@@ -60,6 +60,8 @@ export interface TlsEngineApi {
   close(): Promise<void>;
   /** DNS names the engine has certificates for, when it knows them. */
   serverNames?(): string[];
+  /** For an engine in another process: can it take a handshake now? Absent means always. */
+  available?(): Promise<boolean>;
 }
 
 interface Session {

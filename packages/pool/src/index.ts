@@ -2,6 +2,8 @@
 
 export type { ClientIdentity } from './client-identity.js';
 export { clientIdentity } from './client-identity.js';
+export type { DaemonOptions } from './daemon.js';
+export { PoolDaemon } from './daemon.js';
 export type {
   ClientCertPolicy,
   ControlOp,
@@ -16,3 +18,6 @@ export type { PoolErrorCode } from './errors.js';
 export { PoolError } from './errors.js';
 export type { ContextOptions, Identity, IdentityConfig } from './identities.js';
 export { certificateNames, IdentityStore } from './identities.js';
+export { poolProtocol } from './protocol.js';
+export type { RemoteOptions } from './remote.js';
+export { RemoteTlsEngine } from './remote.js';

@@ -1,0 +1,75 @@
+// `tlspool --socket PATH --cert C --key K [...]`: run the TLS engine as its own process.
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { PoolDaemon } from './daemon.js';
+import { type ClientCertPolicy, TlsEngine } from './engine.js';
+
+export const USAGE = `Usage: tlspool --socket PATH --cert CERT.pem --key KEY.pem [options]
+
+  --socket PATH           SEQPACKET socket to listen on (proxies and backends connect here)
+  --cert FILE --key FILE  certificate chain and key; repeat for more identities (chosen by SNI)
+  --ca FILE               CAs trusted for client certificates
+  --client-cert MODE      none (default) | optional | required
+  --alpn LIST             comma-separated ALPN protocols
+  --allow-uid UID         uid allowed to connect (repeatable; default: own uid and root)
+  --mode OCTAL            socket file mode (default 600)
+`;
+
+export async function main(argv: string[]): Promise<number> {
+  let values: Record<string, string | string[] | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        socket: { type: 'string' },
+        cert: { type: 'string', multiple: true },
+        key: { type: 'string', multiple: true },
+        ca: { type: 'string' },
+        'client-cert': { type: 'string' },
+        alpn: { type: 'string' },
+        'allow-uid': { type: 'string', multiple: true },
+        mode: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }));
+  } catch (err) {
+    process.stderr.write(`tlspool: ${(err as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const certs = (values.cert as string[] | undefined) ?? [];
+  const keys = (values.key as string[] | undefined) ?? [];
+  if (!values.socket || certs.length === 0 || certs.length !== keys.length) {
+    process.stderr.write(`tlspool: need --socket and one --key per --cert\n\n${USAGE}`);
+    return 2;
+  }
+  const log = (level: string, message: string) =>
+    process.stderr.write(`${new Date().toISOString()} ${level} ${message}\n`);
+  let daemon: PoolDaemon;
+  try {
+    const engine = new TlsEngine({
+      identities: certs.map((c, i) => ({ cert: readFileSync(c), key: readFileSync(keys[i]!) })),
+      ...(values.ca ? { ca: readFileSync(values.ca as string) } : {}),
+      clientCert: ((values['client-cert'] as string | undefined) ?? 'none') as ClientCertPolicy,
+      ...(values.alpn ? { alpn: (values.alpn as string).split(',') } : {}),
+    });
+    daemon = new PoolDaemon(engine, {
+      path: values.socket as string,
+      mode: values.mode ? Number.parseInt(values.mode as string, 8) : 0o600,
+      ...(values['allow-uid'] ? { allowUids: (values['allow-uid'] as string[]).map(Number) } : {}),
+      log,
+    });
+  } catch (err) {
+    process.stderr.write(`tlspool: ${(err as Error).message}\n`);
+    return 1;
+  }
+  log('info', `tlspool listening on ${values.socket as string} (pid ${process.pid})`);
+  await new Promise<void>((resolve) => {
+    for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => resolve());
+  });
+  await daemon.close();
+  return 0;
+}

@@ -1,0 +1,23 @@
+// The proxy ↔ tlspool daemon protocol over @tlsproxy/fdpass (the daemon listens). It carries
+// the TlsEngineApi across a process boundary: fd in, fd out.
+//
+//   proxy → daemon   request 'handshake' { request } + 1 fd (TCP)  → 'established' { info, key } + 1 fd (plaintext end)
+//   daemon → proxy   request 'check-server-name' { handshake: id, serverName } → 'server-name-ok' { accept }
+//   any → daemon     request 'control' { key, op, args }           → 'control-result' { result }
+//   proxy → daemon   request 'server-names' {}                     → 'names' { names }
+import { defineProtocol } from '@tlsproxy/fdpass';
+
+export const poolProtocol = defineProtocol({
+  name: 'tlsproxy-pool',
+  version: 1,
+  messages: {
+    handshake: { fields: { request: 'object' }, fds: 1 },
+    established: { fields: { info: 'object', key: 'string' }, fds: 1 },
+    'check-server-name': { fields: { handshake: 'integer', serverName: 'string' } },
+    'server-name-ok': { fields: { accept: 'boolean' } },
+    control: { fields: { key: 'string', op: 'string', args: 'object' } },
+    'control-result': { fields: { result: 'any' } },
+    'server-names': { fields: {} },
+    names: { fields: { names: 'array' } },
+  },
+});

@@ -1,0 +1,173 @@
+// A TlsEngineApi that talks to a tlspool daemon: the proxy hands it the TCP descriptor after the
+// preamble and gets the plaintext end back. Reconnects by itself after the daemon restarts.
+import type net from 'node:net';
+import { connect, detachSocket, type OwnedFd, type Peer } from '@tlsproxy/fdpass';
+import type {
+  ControlOp,
+  HandshakeRequest,
+  HandshakeResult,
+  NegotiatedInfo,
+  TlsEngineApi,
+} from './engine.js';
+import { PoolError } from './errors.js';
+import { poolProtocol } from './protocol.js';
+
+export interface RemoteOptions {
+  /** Path of the daemon's socket. */
+  socket: string;
+  /** Connect + hello deadline; default 2000 ms. */
+  connectTimeoutMs?: number;
+}
+
+export class RemoteTlsEngine implements TlsEngineApi {
+  readonly #options: RemoteOptions;
+  #peer: Peer | undefined;
+  #connecting: Promise<Peer> | undefined;
+  #names: string[] = [];
+  #serverNameChecks = new Map<number, (name: string) => boolean | Promise<boolean>>();
+  #closed = false;
+
+  constructor(options: RemoteOptions) {
+    this.#options = options;
+  }
+
+  async #get(): Promise<Peer> {
+    if (this.#peer && !this.#peer.closed) return this.#peer;
+    if (this.#closed)
+      throw new PoolError('TLSPROXY_ERR_POOL_HANDSHAKE', 'TLS engine client is closed');
+    this.#connecting ??= this.#connect().finally(() => {
+      this.#connecting = undefined;
+    });
+    return this.#connecting;
+  }
+
+  async #connect(): Promise<Peer> {
+    const timeoutMs = this.#options.connectTimeoutMs ?? 2000;
+    let peer: Peer;
+    try {
+      peer = poolProtocol.attach(await connect({ path: this.#options.socket }, { timeoutMs }));
+    } catch (err) {
+      throw new PoolError(
+        'TLSPROXY_ERR_POOL_HANDSHAKE',
+        `TLS engine at ${this.#options.socket} unreachable: ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
+    const timer = setTimeout(() => peer.close(), timeoutMs);
+    try {
+      await peer.ready;
+    } finally {
+      clearTimeout(timer);
+    }
+    peer.on('message', (m) => {
+      for (const f of m.fds) f.close();
+      if (m.type !== 'check-server-name') {
+        peer.replyError(m, 'TLSPROXY_ERR_POOL_CONTROL', `unexpected ${m.type}`);
+        return;
+      }
+      const check = this.#serverNameChecks.get(m.body.handshake as number);
+      Promise.resolve(check ? check(m.body.serverName as string) : true).then(
+        (accept) => peer.reply(m, 'server-name-ok', { accept: accept === true }),
+        () => peer.reply(m, 'server-name-ok', { accept: false }),
+      );
+    });
+    peer.on('close', () => {
+      if (this.#peer === peer) this.#peer = undefined;
+    });
+    this.#peer = peer;
+    try {
+      const r = await peer.request('server-names', {}, { timeoutMs });
+      this.#names = (r.body.names as unknown[]).filter((n): n is string => typeof n === 'string');
+    } catch {}
+    return peer;
+  }
+
+  /** Whether the daemon is reachable now (connects if needed). */
+  async available(): Promise<boolean> {
+    try {
+      await this.#get();
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  serverNames(): string[] {
+    return this.#names;
+  }
+
+  async handshake(
+    input: net.Socket | OwnedFd,
+    request: HandshakeRequest = {},
+  ): Promise<HandshakeResult> {
+    const fd = 'toSocket' in input ? input : detachSocket(input).fd;
+    let peer: Peer;
+    try {
+      peer = await this.#get();
+    } catch (err) {
+      fd.close();
+      throw err;
+    }
+    const { checkServerName, ...rest } = request;
+    const body = { ...rest, checkServerName: checkServerName !== undefined };
+    const timeoutMs = (request.handshakeTimeoutMs ?? 10_000) + 5000;
+    let rid = -1;
+    // The daemon names the handshake's request id when it asks us about the SNI name.
+    const pending = peer.request(
+      'handshake',
+      { request: body },
+      {
+        fds: [fd],
+        timeoutMs,
+        onId: (id) => {
+          rid = id;
+          if (checkServerName) this.#serverNameChecks.set(id, checkServerName);
+        },
+      },
+    );
+    try {
+      const r = await pending;
+      const plaintext = r.fds[0];
+      if (!plaintext)
+        throw new PoolError('TLSPROXY_ERR_POOL_HANDSHAKE', 'daemon sent no descriptor');
+      return {
+        plaintext,
+        controlKey: Buffer.from(r.body.key as string, 'hex'),
+        info: r.body.info as unknown as NegotiatedInfo,
+      };
+    } catch (err) {
+      const e = err as { remoteCode?: string; message: string };
+      throw new PoolError((e.remoteCode as never) ?? 'TLSPROXY_ERR_POOL_HANDSHAKE', e.message, {
+        cause: err,
+      });
+    } finally {
+      this.#serverNameChecks.delete(rid);
+    }
+  }
+
+  async control(
+    key: Buffer | string,
+    op: ControlOp,
+    args: Record<string, unknown> = {},
+  ): Promise<unknown> {
+    const peer = await this.#get();
+    try {
+      const r = await peer.request(
+        'control',
+        { key: typeof key === 'string' ? key : key.toString('hex'), op, args },
+        { timeoutMs: 10_000 },
+      );
+      return r.body.result;
+    } catch (err) {
+      const e = err as { remoteCode?: string; message: string };
+      throw new PoolError((e.remoteCode as never) ?? 'TLSPROXY_ERR_POOL_CONTROL', e.message, {
+        cause: err,
+      });
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#peer?.close();
+  }
+}
