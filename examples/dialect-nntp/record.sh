@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Record examples/dialect-nntp/transcripts/ from Debian's INN 2.7 (nnrpd) on loopback, as root:
+#
+#   DEBIAN_FRONTEND=noninteractive apt-get install -y inn2   # needs "domain:" in inn.conf, see below
+#   examples/dialect-nntp/record.sh
+#
+# A throwaway nnrpd (INN's reader daemon, which implements STARTTLS, RFC 4642) runs in the
+# foreground of this script on 127.0.0.1:$NNRPD_PORT with a private inn.conf (the repository's
+# test certificate, a private overview directory) and a readers.conf that lets anyone read. Each
+# case is one connection relayed by `tlsproxy-conformance record`; the server is stopped by its
+# process id when the script ends, whatever happens.
+#
+# Debian's inn2 post-install script fails on a host whose name has no domain: set one with
+#   sed -i 's/^#domain:$/domain: example.net/' /etc/news/inn.conf && dpkg --configure inn2
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+out=${OUT:-$here/transcripts}
+recorder="$root/packages/conformance/bin/tlsproxy-conformance.js"
+drive="$root/fixtures/record/drive.mjs"
+ca="$root/fixtures/certs/ca.pem"
+up=${NNRPD_PORT:-11119}
+P=${RELAY_PORT:-11998}
+nnrpd=/usr/lib/news/bin/nnrpd
+
+[ -x "$nnrpd" ] || { echo "record.sh: $nnrpd missing: apt-get install -y inn2" >&2; exit 1; }
+state=$(mktemp -d /tmp/nntp-record.XXXXXX)
+pid=
+cleanup() {
+  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+  rm -rf "$state"
+}
+trap cleanup EXIT
+
+# --- a private INN configuration ------------------------------------------------------------
+chmod 755 "$state"
+mkdir -p "$state/overview"
+cp "$root/fixtures/certs/server.pem" "$root/fixtures/certs/server.key" "$state/"
+chmod 600 "$state/server.key"
+sed -e "s|^#tlscertfile:.*|tlscertfile: $state/server.pem|" \
+  -e "s|^#tlskeyfile:.*|tlskeyfile: $state/server.key|" \
+  -e "s|^pathoverview:.*|pathoverview: $state/overview|" \
+  -e 's|^#domain:$|domain: example.net|' /etc/news/inn.conf >"$state/inn.conf"
+cat >"$state/readers.conf" <<'EOF'
+auth "anyone" {
+    hosts: "*"
+    default: "<reader>"
+}
+access "reader" {
+    users: "<reader>"
+    newsgroups: "*"
+    access: RPA
+}
+EOF
+chown -R news:news "$state"
+export INNCONF=$state/inn.conf
+# nnrpd opens the overview read-only; build an empty one (no articles) for it.
+su news -s /bin/sh -c "INNCONF=$INNCONF timeout 60 /usr/lib/news/bin/makehistory -O -x -F"
+(cd "$state" && exec timeout 900 "$nnrpd" -D -f -n -o -4 127.0.0.1 -p "$up" -c "$state/readers.conf") &
+pid=$!
+for _ in $(seq 50); do (echo >/dev/tcp/127.0.0.1/"$up") 2>/dev/null && break; sleep 0.1; done
+version=$(printf 'QUIT\r\n' | timeout 5 bash -c "exec 3<>/dev/tcp/127.0.0.1/$up; cat <&0 >&3 & head -1 <&3" |
+  sed -n 's/.*\(INN [0-9.]*\).*/\1/p')
+server="$version (nnrpd -D, Debian $(dpkg-query -W -f='${Version}' inn2)) on Debian $(cat /etc/debian_version), tlscertfile set, readers.conf: anyone may read and post"
+
+# --- one recorded connection --------------------------------------------------------------
+#   record_one NAME CLIENT-TEXT -- CLIENT-COMMAND...   (the command connects to 127.0.0.1:$P)
+record_one() {
+  local name=$1 client=$2
+  shift 3
+  local log
+  log=$(mktemp)
+  node "$recorder" record --listen "127.0.0.1:$P" --upstream "127.0.0.1:$up" --dialect nntp \
+    --out "$out/$name.txt" --server "$server" --client "$client" >"$log" 2>&1 &
+  local rec=$!
+  for _ in $(seq 50); do grep -q listening "$log" && break; sleep 0.1; done
+  "$@" >/dev/null 2>&1 </dev/null || true
+  for _ in $(seq 50); do kill -0 "$rec" 2>/dev/null || break; sleep 0.1; done
+  kill "$rec" 2>/dev/null || true
+  wait "$rec" 2>/dev/null || true
+  rm -f "$log"
+  annotate "$out/$name.txt"
+  echo "recorded $out/$name.txt"
+}
+
+# Placeholders (see packages/conformance/README.md): reply codes and line ends stay exact, the
+# human-readable text after a code is ${text}. In the CAPABILITIES list, VERSION 2, READER,
+# STARTTLS and the final "." are exact; every other capability INN offers (IMPLEMENTATION,
+# AUTHINFO SASL, COMPRESS, HDR, LIST, OVER, POST, SASL, XPAT) is an ${any}, so a dialect may
+# leave it out (and must: AUTHINFO, SASL and COMPRESS have no place before TLS).
+annotate() {
+  sed -E -i \
+    -e '/^S[:|] (VERSION 2|READER|STARTTLS|\.)\\r\\n$/b' \
+    -e 's/^(S[:|] )([0-9]{3}) (.*)\\r\\n$/\1\2 ${text:\3}\\r\\n/' \
+    -e 's/^(S[:|] )([A-Z][A-Z0-9 .=-]*)\\r\\n$/\1${any:\2\\r\\n}/' \
+    "$1"
+}
+
+mkdir -p "$out"
+drive() { echo "node fixtures/record/drive.mjs PORT $*"; }
+
+record_one openssl-s_client \
+  "timeout 10 openssl s_client -starttls nntp -connect 127.0.0.1:PORT -CAfile fixtures/certs/ca.pem -servername localhost </dev/null" -- \
+  timeout 10 openssl s_client -starttls nntp -connect "127.0.0.1:$P" -CAfile "$ca" -servername localhost
+record_one python-nntplib "python3 examples/dialect-nntp/nntplib-client.py PORT fixtures/certs/ca.pem (Python $(python3 -c 'import sys; print(sys.version.split()[0])') nntplib)" -- \
+  timeout 10 python3 "$here/nntplib-client.py" "$P" "$ca"
+
+# name | steps for drive.mjs (a real exchange, then a TLS handshake or QUIT)
+cases=(
+  "capabilities-mode-reader-quit|wait:^20|send:CAPABILITIES\\r\\n|wait:^\\.\\r|send:MODE READER\\r\\n|wait:^20|send:QUIT\\r\\n|wait:^205|pause:300"
+  "authinfo-user-before-tls|wait:^20|send:AUTHINFO USER alice\\r\\n|wait:^4|send:STARTTLS\\r\\n|wait:^382|tls"
+  "authinfo-sasl-before-tls|wait:^20|send:AUTHINFO SASL PLAIN AGFsaWNlAHNlY3JldA==\\r\\n|wait:^4|send:STARTTLS\\r\\n|wait:^382|tls"
+  "unknown-command|wait:^20|send:FROB\\r\\n|wait:^5|send:STARTTLS\\r\\n|wait:^382|tls"
+  "starttls-with-arguments|wait:^20|send:STARTTLS now\\r\\n|wait:^5|send:STARTTLS\\r\\n|wait:^382|tls"
+  "pipelined-after-starttls|wait:^20|send:STARTTLS\\r\\nCAPABILITIES\\r\\nAUTHINFO USER alice\\r\\n|wait:^382|tls"
+  "lowercase|wait:^20|send:capabilities\\r\\n|wait:^\\.\\r|send:mode reader\\r\\n|wait:^20|send:starttls\\r\\n|wait:^382|tls"
+  "bare-lf|wait:^20|send:CAPABILITIES\\n|wait:^\\.\\r|send:STARTTLS\\n|wait:^382|tls"
+  "split-command|wait:^20|send:CAPA|pause:100|send:BILITIES\\r|pause:100|send:\\nSTAR|pause:100|send:TTLS\\r\\n|wait:^382|tls"
+  "overlong-line|wait:^20|send:MODE rep(600,x)\\r\\n|wait:^5|send:STARTTLS\\r\\n|wait:^382|tls"
+  "eof-before-starttls|wait:^20|send:MODE READER\\r\\n|wait:^20|end|pause:300"
+)
+for c in "${cases[@]}"; do
+  name=${c%%|*}
+  IFS='|' read -r -a steps <<<"${c#*|}"
+  record_one "$name" "$(drive "${steps[@]}")" -- node "$drive" "$P" "${steps[@]}"
+done
