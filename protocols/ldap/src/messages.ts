@@ -1,0 +1,248 @@
+// RFC 4511 section 4.1.1 (LDAPMessage), 4.1.9 (LDAPResult), 4.1.11 (Controls), 4.5.1
+// (SearchRequest), 4.12 (ExtendedRequest/Response), 4.4.1 (Notice of Disconnection), 4.14
+// (StartTLS) and Appendix B (the ASN.1 module): decoding requests and encoding replies.
+import {
+  BerError,
+  enumerated,
+  expectTag,
+  int,
+  isConstructed,
+  readBoolean,
+  readInt,
+  seq,
+  str,
+  TAG,
+  type Tlv,
+  text,
+  tlv,
+} from './ber.js';
+
+export const OID = {
+  startTls: '1.3.6.1.4.1.1466.20037',
+  noticeOfDisconnection: '1.3.6.1.4.1.1466.20036',
+} as const;
+
+/** RFC 4511 Appendix A.2. */
+export const RESULT = {
+  success: 0,
+  operationsError: 1,
+  protocolError: 2,
+  adminLimitExceeded: 11,
+  unavailableCriticalExtension: 12,
+  confidentialityRequired: 13,
+  unavailable: 52,
+  unwillingToPerform: 53,
+} as const;
+
+/** protocolOp tags of RFC 4511 Appendix B ([APPLICATION n], constructed unless noted). */
+export const OP = {
+  bindRequest: 0x60,
+  bindResponse: 0x61,
+  unbindRequest: 0x42, // primitive NULL
+  searchRequest: 0x63,
+  searchResultEntry: 0x64,
+  searchResultDone: 0x65,
+  modifyRequest: 0x66,
+  modifyResponse: 0x67,
+  addRequest: 0x68,
+  addResponse: 0x69,
+  delRequest: 0x4a, // primitive LDAPDN
+  delResponse: 0x6b,
+  modDNRequest: 0x6c,
+  modDNResponse: 0x6d,
+  compareRequest: 0x6e,
+  compareResponse: 0x6f,
+  abandonRequest: 0x50, // primitive MessageID
+  extendedRequest: 0x77,
+  extendedResponse: 0x78,
+} as const;
+
+/** Requests that need a response, mapped to their response tag. */
+export const RESPONSE_OF: Readonly<Record<number, number>> = {
+  [OP.bindRequest]: OP.bindResponse,
+  [OP.searchRequest]: OP.searchResultDone,
+  [OP.modifyRequest]: OP.modifyResponse,
+  [OP.addRequest]: OP.addResponse,
+  [OP.delRequest]: OP.delResponse,
+  [OP.modDNRequest]: OP.modDNResponse,
+  [OP.compareRequest]: OP.compareResponse,
+  [OP.extendedRequest]: OP.extendedResponse,
+};
+
+export interface Control {
+  type: string;
+  critical: boolean;
+}
+
+export interface Search {
+  base: string;
+  scope: number;
+  typesOnly: boolean;
+  filter: Tlv;
+  attributes: string[];
+}
+
+export type Request =
+  | { op: 'bind' }
+  | { op: 'unbind' }
+  | { op: 'abandon' }
+  | { op: 'search'; search: Search }
+  | { op: 'extended'; name: string; hasValue: boolean }
+  /** Add, Modify, Delete, ModifyDN, Compare: refused before TLS. */
+  | { op: 'update'; responseTag: number };
+
+export interface Message {
+  messageId: number;
+  request: Request;
+  controls: Control[];
+}
+
+/** Decode one parsed LDAPMessage; throws BerError for anything RFC 4511 does not allow. */
+export function decodeMessage(root: Tlv): Message {
+  const [id, op, controls, ...extra] = root.children;
+  if (extra.length > 0) throw new BerError('extra elements in LDAPMessage');
+  const messageId = readInt(expectTag(id, TAG.INTEGER, 'messageID'), 'messageID');
+  // RFC 4511 section 4.1.1.1: 0 is reserved for unsolicited notifications.
+  if (messageId === 0) throw new BerError('messageID 0 in a request');
+  if (op === undefined) throw new BerError('protocolOp missing');
+  return {
+    messageId,
+    request: decodeRequest(op),
+    controls: controls === undefined ? [] : decodeControls(controls),
+  };
+}
+
+function decodeRequest(op: Tlv): Request {
+  const c = op.children;
+  switch (op.tag) {
+    case OP.bindRequest: {
+      // version INTEGER (1..127), name LDAPDN, authentication CHOICE { simple [0], sasl [3] }
+      expectTag(c[0], TAG.INTEGER, 'bind version');
+      expectTag(c[1], TAG.OCTET_STRING, 'bind name');
+      if (c.length !== 3 || (c[2]!.tag !== 0x80 && c[2]!.tag !== 0xa3)) {
+        throw new BerError('bind authentication must be simple [0] or sasl [3]');
+      }
+      return { op: 'bind' };
+    }
+    case OP.unbindRequest:
+      if (op.value.length !== 0) throw new BerError('UnbindRequest must be NULL');
+      return { op: 'unbind' };
+    case OP.abandonRequest:
+      readInt(op, 'abandon messageID');
+      return { op: 'abandon' };
+    case OP.searchRequest:
+      return { op: 'search', search: decodeSearch(c) };
+    case OP.extendedRequest: {
+      const [name, value, ...extra] = c;
+      const oid = expectTag(name, 0x80, 'requestName');
+      if (value !== undefined && value.tag !== 0x81) throw new BerError('requestValue must be [1]');
+      if (extra.length > 0) throw new BerError('extra elements in ExtendedRequest');
+      return { op: 'extended', name: text(oid), hasValue: value !== undefined };
+    }
+    case OP.modifyRequest:
+    case OP.addRequest:
+    case OP.modDNRequest:
+    case OP.compareRequest:
+      if (c.length < 2) throw new BerError('request too short');
+      return { op: 'update', responseTag: RESPONSE_OF[op.tag]! };
+    case OP.delRequest:
+      return { op: 'update', responseTag: OP.delResponse };
+    default:
+      throw new BerError(`unknown LDAP request 0x${op.tag.toString(16)}`);
+  }
+}
+
+function decodeSearch(c: Tlv[]): Search {
+  const [base, scope, deref, size, time, typesOnly, filter, attributes, ...extra] = c;
+  if (extra.length > 0) throw new BerError('extra elements in SearchRequest');
+  const search: Search = {
+    base: text(expectTag(base, TAG.OCTET_STRING, 'baseObject')),
+    scope: readInt(expectTag(scope, TAG.ENUMERATED, 'scope'), 'scope'),
+    typesOnly: false,
+    filter: filter ?? { tag: 0, value: new Uint8Array(0), children: [] },
+    attributes: [],
+  };
+  if (search.scope > 3) throw new BerError('scope out of range');
+  readInt(expectTag(deref, TAG.ENUMERATED, 'derefAliases'), 'derefAliases');
+  readInt(expectTag(size, TAG.INTEGER, 'sizeLimit'), 'sizeLimit');
+  readInt(expectTag(time, TAG.INTEGER, 'timeLimit'), 'timeLimit');
+  search.typesOnly = readBoolean(expectTag(typesOnly, TAG.BOOLEAN, 'typesOnly'), 'typesOnly');
+  checkFilter(filter);
+  for (const a of expectTag(attributes, TAG.SEQUENCE, 'attributes').children) {
+    search.attributes.push(text(expectTag(a, TAG.OCTET_STRING, 'attribute selector')));
+  }
+  return search;
+}
+
+/** Filter CHOICE tags [0]..[9] (RFC 4511 section 4.5.1.7): and, or, not are constructed. */
+function checkFilter(f: Tlv | undefined): void {
+  if (f === undefined) throw new BerError('filter missing');
+  const n = f.tag & 0x1f;
+  const constructed = isConstructed(f.tag);
+  if ((f.tag & 0xc0) !== 0x80 || n > 9) throw new BerError('bad filter choice');
+  if (n === 7 && constructed) throw new BerError('present filter must be primitive');
+  if (n !== 7 && !constructed) throw new BerError('filter must be constructed');
+  if (n === 2 && f.children.length !== 1) throw new BerError('not filter takes one filter');
+  if (n <= 2) for (const child of f.children) checkFilter(child);
+}
+
+function decodeControls(controls: Tlv): Control[] {
+  if (controls.tag !== 0xa0) throw new BerError('controls must be [0]');
+  return controls.children.map((ctl) => {
+    const [type, second, third, ...extra] = expectTag(ctl, TAG.SEQUENCE, 'control').children;
+    if (extra.length > 0) throw new BerError('extra elements in Control');
+    const out = { type: text(expectTag(type, TAG.OCTET_STRING, 'controlType')), critical: false };
+    if (second?.tag === TAG.BOOLEAN) {
+      out.critical = readBoolean(second, 'criticality');
+      if (third !== undefined) expectTag(third, TAG.OCTET_STRING, 'controlValue');
+    } else if (second !== undefined) {
+      expectTag(second, TAG.OCTET_STRING, 'controlValue');
+      if (third !== undefined) throw new BerError('extra elements in Control');
+    }
+    return out;
+  });
+}
+
+// --- replies -----------------------------------------------------------------------------
+
+/** LDAPMessage { messageID, protocolOp } with an LDAPResult body (plus `extra` fields). */
+export function result(
+  messageId: number,
+  opTag: number,
+  code: number,
+  diagnostic: string,
+  ...extra: Uint8Array[]
+): Uint8Array {
+  return seq(int(messageId), tlv(opTag, enumerated(code), str(''), str(diagnostic), ...extra));
+}
+
+/** ExtendedResponse; `name` is the responseName [10], omitted when undefined. */
+export function extendedResponse(
+  messageId: number,
+  code: number,
+  diagnostic: string,
+  name?: string,
+): Uint8Array {
+  const extra = name === undefined ? [] : [str(name, 0x8a)];
+  return result(messageId, OP.extendedResponse, code, diagnostic, ...extra);
+}
+
+/** RFC 4511 section 4.4.1: unsolicited, messageID 0, responseName ...20036. */
+export function noticeOfDisconnection(code: number, diagnostic: string): Uint8Array {
+  return extendedResponse(0, code, diagnostic, OID.noticeOfDisconnection);
+}
+
+export type Attribute = [type: string, values: string[]];
+
+/** SearchResultEntry { objectName, attributes PartialAttributeList }. */
+export function searchEntry(
+  messageId: number,
+  dn: string,
+  attributes: Attribute[],
+  typesOnly: boolean,
+): Uint8Array {
+  const list = attributes.map(([type, values]) =>
+    seq(str(type), tlv(TAG.SET, ...(typesOnly ? [] : values.map((v) => str(v))))),
+  );
+  return seq(int(messageId), tlv(OP.searchResultEntry, str(dn), seq(...list)));
+}
