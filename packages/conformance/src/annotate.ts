@@ -51,7 +51,10 @@ const pop3: Rule[] = [
   (l) => {
     const m = /^(\+OK|-ERR)(?: (\[[A-Z/-]+\] )?(.*))?\r\n$/.exec(l);
     if (!m) return undefined;
-    return m[3] === undefined ? undefined : `${m[1]} ${m[2] ?? ''}${ph('text', m[3])}\\r\\n`;
+    // The text is optional (RFC 1939 section 3): Dovecot's CAPA says "+OK", others "+OK Capability
+    // list follows" (RFC 2449 section 5), so even an empty one is a placeholder.
+    if (m[3] === undefined) return `${m[1]}${ph('text', '')}\\r\\n`;
+    return `${m[1]} ${m[2] ?? ''}${ph('text', m[3])}\\r\\n`;
   },
 ];
 

@@ -131,8 +131,8 @@ export class Pop3Session implements DialectSession {
       if (err.fatal) {
         this.closeWith(out, err.reply, err.code);
       } else if (++this.bad >= this.config.maxBadCommands) {
-        // Dovecot's pop3-login answers the last one with this instead, then disconnects.
-        this.closeWith(out, '-ERR Too many bad commands.\r\n', 'too many bad commands');
+        // As Dovecot's pop3-login: the last bad command still gets its own reply, then this.
+        this.closeWith(out, `${err.reply}-ERR Too many bad commands.\r\n`, 'too many bad commands');
       } else {
         out.push(act.send(err.reply));
       }

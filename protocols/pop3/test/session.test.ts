@@ -201,7 +201,7 @@ describe('limits', () => {
   it('closes after too many bad commands', () => {
     const { actions, text } = feed(['FROB\r\n'.repeat(12)], {}, { maxBadCommands: 3 });
     expect(text).toBe(
-      '-ERR Unknown command.\r\n-ERR Unknown command.\r\n-ERR Too many bad commands.\r\n',
+      '-ERR Unknown command.\r\n-ERR Unknown command.\r\n-ERR Unknown command.\r\n-ERR Too many bad commands.\r\n',
     );
     expect(actions.at(-1)?.type).toBe('close');
   });

@@ -230,10 +230,10 @@ export class SmtpSession implements DialectSession {
     if (fatal !== null) {
       this.closeWith(out, text, fatal);
     } else if (++this.bad >= this.config.maxBadCommands) {
-      // Postfix smtpd_hard_error_limit: the reply is replaced by 421 and the connection closed.
+      // As Postfix at smtpd_hard_error_limit: the last error still gets its reply, then 421.
       this.closeWith(
         out,
-        `421 4.7.0 ${this.config.host} Error: too many errors\r\n`,
+        `${text}421 4.7.0 ${this.config.host} Error: too many errors\r\n`,
         'too many bad commands',
       );
     } else {

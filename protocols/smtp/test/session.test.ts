@@ -218,7 +218,7 @@ describe('abuse', () => {
   it('closes with 421 after too many errors', () => {
     const { actions, text } = feed(['FOO\r\n'.repeat(5)], {}, { maxBadCommands: 3 });
     expect(text).toBe(
-      `${'500 5.5.2 Error: command not recognized\r\n'.repeat(2)}421 4.7.0 mail.example Error: too many errors\r\n`,
+      `${'500 5.5.2 Error: command not recognized\r\n'.repeat(3)}421 4.7.0 mail.example Error: too many errors\r\n`,
     );
     expect(actions.at(-1)?.type).toBe('close');
   });
