@@ -148,7 +148,8 @@ export function runProperties(
   );
 
   // 2. Command case does not matter (text protocols only: case is data in BER).
-  const text = cases.filter((c) => !isBinary(c.data));
+  // `@case sensitive` opts a transcript out: in XML (XMPP) element names are case-sensitive.
+  const text = cases.filter((c) => !isBinary(c.data) && c.t.headers.case !== 'sensitive');
   results.push(
     text.length === 0
       ? {

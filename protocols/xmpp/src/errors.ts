@@ -1,0 +1,69 @@
+// https://xmpp.org/rfcs/rfc6120.html#streams-error (RFC 6120 section 4.9): a peer error closes
+// the stream with a stream error. As in h11's RemoteProtocolError, the error carries what the
+// server sends: the defined condition and an optional text, turned into bytes in one place.
+
+const BRAND = Symbol.for('tlsproxy.error');
+
+export type XmppErrorCode =
+  | 'TLSPROXY_ERR_XMPP_NOT_WELL_FORMED'
+  | 'TLSPROXY_ERR_XMPP_RESTRICTED_XML'
+  | 'TLSPROXY_ERR_XMPP_BAD_NAMESPACE_PREFIX'
+  | 'TLSPROXY_ERR_XMPP_UNSUPPORTED_ENCODING'
+  | 'TLSPROXY_ERR_XMPP_INVALID_NAMESPACE'
+  | 'TLSPROXY_ERR_XMPP_UNSUPPORTED_VERSION'
+  | 'TLSPROXY_ERR_XMPP_IMPROPER_ADDRESSING'
+  | 'TLSPROXY_ERR_XMPP_HOST_UNKNOWN'
+  | 'TLSPROXY_ERR_XMPP_TLS_REQUIRED'
+  | 'TLSPROXY_ERR_XMPP_TOO_BIG'
+  | 'TLSPROXY_ERR_XMPP_TOO_DEEP'
+  | 'TLSPROXY_ERR_XMPP_TOO_MANY_ATTRIBUTES'
+  | 'TLSPROXY_ERR_XMPP_TIMEOUT';
+
+/** RFC 6120 section 4.9.3 defined conditions this dialect sends. */
+export type StreamCondition =
+  | 'bad-namespace-prefix'
+  | 'connection-timeout'
+  | 'host-unknown'
+  | 'improper-addressing'
+  | 'internal-server-error'
+  | 'invalid-namespace'
+  | 'not-well-formed'
+  | 'policy-violation'
+  | 'restricted-xml'
+  | 'unsupported-encoding'
+  | 'unsupported-version';
+
+/** The client broke the protocol; the stream is closed with `condition` (and `text`). */
+export class XmppStreamError extends Error {
+  readonly code: XmppErrorCode;
+  readonly condition: StreamCondition;
+  readonly text: string | undefined;
+  /** Extra child of <stream:error/> (e.g. <stanza-too-big xmlns='urn:xmpp:errors'/>). */
+  readonly extra: string | undefined;
+  readonly [BRAND] = true;
+
+  constructor(
+    code: XmppErrorCode,
+    condition: StreamCondition,
+    options: { text?: string; extra?: string; detail?: string } = {},
+  ) {
+    super(
+      `${condition}${options.detail ? `: ${options.detail}` : options.text ? `: ${options.text}` : ''}`,
+    );
+    this.name = 'XmppStreamError';
+    this.code = code;
+    this.condition = condition;
+    this.text = options.text;
+    this.extra = options.extra;
+  }
+}
+
+export function isXmppStreamError(err: unknown): err is XmppStreamError {
+  return (
+    typeof err === 'object' &&
+    err !== null &&
+    (err as Record<symbol, unknown>)[BRAND] === true &&
+    typeof (err as { code?: unknown }).code === 'string' &&
+    (err as { code: string }).code.startsWith('TLSPROXY_ERR_XMPP_')
+  );
+}

@@ -1,0 +1,119 @@
+// https://xmpp.org/rfcs/rfc6120.html#tls (RFC 6120 section 5, STARTTLS negotiation) for
+// client-to-server (`jabber:client`) and server-to-server (`jabber:server`) streams: the XMPP
+// dialect plugin, its options and its limits.
+import type { Dialect, LimitSpec, OptionSpec, SessionContext } from '@tlsproxy/core/dialect';
+import { DomainSet, normalizeDomain } from './domains.js';
+import { type SessionConfig, XmppSession } from './session.js';
+
+export { DomainSet, normalizeDomain } from './domains.js';
+export {
+  isXmppStreamError,
+  type StreamCondition,
+  type XmppErrorCode,
+  XmppStreamError,
+} from './errors.js';
+export type { StreamType, XmppState } from './session.js';
+
+export interface XmppOptions {
+  domains: string[];
+  lang: string;
+}
+
+function domainsProblem(value: unknown): string | undefined {
+  if (!Array.isArray(value)) return 'expected a list of domain names';
+  for (const d of value) {
+    const name = typeof d === 'string' && d.startsWith('*.') ? d.slice(2) : d;
+    if (typeof name !== 'string' || normalizeDomain(name) === null) {
+      return `"${String(d)}" is not a domain name (a "*." wildcard may lead)`;
+    }
+  }
+  return undefined;
+}
+
+const options: Record<keyof XmppOptions, OptionSpec> = {
+  domains: {
+    type: 'string[]',
+    default: [],
+    description:
+      'Domains served (stream `to`); "*.example.com" matches one label. Empty: the DNS names of the certificates.',
+    validate: domainsProblem,
+  },
+  lang: {
+    type: 'string',
+    default: 'en',
+    description:
+      'xml:lang of our stream header when the client sent none (RFC 6120 section 4.7.4).',
+    validate: (v) =>
+      typeof v === 'string' && /^[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*$/.test(v)
+        ? undefined
+        : 'a language tag such as "en" (RFC 5646)',
+  },
+};
+
+type LimitName = 'maxStanzaSize' | 'maxDepth' | 'maxAttributes' | 'idleTimeoutMs';
+
+const limits: Record<LimitName, LimitSpec> = {
+  maxStanzaSize: {
+    default: 10_000,
+    description:
+      'Octets of one top-level element (or of the prolog and stream header); over it: policy-violation.',
+    source:
+      'RFC 6120 section 13.12 (servers must accept stanzas of at least 10000 bytes); Prosody answers an oversized stanza with policy-violation and <stanza-too-big/>',
+  },
+  maxDepth: {
+    default: 16,
+    description: 'Element nesting, the stream element counting as 1; deeper: policy-violation.',
+    source: 'tlsproxy: the only pre-TLS element a client sends, <starttls/>, is at depth 2',
+  },
+  maxAttributes: {
+    default: 32,
+    description: 'Attributes on one element, xmlns declarations included; more: policy-violation.',
+    source: 'tlsproxy: a stream header has about 7 (to, from, version, xml:lang, id, 2 xmlns)',
+  },
+  idleTimeoutMs: {
+    default: 60_000,
+    description: 'Silence before the connection-timeout stream error and close; 0 disables.',
+    source:
+      'RFC 6120 section 4.6.1 leaves idle handling to the server; same as the other tlsproxy dialects',
+  },
+};
+
+function pick<T>(value: unknown, fallback: T, ok: (v: unknown) => boolean): T {
+  return ok(value) ? (value as T) : fallback;
+}
+
+export function sessionConfig(context: SessionContext<Partial<XmppOptions>>): SessionConfig {
+  const o = context.options ?? {};
+  const listed = pick<string[]>(o.domains, [], (v) => !domainsProblem(v));
+  const domains = new DomainSet(listed.length > 0 ? listed : (context.serverNames ?? []));
+  const lang = pick(o.lang, 'en', (v) => !options.lang.validate?.(v));
+  const limit = (name: LimitName): number => {
+    const v = context.limits?.[name];
+    return typeof v === 'number' && v >= 0 ? v : limits[name].default;
+  };
+  const host = normalizeDomain(context.hostname ?? '') ?? 'localhost';
+  return {
+    domains,
+    defaultDomain: domains.first ?? host,
+    // The engine's connection id is unique per connection and random (RFC 6120 section 4.7.3
+    // wants the id unpredictable); the dialect itself draws no randomness.
+    streamId: (context.connectionId ?? '').replace(/[^A-Za-z0-9._-]/g, '') || '0',
+    lang,
+    maxStanzaSize: limit('maxStanzaSize'),
+    maxDepth: limit('maxDepth'),
+    maxAttributes: limit('maxAttributes'),
+    idleTimeoutMs: limit('idleTimeoutMs'),
+  };
+}
+
+export const dialect: Dialect<Partial<XmppOptions>> = {
+  name: 'xmpp',
+  description:
+    'XMPP (RFC 6120) c2s and s2s pre-TLS stream: stream header, features with required STARTTLS, <proceed/>',
+  defaultPorts: { starttls: 5222, implicit: 5223 },
+  options,
+  limits,
+  create: (context) => new XmppSession(sessionConfig(context)),
+};
+
+export default dialect;

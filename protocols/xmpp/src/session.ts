@@ -1,0 +1,298 @@
+// https://xmpp.org/rfcs/rfc6120.html#streams-open (RFC 6120 section 4.2), #streams-error
+// (4.9), #tls-process (5.4) and #streams-close-idle (4.6.1): one connection's plaintext stream
+// up to STARTTLS, sans-I/O.
+//
+// Theory of operation (h11 style): the client speaks first. Bytes go into the StreamReader
+// (xml.ts), which yields stream events; the session answers them from this table:
+//
+//   phase   | event / call                  | answer
+//   --------+-------------------------------+-----------------------------------------------
+//   header  | open (valid stream header)    | our header + <stream:features> with STARTTLS
+//           | open (bad header)             | our header + <stream:error> + </stream:stream>
+//   stream  | start <starttls xmlns=tls>    | wait for its end
+//           | end <starttls/>               | starttls action (proceed / failure) -> tls
+//           | start (anything else)         | policy-violation "Use of STARTTLS required"
+//           | close (</stream:stream>)      | </stream:stream>, close
+//   any     | XML / limit error             | (header if not sent) + stream error, close
+//           | timer(now) past deadline      | connection-timeout stream error, close
+//           | eof()                         | close
+//   tls     | receive(bytes)                | one log action; nothing parsed or answered
+//           | tlsUnavailable()              | close (<failure/></stream:stream> already sent)
+//   closed  | anything                      | nothing
+//
+// After <proceed/> the client starts TLS and opens a new stream inside it (RFC 6120 section
+// 5.4.3.3): that one belongs to the backend, which gets the connection with nothing consumed.
+import type { Action, DialectSession } from '@tlsproxy/core/dialect';
+import { act, escapeXml, utf8 } from './bytes.js';
+import { type DomainSet, normalizeDomain } from './domains.js';
+import { isXmppStreamError, XmppStreamError } from './errors.js';
+import {
+  NS_STREAM_ERRORS,
+  NS_STREAMS,
+  NS_TLS,
+  StreamReader,
+  type XmlElement,
+  type XmlEvent,
+  type XmlLimits,
+} from './xml.js';
+
+export const NS_CLIENT = 'jabber:client';
+export const NS_SERVER = 'jabber:server';
+
+export type StreamType = 'c2s' | 's2s';
+
+export interface SessionConfig extends XmlLimits {
+  domains: DomainSet;
+  /** Our stream header `from` when the client's `to` cannot be used. */
+  defaultDomain: string;
+  /** Stream id: unique per connection, from the engine's connection id. */
+  streamId: string;
+  /** xml:lang of our stream header when the client's is unusable. */
+  lang: string;
+  /** 0 disables the timer. */
+  idleTimeoutMs: number;
+}
+
+/** What the backend gets in the hand-off (`dialectState`). */
+export interface XmppState {
+  streamType: StreamType;
+  /** The domain the client asked for (normalized: lowercase A-labels). */
+  to: string;
+  /** The client's `from` attribute as sent, or null. */
+  from: string | null;
+  /** The client's xml:lang, or null. */
+  lang: string | null;
+}
+
+type Phase = 'header' | 'stream' | 'tls' | 'closed';
+
+const TLS_REQUIRED = 'Use of STARTTLS required';
+const LANG = /^[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*$/;
+
+export class XmppSession implements DialectSession {
+  private phase: Phase = 'header';
+  private readonly reader: StreamReader;
+  private deadline = Number.POSITIVE_INFINITY;
+  private headerSent = false;
+  private streamType: StreamType = 'c2s';
+  private state: XmppState | null = null;
+  private inStartTls = false;
+
+  constructor(private readonly config: SessionConfig) {
+    this.reader = new StreamReader(config);
+  }
+
+  start(now: number): Action[] {
+    return this.arm(now);
+  }
+
+  receive(data: Uint8Array, now: number): Action[] {
+    try {
+      return this.receiveUnchecked(data, now);
+    } catch (err) {
+      return this.internalError(err);
+    }
+  }
+
+  timer(now: number): Action[] {
+    if (this.phase !== 'header' && this.phase !== 'stream') return [];
+    if (now < this.deadline) return [act.timer(this.deadline)];
+    const out: Action[] = [];
+    this.streamError(out, new XmppStreamError('TLSPROXY_ERR_XMPP_TIMEOUT', 'connection-timeout'));
+    return out;
+  }
+
+  tlsUnavailable(_now: number): Action[] {
+    if (this.phase !== 'tls') return [act.log('warn', 'tlsUnavailable() outside STARTTLS ignored')];
+    // RFC 6120 section 5.4.2.2: after <failure/> the receiving entity closes the stream and
+    // the TCP connection; `unavailable` already carried </stream:stream>.
+    this.phase = 'closed';
+    return [act.close('TLS not available')];
+  }
+
+  eof(_now: number): Action[] {
+    if (this.phase === 'closed') return [];
+    this.phase = 'closed';
+    return [act.close('client closed the connection')];
+  }
+
+  private receiveUnchecked(data: Uint8Array, now: number): Action[] {
+    if (this.phase === 'tls') {
+      return data.length === 0
+        ? []
+        : [act.log('warn', `discarded ${data.length} bytes sent after <starttls/>`)];
+    }
+    if (this.phase === 'closed' || data.length === 0) return [];
+    this.reader.push(data);
+    const out: Action[] = [];
+    try {
+      for (let e = this.reader.next(); e; e = this.reader.next()) {
+        this.handle(e, out);
+        if (this.finished()) return out;
+      }
+    } catch (err) {
+      if (!isXmppStreamError(err)) throw err;
+      this.streamError(out, err);
+      return out;
+    }
+    out.push(...this.arm(now));
+    return out;
+  }
+
+  /** Whether the last event ended the preamble (handle() moves the phase). */
+  private finished(): boolean {
+    return this.phase === 'tls' || this.phase === 'closed';
+  }
+
+  private handle(event: XmlEvent, out: Action[]): void {
+    switch (event.type) {
+      case 'open':
+        this.open(event.element, out);
+        return;
+      case 'start':
+        if (event.element.local === 'starttls' && event.element.uri === NS_TLS) {
+          this.inStartTls = true;
+          return;
+        }
+        // ejabberd and MongooseIM (ejabberd_c2s wait_for_feature_request, s2s_in) answer any
+        // other element before TLS on a TLS-required stream this way.
+        throw new XmppStreamError('TLSPROXY_ERR_XMPP_TLS_REQUIRED', 'policy-violation', {
+          text: TLS_REQUIRED,
+          detail: `<${event.element.name}> before STARTTLS`,
+        });
+      case 'end':
+        if (this.inStartTls) this.startTls(out);
+        return;
+      case 'close':
+        // RFC 6120 section 4.4: answer the closing tag with ours, then close.
+        this.phase = 'closed';
+        out.push(act.close('client closed its stream', '</stream:stream>'));
+        return;
+    }
+  }
+
+  /** RFC 6120 sections 4.7 and 4.8: check the client's stream header and answer it. */
+  private open(header: XmlElement, out: Action[]): void {
+    const content = header.ns[''];
+    if (content === NS_SERVER) this.streamType = 's2s';
+    if (header.local !== 'stream' || header.uri !== NS_STREAMS) {
+      throw new XmppStreamError('TLSPROXY_ERR_XMPP_INVALID_NAMESPACE', 'invalid-namespace', {
+        detail: `root element {${header.uri}}${header.local}`,
+      });
+    }
+    if (content !== NS_CLIENT && content !== NS_SERVER) {
+      throw new XmppStreamError('TLSPROXY_ERR_XMPP_INVALID_NAMESPACE', 'invalid-namespace', {
+        detail: `content namespace ${content ?? '(none)'}`,
+      });
+    }
+    // Section 4.7.5: no version means 0.9, which has no stream features and so no STARTTLS.
+    const version = /^(\d{1,9})\.(\d{1,9})$/.exec(header.attributes.version ?? '');
+    if (!version || Number(version[1]) !== 1) {
+      throw new XmppStreamError('TLSPROXY_ERR_XMPP_UNSUPPORTED_VERSION', 'unsupported-version', {
+        detail: `version ${header.attributes.version ?? '(none)'}`,
+      });
+    }
+    const rawTo = header.attributes.to;
+    // Prosody mod_c2s: "A 'to' attribute is required on stream headers" (improper-addressing).
+    if (rawTo === undefined || rawTo === '') {
+      throw new XmppStreamError('TLSPROXY_ERR_XMPP_IMPROPER_ADDRESSING', 'improper-addressing', {
+        text: "A 'to' attribute is required on stream headers",
+      });
+    }
+    const to = normalizeDomain(rawTo);
+    if (to === null) {
+      throw new XmppStreamError('TLSPROXY_ERR_XMPP_IMPROPER_ADDRESSING', 'improper-addressing', {
+        text: "A valid 'to' attribute is required on stream headers",
+      });
+    }
+    if (!this.config.domains.serves(to)) {
+      throw new XmppStreamError('TLSPROXY_ERR_XMPP_HOST_UNKNOWN', 'host-unknown', {
+        // Prosody's wording; `to` is normalized (LDH labels only), so it is safe to echo.
+        text: `This server does not serve ${to}`,
+      });
+    }
+    const from = header.attributes.from ?? null;
+    const lang = header.attributes['xml:lang'] ?? null;
+    this.state = { streamType: this.streamType, to, from, lang };
+    this.phase = 'stream';
+    out.push(
+      act.send(
+        `${this.header(to, from, lang)}<stream:features>` +
+          `<starttls xmlns='${NS_TLS}'><required/></starttls></stream:features>`,
+      ),
+    );
+  }
+
+  /** RFC 6120 section 5.4.2.3: <proceed/>; or <failure/> and close if no backend can. */
+  private startTls(out: Action[]): void {
+    this.phase = 'tls';
+    const trailing = this.reader.takeRest();
+    out.push({
+      type: 'starttls',
+      goAhead: utf8(`<proceed xmlns='${NS_TLS}'/>`),
+      unavailable: utf8(`<failure xmlns='${NS_TLS}'/></stream:stream>`),
+      state: { ...this.state! },
+      trailing,
+    });
+    if (trailing.length > 0) {
+      out.push(act.log('warn', `discarded ${trailing.length} bytes pipelined after <starttls/>`));
+    }
+  }
+
+  /** RFC 6120 section 4.7.1: our response stream header. */
+  private header(to: string | null, peer: string | null, lang: string | null): string {
+    this.headerSent = true;
+    const xmlns = this.streamType === 's2s' ? NS_SERVER : NS_CLIENT;
+    const from = escapeXml(to ?? this.config.defaultDomain);
+    // Section 4.7.1: `to` is the initiating entity's `from`, when it sent one.
+    const toAttr =
+      peer !== null && normalizeDomain(peer.replace(/^[^@/]*@/, '').replace(/\/.*$/, ''))
+        ? ` to='${escapeXml(peer)}'`
+        : '';
+    const l = lang !== null && LANG.test(lang) ? lang : this.config.lang;
+    return (
+      `<?xml version='1.0'?><stream:stream xmlns='${xmlns}' xmlns:stream='${NS_STREAMS}'` +
+      ` id='${escapeXml(this.config.streamId)}' from='${from}'${toAttr}` +
+      ` version='1.0' xml:lang='${l}'>`
+    );
+  }
+
+  /** RFC 6120 section 4.9.1.2: an error before our header still opens the stream first. */
+  private streamError(out: Action[], err: XmppStreamError): void {
+    const head = this.headerSent ? '' : this.header(null, null, null);
+    const text =
+      err.text === undefined
+        ? ''
+        : `<text xmlns='${NS_STREAM_ERRORS}'>${escapeXml(err.text)}</text>`;
+    this.phase = 'closed';
+    out.push(act.log('info', `stream error ${err.message}`));
+    out.push(
+      act.close(
+        err.code,
+        `${head}<stream:error><${err.condition} xmlns='${NS_STREAM_ERRORS}'/>${text}` +
+          `${err.extra ?? ''}</stream:error></stream:stream>`,
+      ),
+    );
+  }
+
+  private arm(now: number): Action[] {
+    if (!(this.config.idleTimeoutMs > 0)) return [];
+    this.deadline = now + this.config.idleTimeoutMs;
+    return [act.timer(this.deadline)];
+  }
+
+  /** receive() must never throw: a bug of ours ends this one connection, politely. */
+  private internalError(err: unknown): Action[] {
+    const message = err instanceof Error ? err.message : String(err);
+    const head = this.headerSent ? '' : this.header(null, null, null);
+    this.phase = 'closed';
+    return [
+      act.log('error', `xmpp dialect internal error: ${message}`),
+      act.close(
+        'internal error',
+        `${head}<stream:error><internal-server-error xmlns='${NS_STREAM_ERRORS}'/>` +
+          '</stream:error></stream:stream>',
+      ),
+    ];
+  }
+}

@@ -1,0 +1,217 @@
+// https://xmpp.org/rfcs/rfc6120.html#xml-restrictions (RFC 6120 section 11.1, restricted XML),
+// https://xmpp.org/rfcs/rfc6120.html#xml-wellformed (section 11.3): the client's side of the
+// stream, read incrementally with saxes (a strict, synchronous, non-validating XML parser that
+// never reads a DTD and knows only the five predefined entities plus character references).
+//
+// Framing: bytes are cut after every '>' octet and each piece goes to the parser whole. Every
+// tag ends at a '>', so after each piece the parser has emitted all the events it can, at most
+// one tag's worth (0x3E never occurs inside a multi-byte UTF-8 sequence). Octets with no '>'
+// yet are fed too, so garbage fails at once; no element can end in them. The cut points depend only on the bytes, never on how TCP chunked them,
+// so any chunking yields the same events. The octets after the piece that ends an element are
+// still ours, untouched: that is the `trailing` data after <starttls/>.
+//
+// Restricted XML is refused as it is met: a DOCTYPE (so no entity declarations: no billion
+// laughs, no external entities), comments, processing instructions other than the XML
+// declaration, references to undefined entities. Size, depth and attribute count are bounded.
+import { SaxesParser, type SaxesTagNS } from 'saxes';
+import { concat } from './bytes.js';
+import { type StreamCondition, type XmppErrorCode, XmppStreamError } from './errors.js';
+
+export const NS_STREAMS = 'http://etherx.jabber.org/streams';
+export const NS_TLS = 'urn:ietf:params:xml:ns:xmpp-tls';
+export const NS_STREAM_ERRORS = 'urn:ietf:params:xml:ns:xmpp-streams';
+export const NS_XML = 'http://www.w3.org/XML/1998/namespace';
+
+export interface XmlLimits {
+  /** Octets from the end of one top-level element to the end of the next (header included). */
+  maxStanzaSize: number;
+  /** Element nesting, the stream element counting as 1. */
+  maxDepth: number;
+  /** Attributes on one element, namespace declarations included. */
+  maxAttributes: number;
+}
+
+export interface XmlElement {
+  /** Qualified name as sent, e.g. "stream:stream". */
+  name: string;
+  local: string;
+  uri: string;
+  /** Attribute values by qualified name (namespace declarations included). */
+  attributes: Record<string, string>;
+  /** Namespaces declared on this element ('' is the default namespace). */
+  ns: Record<string, string>;
+}
+
+export type XmlEvent =
+  /** The stream header (the root element's start tag). */
+  | { type: 'open'; element: XmlElement }
+  /** A top-level element (child of the stream) started. */
+  | { type: 'start'; element: XmlElement }
+  /** That top-level element ended. */
+  | { type: 'end'; element: XmlElement }
+  /** The client closed its stream (</stream:stream>). */
+  | { type: 'close' };
+
+const GT = 0x3e;
+
+function fail(code: XmppErrorCode, condition: StreamCondition, detail: string): XmppStreamError {
+  return new XmppStreamError(code, condition, { detail });
+}
+
+/** Map a saxes error message to the RFC 6120 condition (section 4.9.3). */
+function saxesError(message: string): XmppStreamError {
+  if (/undefined entity|doctype|processing instruction|comment/i.test(message)) {
+    return fail('TLSPROXY_ERR_XMPP_RESTRICTED_XML', 'restricted-xml', message);
+  }
+  if (/unbound namespace prefix|prefix must be bound|as prefix/i.test(message)) {
+    return fail('TLSPROXY_ERR_XMPP_BAD_NAMESPACE_PREFIX', 'bad-namespace-prefix', message);
+  }
+  return fail('TLSPROXY_ERR_XMPP_NOT_WELL_FORMED', 'not-well-formed', message);
+}
+
+export class StreamReader {
+  private readonly parser = new SaxesParser({ xmlns: true, position: false });
+  private pending: Uint8Array = new Uint8Array(0);
+  private readonly queue: XmlEvent[] = [];
+  private depth = 0;
+  private top: XmlElement | null = null;
+  /** Octets fed since the last point where no top-level element was open. */
+  private stanzaBytes = 0;
+  private failed: XmppStreamError | null = null;
+  private readonly decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+  constructor(private readonly limits: XmlLimits) {
+    const p = this.parser;
+    p.on('error', (err) => {
+      throw saxesError(err.message);
+    });
+    p.on('doctype', () => {
+      throw fail('TLSPROXY_ERR_XMPP_RESTRICTED_XML', 'restricted-xml', 'DOCTYPE');
+    });
+    p.on('comment', () => {
+      throw fail('TLSPROXY_ERR_XMPP_RESTRICTED_XML', 'restricted-xml', 'comment');
+    });
+    p.on('processinginstruction', (pi) => {
+      throw fail(
+        'TLSPROXY_ERR_XMPP_RESTRICTED_XML',
+        'restricted-xml',
+        `processing instruction ${pi.target}`,
+      );
+    });
+    p.on('xmldecl', (decl) => {
+      // RFC 6120 section 11.6: UTF-8 only.
+      if (decl.encoding !== undefined && !/^utf-8$/i.test(decl.encoding)) {
+        throw fail('TLSPROXY_ERR_XMPP_UNSUPPORTED_ENCODING', 'unsupported-encoding', decl.encoding);
+      }
+    });
+    p.on('opentag', (tag) => this.opened(tag));
+    p.on('closetag', () => this.closed());
+  }
+
+  /** Append octets from the client. */
+  push(data: Uint8Array): void {
+    this.pending = concat(this.pending, data);
+  }
+
+  /** The next event, or null when more octets are needed. Throws XmppStreamError. */
+  next(): XmlEvent | null {
+    if (this.failed) throw this.failed;
+    try {
+      return this.nextUnchecked();
+    } catch (err) {
+      if (err instanceof XmppStreamError) this.failed = err;
+      throw err;
+    }
+  }
+
+  /** Octets pushed but not yet read (after the element just returned). */
+  takeRest(): Uint8Array {
+    const rest = this.pending;
+    this.pending = new Uint8Array(0);
+    return rest;
+  }
+
+  private nextUnchecked(): XmlEvent | null {
+    while (this.queue.length === 0) {
+      const gt = this.pending.indexOf(GT);
+      const size = gt < 0 ? this.pending.length : gt + 1;
+      if (this.stanzaBytes + size > this.limits.maxStanzaSize) {
+        // The octets up to the limit are parsed first, so an error in them wins however the
+        // input was chunked (no '>' among them: a piece ends at its first '>').
+        const allowed = this.limits.maxStanzaSize - this.stanzaBytes;
+        if (allowed > 0) this.feed(this.pending.subarray(0, allowed));
+        throw new XmppStreamError('TLSPROXY_ERR_XMPP_TOO_BIG', 'policy-violation', {
+          text: 'XML stanza is too big',
+          extra: "<stanza-too-big xmlns='urn:xmpp:errors'/>",
+          detail: `over ${this.limits.maxStanzaSize} octets`,
+        });
+      }
+      if (size === 0) return null;
+      const piece = this.pending.subarray(0, size);
+      this.pending = this.pending.subarray(size);
+      this.feed(piece);
+      this.stanzaBytes += size;
+      // No '>': the parser has seen these octets (so garbage fails now, not at the size
+      // limit), but no tag can have ended in them. Only a '>' can end an element.
+      if (gt < 0) break;
+      if (this.depth <= 1) this.stanzaBytes = 0;
+    }
+    return this.queue.shift() ?? null;
+  }
+
+  private feed(piece: Uint8Array): void {
+    let text: string;
+    try {
+      // stream: a piece without '>' may end inside a multi-byte sequence
+      text = this.decoder.decode(piece, { stream: true });
+    } catch {
+      throw fail('TLSPROXY_ERR_XMPP_NOT_WELL_FORMED', 'not-well-formed', 'invalid UTF-8');
+    }
+    if (text !== '') this.parser.write(text);
+  }
+
+  private opened(tag: SaxesTagNS): void {
+    this.depth += 1;
+    if (this.depth > this.limits.maxDepth) {
+      throw fail(
+        'TLSPROXY_ERR_XMPP_TOO_DEEP',
+        'policy-violation',
+        `nesting over ${this.limits.maxDepth}`,
+      );
+    }
+    const names = Object.keys(tag.attributes);
+    if (names.length > this.limits.maxAttributes) {
+      throw fail(
+        'TLSPROXY_ERR_XMPP_TOO_MANY_ATTRIBUTES',
+        'policy-violation',
+        `more than ${this.limits.maxAttributes} attributes`,
+      );
+    }
+    if (this.depth > 2) return;
+    const attributes: Record<string, string> = {};
+    for (const n of names) attributes[n] = tag.attributes[n]!.value;
+    const element: XmlElement = {
+      name: tag.name,
+      local: tag.local,
+      uri: tag.uri,
+      attributes,
+      ns: { ...tag.ns },
+    };
+    if (this.depth === 1) {
+      this.queue.push({ type: 'open', element });
+    } else {
+      this.top = element;
+      this.queue.push({ type: 'start', element });
+    }
+  }
+
+  private closed(): void {
+    this.depth -= 1;
+    if (this.depth === 1 && this.top) {
+      this.queue.push({ type: 'end', element: this.top });
+      this.top = null;
+    } else if (this.depth === 0) {
+      this.queue.push({ type: 'close' });
+    }
+  }
+}
