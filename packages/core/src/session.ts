@@ -43,6 +43,10 @@ export interface SessionConfig {
   logger: Logger;
 }
 
+/** Dialect state handed to the backend, as JSON; leaves room in fdpass's 32 KiB header for the
+ * rest of the info (client certificate PEM, addresses). */
+export const MAX_DIALECT_STATE = 16 * 1024;
+
 /** Cap on bytes thrown away at the go-ahead (more than this is an attack; the rest goes to TLS and fails). */
 const MAX_DISCARD = 1 << 20;
 
@@ -230,6 +234,18 @@ export class Session {
   async #startTls(a: StartTlsAction): Promise<void> {
     this.#state = 'transition';
     this.#pauseReading();
+    // The hand-off info travels as one fdpass message header: refuse a dialect state that could
+    // not be delivered *before* the go-ahead, not as a dead connection after the handshake.
+    if (Buffer.byteLength(JSON.stringify(a.state)) > MAX_DIALECT_STATE) {
+      this.#log('error', 'dialect state too large to hand off; temporary failure', {
+        limit: MAX_DIALECT_STATE,
+      });
+      if (a.unavailable.length > 0) this.#socket.write(a.unavailable);
+      this.#state = 'preamble';
+      this.#run(this.#guard(() => this.#dialect.tlsUnavailable(Date.now())));
+      if (this.#state === 'preamble') this.#socket.resume();
+      return;
+    }
     if (a.trailing.length > 0) {
       this.#log('warn', 'discarded bytes sent after STARTTLS (never interpreted)', {
         bytes: a.trailing.length,

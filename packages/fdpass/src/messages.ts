@@ -48,7 +48,7 @@ export interface SendOptions {
 }
 
 /** Header size cap: bodies are small control data, payload goes in the attachment. */
-export const MAX_HEADER_BYTES = 16 * 1024;
+export const MAX_HEADER_BYTES = 32 * 1024;
 /** A peer that sends this many invalid messages is cut off. */
 export const MAX_INVALID = 16;
 

@@ -1,0 +1,111 @@
+// RFC 2817 (Upgrading to TLS Within HTTP/1.1), RFC 9110 section 7.8 (Upgrade) and RFC 9112
+// (HTTP/1.1): the HTTP Upgrade dialect plugin, its options and its limits.
+import type { Dialect, LimitSpec, OptionSpec, SessionContext } from '@tlsproxy/core/dialect';
+import { HttpUpgradeSession, type SessionConfig } from './session.js';
+
+export { type HttpErrorCode, HttpProtocolError, isHttpProtocolError } from './errors.js';
+export type { RequestState } from './session.js';
+
+export interface HttpUpgradeOptions {
+  plaintext: 'refuse' | 'handoff';
+  rawRequest: boolean;
+}
+
+const options: Record<keyof HttpUpgradeOptions, OptionSpec> = {
+  plaintext: {
+    type: 'string',
+    default: 'refuse',
+    description:
+      'A request without "Upgrade: TLS/1.x": "refuse" answers 426 Upgrade Required (RFC 2817 ' +
+      'section 4.2) and closes; "handoff" gives the connection to the backend in plaintext.',
+    validate: (v) => (v === 'refuse' || v === 'handoff' ? undefined : '"refuse" or "handoff"'),
+  },
+  rawRequest: {
+    type: 'boolean',
+    default: false,
+    description:
+      'Also put the exact request octets (base64) in the hand-off state as "raw"; they count ' +
+      'against maxHandoffStateBytes.',
+    validate: (v) => (typeof v === 'boolean' ? undefined : 'true or false'),
+  },
+};
+
+const limits: Record<keyof Omit<SessionConfig, keyof HttpUpgradeOptions>, LimitSpec> = {
+  maxRequestLineLength: {
+    default: 8192,
+    description: 'Longest request line in octets (CRLF not counted); longer: 414 URI Too Long.',
+    source:
+      'RFC 9112 section 3 (support at least 8000 octets); Apache LimitRequestLine 8190; nginx ' +
+      'large_client_header_buffers 8k (414 when the request line does not fit)',
+  },
+  maxFieldLineLength: {
+    default: 8192,
+    description: 'Longest field line in octets; longer: 431 Request Header Fields Too Large.',
+    source: 'Apache LimitRequestFieldSize 8190; nginx large_client_header_buffers 8k',
+  },
+  maxHeaderSize: {
+    default: 16384,
+    description: 'Request line and field lines together, line ends included; more: 431.',
+    source: "Node's --max-http-header-size (16 KiB); h11's 16 KiB incomplete-event cap",
+  },
+  maxHeaderFields: {
+    default: 100,
+    description: 'Field lines in one request; more: 431.',
+    source: 'Apache LimitRequestFields 100; Node http maxHeadersCount 2000 is the lax end',
+  },
+  maxBodySize: {
+    default: 4096,
+    description:
+      'Content (Content-Length) of an upgrade request, read before the 101 and handed to the ' +
+      'backend; more: 413 Content Too Large.',
+    source:
+      'tlsproxy: the content travels base64 in the JSON hand-off header; RFC 2817 upgrades ' +
+      'are typically OPTIONS * with no content (CUPS)',
+  },
+  maxHandoffStateBytes: {
+    default: 12288,
+    description:
+      'JSON size of the hand-off state (request line, fields, content, raw); over it: 431 ' +
+      '(head) or 413 (content), so the hand-off cannot fail after the TLS handshake.',
+    source:
+      '@tlsproxy/fdpass MAX_HEADER_BYTES (16 KiB for the whole hand-off message), less room ' +
+      'for the rest of the hand-off info (addresses, TLS, client certificate)',
+  },
+  requestTimeoutMs: {
+    default: 60_000,
+    description:
+      'From connect to a complete request (head and content); then 408 and close; 0 disables.',
+    source: 'Node http.Server headersTimeout 60 s; nginx client_header_timeout 60 s',
+  },
+};
+
+export function sessionConfig(context: SessionContext<Partial<HttpUpgradeOptions>>): SessionConfig {
+  const o = context.options ?? {};
+  const limit = (name: keyof typeof limits): number => {
+    const v = context.limits?.[name];
+    return typeof v === 'number' && v >= 0 ? v : limits[name].default;
+  };
+  return {
+    plaintext: o.plaintext === 'handoff' ? 'handoff' : 'refuse',
+    rawRequest: o.rawRequest === true,
+    maxRequestLineLength: limit('maxRequestLineLength'),
+    maxFieldLineLength: limit('maxFieldLineLength'),
+    maxHeaderSize: limit('maxHeaderSize'),
+    maxHeaderFields: limit('maxHeaderFields'),
+    maxBodySize: limit('maxBodySize'),
+    maxHandoffStateBytes: limit('maxHandoffStateBytes'),
+    requestTimeoutMs: limit('requestTimeoutMs'),
+  };
+}
+
+export const dialect: Dialect<Partial<HttpUpgradeOptions>> = {
+  name: 'http-upgrade',
+  description: 'HTTP/1.1 Upgrade to TLS (RFC 2817): 101 Switching Protocols, else 426',
+  // RFC 2817 section 3 upgrades on the http port; IPP (CUPS) does the same on 631.
+  defaultPorts: { starttls: 80, implicit: 443 },
+  options,
+  limits,
+  create: (context) => new HttpUpgradeSession(sessionConfig(context)),
+};
+
+export default dialect;

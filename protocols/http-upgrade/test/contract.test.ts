@@ -1,0 +1,44 @@
+// The plugin as core will load it: core's own shape check and option/limit resolution (imported
+// from core's source at test time only; the package itself imports nothing from core at runtime).
+import { describe, expect, it } from 'vitest';
+import {
+  dialectProblems,
+  resolveLimits,
+  resolveOptions,
+} from '../../../packages/core/src/define.js';
+import dialectDefault, { dialect } from '../src/index.js';
+import { feed, status, UPGRADE } from './helpers.js';
+
+describe('core contract', () => {
+  it('passes core dialectProblems() and has sourced limits', () => {
+    expect(dialectDefault).toBe(dialect);
+    expect(dialectProblems(dialect)).toEqual([]);
+    expect(dialect.name).toBe('http-upgrade');
+    for (const spec of Object.values(dialect.limits)) {
+      expect(spec.default).toBeGreaterThan(0);
+      expect(spec.source).toBeTruthy();
+    }
+    for (const [name, spec] of Object.entries(dialect.options)) {
+      expect(spec.validate?.(spec.default), name).toBeUndefined();
+    }
+  });
+
+  it('resolves default options and limits and runs with them', () => {
+    const options = resolveOptions(dialect, {});
+    expect(options).toEqual({ plaintext: 'refuse', rawRequest: false });
+    const limits = resolveLimits(dialect as never, { maxHeaderFields: 2 });
+    const s = dialect.create({ options, limits, hostname: 'h', connectionId: 'c' });
+    expect(s.start(0)).toEqual([{ type: 'timer', at: 60_000 }]);
+    expect(status(feed([UPGRADE], options, limits).text)).toBe(
+      'HTTP/1.1 431 Request Header Fields Too Large',
+    );
+  });
+
+  it('refuses bad options through core', () => {
+    expect(() => resolveOptions(dialect, { plaintext: 'yes' })).toThrow(/refuse/);
+    expect(() => resolveOptions(dialect, { rawRequest: 'yes' })).toThrow();
+    expect(resolveOptions(dialect, { plaintext: 'handoff' })).toMatchObject({
+      plaintext: 'handoff',
+    });
+  });
+});

@@ -1,0 +1,113 @@
+// The nearley grammar (src/request.ne): accepts RFC 9112 request and field lines, refuses the
+// rest, and never yields more than one parse.
+import { describe, expect, it } from 'vitest';
+import { LineParser, parseAll, parseFieldLine, parseRequestLine } from '../src/parse.js';
+
+const GOOD_REQUESTS = [
+  'OPTIONS * HTTP/1.1',
+  'GET / HTTP/1.1',
+  'GET /a/b?c=d&e=%20#x HTTP/1.0',
+  'POST http://example.com:631/printers/x HTTP/1.1',
+  'CONNECT example.com:443 HTTP/1.1',
+  'PRI * HTTP/2.0',
+  'M-SEARCH * HTTP/1.1',
+  "x!#$%&'*+-.^_`|~9 /p HTTP/9.9",
+  `GET /${'x'.repeat(8000)} HTTP/1.1`,
+];
+
+const BAD_REQUESTS = [
+  '',
+  'GET',
+  'GET /',
+  'GET / HTTP/1.1 ',
+  ' GET / HTTP/1.1',
+  'GET  / HTTP/1.1',
+  'GET / http/1.1',
+  'GET / HTTP/1',
+  'GET / HTTP/1.10',
+  'GET / HTTP/11.1',
+  'GET\t/ HTTP/1.1',
+  'G(T / HTTP/1.1',
+  'GET /\u00e9 HTTP/1.1',
+  'GET /a b HTTP/1.1',
+  'GET / HTTP/1.1\r',
+  '\u0016\u0003\u0001\u0002\u0000',
+];
+
+const GOOD_FIELDS: [string, [string, string]][] = [
+  ['Host: a', ['Host', 'a']],
+  ['Host:a', ['Host', 'a']],
+  ['Host:   a  \t', ['Host', 'a']],
+  ['X-Empty:', ['X-Empty', '']],
+  ['X-Empty:   \t ', ['X-Empty', '']],
+  ['Upgrade: TLS/1.2,TLS/1.1,TLS/1.0', ['Upgrade', 'TLS/1.2,TLS/1.1,TLS/1.0']],
+  ['A: b  c\td', ['A', 'b  c\td']],
+  ['A: \u00e9\u00ff', ['A', '\u00e9\u00ff']],
+  ["!#$%&'*+-.^_`|~: x", ["!#$%&'*+-.^_`|~", 'x']],
+];
+
+const BAD_FIELDS = [
+  '',
+  ': x',
+  'Host : a',
+  'Host\t: a',
+  ' Host: a',
+  '\tcontinued',
+  'Host a',
+  'Ho(st: a',
+  'A: b\u0000c',
+  'A: b\u007fc',
+  'A: b\rc',
+  'A: b\u0001',
+];
+
+describe('request line', () => {
+  it.each(GOOD_REQUESTS)('parses %j exactly once', (line) => {
+    expect(parseAll('request', line)).toHaveLength(1);
+    expect(parseRequestLine(line).ok).toBe(true);
+  });
+
+  it.each(BAD_REQUESTS)('refuses %j', (line) => {
+    expect(parseAll('request', line)).toHaveLength(0);
+    expect(parseRequestLine(line).ok).toBe(false);
+  });
+
+  it('returns the parts', () => {
+    expect(parseRequestLine('OPTIONS * HTTP/1.1')).toEqual({
+      ok: true,
+      value: { method: 'OPTIONS', target: '*', version: 'HTTP/1.1', major: 1, minor: 1 },
+    });
+  });
+
+  it('fails at the first impossible octet when fed incrementally', () => {
+    const p = new LineParser('request');
+    expect(p.feed('GET /')).toBe(true);
+    expect(p.feed(' HTTP/')).toBe(true);
+    expect(p.feed('1.1x')).toBe(false);
+    expect(p.ok).toBe(false);
+    const q = new LineParser('request');
+    expect(q.feed('\u0016')).toBe(false);
+  });
+});
+
+describe('field line', () => {
+  it.each(GOOD_FIELDS)('parses %j exactly once', (line, expected) => {
+    expect(parseAll('field', line)).toHaveLength(1);
+    expect(parseFieldLine(line)).toEqual({ ok: true, value: expected });
+  });
+
+  it.each(BAD_FIELDS)('refuses %j', (line) => {
+    expect(parseAll('field', line)).toHaveLength(0);
+  });
+
+  it('a request line is not a field line and the other way round', () => {
+    expect(parseAll('field', 'GET / HTTP/1.1')).toHaveLength(0);
+    expect(parseAll('request', 'Host: a')).toHaveLength(0);
+  });
+
+  it('parses a long value in linear time', () => {
+    const t = Date.now();
+    expect(parseAll('field', `X: ${'a b '.repeat(2000)}z`)).toHaveLength(1);
+    expect(Date.now() - t).toBeLessThan(2000);
+  });
+});
