@@ -59,7 +59,13 @@ describe('tlspool daemon', () => {
       expect(info.tls?.version).toBe('TLSv1.3');
       // control: backend → proxy → daemon, with the key
       const exported = await control.exporter('EXPERIMENTAL-tlsproxy-test', 16);
-      expect(exported).toEqual(t.socket.exportKeyingMaterial(16, 'EXPERIMENTAL-tlsproxy-test', undefined as unknown as Buffer));
+      expect(exported).toEqual(
+        t.socket.exportKeyingMaterial(
+          16,
+          'EXPERIMENTAL-tlsproxy-test',
+          undefined as unknown as Buffer,
+        ),
+      );
       socket.write('* hello through the daemon\r\n');
       expect(await t.until(/hello through the daemon/)).toContain('hello');
       t.socket.destroy();
