@@ -17,6 +17,16 @@ export function timer(at: number): TimerAction {
 export function log(level: LogAction['level'], message: string): LogAction {
   return { type: 'log', level, message };
 }
+/** Report a pre-TLS command by NAME for the engine's logs and metrics (`bad`: refused as invalid). */
+export function reportCommand(name: string, bad = false): LogAction {
+  return {
+    type: 'log',
+    level: bad ? 'info' : 'debug',
+    message: bad ? 'bad command' : 'command',
+    event: bad ? 'bad-command' : 'command',
+    command: name,
+  };
+}
 export function bytes(s: string): Uint8Array {
   return enc.encode(s);
 }

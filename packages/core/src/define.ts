@@ -25,6 +25,9 @@ export function dialectProblems(value: unknown): string[] {
     out.push('name must be a lowercase string like "imap"');
   }
   if (typeof d.create !== 'function') out.push('create(context) must be a function');
+  if (d.backendGreeting !== undefined && typeof d.backendGreeting !== 'function') {
+    out.push('backendGreeting, when present, must be a function (data) => number | null');
+  }
   const ports = d.defaultPorts as Record<string, unknown> | undefined;
   if (typeof ports !== 'object' || ports === null) {
     out.push('defaultPorts must be an object { starttls?, implicit? }');

@@ -59,6 +59,16 @@ export interface LogAction {
   type: 'log';
   level: 'debug' | 'info' | 'warn' | 'error';
   message: string;
+  /**
+   * Optional, for logs and metrics: this line reports a pre-TLS command. 'command': one was
+   * answered; 'bad-command': one was refused as malformed, unknown or out of place (the
+   * protocol's BAD / 500 / -ERR), counted in `tlsproxy_bad_commands_total`. With an event the
+   * engine logs only `command`, never `message`.
+   */
+  event?: 'command' | 'bad-command';
+  /** With `event`: the command's NAME only ('LOGIN', 'EHLO'), never arguments or credentials.
+   * The engine keeps a short token (letters, digits, '-', '_', up to 32) and upper-cases it. */
+  command?: string;
 }
 
 export type Action =
@@ -123,4 +133,19 @@ export interface Dialect<O = Record<string, unknown>> {
   options: Record<string, OptionSpec>;
   limits: Record<string, LimitSpec>;
   create(context: SessionContext<O>): DialectSession;
+  /**
+   * For connect-mode backends (`backend: { connect: 'tcp:host:port' }`, a legacy server that
+   * greets every new connection): the client already got the dialect's greeting before TLS, so
+   * the engine swallows the backend's own. Pure and sans-I/O like the rest: given every byte the
+   * backend has sent so far after the connect (and after the PROXY header was written), return
+   * how many of them form its greeting once it is complete — those are discarded, anything after
+   * them is relayed to the client — or `null` while more bytes are needed. Return 0 for bytes
+   * that are not a greeting to swallow (a refusal such as IMAP `* BYE`, POP3 `-ERR`, SMTP `554`):
+   * they are relayed so the client sees the server's own reason. Must not throw.
+   *
+   * Absent: the backend sends nothing first (LDAP, XMPP, HTTP), and bytes are relayed as they
+   * come. The engine bounds the wait (`greetingTimeoutMs`, default 10 s) and the size
+   * (`maxGreetingBytes`, default 8 KiB): past either, the connection is closed.
+   */
+  backendGreeting?: (data: Uint8Array) => number | null;
 }

@@ -2,12 +2,42 @@
 
 export type { ControlHandler, HandoffTarget, UnixBackendOptions } from './backend.js';
 export { parseBackend, UnixBackend } from './backend.js';
+export type {
+  ConnectAddress,
+  ConnectBackendOptions,
+  ConnectBackendSpec,
+} from './connect-backend.js';
+export { ConnectBackend, parseConnect, proxyHeaderInput } from './connect-backend.js';
 export * from './dialect-api.js';
 export { loadDialect } from './load.js';
-export type { Level, Logger } from './logger.js';
-export { consoleLogger, silentLogger } from './logger.js';
+export type {
+  Level,
+  LogDestination,
+  LogFormat,
+  Logger,
+  LoggerOptions,
+  PinoLoggerOptions,
+} from './logger.js';
+export { consoleLogger, createLogger, pinoLogger, silentLogger } from './logger.js';
+export type { ConnectionMetrics, Direction, MetricsOptions, Outcome, Stage } from './metrics.js';
+export { Metrics } from './metrics.js';
 export type { ListenerConfig, ProxyOptions, RunningListener } from './proxy.js';
 export { TlsProxy } from './proxy.js';
+export type {
+  DecodeOptions,
+  DecodeResult,
+  ProxyAddresses,
+  ProxyHeader,
+  ProxyHeaderInput,
+  ProxySsl,
+} from './proxy-protocol.js';
+export * as proxyProtocol from './proxy-protocol.js';
+export {
+  decodeProxyHeader,
+  encodeProxyV1,
+  encodeProxyV2,
+  ProxyProtocolError,
+} from './proxy-protocol.js';
 export type { SessionConfig } from './session.js';
 export { Session } from './session.js';
 export { tlsDialect } from './tls-dialect.js';

@@ -1,11 +1,37 @@
-// A small structured logger: one line per event, key=value fields, to stderr by default.
+// Logging. The engine talks to one small interface, `Logger.log(level, message, fields)`, so any
+// logger can sit behind it. Two are built in:
+//
+// - pinoLogger(): structured JSON, one object per line ({"level":"info","time":…,"msg":…,
+//   …fields}), for production and log shippers;
+// - consoleLogger(): human-readable text (`ISO-time level message key=value …`), for a terminal.
+//
+// createLogger({ format: 'json' | 'text', level, destination }) picks one. Every line about a
+// connection carries `conn` (its id) and `dialect`; see README "Logs and metrics".
+import pino from 'pino';
+
 export type Level = 'debug' | 'info' | 'warn' | 'error';
+export type LogFormat = 'json' | 'text';
 
 export interface Logger {
   log(level: Level, message: string, fields?: Record<string, unknown>): void;
 }
 
+/** Where lines go: a stream-like object (`write(line)`), a file descriptor, or a file path. */
+export type LogDestination = { write(line: string): unknown } | number | string;
+
+export interface LoggerOptions {
+  /** Least severe level written; default 'info'. */
+  level?: Level;
+  /** 'json' (pino, the default) or 'text' (consoleLogger). */
+  format?: LogFormat;
+  /** Default: standard error. */
+  destination?: LogDestination;
+}
+
 const ORDER: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
+
+/** Keys pino writes itself; a field of the same name is renamed rather than clobbering them. */
+const RESERVED = new Set(['level', 'time', 'msg', 'pid', 'hostname']);
 
 export function consoleLogger(
   minLevel: Level = 'info',
@@ -23,6 +49,65 @@ export function consoleLogger(
       write(`${new Date().toISOString()} ${level} ${message}${kv ? ` ${kv}` : ''}`);
     },
   };
+}
+
+export interface PinoLoggerOptions {
+  /** Least severe level written; default 'info'. */
+  level?: Level;
+  /** A stream-like object, a file descriptor or a path; default standard error (fd 2). */
+  destination?: LogDestination;
+}
+
+/**
+ * Structured JSON logs with pino: one object per line with `level` (as a name: "info"), `time`
+ * (ms since the epoch), `msg`, `pid`, `hostname` and the fields. Writes are synchronous, so no
+ * line is lost when the process exits.
+ */
+export function pinoLogger(
+  options: PinoLoggerOptions = {},
+): Logger & { readonly pino: pino.Logger } {
+  const dest = options.destination ?? 2;
+  const stream: pino.DestinationStream =
+    typeof dest === 'number' || typeof dest === 'string'
+      ? pino.destination({ dest, sync: true, mkdir: typeof dest === 'string' })
+      : (dest as pino.DestinationStream);
+  const p = pino(
+    {
+      level: options.level ?? 'info',
+      formatters: { level: (label) => ({ level: label }) },
+    },
+    stream,
+  );
+  return {
+    pino: p,
+    log(level, message, fields) {
+      if (!p.isLevelEnabled(level)) return;
+      let obj: Record<string, unknown> | undefined;
+      if (fields) {
+        obj = {};
+        for (const [k, v] of Object.entries(fields)) {
+          if (v !== undefined) obj[RESERVED.has(k) ? `field_${k}` : k] = v;
+        }
+      }
+      if (obj) p[level](obj, message);
+      else p[level](message);
+    },
+  };
+}
+
+/** A logger from configuration: `format: 'json'` (default) → pino, `'text'` → consoleLogger. */
+export function createLogger(options: LoggerOptions = {}): Logger {
+  const level = options.level ?? 'info';
+  if ((options.format ?? 'json') === 'json')
+    return pinoLogger({
+      level,
+      ...(options.destination !== undefined && { destination: options.destination }),
+    });
+  const d = options.destination;
+  if (d === undefined) return consoleLogger(level);
+  if (typeof d === 'object') return consoleLogger(level, (l) => void d.write(`${l}\n`));
+  const stream = pino.destination({ dest: d, sync: true, mkdir: typeof d === 'string' });
+  return consoleLogger(level, (l) => stream.write(`${l}\n`));
 }
 
 export const silentLogger: Logger = { log() {} };

@@ -12,20 +12,23 @@ import {
   type TlsEngineApi,
 } from '@tlsproxy/pool';
 import { type HandoffTarget, UnixBackend } from './backend.js';
+import { ConnectBackend, type ConnectBackendSpec } from './connect-backend.js';
 import { resolveLimits, resolveOptions } from './define.js';
 import type { Dialect } from './dialect.js';
 import { CoreError } from './errors.js';
 import { loadDialect } from './load.js';
 import { consoleLogger, type Logger } from './logger.js';
-import { Session } from './session.js';
+import { Metrics } from './metrics.js';
+import { Session, type SessionConfig } from './session.js';
 
 export interface ListenerConfig {
   /** Dialect: a built-in name ('tls'), a short name ('imap' → @tlsproxy/dialect-imap), a package name, a module path, or a Dialect object. */
   dialect: string | Dialect<unknown>;
   /** 'host:port', '[::1]:port', a port number, or 'systemd:NAME' */
   listen: string | number;
-  /** 'unix:/path' (a backend running @tlsproxy/backend) or a HandoffTarget */
-  backend: string | HandoffTarget;
+  /** 'unix:/path' (a backend running @tlsproxy/backend), a HandoffTarget, or a legacy server to
+   * connect to after TLS: `{ connect: 'tcp:HOST:PORT' | 'unix:/path', proxyProtocol?: 'v1' | 'v2' | false }`. */
+  backend: string | HandoffTarget | ConnectBackendSpec;
   /** 'plain' (default): the TLS engine terminates TLS; 'crypt': pass the raw TCP descriptor after the go-ahead. */
   handoff?: 'plain' | 'crypt';
   options?: Record<string, unknown>;
@@ -50,12 +53,18 @@ export interface ProxyOptions {
   /** The TLS engine: options for an embedded one, `{ socket }` for a tlspool daemon, or an engine object. */
   pool: EngineOptions | { socket: string } | TlsEngineApi;
   logger?: Logger;
+  /** Prometheus metrics: `{}` to collect (read `proxy.metrics`), `{ listen: '127.0.0.1:9464' }` to
+   * also serve GET /metrics, or a Metrics object of your own (you close it). */
+  metrics?: { listen?: string } | Metrics;
 }
 
 export interface RunningListener {
   dialect: string;
   address: net.AddressInfo | string;
   server: net.Server;
+  config: ListenerConfig;
+  /** New dialect options, limits, backend… for connections accepted from now on. */
+  update(config: ListenerConfig): Promise<void>;
 }
 
 function parseListen(spec: string | number): { host?: string; port?: number; systemd?: string } {
@@ -96,9 +105,34 @@ export class TlsProxy {
   readonly #sessions = new Set<Session>();
   readonly #backends = new Map<string, HandoffTarget>();
   readonly #ownsPool: boolean;
+  /** Prometheus metrics (a private registry), when enabled; `metrics.ready` resolves with the
+   * bound address of /metrics. */
+  readonly metrics: Metrics | undefined;
+  readonly #ownsMetrics: boolean;
 
   constructor(options: ProxyOptions) {
     this.logger = options.logger ?? consoleLogger();
+    // --- metrics (begin) ---
+    if (options.metrics instanceof Metrics) {
+      this.metrics = options.metrics;
+      this.#ownsMetrics = false;
+    } else {
+      this.metrics = options.metrics ? new Metrics() : undefined;
+      this.#ownsMetrics = this.metrics !== undefined;
+      const listen = options.metrics?.listen;
+      if (this.metrics && listen !== undefined) {
+        this.metrics.listen(listen).then(
+          (a) =>
+            this.logger.log('info', 'serving metrics', {
+              address: `${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`,
+              path: '/metrics',
+            }),
+          (err: Error) =>
+            this.logger.log('error', 'metrics endpoint failed', { error: err.message }),
+        );
+      }
+    }
+    // --- metrics (end) ---
     if ('handshake' in options.pool) {
       this.pool = options.pool;
       this.#ownsPool = false;
@@ -115,7 +149,20 @@ export class TlsProxy {
     return this.#sessions.size;
   }
 
-  #backend(spec: string | HandoffTarget): HandoffTarget {
+  #backend(
+    spec: string | HandoffTarget | ConnectBackendSpec,
+    dialect: Dialect<unknown>,
+  ): HandoffTarget {
+    if (typeof spec === 'object' && 'connect' in spec) {
+      // One per dialect and target: the dialect decides which greeting to swallow.
+      const key = `connect ${dialect.name} ${JSON.stringify(spec)}`;
+      let c = this.#backends.get(key);
+      if (!c) {
+        c = new ConnectBackend(spec, { dialect, logger: this.logger });
+        this.#backends.set(key, c);
+      }
+      return c;
+    }
     if (typeof spec !== 'string') return spec;
     let b = this.#backends.get(spec);
     if (!b) {
@@ -128,15 +175,15 @@ export class TlsProxy {
     return b;
   }
 
-  /** Start one listener; resolves once it is bound. */
-  async listen(config: ListenerConfig): Promise<RunningListener> {
+  /** Everything a listener's sessions need, from its config; throws before anything changes. */
+  async #sessionConfig(config: ListenerConfig): Promise<SessionConfig> {
     const dialect = await loadDialect(config.dialect);
     // A daemon's certificate names are learnt on connect: try once so dialects get them.
     await this.pool.available?.();
     const options = resolveOptions(dialect, config.options);
     const limits = resolveLimits(dialect, config.limits);
-    const backend = this.#backend(config.backend);
-    const sessionConfig = {
+    const backend = this.#backend(config.backend, dialect);
+    return {
       dialect,
       options,
       limits,
@@ -150,9 +197,19 @@ export class TlsProxy {
       preambleTimeoutMs: config.preambleTimeoutMs ?? 900_000,
       maxPreambleBytes: config.maxPreambleBytes ?? 64 * 1024,
       logger: this.logger,
+      metrics: this.metrics, // metrics
     };
-    const max = config.maxConnections ?? 10_000;
+  }
+
+  /** Start one listener; resolves once it is bound. */
+  async listen(config: ListenerConfig): Promise<RunningListener> {
+    const state = { sessionConfig: await this.#sessionConfig(config), config };
+    const dialect = state.sessionConfig.dialect;
+    const backend = state.sessionConfig.backend;
+    const sessionConfig = state.sessionConfig;
     const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+      // Read the current config at each accept: update() swaps it for new connections only.
+      const max = state.config.maxConnections ?? 10_000;
       if (this.#sessions.size >= max) {
         this.logger.log('warn', 'connection limit reached, refusing', {
           dialect: dialect.name,
@@ -162,7 +219,7 @@ export class TlsProxy {
         return;
       }
       socket.setNoDelay(true);
-      const s = new Session(socket, sessionConfig);
+      const s = new Session(socket, state.sessionConfig);
       this.#sessions.add(s);
       void s.done.then(() => this.#sessions.delete(s));
     });
@@ -197,7 +254,19 @@ export class TlsProxy {
           );
     });
     const address = server.address() ?? String(config.listen);
-    const l: RunningListener = { dialect: dialect.name, address, server };
+    const l: RunningListener = {
+      dialect: dialect.name,
+      address,
+      server,
+      config,
+      update: async (next: ListenerConfig) => {
+        // Connections already accepted keep the config they started with.
+        state.sessionConfig = await this.#sessionConfig(next);
+        state.config = next;
+        l.config = next;
+        l.dialect = state.sessionConfig.dialect.name;
+      },
+    };
     this.listeners.push(l);
     this.logger.log('info', 'listening', {
       dialect: dialect.name,
@@ -208,13 +277,48 @@ export class TlsProxy {
     return l;
   }
 
+  /** Stop one listener; its connections go on. */
+  async closeListener(l: RunningListener): Promise<void> {
+    const i = this.listeners.indexOf(l);
+    if (i >= 0) this.listeners.splice(i, 1);
+    await new Promise<void>((r) => l.server.close(() => r()));
+  }
+
+  /** New certificates and TLS defaults for the embedded engine; established sessions keep theirs. */
+  reloadPool(options: EngineOptions): void {
+    if (!(this.pool instanceof TlsEngine)) {
+      throw new CoreError(
+        'TLSPROXY_ERR_CONFIG',
+        'the TLS engine runs in its own process: reload it there',
+      );
+    }
+    this.pool.reload(options);
+  }
+
+  /**
+   * Graceful stop: stop accepting, let sessions in preamble and (embedded engine) relayed TLS
+   * sessions finish for up to `timeoutMs`, then close what is left.
+   */
+  async drain(timeoutMs: number): Promise<void> {
+    // Stop accepting now; server.close() resolves only when its connections are gone, which is
+    // what the wait below is for, so do not await it here.
+    for (const l of this.listeners) l.server.close();
+    const deadline = Date.now() + timeoutMs;
+    const busy = () =>
+      this.#sessions.size > 0 || (this.pool instanceof TlsEngine && this.pool.sessionCount > 0);
+    while (busy() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    await this.close();
+  }
+
   /** Stop listening, end sessions still in preamble, close backends and the embedded engine. */
   async close(): Promise<void> {
-    await Promise.all(
-      this.listeners.map((l) => new Promise<void>((r) => l.server.close(() => r()))),
-    );
+    const closing = this.listeners.map((l) => new Promise<void>((r) => l.server.close(() => r())));
+    // server.close() waits for its connections: end those still in preamble so it can finish.
+    for (const s of this.#sessions) s.abort();
+    await Promise.all([...closing, ...[...this.#sessions].map((s) => s.done)]);
     this.listeners.length = 0;
     for (const b of this.#backends.values()) b.close();
     if (this.#ownsPool) await this.pool.close();
+    if (this.#ownsMetrics) await this.metrics?.close(); // metrics
   }
 }

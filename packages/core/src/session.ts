@@ -19,10 +19,17 @@ import type {
   Action,
   Dialect,
   DialectSession,
+  LogAction,
   PlaintextAction,
   StartTlsAction,
 } from './dialect.js';
 import type { Logger } from './logger.js';
+import {
+  type ConnectionMetrics,
+  type Metrics,
+  noConnectionMetrics,
+  type Outcome,
+} from './metrics.js';
 
 export interface SessionConfig {
   dialect: Dialect<unknown>;
@@ -41,6 +48,8 @@ export interface SessionConfig {
   /** Bytes a client may send before TLS, in all. */
   maxPreambleBytes: number;
   logger: Logger;
+  /** Prometheus metrics, when the proxy has them. */
+  metrics?: Metrics;
 }
 
 /** Dialect state handed to the backend, as JSON; leaves room in fdpass's 32 KiB header for the
@@ -49,6 +58,9 @@ export const MAX_DIALECT_STATE = 16 * 1024;
 
 /** Cap on bytes thrown away at the go-ahead (more than this is an attack; the rest goes to TLS and fails). */
 const MAX_DISCARD = 1 << 20;
+
+/** A command name a dialect reports is logged only if it looks like one (never arguments). */
+const COMMAND_NAME = /^[A-Za-z0-9_-]{1,32}$/;
 
 export class Session {
   readonly id = randomBytes(6).toString('hex');
@@ -62,10 +74,22 @@ export class Session {
   #state: 'preamble' | 'transition' | 'done' = 'preamble';
   readonly done: Promise<void>;
   #resolveDone!: () => void;
+  // Logs and metrics only: none of this changes what the session does.
+  readonly #m: ConnectionMetrics;
+  readonly #t0 = performance.now();
+  #ended = false;
+  #replies = 0;
+  #commands = 0;
+  /** The last STARTTLS (or plaintext hand-off) found no backend, and none succeeded since. */
+  #unavailable = false;
+  #dialectFailed = false;
+  #socketError: string | undefined;
 
   constructor(socket: net.Socket, config: SessionConfig) {
     this.#socket = socket;
     this.#config = config;
+    this.#m = config.metrics?.connection(config.dialect.name) ?? noConnectionMetrics;
+    this.#m.stage('preamble');
     this.done = new Promise((r) => {
       this.#resolveDone = r;
     });
@@ -82,17 +106,30 @@ export class Session {
       connectionId: this.id,
       serverNames: config.serverNames,
     });
-    socket.on('error', (err) => this.#log('debug', 'client socket error', { error: err.message }));
-    socket.on('close', () => this.#finish());
+    socket.on('error', (err) => {
+      this.#socketError = err.message;
+      this.#log('debug', 'client socket error', { error: err.message });
+    });
+    socket.on('close', () => {
+      // In preamble the client went away; during the transition the STARTTLS path records
+      // the end itself (detaching the descriptor closes this socket object too).
+      if (this.#state === 'preamble')
+        this.#end(this.#preambleOutcome(), this.#socketError ?? 'client connection closed');
+      this.#finish();
+    });
     socket.on('data', (d: Buffer) => this.#onData(d));
     socket.on('end', () =>
       this.#run(this.#dialect.eof?.(Date.now()) ?? [{ type: 'close', reason: 'client closed' }]),
     );
     this.#deadline = setTimeout(() => {
       this.#log('info', 'preamble took too long, closing', { limitMs: config.preambleTimeoutMs });
+      this.#end('preamble_timeout', 'preamble took too long');
       this.#destroy();
     }, config.preambleTimeoutMs);
-    this.#log('debug', 'connection', { remote: `${this.#remote.address}:${this.#remote.port}` });
+    this.#log('info', 'accepted', {
+      remote: `${this.#remote.address}:${this.#remote.port}`,
+      localPort: this.#remote.localPort,
+    });
     this.#run(this.#guard(() => this.#dialect.start(Date.now())));
   }
 
@@ -108,11 +145,52 @@ export class Session {
     });
   }
 
+  /** Milliseconds since the connection was accepted. */
+  #elapsed(): number {
+    return Math.round((performance.now() - this.#t0) * 10) / 10;
+  }
+
+  /** How a connection that ends in its preamble is counted. */
+  #preambleOutcome(): Outcome {
+    if (this.#dialectFailed) return 'dialect_error';
+    return this.#unavailable ? 'backend_unavailable' : 'closed_in_preamble';
+  }
+
+  /** The one closing line and metric per connection (later calls are ignored). */
+  #end(outcome: Outcome, reason: string): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#m.stage(null);
+    this.#m.ended(outcome);
+    this.#log('info', 'connection ended', {
+      outcome,
+      reason,
+      durationMs: this.#elapsed(),
+      preambleBytes: this.#received,
+      replies: this.#replies,
+      commands: this.#commands || undefined,
+    });
+  }
+
+  /** A dialect's report of a pre-TLS command: its name only, never `message` or arguments. */
+  #command(a: LogAction): void {
+    const name =
+      typeof a.command === 'string' && COMMAND_NAME.test(a.command) ? a.command.toUpperCase() : '?';
+    this.#commands++;
+    if (a.event === 'bad-command') {
+      this.#m.badCommand();
+      this.#log(a.level, 'bad command', { command: name });
+    } else {
+      this.#log(a.level, 'command', { command: name });
+    }
+  }
+
   /** A dialect that throws is a bug in the dialect: log it and close, never crash the process. */
   #guard(fn: () => Action[]): Action[] {
     try {
       return fn();
     } catch (err) {
+      this.#dialectFailed = true;
       this.#log('error', 'dialect threw; closing the connection', {
         error: (err as Error).stack ?? String(err),
       });
@@ -127,10 +205,17 @@ export class Session {
       this.#log('warn', 'too many bytes before TLS, closing', {
         limit: this.#config.maxPreambleBytes,
       });
+      this.#end('preamble_too_large', 'too many bytes before TLS');
       this.#destroy();
       return;
     }
-    this.#run(this.#guard(() => this.#dialect.receive(d, Date.now())));
+    const actions = this.#guard(() => this.#dialect.receive(d, Date.now()));
+    // Sizes only: client bytes are never logged.
+    this.#log('debug', 'preamble input', {
+      bytes: d.length,
+      replies: actions.filter((a) => a.type === 'send').length,
+    });
+    this.#run(actions);
   }
 
   #run(actions: Action[]): void {
@@ -138,16 +223,18 @@ export class Session {
       if (this.#state !== 'preamble') return;
       switch (a.type) {
         case 'send':
+          this.#replies++;
           this.#socket.write(a.data);
           break;
         case 'log':
-          this.#log(a.level, a.message);
+          if (a.event) this.#command(a);
+          else this.#log(a.level, a.message);
           break;
         case 'timer':
           this.#setTimer(a.at);
           break;
         case 'close':
-          this.#log('debug', 'closing', { reason: a.reason });
+          this.#end(this.#preambleOutcome(), a.reason);
           this.#state = 'done';
           this.#clearTimers();
           if (a.data && a.data.length > 0) this.#socket.end(a.data);
@@ -199,7 +286,10 @@ export class Session {
 
   /** End a session still in its preamble (proxy shutdown); hand-offs in flight finish. */
   abort(): void {
-    if (this.#state === 'preamble') this.#destroy();
+    if (this.#state === 'preamble') {
+      this.#end('shutdown', 'proxy shutting down');
+      this.#destroy();
+    }
   }
 
   /** Drop what the client sent while we were deciding (Node's buffer and the kernel's). */
@@ -234,12 +324,27 @@ export class Session {
   async #startTls(a: StartTlsAction): Promise<void> {
     this.#state = 'transition';
     this.#pauseReading();
+    // Time to the STARTTLS command; implicit TLS has none.
+    if (a.goAhead.length > 0) this.#m.starttls((performance.now() - this.#t0) / 1000);
+    this.#log('info', a.goAhead.length > 0 ? 'STARTTLS' : 'starting TLS (implicit)', {
+      afterMs: this.#elapsed(),
+      preambleBytes: this.#received,
+      replies: this.#replies,
+      commands: this.#commands || undefined,
+    });
+    // Bytes thrown away for this STARTTLS, in all: more than 0 is an injection attempt.
+    let discarded = a.trailing.length;
+    const countInjection = () => {
+      if (discarded > 0) this.#m.injection(discarded);
+      discarded = 0;
+    };
     // The hand-off info travels as one fdpass message header: refuse a dialect state that could
     // not be delivered *before* the go-ahead, not as a dead connection after the handshake.
     if (Buffer.byteLength(JSON.stringify(a.state)) > MAX_DIALECT_STATE) {
       this.#log('error', 'dialect state too large to hand off; temporary failure', {
         limit: MAX_DIALECT_STATE,
       });
+      countInjection();
       if (a.unavailable.length > 0) this.#socket.write(a.unavailable);
       this.#state = 'preamble';
       this.#run(this.#guard(() => this.#dialect.tlsUnavailable(Date.now())));
@@ -263,26 +368,39 @@ export class Session {
       ]);
       ok = backendOk && poolOk;
     } catch {}
-    if (this.#socket.destroyed) return this.#finish();
+    if (this.#socket.destroyed) {
+      countInjection();
+      this.#end('closed_in_preamble', 'client closed during STARTTLS');
+      return this.#finish();
+    }
     if (!ok) {
       this.#log('warn', 'no backend or TLS engine can take the connection: temporary failure', {
         backend: this.#config.backend.description,
       });
+      this.#m.backendUnavailable('starttls');
+      this.#unavailable = true;
       const dropped = this.#drainPending();
       if (dropped > 0)
         this.#log('warn', 'discarded bytes sent after STARTTLS (never interpreted)', {
           bytes: dropped,
         });
+      discarded += dropped;
+      countInjection();
       if (a.unavailable.length > 0) this.#socket.write(a.unavailable);
       this.#state = 'preamble';
       this.#run(this.#guard(() => this.#dialect.tlsUnavailable(Date.now())));
       if (this.#state === 'preamble') this.#socket.resume();
       return;
     }
+    this.#unavailable = false;
     this.#clearTimers();
     // Earlier replies must be on the wire before the descriptor changes hands.
     await this.#flushed();
-    if (this.#socket.destroyed) return this.#finish();
+    if (this.#socket.destroyed) {
+      countInjection();
+      this.#end('closed_in_preamble', 'client closed during STARTTLS');
+      return this.#finish();
+    }
     const { fd, buffered } = detachSocket(this.#socket);
     // With a go-ahead to send, everything pending predates it: pipelined plaintext. With none
     // (implicit TLS) the client never waits, and what is pending is its ClientHello — but then
@@ -297,6 +415,8 @@ export class Session {
       this.#log('warn', 'discarded bytes sent after STARTTLS (never interpreted)', {
         bytes: dropped,
       });
+    discarded += dropped;
+    countInjection();
     if (a.goAhead.length > 0) {
       let n = 0;
       try {
@@ -305,6 +425,7 @@ export class Session {
       if (n !== a.goAhead.length) {
         this.#log('info', 'client not reading; could not send the STARTTLS go-ahead');
         fd.close();
+        this.#end('closed_in_preamble', 'could not send the STARTTLS go-ahead');
         return this.#finish();
       }
     }
@@ -319,6 +440,9 @@ export class Session {
   async #handshake(fd: OwnedFd, info: HandoffInfo): Promise<void> {
     const backend = this.#config.backend;
     const request: HandshakeRequest = { ...this.#config.tls, connectionId: this.id };
+    if (this.#m.onBytes) request.onBytes = this.#m.onBytes;
+    this.#m.stage('handshake');
+    const t0 = performance.now();
     if (this.#config.checkServerName) {
       request.checkServerName = (name) =>
         backend.checkServerName(name, { ...info, serverName: name }).catch(() => false);
@@ -327,12 +451,18 @@ export class Session {
     try {
       result = await this.#config.pool.handshake(fd, request);
     } catch (err) {
+      const ms = performance.now() - t0;
+      this.#m.handshake('failed', ms / 1000);
       this.#log('info', 'TLS handshake failed', {
         error: (err as Error).message,
         code: (err as { code?: string }).code,
+        durationMs: Math.round(ms * 10) / 10,
       });
+      this.#end('tls_failed', (err as Error).message);
       return this.#finish();
     }
+    const ms = performance.now() - t0;
+    this.#m.handshake('ok', ms / 1000);
     const { version, cipher, alpn, serverName, clientIdentity } = result.info;
     this.#log('info', 'TLS established', {
       version,
@@ -340,6 +470,7 @@ export class Session {
       alpn,
       sni: serverName ?? undefined,
       client: clientIdentity?.subject,
+      durationMs: Math.round(ms * 10) / 10,
     });
     await this.#deliver(
       result.plaintext,
@@ -365,13 +496,18 @@ export class Session {
     } catch {}
     if (!ok) {
       this.#log('warn', 'no backend for a plaintext hand-off: temporary failure');
+      this.#m.backendUnavailable('plaintext');
+      this.#end('backend_unavailable', 'no backend for a plaintext hand-off');
       this.#socket.end(a.unavailable);
       // Reading is paused, so a client that never closes would hold the socket: bound it.
       setTimeout(() => this.#socket.destroy(), 2000).unref();
       return this.#finish();
     }
     await this.#flushed();
-    if (this.#socket.destroyed) return this.#finish();
+    if (this.#socket.destroyed) {
+      this.#end('closed_in_preamble', 'client closed before the plaintext hand-off');
+      return this.#finish();
+    }
     const { fd, buffered } = detachSocket(this.#socket);
     // Here the pending bytes are the client's next commands: they belong to the backend.
     const all = Buffer.concat([Buffer.from(a.buffered), buffered]);
@@ -396,6 +532,7 @@ export class Session {
   ): Promise<void> {
     // Keep a copy until the backend confirms: on failure we may still owe the client a reply
     // on it (deliver() takes ownership of what it is given and closes it once sent).
+    this.#m.stage('handoff');
     let spare: OwnedFd | undefined;
     if (onFail) {
       try {
@@ -408,8 +545,11 @@ export class Session {
         backend: this.#config.backend.description,
         handoff: info.handoff,
       });
+      this.#end('handed_off', `handed off (${info.handoff})`);
     } catch (err) {
       this.#log('warn', 'backend did not take the connection', { error: (err as Error).message });
+      this.#m.backendUnavailable('handoff');
+      this.#end('handoff_failed', (err as Error).message);
       if (!fd.closed) fd.close();
       if (spare) onFail?.(spare);
     }

@@ -121,8 +121,8 @@ export class LineClient {
   readonly socket: net.Socket;
   #buf = '';
   #waiters: Array<() => void> = [];
-  constructor(port: number) {
-    this.socket = net.connect(port, '127.0.0.1');
+  constructor(port: number, options: { localAddress?: string } = {}) {
+    this.socket = net.connect({ port, host: '127.0.0.1', ...options });
     this.socket.setEncoding('latin1');
     this.socket.on('data', (d: string) => {
       this.#buf += d;

@@ -33,6 +33,12 @@ export interface HandshakeRequest {
   checkServerName?: (name: string) => boolean | Promise<boolean>;
   /** For log lines. */
   connectionId?: string;
+  /**
+   * Called with the size of each chunk of application data relayed after the handshake: 'in' is
+   * client to backend (decrypted), 'out' backend to client (before encryption). Embedded engine
+   * only: a function does not cross the tlspool daemon's socket, so a daemon never calls it.
+   */
+  onBytes?: (direction: 'in' | 'out', bytes: number) => void;
 }
 
 export interface NegotiatedInfo {
@@ -76,8 +82,8 @@ const ALERT_UNRECOGNIZED_NAME = Buffer.from([0x15, 0x03, 0x03, 0x00, 0x02, 0x02,
 const lookupId = (key: Buffer) => createHash('sha256').update(key).digest('hex');
 
 export class TlsEngine implements TlsEngineApi {
-  readonly identities: IdentityStore;
-  readonly #options: EngineOptions;
+  identities: IdentityStore;
+  #options: EngineOptions;
   // Sessions are found by a hash of the key, then the key itself is compared in constant time:
   // the map lookup leaks nothing useful about the key's bytes.
   readonly #sessions = new Map<string, Session>();
@@ -92,6 +98,23 @@ export class TlsEngine implements TlsEngineApi {
       );
     }
     this.identities = new IdentityStore(options.identities, options);
+  }
+
+  /**
+   * New certificates and defaults for handshakes from now on (certificate renewal without a
+   * restart); sessions already established keep theirs. Throws, changing nothing, if the new
+   * options are unusable.
+   */
+  reload(options: EngineOptions): void {
+    if ((options.clientCert ?? 'none') !== 'none' && !options.ca) {
+      throw new PoolError(
+        'TLSPROXY_ERR_POOL_CONFIG',
+        `clientCert "${options.clientCert}" needs trusted CAs (ca)`,
+      );
+    }
+    const identities = new IdentityStore(options.identities, options);
+    this.identities = identities;
+    this.#options = options;
   }
 
   serverNames(): string[] {
@@ -255,7 +278,7 @@ export class TlsEngine implements TlsEngineApi {
     const key = randomBytes(16);
     const id = lookupId(key);
     this.#sessions.set(id, { key, tls: t, info });
-    relay(t, plain, () => this.#sessions.delete(id));
+    relay(t, plain, () => this.#sessions.delete(id), request.onBytes);
     return { plaintext: theirs, controlKey: key, info };
   }
 
@@ -334,7 +357,12 @@ export class TlsEngine implements TlsEngineApi {
 }
 
 /** Move bytes both ways until either side is done; each side's end becomes the other's end. */
-function relay(t: tls.TLSSocket, plain: net.Socket, onClose: () => void): void {
+function relay(
+  t: tls.TLSSocket,
+  plain: net.Socket,
+  onClose: () => void,
+  onBytes?: (direction: 'in' | 'out', bytes: number) => void,
+): void {
   let closed = false;
   const finish = () => {
     if (closed) return;
@@ -345,6 +373,11 @@ function relay(t: tls.TLSSocket, plain: net.Socket, onClose: () => void): void {
   };
   t.pipe(plain);
   plain.pipe(t);
+  if (onBytes) {
+    // Extra 'data' listeners only observe: pipe() keeps flow control.
+    t.on('data', (d: Buffer) => onBytes('in', d.length));
+    plain.on('data', (d: Buffer) => onBytes('out', d.length));
+  }
   t.on('error', finish);
   plain.on('error', finish);
   t.on('close', finish);

@@ -1,8 +1,10 @@
 // RFC 9051 section 7.1.1 (OK greeting with CAPABILITY response code) and 7.2.2 (CAPABILITY),
 // RFC 3501 section 6.2.1 (STARTTLS): the IMAP dialect plugin, its options and its limits.
 import type { Dialect, LimitSpec, OptionSpec, SessionContext } from '@tlsproxy/core/dialect';
+import { backendGreeting } from './backend-greeting.js';
 import { ImapSession, type SessionConfig } from './session.js';
 
+export { backendGreeting } from './backend-greeting.js';
 export { type ImapErrorCode, ImapProtocolError, isImapProtocolError } from './errors.js';
 
 export interface ImapOptions {
@@ -161,6 +163,7 @@ export const dialect: Dialect<Partial<ImapOptions>> = {
   options,
   limits,
   create: (context) => new ImapSession(sessionConfig(context)),
+  backendGreeting,
 };
 
 export default dialect;

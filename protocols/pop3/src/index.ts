@@ -1,8 +1,10 @@
 // RFC 1939 section 4 (greeting), RFC 2449 section 5 (CAPA) and section 4 (lengths), RFC 2595
 // section 4 (STLS): the POP3 dialect plugin, its options and its limits.
 import type { Dialect, LimitSpec, OptionSpec, SessionContext } from '@tlsproxy/core/dialect';
+import { backendGreeting } from './backend-greeting.js';
 import { Pop3Session, type SessionConfig } from './session.js';
 
+export { backendGreeting } from './backend-greeting.js';
 export { AUTH_REFUSED, KNOWN_COMMANDS } from './commands.js';
 export { isPop3ProtocolError, type Pop3ErrorCode, Pop3ProtocolError } from './errors.js';
 export { GO_AHEAD, UNAVAILABLE } from './session.js';
@@ -159,6 +161,7 @@ export const dialect: Dialect<Partial<Pop3Options>> = {
   options,
   limits,
   create: (context) => new Pop3Session(sessionConfig(context)),
+  backendGreeting,
 };
 
 export default dialect;

@@ -2,9 +2,11 @@
 // (PIPELINING), RFC 1870 (SIZE), RFC 6152 (8BITMIME), RFC 2034 (ENHANCEDSTATUSCODES): the SMTP
 // dialect plugin, its options and its limits.
 import type { Dialect, LimitSpec, OptionSpec, SessionContext } from '@tlsproxy/core/dialect';
+import { backendGreeting } from './backend-greeting.js';
 import type { PlaintextMode } from './commands.js';
 import { type SessionConfig, SmtpSession } from './session.js';
 
+export { backendGreeting } from './backend-greeting.js';
 export type { PlaintextMode } from './commands.js';
 export { isSmtpProtocolError, type SmtpErrorCode, SmtpProtocolError } from './errors.js';
 
@@ -167,6 +169,7 @@ export const dialect: Dialect<Partial<SmtpOptions>> = {
   options,
   limits,
   create: (context) => new SmtpSession(sessionConfig(context)),
+  backendGreeting,
 };
 
 export default dialect;
