@@ -6,6 +6,7 @@ export interface CliArgs {
   listen: string;
   backend: string;
   cert: string[];
+  workers?: number;
   poolSocket?: string;
   key: string[];
   ca?: string;
@@ -16,6 +17,7 @@ export interface CliArgs {
   alpn: string[];
   options: Record<string, unknown>;
   logLevel: 'debug' | 'info' | 'warn' | 'error';
+  logFormat: 'json' | 'text';
 }
 
 export const USAGE = `Usage: tlsproxy --dialect NAME --listen HOST:PORT --backend unix:/PATH --cert CERT.pem --key KEY.pem [options]
@@ -35,6 +37,8 @@ export const USAGE = `Usage: tlsproxy --dialect NAME --listen HOST:PORT --backen
   --alpn LIST             comma-separated ALPN protocols to offer
   --hostname NAME         host name used in greetings
   --option KEY=VALUE      a dialect option (repeatable; VALUE is JSON or a plain string)
+  --workers N             processes sharing the listeners (default: one per core; 1 with systemd:)
+  --log-format FORMAT     text (default) | json (one pino JSON object per line)
   --log-level LEVEL       debug | info (default) | warn | error
   -h, --help              this text
 `;
@@ -69,6 +73,8 @@ export function parseCli(argv: string[]): CliArgs | 'help' {
         alpn: { type: 'string' },
         option: { type: 'string', multiple: true },
         'log-level': { type: 'string' },
+        'log-format': { type: 'string' },
+        workers: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -97,6 +103,12 @@ export function parseCli(argv: string[]): CliArgs | 'help' {
   const logLevel = (values['log-level'] ?? 'info') as string;
   if (!['debug', 'info', 'warn', 'error'].includes(logLevel))
     throw new UsageError('--log-level must be debug, info, warn or error');
+  if (
+    values['log-format'] !== undefined &&
+    !['json', 'text'].includes(values['log-format'] as string)
+  ) {
+    throw new UsageError('--log-format must be json or text');
+  }
   const options: Record<string, unknown> = {};
   for (const o of (values.option as string[] | undefined) ?? []) {
     const i = o.indexOf('=');
@@ -120,7 +132,13 @@ export function parseCli(argv: string[]): CliArgs | 'help' {
       : [],
     options,
     logLevel: logLevel as CliArgs['logLevel'],
+    logFormat: values['log-format'] === 'json' ? 'json' : 'text',
   };
+  if (values.workers !== undefined) {
+    const n = Number(values.workers);
+    if (!Number.isInteger(n) || n < 1 || n > 256) throw new UsageError('--workers must be 1..256');
+    out.workers = n;
+  }
   if (values.ca) out.ca = values.ca as string;
   if (values['pool-socket']) out.poolSocket = values['pool-socket'] as string;
   if (values.hostname) out.hostname = values.hostname as string;

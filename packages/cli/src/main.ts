@@ -1,6 +1,16 @@
 import { readFileSync } from 'node:fs';
-import { consoleLogger, isTlsProxyError, loadDialect, TlsProxy } from '@tlsproxy/core';
+import {
+  createLogger,
+  isTlsProxyError,
+  loadDialect,
+  resolveLimits,
+  resolveOptions,
+  TlsProxy,
+} from '@tlsproxy/core';
 import { type CliArgs, parseCli, USAGE, UsageError } from './args.js';
+import { ConfigError, loadConfig } from './config.js';
+import { ConfigRunner } from './run-config.js';
+import { defaultWorkers, isWorker, runPrimary } from './workers.js';
 
 function read(path: string, what: string): Buffer {
   try {
@@ -12,7 +22,7 @@ function read(path: string, what: string): Buffer {
 
 /** Start the proxy for parsed flags; resolves to the running TlsProxy. */
 export async function start(args: CliArgs): Promise<TlsProxy> {
-  const logger = consoleLogger(args.logLevel);
+  const logger = createLogger({ level: args.logLevel, format: args.logFormat });
   const identities = args.cert.map((c, i) => ({
     cert: read(c, '--cert'),
     key: read(args.key[i]!, '--key'),
@@ -51,7 +61,107 @@ export async function start(args: CliArgs): Promise<TlsProxy> {
   return proxy;
 }
 
+function fail(err: unknown): number {
+  const e = err as Error & { code?: string };
+  process.stderr.write(`tlsproxy: ${e.message}${isTlsProxyError(e) ? ` (${e.code})` : ''}\n`);
+  return err instanceof UsageError || err instanceof ConfigError ? 2 : 1;
+}
+
+/** `tlsproxy check-config FILE`: exit 0 and say so, or list every problem with file:line:col. */
+export async function checkConfig(file: string | undefined): Promise<number> {
+  if (!file) {
+    process.stderr.write('Usage: tlsproxy check-config FILE\n');
+    return 2;
+  }
+  try {
+    const config = loadConfig(file);
+    for (const l of config.listeners) {
+      const d = await loadDialect(l.dialect);
+      resolveOptions(d, l.options);
+      resolveLimits(d, l.limits);
+    }
+    process.stdout.write(
+      `${file}: ok (${config.listeners.length} listener${config.listeners.length === 1 ? '' : 's'})\n`,
+    );
+    return 0;
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.problems.join('\n')}\n`);
+      return 1;
+    }
+    return fail(err);
+  }
+}
+
+/** Wait for signals: SIGHUP reloads, SIGTERM drains, SIGINT stops at once. */
+function untilStopped(handlers: {
+  reload?: () => unknown;
+  drain: () => Promise<void>;
+  close: () => Promise<void>;
+  logger: { log(l: 'info', m: string, f?: Record<string, unknown>): void };
+}): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const onHup = () => {
+      if (handlers.reload) void handlers.reload();
+      else handlers.logger.log('info', 'SIGHUP ignored: nothing to reload without --config');
+    };
+    process.on('SIGHUP', onHup);
+    const stop = (sig: string, how: () => Promise<void>) => {
+      handlers.logger.log('info', 'stopping', { signal: sig });
+      process.off('SIGHUP', onHup);
+      void how().then(resolve, resolve);
+    };
+    process.once('SIGINT', () => stop('SIGINT', handlers.close));
+    process.once('SIGTERM', () => stop('SIGTERM', handlers.drain));
+  });
+}
+
 export async function main(argv: string[]): Promise<number> {
+  if (argv[0] === 'check-config') return checkConfig(argv[1]);
+  if (argv[0] === 'demo') {
+    const { demoMain } = await import('./demo-main.js');
+    return demoMain(argv.slice(1));
+  }
+  const configAt = argv.findIndex((a) => a === '--config' || a.startsWith('--config='));
+  if (configAt >= 0) {
+    const file = argv[configAt]!.includes('=') ? argv[configAt]!.split('=')[1] : argv[configAt + 1];
+    if (!file || argv.length > (argv[configAt]!.includes('=') ? 1 : 2)) {
+      process.stderr.write('tlsproxy: --config FILE takes no other flags (put them in the file)\n');
+      return 2;
+    }
+    if (!isWorker()) {
+      let workers = 1;
+      try {
+        const c = loadConfig(file);
+        const systemd = c.listeners.some((l) => String(l.listen).startsWith('systemd:'));
+        workers = systemd ? 1 : (c.raw.workers ?? defaultWorkers());
+      } catch {
+        // start() below reports the problems
+      }
+      if (workers > 1)
+        return runPrimary(workers, (l) =>
+          process.stderr.write(`${new Date().toISOString()} info ${l}\n`),
+        );
+    }
+    let runner: ConfigRunner;
+    try {
+      runner = await ConfigRunner.start(file);
+    } catch (err) {
+      if (err instanceof ConfigError) {
+        process.stderr.write(`${err.problems.join('\n')}\n`);
+        return 2;
+      }
+      return fail(err);
+    }
+    runner.watchFile();
+    await untilStopped({
+      reload: () => runner.reload(),
+      drain: () => runner.drain(),
+      close: () => runner.close(),
+      logger: runner.logger,
+    });
+    return 0;
+  }
   let args: CliArgs | 'help';
   try {
     args = parseCli(argv);
@@ -63,21 +173,23 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return 0;
   }
+  // systemd passes descriptors to this process only: its listeners cannot be shared by workers.
+  const workers = args.listen.startsWith('systemd:') ? 1 : (args.workers ?? defaultWorkers());
+  if (workers > 1 && !isWorker()) {
+    return runPrimary(workers, (l) =>
+      process.stderr.write(`${new Date().toISOString()} info ${l}\n`),
+    );
+  }
   let proxy: TlsProxy;
   try {
     proxy = await start(args);
   } catch (err) {
-    const e = err as Error & { code?: string };
-    process.stderr.write(`tlsproxy: ${e.message}${isTlsProxyError(e) ? ` (${e.code})` : ''}\n`);
-    return err instanceof UsageError ? 2 : 1;
+    return fail(err);
   }
-  await new Promise<void>((resolve) => {
-    const stop = (sig: string) => {
-      proxy.logger.log('info', 'stopping', { signal: sig });
-      void proxy.close().then(resolve);
-    };
-    process.once('SIGINT', () => stop('SIGINT'));
-    process.once('SIGTERM', () => stop('SIGTERM'));
+  await untilStopped({
+    drain: () => proxy.drain(30_000),
+    close: () => proxy.close(),
+    logger: proxy.logger,
   });
   return 0;
 }

@@ -1,0 +1,205 @@
+// `tlsproxy --config FILE`: YAML (or JSON), checked against schema/tlsproxy.schema.json, with
+// errors that name the file, line and key; then turned into what TlsProxy needs.
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, resolve } from 'node:path';
+import type { ListenerConfig, ProxyOptions } from '@tlsproxy/core';
+import type { EngineOptions } from '@tlsproxy/pool';
+import { Ajv, type ErrorObject } from 'ajv';
+import { isMap, isScalar, LineCounter, type Node, parseDocument } from 'yaml';
+
+const require = createRequire(import.meta.url);
+export const schema = require('../schema/tlsproxy.schema.json') as Record<string, unknown>;
+
+const BRAND = Symbol.for('tlsproxy.error');
+
+export class ConfigError extends Error {
+  readonly code = 'TLSPROXY_ERR_CONFIG';
+  readonly [BRAND] = true;
+  constructor(readonly problems: string[]) {
+    super(problems.join('\n'));
+    this.name = 'ConfigError';
+  }
+}
+
+type BackendSpec = { handoff?: string; connect?: string; proxyProtocol?: 'v1' | 'v2' | false };
+
+export interface ConfigFile {
+  identities?: Array<{ cert: string; key: string; names?: string[]; default?: boolean }>;
+  tls?: {
+    ca?: string;
+    clientCert?: 'none' | 'optional' | 'required';
+    alpn?: string[];
+    handshakeTimeoutMs?: number;
+    minVersion?: 'TLSv1.2' | 'TLSv1.3';
+  };
+  pool?: { socket?: string };
+  backends?: Record<string, BackendSpec>;
+  listeners: Array<
+    Omit<ListenerConfig, 'backend' | 'dialect'> & { dialect: string; backend: string | BackendSpec }
+  >;
+  logging?: { level?: 'debug' | 'info' | 'warn' | 'error'; format?: 'json' | 'text' };
+  metrics?: { listen?: string };
+  shutdownTimeoutMs?: number;
+  workers?: number;
+}
+
+/** What a loaded config turns into: TlsProxy's options and its listeners. */
+export interface LoadedConfig {
+  file: string;
+  raw: ConfigFile;
+  pool: ProxyOptions['pool'];
+  listeners: ListenerConfig[];
+  logging: { level: 'debug' | 'info' | 'warn' | 'error'; format: 'json' | 'text' };
+  metrics?: { listen: string };
+  shutdownTimeoutMs: number;
+}
+
+const ajv = new Ajv({ allErrors: true, strict: false });
+const validate = ajv.compile(schema);
+
+function where(file: string, lines: LineCounter, node: Node | null | undefined): string {
+  const offset = node?.range?.[0];
+  if (offset === undefined) return file;
+  const { line, col } = lines.linePos(offset);
+  return `${file}:${line}:${col}`;
+}
+
+function keyPath(instancePath: string): (string | number)[] {
+  return instancePath
+    .split('/')
+    .slice(1)
+    .map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'))
+    .map((p) => (/^\d+$/.test(p) ? Number(p) : p));
+}
+
+function describe(e: ErrorObject): string {
+  if (e.keyword === 'additionalProperties')
+    return `unknown key "${(e.params as { additionalProperty: string }).additionalProperty}"`;
+  if (e.keyword === 'enum')
+    return `must be one of ${(e.params as { allowedValues: unknown[] }).allowedValues.map((v) => JSON.stringify(v)).join(', ')}`;
+  if (e.keyword === 'required')
+    return `missing key "${(e.params as { missingProperty: string }).missingProperty}"`;
+  return e.message ?? e.keyword;
+}
+
+/** Parse and check a config file's text; throws ConfigError listing every problem with its place. */
+export function parseConfig(text: string, file: string): ConfigFile {
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    throw new ConfigError(
+      doc.errors.map((e) => {
+        const { line, col } = lines.linePos(e.pos[0]);
+        return `${file}:${line}:${col}: ${e.message.split('\n')[0]}`;
+      }),
+    );
+  }
+  const data = doc.toJS() as unknown;
+  if (validate(data)) return data as ConfigFile;
+  const seen = new Set<string>();
+  const problems: string[] = [];
+  // oneOf failures repeat what their branches said; keep the most specific message per place.
+  for (const e of validate.errors ?? []) {
+    if (e.keyword === 'oneOf' || e.keyword === 'if') continue;
+    const path = keyPath(e.instancePath);
+    let node = doc.getIn(path, true) as Node | undefined;
+    if (e.keyword === 'additionalProperties') {
+      const extra = (e.params as { additionalProperty: string }).additionalProperty;
+      const map = doc.getIn(path, true);
+      if (isMap(map)) {
+        const pair = map.items.find((p) => isScalar(p.key) && p.key.value === extra);
+        if (pair && isScalar(pair.key)) node = pair.key as Node;
+      }
+    }
+    const key = path.length > 0 ? path.join('.') : '(top level)';
+    const line = `${where(file, lines, node)}: ${key}: ${describe(e)}`;
+    if (!seen.has(line)) {
+      seen.add(line);
+      problems.push(line);
+    }
+  }
+  throw new ConfigError(problems.length > 0 ? problems : [`${file}: does not match the schema`]);
+}
+
+function readText(path: string, what: string, problems: string[]): Buffer | undefined {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    problems.push(`${what}: cannot read ${path}: ${(err as Error).message}`);
+    return undefined;
+  }
+}
+
+/** Load a config file: parse, check, read the certificate files, resolve backends. */
+export function loadConfig(file: string): LoadedConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError([`${file}: ${(err as Error).message}`]);
+  }
+  const raw = parseConfig(text, file);
+  const base = dirname(resolve(file));
+  const abs = (p: string) => resolve(base, p);
+  const problems: string[] = [];
+
+  let pool: ProxyOptions['pool'];
+  if (raw.pool?.socket) {
+    pool = { socket: abs(raw.pool.socket) };
+  } else {
+    if (!raw.identities || raw.identities.length === 0) {
+      problems.push(`${file}: identities: needed unless pool.socket names a tlspool daemon`);
+    }
+    const identities = (raw.identities ?? []).map((id, i) => ({
+      cert: readText(abs(id.cert), `${file}: identities.${i}.cert`, problems) ?? Buffer.alloc(0),
+      key: readText(abs(id.key), `${file}: identities.${i}.key`, problems) ?? Buffer.alloc(0),
+      ...(id.names ? { names: id.names } : {}),
+      ...(id.default ? { default: true } : {}),
+    }));
+    const engine: EngineOptions = { identities };
+    if (raw.tls?.ca) {
+      const ca = readText(abs(raw.tls.ca), `${file}: tls.ca`, problems);
+      if (ca) engine.ca = ca;
+    }
+    if (raw.tls?.clientCert) engine.clientCert = raw.tls.clientCert;
+    if (raw.tls?.alpn) engine.alpn = raw.tls.alpn;
+    if (raw.tls?.handshakeTimeoutMs) engine.handshakeTimeoutMs = raw.tls.handshakeTimeoutMs;
+    if (raw.tls?.minVersion) engine.minVersion = raw.tls.minVersion;
+    if (engine.clientCert && engine.clientCert !== 'none' && !engine.ca) {
+      problems.push(`${file}: tls.clientCert ${engine.clientCert} needs tls.ca`);
+    }
+    pool = engine;
+  }
+
+  const listeners: ListenerConfig[] = raw.listeners.map((l, i) => {
+    let backend: ListenerConfig['backend'];
+    const spec = l.backend;
+    const named =
+      typeof spec === 'string' && !spec.includes(':') ? raw.backends?.[spec] : undefined;
+    if (typeof spec === 'string' && !spec.includes(':') && !named) {
+      problems.push(`${file}: listeners.${i}.backend: no backend named "${spec}" in backends`);
+    }
+    const b: string | BackendSpec = named ?? spec;
+    if (typeof b === 'string') backend = b;
+    else if (b.handoff) backend = b.handoff;
+    else
+      backend = {
+        connect: b.connect!,
+        ...(b.proxyProtocol !== undefined ? { proxyProtocol: b.proxyProtocol } : {}),
+      } as never;
+    const dialect = l.dialect.startsWith('.') ? abs(l.dialect) : l.dialect;
+    return { ...l, dialect, backend } as ListenerConfig;
+  });
+
+  if (problems.length > 0) throw new ConfigError(problems);
+  return {
+    file,
+    raw,
+    pool,
+    listeners,
+    logging: { level: raw.logging?.level ?? 'info', format: raw.logging?.format ?? 'json' },
+    ...(raw.metrics?.listen ? { metrics: { listen: raw.metrics.listen } } : {}),
+    shutdownTimeoutMs: raw.shutdownTimeoutMs ?? 30_000,
+  };
+}

@@ -1,0 +1,132 @@
+// Running from a config file: start, reload on SIGHUP or when the file changes (without dropping
+// connections; a broken config is refused and the old one stays), drain on SIGTERM.
+import { type FSWatcher, watch } from 'node:fs';
+import {
+  createLogger,
+  type ListenerConfig,
+  type Logger,
+  loadDialect,
+  type RunningListener,
+  resolveLimits,
+  resolveOptions,
+  TlsProxy,
+} from '@tlsproxy/core';
+import type { EngineOptions } from '@tlsproxy/pool';
+import { ConfigError, type LoadedConfig, loadConfig } from './config.js';
+
+const keyOf = (l: ListenerConfig) => String(l.listen);
+
+export class ConfigRunner {
+  readonly file: string;
+  readonly proxy: TlsProxy;
+  readonly logger: Logger;
+  #config: LoadedConfig;
+  #watcher: FSWatcher | undefined;
+  #reloading: Promise<boolean> | undefined;
+  #debounce: NodeJS.Timeout | undefined;
+
+  private constructor(file: string, config: LoadedConfig, proxy: TlsProxy, logger: Logger) {
+    this.file = file;
+    this.#config = config;
+    this.proxy = proxy;
+    this.logger = logger;
+  }
+
+  static async start(file: string, logger?: Logger): Promise<ConfigRunner> {
+    const config = loadConfig(file);
+    const log =
+      logger ?? createLogger({ level: config.logging.level, format: config.logging.format });
+    const proxy = new TlsProxy({
+      pool: config.pool,
+      logger: log,
+      ...(config.metrics ? { metrics: { listen: config.metrics.listen } } : {}),
+    });
+    const runner = new ConfigRunner(file, config, proxy, log);
+    try {
+      // A metrics port that cannot be bound is a start-up error, not a log line.
+      if (proxy.metrics?.ready) await proxy.metrics.ready;
+      for (const l of config.listeners) await proxy.listen(l);
+    } catch (err) {
+      await proxy.close();
+      throw err;
+    }
+    return runner;
+  }
+
+  /** Reload when the file changes (editors replace files, so watch the directory entry too). */
+  watchFile(): void {
+    try {
+      this.#watcher = watch(this.file, () => {
+        if (this.#debounce) clearTimeout(this.#debounce);
+        this.#debounce = setTimeout(() => void this.reload('file changed'), 300);
+      });
+      this.#watcher.on('error', () => {});
+    } catch (err) {
+      this.logger.log('warn', 'cannot watch the config file; reload with SIGHUP', {
+        error: (err as Error).message,
+      });
+    }
+  }
+
+  /** Apply the file as it is now; resolves false (old config kept) if it is broken. */
+  reload(reason = 'SIGHUP'): Promise<boolean> {
+    // One reload at a time; a request during a reload runs after it.
+    const run = async (): Promise<boolean> => {
+      let next: LoadedConfig;
+      try {
+        next = loadConfig(this.file);
+        // Check every listener's dialect, options and limits before touching anything.
+        for (const l of next.listeners) {
+          const d = await loadDialect(l.dialect);
+          resolveOptions(d, l.options);
+          resolveLimits(d, l.limits);
+        }
+        if ('identities' in next.pool) this.proxy.reloadPool(next.pool as EngineOptions);
+        else if (JSON.stringify(next.pool) !== JSON.stringify(this.#config.pool)) {
+          this.logger.log('warn', 'pool.socket changed: takes effect after a restart');
+        }
+      } catch (err) {
+        const problems = err instanceof ConfigError ? err.problems : [(err as Error).message];
+        this.logger.log('error', 'config refused; still running the previous one', {
+          reason,
+          problems,
+        });
+        return false;
+      }
+      const current = new Map(this.proxy.listeners.map((l) => [keyOf(l.config), l] as const));
+      const wanted = new Set(next.listeners.map(keyOf));
+      for (const l of next.listeners) {
+        const running: RunningListener | undefined = current.get(keyOf(l));
+        try {
+          if (running) await running.update(l);
+          else await this.proxy.listen(l);
+        } catch (err) {
+          this.logger.log('error', 'listener not reloaded', {
+            listen: String(l.listen),
+            error: (err as Error).message,
+          });
+        }
+      }
+      for (const [key, l] of current) {
+        if (!wanted.has(key)) await this.proxy.closeListener(l);
+      }
+      this.#config = next;
+      this.logger.log('info', 'config reloaded', { reason, listeners: next.listeners.length });
+      return true;
+    };
+    const prev = this.#reloading ?? Promise.resolve(true);
+    this.#reloading = prev.then(run, run);
+    return this.#reloading;
+  }
+
+  async drain(): Promise<void> {
+    this.#watcher?.close();
+    await this.proxy.drain(this.#config.shutdownTimeoutMs);
+  }
+
+  async close(): Promise<void> {
+    this.#watcher?.close();
+    if (this.#debounce) clearTimeout(this.#debounce);
+    await this.proxy.close();
+  }
+}

@@ -1,0 +1,72 @@
+// `workers: N`: one process per core, each running the same listeners. The kernel spreads
+// connections over the workers (SCHED_NONE: every worker accepts on the shared socket) — the
+// round-robin default would route every connection through the primary, one more descriptor
+// hop per connection for a program whose job is moving descriptors.
+import cluster from 'node:cluster';
+import { availableParallelism } from 'node:os';
+
+export function defaultWorkers(): number {
+  return Math.max(1, availableParallelism());
+}
+
+/**
+ * In the primary: fork `count` workers running this same command, restart any that die (with a
+ * growing delay), forward SIGHUP, and on SIGTERM/SIGINT forward it and wait for all to exit.
+ * Resolves with the exit code. In a worker this is never called.
+ */
+export function runPrimary(count: number, log: (line: string) => void): Promise<number> {
+  cluster.schedulingPolicy = cluster.SCHED_NONE;
+  let stopping = false;
+  let delay = 100;
+  let started = false;
+  let finish: (code: number) => void = () => {};
+  const each = (sig: NodeJS.Signals) => {
+    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill(sig);
+  };
+  const fork = () => {
+    const w = cluster.fork();
+    w.on('exit', (code, signal) => {
+      if (stopping) return;
+      if (!started) {
+        // A worker that dies before anything listens has a start-up error (bad flags, missing
+        // dialect, port in use) that a restart will not fix: stop, with its exit code.
+        stopping = true;
+        each('SIGTERM');
+        finish(code || 1);
+        return;
+      }
+      log(`worker ${w.process.pid} exited (${signal ?? code}); starting another in ${delay} ms`);
+      setTimeout(fork, delay);
+      delay = Math.min(delay * 2, 10_000);
+    });
+    w.on('listening', () => {
+      started = true;
+      delay = 100;
+    });
+  };
+  for (let i = 0; i < count; i++) fork();
+  log(`primary ${process.pid} started ${count} worker${count === 1 ? '' : 's'}`);
+  return new Promise((resolve) => {
+    finish = (code) => {
+      const wait = () => {
+        if (Object.keys(cluster.workers ?? {}).length === 0) resolve(code);
+        else setTimeout(wait, 50);
+      };
+      wait();
+    };
+    process.on('SIGHUP', () => each('SIGHUP'));
+    const stop = (sig: NodeJS.Signals) => {
+      stopping = true;
+      each(sig);
+      const check = () => {
+        if (Object.keys(cluster.workers ?? {}).length === 0) resolve(0);
+        else setTimeout(check, 50);
+      };
+      check();
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+}
+
+export const isWorker = () => cluster.isWorker;
