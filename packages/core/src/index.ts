@@ -9,6 +9,8 @@ export type {
 } from './connect-backend.js';
 export { ConnectBackend, parseConnect, proxyHeaderInput } from './connect-backend.js';
 export * from './dialect-api.js';
+export type { InboundProxyConfig } from './inbound-proxy.js';
+export { readInboundProxy, trustList } from './inbound-proxy.js';
 export { loadDialect } from './load.js';
 export type {
   Level,

@@ -1,7 +1,7 @@
 // The engine's front: listeners (host:port on IPv4/IPv6, or descriptors passed by systemd), one
 // Session per connection, the TLS engine, and the backends.
 
-import net from 'node:net';
+import net, { type BlockList } from 'node:net';
 import { hostname as osHostname } from 'node:os';
 import { listenFds, type OwnedFd } from '@tlsproxy/fdpass';
 import {
@@ -16,10 +16,11 @@ import { ConnectBackend, type ConnectBackendSpec } from './connect-backend.js';
 import { resolveLimits, resolveOptions } from './define.js';
 import type { Dialect } from './dialect.js';
 import { CoreError } from './errors.js';
+import { type InboundProxyConfig, readInboundProxy, trustList } from './inbound-proxy.js';
 import { loadDialect } from './load.js';
 import { consoleLogger, type Logger } from './logger.js';
 import { Metrics } from './metrics.js';
-import { Session, type SessionConfig } from './session.js';
+import { Session, type SessionAddresses, type SessionConfig } from './session.js';
 
 export interface ListenerConfig {
   /** Dialect: a built-in name ('tls'), a short name ('imap' → @tlsproxy/dialect-imap), a package name, a module path, or a Dialect object. */
@@ -47,6 +48,8 @@ export interface ListenerConfig {
   preambleTimeoutMs?: number;
   /** Bytes accepted before TLS; default 64 KiB. */
   maxPreambleBytes?: number;
+  /** Accept PROXY protocol v1/v2 headers from these load balancers (others connect directly). */
+  proxyProtocol?: InboundProxyConfig;
 }
 
 export interface ProxyOptions {
@@ -203,11 +206,15 @@ export class TlsProxy {
 
   /** Start one listener; resolves once it is bound. */
   async listen(config: ListenerConfig): Promise<RunningListener> {
-    const state = { sessionConfig: await this.#sessionConfig(config), config };
+    const state: { sessionConfig: SessionConfig; config: ListenerConfig; trust?: BlockList } = {
+      sessionConfig: await this.#sessionConfig(config),
+      config,
+    };
     const dialect = state.sessionConfig.dialect;
     const backend = state.sessionConfig.backend;
     const sessionConfig = state.sessionConfig;
-    const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    // Paused at accept: with inbound PROXY the header must be read to its exact end first.
+    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
       // Read the current config at each accept: update() swaps it for new connections only.
       const max = state.config.maxConnections ?? 10_000;
       if (this.#sessions.size >= max) {
@@ -219,9 +226,33 @@ export class TlsProxy {
         return;
       }
       socket.setNoDelay(true);
-      const s = new Session(socket, state.sessionConfig);
-      this.#sessions.add(s);
-      void s.done.then(() => this.#sessions.delete(s));
+      const sessionConfig = state.sessionConfig;
+      const inbound = state.config.proxyProtocol;
+      const begin = (addresses?: SessionAddresses) => {
+        // The session resumes reading itself, unless its dialect asked for TLS at once.
+        const s = new Session(socket, sessionConfig, addresses);
+        this.#sessions.add(s);
+        void s.done.then(() => this.#sessions.delete(s));
+      };
+      if (!inbound) {
+        begin();
+        return;
+      }
+      socket.on('error', () => {});
+      state.trust ??= trustList(inbound.trusted);
+      readInboundProxy(socket, state.trust, inbound.timeoutMs ?? 5000).then(
+        (addresses) => {
+          if (!socket.destroyed) begin(addresses);
+        },
+        (err: Error) => {
+          this.logger.log('warn', 'PROXY header refused; closing', {
+            dialect: dialect.name,
+            peer: socket.remoteAddress,
+            error: err.message,
+          });
+          socket.destroy();
+        },
+      );
     });
     server.on('error', (err) =>
       this.logger.log('error', 'listener error', { dialect: dialect.name, error: err.message }),
@@ -263,6 +294,7 @@ export class TlsProxy {
         // Connections already accepted keep the config they started with.
         state.sessionConfig = await this.#sessionConfig(next);
         state.config = next;
+        delete state.trust;
         l.config = next;
         l.dialect = state.sessionConfig.dialect.name;
       },

@@ -31,6 +31,13 @@ import {
   type Outcome,
 } from './metrics.js';
 
+export interface SessionAddresses {
+  address: string;
+  port: number;
+  localAddress: string;
+  localPort: number;
+}
+
 export interface SessionConfig {
   dialect: Dialect<unknown>;
   options: unknown;
@@ -85,7 +92,8 @@ export class Session {
   #dialectFailed = false;
   #socketError: string | undefined;
 
-  constructor(socket: net.Socket, config: SessionConfig) {
+  /** `addresses`: the client's real addresses when a trusted load balancer sent a PROXY header. */
+  constructor(socket: net.Socket, config: SessionConfig, addresses?: SessionAddresses) {
     this.#socket = socket;
     this.#config = config;
     this.#m = config.metrics?.connection(config.dialect.name) ?? noConnectionMetrics;
@@ -93,7 +101,7 @@ export class Session {
     this.done = new Promise((r) => {
       this.#resolveDone = r;
     });
-    this.#remote = {
+    this.#remote = addresses ?? {
       address: socket.remoteAddress ?? '',
       port: socket.remotePort ?? 0,
       localAddress: socket.localAddress ?? '',
@@ -131,6 +139,10 @@ export class Session {
       localPort: this.#remote.localPort,
     });
     this.#run(this.#guard(() => this.#dialect.start(Date.now())));
+    // Sockets arrive paused (accepted with pauseOnConnect). Start reading only if the dialect
+    // still wants plaintext: resuming schedules a read even after a pause, which for implicit
+    // TLS would pull the ClientHello into Node's buffer instead of leaving it for the engine.
+    if (this.#state === 'preamble') socket.resume();
   }
 
   #log(

@@ -462,6 +462,35 @@ static napi_value js_discard(napi_env env, napi_callback_info info) {
   return make_int(env, total);
 }
 
+// peek(fd, max) -> Buffer of up to max pending bytes, left in the socket (MSG_PEEK), or null
+// when nothing is pending. Lets a caller read an exact-length prefix (a PROXY protocol header)
+// without consuming what follows it.
+static napi_value js_peek(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int fd;
+  if (get_args(env, info, 2, argv) != 0 || get_fd(env, argv[0], &fd) != 0) return NULL;
+  uint32_t max = 0;
+  napi_get_value_uint32(env, argv[1], &max);
+  if (max == 0 || max > 65536) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "max must be 1..65536");
+    return NULL;
+  }
+  char buf[65536];
+  ssize_t n;
+  do {
+    n = recv(fd, buf, max, MSG_PEEK | MSG_DONTWAIT);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+    napi_value null;
+    napi_get_null(env, &null);
+    return null;
+  }
+  if (n < 0) return throw_errno(env, errno, "recv(MSG_PEEK)");
+  napi_value out;
+  CHECK_NAPI(env, napi_create_buffer_copy(env, (size_t)n, buf, NULL, &out));
+  return out;
+}
+
 // writeAll(fd, buffer) -> bytes written without blocking (may be short if the buffer is full)
 static napi_value js_write(napi_env env, napi_callback_info info) {
   napi_value argv[2];
@@ -639,6 +668,7 @@ static napi_value init(napi_env env, napi_value exports) {
   EXPORT_FN("close", js_close);
   EXPORT_FN("dup", js_dup);
   EXPORT_FN("discard", js_discard);
+  EXPORT_FN("peek", js_peek);
   EXPORT_FN("write", js_write);
   EXPORT_FN("pollCreate", js_poll_create);
   EXPORT_FN("pollStart", js_poll_start);

@@ -39,6 +39,8 @@ export interface NativeBinding {
   dup(fd: number): number;
   /** Read and drop up to `max` pending bytes of a stream socket without blocking. */
   discard(fd: number, max: number): number;
+  /** Pending bytes of a stream socket, left in place (MSG_PEEK); empty Buffer at EOF, null if none. */
+  peek(fd: number, max: number): Buffer | null;
   /** Write without blocking; returns bytes written (short when the send buffer is full). */
   write(fd: number, data: Buffer): number;
   /** callback(status, events): status < 0 is a libuv error; events: 1 readable, 2 writable */

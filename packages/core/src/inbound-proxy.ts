@@ -1,0 +1,76 @@
+// PROXY protocol v1/v2 *inbound*, from trusted load balancers (HAProxy, cloud L4 balancers), so
+// client addresses survive. The header is read with MSG_PEEK and then consumed to its exact
+// length, so the bytes after it (an early ClientHello for implicit TLS) stay in the socket.
+
+import type net from 'node:net';
+import { BlockList, isIPv6 } from 'node:net';
+import { binding, socketFd } from '@tlsproxy/fdpass';
+import { decodeProxyHeader } from './proxy-protocol.js';
+import type { SessionAddresses } from './session.js';
+
+export interface InboundProxyConfig {
+  /** Addresses or CIDR ranges of the balancers allowed to send a header ('10.0.0.0/8', '::1'). */
+  trusted: string[];
+  /** How long a trusted peer may take to send its header; default 5000 ms. */
+  timeoutMs?: number;
+}
+
+export function trustList(trusted: string[]): BlockList {
+  const list = new BlockList();
+  for (const t of trusted) {
+    const [addr, bits] = t.split('/');
+    const type = isIPv6(addr!) ? 'ipv6' : 'ipv4';
+    if (bits !== undefined) list.addSubnet(addr!, Number(bits), type);
+    else list.addAddress(addr!, type);
+  }
+  return list;
+}
+
+function isTrusted(list: BlockList, address: string | undefined): boolean {
+  if (!address) return false;
+  const v4mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(address);
+  if (v4mapped) return list.check(v4mapped[1]!, 'ipv4');
+  return list.check(address, isIPv6(address) ? 'ipv6' : 'ipv4');
+}
+
+/**
+ * For a socket accepted paused: if its peer is trusted, wait for its PROXY header and return the
+ * addresses it names (undefined for a LOCAL health check or UNKNOWN); if not trusted, return the
+ * socket's own addresses. Rejects (the caller closes) on a missing, malformed or slow header.
+ */
+export async function readInboundProxy(
+  socket: net.Socket,
+  list: BlockList,
+  timeoutMs: number,
+): Promise<SessionAddresses | undefined> {
+  const own: SessionAddresses = {
+    address: socket.remoteAddress ?? '',
+    port: socket.remotePort ?? 0,
+    localAddress: socket.localAddress ?? '',
+    localPort: socket.localPort ?? 0,
+  };
+  if (!isTrusted(list, socket.remoteAddress)) return own;
+  const fd = socketFd(socket);
+  const deadline = Date.now() + timeoutMs;
+  for (let wait = 2; ; wait = Math.min(wait * 2, 50)) {
+    const data = binding().peek(fd, 4096 + 16);
+    if (data !== null && data.length === 0) throw new Error('closed before its PROXY header');
+    if (data !== null) {
+      const r = decodeProxyHeader(data);
+      if (r.kind === 'none') throw new Error('trusted peer sent no PROXY header');
+      if (r.kind === 'header') {
+        binding().discard(fd, r.length);
+        const h = r.header;
+        if (h.command === 'local' || h.sourceAddress === undefined) return own;
+        return {
+          address: h.sourceAddress,
+          port: h.sourcePort ?? 0,
+          localAddress: h.destinationAddress ?? own.localAddress,
+          localPort: h.destinationPort ?? own.localPort,
+        };
+      }
+    }
+    if (Date.now() > deadline) throw new Error(`no complete PROXY header within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, wait));
+  }
+}
