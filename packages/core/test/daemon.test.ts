@@ -4,6 +4,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { listen } from '@tlsproxy/backend';
+import { RemoteTlsEngine } from '@tlsproxy/pool';
 import { describe, expect, it } from 'vitest';
 import { TlsProxy } from '../src/index.js';
 import { LineClient, quietLogger, sleep, tmpSock } from './helpers.js';
@@ -66,6 +67,13 @@ describe('tlspool daemon', () => {
           undefined as unknown as Buffer,
         ),
       );
+      // …or the backend opens its own connection to the daemon and uses the key directly
+      // (the seed's second option), with the proxy out of the way.
+      const direct = new RemoteTlsEngine({ socket: poolPath });
+      const viaDaemon = (await direct.control(info.controlKey!, 'info')) as { serverName: string };
+      expect(viaDaemon.serverName).toBe('imap.example.test');
+      await expect(direct.control('00'.repeat(16), 'info')).rejects.toThrow(/unknown control key/);
+      await direct.close();
       socket.write('* hello through the daemon\r\n');
       expect(await t.until(/hello through the daemon/)).toContain('hello');
       t.socket.destroy();
