@@ -31,6 +31,11 @@ export interface UnixBackendOptions {
   requestTimeoutMs?: number;
 }
 
+/** Unknown control keys a backend may present before its channel is closed. */
+const MAX_UNKNOWN_KEYS = 16;
+/** Control keys remembered per backend (far more than live connections in any sane setup). */
+const MAX_KEYS = 100_000;
+
 export function parseBackend(spec: string): { kind: 'unix'; path?: string; abstract?: string } {
   const m = /^unix:(.+)$/.exec(spec);
   if (!m) {
@@ -52,6 +57,9 @@ export class UnixBackend implements HandoffTarget {
   #peer: Peer | undefined;
   #connecting: Promise<Peer | undefined> | undefined;
   #closed = false;
+  /** Control keys of connections handed to this backend. */
+  readonly #keys = new Set<string>();
+  #badKeys = 0;
 
   constructor(spec: string, options: UnixBackendOptions) {
     const b = parseBackend(spec);
@@ -116,12 +124,21 @@ export class UnixBackend implements HandoffTarget {
         peer.replyError(m, 'TLSPROXY_ERR_BACKEND', `unexpected ${m.type}`);
         return;
       }
+      const key = String(m.body.key);
+      // A backend may act only on connections handed to it, and one that keeps guessing keys
+      // is cut off.
+      if (!this.#keys.has(key)) {
+        peer.replyError(m, 'TLSPROXY_ERR_POOL_UNKNOWN_KEY', 'unknown control key');
+        if (++this.#badKeys >= MAX_UNKNOWN_KEYS) {
+          log.log('warn', 'backend presented too many unknown control keys; closing its channel', {
+            backend: this.description,
+          });
+          peer.close();
+        }
+        return;
+      }
       this.#options
-        .onControl(
-          m.body.key as string,
-          m.body.op as string,
-          (m.body.args as Record<string, unknown>) ?? {},
-        )
+        .onControl(key, m.body.op as string, (m.body.args as Record<string, unknown>) ?? {})
         .then(
           (result) => peer.reply(m, 'control-result', { result: result ?? null }),
           (err) =>
@@ -133,6 +150,7 @@ export class UnixBackend implements HandoffTarget {
         );
     });
     this.#peer = peer;
+    this.#badKeys = 0;
     return peer;
   }
 
@@ -153,7 +171,15 @@ export class UnixBackend implements HandoffTarget {
     return r.body.accept === true;
   }
 
+  /** Remember a control key handed to this backend (bounded: the oldest are forgotten first). */
+  #remember(key: string | null): void {
+    if (!key) return;
+    this.#keys.add(key);
+    if (this.#keys.size > MAX_KEYS) this.#keys.delete(this.#keys.values().next().value as string);
+  }
+
   async deliver(fd: OwnedFd, info: HandoffInfo, buffered?: Uint8Array): Promise<void> {
+    this.#remember(info.controlKey);
     const peer = await this.#get();
     if (!peer) {
       fd.close();

@@ -25,6 +25,8 @@ export function dialectProblems(value: unknown): string[] {
     out.push('name must be a lowercase string like "imap"');
   }
   if (typeof d.create !== 'function') out.push('create(context) must be a function');
+  if (d.busy !== undefined && typeof d.busy !== 'function')
+    out.push('busy, if present, must be a function');
   if (d.backendGreeting !== undefined && typeof d.backendGreeting !== 'function') {
     out.push('backendGreeting, when present, must be a function (data) => number | null');
   }

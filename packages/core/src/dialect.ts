@@ -134,6 +134,13 @@ export interface Dialect<O = Record<string, unknown>> {
   limits: Record<string, LimitSpec>;
   create(context: SessionContext<O>): DialectSession;
   /**
+   * The protocol's "too busy, try later" reply, written (then the connection closed) when a
+   * connection is refused at accept because a limit is reached (IMAP `* BYE`, POP3
+   * `-ERR [SYS/TEMP]`, SMTP `421`, LDAP Notice of Disconnection, XMPP
+   * `<resource-constraint/>`, HTTP `503`). Absent: the connection is closed without a word.
+   */
+  busy?(context: { hostname: string; now: number }): Uint8Array;
+  /**
    * For connect-mode backends (`backend: { connect: 'tcp:host:port' }`, a legacy server that
    * greets every new connection): the client already got the dialect's greeting before TLS, so
    * the engine swallows the backend's own. Pure and sans-I/O like the rest: given every byte the

@@ -42,8 +42,10 @@ export interface ListenerConfig {
   hostname?: string;
   /** Names served (e.g. XMPP domains); default: the DNS names of the TLS engine's certificates. */
   serverNames?: string[];
-  /** Concurrent connections in preamble on this listener; beyond, new ones are closed. Default 10,000. */
+  /** Sessions in preamble (all listeners); beyond, new ones get the dialect's busy reply. Default 10,000. */
   maxConnections?: number;
+  /** Sessions in preamble from one client address; beyond, the busy reply. Default 64. */
+  maxConnectionsPerAddress?: number;
   /** Whole-preamble deadline, a backstop above every dialect idle timer; default 15 minutes. */
   preambleTimeoutMs?: number;
   /** Bytes accepted before TLS; default 64 KiB. */
@@ -106,6 +108,8 @@ export class TlsProxy {
   readonly logger: Logger;
   readonly listeners: RunningListener[] = [];
   readonly #sessions = new Set<Session>();
+  /** Sessions in preamble per client address, for maxConnectionsPerAddress. */
+  readonly #perAddress = new Map<string, number>();
   readonly #backends = new Map<string, HandoffTarget>();
   readonly #ownsPool: boolean;
   /** Prometheus metrics (a private registry), when enabled; `metrics.ready` resolves with the
@@ -222,17 +226,35 @@ export class TlsProxy {
           dialect: dialect.name,
           limit: max,
         });
-        socket.destroy();
+        this.#refuse(socket, state.sessionConfig);
         return;
       }
       socket.setNoDelay(true);
       const sessionConfig = state.sessionConfig;
       const inbound = state.config.proxyProtocol;
       const begin = (addresses?: SessionAddresses) => {
+        // Counted by the client's address — behind a trusted balancer, the one its header names.
+        const from = addresses?.address ?? socket.remoteAddress ?? '';
+        const perAddress = state.config.maxConnectionsPerAddress ?? 64;
+        if ((this.#perAddress.get(from) ?? 0) >= perAddress) {
+          this.logger.log('warn', 'per-address connection limit reached, refusing', {
+            dialect: dialect.name,
+            remote: from,
+            limit: perAddress,
+          });
+          this.#refuse(socket, sessionConfig);
+          return;
+        }
         // The session resumes reading itself, unless its dialect asked for TLS at once.
         const s = new Session(socket, sessionConfig, addresses);
         this.#sessions.add(s);
-        void s.done.then(() => this.#sessions.delete(s));
+        this.#perAddress.set(from, (this.#perAddress.get(from) ?? 0) + 1);
+        void s.done.then(() => {
+          this.#sessions.delete(s);
+          const n = (this.#perAddress.get(from) ?? 1) - 1;
+          if (n > 0) this.#perAddress.set(from, n);
+          else this.#perAddress.delete(from);
+        });
       };
       if (!inbound) {
         begin();
@@ -307,6 +329,19 @@ export class TlsProxy {
       handoff: sessionConfig.handoff,
     });
     return l;
+  }
+
+  /** Past a limit: the dialect's "busy" reply (if it has one), then close; existing sessions are unaffected. */
+  #refuse(socket: net.Socket, config: SessionConfig): void {
+    socket.on('error', () => {});
+    let reply: Uint8Array | undefined;
+    try {
+      reply = config.dialect.busy?.({ hostname: config.hostname, now: Date.now() });
+    } catch {}
+    if (reply && reply.length > 0) socket.end(reply);
+    else socket.end();
+    // A client that never reads must not keep the refused socket.
+    setTimeout(() => socket.destroy(), 2000).unref();
   }
 
   /** Stop one listener; its connections go on. */

@@ -189,6 +189,9 @@ export class TlsEngine implements TlsEngineApi {
           );
       },
     });
+    // node:tls counts client-initiated renegotiations (tls.CLIENT_RENEG_LIMIT per
+    // CLIENT_RENEG_WINDOW) but only tls.Server acts on the count; a bare TLSSocket must do it.
+    t.on('_tlsError', (err: Error) => t.destroy(err));
     const timeoutMs = request.handshakeTimeoutMs ?? this.#options.handshakeTimeoutMs ?? 10_000;
     try {
       await new Promise<void>((resolve, reject) => {

@@ -1,6 +1,7 @@
 // RFC 2817 (Upgrading to TLS Within HTTP/1.1), RFC 9110 section 7.8 (Upgrade) and RFC 9112
 // (HTTP/1.1): the HTTP Upgrade dialect plugin, its options and its limits.
 import type { Dialect, LimitSpec, OptionSpec, SessionContext } from '@tlsproxy/core/dialect';
+import { errorResponse } from './responses.js';
 import { HttpUpgradeSession, type SessionConfig } from './session.js';
 
 export { type HttpErrorCode, HttpProtocolError, isHttpProtocolError } from './errors.js';
@@ -68,7 +69,7 @@ const limits: Record<keyof Omit<SessionConfig, keyof HttpUpgradeOptions>, LimitS
       'JSON size of the hand-off state (request line, fields, content, raw); over it: 431 ' +
       '(head) or 413 (content), so the hand-off cannot fail after the TLS handshake.',
     source:
-      '@tlsproxy/fdpass MAX_HEADER_BYTES (16 KiB for the whole hand-off message), less room ' +
+      '@tlsproxy/fdpass MAX_HEADER_BYTES (32 KiB for the whole hand-off message) and the 16 KiB dialect-state cap in core, less room ' +
       'for the rest of the hand-off info (addresses, TLS, client certificate)',
   },
   requestTimeoutMs: {
@@ -106,6 +107,8 @@ export const dialect: Dialect<Partial<HttpUpgradeOptions>> = {
   options,
   limits,
   create: (context) => new HttpUpgradeSession(sessionConfig(context)),
+  // RFC 9110 §15.6.4: 503 for an overloaded server (with Connection: close).
+  busy: ({ now }) => errorResponse(503, { now }),
 };
 
 export default dialect;

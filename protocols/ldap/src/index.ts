@@ -1,6 +1,7 @@
 // RFC 4511 section 4.14 (StartTLS operation), RFC 4513 section 3 (StartTLS in LDAP sessions):
 // the LDAP dialect plugin, its options and its limits.
 import type { Dialect, LimitSpec, OptionSpec, SessionContext } from '@tlsproxy/core/dialect';
+import { noticeOfDisconnection, RESULT } from './messages.js';
 import { LdapSession, type SessionConfig } from './session.js';
 
 export { isLdapProtocolError, type LdapErrorCode, LdapProtocolError } from './errors.js';
@@ -99,6 +100,8 @@ export const dialect: Dialect<Partial<LdapOptions>> = {
   options,
   limits,
   create: (context) => new LdapSession(sessionConfig(context)),
+  // RFC 4511 §4.4.1: the Notice of Disconnection's unavailable (52) says the server is going away.
+  busy: () => noticeOfDisconnection(RESULT.unavailable, 'too many connections, try again later'),
 };
 
 export default dialect;

@@ -170,6 +170,8 @@ export const dialect: Dialect<Partial<SmtpOptions>> = {
   limits,
   create: (context) => new SmtpSession(sessionConfig(context)),
   backendGreeting,
+  // RFC 5321 §3.8: a server that cannot serve answers the connection with 421 (Postfix: too many connections).
+  busy: ({ hostname }) => new TextEncoder().encode(`421 4.7.0 ${hostname} Error: too many connections, try again later\r\n`),
 };
 
 export default dialect;

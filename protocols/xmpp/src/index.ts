@@ -2,6 +2,7 @@
 // client-to-server (`jabber:client`) and server-to-server (`jabber:server`) streams: the XMPP
 // dialect plugin, its options and its limits.
 import type { Dialect, LimitSpec, OptionSpec, SessionContext } from '@tlsproxy/core/dialect';
+import { escapeXml } from './bytes.js';
 import { DomainSet, normalizeDomain } from './domains.js';
 import { type SessionConfig, XmppSession } from './session.js';
 
@@ -114,6 +115,13 @@ export const dialect: Dialect<Partial<XmppOptions>> = {
   options,
   limits,
   create: (context) => new XmppSession(sessionConfig(context)),
+  // RFC 6120 §4.9.3.17 resource-constraint; §4.9.1.2: open a stream header before the error.
+  busy: ({ hostname }) =>
+    new TextEncoder().encode(
+      `<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'` +
+        ` from='${escapeXml(hostname)}' id='busy' version='1.0'><stream:error>` +
+        `<resource-constraint xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>`,
+    ),
 };
 
 export default dialect;
