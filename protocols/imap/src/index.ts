@@ -165,7 +165,8 @@ export const dialect: Dialect<Partial<ImapOptions>> = {
   create: (context) => new ImapSession(sessionConfig(context)),
   backendGreeting,
   // Dovecot says `* BYE Maximum number of connections…`; RFC 9051 §7.1.5 BYE, §7.1 UNAVAILABLE.
-  busy: () => new TextEncoder().encode('* BYE [UNAVAILABLE] Too many connections, try again later.\r\n'),
+  busy: () =>
+    new TextEncoder().encode('* BYE [UNAVAILABLE] Too many connections, try again later.\r\n'),
 };
 
 export default dialect;

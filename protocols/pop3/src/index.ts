@@ -163,7 +163,8 @@ export const dialect: Dialect<Partial<Pop3Options>> = {
   create: (context) => new Pop3Session(sessionConfig(context)),
   backendGreeting,
   // RFC 3206 §4: SYS/TEMP is a temporary system problem; the client should try later.
-  busy: () => new TextEncoder().encode('-ERR [SYS/TEMP] Too many connections, try again later.\r\n'),
+  busy: () =>
+    new TextEncoder().encode('-ERR [SYS/TEMP] Too many connections, try again later.\r\n'),
 };
 
 export default dialect;

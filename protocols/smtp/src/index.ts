@@ -171,7 +171,10 @@ export const dialect: Dialect<Partial<SmtpOptions>> = {
   create: (context) => new SmtpSession(sessionConfig(context)),
   backendGreeting,
   // RFC 5321 §3.8: a server that cannot serve answers the connection with 421 (Postfix: too many connections).
-  busy: ({ hostname }) => new TextEncoder().encode(`421 4.7.0 ${hostname} Error: too many connections, try again later\r\n`),
+  busy: ({ hostname }) =>
+    new TextEncoder().encode(
+      `421 4.7.0 ${hostname} Error: too many connections, try again later\r\n`,
+    ),
 };
 
 export default dialect;
