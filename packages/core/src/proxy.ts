@@ -340,7 +340,11 @@ export class TlsProxy {
     } catch {}
     if (reply && reply.length > 0) socket.end(reply);
     else socket.end();
-    // A client that never reads must not keep the refused socket.
+    // Read (and drop) so the client's FIN is seen and the socket goes at once; a client that
+    // never closes must not keep it either.
+    socket.on('data', () => {});
+    socket.once('end', () => socket.destroy());
+    socket.resume();
     setTimeout(() => socket.destroy(), 2000).unref();
   }
 
