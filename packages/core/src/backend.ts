@@ -168,7 +168,8 @@ export class UnixBackend implements HandoffTarget {
         timeoutMs: this.#options.requestTimeoutMs ?? 5000,
       },
     );
-    return r.body.accept === true;
+    for (const f of r.fds) f.close();
+    return r.type === 'server-name-ok' && r.body.accept === true;
   }
 
   /** Remember a control key handed to this backend (bounded: the oldest are forgotten first). */
@@ -186,7 +187,7 @@ export class UnixBackend implements HandoffTarget {
       throw new CoreError('TLSPROXY_ERR_BACKEND', `backend ${this.description} is unavailable`);
     }
     // The descriptor is handed over: fdpass closes our copy once it is in the kernel.
-    await peer.request(
+    const r = await peer.request(
       'connection',
       { info: info as unknown as Record<string, unknown> },
       {
@@ -195,6 +196,14 @@ export class UnixBackend implements HandoffTarget {
         timeoutMs: this.#options.requestTimeoutMs ?? 5000,
       },
     );
+    // Whatever a reply carries is ours to close; only 'accepted' means the backend took it.
+    for (const f of r.fds) f.close();
+    if (r.type !== 'accepted') {
+      throw new CoreError(
+        'TLSPROXY_ERR_BACKEND',
+        `backend answered the hand-off with ${r.type}, not accepted`,
+      );
+    }
   }
 
   close(): void {

@@ -1,6 +1,7 @@
 // The engine's front: listeners (host:port on IPv4/IPv6, or descriptors passed by systemd), one
 // Session per connection, the TLS engine, and the backends.
 
+import { readdirSync, readFileSync } from 'node:fs';
 import net, { type BlockList } from 'node:net';
 import { hostname as osHostname } from 'node:os';
 import { listenFds, type OwnedFd } from '@tlsproxy/fdpass';
@@ -108,6 +109,7 @@ export class TlsProxy {
   readonly logger: Logger;
   readonly listeners: RunningListener[] = [];
   readonly #sessions = new Set<Session>();
+  #fdWatch: NodeJS.Timeout | undefined;
   /** Sessions in preamble per client address, for maxConnectionsPerAddress. */
   readonly #perAddress = new Map<string, number>();
   readonly #backends = new Map<string, HandoffTarget>();
@@ -307,6 +309,7 @@ export class TlsProxy {
           );
     });
     const address = server.address() ?? String(config.listen);
+    this.#watchDescriptors();
     const l: RunningListener = {
       dialect: dialect.name,
       address,
@@ -346,6 +349,45 @@ export class TlsProxy {
     socket.once('end', () => socket.destroy());
     socket.resume();
     setTimeout(() => socket.destroy(), 2000).unref();
+  }
+
+  /**
+   * At the descriptor limit libuv accepts and drops new connections itself (its EMFILE trick)
+   * and Node never hears of it; so look at the process's descriptors now and then and say so.
+   */
+  #watchDescriptors(): void {
+    if (this.#fdWatch) return;
+    let limit = 0;
+    try {
+      const m = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+      limit = m ? Number(m[1]) : 0;
+    } catch {}
+    if (!(limit > 0)) return;
+    let lastWarn = 0;
+    this.#fdWatch = setInterval(() => {
+      let open = 0;
+      try {
+        open = readdirSync('/proc/self/fd').length;
+      } catch (err) {
+        // Reading the directory takes a descriptor too: failing with EMFILE is the answer.
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code !== 'EMFILE' && code !== 'ENFILE') return;
+        open = limit;
+      }
+      if (open >= limit * 0.9 && Date.now() - lastWarn > 30_000) {
+        lastWarn = Date.now();
+        this.logger.log(
+          'warn',
+          'open descriptors near the limit (EMFILE): new connections may be dropped',
+          {
+            open,
+            limit,
+            sessions: this.#sessions.size,
+          },
+        );
+      }
+    }, 1000);
+    this.#fdWatch.unref();
   }
 
   /** Stop one listener; its connections go on. */
@@ -388,6 +430,8 @@ export class TlsProxy {
     for (const s of this.#sessions) s.abort();
     await Promise.all([...closing, ...[...this.#sessions].map((s) => s.done)]);
     this.listeners.length = 0;
+    if (this.#fdWatch) clearInterval(this.#fdWatch);
+    this.#fdWatch = undefined;
     for (const b of this.#backends.values()) b.close();
     if (this.#ownsPool) await this.pool.close();
     if (this.#ownsMetrics) await this.metrics?.close(); // metrics

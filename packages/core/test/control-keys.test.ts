@@ -19,7 +19,7 @@ describe('control keys from a backend', () => {
       c.write('a STARTTLS\r\n');
       const peer = await peerReady;
       await peer.ready;
-      const closed = new Promise((r) => peer.once('close', r));
+      const closed = new Promise<void>((r) => peer.once('close', () => r()));
       const errors: string[] = [];
       for (let i = 0; i < 16; i++) {
         await peer

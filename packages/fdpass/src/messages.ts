@@ -248,12 +248,17 @@ export class Peer extends EventEmitter<PeerEvents> {
       }, opts.timeoutMs ?? 10000);
       timer.unref?.();
       this.#pending.set(id, { resolve, reject, timer });
-      try {
-        this.send(type, body, { ...opts, id });
-      } catch (err) {
+      const fail = (err: unknown) => {
         clearTimeout(timer);
         this.#pending.delete(id);
         reject(err);
+      };
+      try {
+        // A send the kernel refuses (too big, channel closed) fails the request now, not at
+        // its timeout.
+        this.send(type, body, { ...opts, id, onSendError: fail } as SendOptions);
+      } catch (err) {
+        fail(err);
       }
     });
   }
@@ -280,7 +285,10 @@ export class Peer extends EventEmitter<PeerEvents> {
       for (const f of opts.fds ?? []) if (typeof f !== 'number') f.close();
       return false;
     }
-    return this.channel.send(encode(type, body, opts), opts.fds ?? [], () => {});
+    const failed = (opts as { onSendError?: (err: Error) => void }).onSendError;
+    return this.channel.send(encode(type, body, opts), opts.fds ?? [], (err) => {
+      if (err) failed?.(err);
+    });
   }
 
   #invalidMessage(

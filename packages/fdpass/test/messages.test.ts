@@ -109,3 +109,24 @@ describe('message layer', () => {
     p.close();
   });
 });
+
+describe('message layer send failures', () => {
+  it('fails a request at once when its message cannot be sent', async () => {
+    const [p] = pair();
+    const big = Buffer.alloc(70 * 1024);
+    const t0 = Date.now();
+    await expect(
+      p.request(
+        'conn',
+        { dialect: 'x', port: 1, sni: null },
+        {
+          fds: [new OwnedFd(openSync('/dev/null', 'r'))],
+          attachment: big,
+          timeoutMs: 5000,
+        },
+      ),
+    ).rejects.toMatchObject({ code: 'TLSPROXY_ERR_FDPASS_TOO_BIG' });
+    expect(Date.now() - t0).toBeLessThan(1000);
+    p.close();
+  });
+});
