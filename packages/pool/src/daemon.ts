@@ -41,6 +41,7 @@ export class PoolDaemon {
     this.#peers.add(peer);
     peer.on('close', () => this.#peers.delete(peer));
     peer.on('invalid', (err) => this.#log('warn', `bad message from pid ${pid}: ${err.message}`));
+    let unknownKeys = 0;
     peer.on('message', (m) => {
       if (m.type === 'handshake') {
         const fd = m.fds[0]!;
@@ -91,12 +92,26 @@ export class PoolDaemon {
           )
           .then(
             (result) => peer.reply(m, 'control-result', { result: result ?? null }),
-            (err) =>
+            (err) => {
+              // A peer that keeps presenting unknown keys is guessing: cut it off.
+              if (
+                (err as { code?: string }).code === 'TLSPROXY_ERR_POOL_UNKNOWN_KEY' &&
+                ++unknownKeys >= 16
+              ) {
+                this.#log(
+                  'warn',
+                  `pid ${pid} presented too many unknown control keys; closing its channel`,
+                );
+                peer.replyError(m, 'TLSPROXY_ERR_POOL_UNKNOWN_KEY', (err as Error).message);
+                peer.close();
+                return;
+              }
               peer.replyError(
                 m,
                 (err as { code?: string }).code ?? 'TLSPROXY_ERR_POOL_CONTROL',
                 (err as Error).message,
-              ),
+              );
+            },
           );
       } else if (m.type === 'server-names') {
         peer.reply(m, 'names', { names: this.#engine.serverNames() });

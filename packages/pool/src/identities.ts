@@ -21,10 +21,25 @@ export interface Identity {
   fingerprint256: string;
 }
 
+/** Mozilla's "intermediate" TLS 1.2 list (ECDHE + AES-GCM / ChaCha20-Poly1305), then Node's TLS 1.3 suites. */
+export const TLS12_CIPHERS = [
+  'TLS_AES_128_GCM_SHA256',
+  'TLS_AES_256_GCM_SHA384',
+  'TLS_CHACHA20_POLY1305_SHA256',
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':');
+
 export interface ContextOptions {
   /** PEM CA certificates trusted for client certificates */
   ca?: string | Buffer | Array<string | Buffer>;
   minVersion?: tls.SecureVersion;
+  /** OpenSSL cipher list; default TLS12_CIPHERS. */
+  ciphers?: string;
 }
 
 export function certificateNames(cert: string | Buffer): string[] {
@@ -60,6 +75,9 @@ export class IdentityStore {
           key: c.key,
           ...(options.ca ? { ca: options.ca } : {}),
           minVersion: options.minVersion ?? 'TLSv1.2',
+          // TLS 1.2 suites: forward secrecy and AEAD only (Mozilla "intermediate"); TLS 1.3
+          // suites are Node's default (all AEAD).
+          ciphers: options.ciphers ?? TLS12_CIPHERS,
           // tls.Server sets a session id context; a bare TLSSocket does not, and without one
           // OpenSSL fails TLS 1.2 session resumption (and renegotiation) with internal_error
           // whenever a client certificate is requested.
