@@ -33,7 +33,8 @@ export interface ConfigFile {
     handshakeTimeoutMs?: number;
     minVersion?: 'TLSv1.2' | 'TLSv1.3';
   };
-  pool?: { socket?: string };
+  pool?: { socket?: string; allowUids?: number[] };
+  backendUids?: number[];
   backends?: Record<string, BackendSpec>;
   listeners: Array<
     Omit<ListenerConfig, 'backend' | 'dialect'> & { dialect: string; backend: string | BackendSpec }
@@ -53,6 +54,7 @@ export interface LoadedConfig {
   logging: { level: 'debug' | 'info' | 'warn' | 'error'; format: 'json' | 'text' };
   metrics?: { listen: string };
   shutdownTimeoutMs: number;
+  backendUids?: number[];
 }
 
 const ajv = new Ajv({ allErrors: true, strict: false });
@@ -146,7 +148,10 @@ export function loadConfig(file: string): LoadedConfig {
 
   let pool: ProxyOptions['pool'];
   if (raw.pool?.socket) {
-    pool = { socket: abs(raw.pool.socket) };
+    pool = {
+      socket: abs(raw.pool.socket),
+      ...(raw.pool.allowUids ? { allowUids: raw.pool.allowUids } : {}),
+    };
   } else {
     if (!raw.identities || raw.identities.length === 0) {
       problems.push(`${file}: identities: needed unless pool.socket names a tlspool daemon`);
@@ -201,5 +206,6 @@ export function loadConfig(file: string): LoadedConfig {
     logging: { level: raw.logging?.level ?? 'info', format: raw.logging?.format ?? 'json' },
     ...(raw.metrics?.listen ? { metrics: { listen: raw.metrics.listen } } : {}),
     shutdownTimeoutMs: raw.shutdownTimeoutMs ?? 30_000,
+    ...(raw.backendUids ? { backendUids: raw.backendUids } : {}),
   };
 }

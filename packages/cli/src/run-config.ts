@@ -39,6 +39,7 @@ export class ConfigRunner {
     const proxy = new TlsProxy({
       pool: config.pool,
       logger: log,
+      ...(config.backendUids ? { backendUids: config.backendUids } : {}),
       ...(config.metrics ? { metrics: { listen: config.metrics.listen } } : {}),
     });
     const runner = new ConfigRunner(file, config, proxy, log);

@@ -29,6 +29,8 @@ export interface UnixBackendOptions {
   connectTimeoutMs?: number;
   /** How long the backend may take to answer an SNI check or take a connection; default 5000 ms. */
   requestTimeoutMs?: number;
+  /** uids the backend process may run as (SO_PEERCRED of the connected socket); default: any. */
+  allowUids?: number[];
 }
 
 /** Unknown control keys a backend may present before its channel is closed. */
@@ -83,6 +85,17 @@ export class UnixBackend implements HandoffTarget {
     let peer: Peer;
     try {
       const ch = await fdConnect(this.#address, { timeoutMs });
+      // Whoever bound the path first would receive decrypted connections: check who it is.
+      const allow = this.#options.allowUids;
+      if (allow && !allow.includes(ch.peer.uid)) {
+        log.log('error', 'backend socket belongs to a uid not in allowUids; not using it', {
+          backend: this.description,
+          uid: ch.peer.uid,
+          pid: ch.peer.pid,
+        });
+        ch.close();
+        return undefined;
+      }
       peer = backendProtocol.attach(ch);
     } catch (err) {
       log.log('warn', 'backend unreachable', {

@@ -57,8 +57,10 @@ export interface ListenerConfig {
 
 export interface ProxyOptions {
   /** The TLS engine: options for an embedded one, `{ socket }` for a tlspool daemon, or an engine object. */
-  pool: EngineOptions | { socket: string } | TlsEngineApi;
+  pool: EngineOptions | { socket: string; allowUids?: number[] } | TlsEngineApi;
   logger?: Logger;
+  /** uids that `unix:` backends may run as (checked with SO_PEERCRED on connect); default: any. */
+  backendUids?: number[];
   /** Prometheus metrics: `{}` to collect (read `proxy.metrics`), `{ listen: '127.0.0.1:9464' }` to
    * also serve GET /metrics, or a Metrics object of your own (you close it). */
   metrics?: { listen?: string } | Metrics;
@@ -110,6 +112,7 @@ export class TlsProxy {
   readonly listeners: RunningListener[] = [];
   readonly #sessions = new Set<Session>();
   #fdWatch: NodeJS.Timeout | undefined;
+  readonly #backendUids: number[] | undefined;
   /** Sessions in preamble per client address, for maxConnectionsPerAddress. */
   readonly #perAddress = new Map<string, number>();
   readonly #backends = new Map<string, HandoffTarget>();
@@ -121,6 +124,7 @@ export class TlsProxy {
 
   constructor(options: ProxyOptions) {
     this.logger = options.logger ?? consoleLogger();
+    this.#backendUids = options.backendUids;
     // --- metrics (begin) ---
     if (options.metrics instanceof Metrics) {
       this.metrics = options.metrics;
@@ -146,7 +150,7 @@ export class TlsProxy {
       this.pool = options.pool;
       this.#ownsPool = false;
     } else if ('socket' in options.pool) {
-      this.pool = new RemoteTlsEngine({ socket: options.pool.socket });
+      this.pool = new RemoteTlsEngine(options.pool);
       this.#ownsPool = true;
     } else {
       this.pool = new TlsEngine(options.pool);
@@ -177,6 +181,7 @@ export class TlsProxy {
     if (!b) {
       b = new UnixBackend(spec, {
         logger: this.logger,
+        ...(this.#backendUids ? { allowUids: this.#backendUids } : {}),
         onControl: (key, op, args) => this.pool.control(key, op as never, args),
       });
       this.#backends.set(spec, b);

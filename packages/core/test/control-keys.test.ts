@@ -43,3 +43,35 @@ describe('control keys from a backend', () => {
     }
   });
 });
+
+describe('who the proxy talks to', () => {
+  it('does not use a backend socket owned by a uid outside backendUids', async () => {
+    const { listen: listenBackend } = await import('@tlsproxy/backend');
+    const { TlsProxy } = await import('../src/index.js');
+    const { cert, quietLogger } = await import('./helpers.js');
+    const path = tmpSock('uid');
+    const backend = await listenBackend({ path });
+    const logger = quietLogger();
+    const proxy = new TlsProxy({
+      logger,
+      backendUids: [12345],
+      pool: { identities: [{ cert: cert('server.pem'), key: cert('server.key') }] },
+    });
+    try {
+      const l = await proxy.listen({
+        dialect: 'imap',
+        listen: '127.0.0.1:0',
+        backend: `unix:${path}`,
+      });
+      const c = new LineClient((l.server.address() as { port: number }).port);
+      await c.until(/^\* OK/);
+      c.write('a STARTTLS\r\n');
+      expect(await c.until(/^a /)).toMatch(/^a NO \[UNAVAILABLE\]/m);
+      expect(logger.lines.some((x) => x.includes('not in allowUids'))).toBe(true);
+      c.socket.destroy();
+    } finally {
+      await proxy.close();
+      await backend.close();
+    }
+  });
+});

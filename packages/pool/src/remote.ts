@@ -17,6 +17,8 @@ export interface RemoteOptions {
   socket: string;
   /** Connect + hello deadline; default 2000 ms. */
   connectTimeoutMs?: number;
+  /** uids the daemon may run as (SO_PEERCRED of the connected socket); default: any. */
+  allowUids?: number[];
 }
 
 export class RemoteTlsEngine implements TlsEngineApi {
@@ -45,7 +47,13 @@ export class RemoteTlsEngine implements TlsEngineApi {
     const timeoutMs = this.#options.connectTimeoutMs ?? 2000;
     let peer: Peer;
     try {
-      peer = poolProtocol.attach(await connect({ path: this.#options.socket }, { timeoutMs }));
+      const ch = await connect({ path: this.#options.socket }, { timeoutMs });
+      const allow = this.#options.allowUids;
+      if (allow && !allow.includes(ch.peer.uid)) {
+        ch.close();
+        throw new Error(`the socket belongs to uid ${ch.peer.uid}, not in allowUids`);
+      }
+      peer = poolProtocol.attach(ch);
     } catch (err) {
       throw new PoolError(
         'TLSPROXY_ERR_POOL_HANDSHAKE',
