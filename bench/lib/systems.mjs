@@ -1,0 +1,150 @@
+// The systems under test. Each start() returns { port, proxy: [child], backend: [child] } so the
+// phases can read proxy and backend CPU separately.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { freePort, node, root, start, workDir } from './procs.mjs';
+
+export const cert = `${root}fixtures/certs/server.pem`;
+export const key = `${root}fixtures/certs/server.key`;
+
+/** tlsproxy embedded (TlsProxy, in-process TLS engine) in one process, backend in another. */
+export async function startTlsproxy(name, nodeFlags = []) {
+  const sock = join(workDir, `${name}.sock`);
+  const port = await freePort();
+  const backend = await start(...node('servers.mjs', 'backend', sock), { ready: 'ready' });
+  const [cmd, argv] = node('servers.mjs', 'tlsproxy', port, sock);
+  const proxy = await start(cmd, [...nodeFlags, ...argv], { ready: 'ready' });
+  return { port, proxy: [proxy], backend: [backend] };
+}
+
+function stunnelConf(port, bport) {
+  return [
+    'foreground = yes',
+    'pid =',
+    'syslog = no',
+    'debug = 3',
+    `output = ${join(workDir, 'stunnel.log')}`,
+    '[imap]',
+    `accept = 127.0.0.1:${port}`,
+    `connect = 127.0.0.1:${bport}`,
+    'protocol = imap',
+    `cert = ${cert}`,
+    `key = ${key}`,
+    'sslVersionMin = TLSv1.3',
+    '',
+  ].join('\n');
+}
+
+function nginxConf(d, port) {
+  return `load_module /usr/lib/nginx/modules/ngx_mail_module.so;
+daemon off;
+master_process on;
+worker_processes 2;
+${process.getuid() === 0 ? 'user root;' : ''}
+pid ${d}/nginx.pid;
+error_log ${d}/error.log error;
+worker_rlimit_nofile 20000;
+events { worker_connections 16384; }
+mail {
+  # Only consulted at LOGIN/AUTHENTICATE, which the benchmark never sends.
+  auth_http 127.0.0.1:9/auth;
+  server {
+    listen 127.0.0.1:${port};
+    protocol imap;
+    starttls only;
+    ssl_certificate ${cert};
+    ssl_certificate_key ${key};
+    ssl_protocols TLSv1.3;
+    ssl_session_cache off;
+    ssl_session_tickets off;
+  }
+}
+`;
+}
+
+export const SYSTEMS = [
+  {
+    id: 'tlsproxy',
+    label: 'tlsproxy (TlsProxy, 1 process)',
+    cores: '1 proxy process (+ backend process)',
+    bulk: true,
+    idle: true,
+    start: () => startTlsproxy('a1'),
+  },
+  {
+    id: 'tlsproxy-w2',
+    label: 'tlsproxy CLI --workers 2',
+    cores: '2 worker processes (+ primary, + backend process)',
+    bulk: true,
+    async start() {
+      const sock = join(workDir, 'a2.sock');
+      const port = await freePort();
+      const backend = await start(...node('servers.mjs', 'backend', sock), { ready: 'ready' });
+      const proxy = await start(
+        process.execPath,
+        [
+          join(root, 'packages/cli/bin/tlsproxy.js'),
+          ...['--dialect', 'imap', '--listen', `127.0.0.1:${port}`, '--backend', `unix:${sock}`],
+          ...['--cert', cert, '--key', key, '--workers', '2', '--log-level', 'error'],
+        ],
+        { port, name: 'tlsproxy CLI' },
+      );
+      await new Promise((r) => setTimeout(r, 1000)); // let both workers listen
+      return { port, proxy: [proxy], backend: [backend] };
+    },
+  },
+  {
+    id: 'node-tls',
+    label: 'node:tls in-process (1 process)',
+    cores: '1 process (preamble, TLS and backend logic)',
+    bulk: true,
+    async start() {
+      const port = await freePort();
+      const proxy = await start(...node('servers.mjs', 'nodetls', port), { ready: 'ready' });
+      return { port, proxy: [proxy], backend: [] };
+    },
+  },
+  {
+    id: 'stunnel',
+    label: 'stunnel4 protocol=imap',
+    cores: 'stunnel threads (any core) (+ plaintext backend process)',
+    bulk: true,
+    idle: true,
+    needs: 'stunnel4',
+    async start() {
+      const port = await freePort();
+      const bport = await freePort();
+      const backend = await start(...node('servers.mjs', 'plain', bport), { ready: 'ready' });
+      const conf = join(workDir, 'stunnel.conf');
+      writeFileSync(conf, stunnelConf(port, bport));
+      const proxy = await start('stunnel4', [conf], { port, name: 'stunnel4' });
+      return { port, proxy: [proxy], backend: [backend] };
+    },
+  },
+  {
+    id: 'stunnel-c256',
+    label: 'stunnel4 protocol=imap, concurrency 256',
+    cores: 'same stunnel instance, 8× the clients (its 200 ms RFC 2595 wait caps it at c/0.2 s)',
+    reuse: 'stunnel',
+    concurrency: 256,
+  },
+  {
+    id: 'nginx',
+    label: 'nginx mail, starttls only',
+    cores: '2 worker processes (+ master)',
+    idle: true,
+    needs: 'nginx',
+    async start() {
+      const port = await freePort();
+      const d = join(workDir, 'nginx');
+      mkdirSync(d, { recursive: true });
+      const conf = join(d, 'nginx.conf');
+      writeFileSync(conf, nginxConf(d, port));
+      const proxy = await start('nginx', ['-p', d, '-e', `${d}/error.log`, '-c', conf], {
+        port,
+        name: 'nginx',
+      });
+      return { port, proxy: [proxy], backend: [] };
+    },
+  },
+];
