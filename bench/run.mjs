@@ -11,7 +11,7 @@
 // Writes bench/report.{json,md,svg} and bench/report.cpuprofile and prints the Markdown.
 // Usage: node bench/run.mjs [--quick] [--only id,id] [--skip phase,phase] [--no-install]
 //   phases: idle, handshake, bulk, dialect, profile   (BENCH_QUICK=1 is the same as --quick)
-import { execFileSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
@@ -64,13 +64,10 @@ const NOTES = [
 ];
 
 function peers() {
+  // Both print their version on stderr, stunnel with a non-zero exit.
   const v = (cmd, argv, re) => {
-    try {
-      const out = execFileSync(cmd, argv, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-      return out.match(re)?.[1];
-    } catch (e) {
-      return `${e.stdout ?? ''}${e.stderr ?? ''}`.match(re)?.[1];
-    }
+    const r = spawnSync(cmd, argv, { encoding: 'utf8', timeout: 5000 });
+    return `${r.stdout ?? ''}${r.stderr ?? ''}`.match(re)?.[1];
   };
   return [
     `stunnel ${v('stunnel4', ['-version'], /stunnel (\S+)/) ?? 'absent'}`,

@@ -35,13 +35,24 @@ export function install(pkgs) {
       timeout: 600_000,
     });
   log(`installing ${pkgs.join(' ')} with apt-get`);
+  // The nginx and stunnel4 packages would start system daemons (nginx on port 80). The bench
+  // runs private instances on free loopback ports, so keep the packages' services from starting
+  // for the duration of the install (policy-rc.d exit 101, as Debian container images do).
+  const policy = '/usr/sbin/policy-rc.d';
+  const ownPolicy = !existsSync(policy);
   try {
+    if (ownPolicy)
+      run(['sh', '-c', `printf '#!/bin/sh\\nexit 101\\n' > ${policy} && chmod 755 ${policy}`]);
     run(['apt-get', 'update', '-qq']);
     run(['apt-get', 'install', '-y', '-qq', '--no-install-recommends', ...pkgs]);
   } catch (e) {
     return `apt-get install ${pkgs.join(' ')} failed: ${e.message.split('\n')[0]}`;
+  } finally {
+    if (ownPolicy) {
+      try {
+        run(['rm', '-f', policy]);
+      } catch {}
+    }
   }
-  // The nginx package starts its own daemon on port 80 where an init system runs it; the bench
-  // starts a private instance on a free port and leaves the system's service as it was.
   return null;
 }
