@@ -6,21 +6,23 @@
 //   2. Throughput after hand-off (MB/s each way): tlsproxy vs node:tls vs stunnel.
 //   3. RSS per idle preamble connection: tlsproxy vs stunnel vs nginx.
 //   4. Dialect cost: preambles and commands parsed per second (sans-I/O, loadDialect).
-//   5. A CPU profile of tlsproxy under the handshake load.
+//   5. A CPU profile of tlsproxy under the handshake load (V8's, and Linux perf's if installed,
+//      next to node:tls's).
 // Installs stunnel4 and nginx's mail module with apt-get when missing (root or sudo -n).
 // Writes bench/report.{json,md,svg} and bench/report.cpuprofile and prints the Markdown.
 // Usage: node bench/run.mjs [--quick] [--only id,id] [--skip phase,phase] [--no-install]
-//   phases: idle, handshake, bulk, dialect, profile   (BENCH_QUICK=1 is the same as --quick)
+//   phases: idle, handshake, bulk, dialect, profile, perf   (BENCH_QUICK=1 is the same as --quick)
 import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { install, missingPackages } from './lib/install.mjs';
+import { perfProfile } from './lib/perf.mjs';
 import { dialectCost, handshakes, idleMemory, throughput, trial } from './lib/phases.mjs';
 import { benchDir, killAll, log, stop } from './lib/procs.mjs';
 import { profileTlsproxy } from './lib/profile.mjs';
 import { markdown, ratios, svgChart } from './lib/report.mjs';
-import { SYSTEMS } from './lib/systems.mjs';
+import { SYSTEMS, startNodeTls, startTlsproxy } from './lib/systems.mjs';
 
 const args = process.argv.slice(2);
 const opt = (name) => (args.includes(name) ? args[args.indexOf(name) + 1].split(',') : null);
@@ -104,6 +106,7 @@ async function main() {
     idleMemory: {},
     dialectCost: {},
     profile: null,
+    perf: null,
   };
   try {
     for (const s of systems) {
@@ -133,6 +136,19 @@ async function main() {
       report.profile = await profileTlsproxy(trial, P);
     } catch (e) {
       report.profile = { error: e.message.slice(0, 300) };
+    }
+  }
+  if (!skip.has('perf') && (!only || only.includes('tlsproxy'))) {
+    report.perf = {};
+    for (const [id, startFn] of [
+      ['tlsproxy', (flags) => startTlsproxy('perf', flags)],
+      ['node-tls', (flags) => startNodeTls(flags)],
+    ]) {
+      try {
+        report.perf[id] = await perfProfile(id, startFn, trial, P);
+      } catch (e) {
+        report.perf[id] = { error: e.message.slice(0, 300) };
+      }
     }
   }
   if (!skip.has('dialect')) report.dialectCost = await dialectCost(P);

@@ -99,6 +99,30 @@ function profileSection(prof) {
   ];
 }
 
+function perfSection(perf) {
+  if (!perf) return [];
+  const ids = Object.keys(perf);
+  const ok = ids.filter((id) => !perf[id].error);
+  if (!ok.length)
+    return ['### Native view (Linux perf)', '', `Not taken: ${perf[ids[0]]?.error}`, ''];
+  const names = [...new Set(ok.flatMap((id) => perf[id].groups.map((g) => g.name)))];
+  const cell = (id, n) => {
+    const g = perf[id].groups.find((x) => x.name === n);
+    return g ? `${g.msPerConnection} (${pct(g.share)})` : '—';
+  };
+  return [
+    '### Native view (Linux perf): CPU ms per connection by kind of code',
+    '',
+    `\`perf record -F 999\` of one fresh server process during a handshake trial; the shares of its samples times its /proc CPU per connection. It sees what V8's profile cannot: OpenSSL, malloc and the kernel. For tlsproxy the proxy process only (the backend process is extra). ${ok.map((id) => `${id}: ${perf[id].cpuMsPerConnection} ms per connection at ${perf[id].connPerSec}/s`).join('; ')}.`,
+    '',
+    table(
+      ['kind of code', ...ok.map((id) => `${id} ms/conn (share)`)],
+      names.map((n) => [n, ...ok.map((id) => cell(id, n))]),
+    ),
+    '',
+  ];
+}
+
 export function markdown(report, notes) {
   const { handshake: hs, throughput: tp, idleMemory: idle, dialectCost: dc, params: P } = report;
   const m = report.machine;
@@ -222,6 +246,7 @@ export function markdown(report, notes) {
     ),
     '',
     ...profileSection(report.profile),
+    ...perfSection(report.perf),
     '## Notes',
     '',
     ...notes.map((n) => `- ${n}`),

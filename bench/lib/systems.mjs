@@ -17,6 +17,14 @@ export async function startTlsproxy(name, nodeFlags = []) {
   return { port, proxy: [proxy], backend: [backend] };
 }
 
+/** node:tls doing the preamble, STARTTLS and the IMAP answers in one process. */
+export async function startNodeTls(nodeFlags = []) {
+  const port = await freePort();
+  const [cmd, argv] = node('servers.mjs', 'nodetls', port);
+  const proxy = await start(cmd, [...nodeFlags, ...argv], { ready: 'ready' });
+  return { port, proxy: [proxy], backend: [] };
+}
+
 function stunnelConf(port, bport) {
   return [
     'foreground = yes',
@@ -98,11 +106,7 @@ export const SYSTEMS = [
     label: 'node:tls in-process (1 process)',
     cores: '1 process (preamble, TLS and backend logic)',
     bulk: true,
-    async start() {
-      const port = await freePort();
-      const proxy = await start(...node('servers.mjs', 'nodetls', port), { ready: 'ready' });
-      return { port, proxy: [proxy], backend: [] };
-    },
+    start: () => startNodeTls(),
   },
   {
     id: 'stunnel',
