@@ -10,7 +10,8 @@
 //      next to node:tls's).
 // Installs stunnel4 and nginx's mail module with apt-get when missing (root or sudo -n).
 // Writes bench/report.{json,md,svg} and bench/report.cpuprofile and prints the Markdown.
-// Usage: node bench/run.mjs [--quick] [--only id,id] [--skip phase,phase] [--no-install]
+// Usage: node bench/run.mjs [--quick | --smoke] [--only id,id] [--skip phase,phase] [--no-install]
+//                           [--out DIR]
 //   phases: idle, handshake, bulk, dialect, profile, perf   (BENCH_QUICK=1 is the same as --quick)
 import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -27,6 +28,9 @@ import { SYSTEMS, startNodeTls, startTlsproxy } from './lib/systems.mjs';
 const args = process.argv.slice(2);
 const opt = (name) => (args.includes(name) ? args[args.indexOf(name) + 1].split(',') : null);
 const quick = args.includes('--quick') || process.env.BENCH_QUICK === '1';
+// --smoke: seconds, not minutes; for the test that keeps this script working, not for figures.
+const smoke = args.includes('--smoke');
+const outDir = opt('--out')?.[0] ?? benchDir;
 const only = opt('--only');
 const skip = new Set(opt('--skip') ?? []);
 const P = {
@@ -34,27 +38,38 @@ const P = {
   // Load-generator processes sharing the concurrency: the client side of a handshake costs about
   // as much as the server side, so one process would saturate a core.
   loadgens: Number(process.env.BENCH_LOADGENS ?? 2),
-  ...(quick
+  ...(smoke
     ? {
-        rounds: 2,
-        trialMs: 4000,
-        warmMs: 1000,
-        profileMs: 4000,
-        bulkBytes: 32 << 20,
-        bulkRounds: 3,
-        idle: 2000,
-        dialectMs: 300,
+        rounds: 1,
+        trialMs: 1500,
+        warmMs: 500,
+        profileMs: 1500,
+        bulkBytes: 4 << 20,
+        bulkRounds: 1,
+        idle: 200,
+        dialectMs: 50,
       }
-    : {
-        rounds: 3,
-        trialMs: 15000,
-        warmMs: 3000,
-        profileMs: 10000,
-        bulkBytes: 128 << 20,
-        bulkRounds: 5,
-        idle: 10000,
-        dialectMs: 2000,
-      }),
+    : quick
+      ? {
+          rounds: 2,
+          trialMs: 4000,
+          warmMs: 1000,
+          profileMs: 4000,
+          bulkBytes: 32 << 20,
+          bulkRounds: 3,
+          idle: 2000,
+          dialectMs: 300,
+        }
+      : {
+          rounds: 3,
+          trialMs: 15000,
+          warmMs: 3000,
+          profileMs: 10000,
+          bulkBytes: 128 << 20,
+          bulkRounds: 5,
+          idle: 10000,
+          dialectMs: 2000,
+        }),
 };
 
 const NOTES = [
@@ -91,6 +106,7 @@ async function main() {
   const report = {
     startedAt,
     quick,
+    mode: smoke ? 'smoke' : quick ? 'quick' : 'full',
     machine: {
       cpus: cpus().length,
       model: cpus()[0]?.model,
@@ -133,7 +149,7 @@ async function main() {
   // Alone on the machine now: the profile, then the sans-I/O dialect loop.
   if (!skip.has('profile') && (!only || only.includes('tlsproxy'))) {
     try {
-      report.profile = await profileTlsproxy(trial, P);
+      report.profile = await profileTlsproxy(trial, P, outDir);
     } catch (e) {
       report.profile = { error: e.message.slice(0, 300) };
     }
@@ -154,10 +170,10 @@ async function main() {
   if (!skip.has('dialect')) report.dialectCost = await dialectCost(P);
   killAll('SIGKILL');
   report.ratios = ratios(report.handshake, report.throughput);
-  writeFileSync(join(benchDir, 'report.json'), `${JSON.stringify(report, null, 2)}\n`);
-  writeFileSync(join(benchDir, 'report.svg'), svgChart(report.handshake, P.concurrency));
+  writeFileSync(join(outDir, 'report.json'), `${JSON.stringify(report, null, 2)}\n`);
+  writeFileSync(join(outDir, 'report.svg'), svgChart(report.handshake, P.concurrency));
   const md = markdown(report, NOTES);
-  writeFileSync(join(benchDir, 'report.md'), md);
+  writeFileSync(join(outDir, 'report.md'), md);
   console.log(md);
 }
 

@@ -68,7 +68,7 @@ export function summarize(file, top = 15) {
 }
 
 /** Run one handshake trial against a profiled tlsproxy and summarize its profile. */
-export async function profileTlsproxy(trial, P) {
+export async function profileTlsproxy(trial, P, outDir = benchDir) {
   const dir = join(workDir, 'cpuprof');
   const inst = await startTlsproxy('prof', ['--cpu-prof', `--cpu-prof-dir=${dir}`]);
   let t;
@@ -87,7 +87,7 @@ export async function profileTlsproxy(trial, P) {
   }
   const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
   if (!file) throw new Error('no .cpuprofile written');
-  const kept = join(benchDir, 'report.cpuprofile');
+  const kept = join(outDir, 'report.cpuprofile');
   copyFileSync(join(dir, file), kept);
   log(`profile of tlsproxy under load: ${kept}`);
   return {

@@ -105,7 +105,12 @@ function perfSection(perf) {
   const ok = ids.filter((id) => !perf[id].error);
   if (!ok.length)
     return ['### Native view (Linux perf)', '', `Not taken: ${perf[ids[0]]?.error}`, ''];
-  const names = [...new Set(ok.flatMap((id) => perf[id].groups.map((g) => g.name)))];
+  // Groups under 0.1 % of samples in every profile are noise.
+  const names = [
+    ...new Set(
+      ok.flatMap((id) => perf[id].groups.filter((g) => g.share >= 0.001).map((g) => g.name)),
+    ),
+  ];
   const cell = (id, n) => {
     const g = perf[id].groups.find((x) => x.name === n);
     return g ? `${g.msPerConnection} (${pct(g.share)})` : '—';
@@ -127,7 +132,7 @@ export function markdown(report, notes) {
   const { handshake: hs, throughput: tp, idleMemory: idle, dialectCost: dc, params: P } = report;
   const m = report.machine;
   return [
-    `# tlsproxy benchmark${report.quick ? ' (quick)' : ''}`,
+    `# tlsproxy benchmark${report.mode === 'full' ? '' : ` (${report.mode}${report.mode === 'smoke' ? ': a check that the bench runs, not figures' : ''})`}`,
     '',
     `${report.startedAt}; ${m.cpus} × ${m.model}; Node ${m.node}; Linux ${m.kernel}; ${m.peers}. Loopback; the load generators run on the same cores as the servers.`,
     '',
