@@ -14,7 +14,7 @@
 //                           [--out DIR]
 //   phases: idle, handshake, bulk, dialect, profile, perf   (BENCH_QUICK=1 is the same as --quick)
 import { spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { install, missingPackages } from './lib/install.mjs';
@@ -94,6 +94,7 @@ function peers() {
 }
 
 async function main() {
+  mkdirSync(outDir, { recursive: true });
   const systems = SYSTEMS.filter((s) => !only || only.includes(s.id) || only.includes(s.reuse));
   const failures = {};
   if (!args.includes('--no-install')) {
