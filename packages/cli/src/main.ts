@@ -131,16 +131,20 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (!isWorker()) {
       let workers = 1;
+      let metricsListen: string | undefined;
       try {
         const c = loadConfig(file);
         const systemd = c.listeners.some((l) => String(l.listen).startsWith('systemd:'));
         workers = systemd ? 1 : (c.raw.workers ?? defaultWorkers());
+        metricsListen = c.metrics?.listen;
       } catch {
         // start() below reports the problems
       }
       if (workers > 1)
-        return runPrimary(workers, (l) =>
-          process.stderr.write(`${new Date().toISOString()} info ${l}\n`),
+        return runPrimary(
+          workers,
+          (l) => process.stderr.write(`${new Date().toISOString()} info ${l}\n`),
+          metricsListen === undefined ? {} : { metricsListen },
         );
     }
     let runner: ConfigRunner;

@@ -9,10 +9,12 @@ import {
   type RunningListener,
   resolveLimits,
   resolveOptions,
+  shareMetricsWithPrimary,
   TlsProxy,
 } from '@tlsproxy/core';
 import type { EngineOptions } from '@tlsproxy/pool';
 import { ConfigError, type LoadedConfig, loadConfig } from './config.js';
+import { isWorker } from './workers.js';
 
 const keyOf = (l: ListenerConfig) => String(l.listen);
 
@@ -36,12 +38,15 @@ export class ConfigRunner {
     const config = loadConfig(file);
     const log =
       logger ?? createLogger({ level: config.logging.level, format: config.logging.format });
+    // In a worker the primary serves /metrics with the sum over all workers: only collect here.
+    const worker = isWorker();
     const proxy = new TlsProxy({
       pool: config.pool,
       logger: log,
       ...(config.backendUids ? { backendUids: config.backendUids } : {}),
-      ...(config.metrics ? { metrics: { listen: config.metrics.listen } } : {}),
+      ...(config.metrics ? { metrics: worker ? {} : { listen: config.metrics.listen } } : {}),
     });
+    if (worker && proxy.metrics) shareMetricsWithPrimary(proxy.metrics.registry);
     const runner = new ConfigRunner(file, config, proxy, log);
     try {
       // A metrics port that cannot be bound is a start-up error, not a log line.

@@ -4,9 +4,15 @@
 // hop per connection for a program whose job is moving descriptors.
 import cluster from 'node:cluster';
 import { availableParallelism } from 'node:os';
+import { type ClusterMetricsServer, serveClusterMetrics } from '@tlsproxy/core';
 
 export function defaultWorkers(): number {
   return Math.max(1, availableParallelism());
+}
+
+export interface PrimaryOptions {
+  /** Serve /metrics here with the sum over all workers (the workers do not listen). */
+  metricsListen?: string;
 }
 
 /**
@@ -14,7 +20,28 @@ export function defaultWorkers(): number {
  * growing delay), forward SIGHUP, and on SIGTERM/SIGINT forward it and wait for all to exit.
  * Resolves with the exit code. In a worker this is never called.
  */
-export function runPrimary(count: number, log: (line: string) => void): Promise<number> {
+export async function runPrimary(
+  count: number,
+  log: (line: string) => void,
+  options: PrimaryOptions = {},
+): Promise<number> {
+  let metrics: ClusterMetricsServer | undefined;
+  if (options.metricsListen !== undefined) {
+    try {
+      // Bound before any worker starts: a metrics port in use is a start-up error.
+      metrics = await serveClusterMetrics(options.metricsListen);
+      log(`serving metrics of all workers on ${options.metricsListen}/metrics`);
+    } catch (err) {
+      log(`cannot start: ${(err as Error).message}`);
+      return 1;
+    }
+  }
+  const code = await forkWorkers(count, log);
+  await metrics?.close();
+  return code;
+}
+
+function forkWorkers(count: number, log: (line: string) => void): Promise<number> {
   cluster.schedulingPolicy = cluster.SCHED_NONE;
   let stopping = false;
   let delay = 100;

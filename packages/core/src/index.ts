@@ -2,6 +2,8 @@
 
 export type { ControlHandler, HandoffTarget, UnixBackendOptions } from './backend.js';
 export { parseBackend, UnixBackend } from './backend.js';
+export type { ClusterMetricsServer } from './cluster-metrics.js';
+export { serveClusterMetrics, shareMetricsWithPrimary } from './cluster-metrics.js';
 export type {
   ConnectAddress,
   ConnectBackendOptions,

@@ -69,7 +69,7 @@ export interface MetricsOptions {
   defaultMetrics?: boolean;
 }
 
-function parseAddress(spec: string | number): { host: string; port: number } {
+export function parseAddress(spec: string | number): { host: string; port: number } {
   if (typeof spec === 'number') return { host: '127.0.0.1', port: spec };
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(spec) ?? /^()()(\d+)$/.exec(spec);
   const port = m ? Number(m[3]) : Number.NaN;
@@ -200,40 +200,15 @@ export class Metrics {
   /** Serve GET /metrics on 'host:port' ('[v6]:port', or a port on 127.0.0.1). Once per object. */
   listen(spec: string | number): Promise<AddressInfo> {
     if (this.#ready) return this.#ready;
-    const { host, port } = parseAddress(spec);
-    const server = http.createServer((req, res) => {
-      const path = (req.url ?? '/').split('?')[0];
-      if (path !== '/metrics') {
-        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found; try /metrics\n');
-        return;
-      }
-      if (req.method !== 'GET' && req.method !== 'HEAD') {
-        res.writeHead(405, { allow: 'GET, HEAD' }).end();
-        return;
-      }
-      this.registry.metrics().then(
-        (body) => {
-          res.writeHead(200, { 'content-type': this.registry.contentType });
-          res.end(req.method === 'HEAD' ? undefined : body);
-        },
-        (err: Error) => {
-          res.writeHead(500, { 'content-type': 'text/plain' }).end(`${err.message}\n`);
-        },
-      );
-    });
+    const { server, ready } = serveMetrics(
+      spec,
+      () => this.registry.metrics(),
+      () => this.registry.contentType,
+    );
     this.#server = server;
-    this.#ready = new Promise<AddressInfo>((resolve, reject) => {
-      server.once('error', (err) =>
-        reject(
-          new CoreError('TLSPROXY_ERR_LISTEN', `cannot serve metrics on ${spec}: ${err.message}`, {
-            cause: err,
-          }),
-        ),
-      );
-      server.listen({ host, port }, () => {
-        this.#address = server.address() as AddressInfo;
-        resolve(this.#address);
-      });
+    this.#ready = ready.then((address) => {
+      this.#address = address;
+      return address;
     });
     return this.#ready;
   }
@@ -248,4 +223,47 @@ export class Metrics {
       server.closeAllConnections();
     });
   }
+}
+
+/**
+ * An HTTP server answering GET/HEAD /metrics with `text()` (404 elsewhere, 405 for other
+ * methods, 500 with the message if `text()` fails). `ready` rejects if `spec` cannot be bound.
+ */
+export function serveMetrics(
+  spec: string | number,
+  text: () => Promise<string>,
+  contentType: () => string,
+): { server: http.Server; ready: Promise<AddressInfo> } {
+  const { host, port } = parseAddress(spec);
+  const server = http.createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found; try /metrics\n');
+      return;
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET, HEAD' }).end();
+      return;
+    }
+    text().then(
+      (body) => {
+        res.writeHead(200, { 'content-type': contentType() });
+        res.end(req.method === 'HEAD' ? undefined : body);
+      },
+      (err: Error) => {
+        res.writeHead(500, { 'content-type': 'text/plain' }).end(`${err.message}\n`);
+      },
+    );
+  });
+  const ready = new Promise<AddressInfo>((resolve, reject) => {
+    server.once('error', (err) =>
+      reject(
+        new CoreError('TLSPROXY_ERR_LISTEN', `cannot serve metrics on ${spec}: ${err.message}`, {
+          cause: err,
+        }),
+      ),
+    );
+    server.listen({ host, port }, () => resolve(server.address() as AddressInfo));
+  });
+  return { server, ready };
 }
