@@ -118,11 +118,16 @@ describe('Prometheus metrics', () => {
     t.socket.write('b NOOP\r\n');
     await t.until(/b OK done/);
 
-    // 2. Refused before TLS: LOGIN is answered NO, then the client logs out.
+    // 2. Refused before TLS: LOGIN is answered NO (a valid command, not a bad one); two bad
+    // commands; then the client logs out.
     const refused = new LineClient(port);
     await refused.until(/^\* OK/);
     refused.write('a LOGIN alice s3cret\r\n');
     await refused.until(/^a NO/);
+    refused.write('x HUNTER2\r\n');
+    await refused.until(/^x BAD/);
+    refused.write('y CAPABILITY extra\r\n');
+    await refused.until(/^y BAD/);
     refused.write('b LOGOUT\r\n');
     await refused.until(/^b /);
 
@@ -168,8 +173,7 @@ describe('Prometheus metrics', () => {
     expect(value(s, 'tlsproxy_starttls_seconds_count')).toBe(4);
     expect(value(s, 'tlsproxy_tls_handshake_seconds_count', { result: 'ok' })).toBe(2);
     expect(value(s, 'tlsproxy_tls_handshake_seconds_count', { result: 'failed' })).toBe(1);
-    // IMAP does not report bad commands (yet): the series exists once a dialect does.
-    expect(value(s, 'tlsproxy_bad_commands_total')).toBe(0);
+    expect(value(s, 'tlsproxy_bad_commands_total', { dialect: 'imap' })).toBe(2);
     // Nothing is left in preamble or handshake.
     expect(value(s, 'tlsproxy_active_connections', { stage: 'preamble' })).toBe(0);
     expect(value(s, 'tlsproxy_active_connections', { stage: 'handshake' })).toBe(0);
@@ -233,6 +237,9 @@ describe('structured logs', () => {
       await c.until(/^\* OK/);
       c.write('a LOGIN alice s3cret\r\n');
       await c.until(/^a NO/);
+      // A secret typed where a command name goes is reported as "unknown", never as itself.
+      c.write('x s3cret\r\n');
+      await c.until(/^x BAD/);
       c.write('b STARTTLS\r\n');
       await c.until(/^b OK/);
       const t = await c.startTls();
@@ -274,7 +281,15 @@ describe('structured logs', () => {
       expect(end.outcome).toBe('handed_off');
       expect(typeof end.reason).toBe('string');
       const starttls = mine.find((r) => r.msg === 'STARTTLS')!;
-      expect(starttls.replies).toBe(2); // the greeting and the NO to LOGIN
+      expect(starttls.replies).toBe(3); // the greeting, the NO to LOGIN, the BAD
+      // Command names from the dialect, at debug level; the bad one at info.
+      expect(mine.filter((r) => r.msg === 'command').map((r) => r.command)).toEqual([
+        'LOGIN',
+        'STARTTLS',
+      ]);
+      expect(mine.filter((r) => r.msg === 'bad command').map((r) => r.command)).toEqual([
+        'UNKNOWN',
+      ]);
     } finally {
       await proxy.close();
       await backend.close();

@@ -17,6 +17,7 @@ import type { Action, DialectSession } from '@tlsproxy/core/dialect';
 import { act, ascii } from './bytes.js';
 import {
   execute,
+  KNOWN_COMMANDS,
   literalRefusal,
   type Outcome,
   type ReplyConfig,
@@ -39,6 +40,8 @@ export interface SessionConfig extends ReplyConfig {
 }
 
 type Phase = 'preamble' | 'tls' | 'closed';
+
+const KNOWN = new Set(KNOWN_COMMANDS);
 
 export class ImapSession implements DialectSession {
   private phase: Phase = 'preamble';
@@ -104,14 +107,16 @@ export class ImapSession implements DialectSession {
   private handle(event: FrameEvent, out: Action[]): void {
     switch (event.type) {
       case 'command':
-        this.complete(out, () => this.answer(event.text, event.literalEnds, event.literals, out));
+        this.complete(out, nameOf(event.text), () =>
+          this.answer(event.text, event.literalEnds, event.literals, out),
+        );
         return;
       case 'literal':
         this.literal(event.text, event.tooBig, out);
         return;
       case 'tooLong': {
         const tag = tagOf(event.text) ?? '*';
-        this.complete(out, () => {
+        this.complete(out, nameOf(event.text), () => {
           throw new ImapProtocolError(
             'TLSPROXY_ERR_IMAP_LINE_TOO_LONG',
             `${tag} BAD Command line too long.\r\n`,
@@ -157,7 +162,7 @@ export class ImapSession implements DialectSession {
     // The client will not send the literal after a tagged reply, so nothing is swallowed.
     this.framer.refuse();
     const error = refusal;
-    this.complete(out, () => {
+    this.complete(out, nameOf(text), () => {
       throw error;
     });
   }
@@ -182,7 +187,7 @@ export class ImapSession implements DialectSession {
   }
 
   /** One command is finished: count it, then send its answer or turn its error into a reply. */
-  private complete(out: Action[], run: () => Outcome): void {
+  private complete(out: Action[], name: string | null, run: () => Outcome): void {
     if (++this.commands > this.config.maxCommands) {
       this.closeWith(out, '* BYE Too many commands before STARTTLS.\r\n', 'too many commands');
       return;
@@ -192,6 +197,7 @@ export class ImapSession implements DialectSession {
       outcome = run();
     } catch (err) {
       if (!isImapProtocolError(err)) throw err;
+      out.push(act.command(name, true, KNOWN));
       if (err.fatal) {
         this.closeWith(out, err.reply, err.code);
       } else if (++this.bad >= this.config.maxBadCommands) {
@@ -202,6 +208,7 @@ export class ImapSession implements DialectSession {
       }
       return;
     }
+    out.push(act.command(name, false, KNOWN));
     switch (outcome.kind) {
       case 'reply':
         out.push(act.send(outcome.text));

@@ -1,3 +1,4 @@
+import type { Action } from '@tlsproxy/core/dialect';
 import { describe, expect, it } from 'vitest';
 import dialectDefault, {
   capabilityString,
@@ -280,5 +281,30 @@ describe('ImapProtocolError', () => {
     expect((e as unknown as Record<symbol, unknown>)[Symbol.for('tlsproxy.error')]).toBe(true);
     expect(e.reply).toBe('a BAD x\r\n');
     expect(isImapProtocolError(new Error('x'))).toBe(false);
+  });
+});
+
+describe('command reports (logs and tlsproxy_bad_commands_total)', () => {
+  const reports = (actions: Action[]) =>
+    only(actions, 'log')
+      .filter((a) => a.event)
+      .map((a) => `${a.event} ${a.command}`);
+
+  it('names known commands, counts refusals as bad, and never reports a client word', () => {
+    const { actions } = feed([
+      'a CAPABILITY\r\n',
+      'b LOGIN alice s3cret\r\n',
+      'c s3cret\r\n',
+      'd NOOP extra\r\n',
+      'e STARTTLS\r\n',
+    ]);
+    expect(reports(actions)).toEqual([
+      'command CAPABILITY',
+      'command LOGIN',
+      'bad-command unknown',
+      'bad-command NOOP',
+      'command STARTTLS',
+    ]);
+    expect(JSON.stringify(only(actions, 'log'))).not.toContain('s3cret');
   });
 });

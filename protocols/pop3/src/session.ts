@@ -15,7 +15,13 @@
 // never framed, so pipelined plaintext cannot reach the TLS session (CVE-2011-0411 class).
 import type { Action, DialectSession } from '@tlsproxy/core/dialect';
 import { act, ascii } from './bytes.js';
-import { execute, type Outcome, type ReplyConfig, refuseUnparsed } from './commands.js';
+import {
+  execute,
+  KNOWN_COMMANDS,
+  type Outcome,
+  type ReplyConfig,
+  refuseUnparsed,
+} from './commands.js';
 import { isPop3ProtocolError, Pop3ProtocolError } from './errors.js';
 import { Framer } from './framer.js';
 import { nameOf, parseCommand } from './parse.js';
@@ -32,6 +38,8 @@ export interface SessionConfig extends ReplyConfig {
 }
 
 type Phase = 'preamble' | 'tls' | 'closed';
+
+const KNOWN = new Set(KNOWN_COMMANDS);
 
 /** RFC 2595 section 4's example reply; RFC 3206 section 4 [SYS/TEMP]: try again later. */
 export const GO_AHEAD = '+OK Begin TLS negotiation\r\n';
@@ -95,9 +103,9 @@ export class Pop3Session implements DialectSession {
     for (let event = this.framer.next(); event; event = this.framer.next()) {
       if (event.type === 'line') {
         const text = event.text;
-        this.complete(out, () => this.answer(text, out));
+        this.complete(out, nameOf(text), () => this.answer(text, out));
       } else {
-        this.complete(out, () => {
+        this.complete(out, null, () => {
           throw new Pop3ProtocolError(
             'TLSPROXY_ERR_POP3_LINE_TOO_LONG',
             '-ERR Command line too long.\r\n',
@@ -118,7 +126,7 @@ export class Pop3Session implements DialectSession {
   }
 
   /** One command is finished: count it, then send its answer or turn its error into a reply. */
-  private complete(out: Action[], run: () => Outcome): void {
+  private complete(out: Action[], name: string | null, run: () => Outcome): void {
     if (++this.commands > this.config.maxCommands) {
       this.closeWith(out, '-ERR Too many commands before STLS.\r\n', 'too many commands');
       return;
@@ -128,6 +136,7 @@ export class Pop3Session implements DialectSession {
       outcome = run();
     } catch (err) {
       if (!isPop3ProtocolError(err)) throw err;
+      out.push(act.command(name, true, KNOWN));
       if (err.fatal) {
         this.closeWith(out, err.reply, err.code);
       } else if (++this.bad >= this.config.maxBadCommands) {
@@ -138,6 +147,7 @@ export class Pop3Session implements DialectSession {
       }
       return;
     }
+    out.push(act.command(name, false, KNOWN));
     switch (outcome.kind) {
       case 'reply':
         out.push(act.send(outcome.text));

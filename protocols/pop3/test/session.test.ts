@@ -1,3 +1,4 @@
+import type { Action } from '@tlsproxy/core/dialect';
 import { describe, expect, it } from 'vitest';
 import dialectDefault, {
   AUTH_REFUSED,
@@ -245,5 +246,30 @@ describe('Pop3ProtocolError', () => {
     expect(e.reply).toBe('-ERR x\r\n');
     expect(e.code).toBe('TLSPROXY_ERR_POP3_SYNTAX');
     expect(isPop3ProtocolError(new Error('x'))).toBe(false);
+  });
+});
+
+describe('command reports (logs and tlsproxy_bad_commands_total)', () => {
+  const reports = (actions: Action[]) =>
+    only(actions, 'log')
+      .filter((a) => a.event)
+      .map((a) => `${a.event} ${a.command}`);
+
+  it('names known commands, counts refusals as bad, and never reports a client word', () => {
+    const { actions } = feed([
+      'CAPA\r\n',
+      'USER alice\r\n',
+      's3cret\r\n',
+      'NOOP x\r\n',
+      'STLS\r\n',
+    ]);
+    expect(reports(actions)).toEqual([
+      'command CAPA',
+      'command USER',
+      'bad-command unknown',
+      'bad-command NOOP',
+      'command STLS',
+    ]);
+    expect(JSON.stringify(only(actions, 'log'))).not.toContain('s3cret');
   });
 });

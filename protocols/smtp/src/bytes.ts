@@ -41,4 +41,16 @@ export const act = {
     level,
     message,
   }),
+  /**
+   * A pre-TLS command for the engine's logs and `tlsproxy_bad_commands_total` (`bad`: refused as
+   * malformed or unknown). Only names from the dialect's own command table are reported, as
+   * `unknown` otherwise, so a client's words (a password typed as a command) never reach a log.
+   */
+  command: (name: string | null, bad: boolean, known: ReadonlySet<string>): Action => ({
+    type: 'log',
+    level: bad ? 'info' : 'debug',
+    message: bad ? 'bad command' : 'command',
+    event: bad ? 'bad-command' : 'command',
+    command: name !== null && known.has(name.toUpperCase()) ? name.toUpperCase() : 'unknown',
+  }),
 };

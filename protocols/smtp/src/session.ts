@@ -25,6 +25,7 @@ import {
   execute,
   type HelloState,
   isHttp,
+  KNOWN_COMMANDS,
   type Outcome,
   precheck,
   type ReplyConfig,
@@ -48,6 +49,8 @@ export interface SessionConfig extends ReplyConfig {
 }
 
 type Phase = 'greet' | 'ready' | 'tls' | 'plaintext' | 'closed';
+
+const KNOWN: ReadonlySet<string> = new Set(KNOWN_COMMANDS);
 
 export class SmtpSession implements DialectSession {
   private phase: Phase = 'ready';
@@ -125,7 +128,7 @@ export class SmtpSession implements DialectSession {
     const out: Action[] = [];
     for (let event = this.framer.next(); event; event = this.framer.next()) {
       if (event.type === 'tooLong') {
-        this.complete(out, null, () => {
+        this.complete(out, null, null, () => {
           throw new SmtpProtocolError(
             'TLSPROXY_ERR_SMTP_LINE_TOO_LONG',
             '500 5.5.2 Line too long\r\n',
@@ -138,7 +141,7 @@ export class SmtpSession implements DialectSession {
           'bare LF',
         );
       } else {
-        this.complete(out, event.raw, () => this.answer(event.text));
+        this.complete(out, verbOf(event.text), event.raw, () => this.answer(event.text));
       }
       if (this.phase !== 'ready') return out;
     }
@@ -166,7 +169,12 @@ export class SmtpSession implements DialectSession {
   }
 
   /** One line is finished: count it, then send its answer or turn its error into a reply. */
-  private complete(out: Action[], raw: Uint8Array | null, run: () => Outcome): void {
+  private complete(
+    out: Action[],
+    name: string | null,
+    raw: Uint8Array | null,
+    run: () => Outcome,
+  ): void {
     if (++this.commands > this.config.maxCommands) {
       this.closeWith(
         out,
@@ -180,9 +188,11 @@ export class SmtpSession implements DialectSession {
       outcome = run();
     } catch (err) {
       if (!isSmtpProtocolError(err)) throw err;
+      out.push(act.command(name, true, KNOWN));
       this.refuse(out, err.reply, err.fatal ? err.code : null);
       return;
     }
+    out.push(act.command(name, outcome.kind === 'skip', KNOWN));
     switch (outcome.kind) {
       case 'reply':
         out.push(act.send(outcome.text));

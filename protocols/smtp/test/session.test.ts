@@ -1,3 +1,4 @@
+import type { Action } from '@tlsproxy/core/dialect';
 import { describe, expect, it } from 'vitest';
 import dialectDefault, {
   DEFAULT_EXTENSIONS,
@@ -340,5 +341,30 @@ describe('SmtpProtocolError', () => {
     expect(e.reply).toBe('501 x\r\n');
     expect(e.code).toBe('TLSPROXY_ERR_SMTP_SYNTAX');
     expect(isSmtpProtocolError(new Error('x'))).toBe(false);
+  });
+});
+
+describe('command reports (logs and tlsproxy_bad_commands_total)', () => {
+  const reports = (actions: Action[]) =>
+    only(actions, 'log')
+      .filter((a) => a.event)
+      .map((a) => `${a.event} ${a.command}`);
+
+  it('names known commands, counts refusals as bad, and never reports a client word', () => {
+    const { actions } = feed([
+      'EHLO client.example\r\n',
+      'MAIL FROM:<a@b.example>\r\n',
+      's3cret\r\n',
+      'NOOP\r\n',
+      'STARTTLS\r\n',
+    ]);
+    expect(reports(actions)).toEqual([
+      'command EHLO',
+      'bad-command MAIL',
+      'bad-command unknown',
+      'command NOOP',
+      'command STARTTLS',
+    ]);
+    expect(JSON.stringify(only(actions, 'log'))).not.toContain('s3cret');
   });
 });
