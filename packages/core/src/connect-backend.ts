@@ -43,7 +43,7 @@ export interface ConnectBackendSpec {
 
 export interface ConnectBackendOptions {
   /** The listener's dialect: its `backendGreeting` decides what to swallow. */
-  dialect: Pick<Dialect<unknown>, 'name' | 'backendGreeting'>;
+  dialect: Pick<Dialect<unknown>, 'name' | 'backendGreeting' | 'backendReplay'>;
   logger: Logger;
   /** Longest greeting swallowed; default 8192 octets (more: the connection is closed). */
   maxGreetingBytes?: number;
@@ -227,7 +227,22 @@ export class ConnectBackend implements HandoffTarget {
     try {
       const header = this.#header(info);
       if (header) server.write(header);
-      const rest = await this.#greeting(server, client);
+      let rest = await this.#swallow(
+        server,
+        client,
+        this.#options.dialect.backendGreeting,
+        'greeting',
+      );
+      // A plaintext hand-off continues a conversation the dialect began: replay what the server
+      // must have heard (SMTP: EHLO). Not after a refusal, which the client is about to read.
+      const replay =
+        buffered !== undefined && rest.length === 0
+          ? this.#options.dialect.backendReplay?.(info.dialectState)
+          : null;
+      if (replay) {
+        server.write(replay.send);
+        rest = await this.#swallow(server, client, replay.reply, 'answer to the replayed command');
+      }
       if (buffered && buffered.length > 0) server.write(buffered);
       if (rest.length > 0) client.write(rest);
     } catch (err) {
@@ -247,9 +262,13 @@ export class ConnectBackend implements HandoffTarget {
       : encodeProxyV2(input, { tlvs: this.#options.proxyProtocolTlvs !== false });
   }
 
-  /** Read until the dialect says the greeting is complete; resolve with the bytes after it. */
-  #greeting(server: net.Socket, client: net.Socket): Promise<Buffer> {
-    const judge = this.#options.dialect.backendGreeting;
+  /** Read until `judge` says the server's greeting (or answer) is complete; resolve with the bytes after it. */
+  #swallow(
+    server: net.Socket,
+    client: net.Socket,
+    judge: ((data: Uint8Array) => number | null) | undefined,
+    what: string,
+  ): Promise<Buffer> {
     if (!judge) return Promise.resolve(Buffer.alloc(0));
     const max = this.#options.maxGreetingBytes ?? 8192;
     const timeoutMs = this.#options.greetingTimeoutMs ?? 10_000;
@@ -273,23 +292,23 @@ export class ConnectBackend implements HandoffTarget {
         try {
           n = judge(acc);
         } catch (err) {
-          return fail(`dialect backendGreeting threw: ${(err as Error).message}`);
+          return fail(`dialect judging the ${what} threw: ${(err as Error).message}`);
         }
         if (n === null) {
-          if (acc.length >= max) fail(`greeting longer than ${max} octets`);
+          if (acc.length >= max) fail(`${what} longer than ${max} octets`);
           return;
         }
         if (!Number.isInteger(n) || n < 0 || n > acc.length) {
-          return fail(`dialect backendGreeting returned ${n} for ${acc.length} octets`);
+          return fail(`dialect judging the ${what} returned ${n} for ${acc.length} octets`);
         }
         if (n > 0)
-          this.#options.logger.log('debug', 'swallowed the backend greeting', { bytes: n });
+          this.#options.logger.log('debug', `swallowed the backend's ${what}`, { bytes: n });
         done(undefined, acc.subarray(n));
       };
-      const onEnd = () => fail('closed the connection before its greeting was complete');
+      const onEnd = () => fail(`closed the connection before its ${what} was complete`);
       const onError = (err: Error) => fail(`connection error: ${err.message}`);
-      const onClientClose = () => fail('client went away during the backend greeting');
-      const t = setTimeout(() => fail(`no complete greeting within ${timeoutMs} ms`), timeoutMs);
+      const onClientClose = () => fail(`client went away during the backend's ${what}`);
+      const t = setTimeout(() => fail(`no complete ${what} within ${timeoutMs} ms`), timeoutMs);
       server.on('data', onData);
       server.once('end', onEnd);
       server.once('error', onError);

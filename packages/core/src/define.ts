@@ -30,6 +30,9 @@ export function dialectProblems(value: unknown): string[] {
   if (d.backendGreeting !== undefined && typeof d.backendGreeting !== 'function') {
     out.push('backendGreeting, when present, must be a function (data) => number | null');
   }
+  if (d.backendReplay !== undefined && typeof d.backendReplay !== 'function') {
+    out.push('backendReplay, when present, must be a function (state) => { send, reply } | null');
+  }
   const ports = d.defaultPorts as Record<string, unknown> | undefined;
   if (typeof ports !== 'object' || ports === null) {
     out.push('defaultPorts must be an object { starttls?, implicit? }');

@@ -155,4 +155,16 @@ export interface Dialect<O = Record<string, unknown>> {
    * (`maxGreetingBytes`, default 8 KiB): past either, the connection is closed.
    */
   backendGreeting?: (data: Uint8Array) => number | null;
+  /**
+   * For plaintext hand-offs (`plaintext` action) to connect-mode backends: what the legacy server
+   * must hear before the client's buffered bytes because the dialect already answered it for the
+   * client — SMTP's EHLO, without which a server refuses MAIL with 503. Given the action's
+   * `state`, return the bytes to send (after the greeting was swallowed) and a judge of the
+   * server's answer with `backendGreeting`'s contract: octets to swallow once complete, `null`
+   * while more are needed, 0 to relay the answer to the client instead (a refusal). Return null
+   * when nothing needs replaying. Pure; must not throw. Absent: nothing is replayed.
+   */
+  backendReplay?: (
+    state: Record<string, unknown>,
+  ) => { send: Uint8Array; reply: (data: Uint8Array) => number | null } | null;
 }

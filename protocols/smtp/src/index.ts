@@ -3,10 +3,12 @@
 // dialect plugin, its options and its limits.
 import type { Dialect, LimitSpec, OptionSpec, SessionContext } from '@tlsproxy/core/dialect';
 import { backendGreeting } from './backend-greeting.js';
+import { backendReplay } from './backend-replay.js';
 import type { PlaintextMode } from './commands.js';
 import { type SessionConfig, SmtpSession } from './session.js';
 
 export { backendGreeting } from './backend-greeting.js';
+export { backendReplay } from './backend-replay.js';
 export type { PlaintextMode } from './commands.js';
 export { isSmtpProtocolError, type SmtpErrorCode, SmtpProtocolError } from './errors.js';
 
@@ -170,6 +172,7 @@ export const dialect: Dialect<Partial<SmtpOptions>> = {
   limits,
   create: (context) => new SmtpSession(sessionConfig(context)),
   backendGreeting,
+  backendReplay,
   // RFC 5321 §3.8: a server that cannot serve answers the connection with 421 (Postfix: too many connections).
   busy: ({ hostname }) =>
     new TextEncoder().encode(

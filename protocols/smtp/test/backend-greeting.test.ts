@@ -1,6 +1,7 @@
 // backendGreeting: which bytes of a legacy SMTP server's first output the engine swallows.
 import { describe, expect, it } from 'vitest';
 import { backendGreeting } from '../src/backend-greeting.js';
+import { backendReplay } from '../src/backend-replay.js';
 import { dialect } from '../src/index.js';
 
 const b = (s: string) => new TextEncoder().encode(s);
@@ -29,5 +30,28 @@ describe('SMTP backendGreeting', () => {
     expect(backendGreeting(b('5'))).toBe(0);
     expect(backendGreeting(b('220-ok\r\n554 no\r\n'))).toBe(0);
     expect(backendGreeting(b('2200 x\r\n'))).toBe(0);
+  });
+});
+
+describe('backendReplay (MX mode into a connect-mode server)', () => {
+  const text = (b: Uint8Array) => new TextDecoder().decode(b);
+
+  it('replays the client’s EHLO or HELO and swallows a complete 250 reply', () => {
+    const r = backendReplay({ ehlo: 'sender.example', esmtp: true })!;
+    expect(text(r.send)).toBe('EHLO sender.example\r\n');
+    const reply = b('250-mx.example\r\n250-PIPELINING\r\n250 8BITMIME\r\n');
+    expect(r.reply(reply.subarray(0, 20))).toBeNull();
+    expect(r.reply(reply)).toBe(reply.length);
+    expect(text(backendReplay({ ehlo: 'old.example', esmtp: false })!.send)).toBe(
+      'HELO old.example\r\n',
+    );
+  });
+
+  it('relays a refusal and replays nothing without a valid name', () => {
+    const r = backendReplay({ ehlo: 'sender.example', esmtp: true })!;
+    expect(r.reply(b('550 5.7.1 go away\r\n'))).toBe(0);
+    expect(backendReplay({ ehlo: null, esmtp: false })).toBeNull();
+    expect(backendReplay({ ehlo: 'a b\r\nRSET', esmtp: true })).toBeNull();
+    expect(backendReplay({})).toBeNull();
   });
 });
