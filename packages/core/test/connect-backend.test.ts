@@ -20,15 +20,21 @@ interface Legacy {
   headers: Array<ProxyHeader | undefined>;
   open: Set<net.Socket>;
   greeting: string;
+  /** Every line the server received, in order. */
+  lines: string[];
 }
 
-/** A legacy line server: optional PROXY header first, then a greeting, then "echo <line>". */
+/**
+ * A legacy line server: optional PROXY header first, then a greeting, then "echo <line>" — except
+ * EHLO/HELO, answered with a multi-line 250 as an SMTP server would.
+ */
 async function startLegacy(opts: { proxy?: boolean; greeting?: string } = {}): Promise<Legacy> {
   const legacy: Legacy = {
     server: net.createServer(),
     port: 0,
     headers: [],
     open: new Set(),
+    lines: [],
     greeting: opts.greeting ?? '* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] legacy server ready\r\n',
   };
   legacy.server.on('connection', (s) => {
@@ -61,7 +67,9 @@ async function startLegacy(opts: { proxy?: boolean; greeting?: string } = {}): P
           .toString('latin1')
           .trimEnd();
         buf = buf.subarray(i + 1);
+        legacy.lines.push(line);
         if (line.endsWith('QUIT')) s.end('* BYE bye\r\n');
+        else if (/^(EHLO|HELO) /.test(line)) s.write('250-legacy.example\r\n250 PIPELINING\r\n');
         else s.write(`echo ${line}\r\n`);
       }
     });
@@ -244,7 +252,7 @@ describe('connect backend with PROXY v2', () => {
 });
 
 describe('connect backend, plaintext hand-off (SMTP MX mode)', () => {
-  it('swallows the multi-line 220, then gives the server what the client already sent', async () => {
+  it('swallows the multi-line 220, replays EHLO and swallows its 250, then gives the server what the client sent', async () => {
     const mx = await startLegacy({ greeting: '220-legacy.example ESMTP\r\n220 ready\r\n' });
     const p = await startProxy('unused', {
       dialect: 'smtp',
@@ -258,7 +266,9 @@ describe('connect backend, plaintext hand-off (SMTP MX mode)', () => {
       await c.until(/^250 /);
       c.write('MAIL FROM:<a@example.org>\r\n');
       const out = await c.until(/^echo /);
+      // The server's own greeting and EHLO reply never reach the client, which got tlsproxy's.
       expect(out).toBe('echo MAIL FROM:<a@example.org>');
+      expect(mx.lines).toEqual(['EHLO client.example', 'MAIL FROM:<a@example.org>']);
       const h = mx.headers.at(-1)!;
       expect(h.sourcePort).toBe(c.socket.localPort);
       expect(h.ssl).toBeUndefined(); // no TLS: no SSL TLV
