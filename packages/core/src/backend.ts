@@ -13,6 +13,8 @@ export interface HandoffTarget {
   available(): Promise<boolean>;
   checkServerName(name: string, info: Partial<HandoffInfo>): Promise<boolean>;
   deliver(fd: OwnedFd, info: HandoffInfo, buffered?: Uint8Array): Promise<void>;
+  /** The connection with this control key has ended: its key is no longer valid here. */
+  forget?(controlKey: string): void;
   close(): void;
 }
 
@@ -33,9 +35,15 @@ export interface UnixBackendOptions {
   allowUids?: number[];
 }
 
+/** Keys of ended connections remembered so late use of them is not taken for guessing. */
+const MAX_ENDED_KEYS = 4096;
 /** Unknown control keys a backend may present before its channel is closed. */
 const MAX_UNKNOWN_KEYS = 16;
-/** Control keys remembered per backend (far more than live connections in any sane setup). */
+/**
+ * Control keys remembered per backend: those of live connections (each is forgotten when its
+ * session ends, with the embedded TLS engine) and, with a tlspool daemon that cannot say when a
+ * session ended, the most recent ones up to this bound.
+ */
 const MAX_KEYS = 100_000;
 
 export function parseBackend(spec: string): { kind: 'unix'; path?: string; abstract?: string } {
@@ -61,6 +69,8 @@ export class UnixBackend implements HandoffTarget {
   #closed = false;
   /** Control keys of connections handed to this backend. */
   readonly #keys = new Set<string>();
+  /** Keys of connections that ended lately: a backend racing a close is not guessing. */
+  readonly #ended = new Set<string>();
   #badKeys = 0;
 
   constructor(spec: string, options: UnixBackendOptions) {
@@ -141,6 +151,10 @@ export class UnixBackend implements HandoffTarget {
       // A backend may act only on connections handed to it, and one that keeps guessing keys
       // is cut off.
       if (!this.#keys.has(key)) {
+        if (this.#ended.has(key)) {
+          peer.replyError(m, 'TLSPROXY_ERR_POOL_UNKNOWN_KEY', 'the connection has ended');
+          return;
+        }
         peer.replyError(m, 'TLSPROXY_ERR_POOL_UNKNOWN_KEY', 'unknown control key');
         if (++this.#badKeys >= MAX_UNKNOWN_KEYS) {
           log.log('warn', 'backend presented too many unknown control keys; closing its channel', {
@@ -190,6 +204,13 @@ export class UnixBackend implements HandoffTarget {
     if (!key) return;
     this.#keys.add(key);
     if (this.#keys.size > MAX_KEYS) this.#keys.delete(this.#keys.values().next().value as string);
+  }
+
+  forget(controlKey: string): void {
+    if (!this.#keys.delete(controlKey)) return;
+    this.#ended.add(controlKey);
+    if (this.#ended.size > MAX_ENDED_KEYS)
+      this.#ended.delete(this.#ended.values().next().value as string);
   }
 
   async deliver(fd: OwnedFd, info: HandoffInfo, buffered?: Uint8Array): Promise<void> {

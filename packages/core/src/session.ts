@@ -453,6 +453,14 @@ export class Session {
     const backend = this.#config.backend;
     const request: HandshakeRequest = { ...this.#config.tls, connectionId: this.id };
     if (this.#m.onBytes) request.onBytes = this.#m.onBytes;
+    // The backend may use the control key while the session lives; after that it is forgotten
+    // (a session can end before the hand-off is confirmed: then right after it).
+    let controlKey: string | undefined;
+    let sessionEnded = false;
+    request.onEnd = () => {
+      sessionEnded = true;
+      if (controlKey !== undefined) backend.forget?.(controlKey);
+    };
     this.#m.stage('handshake');
     const t0 = performance.now();
     if (this.#config.checkServerName) {
@@ -484,6 +492,7 @@ export class Session {
       client: clientIdentity?.subject,
       durationMs: Math.round(ms * 10) / 10,
     });
+    controlKey = result.controlKey.toString('hex');
     await this.#deliver(
       result.plaintext,
       {
@@ -491,11 +500,12 @@ export class Session {
         serverName,
         tls: { version, cipher, alpn },
         clientIdentity,
-        controlKey: result.controlKey.toString('hex'),
+        controlKey,
       },
       undefined,
       () => void this.#config.pool.control(result.controlKey, 'close').catch(() => {}),
     );
+    if (sessionEnded) backend.forget?.(controlKey);
   }
 
   async #plaintext(a: PlaintextAction): Promise<void> {

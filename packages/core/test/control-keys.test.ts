@@ -44,6 +44,66 @@ describe('control keys from a backend', () => {
   });
 });
 
+describe('control keys of ended connections', () => {
+  it('work while the connection lives; afterwards are refused without counting as guesses', async () => {
+    const path = tmpSock('ended');
+    const server = listen({ path });
+    const peerReady = new Promise<Peer>((r) =>
+      server.once('connection', (ch) => r(backendProtocol.attach(ch))),
+    );
+    const { proxy, port } = await startProxy(`unix:${path}`);
+    try {
+      const c = new LineClient(port);
+      await c.until(/^\* OK/);
+      c.write('a STARTTLS\r\n');
+      const peer = await peerReady;
+      await peer.ready;
+      const handed = new Promise<{ key: string; socket: import('node:net').Socket }>((r) =>
+        peer.on('message', (m) => {
+          if (m.type !== 'connection') return;
+          const info = m.body.info as { controlKey: string };
+          const socket = m.fds[0]!.toSocket();
+          peer.reply(m, 'accepted', {});
+          r({ key: info.controlKey, socket });
+        }),
+      );
+      await c.until(/^a OK/);
+      const t = await c.startTls();
+      const { key, socket } = await handed;
+      const control = () =>
+        peer.request('control', { key, op: 'info', args: {} }, { timeoutMs: 2000 }).then(
+          (r) => r.body as { result: { version: string } },
+          (e: { remoteCode?: string; message: string }) => e,
+        );
+      const live = await control();
+      expect((live as { result: { version: string } }).result.version).toMatch(/^TLSv1\.[23]$/);
+
+      // The client goes away: the session ends and its key is forgotten.
+      t.socket.destroy();
+      socket.destroy();
+      let after: unknown;
+      for (let i = 0; i < 100; i++) {
+        after = await control();
+        if ((after as { remoteCode?: string }).remoteCode) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      expect(after).toMatchObject({ remoteCode: 'TLSPROXY_ERR_POOL_UNKNOWN_KEY' });
+      expect((after as Error).message).toMatch(/ended/);
+      // A backend racing closes is not guessing: 20 late uses leave its channel open.
+      let closed = false;
+      peer.once('close', () => {
+        closed = true;
+      });
+      for (let i = 0; i < 20; i++) await control();
+      await new Promise((r) => setTimeout(r, 100));
+      expect(closed).toBe(false);
+    } finally {
+      await proxy.close();
+      server.close();
+    }
+  });
+});
+
 describe('who the proxy talks to', () => {
   it('does not use a backend socket owned by a uid outside backendUids', async () => {
     const { listen: listenBackend } = await import('@tlsproxy/backend');

@@ -39,6 +39,11 @@ export interface HandshakeRequest {
    * only: a function does not cross the tlspool daemon's socket, so a daemon never calls it.
    */
   onBytes?: (direction: 'in' | 'out', bytes: number) => void;
+  /**
+   * Called once when a session that completed its handshake ends (either side closed), so the
+   * caller can forget its control key. Embedded engine only, like onBytes.
+   */
+  onEnd?: () => void;
 }
 
 export interface NegotiatedInfo {
@@ -281,7 +286,15 @@ export class TlsEngine implements TlsEngineApi {
     const key = randomBytes(16);
     const id = lookupId(key);
     this.#sessions.set(id, { key, tls: t, info });
-    relay(t, plain, () => this.#sessions.delete(id), request.onBytes);
+    relay(
+      t,
+      plain,
+      () => {
+        this.#sessions.delete(id);
+        request.onEnd?.();
+      },
+      request.onBytes,
+    );
     return { plaintext: theirs, controlKey: key, info };
   }
 
