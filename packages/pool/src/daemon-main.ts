@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { PoolDaemon } from './daemon.js';
-import { type ClientCertPolicy, TlsEngine } from './engine.js';
+import { type ClientCertPolicy, type EngineOptions, TlsEngine } from './engine.js';
 
 export const USAGE = `Usage: tlspool --socket PATH --cert CERT.pem --key KEY.pem [options]
 
@@ -13,6 +13,10 @@ export const USAGE = `Usage: tlspool --socket PATH --cert CERT.pem --key KEY.pem
   --alpn LIST             comma-separated ALPN protocols
   --allow-uid UID         uid allowed to connect (repeatable; default: own uid and root)
   --mode OCTAL            socket file mode (default 600)
+
+SIGHUP re-reads the certificate, key and CA files: handshakes from then on use them, sessions
+already established keep theirs. If a file cannot be read or a key does not match its
+certificate, the old ones stay and an error is logged. SIGTERM/SIGINT stop.
 `;
 
 export async function main(argv: string[]): Promise<number> {
@@ -48,14 +52,17 @@ export async function main(argv: string[]): Promise<number> {
   }
   const log = (level: string, message: string) =>
     process.stderr.write(`${new Date().toISOString()} ${level} ${message}\n`);
+  // Read at start and again at each SIGHUP (certificate renewal without ending sessions).
+  const engineOptions = (): EngineOptions => ({
+    identities: certs.map((c, i) => ({ cert: readFileSync(c), key: readFileSync(keys[i]!) })),
+    ...(values.ca ? { ca: readFileSync(values.ca as string) } : {}),
+    clientCert: ((values['client-cert'] as string | undefined) ?? 'none') as ClientCertPolicy,
+    ...(values.alpn ? { alpn: (values.alpn as string).split(',') } : {}),
+  });
   let daemon: PoolDaemon;
+  let engine: TlsEngine;
   try {
-    const engine = new TlsEngine({
-      identities: certs.map((c, i) => ({ cert: readFileSync(c), key: readFileSync(keys[i]!) })),
-      ...(values.ca ? { ca: readFileSync(values.ca as string) } : {}),
-      clientCert: ((values['client-cert'] as string | undefined) ?? 'none') as ClientCertPolicy,
-      ...(values.alpn ? { alpn: (values.alpn as string).split(',') } : {}),
-    });
+    engine = new TlsEngine(engineOptions());
     daemon = new PoolDaemon(engine, {
       path: values.socket as string,
       mode: values.mode ? Number.parseInt(values.mode as string, 8) : 0o600,
@@ -67,9 +74,20 @@ export async function main(argv: string[]): Promise<number> {
     return 1;
   }
   log('info', `tlspool listening on ${values.socket as string} (pid ${process.pid})`);
+  // Without a handler SIGHUP would kill the process, and every session it relays with it.
+  const reload = () => {
+    try {
+      engine.reload(engineOptions());
+      log('info', `certificates reloaded (${engine.serverNames().join(', ') || 'no names'})`);
+    } catch (err) {
+      log('error', `reload refused, keeping the current certificates: ${(err as Error).message}`);
+    }
+  };
+  process.on('SIGHUP', reload);
   await new Promise<void>((resolve) => {
     for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => resolve());
   });
+  process.off('SIGHUP', reload);
   await daemon.close();
   return 0;
 }
