@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // Load generator, run as its own process by bench/run.mjs: node bench/loadgen.mjs '<json>'
-//   { mode: 'handshake', port, concurrency, durationMs, maxConns }
+//   { mode: 'handshake', port, concurrency, durationMs, maxConns, implicit? }
 //     clients connect, read the IMAP greeting, `a STARTTLS`, TLS 1.3 handshake (verified against
 //     fixtures/certs/ca.pem, no resumption), `b CAPABILITY`, read `b OK`, close; fixed concurrency.
+//     implicit: TLS from the first byte instead (port 993 style), then the greeting.
 //   { mode: 'bulk', port, bytes }  one connection: STARTTLS, then UPLOAD and DOWNLOAD of `bytes`.
 //   { mode: 'idle', port, count, holdMs } open `count` connections, read the greeting, hold them.
 // Prints one JSON line with the results and its own CPU seconds.
@@ -87,8 +88,30 @@ async function starttls(port) {
   }
 }
 
-async function oneHandshake(port) {
-  const t = await starttls(port);
+async function implicitTls(port) {
+  const t = tls.connect({ host: HOST, port, servername: 'localhost', secureContext });
+  try {
+    await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('handshake timeout')), STEP_TIMEOUT_MS);
+      t.once('secureConnect', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      t.once('error', (e) => {
+        clearTimeout(timer);
+        reject(e);
+      });
+    });
+    await readLine(t, /^\* OK/);
+    return t;
+  } catch (e) {
+    t.destroy();
+    throw e;
+  }
+}
+
+async function oneHandshake(port, implicit) {
+  const t = implicit ? await implicitTls(port) : await starttls(port);
   try {
     t.write('b CAPABILITY\r\n');
     const { line } = await readLine(t, /^b /);
@@ -98,7 +121,7 @@ async function oneHandshake(port) {
   }
 }
 
-async function handshake({ port, concurrency, durationMs, maxConns }) {
+async function handshake({ port, concurrency, durationMs, maxConns, implicit = false }) {
   const lat = [];
   const errors = {};
   let started = 0;
@@ -109,7 +132,7 @@ async function handshake({ port, concurrency, durationMs, maxConns }) {
       started++;
       const s = performance.now();
       try {
-        await oneHandshake(port);
+        await oneHandshake(port, implicit);
         lat.push(performance.now() - s);
       } catch (e) {
         const k = e.code ?? e.message.slice(0, 60);

@@ -3,6 +3,7 @@
 //   node bench/servers.mjs backend PATH        @tlsproxy/backend on a UNIX socket (post-TLS IMAP)
 //   node bench/servers.mjs tlsproxy PORT PATH  TlsProxy (IMAP dialect) handing off to PATH
 //   node bench/servers.mjs nodetls PORT        IMAP preamble + STARTTLS + TLS in-process (node:tls)
+//   node bench/servers.mjs implicit PORT       implicit TLS (port-993 style) + IMAP in-process (node:tls)
 //   node bench/servers.mjs plain PORT          plaintext IMAP server (behind stunnel)
 // Each prints "ready" on stdout once it accepts connections and exits on SIGTERM/SIGINT.
 // The post-TLS commands are the same everywhere: CAPABILITY, UPLOAD n (n raw bytes follow),
@@ -114,6 +115,15 @@ async function main(mode, a, b) {
       maxConnectionsPerAddress: 50_000,
     });
     onStop(() => proxy.close());
+    ready();
+  } else if (mode === 'implicit') {
+    // The floor cost of TLS in Node: no preamble at all, TLS from the first byte.
+    const server = tls.createServer({ cert: certs.cert, key: certs.key }, (t) =>
+      serveImap(t, '* OK [CAPABILITY IMAP4rev1] bench ready\r\n'),
+    );
+    server.on('tlsClientError', () => {});
+    await new Promise((r) => server.listen(Number(a), '127.0.0.1', 1024, r));
+    onStop(() => server.close());
     ready();
   } else if (mode === 'plain') {
     const server = net.createServer((s) => serveImap(s, GREETING));

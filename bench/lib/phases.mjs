@@ -23,6 +23,7 @@ export async function trial(inst, concurrency, durationMs, P) {
         concurrency: Math.floor(concurrency / P.loadgens) + (i < concurrency % P.loadgens ? 1 : 0),
         durationMs,
         maxConns: 1_000_000, // the duration bounds a trial first
+        implicit: inst.implicit === true,
       }),
     ),
   );

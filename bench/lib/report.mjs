@@ -19,6 +19,11 @@ export function ratios(hs, tp) {
     if (!id.startsWith('tlsproxy')) continue;
     out[id] = {
       rateVsNodeTls: ratio(hs[id].connPerSec, base('node-tls', 'connPerSec')),
+      rateVsNodeTlsImplicit: ratio(hs[id].connPerSec, base('node-tls-implicit', 'connPerSec')),
+      cpuPer1kVsNodeTlsImplicit: ratio(
+        hs[id].serverCpuSecPer1k,
+        base('node-tls-implicit', 'serverCpuSecPer1k'),
+      ),
       rateVsStunnel: ratio(hs[id].connPerSec, base('stunnel', 'connPerSec')),
       rateVsStunnelC256: ratio(hs[id].connPerSec, base('stunnel-c256', 'connPerSec')),
       rateVsNginx: ratio(hs[id].connPerSec, base('nginx', 'connPerSec')),
@@ -46,7 +51,7 @@ export function targets(report) {
     name,
     value ?? '—',
     goal,
-    value == null ? 'not measured' : ok ? 'met' : 'missed',
+    value == null ? 'not measured' : ok === null ? '' : ok ? 'met' : 'missed',
   ];
   const tpMin = r.upVsStunnel == null ? null : Math.min(r.upVsStunnel, r.downVsStunnel ?? 0);
   return [
@@ -56,7 +61,18 @@ export function targets(report) {
       '≥ 1.0',
       r.rateVsStunnelC256 >= 1,
     ),
-    row('handshakes/s ÷ node:tls implicit TLS', r.rateVsNodeTls, '≥ 0.85', r.rateVsNodeTls >= 0.85),
+    row(
+      'handshakes/s ÷ node:tls implicit TLS',
+      r.rateVsNodeTlsImplicit,
+      '≥ 0.85',
+      r.rateVsNodeTlsImplicit >= 0.85,
+    ),
+    row(
+      'handshakes/s ÷ node:tls doing the same STARTTLS preamble in-process',
+      r.rateVsNodeTls,
+      '(for reference)',
+      null,
+    ),
     row('throughput ÷ stunnel (worse direction)', tpMin, '≥ 1.0', tpMin >= 1),
     row('KiB RSS per idle preamble connection', idle, '≤ 10', idle != null && idle <= 10),
   ];
@@ -70,10 +86,10 @@ export function svgChart(hs, concurrency) {
     .map(([id, v], i) => {
       const w = Math.round((v.connPerSec / max) * 400);
       const y = 30 + i * 30;
-      return `<text x="5" y="${y + 15}" font-size="12">${id}</text><rect x="110" y="${y}" width="${w}" height="20" fill="${id.startsWith('tlsproxy') ? '#2a7' : '#888'}"/><text x="${115 + w}" y="${y + 15}" font-size="12">${v.connPerSec}/s</text>`;
+      return `<text x="5" y="${y + 15}" font-size="12">${id}</text><rect x="135" y="${y}" width="${w}" height="20" fill="${id.startsWith('tlsproxy') ? '#2a7' : '#888'}"/><text x="${140 + w}" y="${y + 15}" font-size="12">${v.connPerSec}/s</text>`;
     })
     .join('\n');
-  return `<svg xmlns="http://www.w3.org/2000/svg" width="600" height="${h}" font-family="sans-serif">
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="640" height="${h}" font-family="sans-serif">
 <title>IMAP STARTTLS handshakes per second</title>
 <text x="5" y="18" font-size="14">IMAP STARTTLS handshakes per second (concurrency ${concurrency}, higher is better)</text>
 ${bars}
@@ -180,11 +196,13 @@ export function markdown(report, notes) {
     table(
       [
         'tlsproxy',
-        'rate ÷ node:tls',
+        'rate ÷ node:tls implicit',
+        'rate ÷ node:tls STARTTLS',
         'rate ÷ stunnel (c32)',
         'rate ÷ stunnel-c256',
         'rate ÷ nginx',
-        'CPU/conn ÷ node:tls',
+        'CPU/conn ÷ node:tls implicit',
+        'CPU/conn ÷ node:tls STARTTLS',
         'CPU/conn ÷ stunnel',
         'CPU/conn ÷ stunnel-c256',
         'CPU/conn ÷ nginx',
@@ -193,10 +211,12 @@ export function markdown(report, notes) {
       ],
       Object.entries(report.ratios).map(([id, r]) => [
         id,
+        r.rateVsNodeTlsImplicit,
         r.rateVsNodeTls,
         r.rateVsStunnel,
         r.rateVsStunnelC256,
         r.rateVsNginx,
+        r.cpuPer1kVsNodeTlsImplicit,
         r.cpuPer1kVsNodeTls,
         r.cpuPer1kVsStunnel,
         r.cpuPer1kVsStunnelC256,

@@ -109,6 +109,16 @@ export const SYSTEMS = [
     start: () => startNodeTls(),
   },
   {
+    id: 'node-tls-implicit',
+    label: 'node:tls implicit TLS (1 process)',
+    cores: '1 process (TLS from the first byte, then the same IMAP logic; no preamble)',
+    async start() {
+      const port = await freePort();
+      const proxy = await start(...node('servers.mjs', 'implicit', port), { ready: 'ready' });
+      return { port, proxy: [proxy], backend: [], implicit: true };
+    },
+  },
+  {
     id: 'stunnel',
     label: 'stunnel4 protocol=imap',
     cores: 'stunnel threads (any core) (+ plaintext backend process)',
