@@ -57,6 +57,21 @@ function readLine(sock, re, initial = '') {
   });
 }
 
+/** Resolve at secureConnect; reject on an error first or after STEP_TIMEOUT_MS. */
+function secured(t) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('handshake timeout')), STEP_TIMEOUT_MS);
+    t.once('secureConnect', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    t.once('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+  });
+}
+
 async function starttls(port) {
   const raw = net.connect(port, HOST);
   raw.setNoDelay(true);
@@ -70,17 +85,7 @@ async function starttls(port) {
       servername: 'localhost',
       secureContext,
     });
-    await new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('handshake timeout')), STEP_TIMEOUT_MS);
-      t.once('secureConnect', () => {
-        clearTimeout(timer);
-        resolve();
-      });
-      t.once('error', (e) => {
-        clearTimeout(timer);
-        reject(e);
-      });
-    });
+    await secured(t);
     return t;
   } catch (e) {
     raw.destroy();
@@ -91,17 +96,7 @@ async function starttls(port) {
 async function implicitTls(port) {
   const t = tls.connect({ host: HOST, port, servername: 'localhost', secureContext });
   try {
-    await new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('handshake timeout')), STEP_TIMEOUT_MS);
-      t.once('secureConnect', () => {
-        clearTimeout(timer);
-        resolve();
-      });
-      t.once('error', (e) => {
-        clearTimeout(timer);
-        reject(e);
-      });
-    });
+    await secured(t);
     await readLine(t, /^\* OK/);
     return t;
   } catch (e) {

@@ -4,21 +4,27 @@ import { listen, type Peer } from '@tlsproxy/fdpass';
 import { describe, expect, it } from 'vitest';
 import { LineClient, startProxy, tmpSock } from './helpers.js';
 
+/** A proxy whose backend is a raw protocol peer here, and a client whose STARTTLS opened it. */
+async function backendChannel(name: string) {
+  const path = tmpSock(name);
+  const server = listen({ path });
+  const peerReady = new Promise<Peer>((r) =>
+    server.once('connection', (ch) => r(backendProtocol.attach(ch))),
+  );
+  const { proxy, port } = await startProxy(`unix:${path}`);
+  // a STARTTLS makes the proxy open its channel to us
+  const c = new LineClient(port);
+  await c.until(/^\* OK/);
+  c.write('a STARTTLS\r\n');
+  const peer = await peerReady;
+  await peer.ready;
+  return { proxy, server, c, peer };
+}
+
 describe('control keys from a backend', () => {
   it('refuses keys it was not handed and closes the channel after 16 unknown ones', async () => {
-    const path = tmpSock('keys');
-    const server = listen({ path });
-    const peerReady = new Promise<Peer>((r) =>
-      server.once('connection', (ch) => r(backendProtocol.attach(ch))),
-    );
-    const { proxy, port } = await startProxy(`unix:${path}`);
+    const { proxy, server, c, peer } = await backendChannel('keys');
     try {
-      // a STARTTLS makes the proxy open its channel to us
-      const c = new LineClient(port);
-      await c.until(/^\* OK/);
-      c.write('a STARTTLS\r\n');
-      const peer = await peerReady;
-      await peer.ready;
       const closed = new Promise<void>((r) => peer.once('close', () => r()));
       const errors: string[] = [];
       for (let i = 0; i < 16; i++) {
@@ -46,18 +52,8 @@ describe('control keys from a backend', () => {
 
 describe('control keys of ended connections', () => {
   it('work while the connection lives; afterwards are refused without counting as guesses', async () => {
-    const path = tmpSock('ended');
-    const server = listen({ path });
-    const peerReady = new Promise<Peer>((r) =>
-      server.once('connection', (ch) => r(backendProtocol.attach(ch))),
-    );
-    const { proxy, port } = await startProxy(`unix:${path}`);
+    const { proxy, server, c, peer } = await backendChannel('ended');
     try {
-      const c = new LineClient(port);
-      await c.until(/^\* OK/);
-      c.write('a STARTTLS\r\n');
-      const peer = await peerReady;
-      await peer.ready;
       const handed = new Promise<{ key: string; socket: import('node:net').Socket }>((r) =>
         peer.on('message', (m) => {
           if (m.type !== 'connection') return;
