@@ -3,8 +3,9 @@
 // length, so the bytes after it (an early ClientHello for implicit TLS) stay in the socket.
 
 import type net from 'node:net';
-import { BlockList, isIPv6 } from 'node:net';
+import { BlockList } from 'node:net';
 import { binding, socketFd } from '@tlsproxy/fdpass';
+import { type AddressMatcher, canonicalAddress, parseAddressMatcher } from './addresses.js';
 import { decodeProxyHeader } from './proxy-protocol.js';
 import type { SessionAddresses } from './session.js';
 
@@ -15,22 +16,36 @@ export interface InboundProxyConfig {
   timeoutMs?: number;
 }
 
-export function trustList(trusted: string[]): BlockList {
+/**
+ * The trusted balancers as a BlockList. Every entry is checked first (addresses.ts): a malformed
+ * one throws CoreError TLSPROXY_ERR_CONFIG naming proxyProtocol.trusted[i] — call this when the
+ * config is applied, not per connection. (Node's own parsing threw RangeError from inside the
+ * accept callback, and read '1.2.3.4/' as /0: trust everyone.)
+ */
+export function trustList(trusted: readonly string[]): BlockList {
+  const matcher = parseAddressMatcher(trusted, 'proxyProtocol.trusted');
   const list = new BlockList();
-  for (const t of trusted) {
-    const [addr, bits] = t.split('/');
-    const type = isIPv6(addr!) ? 'ipv6' : 'ipv4';
-    if (bits !== undefined) list.addSubnet(addr!, Number(bits), type);
-    else list.addAddress(addr!, type);
+  for (const entry of matcher.entries) {
+    // Canonical entries from the matcher: these calls cannot throw.
+    const [addr, bits] = entry.split('/') as [string, string | undefined];
+    const type = addr.includes(':') ? 'ipv6' : 'ipv4';
+    if (bits !== undefined) list.addSubnet(addr, Number(bits), type);
+    else list.addAddress(addr, type);
   }
   return list;
 }
 
-function isTrusted(list: BlockList, address: string | undefined): boolean {
+function isTrusted(list: BlockList | AddressMatcher, address: string | undefined): boolean {
   if (!address) return false;
-  const v4mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(address);
-  if (v4mapped) return list.check(v4mapped[1]!, 'ipv4');
-  return list.check(address, isIPv6(address) ? 'ipv6' : 'ipv4');
+  if (!(list instanceof BlockList)) return list.has(address);
+  // IPv4-mapped peers as IPv4, zone ids left off; anything that is not an address: not trusted.
+  const a = canonicalAddress(address);
+  if (!a) return false;
+  try {
+    return list.check(a.text, a.family === 4 ? 'ipv4' : 'ipv6');
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -40,7 +55,7 @@ function isTrusted(list: BlockList, address: string | undefined): boolean {
  */
 export async function readInboundProxy(
   socket: net.Socket,
-  list: BlockList,
+  list: BlockList | AddressMatcher,
   timeoutMs: number,
 ): Promise<SessionAddresses | undefined> {
   const own: SessionAddresses = {

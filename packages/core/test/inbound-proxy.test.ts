@@ -3,6 +3,9 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { listen } from '@tlsproxy/backend';
 import { describe, expect, it } from 'vitest';
+import { parseAddressMatcher } from '../src/addresses.js';
+import { isTlsProxyError } from '../src/errors.js';
+import { readInboundProxy, trustList } from '../src/inbound-proxy.js';
 import { encodeProxyV1, encodeProxyV2 } from '../src/index.js';
 import { cert, LineClient, sleep, startProxy, tmpSock } from './helpers.js';
 
@@ -87,6 +90,62 @@ describe('inbound PROXY protocol', () => {
       await untrusted.proxy.close();
       await strict.proxy.close();
       await backend.close();
+    }
+  });
+});
+
+// Issue 14: a malformed entry in proxyProtocol.trusted crashed the process on the first connection
+// (node's BlockList threw inside the accept callback), and '1.2.3.4/' silently trusted everyone.
+describe('issue 14: trusted lists are checked when they are parsed', () => {
+  const refusal = (list: string[]) => {
+    try {
+      trustList(list);
+    } catch (err) {
+      return err;
+    }
+    return undefined;
+  };
+
+  it.each([
+    [['10.0.0.0/33']],
+    [['not-an-address']],
+    [['127.0.0.1', '1.2.3.4/']],
+    [['/8']],
+    [['10.0.0.0/08']],
+  ])('trustList(%j) throws a config error naming the entry', (list) => {
+    const err = refusal(list);
+    expect(err).toBeDefined();
+    expect(isTlsProxyError(err)).toBe(true);
+    expect((err as { code: string }).code).toBe('TLSPROXY_ERR_CONFIG');
+    expect((err as Error).message).toContain(
+      `proxyProtocol.trusted[${list.length - 1}]: ${JSON.stringify(list.at(-1))}`,
+    );
+  });
+
+  it('a trusted list never throws on a peer, and takes IPv4-mapped peers as IPv4 (real sockets)', async () => {
+    const accepted: net.Socket[] = [];
+    const server = net.createServer({ pauseOnConnect: true }, (s) => accepted.push(s));
+    await new Promise<void>((r) => server.listen(0, '::', r));
+    const port = (server.address() as net.AddressInfo).port;
+    const client = net.connect(port, '127.0.0.1');
+    try {
+      await new Promise((r) => client.once('connect', r));
+      while (accepted.length === 0) await sleep(5);
+      const socket = accepted[0]!;
+      expect(socket.remoteAddress).toBe('::ffff:127.0.0.1');
+      // not trusted: its own addresses, at once
+      for (const list of [trustList(['10.0.0.0/8']), parseAddressMatcher([], 'x')]) {
+        const own = await readInboundProxy(socket, list, 1000);
+        expect(own?.address).toBe('::ffff:127.0.0.1');
+      }
+      // trusted through the IPv4 entry: its header names the client
+      client.write(encodeProxyV1(header));
+      const got = await readInboundProxy(socket, trustList(['127.0.0.0/8']), 1000);
+      expect(got?.address).toBe('203.0.113.7');
+    } finally {
+      client.destroy();
+      for (const s of accepted) s.destroy();
+      server.close();
     }
   });
 });
