@@ -32,6 +32,38 @@ export function concat(parts: readonly Uint8Array[]): Uint8Array {
   return out;
 }
 
+/**
+ * Octets appended in any chunking, stored contiguously: capacity doubles, so a client sending
+ * one octet per read costs its octets (at most twice), not an object per read.
+ */
+export class ByteBuffer {
+  private bytes = new Uint8Array(256);
+  length = 0;
+
+  append(data: Uint8Array): void {
+    if (this.length + data.length > this.bytes.length) {
+      let size = Math.max(256, this.bytes.length * 2);
+      while (size < this.length + data.length) size *= 2;
+      const grown = new Uint8Array(size);
+      grown.set(this.bytes.subarray(0, this.length));
+      this.bytes = grown;
+    }
+    this.bytes.set(data, this.length);
+    this.length += data.length;
+  }
+
+  /** Forget everything (views taken before stay valid). */
+  clear(): void {
+    this.bytes = new Uint8Array(0);
+    this.length = 0;
+  }
+
+  /** A view of everything appended (valid until the next append). */
+  view(): Uint8Array {
+    return this.bytes.subarray(0, this.length);
+  }
+}
+
 export function base64(bytes: Uint8Array): string {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64');
 }

@@ -4,17 +4,21 @@
 // Theory of operation: framing is done by hand on octets, never by the grammar. A line ends at
 // LF; one CR right before it is dropped (RFC 9112 section 2.2 lets a recipient take a bare LF as
 // a line end); a bare CR anywhere else is refused (section 2.2: "MUST consider that element to
-// be invalid"). While a line arrives, its octets go to an incremental nearley parser, so the
-// first octet that cannot be HTTP ends the request with 400 at once. Each octet is judged in a
+// be invalid"). While a line arrives, each octet is checked in O(1) against what the grammar can
+// still match (parse.ts), so the first octet that cannot be HTTP ends the request with 400 at
+// once; the grammar itself runs once per complete line, so a pending line costs its own octets
+// and a constant, never a parse per octet (issue 14). Each octet is judged in a
 // fixed order — grammar, line length, head size — and never by how TCP chunked the input, so
 // any split of the same bytes gives the same outcome (the property tests check this).
 //
 // Before the request line, empty lines are skipped (RFC 9112 section 2.2: a server SHOULD
 // ignore at least one). A field line starting with SP or HTAB is obs-fold (or whitespace after
 // the request line): refused with 400 as section 5.2 and 2.2 allow.
+
+import type { ByteBuffer } from './bytes.js';
 import { latin1 } from './bytes.js';
 import { HttpProtocolError } from './errors.js';
-import { LineParser, type RequestLine } from './parse.js';
+import { LineChecker, type RequestLine } from './parse.js';
 
 export interface FramerLimits {
   maxRequestLineLength: number;
@@ -38,13 +42,16 @@ const LF = 0x0a;
 const CR = 0x0d;
 const SP = 0x20;
 const HTAB = 0x09;
-const EMPTY = new Uint8Array(0);
 
+/**
+ * Reads the head from `input`, the session's buffer of every octet received (the session
+ * appends, the framer only reads): a pending line costs its own octets once, nothing more.
+ */
 export class Framer {
-  private buf: Uint8Array = EMPTY;
   private pos = 0;
+  private lineStart = 0;
   private phase: 'start' | 'fields' | 'done' = 'start';
-  private line: LineParser | null = null;
+  private line: LineChecker | null = null;
   private lineLength = 0;
   private pendingCR = false;
   private size = 0;
@@ -53,25 +60,18 @@ export class Framer {
   private headers: [string, string][] = [];
   /** Set when a line had more than one parse (a grammar bug the session logs). */
   ambiguous = false;
+  private buf: Uint8Array;
 
-  constructor(private readonly limits: FramerLimits) {}
-
-  push(data: Uint8Array): void {
-    const rest = this.buf.subarray(this.pos);
-    this.buf = rest.length === 0 ? data.slice() : joined(rest, data);
-    this.pos = 0;
-  }
-
-  /** Octets received after the head (the body and anything pipelined). */
-  takeRest(): Uint8Array {
-    const rest = this.buf.slice(this.pos);
-    this.buf = EMPTY;
-    this.pos = 0;
-    return rest;
+  constructor(
+    private readonly limits: FramerLimits,
+    private readonly input: ByteBuffer,
+  ) {
+    this.buf = input.view();
   }
 
   /** The complete head, or null for "need more"; throws HttpProtocolError on bad input. */
   next(): Head | null {
+    this.buf = this.input.view();
     while (this.phase !== 'done' && this.pos < this.buf.length) {
       const b = this.buf[this.pos]!;
       if (this.pendingCR) {
@@ -120,8 +120,11 @@ export class Framer {
       lineLimit - this.lineLength,
       this.limits.maxHeaderSize - this.size,
     );
-    this.line ??= new LineParser(isRequest ? 'request' : 'field');
-    if (n > 0 && !this.line.feed(latin1(this.buf.subarray(this.pos, this.pos + n)))) {
+    if (this.line === null) {
+      this.line = new LineChecker(isRequest ? 'request' : 'field');
+      this.lineStart = this.pos;
+    }
+    if (n > 0 && !this.line.feed(this.buf.subarray(this.pos, this.pos + n))) {
       throw syntax(isRequest ? 'malformed request line' : 'malformed field line');
     }
     this.lineLength += n;
@@ -145,6 +148,9 @@ export class Framer {
   private endLine(): Head | null {
     const line = this.line;
     const empty = this.lineLength === 0;
+    const text = empty
+      ? ''
+      : latin1(this.buf.subarray(this.lineStart, this.lineStart + this.lineLength));
     this.line = null;
     this.lineLength = 0;
     if (this.phase === 'start') {
@@ -152,7 +158,7 @@ export class Framer {
         if (++this.emptyLines > MAX_LEADING_EMPTY_LINES) throw syntax('too many empty lines');
         return null;
       }
-      const r = line!.finishRequest();
+      const r = line!.finishRequest(text);
       if (!r.ok) {
         this.ambiguous ||= r.reason === 'ambiguous';
         throw syntax('malformed request line');
@@ -165,7 +171,7 @@ export class Framer {
       this.phase = 'done';
       return { request: this.request!, headers: this.headers, size: this.size };
     }
-    const f = line!.finishField();
+    const f = line!.finishField(text);
     if (!f.ok) {
       this.ambiguous ||= f.reason === 'ambiguous';
       throw syntax('malformed field line');
@@ -174,13 +180,6 @@ export class Framer {
     if (this.headers.length > this.limits.maxHeaderFields) throw tooLarge('too many header fields');
     return null;
   }
-}
-
-function joined(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a, 0);
-  out.set(b, a.length);
-  return out;
 }
 
 function syntax(message: string): HttpProtocolError {

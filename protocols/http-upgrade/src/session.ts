@@ -23,7 +23,7 @@
 // never answered in plaintext and never reaches TLS or the backend (RFC 2817 section 3.3: the
 // backend answers the ORIGINAL request, over TLS, from the hand-off state).
 import type { Action, DialectSession } from '@tlsproxy/core/dialect';
-import { act, base64, concat } from './bytes.js';
+import { act, ByteBuffer, base64 } from './bytes.js';
 import { HttpProtocolError, isHttpProtocolError } from './errors.js';
 import { Framer, type FramerLimits, type Head } from './framer.js';
 import { type Decision, decide } from './request.js';
@@ -59,13 +59,12 @@ export class HttpUpgradeSession implements DialectSession {
   private readonly framer: Framer;
   private deadline = Number.POSITIVE_INFINITY;
   /** Every octet received until the hand-off: the request, its content, what follows. */
-  private received: Uint8Array[] = [];
-  private receivedSize = 0;
+  private readonly received = new ByteBuffer();
   private head: Head | null = null;
   private decision: Decision | null = null;
 
   constructor(private readonly config: SessionConfig) {
-    this.framer = new Framer(config);
+    this.framer = new Framer(config, this.received);
   }
 
   start(now: number): Action[] {
@@ -112,12 +111,10 @@ export class HttpUpgradeSession implements DialectSession {
         : [act.log('warn', `discarded ${data.length} bytes sent after the upgrade request`)];
     }
     if (this.phase === 'done' || data.length === 0) return [];
-    this.received.push(data.slice());
-    this.receivedSize += data.length;
+    this.received.append(data);
     const out: Action[] = [];
     try {
       if (this.phase === 'head') {
-        this.framer.push(data);
         const head = this.framer.next();
         if (head === null) return out;
         this.accept(head, now, out);
@@ -148,7 +145,7 @@ export class HttpUpgradeSession implements DialectSession {
       // Everything received goes to the backend, which reads the content (if any) itself.
       out.push({
         type: 'plaintext',
-        buffered: concat(this.received),
+        buffered: this.received.view().slice(),
         state: requestState(head),
         unavailable: errorResponse(503, { now, head: decision.head }),
       });
@@ -182,9 +179,9 @@ export class HttpUpgradeSession implements DialectSession {
     const head = this.head!;
     const decision = this.decision!;
     const end = head.size + decision.length;
-    if (this.receivedSize < end) return;
-    const all = concat(this.received);
-    this.received = [];
+    if (this.received.length < end) return;
+    const all = this.received.view();
+    this.received.clear();
     this.phase = 'tls';
     const state = requestState(head);
     state.body = base64(all.subarray(head.size, end));
@@ -204,7 +201,7 @@ export class HttpUpgradeSession implements DialectSession {
 
   private fail(err: HttpProtocolError, now: number): Action[] {
     this.phase = 'done';
-    this.received = [];
+    this.received.clear();
     const head = this.head?.request.method === 'HEAD';
     return [act.close(`${err.code}: ${err.message}`, errorResponse(err.status, { now, head }))];
   }

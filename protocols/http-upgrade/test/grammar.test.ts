@@ -1,7 +1,14 @@
 // The nearley grammar (src/request.ne): accepts RFC 9112 request and field lines, refuses the
 // rest, and never yields more than one parse.
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { LineParser, parseAll, parseFieldLine, parseRequestLine } from '../src/parse.js';
+import {
+  grammarAcceptsPrefix,
+  LineChecker,
+  parseAll,
+  parseFieldLine,
+  parseRequestLine,
+} from '../src/parse.js';
 
 const GOOD_REQUESTS = [
   'OPTIONS * HTTP/1.1',
@@ -80,12 +87,12 @@ describe('request line', () => {
   });
 
   it('fails at the first impossible octet when fed incrementally', () => {
-    const p = new LineParser('request');
+    const p = new LineChecker('request');
     expect(p.feed('GET /')).toBe(true);
     expect(p.feed(' HTTP/')).toBe(true);
     expect(p.feed('1.1x')).toBe(false);
     expect(p.ok).toBe(false);
-    const q = new LineParser('request');
+    const q = new LineChecker('request');
     expect(q.feed('\u0016')).toBe(false);
   });
 });
@@ -110,4 +117,31 @@ describe('field line', () => {
     expect(parseAll('field', `X: ${'a b '.repeat(2000)}z`)).toHaveLength(1);
     expect(Date.now() - t).toBeLessThan(2000);
   });
+});
+
+// Issue 14: the framer no longer feeds nearley octet by octet; an O(1)-per-octet automaton
+// decides when a line can no longer parse. It must refuse exactly where nearley would.
+describe('the octet checker agrees with the grammar', () => {
+  const octet = fc.constantFrom(
+    ...'GETOPIONS HTTP/1.0:;*/ \t\x00\x7f\x80\xff\x16x9-'.split(''),
+    'HTTP/1.1',
+    'Host: ',
+  );
+  const text = fc.array(octet, { maxLength: 12 }).map((a) => a.join(''));
+  for (const kind of ['request', 'field'] as const) {
+    it(`${kind} lines: every prefix`, () => {
+      fc.assert(
+        fc.property(text, (t) => {
+          const checker = new LineChecker(kind);
+          for (let i = 1; i <= t.length; i++) {
+            const prefix = t.slice(0, i);
+            expect(checker.feed(t[i - 1]!), JSON.stringify(prefix)).toBe(
+              grammarAcceptsPrefix(kind, prefix),
+            );
+          }
+        }),
+        { numRuns: 2000 },
+      );
+    });
+  }
 });
