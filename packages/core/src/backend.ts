@@ -8,11 +8,28 @@ import { connect as fdConnect, type OwnedFd, type Peer } from '@tlsproxy/fdpass'
 import { CoreError } from './errors.js';
 import type { Logger } from './logger.js';
 
+export interface DeliverOptions {
+  /** For targets that relay in this process (`relays`): called once when that relay has ended. */
+  onRelayEnd?: () => void;
+  /** For targets that relay in this process: close a relay idle this long (ms); absent: never. */
+  idleTimeoutMs?: number;
+}
+
 export interface HandoffTarget {
   readonly description: string;
+  /** True when the target relays connections in this process after deliver() (connect-mode
+   * backends): the connection is then still held here until `onRelayEnd`. */
+  readonly relays?: boolean;
   available(): Promise<boolean>;
   checkServerName(name: string, info: Partial<HandoffInfo>): Promise<boolean>;
-  deliver(fd: OwnedFd, info: HandoffInfo, buffered?: Uint8Array): Promise<void>;
+  /** Whether the backend asked to be asked about every SNI name (it checks names itself). */
+  wantsServerNameCheck?(): boolean;
+  deliver(
+    fd: OwnedFd,
+    info: HandoffInfo,
+    buffered?: Uint8Array,
+    options?: DeliverOptions,
+  ): Promise<void>;
   /** The connection with this control key has ended: its key is no longer valid here. */
   forget?(controlKey: string): void;
   close(): void;

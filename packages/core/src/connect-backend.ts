@@ -16,7 +16,7 @@ import { X509Certificate } from 'node:crypto';
 import net from 'node:net';
 import type { HandoffInfo } from '@tlsproxy/backend';
 import type { OwnedFd } from '@tlsproxy/fdpass';
-import type { HandoffTarget } from './backend.js';
+import type { DeliverOptions, HandoffTarget } from './backend.js';
 import type { Dialect } from './dialect.js';
 import { CoreError } from './errors.js';
 import type { Logger } from './logger.js';
@@ -212,7 +212,14 @@ export class ConnectBackend implements HandoffTarget {
     return true;
   }
 
-  async deliver(fd: OwnedFd, info: HandoffInfo, buffered?: Uint8Array): Promise<void> {
+  readonly relays = true;
+
+  async deliver(
+    fd: OwnedFd,
+    info: HandoffInfo,
+    buffered?: Uint8Array,
+    options: DeliverOptions = {},
+  ): Promise<void> {
     let server: net.Socket | undefined;
     let client: net.Socket | undefined;
     try {
@@ -250,7 +257,7 @@ export class ConnectBackend implements HandoffTarget {
       client.destroy();
       throw err;
     }
-    this.#relay(client, server, info.connectionId);
+    this.#relay(client, server, info.connectionId, options);
   }
 
   #header(info: HandoffInfo): Uint8Array | undefined {
@@ -318,18 +325,36 @@ export class ConnectBackend implements HandoffTarget {
   }
 
   /** Both ways, with half-close; either side failing ends both. */
-  #relay(client: net.Socket, server: net.Socket, conn: string): void {
+  #relay(client: net.Socket, server: net.Socket, conn: string, options: DeliverOptions): void {
     const log = this.#options.logger;
     this.#relays.add(client);
     this.#relays.add(server);
     let bytesUp = 0;
     let bytesDown = 0;
     let closed = 0;
+    let idle: NodeJS.Timeout | undefined;
+    const idleMs = options.idleTimeoutMs ?? 0;
+    // No traffic either way for idleMs: the peer may be gone without a word (no FIN, no RST).
+    const touch =
+      idleMs > 0
+        ? () => {
+            if (idle) idle.refresh();
+            else
+              idle = setTimeout(() => {
+                log.log('info', 'relay idle too long, closing', { conn, idleTimeoutMs: idleMs });
+                client.destroy();
+                server.destroy();
+              }, idleMs);
+          }
+        : () => {};
+    touch();
     const onClose = () => {
       if (++closed < 2) return;
+      if (idle) clearTimeout(idle);
       this.#relays.delete(client);
       this.#relays.delete(server);
       log.log('debug', 'backend relay closed', { conn, bytesUp, bytesDown });
+      options.onRelayEnd?.();
     };
     const onError = (side: string) => (err: Error) => {
       log.log('debug', 'relay error', { conn, side, error: err.message });
@@ -342,9 +367,11 @@ export class ConnectBackend implements HandoffTarget {
     server.once('close', onClose);
     client.on('data', (d: Buffer) => {
       bytesUp += d.length;
+      touch();
     });
     server.on('data', (d: Buffer) => {
       bytesDown += d.length;
+      touch();
     });
     // pipe() carries backpressure and ends the other side on 'end' (half-close); a side that is
     // fully closed by then has nothing more to say, so close the other at once.

@@ -90,6 +90,14 @@ export interface DialectSession {
   tlsUnavailable(now: number): Action[];
   /** The client closed its sending side. */
   eof?(now: number): Action[];
+  /**
+   * The engine's cap on bytes before TLS (`maxPreambleBytes`) was crossed: return the protocol's
+   * own closing error (IMAP `* BYE`, POP3 `-ERR`, SMTP `500`/`421`, LDAP Notice of Disconnection,
+   * XMPP `<policy-violation/>` (with a stream header if none was sent yet), HTTP `413`/`400`).
+   * The engine writes it, then closes; receive() is not called again. Pure, must not throw.
+   * Absent: the connection is closed without a word.
+   */
+  overflow?(now: number): Uint8Array;
 }
 
 /** Context the engine gives a new session. */
@@ -124,6 +132,10 @@ export interface LimitSpec {
   source?: string;
 }
 
+/** Which limit turned a connection away, for the busy reply's text ("too many connections from
+ * your address" vs "too many connections"). */
+export type BusyLimit = 'maxConnections' | 'maxConnectionsPerAddress';
+
 /** What a dialect plugin exports (default export or named `dialect`). */
 export interface Dialect<O = Record<string, unknown>> {
   name: string;
@@ -139,7 +151,7 @@ export interface Dialect<O = Record<string, unknown>> {
    * `-ERR [SYS/TEMP]`, SMTP `421`, LDAP Notice of Disconnection, XMPP
    * `<resource-constraint/>`, HTTP `503`). Absent: the connection is closed without a word.
    */
-  busy?(context: { hostname: string; now: number }): Uint8Array;
+  busy?(context: { hostname: string; now: number; limit?: BusyLimit }): Uint8Array;
   /**
    * For connect-mode backends (`backend: { connect: 'tcp:host:port' }`, a legacy server that
    * greets every new connection): the client already got the dialect's greeting before TLS, so

@@ -33,6 +33,36 @@ const ORDER: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 
 /** Keys pino writes itself; a field of the same name is renamed rather than clobbering them. */
 const RESERVED = new Set(['level', 'time', 'msg', 'pid', 'hostname']);
 
+/**
+ * Characters that could end a log line or steer a terminal: C0 and C1 controls, DEL, and the
+ * Unicode line and paragraph separators. Peer-controlled text (an SNI name, an XMPP `to`, a
+ * command echo) must never start a forged line in the text format.
+ */
+const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g;
+
+/** `s` with every unsafe character written as a visible escape (`\n`, `\x1b`, `\u2028`). */
+export function escapeLogText(s: string): string {
+  return s.replace(UNSAFE, (c) => {
+    const n = c.charCodeAt(0);
+    if (c === '\n') return '\\n';
+    if (c === '\r') return '\\r';
+    if (c === '\t') return '\\t';
+    return n <= 0xff ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u${n.toString(16)}`;
+  });
+}
+
+/** One `key=value` value: bare when it is a plain token, else JSON (quoted), escaped either way. */
+function textValue(v: unknown): string {
+  if (typeof v === 'string' && !/[\s"]/.test(v)) return escapeLogText(v);
+  let json: string | undefined;
+  try {
+    json = JSON.stringify(v);
+  } catch {
+    json = JSON.stringify(String(v));
+  }
+  return escapeLogText(json ?? String(v));
+}
+
 export function consoleLogger(
   minLevel: Level = 'info',
   write: (line: string) => void = (l) => process.stderr.write(`${l}\n`),
@@ -42,11 +72,9 @@ export function consoleLogger(
       if (ORDER[level] < ORDER[minLevel]) return;
       const kv = Object.entries(fields)
         .filter(([, v]) => v !== undefined)
-        .map(
-          ([k, v]) => `${k}=${typeof v === 'string' && !/[\s"]/.test(v) ? v : JSON.stringify(v)}`,
-        )
+        .map(([k, v]) => `${escapeLogText(k)}=${textValue(v)}`)
         .join(' ');
-      write(`${new Date().toISOString()} ${level} ${message}${kv ? ` ${kv}` : ''}`);
+      write(`${new Date().toISOString()} ${level} ${escapeLogText(message)}${kv ? ` ${kv}` : ''}`);
     },
   };
 }

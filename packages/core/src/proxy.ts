@@ -12,10 +12,11 @@ import {
   TlsEngine,
   type TlsEngineApi,
 } from '@tlsproxy/pool';
+import { type AddressMatcher, addressKey, parseAddressMatcher } from './addresses.js';
 import { type HandoffTarget, UnixBackend } from './backend.js';
 import { ConnectBackend, type ConnectBackendSpec } from './connect-backend.js';
 import { resolveLimits, resolveOptions } from './define.js';
-import type { Dialect } from './dialect.js';
+import type { BusyLimit, Dialect } from './dialect.js';
 import { CoreError } from './errors.js';
 import { type InboundProxyConfig, readInboundProxy, trustList } from './inbound-proxy.js';
 import { loadDialect } from './load.js';
@@ -37,16 +38,30 @@ export interface ListenerConfig {
   limits?: Record<string, unknown>;
   /** Per-listener TLS settings (client certificates, ALPN, handshake timeout). */
   tls?: Omit<HandshakeRequest, 'checkServerName' | 'connectionId'>;
-  /** Ask the backend to accept each SNI name (its onServerName) before the handshake goes on. */
+  /** Ask the backend about every SNI name (its onServerName) before the handshake goes on, even
+   * if it did not ask for it. Without it the backend is asked whenever it declared on its channel
+   * that it checks names (a `@tlsproxy/backend` listen() with `onServerName` does). */
   checkServerName?: boolean;
   /** Host name used in greetings; default the machine's. */
   hostname?: string;
   /** Names served (e.g. XMPP domains); default: the DNS names of the TLS engine's certificates. */
   serverNames?: string[];
-  /** Sessions in preamble (all listeners); beyond, new ones get the dialect's busy reply. Default 10,000. */
+  /** Connections this listener holds at once, in every phase (PROXY header, preamble, handshake,
+   * relay until close); beyond, new ones get the dialect's busy reply. Default 10,000. */
   maxConnections?: number;
-  /** Sessions in preamble from one client address; beyond, the busy reply. Default 64. */
+  /** Connections from one client (an IPv4 address, an IPv6 /`ipv6Prefix`) held at once by this
+   * listener, in every phase; beyond, the busy reply. Default 64. */
   maxConnectionsPerAddress?: number;
+  /** IPv6 clients are counted per network of this prefix length (one host usually has a /64). Default 64. */
+  ipv6Prefix?: number;
+  /** Addresses or CIDRs not subject to `maxConnectionsPerAddress` (e.g. a webmail or a monitoring
+   * host, as Postfix exempts `mynetworks`). Default: none. They still count towards `maxConnections`. */
+  exempt?: string[];
+  /** Connections in the TLS handshake at once on this listener; beyond, the client gets the
+   * temporary-failure reply (implicit TLS: closed). Default 1,000. */
+  maxHandshakes?: number;
+  /** A relayed connection with no traffic either way for this long is closed; 0: never (default). */
+  idleTimeoutMs?: number;
   /** Whole-preamble deadline, a backstop above every dialect idle timer; default 15 minutes. */
   preambleTimeoutMs?: number;
   /** Bytes accepted before TLS; default 64 KiB. */
@@ -113,8 +128,6 @@ export class TlsProxy {
   readonly #sessions = new Set<Session>();
   #fdWatch: NodeJS.Timeout | undefined;
   readonly #backendUids: number[] | undefined;
-  /** Sessions in preamble per client address, for maxConnectionsPerAddress. */
-  readonly #perAddress = new Map<string, number>();
   readonly #backends = new Map<string, HandoffTarget>();
   readonly #ownsPool: boolean;
   /** Prometheus metrics (a private registry), when enabled; `metrics.ready` resolves with the
@@ -208,6 +221,7 @@ export class TlsProxy {
       handoff: config.handoff ?? 'plain',
       tls: config.tls ?? {},
       checkServerName: config.checkServerName ?? false,
+      ...(config.idleTimeoutMs ? { idleTimeoutMs: config.idleTimeoutMs } : {}),
       preambleTimeoutMs: config.preambleTimeoutMs ?? 900_000,
       maxPreambleBytes: config.maxPreambleBytes ?? 64 * 1024,
       logger: this.logger,
@@ -217,50 +231,87 @@ export class TlsProxy {
 
   /** Start one listener; resolves once it is bound. */
   async listen(config: ListenerConfig): Promise<RunningListener> {
-    const state: { sessionConfig: SessionConfig; config: ListenerConfig; trust?: BlockList } = {
+    const state: {
+      sessionConfig: SessionConfig;
+      config: ListenerConfig;
+      trust?: BlockList;
+      exempt: AddressMatcher;
+    } = {
       sessionConfig: await this.#sessionConfig(config),
       config,
+      exempt: parseAddressMatcher(config.exempt ?? [], 'exempt'),
     };
+    if (config.proxyProtocol) state.trust = trustList(config.proxyProtocol.trusted);
     const dialect = state.sessionConfig.dialect;
     const backend = state.sessionConfig.backend;
     const sessionConfig = state.sessionConfig;
+    // What this listener holds now, counted from accept until the connection is gone from this
+    // process (preamble, handshake, and the relay when the TLS engine or a connect-mode backend
+    // relays here), so no phase escapes a limit.
+    const held = { total: 0, handshakes: 0, perClient: new Map<string, number>() };
+    const handshakes = {
+      acquire: () => {
+        if (held.handshakes >= (state.config.maxHandshakes ?? 1000)) return false;
+        held.handshakes++;
+        return true;
+      },
+      release: () => {
+        held.handshakes--;
+      },
+    };
+    state.sessionConfig.handshakes = handshakes;
     // Paused at accept: with inbound PROXY the header must be read to its exact end first.
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
       // Read the current config at each accept: update() swaps it for new connections only.
-      const max = state.config.maxConnections ?? 10_000;
-      if (this.#sessions.size >= max) {
+      const cfg = state.config;
+      const max = cfg.maxConnections ?? 10_000;
+      if (held.total >= max) {
         this.logger.log('warn', 'connection limit reached, refusing', {
           dialect: dialect.name,
-          limit: max,
+          limit: 'maxConnections',
+          value: max,
         });
-        this.#refuse(socket, state.sessionConfig);
+        this.#refuse(socket, state.sessionConfig, 'maxConnections');
         return;
       }
+      held.total++;
+      let counted = true;
+      const uncount = () => {
+        if (!counted) return;
+        counted = false;
+        held.total--;
+      };
       socket.setNoDelay(true);
       const sessionConfig = state.sessionConfig;
-      const inbound = state.config.proxyProtocol;
+      const inbound = cfg.proxyProtocol;
       const begin = (addresses?: SessionAddresses) => {
-        // Counted by the client's address — behind a trusted balancer, the one its header names.
+        // Counted by the client's address — behind a trusted balancer, the one its header names;
+        // IPv6 by network, since one host usually owns a whole /64.
         const from = addresses?.address ?? socket.remoteAddress ?? '';
-        const perAddress = state.config.maxConnectionsPerAddress ?? 64;
-        if ((this.#perAddress.get(from) ?? 0) >= perAddress) {
+        const key = state.exempt.has(from) ? undefined : addressKey(from, cfg.ipv6Prefix ?? 64);
+        const perAddress = cfg.maxConnectionsPerAddress ?? 64;
+        if (key !== undefined && (held.perClient.get(key) ?? 0) >= perAddress) {
           this.logger.log('warn', 'per-address connection limit reached, refusing', {
             dialect: dialect.name,
             remote: from,
-            limit: perAddress,
+            limit: 'maxConnectionsPerAddress',
+            value: perAddress,
           });
-          this.#refuse(socket, sessionConfig);
+          uncount();
+          this.#refuse(socket, sessionConfig, 'maxConnectionsPerAddress');
           return;
         }
         // The session resumes reading itself, unless its dialect asked for TLS at once.
         const s = new Session(socket, sessionConfig, addresses);
         this.#sessions.add(s);
-        this.#perAddress.set(from, (this.#perAddress.get(from) ?? 0) + 1);
-        void s.done.then(() => {
-          this.#sessions.delete(s);
-          const n = (this.#perAddress.get(from) ?? 1) - 1;
-          if (n > 0) this.#perAddress.set(from, n);
-          else this.#perAddress.delete(from);
+        if (key !== undefined) held.perClient.set(key, (held.perClient.get(key) ?? 0) + 1);
+        void s.done.then(() => this.#sessions.delete(s));
+        void s.released.then(() => {
+          uncount();
+          if (key === undefined) return;
+          const n = (held.perClient.get(key) ?? 1) - 1;
+          if (n > 0) held.perClient.set(key, n);
+          else held.perClient.delete(key);
         });
       };
       if (!inbound) {
@@ -268,10 +319,17 @@ export class TlsProxy {
         return;
       }
       socket.on('error', () => {});
-      state.trust ??= trustList(inbound.trusted);
-      readInboundProxy(socket, state.trust, inbound.timeoutMs ?? 5000).then(
+      // Until the header is read the connection counts towards maxConnections only.
+      socket.once('close', () => {
+        if (!started) uncount();
+      });
+      let started = false;
+      const trust = state.trust ?? trustList(inbound.trusted);
+      readInboundProxy(socket, trust, inbound.timeoutMs ?? 5000).then(
         (addresses) => {
-          if (!socket.destroyed) begin(addresses);
+          if (socket.destroyed) return;
+          started = true;
+          begin(addresses);
         },
         (err: Error) => {
           this.logger.log('warn', 'PROXY header refused; closing', {
@@ -321,10 +379,15 @@ export class TlsProxy {
       server,
       config,
       update: async (next: ListenerConfig) => {
-        // Connections already accepted keep the config they started with.
-        state.sessionConfig = await this.#sessionConfig(next);
+        // Connections already accepted keep the config they started with. Everything is
+        // checked before anything changes: a bad address list leaves the old config serving.
+        const exempt = parseAddressMatcher(next.exempt ?? [], 'exempt');
+        const trust = next.proxyProtocol ? trustList(next.proxyProtocol.trusted) : undefined;
+        state.sessionConfig = { ...(await this.#sessionConfig(next)), handshakes };
         state.config = next;
-        delete state.trust;
+        state.exempt = exempt;
+        if (trust) state.trust = trust;
+        else delete state.trust;
         l.config = next;
         l.dialect = state.sessionConfig.dialect.name;
       },
@@ -335,16 +398,18 @@ export class TlsProxy {
       address: typeof address === 'string' ? address : `${address.address}:${address.port}`,
       backend: backend.description,
       handoff: sessionConfig.handoff,
+      // Who decides about SNI names: every name is put to the backend, or only when it asks.
+      serverNameCheck: sessionConfig.checkServerName ? 'always' : 'when the backend asks',
     });
     return l;
   }
 
   /** Past a limit: the dialect's "busy" reply (if it has one), then close; existing sessions are unaffected. */
-  #refuse(socket: net.Socket, config: SessionConfig): void {
+  #refuse(socket: net.Socket, config: SessionConfig, limit: BusyLimit): void {
     socket.on('error', () => {});
     let reply: Uint8Array | undefined;
     try {
-      reply = config.dialect.busy?.({ hostname: config.hostname, now: Date.now() });
+      reply = config.dialect.busy?.({ hostname: config.hostname, now: Date.now(), limit });
     } catch {}
     if (reply && reply.length > 0) socket.end(reply);
     else socket.end();

@@ -48,8 +48,14 @@ export interface SessionConfig {
   pool: TlsEngineApi;
   handoff: 'plain' | 'crypt';
   tls: Omit<HandshakeRequest, 'checkServerName' | 'connectionId'>;
-  /** Ask the backend about the SNI name before the handshake goes on. */
+  /** Ask the backend about every SNI name, even if it did not ask to be asked (`--check-server-name`).
+   * Without it the backend is asked whenever it declared that it checks names. */
   checkServerName: boolean;
+  /** Relayed connection with no traffic either way for this long is closed; 0 or absent: never. */
+  idleTimeoutMs?: number;
+  /** The listener's cap on connections in the TLS handshake at once: take a place before the
+   * handshake (false: none free, the client gets the temporary failure), give it back after. */
+  handshakes?: { acquire(): boolean; release(): void };
   /** Whole preamble, connect to hand-off; the dialect's own idle timers are shorter. */
   preambleTimeoutMs: number;
   /** Bytes a client may send before TLS, in all. */
@@ -91,6 +97,20 @@ export class Session {
   #unavailable = false;
   #dialectFailed = false;
   #socketError: string | undefined;
+  /** The client's descriptor once detached from the socket, until it is handed on or closed. */
+  #fd: OwnedFd | undefined;
+  #handshakeSlot = false;
+  #goAheadSent = false;
+  /** The TLS engine (or a connect-mode backend) still relays this connection here. */
+  #relaying = false;
+  #finished = false;
+  /**
+   * Resolves when this process holds nothing of the connection any more: after the preamble,
+   * the handshake and — with the TLS engine or a connect-mode backend relaying here — the relay.
+   * Connection limits count a connection until then, in every phase.
+   */
+  readonly released: Promise<void>;
+  #release!: () => void;
 
   /** `addresses`: the client's real addresses when a trusted load balancer sent a PROXY header. */
   constructor(socket: net.Socket, config: SessionConfig, addresses?: SessionAddresses) {
@@ -100,6 +120,9 @@ export class Session {
     this.#m.stage('preamble');
     this.done = new Promise((r) => {
       this.#resolveDone = r;
+    });
+    this.released = new Promise((r) => {
+      this.#release = r;
     });
     this.#remote = addresses ?? {
       address: socket.remoteAddress ?? '',
@@ -218,7 +241,17 @@ export class Session {
         limit: this.#config.maxPreambleBytes,
       });
       this.#end('preamble_too_large', 'too many bytes before TLS');
-      this.#destroy();
+      // The protocol's own error first, where the dialect has one; the read that crossed the
+      // limit is never given to the dialect.
+      let reply: Uint8Array | undefined;
+      if (this.#dialect.overflow) {
+        try {
+          reply = this.#dialect.overflow(Date.now());
+        } catch (err) {
+          this.#log('error', 'dialect threw in overflow()', { error: (err as Error).message });
+        }
+      }
+      this.#closeWith(reply);
       return;
     }
     const actions = this.#guard(() => this.#dialect.receive(d, Date.now()));
@@ -247,12 +280,7 @@ export class Session {
           break;
         case 'close':
           this.#end(this.#preambleOutcome(), a.reason);
-          this.#state = 'done';
-          this.#clearTimers();
-          if (a.data && a.data.length > 0) this.#socket.end(a.data);
-          else this.#socket.end();
-          // A client that never reads must not hold the socket open forever.
-          setTimeout(() => this.#socket.destroy(), 2000).unref();
+          this.#closeWith(a.data);
           return;
         case 'starttls':
           void this.#startTls(a);
@@ -262,6 +290,17 @@ export class Session {
           return;
       }
     }
+  }
+
+  /** Write a last reply (if any), stop reading, close; a client that never reads is cut off after 2 s. */
+  #closeWith(data: Uint8Array | undefined): void {
+    this.#state = 'done';
+    this.#clearTimers();
+    // Reading goes on (and drops everything) so the client's FIN is seen and the socket goes.
+    if (data && data.length > 0) this.#socket.end(data);
+    else this.#socket.end();
+    // A client that never reads must not hold the socket open forever.
+    setTimeout(() => this.#socket.destroy(), 2000).unref();
   }
 
   #setTimer(at: number): void {
@@ -329,11 +368,78 @@ export class Session {
       controlKey: null,
       connectionId: this.id,
       dialectState: {},
+      dialectStateOrigin: 'pre-tls',
       ...extra,
     };
   }
 
+  /**
+   * Any failure on the way to the hand-off (EMFILE from dup or socketpair, ENOMEM, a bug) ends
+   * this one connection: the temporary-failure reply while the client still speaks plaintext,
+   * everything it holds released, the process serving on.
+   */
   async #startTls(a: StartTlsAction): Promise<void> {
+    try {
+      await this.#startTlsSteps(a);
+    } catch (err) {
+      this.#fail(err, a.unavailable);
+    }
+  }
+
+  #fail(err: unknown, unavailable: Uint8Array): void {
+    const code = (err as { code?: string }).code;
+    this.#log('error', 'connection failed on its way to the hand-off; closing it', {
+      error: (err as Error)?.message ?? String(err),
+      code,
+    });
+    this.#end(
+      this.#ended ? 'handoff_failed' : 'closed_in_preamble',
+      `internal failure: ${code ?? (err as Error)?.message ?? String(err)}`,
+    );
+    this.#releaseHandshake();
+    const fd = this.#fd;
+    this.#fd = undefined;
+    if (fd && !fd.closed) {
+      // Detached, go-ahead not yet sent: the client still speaks plaintext.
+      if (!this.#goAheadSent && unavailable.length > 0) {
+        try {
+          binding().write(fd.fd, Buffer.from(unavailable));
+        } catch {}
+      }
+      fd.close();
+    } else if (!this.#socket.destroyed && !this.#goAheadSent) {
+      if (unavailable.length > 0) this.#socket.end(unavailable);
+      else this.#socket.end();
+      setTimeout(() => this.#socket.destroy(), 2000).unref();
+    } else {
+      this.#socket.destroy();
+    }
+    this.#relaying = false;
+    this.#finish();
+  }
+
+  #releaseHandshake(): void {
+    if (!this.#handshakeSlot) return;
+    this.#handshakeSlot = false;
+    this.#config.handshakes?.release();
+  }
+
+  /** Temporary failure before the go-ahead: the client hears so and the preamble goes on. */
+  #unavailableNow(a: StartTlsAction, discardedBefore: number): void {
+    const dropped = this.#drainPending();
+    if (dropped > 0)
+      this.#log('warn', 'discarded bytes sent after STARTTLS (never interpreted)', {
+        bytes: dropped,
+      });
+    const discarded = discardedBefore + dropped;
+    if (discarded > 0) this.#m.injection(discarded);
+    if (a.unavailable.length > 0) this.#socket.write(a.unavailable);
+    this.#state = 'preamble';
+    this.#run(this.#guard(() => this.#dialect.tlsUnavailable(Date.now())));
+    if (this.#state === 'preamble') this.#socket.resume();
+  }
+
+  async #startTlsSteps(a: StartTlsAction): Promise<void> {
     this.#state = 'transition';
     this.#pauseReading();
     // Time to the STARTTLS command; implicit TLS has none.
@@ -356,12 +462,20 @@ export class Session {
       this.#log('error', 'dialect state too large to hand off; temporary failure', {
         limit: MAX_DIALECT_STATE,
       });
-      countInjection();
-      if (a.unavailable.length > 0) this.#socket.write(a.unavailable);
-      this.#state = 'preamble';
-      this.#run(this.#guard(() => this.#dialect.tlsUnavailable(Date.now())));
-      if (this.#state === 'preamble') this.#socket.resume();
+      // What the client pipelined after STARTTLS is dropped here too, never interpreted.
+      this.#unavailableNow(a, discarded);
       return;
+    }
+    // The listener's cap on handshakes at once: past it, a temporary failure like a busy backend.
+    if (this.#config.handshakes && !this.#handshakeSlot) {
+      if (!this.#config.handshakes.acquire()) {
+        this.#log('warn', 'TLS handshake limit reached: temporary failure');
+        this.#m.backendUnavailable('starttls');
+        this.#unavailable = true;
+        this.#unavailableNow(a, discarded);
+        return;
+      }
+      this.#handshakeSlot = true;
     }
     if (a.trailing.length > 0) {
       this.#log('warn', 'discarded bytes sent after STARTTLS (never interpreted)', {
@@ -391,17 +505,8 @@ export class Session {
       });
       this.#m.backendUnavailable('starttls');
       this.#unavailable = true;
-      const dropped = this.#drainPending();
-      if (dropped > 0)
-        this.#log('warn', 'discarded bytes sent after STARTTLS (never interpreted)', {
-          bytes: dropped,
-        });
-      discarded += dropped;
-      countInjection();
-      if (a.unavailable.length > 0) this.#socket.write(a.unavailable);
-      this.#state = 'preamble';
-      this.#run(this.#guard(() => this.#dialect.tlsUnavailable(Date.now())));
-      if (this.#state === 'preamble') this.#socket.resume();
+      this.#releaseHandshake();
+      this.#unavailableNow(a, discarded);
       return;
     }
     this.#unavailable = false;
@@ -414,6 +519,7 @@ export class Session {
       return this.#finish();
     }
     const { fd, buffered } = detachSocket(this.#socket);
+    this.#fd = fd;
     // With a go-ahead to send, everything pending predates it: pipelined plaintext. With none
     // (implicit TLS) the client never waits, and what is pending is its ClientHello — but then
     // reading stopped before the first read, so nothing sits in Node's buffer.
@@ -436,13 +542,17 @@ export class Session {
       } catch {}
       if (n !== a.goAhead.length) {
         this.#log('info', 'client not reading; could not send the STARTTLS go-ahead');
+        this.#fd = undefined;
         fd.close();
         this.#end('closed_in_preamble', 'could not send the STARTTLS go-ahead');
         return this.#finish();
       }
+      this.#goAheadSent = true;
     }
     const info = this.#info({ dialectState: a.state });
+    this.#fd = undefined;
     if (this.#config.handoff === 'crypt') {
+      this.#releaseHandshake();
       await this.#deliver(fd, info);
       return;
     }
@@ -460,10 +570,17 @@ export class Session {
     request.onEnd = () => {
       sessionEnded = true;
       if (controlKey !== undefined) backend.forget?.(controlKey);
+      // The relay is over: the connection's places in the limits are free.
+      this.#relaying = false;
+      this.#maybeRelease();
     };
+    if (this.#config.idleTimeoutMs) request.idleTimeoutMs = this.#config.idleTimeoutMs;
+    this.#relaying = true;
     this.#m.stage('handshake');
     const t0 = performance.now();
-    if (this.#config.checkServerName) {
+    // Asked when the listener says so, and whenever the backend declared that it checks names
+    // (a backend that registered onServerName expects to be able to refuse them).
+    if (this.#config.checkServerName || backend.wantsServerNameCheck?.() === true) {
       request.checkServerName = (name) =>
         backend.checkServerName(name, { ...info, serverName: name }).catch(() => false);
     }
@@ -471,6 +588,8 @@ export class Session {
     try {
       result = await this.#config.pool.handshake(fd, request);
     } catch (err) {
+      this.#relaying = false;
+      this.#releaseHandshake();
       const ms = performance.now() - t0;
       this.#m.handshake('failed', ms / 1000);
       this.#log('info', 'TLS handshake failed', {
@@ -481,6 +600,7 @@ export class Session {
       this.#end('tls_failed', (err as Error).message);
       return this.#finish();
     }
+    this.#releaseHandshake();
     const ms = performance.now() - t0;
     this.#m.handshake('ok', ms / 1000);
     const { version, cipher, alpn, serverName, clientIdentity } = result.info;
@@ -509,6 +629,14 @@ export class Session {
   }
 
   async #plaintext(a: PlaintextAction): Promise<void> {
+    try {
+      await this.#plaintextSteps(a);
+    } catch (err) {
+      this.#fail(err, a.unavailable);
+    }
+  }
+
+  async #plaintextSteps(a: PlaintextAction): Promise<void> {
     this.#state = 'transition';
     this.#pauseReading();
     this.#clearTimers();
@@ -533,6 +661,7 @@ export class Session {
     const { fd, buffered } = detachSocket(this.#socket);
     // Here the pending bytes are the client's next commands: they belong to the backend.
     const all = Buffer.concat([Buffer.from(a.buffered), buffered]);
+    this.#fd = undefined;
     await this.#deliver(
       fd,
       this.#info({ handoff: 'plaintext', dialectState: a.state }),
@@ -561,8 +690,24 @@ export class Session {
         spare = new OwnedFd(binding().dup(fd.fd));
       } catch {}
     }
+    const backend = this.#config.backend;
+    // A connect-mode backend relays a raw (crypt) or plaintext connection in this process: the
+    // connection counts against the limits until that relay ends. (With TLS the engine's session
+    // end says so.)
+    const relayHere = backend.relays === true && info.handoff !== 'plain';
+    if (relayHere) this.#relaying = true;
     try {
-      await this.#config.backend.deliver(fd, info, buffered);
+      await backend.deliver(fd, info, buffered, {
+        ...(relayHere
+          ? {
+              onRelayEnd: () => {
+                this.#relaying = false;
+                this.#maybeRelease();
+              },
+            }
+          : {}),
+        ...(this.#config.idleTimeoutMs ? { idleTimeoutMs: this.#config.idleTimeoutMs } : {}),
+      });
       this.#log('info', 'handed off', {
         backend: this.#config.backend.description,
         handoff: info.handoff,
@@ -572,6 +717,7 @@ export class Session {
       this.#log('warn', 'backend did not take the connection', { error: (err as Error).message });
       this.#m.backendUnavailable('handoff');
       this.#end('handoff_failed', (err as Error).message);
+      if (relayHere) this.#relaying = false;
       if (!fd.closed) fd.close();
       if (spare) onFail?.(spare);
     }
@@ -600,5 +746,14 @@ export class Session {
     this.#state = 'done';
     this.#clearTimers();
     this.#resolveDone();
+    this.#finished = true;
+    this.#maybeRelease();
+  }
+
+  /** Everything the connection held in this process is gone: free its places in the limits. */
+  #maybeRelease(): void {
+    if (!this.#finished || this.#relaying) return;
+    this.#releaseHandshake();
+    this.#release();
   }
 }

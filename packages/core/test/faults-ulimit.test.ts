@@ -115,4 +115,77 @@ describe('descriptor exhaustion', () => {
       backend.child.kill('SIGKILL');
     }
   }, 30_000);
+
+  // Issue 14, finding 7: with the table full, a client's STARTTLS made detachSocket()'s
+  // F_DUPFD_CLOEXEC fail with EMFILE as an unhandled rejection, and the process exited.
+  it('STARTTLS with no descriptor left: that client gets a temporary failure, the process serves on', async () => {
+    const watch = watchProcess();
+    const backend = await startBackend(['--quiet']);
+    const port = await freePort();
+    const args = [
+      cliBin,
+      ...['--dialect', 'imap', '--listen', `127.0.0.1:${port}`],
+      ...['--backend', `unix:${backend.path}`, '--hostname', 'test.example', '--workers', '1'],
+      ...['--cert', `${certDir}server.pem`, '--key', `${certDir}server.key`],
+    ];
+    const proxy: ChildProcess = spawn(
+      'bash',
+      ['-c', `ulimit -n ${LIMIT} && exec "$0" "$@"`, process.execPath, ...args],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let stderr = '';
+    proxy.stderr!.setEncoding('utf8');
+    proxy.stderr!.on('data', (d: string) => {
+      stderr += d;
+    });
+    const clients: Reader[] = [];
+    try {
+      expect(await settle(() => /listening/.test(stderr), 10_000), stderr).toBe(true);
+      expect((await imapAttempt(port, 5000)).outcome).toBe('ok');
+      for (let i = 0; i < CLIENTS; i++) {
+        try {
+          clients.push(new Reader(await connectTcp(port)));
+        } catch {}
+      }
+      const greeted: Reader[] = [];
+      await Promise.all(
+        clients.map(async (c) => {
+          if (await c.wait(/^\* OK[^\r\n]*\r\n/m, 3000)) greeted.push(c);
+        }),
+      );
+      expect(greeted.length, stderr.slice(-2000)).toBeGreaterThan(5);
+      // The table is full: each STARTTLS now needs a descriptor the process cannot have.
+      const answers = await Promise.all(
+        greeted.slice(0, 5).map(async (c) => {
+          c.socket.write('s STARTTLS\r\n');
+          const m = await c.wait(/^s (OK|NO|BAD)[^\r\n]*\r\n/m, 3000);
+          return m ? m[1] : c.closed ? 'closed' : 'hang';
+        }),
+      );
+      await sleep(500);
+      const detail = `${JSON.stringify(answers)}\n${stderr.slice(-3000)}`;
+      expect(proxy.exitCode, detail).toBeNull();
+      expect(proxy.signalCode, detail).toBeNull();
+      expect(answers, detail).toContain('NO');
+      expect(
+        answers.filter((a) => a === 'hang'),
+        detail,
+      ).toEqual([]);
+      for (const c of clients) c.socket.destroy();
+      await sleep(500);
+      let last = { outcome: 'none', detail: '' } as { outcome: string; detail: string };
+      for (let i = 0; i < 10 && last.outcome !== 'ok'; i++) {
+        last = await imapAttempt(port, 5000);
+        if (last.outcome !== 'ok') await sleep(300);
+      }
+      expect(last.outcome, `${JSON.stringify(last)}\n${stderr.slice(-2000)}`).toBe('ok');
+      expect(watch.rejections).toEqual([]);
+    } finally {
+      watch.stop();
+      for (const c of clients) c.socket.destroy();
+      proxy.kill('SIGKILL');
+      await exited(proxy);
+      backend.child.kill('SIGKILL');
+    }
+  }, 40_000);
 });

@@ -1,0 +1,58 @@
+// Log forging (issue 14, finding 6): peer-controlled text — an SNI name, an XMPP `to` or
+// `version`, a command echo — must never start a line of its own or reach a terminal as an
+// escape sequence in the text format. JSON (pino) escapes by itself; checked here as well.
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { consoleLogger, escapeLogText, pinoLogger } from '../src/logger.js';
+
+const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
+
+function textLines(message: string, fields: Record<string, unknown>): string[] {
+  const out: string[] = [];
+  consoleLogger('debug', (l) => out.push(l)).log('info', message, fields);
+  return out;
+}
+
+describe('text log format', () => {
+  it('a forged line in an XMPP attribute stays on its own line, escaped', () => {
+    const to = 'example.org\n2026-12-04T00:00:00.000Z info handed off conn=evil';
+    const [line, ...rest] = textLines('stream header', { to, sni: 'a\r\nb', cmd: '\u001b[31mX' });
+    expect(rest).toEqual([]);
+    expect(line).not.toMatch(UNSAFE);
+    expect(line).toContain('to="example.org\\n2026');
+    expect(line).toContain('cmd=\\x1b[31mX');
+  });
+
+  it('any message and field values give exactly one line without control characters', () => {
+    fc.assert(
+      fc.property(
+        fc.string({ unit: 'binary' }),
+        fc.dictionary(
+          fc.string({ unit: 'binary', maxLength: 8 }),
+          fc.oneof(fc.string({ unit: 'binary' }), fc.integer(), fc.constant(null)),
+        ),
+        (message, fields) => {
+          const lines = textLines(message, fields);
+          expect(lines).toHaveLength(1);
+          expect(lines[0]).not.toMatch(UNSAFE);
+        },
+      ),
+    );
+  });
+
+  it('escapeLogText keeps plain text as it is', () => {
+    expect(escapeLogText('imap.example.org:143')).toBe('imap.example.org:143');
+    expect(escapeLogText('a\u2028b\u0085c\u007f')).toBe('a\\u2028b\\x85c\\x7f');
+  });
+});
+
+describe('JSON log format', () => {
+  it('peer text stays inside one JSON line', () => {
+    const out: string[] = [];
+    const log = pinoLogger({ destination: { write: (l: string) => out.push(l) } });
+    log.log('info', 'x\ny', { to: 'a\nb\u2028c' });
+    const text = out.join('');
+    expect(text.trimEnd().split('\n')).toHaveLength(1);
+    expect(JSON.parse(text).to).toBe('a\nb\u2028c');
+  });
+});
