@@ -13,7 +13,9 @@ export type FdpassErrorCode =
   | 'TLSPROXY_ERR_FDPASS_VERSION'
   | 'TLSPROXY_ERR_FDPASS_TIMEOUT'
   | 'TLSPROXY_ERR_FDPASS_REMOTE'
-  | 'TLSPROXY_ERR_FDPASS_SYSTEMD';
+  | 'TLSPROXY_ERR_FDPASS_SYSTEMD'
+  /** listen(): the path (or abstract name) belongs to a live socket of any type. */
+  | 'TLSPROXY_ERR_FDPASS_ADDRESS_IN_USE';
 
 export class FdpassError extends Error {
   readonly code: FdpassErrorCode;

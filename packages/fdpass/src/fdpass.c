@@ -20,28 +20,44 @@
 // SCM_MAX_FD in the kernel is 253; a message never carries more.
 #define FDPASS_MAX_FDS 253
 
-#define CHECK_NAPI(env, call)                                                          \
-  do {                                                                                 \
-    if ((call) != napi_ok) {                                                           \
-      napi_throw_error((env), "TLSPROXY_ERR_FDPASS_NAPI", "N-API call failed: " #call); \
-      return NULL;                                                                     \
-    }                                                                                  \
+// An N-API call failed. It may have left a JS exception pending (then that one is reported);
+// otherwise throw our own. Callers release what they hold before calling this.
+static napi_value throw_napi(napi_env env, const char *what) {
+  bool pending = false;
+  if (napi_is_exception_pending(env, &pending) == napi_ok && pending) return NULL;
+  char msg[160];
+  snprintf(msg, sizeof msg, "N-API call failed: %s", what);
+  napi_throw_error(env, "TLSPROXY_ERR_FDPASS_NAPI", msg);
+  return NULL;
+}
+
+// For calls made before anything is acquired that would need releasing.
+#define CHECK_NAPI(env, call)                                \
+  do {                                                       \
+    if ((call) != napi_ok) return throw_napi((env), #call);  \
   } while (0)
 
-static napi_value throw_errno(napi_env env, int err, const char *syscall) {
+// Throw an Error with errno, code (libuv name) and syscall; `what` replaces the default message.
+static napi_value throw_errno_msg(napi_env env, int err, const char *syscall, const char *what) {
   const char *code = uv_err_name(uv_translate_sys_error(err));
   char msg[256];
-  snprintf(msg, sizeof msg, "%s failed: %s", syscall, strerror(err));
+  if (what) snprintf(msg, sizeof msg, "%s", what);
+  else snprintf(msg, sizeof msg, "%s failed: %s", syscall, strerror(err));
   napi_value jmsg, jcode, jerr, jerrno, jsys;
-  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &jmsg);
-  napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &jcode);
-  napi_create_error(env, jcode, jmsg, &jerr);
-  napi_create_int32(env, -err, &jerrno);
-  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &jsys);
-  napi_set_named_property(env, jerr, "errno", jerrno);
-  napi_set_named_property(env, jerr, "syscall", jsys);
+  if (napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &jmsg) != napi_ok ||
+      napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &jcode) != napi_ok ||
+      napi_create_error(env, jcode, jmsg, &jerr) != napi_ok)
+    return throw_napi(env, "creating an error");
+  if (napi_create_int32(env, -err, &jerrno) == napi_ok)
+    napi_set_named_property(env, jerr, "errno", jerrno);
+  if (napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &jsys) == napi_ok)
+    napi_set_named_property(env, jerr, "syscall", jsys);
   napi_throw(env, jerr);
   return NULL;
+}
+
+static napi_value throw_errno(napi_env env, int err, const char *syscall) {
+  return throw_errno_msg(env, err, syscall, NULL);
 }
 
 static napi_value throw_type(napi_env env, const char *msg) {
@@ -69,10 +85,28 @@ static int get_fd(napi_env env, napi_value v, int *fd) {
   return 0;
 }
 
+// NULL when the number cannot be created (callers check: an uninitialised napi_value is UB).
 static napi_value make_int(napi_env env, int64_t v) {
   napi_value out;
-  napi_create_int64(env, v, &out);
+  if (napi_create_int64(env, v, &out) != napi_ok) return NULL;
   return out;
+}
+
+// Hand a descriptor we just acquired to JS as a number. If that fails the descriptor is closed
+// here: nobody else knows its number, so nobody else could.
+static napi_value return_fd(napi_env env, int fd, const char *what) {
+  napi_value out = make_int(env, fd);
+  if (out == NULL) {
+    close(fd);
+    return throw_napi(env, what);
+  }
+  return out;
+}
+
+// A number result (no resource attached): throws if it cannot be created.
+static napi_value int_result(napi_env env, int64_t v, const char *what) {
+  napi_value out = make_int(env, v);
+  return out ? out : throw_napi(env, what);
 }
 
 // Build a sockaddr_un from a path; abstract names get a leading NUL (unix(7)).
@@ -116,10 +150,14 @@ static napi_value js_socketpair(napi_env env, napi_callback_info info) {
   int type = (seq ? SOCK_SEQPACKET : SOCK_STREAM) | SOCK_NONBLOCK | SOCK_CLOEXEC;
   if (socketpair(AF_UNIX, type, 0, sv) != 0)
     return throw_errno(env, errno, "socketpair");
-  napi_value arr;
-  CHECK_NAPI(env, napi_create_array_with_length(env, 2, &arr));
-  napi_set_element(env, arr, 0, make_int(env, sv[0]));
-  napi_set_element(env, arr, 1, make_int(env, sv[1]));
+  napi_value arr, a, b;
+  if (napi_create_array_with_length(env, 2, &arr) != napi_ok || (a = make_int(env, sv[0])) == NULL ||
+      (b = make_int(env, sv[1])) == NULL || napi_set_element(env, arr, 0, a) != napi_ok ||
+      napi_set_element(env, arr, 1, b) != napi_ok) {
+    close(sv[0]);
+    close(sv[1]);
+    return throw_napi(env, "socketpair result");
+  }
   return arr;
 }
 
@@ -128,9 +166,32 @@ static int new_seqpacket(void) {
   return socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 }
 
+// Is the socket file at addr stale, i.e. may it be replaced? Only ECONNREFUSED says so: the file
+// is there but no socket is bound to it any more (its owner died). Everything else means someone
+// may be using it: success or EAGAIN (a SEQPACKET listener), EPROTOTYPE (a live SOCK_STREAM or
+// SOCK_DGRAM server: unlinking would cut it off), EACCES (we cannot even tell). Returns 0 when
+// stale or gone, else throws EADDRINUSE naming why and returns -1.
+static int probe_stale(napi_env env, const struct sockaddr_un *addr, socklen_t alen) {
+  int probe = new_seqpacket();
+  if (probe < 0) {
+    throw_errno(env, errno, "socket");
+    return -1;
+  }
+  int rc = connect(probe, (const struct sockaddr *)addr, alen);
+  int err = rc == 0 ? 0 : errno;
+  close(probe);
+  if (err == ECONNREFUSED || err == ENOENT) return 0;
+  char msg[256];
+  snprintf(msg, sizeof msg, "listen failed: address in use by a live socket (probe connect: %s)",
+           rc == 0 ? "accepted" : strerror(err));
+  throw_errno_msg(env, EADDRINUSE, "listen", msg);
+  return -1;
+}
+
 // listen(path, abstract, mode, backlog) -> fd
-// A stale socket file (nobody accepting) is removed; a live one is EADDRINUSE; a file that is
-// not a socket is never removed (EEXIST), so a typo cannot delete someone's data.
+// A stale socket file (nobody bound to it) is removed; a live one of any socket type is
+// EADDRINUSE; a file that is not a socket is never removed (EEXIST), so a typo cannot delete
+// someone's data.
 static napi_value js_listen(napi_env env, napi_callback_info info) {
   napi_value argv[4];
   if (get_args(env, info, 4, argv) != 0) return NULL;
@@ -147,15 +208,16 @@ static napi_value js_listen(napi_env env, napi_callback_info info) {
     struct stat st;
     if (lstat(addr.sun_path, &st) == 0) {
       if (!S_ISSOCK(st.st_mode)) return throw_errno(env, EEXIST, "listen (path exists, not a socket)");
-      int probe = new_seqpacket();
-      if (probe < 0) return throw_errno(env, errno, "socket");
-      int rc = connect(probe, (struct sockaddr *)&addr, alen);
-      int err = errno;
-      close(probe);
-      if (rc == 0 || err == EAGAIN) return throw_errno(env, EADDRINUSE, "listen (socket in use)");
-      if (err != ECONNREFUSED && err != ENOENT && err != EPROTOTYPE)
-        return throw_errno(env, err, "connect (stale check)");
-      if (unlink(addr.sun_path) != 0 && errno != ENOENT) return throw_errno(env, errno, "unlink");
+      if (probe_stale(env, &addr, alen) != 0) return NULL;
+      // Unlink only the file that was probed: if another server replaced it meanwhile, that one
+      // is live (the window left is between this lstat and unlink, which no syscall closes).
+      struct stat again;
+      if (lstat(addr.sun_path, &again) == 0) {
+        if (again.st_dev != st.st_dev || again.st_ino != st.st_ino)
+          return throw_errno_msg(env, EADDRINUSE, "listen",
+                                 "listen failed: address in use by a live socket (replaced while probing)");
+        if (unlink(addr.sun_path) != 0 && errno != ENOENT) return throw_errno(env, errno, "unlink");
+      }
     }
   }
 
@@ -169,8 +231,11 @@ static napi_value js_listen(napi_env env, napi_callback_info info) {
   umask(old);
   if (rc != 0) {
     close(fd);
+    if (err == EADDRINUSE)
+      return throw_errno_msg(env, err, "bind", "bind failed: address in use by a live socket");
     return throw_errno(env, err, "bind");
   }
+  // From here the file at the path is ours: every failure removes it again.
   if (!abstract && chmod(addr.sun_path, (mode_t)mode) != 0) {
     err = errno;
     close(fd);
@@ -183,7 +248,13 @@ static napi_value js_listen(napi_env env, napi_callback_info info) {
     if (!abstract) unlink(addr.sun_path);
     return throw_errno(env, err, "listen");
   }
-  return make_int(env, fd);
+  napi_value out = make_int(env, fd);
+  if (out == NULL) {
+    close(fd);
+    if (!abstract) unlink(addr.sun_path);
+    return throw_napi(env, "listen result");
+  }
+  return out;
 }
 
 // accept(fd) -> fd | null (nothing pending)
@@ -200,7 +271,7 @@ static napi_value js_accept(napi_env env, napi_callback_info info) {
     }
     return throw_errno(env, errno, "accept4");
   }
-  return make_int(env, c);
+  return return_fd(env, c, "accept result");
 }
 
 // connect(path, abstract) -> fd. AF_UNIX connect completes at once or fails at once; EAGAIN
@@ -220,7 +291,7 @@ static napi_value js_connect(napi_env env, napi_callback_info info) {
     close(fd);
     return throw_errno(env, err, "connect");
   }
-  return make_int(env, fd);
+  return return_fd(env, fd, "connect result");
 }
 
 // send(fd, buffer, fds[]) -> bytes sent | null (would block)
@@ -238,7 +309,7 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
   bool isarr = false;
   napi_is_array(env, argv[2], &isarr);
   if (!isarr) return throw_type(env, "fds must be an array");
-  napi_get_array_length(env, argv[2], &nfds);
+  CHECK_NAPI(env, napi_get_array_length(env, argv[2], &nfds));
   if (nfds > FDPASS_MAX_FDS) {
     napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "at most 253 descriptors per message");
     return NULL;
@@ -246,7 +317,7 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
   int fds[FDPASS_MAX_FDS];
   for (uint32_t i = 0; i < nfds; i++) {
     napi_value v;
-    napi_get_element(env, argv[2], i, &v);
+    CHECK_NAPI(env, napi_get_element(env, argv[2], i, &v));
     if (get_fd(env, v, &fds[i]) != 0) return NULL;
   }
 
@@ -278,7 +349,7 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
     }
     return throw_errno(env, errno, "sendmsg");
   }
-  return make_int(env, n);
+  return int_result(env, n, "send result");
 }
 
 // recv(fd, maxBytes, maxFds) -> null (would block) | { data, fds, truncated, ctrunc }
@@ -333,10 +404,11 @@ static napi_value js_recv(napi_env env, napi_callback_info info) {
     return throw_errno(env, errno, "recvmsg");
   }
 
-  napi_value out, jfds, jtrunc, jctrunc, jdata;
-  CHECK_NAPI(env, napi_create_object(env, &out));
-  CHECK_NAPI(env, napi_create_array(env, &jfds));
+  // From here this function owns every received descriptor until the result object reaches JS;
+  // any failure on the way closes them all (once: JS never sees a result that failed).
+  int rfds[FDPASS_MAX_FDS];
   uint32_t k = 0;
+  bool lost = false;
   for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
     if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
     size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
@@ -344,24 +416,45 @@ static napi_value js_recv(napi_env env, napi_callback_info info) {
     for (size_t i = 0; i < count; i++) {
       int rfd;
       memcpy(&rfd, p + i, sizeof rfd);
-      napi_set_element(env, jfds, k++, make_int(env, rfd));
+      // The control buffer holds at most FDPASS_MAX_FDS, so this cannot overflow; if it ever
+      // did, the extra ones are closed and reported like a kernel truncation.
+      if (k < FDPASS_MAX_FDS) {
+        rfds[k++] = rfd;
+      } else {
+        close(rfd);
+        lost = true;
+      }
     }
   }
   bool eof = (n == 0 && k == 0 && (msg.msg_flags & MSG_CTRUNC) == 0);
-  if (eof) {
-    napi_get_null(env, &jdata);
-  } else if ((size_t)n > maxbytes) {
-    CHECK_NAPI(env, napi_create_buffer_copy(env, maxbytes, data, NULL, &jdata));
-  } else {
-    CHECK_NAPI(env, napi_create_buffer_copy(env, (size_t)n, data, NULL, &jdata));
+  bool trunc = (msg.msg_flags & MSG_TRUNC) != 0 || (size_t)n > maxbytes;
+  bool ctrunc = (msg.msg_flags & MSG_CTRUNC) != 0 || lost;
+
+  napi_value out, jfds, jtrunc, jctrunc, jdata;
+  if (napi_create_object(env, &out) != napi_ok || napi_create_array(env, &jfds) != napi_ok)
+    goto fail;
+  for (uint32_t i = 0; i < k; i++) {
+    napi_value v = make_int(env, rfds[i]);
+    if (v == NULL || napi_set_element(env, jfds, i, v) != napi_ok) goto fail;
   }
-  napi_get_boolean(env, (msg.msg_flags & MSG_TRUNC) != 0 || (size_t)n > maxbytes, &jtrunc);
-  napi_get_boolean(env, (msg.msg_flags & MSG_CTRUNC) != 0, &jctrunc);
-  napi_set_named_property(env, out, "data", jdata);
-  napi_set_named_property(env, out, "fds", jfds);
-  napi_set_named_property(env, out, "truncated", jtrunc);
-  napi_set_named_property(env, out, "ctrunc", jctrunc);
+  if (eof) {
+    if (napi_get_null(env, &jdata) != napi_ok) goto fail;
+  } else if (napi_create_buffer_copy(env, (size_t)n > maxbytes ? maxbytes : (size_t)n, data, NULL,
+                                     &jdata) != napi_ok) {
+    goto fail;
+  }
+  if (napi_get_boolean(env, trunc, &jtrunc) != napi_ok ||
+      napi_get_boolean(env, ctrunc, &jctrunc) != napi_ok ||
+      napi_set_named_property(env, out, "data", jdata) != napi_ok ||
+      napi_set_named_property(env, out, "fds", jfds) != napi_ok ||
+      napi_set_named_property(env, out, "truncated", jtrunc) != napi_ok ||
+      napi_set_named_property(env, out, "ctrunc", jctrunc) != napi_ok)
+    goto fail;
   return out;
+
+fail:
+  for (uint32_t i = 0; i < k; i++) close(rfds[i]);
+  return throw_napi(env, "recv result (received descriptors were closed)");
 }
 
 // peerCred(fd) -> { pid, uid, gid } (SO_PEERCRED, the credentials at connect()/socketpair())
@@ -373,11 +466,13 @@ static napi_value js_peercred(napi_env env, napi_callback_info info) {
   socklen_t len = sizeof cred;
   if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
     return throw_errno(env, errno, "getsockopt(SO_PEERCRED)");
-  napi_value out;
-  CHECK_NAPI(env, napi_create_object(env, &out));
-  napi_set_named_property(env, out, "pid", make_int(env, cred.pid));
-  napi_set_named_property(env, out, "uid", make_int(env, cred.uid));
-  napi_set_named_property(env, out, "gid", make_int(env, cred.gid));
+  napi_value out, pid, uid, gid;
+  if (napi_create_object(env, &out) != napi_ok || (pid = make_int(env, cred.pid)) == NULL ||
+      (uid = make_int(env, cred.uid)) == NULL || (gid = make_int(env, cred.gid)) == NULL ||
+      napi_set_named_property(env, out, "pid", pid) != napi_ok ||
+      napi_set_named_property(env, out, "uid", uid) != napi_ok ||
+      napi_set_named_property(env, out, "gid", gid) != napi_ok)
+    return throw_napi(env, "peerCred result");
   return out;
 }
 
@@ -402,11 +497,12 @@ static napi_value js_sockinfo(napi_env env, napi_callback_info info) {
   const char *d = domain == AF_UNIX ? "unix" : domain == AF_INET ? "inet" : domain == AF_INET6 ? "inet6" : "other";
   const char *t = type == SOCK_STREAM ? "stream" : type == SOCK_DGRAM ? "dgram" : type == SOCK_SEQPACKET ? "seqpacket" : "other";
   napi_value out, jd, jt;
-  CHECK_NAPI(env, napi_create_object(env, &out));
-  napi_create_string_utf8(env, d, NAPI_AUTO_LENGTH, &jd);
-  napi_create_string_utf8(env, t, NAPI_AUTO_LENGTH, &jt);
-  napi_set_named_property(env, out, "domain", jd);
-  napi_set_named_property(env, out, "type", jt);
+  if (napi_create_object(env, &out) != napi_ok ||
+      napi_create_string_utf8(env, d, NAPI_AUTO_LENGTH, &jd) != napi_ok ||
+      napi_create_string_utf8(env, t, NAPI_AUTO_LENGTH, &jt) != napi_ok ||
+      napi_set_named_property(env, out, "domain", jd) != napi_ok ||
+      napi_set_named_property(env, out, "type", jt) != napi_ok)
+    return throw_napi(env, "sockInfo result");
   return out;
 }
 
@@ -436,7 +532,7 @@ static napi_value js_dup(napi_env env, napi_callback_info info) {
   if (get_args(env, info, 1, argv) != 0 || get_fd(env, argv[0], &fd) != 0) return NULL;
   int n = fcntl(fd, F_DUPFD_CLOEXEC, 0);
   if (n < 0) return throw_errno(env, errno, "fcntl(F_DUPFD_CLOEXEC)");
-  return make_int(env, n);
+  return return_fd(env, n, "dup result");
 }
 
 // discard(fd, max) -> bytes thrown away: read and drop whatever a stream socket has pending,
@@ -459,7 +555,7 @@ static napi_value js_discard(napi_env env, napi_callback_info info) {
     if (n == 0) break;
     total += n;
   }
-  return make_int(env, total);
+  return int_result(env, total, "discard result");
 }
 
 // peek(fd, max) -> Buffer of up to max pending bytes, left in the socket (MSG_PEEK), or null
@@ -510,7 +606,7 @@ static napi_value js_write(napi_env env, napi_callback_info info) {
     if (n < 0) return throw_errno(env, errno, "send");
     off += (size_t)n;
   }
-  return make_int(env, (int64_t)off);
+  return int_result(env, (int64_t)off, "write result");
 }
 
 // ---- uv_poll watcher -------------------------------------------------------------------------
@@ -547,11 +643,12 @@ static void poll_cb(uv_poll_t *h, int status, int events) {
   napi_close_handle_scope(env, scope);
 }
 
+// Frees whatever part of the watcher was set up (pollCreate may have failed half-way).
 static void poll_close_cb(uv_handle_t *h) {
   poller_t *p = (poller_t *)h->data;
   napi_env env = p->env;
-  napi_delete_reference(env, p->callback);
-  napi_async_destroy(env, p->async);
+  if (p->callback) napi_delete_reference(env, p->callback);
+  if (p->async) napi_async_destroy(env, p->async);
   if (p->self) napi_delete_reference(env, p->self);
   free(p);
 }
@@ -582,15 +679,25 @@ static napi_value js_poll_create(napi_env env, napi_callback_info info) {
   }
   p->handle.data = p;
   p->env = env;
-  napi_create_reference(env, argv[1], 1, &p->callback);
-  napi_value name;
-  napi_create_string_utf8(env, "tlsproxy:fdpass", NAPI_AUTO_LENGTH, &name);
-  napi_async_init(env, NULL, name, &p->async);
-  napi_value obj;
-  napi_create_object(env, &obj);
-  napi_wrap(env, obj, p, poller_finalize, NULL, NULL);
-  napi_create_reference(env, obj, 1, &p->self);
+  // The handle is now in the loop's list: from here it can only be released by uv_close, whose
+  // callback frees the rest. Freeing it directly would leave the loop a dangling pointer.
+  napi_value name, obj;
+  bool wrapped = false;
+  if (napi_create_reference(env, argv[1], 1, &p->callback) != napi_ok ||
+      napi_create_string_utf8(env, "tlsproxy:fdpass", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_async_init(env, NULL, name, &p->async) != napi_ok ||
+      napi_create_object(env, &obj) != napi_ok)
+    goto fail;
+  if (napi_wrap(env, obj, p, poller_finalize, NULL, NULL) != napi_ok) goto fail;
+  wrapped = true;
+  if (napi_create_reference(env, obj, 1, &p->self) != napi_ok) goto fail;
   return obj;
+
+fail:
+  if (wrapped) napi_remove_wrap(env, obj, NULL);
+  p->closing = true;
+  uv_close((uv_handle_t *)&p->handle, poll_close_cb);
+  return throw_napi(env, "pollCreate");
 }
 
 static poller_t *unwrap_poller(napi_env env, napi_value v) {

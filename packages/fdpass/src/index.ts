@@ -9,8 +9,10 @@ export type { Address, ConnectOptions, ListenOptions } from './listener.js';
 export { connect, listen, SeqpacketServer } from './listener.js';
 export { binding } from './loader.js';
 export type {
+  AttachOptions,
   FieldSpec,
   FieldType,
+  Hello,
   Incoming,
   MessageSpec,
   PeerEvents,
@@ -18,6 +20,7 @@ export type {
   SendOptions,
 } from './messages.js';
 export {
+  DecodeError,
   decode,
   defineProtocol,
   encode,

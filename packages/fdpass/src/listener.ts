@@ -1,6 +1,6 @@
 // Listening and connecting AF_UNIX SOCK_SEQPACKET sockets on a path or in the abstract namespace.
 import { EventEmitter } from 'node:events';
-import { unlinkSync } from 'node:fs';
+import { lstatSync, unlinkSync } from 'node:fs';
 import { Channel, type ChannelOptions } from './channel.js';
 import { FdpassError } from './errors.js';
 import type { OwnedFd } from './fd.js';
@@ -24,23 +24,50 @@ export interface SeqpacketServerEvents {
   close: [];
 }
 
+/** Which file a socket path named when we bound it: device and inode (lstat). */
+export interface SocketFileId {
+  dev: bigint;
+  ino: bigint;
+}
+
+/** The identity of the socket file at `path`, or undefined when it is gone or not a socket. */
+function socketFileId(path: string): SocketFileId | undefined {
+  try {
+    const st = lstatSync(path, { bigint: true });
+    return st.isSocket() ? { dev: st.dev, ino: st.ino } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export class SeqpacketServer extends EventEmitter<SeqpacketServerEvents> {
   readonly address: Address | undefined;
   #fd: number;
   #poll: PollHandle | undefined;
   #options: ChannelOptions;
-  #unlinkOnClose: string | undefined;
+  #unlinkOnClose: { path: string; id: SocketFileId } | undefined;
 
-  /** Takes ownership of a listening SEQPACKET descriptor (e.g. from systemd). */
+  /**
+   * Takes ownership of a listening SEQPACKET descriptor (e.g. from systemd). With
+   * `unlinkOnClose`, close() removes that path, but only while it is still the socket file that
+   * was there at construction (or `unlinkOnCloseId`): a successor may have taken the path over.
+   */
   constructor(
     fd: number | OwnedFd,
-    options: ChannelOptions & { address?: Address; unlinkOnClose?: string } = {},
+    options: ChannelOptions & {
+      address?: Address;
+      unlinkOnClose?: string;
+      unlinkOnCloseId?: SocketFileId;
+    } = {},
   ) {
     super();
     this.#fd = typeof fd === 'number' ? fd : fd.take();
     this.#options = options;
     this.address = options.address;
-    this.#unlinkOnClose = options.unlinkOnClose;
+    if (options.unlinkOnClose !== undefined) {
+      const id = options.unlinkOnCloseId ?? socketFileId(options.unlinkOnClose);
+      if (id) this.#unlinkOnClose = { path: options.unlinkOnClose, id };
+    }
     this.#poll = binding().pollCreate(this.#fd, (status) => this.#onReadable(status));
     binding().pollStart(this.#poll, 1);
   }
@@ -52,8 +79,7 @@ export class SeqpacketServer extends EventEmitter<SeqpacketServerEvents> {
   #onReadable(status: number): void {
     if (this.#fd < 0) return;
     if (status < 0) {
-      this.emit(
-        'error',
+      this.#error(
         new FdpassError('TLSPROXY_ERR_FDPASS_SYSCALL', `poll failed (libuv status ${status})`),
       );
       return;
@@ -64,7 +90,7 @@ export class SeqpacketServer extends EventEmitter<SeqpacketServerEvents> {
         c = binding().accept(this.#fd);
       } catch (err) {
         // EMFILE and friends: report, keep listening (the pending connection stays queued).
-        this.emit('error', FdpassError.fromSystem(err, 'accept'));
+        this.#error(FdpassError.fromSystem(err, 'accept'));
         return;
       }
       if (c === null) return;
@@ -72,6 +98,14 @@ export class SeqpacketServer extends EventEmitter<SeqpacketServerEvents> {
       if (this.listenerCount('connection') === 0) ch.close();
       else this.emit('connection', ch);
     }
+  }
+
+  /**
+   * Peers can provoke these (a connection flood runs us out of descriptors), so without an
+   * 'error' listener they are dropped rather than thrown as an uncaught exception.
+   */
+  #error(err: Error): void {
+    if (this.listenerCount('error') > 0) this.emit('error', err);
   }
 
   unref(): this {
@@ -93,9 +127,15 @@ export class SeqpacketServer extends EventEmitter<SeqpacketServerEvents> {
     try {
       binding().close(fd);
     } catch {}
-    if (this.#unlinkOnClose) {
+    const own = this.#unlinkOnClose;
+    this.#unlinkOnClose = undefined;
+    // Remove the file only if it is still the one we bound: in a rolling restart the successor
+    // has bound the path by now and must stay reachable. (The check and the unlink are two
+    // syscalls; no call unlinks "only if still this inode", so a takeover in between is lost.)
+    const now = own && socketFileId(own.path);
+    if (own && now && now.dev === own.id.dev && now.ino === own.id.ino) {
       try {
-        unlinkSync(this.#unlinkOnClose);
+        unlinkSync(own.path);
       } catch {}
     }
     queueMicrotask(() => this.emit('close'));
@@ -106,23 +146,41 @@ function split(addr: Address): [string, boolean] {
   return 'path' in addr ? [addr.path, false] : [addr.abstract, true];
 }
 
-/** Listen on a path (stale socket files are replaced, live ones are EADDRINUSE) or abstract name. */
+/**
+ * Listen on a path or abstract name. A stale socket file (its owner is gone: connect() says
+ * ECONNREFUSED) is replaced; a live socket of any type there, or one we cannot probe, fails
+ * with TLSPROXY_ERR_FDPASS_ADDRESS_IN_USE.
+ */
 export function listen(
   address: Address & ListenOptions,
   extra: ListenOptions = {},
 ): SeqpacketServer {
   const options = { ...address, ...extra };
   const [name, abstract] = split(address);
+  const where = `${abstract ? '@' : ''}${name}`;
   let fd: number;
   try {
     fd = binding().listen(name, abstract, options.mode ?? 0o600, options.backlog ?? 511);
   } catch (err) {
-    throw FdpassError.fromSystem(err, `listen on ${abstract ? '@' : ''}${name}`);
+    const e = FdpassError.fromSystem(err, `listen on ${where}`);
+    if (e.sysCode !== 'EADDRINUSE') throw e;
+    const inUse = new FdpassError(
+      'TLSPROXY_ERR_FDPASS_ADDRESS_IN_USE',
+      `listen on ${where}: address in use by a live socket; stop its owner or choose another path (${(err as Error).message})`,
+      { cause: err },
+    );
+    if (e.errno !== undefined) inUse.errno = e.errno;
+    if (e.syscall !== undefined) inUse.syscall = e.syscall;
+    inUse.sysCode = 'EADDRINUSE';
+    throw inUse;
   }
+  // Right after bind: which file is ours, so close() never removes a successor's.
+  const id = abstract ? undefined : socketFileId(name);
   return new SeqpacketServer(fd, {
     ...options,
     address,
     ...(abstract ? {} : { unlinkOnClose: name }),
+    ...(id ? { unlinkOnCloseId: id } : {}),
   });
 }
 

@@ -30,6 +30,22 @@ export interface ProtocolSpec {
   messages: Record<string, MessageSpec>;
 }
 
+export interface AttachOptions {
+  /**
+   * Extra fields for our hello (e.g. what this side supports). They travel next to protocol and
+   * version, which they cannot replace; a peer that does not know them ignores them.
+   */
+  hello?: Record<string, unknown>;
+}
+
+/** The peer's hello: its protocol and version, and the whole hello body (extra fields included). */
+export interface Hello {
+  protocol: string;
+  version: number;
+  /** Every field of the peer's hello, as sent (peer-controlled: check before use). */
+  hello: Readonly<Record<string, unknown>>;
+}
+
 export interface Incoming {
   type: string;
   body: Record<string, unknown>;
@@ -52,27 +68,51 @@ export const MAX_HEADER_BYTES = 32 * 1024;
 /** A peer that sends this many invalid messages is cut off. */
 export const MAX_INVALID = 16;
 
-const RESERVED: Record<string, MessageSpec> = {
-  hello: { fields: { protocol: 'string', version: 'integer' } },
-  error: { fields: { code: 'string', message: 'string' } },
-};
+// Every name the peer picks (message type, field name) is looked up in a Map, never in a plain
+// object: a type of "constructor" or "__proto__" must find nothing, not Object.prototype's member.
+const RESERVED: ReadonlyMap<string, MessageSpec> = new Map<string, MessageSpec>([
+  ['hello', { fields: { protocol: 'string', version: 'integer' } }],
+  ['error', { fields: { code: 'string', message: 'string' } }],
+]);
+
+const FIELD_SPEC = /^(string|number|integer|boolean|object|array|any)(\?|\|null)?$/;
+
+/** A spec as checked at definition time: own fields only, as a list. */
+function freezeSpec(type: string, m: MessageSpec): MessageSpec {
+  if (typeof m !== 'object' || m === null || typeof m.fields !== 'object' || m.fields === null)
+    throw new TypeError(`message type "${type}": fields must be an object`);
+  const fields: Record<string, FieldSpec> = Object.create(null);
+  for (const [k, f] of Object.entries(m.fields)) {
+    if (typeof f !== 'string' || !FIELD_SPEC.test(f))
+      throw new TypeError(`message type "${type}": field "${k}" has no valid type (${String(f)})`);
+    fields[k] = f;
+  }
+  return Object.freeze({
+    fields: Object.freeze(fields),
+    ...(m.fds !== undefined ? { fds: m.fds } : {}),
+    ...(m.attachment !== undefined ? { attachment: m.attachment } : {}),
+  });
+}
 
 export class Protocol {
   readonly name: string;
   readonly version: number;
-  readonly messages: Readonly<Record<string, MessageSpec>>;
+  /** Message types by name (hello and error included). */
+  readonly messages: ReadonlyMap<string, MessageSpec>;
   constructor(spec: ProtocolSpec) {
-    for (const k of Object.keys(spec.messages)) {
-      if (k in RESERVED) throw new TypeError(`message type "${k}" is reserved`);
+    const messages = new Map(RESERVED);
+    for (const [k, m] of Object.entries(spec.messages)) {
+      if (RESERVED.has(k)) throw new TypeError(`message type "${k}" is reserved`);
+      messages.set(k, freezeSpec(k, m));
     }
     this.name = spec.name;
     this.version = spec.version;
-    this.messages = { ...RESERVED, ...spec.messages };
+    this.messages = messages;
   }
 
   /** Start speaking this protocol on a channel; both sides send hello at once. */
-  attach(channel: Channel): Peer {
-    return new Peer(this, channel);
+  attach(channel: Channel, options: AttachOptions = {}): Peer {
+    return new Peer(this, channel, options);
   }
 }
 
@@ -114,7 +154,11 @@ export function validate(
   if (typeof body !== 'object' || body === null || Array.isArray(body))
     return 'body is not an object';
   for (const [k, f] of Object.entries(spec.fields)) {
-    if (!checkField(f, (body as Record<string, unknown>)[k])) return `field "${k}" is not ${f}`;
+    // Own properties only: a missing "constructor" field must not be found on Object.prototype.
+    const present = Object.hasOwn(body, k);
+    if (!present && !f.endsWith('?')) return `field "${k}" is missing`;
+    if (!checkField(f, present ? (body as Record<string, unknown>)[k] : undefined))
+      return `field "${k}" is not ${f}`;
   }
   const [min, max] = Array.isArray(spec.fds) ? spec.fds : [spec.fds ?? 0, spec.fds ?? 0];
   if (nfds < min || nfds > max)
@@ -140,7 +184,17 @@ export function encode(
   return out;
 }
 
-/** Parse a payload's framing; throws a message suitable for an error reply. */
+/** A payload that does not parse; `id` is the request id when the header got that far. */
+export class DecodeError extends Error {
+  readonly id: number | undefined;
+  constructor(message: string, id?: number) {
+    super(message);
+    this.name = 'DecodeError';
+    this.id = id;
+  }
+}
+
+/** Parse a payload's framing; throws a DecodeError whose message suits an error reply. */
 export function decode(data: Buffer): {
   t: string;
   b: unknown;
@@ -148,27 +202,41 @@ export function decode(data: Buffer): {
   re?: number;
   attachment: Buffer;
 } {
-  if (data.length < 4) throw new Error('message shorter than its length prefix');
+  if (data.length < 4) throw new DecodeError('message shorter than its length prefix');
   const h = data.readUInt32BE(0);
-  if (h > MAX_HEADER_BYTES || 4 + h > data.length) throw new Error('header length out of range');
+  if (h > MAX_HEADER_BYTES || 4 + h > data.length)
+    throw new DecodeError('header length out of range');
   let header: unknown;
   try {
     header = JSON.parse(data.subarray(4, 4 + h).toString('utf8'));
   } catch {
-    throw new Error('header is not JSON');
+    throw new DecodeError('header is not JSON');
   }
-  const x = header as Record<string, unknown>;
-  if (typeof header !== 'object' || header === null || typeof x.t !== 'string')
-    throw new Error('header has no type');
-  if (x.id !== undefined && !Number.isSafeInteger(x.id)) throw new Error('bad id');
-  if (x.re !== undefined && !Number.isSafeInteger(x.re)) throw new Error('bad re');
+  if (typeof header !== 'object' || header === null || Array.isArray(header))
+    throw new DecodeError('header is not an object');
+  // Own properties only (JSON.parse makes "__proto__" an own key, but be explicit).
+  const own = (k: string): unknown =>
+    Object.hasOwn(header as object, k) ? (header as Record<string, unknown>)[k] : undefined;
+  const t = own('t');
+  const b = own('b');
+  const id = own('id');
+  const re = own('re');
+  if (id !== undefined && !Number.isSafeInteger(id)) throw new DecodeError('bad id');
+  const okId = id as number | undefined;
+  if (typeof t !== 'string') throw new DecodeError('header has no type', okId);
+  if (re !== undefined && !Number.isSafeInteger(re)) throw new DecodeError('bad re', okId);
   return {
-    t: x.t,
-    b: x.b,
-    ...(x.id !== undefined ? { id: x.id as number } : {}),
-    ...(x.re !== undefined ? { re: x.re as number } : {}),
+    t,
+    b,
+    ...(okId !== undefined ? { id: okId } : {}),
+    ...(re !== undefined ? { re: re as number } : {}),
     attachment: data.subarray(4 + h),
   };
+}
+
+/** A peer-chosen name, quoted and cut short, for error messages and logs. */
+function quote(name: string): string {
+  return JSON.stringify(name.length > 64 ? `${name.slice(0, 64)}…` : name);
 }
 
 export interface PeerEvents {
@@ -186,7 +254,7 @@ export class Peer extends EventEmitter<PeerEvents> {
   readonly protocol: Protocol;
   readonly channel: Channel;
   /** Resolves with the peer's hello; rejects on version mismatch or close before hello. */
-  readonly ready: Promise<{ protocol: string; version: number }>;
+  readonly ready: Promise<Hello>;
   #hello = false;
   #nextId = 1;
   #invalid = 0;
@@ -194,10 +262,10 @@ export class Peer extends EventEmitter<PeerEvents> {
     number,
     { resolve(m: Incoming): void; reject(e: Error): void; timer: NodeJS.Timeout }
   >();
-  #resolveReady!: (h: { protocol: string; version: number }) => void;
+  #resolveReady!: (h: Hello) => void;
   #rejectReady!: (e: Error) => void;
 
-  constructor(protocol: Protocol, channel: Channel) {
+  constructor(protocol: Protocol, channel: Channel, options: AttachOptions = {}) {
     super();
     this.protocol = protocol;
     this.channel = channel;
@@ -210,7 +278,11 @@ export class Peer extends EventEmitter<PeerEvents> {
     channel.on('dropped', (err) => this.#invalidMessage(err.message, [], undefined, err.code));
     channel.on('error', () => {});
     channel.on('close', () => this.#onClose());
-    this.#raw('hello', { protocol: protocol.name, version: protocol.version });
+    this.#raw('hello', {
+      ...options.hello,
+      protocol: protocol.name,
+      version: protocol.version,
+    });
   }
 
   get closed(): boolean {
@@ -219,9 +291,9 @@ export class Peer extends EventEmitter<PeerEvents> {
 
   /** Send a message; it is checked against its own schema first (our bug, not the peer's). */
   send(type: string, body: Record<string, unknown>, opts: SendOptions = {}): boolean {
-    const spec = this.protocol.messages[type];
+    const spec = this.protocol.messages.get(type);
     if (!spec)
-      throw new FdpassError('TLSPROXY_ERR_FDPASS_PROTOCOL', `unknown message type "${type}"`);
+      throw new FdpassError('TLSPROXY_ERR_FDPASS_PROTOCOL', `unknown message type ${quote(type)}`);
     const why = validate(spec, body, opts.fds?.length ?? 0, opts.attachment?.byteLength ?? 0);
     if (why) throw new FdpassError('TLSPROXY_ERR_FDPASS_PROTOCOL', `${type}: ${why}`);
     return this.#raw(type, body, opts);
@@ -309,16 +381,24 @@ export class Peer extends EventEmitter<PeerEvents> {
     try {
       m = decode(data);
     } catch (err) {
-      this.#invalidMessage((err as Error).message, fds, undefined);
+      this.#invalidMessage((err as Error).message, fds, (err as DecodeError).id);
       return;
     }
-    const spec = this.protocol.messages[m.t];
+    const spec = this.protocol.messages.get(m.t);
     if (!spec) {
-      this.#invalidMessage(`unknown message type "${m.t}"`, fds, m.id);
+      this.#invalidMessage(`unknown message type ${quote(m.t)}`, fds, m.id);
       return;
     }
-    const why = validate(spec, m.b, fds.length, m.attachment.length);
+    let why: string | undefined;
+    try {
+      why = validate(spec, m.b, fds.length, m.attachment.length);
+    } catch (err) {
+      // validate() does not throw on any input we know of; if it ever does, that is this
+      // peer's message refused, not the process gone.
+      why = `could not be checked (${(err as Error).message})`;
+    }
     if (why) {
+      // m.t is one of our own type names here (its spec was found).
       this.#invalidMessage(`${m.t}: ${why}`, fds, m.id);
       return;
     }
@@ -335,7 +415,12 @@ export class Peer extends EventEmitter<PeerEvents> {
         return;
       }
       this.#hello = true;
-      this.#resolveReady({ protocol: body.protocol as string, version: body.version as number });
+      this.#resolveReady({
+        protocol: body.protocol as string,
+        version: body.version as number,
+        hello: Object.freeze({ ...body }),
+      });
+      for (const f of fds) f.close();
       return;
     }
     if (!this.#hello) {
