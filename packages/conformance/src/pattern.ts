@@ -5,19 +5,23 @@
 import { escapeBytes, latin1 } from './bytes.js';
 import type { Constraint, Segment } from './transcript.js';
 
-/** Placeholder classes: what each may match. Constraints (+WORD / !WORD) apply to `words`. */
-export const PLACEHOLDERS: Record<string, { re: string; description: string }> = {
-  text: { re: '[^\\r\\n]*', description: 'human-readable text up to the line end' },
-  word: { re: '[^\\x00-\\x20\\x7f]+', description: 'one token without spaces' },
-  host: { re: '[A-Za-z0-9._:\\[\\]-]+', description: 'a host name or address' },
-  number: { re: '[0-9]+', description: 'a decimal number' },
-  words: { re: '[^\\r\\n]*', description: 'space-separated tokens, e.g. a capability list' },
-  untagged: {
-    re: '(?:\\* [^\\r\\n]*\\r?\\n)*',
-    description: 'zero or more IMAP untagged lines (informational, e.g. * BAD [ALERT])',
+/** Placeholder classes: what each may match. Constraints (+WORD / !WORD) apply to `words`.
+ * Null prototype: a transcript's `${constructor}` must be an unknown placeholder, not a match. */
+export const PLACEHOLDERS: Record<string, { re: string; description: string }> = Object.assign(
+  Object.create(null) as Record<string, { re: string; description: string }>,
+  {
+    text: { re: '[^\\r\\n]*', description: 'human-readable text up to the line end' },
+    word: { re: '[^\\x00-\\x20\\x7f]+', description: 'one token without spaces' },
+    host: { re: '[A-Za-z0-9._:\\[\\]-]+', description: 'a host name or address' },
+    number: { re: '[0-9]+', description: 'a decimal number' },
+    words: { re: '[^\\r\\n]*', description: 'space-separated tokens, e.g. a capability list' },
+    untagged: {
+      re: '(?:\\* [^\\r\\n]*\\r?\\n)*',
+      description: 'zero or more IMAP untagged lines (informational, e.g. * BAD [ALERT])',
+    },
+    any: { re: '[\\s\\S]*?', description: 'any bytes, line ends included (fewest possible)' },
   },
-  any: { re: '[\\s\\S]*?', description: 'any bytes, line ends included (fewest possible)' },
-};
+);
 
 const reEscape = (s: string): string => s.replace(/[\\^$.*+?()[\]{}|/-]/g, '\\$&');
 
@@ -46,7 +50,8 @@ export function constraintProblem(constraints: Constraint[], text: string): stri
 export function checkPlaceholder(seg: Segment): string | undefined {
   if (seg.type !== 'placeholder') return undefined;
   const cls = PLACEHOLDERS[seg.name];
-  if (!cls) return `unknown placeholder \${${seg.name}} (known: ${Object.keys(PLACEHOLDERS)}`;
+  if (!cls)
+    return `unknown placeholder \${${seg.name}} (known: ${Object.keys(PLACEHOLDERS).join(', ')})`;
   if (seg.constraints.length > 0 && seg.name !== 'words') {
     return `only \${words} takes +WORD / !WORD constraints`;
   }

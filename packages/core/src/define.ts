@@ -87,10 +87,10 @@ export function resolveOptions<O>(dialect: Dialect<O>, raw: Record<string, unkno
   const out: Record<string, unknown> = {};
   const errors: string[] = [];
   for (const key of Object.keys(raw)) {
-    if (!(key in dialect.options)) errors.push(`unknown option "${key}"`);
+    if (!Object.hasOwn(dialect.options, key)) errors.push(`unknown option "${key}"`);
   }
   for (const [key, spec] of Object.entries(dialect.options)) {
-    const value = key in raw ? raw[key] : spec.default;
+    const value = Object.hasOwn(raw, key) ? raw[key] : spec.default;
     const bad = typeCheck(spec.type, value) ?? spec.validate?.(value);
     if (bad) errors.push(`option "${key}": ${bad}`);
     out[key] = value;
@@ -112,10 +112,10 @@ export function resolveLimits(
   const out: Record<string, number> = {};
   const errors: string[] = [];
   for (const key of Object.keys(raw)) {
-    if (!(key in dialect.limits)) errors.push(`unknown limit "${key}"`);
+    if (!Object.hasOwn(dialect.limits, key)) errors.push(`unknown limit "${key}"`);
   }
   for (const [key, spec] of Object.entries(dialect.limits)) {
-    const value = key in raw ? raw[key] : spec.default;
+    const value = Object.hasOwn(raw, key) ? raw[key] : spec.default;
     if (typeof value !== 'number' || !(value >= 0)) errors.push(`limit "${key}" must be >= 0`);
     out[key] = value as number;
   }
