@@ -1,9 +1,10 @@
 // `tlsproxy --config FILE`: YAML (or JSON), checked against schema/tlsproxy.schema.json, with
 // errors that name the file, line and key; then turned into what TlsProxy needs.
+import { createPrivateKey, type KeyObject, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, resolve } from 'node:path';
-import type { ListenerConfig, ProxyOptions } from '@tlsproxy/core';
+import { type ListenerConfig, type ProxyOptions, trustList } from '@tlsproxy/core';
 import type { EngineOptions } from '@tlsproxy/pool';
 import { Ajv, type ErrorObject } from 'ajv';
 import { isMap, isScalar, LineCounter, type Node, parseDocument } from 'yaml';
@@ -85,6 +86,47 @@ function describe(e: ErrorObject): string {
   return e.message ?? e.keyword;
 }
 
+/**
+ * Why an entry of an address list is not an address or CIDR range (core's addresses.ts rules),
+ * or undefined. Reached through trustList, which parses with addresses.ts and names the entry as
+ * proxyProtocol.trusted[0]; that prefix is replaced by the caller's own key path.
+ */
+function addressProblem(entry: string): string | undefined {
+  try {
+    trustList([entry]);
+    return undefined;
+  } catch (err) {
+    return (err as Error).message.replace(/^proxyProtocol\.trusted\[0\]: /, '');
+  }
+}
+
+/** The address lists of a (possibly invalid) config: every entry checked, each problem placed. */
+function addressProblems(data: unknown, place: (path: (string | number)[]) => string): string[] {
+  const out: string[] = [];
+  const listeners = (data as { listeners?: unknown } | null)?.listeners;
+  if (!Array.isArray(listeners)) return out;
+  listeners.forEach((l: unknown, i) => {
+    if (typeof l !== 'object' || l === null) return;
+    const lists: Array<[(string | number)[], unknown]> = [
+      [['listeners', i, 'proxyProtocol', 'trusted'], (l as ListenerShape).proxyProtocol?.trusted],
+      [['listeners', i, 'exempt'], (l as ListenerShape).exempt],
+    ];
+    for (const [path, list] of lists) {
+      // Not a list, or an entry not a string: the schema says so.
+      if (!Array.isArray(list)) continue;
+      list.forEach((entry: unknown, j) => {
+        if (typeof entry !== 'string') return;
+        const why = addressProblem(entry);
+        if (why !== undefined)
+          out.push(`${place([...path, j])}: ${[...path, j].join('.')}: ${why}`);
+      });
+    }
+  });
+  return out;
+}
+
+type ListenerShape = { proxyProtocol?: { trusted?: unknown }; exempt?: unknown };
+
 /** Parse and check a config file's text; throws ConfigError listing every problem with its place. */
 export function parseConfig(text: string, file: string): ConfigFile {
   const lines = new LineCounter();
@@ -98,7 +140,15 @@ export function parseConfig(text: string, file: string): ConfigFile {
     );
   }
   const data = doc.toJS() as unknown;
-  if (validate(data)) return data as ConfigFile;
+  // Address lists are checked here, not when a connection arrives: a bad entry used to pass
+  // check-config and crash the proxy on the first connection (issue 14).
+  const badAddresses = addressProblems(data, (path) =>
+    where(file, lines, doc.getIn(path, true) as Node | undefined),
+  );
+  if (validate(data)) {
+    if (badAddresses.length > 0) throw new ConfigError(badAddresses);
+    return data as ConfigFile;
+  }
   const seen = new Set<string>();
   const problems: string[] = [];
   // oneOf failures repeat what their branches said; keep the most specific message per place.
@@ -121,6 +171,7 @@ export function parseConfig(text: string, file: string): ConfigFile {
       problems.push(line);
     }
   }
+  problems.push(...badAddresses);
   throw new ConfigError(problems.length > 0 ? problems : [`${file}: does not match the schema`]);
 }
 
@@ -132,6 +183,37 @@ function readText(path: string, what: string, problems: string[]): Buffer | unde
     return undefined;
   }
 }
+
+/**
+ * Whether a PEM certificate chain and key parse and belong together: 'cert: …' / 'key: …' saying
+ * what is wrong, or undefined. Checked before anything listens (and by check-config), so a bad
+ * file is one clear message instead of an engine error in every worker.
+ */
+export function identityProblem(
+  cert: Buffer,
+  key: Buffer,
+  certPath: string,
+  keyPath: string,
+): string | undefined {
+  let privateKey: KeyObject;
+  try {
+    privateKey = createPrivateKey(key);
+  } catch (err) {
+    return `key: ${keyPath} is not a PEM private key (${firstLine(err)})`;
+  }
+  let x509: X509Certificate;
+  try {
+    // The first certificate of the chain is the one the key must match.
+    x509 = new X509Certificate(cert);
+  } catch (err) {
+    return `cert: ${certPath} is not a PEM certificate (${firstLine(err)})`;
+  }
+  if (!x509.checkPrivateKey(privateKey))
+    return `key: ${keyPath} does not match the certificate in ${certPath}`;
+  return undefined;
+}
+
+const firstLine = (err: unknown) => String((err as Error).message ?? err).split('\n')[0];
 
 /** Load a config file: parse, check, read the certificate files, resolve backends. */
 export function loadConfig(file: string): LoadedConfig {
@@ -156,12 +238,20 @@ export function loadConfig(file: string): LoadedConfig {
     if (!raw.identities || raw.identities.length === 0) {
       problems.push(`${file}: identities: needed unless pool.socket names a tlspool daemon`);
     }
-    const identities = (raw.identities ?? []).map((id, i) => ({
-      cert: readText(abs(id.cert), `${file}: identities.${i}.cert`, problems) ?? Buffer.alloc(0),
-      key: readText(abs(id.key), `${file}: identities.${i}.key`, problems) ?? Buffer.alloc(0),
-      ...(id.names ? { names: id.names } : {}),
-      ...(id.default ? { default: true } : {}),
-    }));
+    const identities = (raw.identities ?? []).map((id, i) => {
+      const cert = readText(abs(id.cert), `${file}: identities.${i}.cert`, problems);
+      const key = readText(abs(id.key), `${file}: identities.${i}.key`, problems);
+      if (cert && key) {
+        const p = identityProblem(cert, key, abs(id.cert), abs(id.key));
+        if (p) problems.push(`${file}: identities.${i}.${p}`);
+      }
+      return {
+        cert: cert ?? Buffer.alloc(0),
+        key: key ?? Buffer.alloc(0),
+        ...(id.names ? { names: id.names } : {}),
+        ...(id.default ? { default: true } : {}),
+      };
+    });
     const engine: EngineOptions = { identities };
     if (raw.tls?.ca) {
       const ca = readText(abs(raw.tls.ca), `${file}: tls.ca`, problems);

@@ -1,16 +1,30 @@
 import { readFileSync } from 'node:fs';
 import {
   createLogger,
+  type Dialect,
   isTlsProxyError,
+  type ListenerConfig,
   loadDialect,
   resolveLimits,
   resolveOptions,
   TlsProxy,
 } from '@tlsproxy/core';
 import { type CliArgs, parseCli, USAGE, UsageError } from './args.js';
-import { ConfigError, loadConfig } from './config.js';
+import { ConfigError, type LoadedConfig, loadConfig } from './config.js';
+import { describeLimits, perWorker } from './limits.js';
+import { preflight, reportPreflight } from './preflight.js';
 import { ConfigRunner } from './run-config.js';
-import { defaultWorkers, isWorker, runPrimary } from './workers.js';
+import { defaultWorkers, isWorker, runPrimary, workerShare } from './workers.js';
+
+/** How many processes a config runs as: systemd passes descriptors to this process only, so its
+ * listeners cannot be shared by workers. */
+function workersOf(config: LoadedConfig): { count: number; isDefault: boolean } {
+  if (config.listeners.some((l) => String(l.listen).startsWith('systemd:')))
+    return { count: 1, isDefault: config.raw.workers === undefined };
+  return config.raw.workers === undefined
+    ? { count: defaultWorkers(), isDefault: true }
+    : { count: config.raw.workers, isDefault: false };
+}
 
 function read(path: string, what: string): Buffer {
   try {
@@ -45,7 +59,7 @@ export async function start(args: CliArgs): Promise<TlsProxy> {
     if (!port) throw new UsageError(`dialect ${d.name} has no standard port: give --listen`);
     listen = `127.0.0.1:${port}`;
   }
-  await proxy.listen({
+  const listener: ListenerConfig = {
     dialect: args.dialect,
     listen,
     backend: args.backend,
@@ -57,7 +71,9 @@ export async function start(args: CliArgs): Promise<TlsProxy> {
       ? { tls: { clientCert: args.clientCert } }
       : {}),
     ...(args.hostname ? { hostname: args.hostname } : {}),
-  });
+  };
+  // In one of N workers: this worker's share of the connection limits (limits.ts).
+  await proxy.listen(perWorker(listener, workerShare()));
   return proxy;
 }
 
@@ -75,14 +91,18 @@ export async function checkConfig(file: string | undefined): Promise<number> {
   }
   try {
     const config = loadConfig(file);
+    const dialects: Dialect<unknown>[] = [];
     for (const l of config.listeners) {
       const d = await loadDialect(l.dialect);
       resolveOptions(d, l.options);
       resolveLimits(d, l.limits);
+      dialects.push(d);
     }
     process.stdout.write(
       `${file}: ok (${config.listeners.length} listener${config.listeners.length === 1 ? '' : 's'})\n`,
     );
+    // What will be enforced, defaults included, and how workers share it.
+    process.stdout.write(`${describeLimits(config, workersOf(config), dialects).join('\n')}\n`);
     return 0;
   } catch (err) {
     if (err instanceof ConfigError) {
@@ -130,21 +150,36 @@ export async function main(argv: string[]): Promise<number> {
       return 2;
     }
     if (!isWorker()) {
-      let workers = 1;
-      let metricsListen: string | undefined;
+      // Checked here, once, before anything binds or forks: a worker would print each problem
+      // again, and the proxy must not say "listening" when it cannot serve.
+      let c: LoadedConfig;
       try {
-        const c = loadConfig(file);
-        const systemd = c.listeners.some((l) => String(l.listen).startsWith('systemd:'));
-        workers = systemd ? 1 : (c.raw.workers ?? defaultWorkers());
-        metricsListen = c.metrics?.listen;
-      } catch {
-        // start() below reports the problems
+        c = loadConfig(file);
+      } catch (err) {
+        if (err instanceof ConfigError) {
+          process.stderr.write(`${err.problems.join('\n')}\n`);
+          return 2;
+        }
+        return fail(err);
       }
+      const problems = await preflight({
+        listeners: c.listeners.map((l, i) => ({
+          name: `${file}: listeners.${i}`,
+          dialect: l.dialect,
+          ...(l.options ? { options: l.options } : {}),
+          ...(l.limits ? { limits: l.limits } : {}),
+        })),
+      });
+      if (problems.length > 0) {
+        reportPreflight(problems);
+        return 1;
+      }
+      const workers = workersOf(c).count;
       if (workers > 1)
         return runPrimary(
           workers,
           (l) => process.stderr.write(`${new Date().toISOString()} info ${l}\n`),
-          metricsListen === undefined ? {} : { metricsListen },
+          c.metrics?.listen === undefined ? {} : { metricsListen: c.metrics.listen },
         );
     }
     let runner: ConfigRunner;
@@ -179,10 +214,23 @@ export async function main(argv: string[]): Promise<number> {
   }
   // systemd passes descriptors to this process only: its listeners cannot be shared by workers.
   const workers = args.listen.startsWith('systemd:') ? 1 : (args.workers ?? defaultWorkers());
-  if (workers > 1 && !isWorker()) {
-    return runPrimary(workers, (l) =>
-      process.stderr.write(`${new Date().toISOString()} info ${l}\n`),
-    );
+  if (!isWorker()) {
+    const problems = await preflight({
+      listeners: [{ name: '--dialect', dialect: args.dialect, options: args.options }],
+      identities: args.cert.map((cert, i) => ({
+        name: `--cert/--key pair ${i + 1}`,
+        cert,
+        key: args.key[i]!,
+      })),
+    });
+    if (problems.length > 0) {
+      reportPreflight(problems);
+      return 1;
+    }
+    if (workers > 1)
+      return runPrimary(workers, (l) =>
+        process.stderr.write(`${new Date().toISOString()} info ${l}\n`),
+      );
   }
   let proxy: TlsProxy;
   try {

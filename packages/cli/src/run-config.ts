@@ -14,7 +14,24 @@ import {
 } from '@tlsproxy/core';
 import type { EngineOptions } from '@tlsproxy/pool';
 import { ConfigError, type LoadedConfig, loadConfig } from './config.js';
-import { isWorker } from './workers.js';
+import { perWorker, SPLIT_OVER_WORKERS } from './limits.js';
+import { isWorker, workerShare } from './workers.js';
+
+/** The config as this process runs it: in one of N workers, each listener's connection limits
+ * are its share of the totals in the file. */
+function share(config: LoadedConfig, logger?: Logger): LoadedConfig {
+  const n = workerShare();
+  if (n === 1) return config;
+  const listeners = config.listeners.map((l) => perWorker(l, n));
+  for (const l of listeners) {
+    logger?.log('info', 'per-worker limits', {
+      listen: String(l.listen),
+      workers: n,
+      ...Object.fromEntries(SPLIT_OVER_WORKERS.map((k) => [k, l[k]])),
+    });
+  }
+  return { ...config, listeners };
+}
 
 const keyOf = (l: ListenerConfig) => String(l.listen);
 
@@ -35,9 +52,10 @@ export class ConfigRunner {
   }
 
   static async start(file: string, logger?: Logger): Promise<ConfigRunner> {
-    const config = loadConfig(file);
+    const loaded = loadConfig(file);
     const log =
-      logger ?? createLogger({ level: config.logging.level, format: config.logging.format });
+      logger ?? createLogger({ level: loaded.logging.level, format: loaded.logging.format });
+    const config = share(loaded, log);
     // In a worker the primary serves /metrics with the sum over all workers: only collect here.
     const worker = isWorker();
     const proxy = new TlsProxy({
@@ -80,7 +98,7 @@ export class ConfigRunner {
     const run = async (): Promise<boolean> => {
       let next: LoadedConfig;
       try {
-        next = loadConfig(this.file);
+        next = share(loadConfig(this.file));
         // Check every listener's dialect, options and limits before touching anything.
         for (const l of next.listeners) {
           const d = await loadDialect(l.dialect);

@@ -10,6 +10,17 @@ export function defaultWorkers(): number {
   return Math.max(1, availableParallelism());
 }
 
+// The primary tells each worker how many there are, so a worker can take its share of the
+// connection limits (limits.ts perWorker) without re-deciding from a file that may have changed.
+const WORKERS_ENV = 'TLSPROXY_WORKERS';
+
+/** In a worker: how many workers share the listeners; 1 in a single process. */
+export function workerShare(): number {
+  if (!cluster.isWorker) return 1;
+  const n = Number(process.env[WORKERS_ENV]);
+  return Number.isInteger(n) && n >= 1 ? n : 1;
+}
+
 export interface PrimaryOptions {
   /** Serve /metrics here with the sum over all workers (the workers do not listen). */
   metricsListen?: string;
@@ -51,7 +62,7 @@ function forkWorkers(count: number, log: (line: string) => void): Promise<number
     for (const w of Object.values(cluster.workers ?? {})) w?.process.kill(sig);
   };
   const fork = () => {
-    const w = cluster.fork();
+    const w = cluster.fork({ [WORKERS_ENV]: String(count) });
     w.on('exit', (code, signal) => {
       if (stopping) return;
       if (!started) {

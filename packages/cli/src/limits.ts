@@ -1,0 +1,98 @@
+// A listener's limits as they take effect: core's defaults, the split over `workers: N`, and the
+// report `tlsproxy check-config` prints (issue 14).
+//
+// Each worker is a separate process with its own counters. Left alone, `workers: 4` would quietly
+// make every connection limit four times what the file says; instead the connection limits in
+// the file are totals for the whole proxy and each worker gets ceil(total / N). The kernel
+// spreads connections over the workers (SCHED_NONE), not evenly per client, so a per-address
+// limit of L may refuse a client a little before L connections in all; never after (rounding up
+// lets through at most N - 1 more than the total).
+import type { Dialect, ListenerConfig } from '@tlsproxy/core';
+import { resolveLimits } from '@tlsproxy/core';
+import type { LoadedConfig } from './config.js';
+
+/** core's defaults for what a listener leaves out (proxy.ts, session.ts; the engine's handshake
+ * timeout in @tlsproxy/pool). Kept in step by issue14.test.ts against check-config's output. */
+export const LISTENER_DEFAULTS = {
+  maxConnections: 10_000,
+  maxConnectionsPerAddress: 64,
+  ipv6Prefix: 64,
+  maxHandshakes: 1000,
+  preambleTimeoutMs: 900_000,
+  maxPreambleBytes: 64 * 1024,
+  idleTimeoutMs: 0,
+  handshakeTimeoutMs: 10_000,
+} as const;
+
+/** Limits on how many connections are held at once: counted per process, so split over workers. */
+export const SPLIT_OVER_WORKERS = [
+  'maxConnections',
+  'maxConnectionsPerAddress',
+  'maxHandshakes',
+] as const;
+
+/** The listener one worker of `workers` runs: each connection-count limit ceil(total / workers). */
+export function perWorker(l: ListenerConfig, workers: number): ListenerConfig {
+  if (!(workers > 1)) return l;
+  const out: ListenerConfig = { ...l };
+  for (const key of SPLIT_OVER_WORKERS) {
+    const total = l[key] ?? LISTENER_DEFAULTS[key];
+    out[key] = Math.max(1, Math.ceil(total / workers));
+  }
+  return out;
+}
+
+/** One line per effective value; `workers` as it will run (1 with systemd: listeners). */
+export function describeLimits(
+  config: LoadedConfig,
+  workers: { count: number; isDefault: boolean },
+  dialects: Dialect<unknown>[],
+): string[] {
+  const n = workers.count;
+  const out: string[] = [
+    n > 1
+      ? `workers: ${n}${workers.isDefault ? ' (default: one per core on this machine)' : ''}, each a separate process with its own counters: ${SPLIT_OVER_WORKERS.join(', ')} are totals for the whole proxy, each worker allowing ceil(total / ${n}); every other limit applies to each connection as written`
+      : `workers: 1${workers.isDefault ? ' (default)' : ''}, one process: every limit applies as written`,
+  ];
+  const raw = config.raw;
+  config.listeners.forEach((l, i) => {
+    const d = dialects[i]!;
+    out.push(`listeners.${i}: ${d.name} on ${String(l.listen)}`);
+    const row = (name: string, value: string, isDefault: boolean) =>
+      out.push(
+        `  ${name.padEnd(Math.max(27, name.length + 1))}${value}${isDefault ? ' (default)' : ''}`,
+      );
+    const num = (key: keyof typeof LISTENER_DEFAULTS, value: number | undefined) => {
+      const v = value ?? LISTENER_DEFAULTS[key];
+      const split = (SPLIT_OVER_WORKERS as readonly string[]).includes(key) && n > 1;
+      const text = split
+        ? `${v} total, ${Math.max(1, Math.ceil(v / n))} per worker`
+        : key === 'idleTimeoutMs' && v === 0
+          ? '0 = off'
+          : String(v);
+      row(key, text, value === undefined);
+    };
+    num('maxConnections', l.maxConnections);
+    num('maxConnectionsPerAddress', l.maxConnectionsPerAddress);
+    num('ipv6Prefix', l.ipv6Prefix);
+    row('exempt', l.exempt && l.exempt.length > 0 ? l.exempt.join(', ') : 'none', false);
+    num('maxHandshakes', l.maxHandshakes);
+    num('preambleTimeoutMs', l.preambleTimeoutMs);
+    num('maxPreambleBytes', l.maxPreambleBytes);
+    num('idleTimeoutMs', l.idleTimeoutMs);
+    num('handshakeTimeoutMs', l.tls?.handshakeTimeoutMs ?? raw.tls?.handshakeTimeoutMs);
+    if (l.proxyProtocol) {
+      row('proxyProtocol.trusted', l.proxyProtocol.trusted.join(', ') || 'none', false);
+      row(
+        'proxyProtocol.timeoutMs',
+        String(l.proxyProtocol.timeoutMs ?? 5000),
+        l.proxyProtocol.timeoutMs === undefined,
+      );
+    }
+    const limits = resolveLimits(d, l.limits);
+    for (const [name, value] of Object.entries(limits)) {
+      row(`limits.${name}`, String(value), !(l.limits && name in l.limits));
+    }
+  });
+  return out;
+}
