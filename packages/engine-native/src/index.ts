@@ -1,0 +1,7 @@
+// @tlsproxy/engine-native: the TLS engine in C around the OpenSSL inside Node.
+
+export type { NativeEngineOptions } from './engine.js';
+export { DEFAULT_CIPHERS, identityFromCertificate, NativeTlsEngine } from './engine.js';
+export type { NativeEngineErrorCode } from './errors.js';
+export { NativeEngineError } from './errors.js';
+export { binding } from './loader.js';

@@ -1,0 +1,82 @@
+// Exactly what build/Release/engine_native.node exports (src/native/addon.c, init()).
+export interface EngineHandle {
+  readonly __brand: 'EngineHandle';
+}
+export interface StoreHandle {
+  readonly __brand: 'StoreHandle';
+}
+export interface SessionHandle {
+  readonly __brand: 'SessionHandle';
+}
+
+export interface StoreIdentity {
+  cert: string;
+  key: string;
+  names: string[];
+}
+
+export interface StoreOptions {
+  defaultIndex: number;
+  /** 0x0303 (TLS 1.2) or 0x0304 (TLS 1.3) */
+  minVersion: number;
+  ca: string | null;
+  /** OpenSSL cipher list for TLS 1.2 */
+  ciphers: string;
+  /** TLS 1.3 suites; null for OpenSSL's default */
+  ciphersuites: string | null;
+}
+
+export type NativeEvent =
+  | {
+      type: 'established';
+      id: number;
+      /** the backend's end of the socketpair, owned by whoever receives the event */
+      fd: number;
+      version: string;
+      cipher: string;
+      alpn: string | null;
+      serverName: string | null;
+      peerCertificate: Buffer | null;
+      verified: boolean;
+    }
+  | { type: 'failed'; id: number; code: string; message: string | null }
+  | { type: 'sni'; id: number; name: string }
+  | { type: 'ended'; id: number; bytesIn: number; bytesOut: number; reason: string | null }
+  | {
+      type: 'exported';
+      id: number;
+      req: number;
+      data?: Buffer;
+      code?: string;
+      message?: string | null;
+    };
+
+export interface NativeBinding {
+  openssl(): { version: number; text: string; headers: number };
+  engineCreate(threads: number, onEvents: (events: NativeEvent[]) => void): EngineHandle;
+  engineClose(engine: EngineHandle): void;
+  engineRef(engine: EngineHandle, ref: boolean): void;
+  storeCreate(identities: StoreIdentity[], options: StoreOptions): StoreHandle;
+  /** null when the engine is busy (the caller still owns fd); otherwise fd belongs to C. */
+  submit(
+    engine: EngineHandle,
+    store: StoreHandle,
+    fd: number,
+    id: number,
+    policy: 0 | 1 | 2,
+    alpn: Buffer | null,
+    handshakeTimeoutMs: number,
+    idleTimeoutMs: number,
+    checkServerName: boolean,
+  ): SessionHandle | null;
+  sniAnswer(engine: EngineHandle, session: SessionHandle, ok: boolean): boolean;
+  exporter(
+    engine: EngineHandle,
+    session: SessionHandle,
+    req: number,
+    label: string,
+    context: Buffer | null,
+    length: number,
+  ): boolean;
+  closeSession(engine: EngineHandle, session: SessionHandle): boolean;
+}

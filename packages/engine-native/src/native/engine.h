@@ -1,0 +1,199 @@
+// @tlsproxy/engine-native: shared declarations of the C side.
+//
+// Theory of operation. The JS thread builds an identity store (one SSL_CTX per certificate,
+// ctx.c) and submits connections: a connected stream socket whose descriptor C now owns. Each
+// connection is pinned to one of N loop threads (loop.c); a loop thread owns everything about its
+// connections (SSL object, descriptors, buffers) and is the only one that touches them. The JS
+// thread talks to a loop only through that loop's bounded command queue (woken by an eventfd);
+// loops talk back through one N-API thread-safe function, one batch of events per loop turn.
+// A connection struct is reference-counted because three parties may hold it: its loop (until
+// it closes), a queued command, and the JS handle (until garbage collection).
+#ifndef TLSPROXY_ENGINE_H
+#define TLSPROXY_ENGINE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <node_api.h>
+#include <openssl/ssl.h>
+
+// One TLS record's worth of plaintext (RFC 8446 §5.1: at most 2^14 bytes).
+#define RELAY_CHUNK 16384
+
+// ---- identity store (ctx.c) ----
+
+typedef struct id_name {
+  char *name;   // lower case; for a wildcard, the part after "*."
+  int wildcard; // 1 for "*.example.org"
+  int index;    // into store->ctx
+} id_name;
+
+typedef struct idstore {
+  atomic_int refs;
+  int nctx;
+  SSL_CTX **ctx;
+  int default_index;
+  int nnames;
+  id_name *names;
+} idstore;
+
+typedef struct store_params {
+  int n;
+  const char **certs; // PEM chains
+  const char **keys;  // PEM keys
+  const char ***names;
+  const int *nnames;
+  int default_index;
+  const char *ca;           // PEM, may be NULL
+  const char *ciphers;      // TLS 1.2 list
+  const char *ciphersuites; // TLS 1.3 list, may be NULL (OpenSSL default)
+  int min_version;          // TLS1_2_VERSION or TLS1_3_VERSION
+} store_params;
+
+// Returns NULL and fills err on failure.
+idstore *idstore_create(const store_params *p, char *err, size_t errlen);
+void idstore_ref(idstore *s);
+void idstore_unref(idstore *s);
+SSL_CTX *idstore_select(const idstore *s, const char *name);
+
+// ---- connections and loops (loop.c) ----
+
+enum conn_state { ST_NEW, ST_HANDSHAKE, ST_SNI_WAIT, ST_RELAY, ST_CLOSED };
+enum cert_policy { POLICY_NONE = 0, POLICY_OPTIONAL = 1, POLICY_REQUIRED = 2 };
+
+typedef struct relay_buf {
+  char *data; // heap copy of what the other side could not take yet; NULL when empty
+  size_t off, len;
+} relay_buf;
+
+struct loop;
+
+typedef struct conn {
+  atomic_int refs;
+  struct loop *loop;
+  struct conn *prev, *next; // the loop's list of live connections
+  struct conn *again_next;  // the loop's list of connections to step again without waiting
+  struct conn *zombie_next; // closed, unreferenced after the current epoll batch
+  double jsid;
+  enum conn_state state;
+  int tls_fd, plain_fd;
+  SSL *ssl;
+  idstore *store;
+
+  // Request, fixed at submit.
+  enum cert_policy policy;
+  unsigned char *alpn; // wire format (RFC 7301 §3.1), server preference order
+  unsigned alpn_len;
+  int check_sni;
+  uint64_t hs_deadline, idle_ms, last_active;
+
+  // Handshake.
+  int sni_parsed;
+  char *sni;      // as the client sent it
+  int sni_answer; // 0 not yet, 1 accepted, -1 refused
+  int sni_asked;
+  long verify_err;
+  const char *fail_code;
+
+  // Relay.
+  relay_buf c2b, b2c;
+  unsigned client_eof : 1, backend_eof : 1, closing : 1, shut_done : 1, plain_wr_shut : 1;
+  unsigned tls_hup : 1, plain_hup : 1, in_again : 1;
+  uint32_t hs_want, rd_want, wr_want, shut_want; // epoll events a blocked SSL call waits for
+  uint32_t tls_reg, plain_reg;                   // what epoll has now (for fewer epoll_ctl)
+  int tls_in_epoll, plain_in_epoll;
+  uint64_t bytes_in, bytes_out;
+} conn;
+
+enum cmd_type { CMD_NEW, CMD_SNI, CMD_EXPORTER, CMD_CLOSE };
+
+typedef struct cmd {
+  enum cmd_type type;
+  conn *c; // holds a reference while queued
+  int ok;  // CMD_SNI
+  double req;
+  char *label;
+  unsigned char *context;
+  size_t context_len;
+  int has_context;
+  size_t length;
+} cmd;
+
+enum ev_type { EV_ESTABLISHED, EV_FAILED, EV_SNI, EV_ENDED, EV_EXPORTED };
+
+typedef struct ev {
+  enum ev_type type;
+  double jsid;
+  double req;
+  int fd; // EV_ESTABLISHED: the backend's end of the socketpair, owned by the event
+  const char *code;
+  char *text; // error message, server name for EV_SNI
+  char version[16];
+  char cipher[64];
+  char *alpn;
+  char *server_name;
+  unsigned char *der; // peer certificate, DER
+  int der_len;
+  int verified;
+  unsigned char *data; // EV_EXPORTED
+  size_t data_len;
+  uint64_t bytes_in, bytes_out;
+} ev;
+
+typedef struct ev_batch {
+  ev *v;
+  size_t n, cap;
+} ev_batch;
+
+struct engine;
+
+typedef struct loop {
+  struct engine *eng;
+  int index;
+  pthread_t thread;
+  int started;
+  int epfd, evfd;
+  atomic_int stop;
+  pthread_mutex_t mu;
+  cmd *q;
+  size_t qhead, qlen, qcap;
+  conn *conns; // doubly linked
+  size_t nconns;
+  conn *again;
+  conn *zombies;
+  ev_batch *out; // events of this turn, not yet handed to JS
+  uint64_t next_sweep;
+  char scratch[RELAY_CHUNK];
+} loop;
+
+typedef struct engine {
+  napi_threadsafe_function tsfn;
+  int nloops;
+  loop *loops;
+  atomic_uint next;
+  int stopped;
+  napi_env env;
+} engine;
+
+int engine_start(engine *e, int nloops, size_t queue_cap, char *err, size_t errlen);
+void engine_stop(engine *e); // JS thread; joins the loops
+void ev_batch_free(ev_batch *b);
+
+conn *conn_new(idstore *store, int fd, double jsid, enum cert_policy policy,
+               const unsigned char *alpn, unsigned alpn_len, int check_sni,
+               uint64_t hs_timeout_ms, uint64_t idle_ms);
+void conn_ref(conn *c);
+void conn_unref(conn *c);
+// Queue a command for c's loop (for CMD_NEW: the next loop in turn). 0 on success; -1 when the
+// queue is full or the engine stopped (the caller still owns what the command carries).
+int engine_push(engine *e, cmd *k);
+
+// SSL callbacks installed on every SSL_CTX (defined in loop.c, where the connection lives).
+int conn_client_hello_cb(SSL *ssl, int *al, void *arg);
+int conn_alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                 const unsigned char *in, unsigned int inlen, void *arg);
+int conn_verify_cb(int ok, X509_STORE_CTX *x);
+
+#endif

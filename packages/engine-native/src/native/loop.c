@@ -1,0 +1,880 @@
+// Loop threads and the life of one connection.
+//
+// Each loop thread has an epoll set, an eventfd for its command queue, and a list of the
+// connections it owns. A connection goes NEW → HANDSHAKE (⇄ SNI_WAIT while JS decides on the
+// server name) → RELAY → CLOSED; conn_step() is the only place that moves it between states.
+// Everything here is non-blocking: sockets are O_NONBLOCK, the queue lock is held only to copy
+// commands, and events go to JS with napi_tsfn_nonblocking.
+//
+// Relay rules (the same as the node:tls engine's): a side is read only when nothing read from it
+// earlier is still waiting for the other side (backpressure, at most one TLS record buffered per
+// direction); the client's close_notify or EOF ends only the backend's read side
+// (shutdown(SHUT_WR) on the plaintext end) so the backend can still answer; the backend's EOF,
+// once its last bytes are out, becomes close_notify and a FIN to the client. The connection ends
+// when both directions have ended, on any error, on a timeout, or when the engine stops.
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/x509.h>
+
+#include "engine.h"
+
+// Steps of one connection per wake-up before others get a turn.
+#define MAX_ROUNDS 16
+// Timeouts are checked this often (ms): handshake deadlines of seconds need no finer grain.
+#define SWEEP_MS 100
+#define MAX_EVENTS 64
+// Commands taken from the queue per turn, so a flood of submissions cannot starve the relay.
+#define MAX_CMDS_PER_TURN 256
+
+static uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+// ---- events to JS ----
+
+static void ev_free(ev *e) {
+  if (e->fd >= 0) close(e->fd);
+  free(e->text);
+  free(e->alpn);
+  free(e->server_name);
+  free(e->der);
+  free(e->data);
+}
+
+void ev_batch_free(ev_batch *b) {
+  if (!b) return;
+  for (size_t i = 0; i < b->n; i++) ev_free(&b->v[i]);
+  free(b->v);
+  free(b);
+}
+
+// A slot in this turn's batch, or NULL when out of memory (the caller then cleans up itself).
+static ev *ev_add(loop *L, enum ev_type type, double jsid) {
+  if (!L->out) {
+    L->out = calloc(1, sizeof *L->out);
+    if (!L->out) return NULL;
+  }
+  ev_batch *b = L->out;
+  if (b->n == b->cap) {
+    size_t cap = b->cap ? b->cap * 2 : 16;
+    ev *v = realloc(b->v, cap * sizeof *v);
+    if (!v) return NULL;
+    b->v = v;
+    b->cap = cap;
+  }
+  ev *e = &b->v[b->n++];
+  memset(e, 0, sizeof *e);
+  e->type = type;
+  e->jsid = jsid;
+  e->fd = -1;
+  return e;
+}
+
+// One call into JS per turn. The queue of the thread-safe function is unbounded, but what it
+// holds is bounded: each connection produces at most a handful of events in its life, plus one
+// per control command, and commands come through a bounded queue.
+static void ev_flush(loop *L) {
+  if (!L->out || L->out->n == 0) return;
+  ev_batch *b = L->out;
+  L->out = NULL;
+  if (napi_call_threadsafe_function(L->eng->tsfn, b, napi_tsfn_nonblocking) != napi_ok)
+    ev_batch_free(b); // closing: nobody will take the descriptors, so close them
+}
+
+// ---- reference counting ----
+
+void conn_ref(conn *c) { atomic_fetch_add(&c->refs, 1); }
+
+void conn_unref(conn *c) {
+  if (!c || atomic_fetch_sub(&c->refs, 1) != 1) return;
+  // Only the struct is left by now (conn_close freed the rest), unless it never reached a
+  // loop: then the descriptor still belongs to whoever submitted it.
+  if (c->ssl) SSL_free(c->ssl);
+  if (c->store) idstore_unref(c->store);
+  free(c->alpn);
+  free(c->sni);
+  free(c->c2b.data);
+  free(c->b2c.data);
+  free(c);
+}
+
+conn *conn_new(idstore *store, int fd, double jsid, enum cert_policy policy,
+               const unsigned char *alpn, unsigned alpn_len, int check_sni,
+               uint64_t hs_timeout_ms, uint64_t idle_ms) {
+  conn *c = calloc(1, sizeof *c);
+  if (!c) return NULL;
+  atomic_init(&c->refs, 1);
+  c->jsid = jsid;
+  c->state = ST_NEW;
+  c->tls_fd = fd;
+  c->plain_fd = -1;
+  c->policy = policy;
+  c->check_sni = check_sni;
+  c->hs_deadline = now_ms() + hs_timeout_ms;
+  c->idle_ms = idle_ms;
+  if (alpn_len) {
+    c->alpn = malloc(alpn_len);
+    if (!c->alpn) goto fail;
+    memcpy(c->alpn, alpn, alpn_len);
+    c->alpn_len = alpn_len;
+  }
+  c->ssl = SSL_new(store->ctx[store->default_index]);
+  if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1) goto fail;
+  idstore_ref(store);
+  c->store = store;
+  SSL_set_app_data(c->ssl, c);
+  SSL_set_accept_state(c->ssl);
+  if (policy != POLICY_NONE)
+    SSL_set_verify(c->ssl,
+                   SSL_VERIFY_PEER | (policy == POLICY_REQUIRED ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
+                   conn_verify_cb);
+  return c;
+fail:
+  ERR_clear_error();
+  conn_unref(c);
+  return NULL;
+}
+
+// ---- epoll registration ----
+
+// The low bit of the epoll cookie says which of the connection's two descriptors woke us.
+#define TAG_PLAIN 1u
+
+static void reg(loop *L, conn *c, int plain, uint32_t want) {
+  int fd = plain ? c->plain_fd : c->tls_fd;
+  uint32_t *cur = plain ? &c->plain_reg : &c->tls_reg;
+  int *in = plain ? &c->plain_in_epoll : &c->tls_in_epoll;
+  if (fd < 0 || (plain ? c->plain_hup : c->tls_hup)) return;
+  if (*in && *cur == want) return;
+  struct epoll_event e = {.events = want, .data.u64 = (uint64_t)(uintptr_t)c | (plain ? TAG_PLAIN : 0)};
+  if (epoll_ctl(L->epfd, *in ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &e) == 0) {
+    *in = 1;
+    *cur = want;
+  }
+}
+
+static void unreg(loop *L, conn *c, int plain) {
+  int fd = plain ? c->plain_fd : c->tls_fd;
+  int *in = plain ? &c->plain_in_epoll : &c->tls_in_epoll;
+  // Explicitly: a descriptor with a duplicate elsewhere stays in the epoll set after close().
+  if (*in && fd >= 0) epoll_ctl(L->epfd, EPOLL_CTL_DEL, fd, NULL);
+  *in = 0;
+}
+
+// ---- closing ----
+
+static void list_remove(loop *L, conn *c) {
+  if (c->prev) c->prev->next = c->next;
+  else L->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  c->prev = c->next = NULL;
+  L->nconns--;
+}
+
+// Release everything but the struct; the struct goes after this epoll batch (events for it may
+// still be in the batch) when its last reference is dropped.
+static void conn_close(loop *L, conn *c) {
+  if (c->state == ST_CLOSED) return;
+  c->state = ST_CLOSED;
+  unreg(L, c, 0);
+  unreg(L, c, 1);
+  if (c->tls_fd >= 0) close(c->tls_fd);
+  if (c->plain_fd >= 0) close(c->plain_fd);
+  c->tls_fd = c->plain_fd = -1;
+  SSL_free(c->ssl);
+  c->ssl = NULL;
+  idstore_unref(c->store);
+  c->store = NULL;
+  free(c->c2b.data);
+  free(c->b2c.data);
+  c->c2b = c->b2c = (relay_buf){0};
+  list_remove(L, c);
+  c->zombie_next = L->zombies;
+  L->zombies = c;
+}
+
+static void conn_fail(loop *L, conn *c, const char *code, const char *fmt, const char *detail) {
+  ev *e = ev_add(L, EV_FAILED, c->jsid);
+  if (e) {
+    e->code = code;
+    size_t n = strlen(fmt) + (detail ? strlen(detail) : 0) + 1;
+    e->text = malloc(n);
+    if (e->text) snprintf(e->text, n, fmt, detail ? detail : "");
+  }
+  conn_close(L, c);
+}
+
+static void conn_end(loop *L, conn *c, const char *why) {
+  ev *e = ev_add(L, EV_ENDED, c->jsid);
+  if (e) {
+    e->bytes_in = c->bytes_in;
+    e->bytes_out = c->bytes_out;
+    e->code = why;
+  }
+  conn_close(L, c);
+}
+
+// A handshake that OpenSSL gave up on: name the reason the way the node:tls engine does.
+static void handshake_failed(loop *L, conn *c, int sslerr) {
+  unsigned long e = ERR_peek_last_error();
+  char detail[256] = "connection closed";
+  if (e) ERR_error_string_n(e, detail, sizeof detail);
+  else if (sslerr == SSL_ERROR_SYSCALL && errno) snprintf(detail, sizeof detail, "%s", strerror(errno));
+  ERR_clear_error();
+  if (c->fail_code) {
+    conn_fail(L, c, c->fail_code, "server name \"%s\" refused", c->sni);
+  } else if (c->verify_err != 0 ||
+             (e && ERR_GET_REASON(e) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE)) {
+    const char *why = c->verify_err ? X509_verify_cert_error_string(c->verify_err) : "none sent";
+    conn_fail(L, c, "TLSPROXY_ERR_POOL_CLIENT_CERT",
+              c->policy == POLICY_REQUIRED ? "client certificate required: %s"
+                                           : "client certificate not trusted: %s",
+              why);
+  } else {
+    conn_fail(L, c, "TLSPROXY_ERR_POOL_HANDSHAKE", "TLS handshake failed: %s", detail);
+  }
+}
+
+// ---- SSL callbacks ----
+
+// The first host_name of a server_name extension (RFC 6066 §3), checked byte by byte: this is
+// the peer's input. Returns 0 ok (name may be NULL), -1 malformed.
+static int parse_sni(const unsigned char *p, size_t len, char **out) {
+  *out = NULL;
+  if (len < 2) return -1;
+  size_t list = ((size_t)p[0] << 8) | p[1];
+  if (list + 2 != len) return -1;
+  p += 2;
+  while (list >= 3) {
+    unsigned type = p[0];
+    size_t n = ((size_t)p[1] << 8) | p[2];
+    if (n + 3 > list) return -1;
+    if (type == 0) { // host_name
+      if (n == 0 || n > 255 || memchr(p + 3, 0, n)) return -1;
+      char *s = malloc(n + 1);
+      if (!s) return -1;
+      memcpy(s, p + 3, n);
+      s[n] = 0;
+      *out = s;
+      return 0;
+    }
+    p += 3 + n;
+    list -= 3 + n;
+  }
+  return list == 0 ? 0 : -1;
+}
+
+int conn_client_hello_cb(SSL *ssl, int *al, void *arg) {
+  (void)arg;
+  conn *c = SSL_get_app_data(ssl);
+  if (!c) return SSL_CLIENT_HELLO_SUCCESS;
+  if (!c->sni_parsed) {
+    const unsigned char *p;
+    size_t len;
+    c->sni_parsed = 1;
+    if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &p, &len) == 1 &&
+        parse_sni(p, len, &c->sni) != 0) {
+      *al = SSL_AD_DECODE_ERROR;
+      return SSL_CLIENT_HELLO_ERROR;
+    }
+  }
+  if (c->sni && c->check_sni) {
+    if (c->sni_answer == 0) {
+      // Ask JS once; conn_step sees SSL_ERROR_WANT_CLIENT_HELLO_CB and waits for the answer.
+      if (!c->sni_asked) {
+        ev *e = ev_add(c->loop, EV_SNI, c->jsid);
+        if (!e || !(e->text = strdup(c->sni))) {
+          *al = SSL_AD_INTERNAL_ERROR;
+          return SSL_CLIENT_HELLO_ERROR;
+        }
+        c->sni_asked = 1;
+      }
+      return SSL_CLIENT_HELLO_RETRY;
+    }
+    if (c->sni_answer < 0) {
+      c->fail_code = "TLSPROXY_ERR_POOL_SERVER_NAME_REFUSED";
+      *al = SSL_AD_UNRECOGNIZED_NAME;
+      return SSL_CLIENT_HELLO_ERROR;
+    }
+  }
+  SSL_CTX *ctx = idstore_select(c->store, c->sni);
+  if (ctx != SSL_get_SSL_CTX(ssl) && !SSL_set_SSL_CTX(ssl, ctx)) {
+    *al = SSL_AD_INTERNAL_ERROR;
+    return SSL_CLIENT_HELLO_ERROR;
+  }
+  return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+int conn_alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                 const unsigned char *in, unsigned int inlen, void *arg) {
+  (void)arg;
+  conn *c = SSL_get_app_data(ssl);
+  if (!c || c->alpn_len == 0) return SSL_TLSEXT_ERR_NOACK;
+  unsigned char *o;
+  unsigned char ol;
+  // Server preference order (the first list), as node:tls does.
+  if (SSL_select_next_proto(&o, &ol, c->alpn, c->alpn_len, in, inlen) != OPENSSL_NPN_NEGOTIATED)
+    return SSL_TLSEXT_ERR_ALERT_FATAL; // no_application_protocol (RFC 7301 §3.2)
+  *out = o;
+  *outlen = ol;
+  return SSL_TLSEXT_ERR_OK;
+}
+
+// Keep OpenSSL's verdict (a bad chain fails the handshake with an alert) but remember why, so
+// the JS side gets the same error code as from the node:tls engine.
+int conn_verify_cb(int ok, X509_STORE_CTX *x) {
+  SSL *ssl = X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx());
+  conn *c = ssl ? SSL_get_app_data(ssl) : NULL;
+  if (!ok && c && !c->verify_err) c->verify_err = X509_STORE_CTX_get_error(x);
+  return ok;
+}
+
+// ---- the handshake's end ----
+
+static int established(loop *L, conn *c) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0) {
+    conn_fail(L, c, "TLSPROXY_ERR_POOL_HANDSHAKE", "socketpair: %s", strerror(errno));
+    return -1;
+  }
+  ev *e = ev_add(L, EV_ESTABLISHED, c->jsid);
+  if (!e) {
+    close(sv[0]);
+    close(sv[1]);
+    conn_fail(L, c, "TLSPROXY_ERR_POOL_HANDSHAKE", "out of memory%s", NULL);
+    return -1;
+  }
+  c->plain_fd = sv[0];
+  e->fd = sv[1]; // the event owns it until JS wraps it
+  snprintf(e->version, sizeof e->version, "%s", SSL_get_version(c->ssl));
+  const SSL_CIPHER *ci = SSL_get_current_cipher(c->ssl);
+  const char *std = ci ? SSL_CIPHER_standard_name(ci) : NULL;
+  snprintf(e->cipher, sizeof e->cipher, "%s", std ? std : ci ? SSL_CIPHER_get_name(ci) : "unknown");
+  const unsigned char *alpn;
+  unsigned alpn_len;
+  SSL_get0_alpn_selected(c->ssl, &alpn, &alpn_len);
+  if (alpn_len && (e->alpn = malloc(alpn_len + 1))) {
+    memcpy(e->alpn, alpn, alpn_len);
+    e->alpn[alpn_len] = 0;
+  }
+  if (c->sni) e->server_name = strdup(c->sni);
+  X509 *peer = SSL_get0_peer_certificate(c->ssl);
+  if (peer) {
+    int n = i2d_X509(peer, NULL);
+    if (n > 0 && (e->der = malloc((size_t)n))) {
+      unsigned char *p = e->der;
+      e->der_len = i2d_X509(peer, &p);
+    }
+    e->verified = SSL_get_verify_result(c->ssl) == X509_V_OK;
+  }
+  c->state = ST_RELAY;
+  c->last_active = now_ms();
+  return 0;
+}
+
+// ---- relay helpers ----
+
+static int keep(relay_buf *b, const char *p, size_t n) {
+  b->data = malloc(n);
+  if (!b->data) return -1;
+  memcpy(b->data, p, n);
+  b->off = 0;
+  b->len = n;
+  return 0;
+}
+
+static void consumed(relay_buf *b, size_t n) {
+  b->off += n;
+  b->len -= n;
+  if (b->len == 0) {
+    // Idle connections hold no relay memory.
+    free(b->data);
+    *b = (relay_buf){0};
+  }
+}
+
+static int eof_like(int sslerr) {
+  // A client that closes TCP without close_notify ends its direction like close_notify does
+  // (node:tls does the same); OpenSSL 3 reports it as SSL_R_UNEXPECTED_EOF_WHILE_READING.
+  if (sslerr == SSL_ERROR_ZERO_RETURN) return 1;
+  if (sslerr == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && errno == 0) return 1;
+  if (sslerr == SSL_ERROR_SSL &&
+      ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING)
+    return 1;
+  return 0;
+}
+
+static uint32_t want_of(int sslerr) {
+  return sslerr == SSL_ERROR_WANT_WRITE ? EPOLLOUT : EPOLLIN;
+}
+
+// One pass of moving bytes; returns 1 if anything moved, 0 if nothing could, -1 if the
+// connection was closed.
+static int relay_once(loop *L, conn *c) {
+  int progress = 0;
+  char *s = L->scratch;
+
+  // Client → backend: what is waiting first, then a new record only when nothing waits.
+  if (c->c2b.len) {
+    ssize_t n = send(c->plain_fd, c->c2b.data + c->c2b.off, c->c2b.len, MSG_NOSIGNAL);
+    if (n > 0) {
+      consumed(&c->c2b, (size_t)n);
+      progress = 1;
+    } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+      conn_end(L, c, "backend closed");
+      return -1;
+    }
+  }
+  if (!c->c2b.len && !c->client_eof) {
+    ERR_clear_error();
+    errno = 0;
+    int r = SSL_read(c->ssl, s, RELAY_CHUNK);
+    if (r > 0) {
+      c->rd_want = 0;
+      c->bytes_in += (uint64_t)r;
+      progress = 1;
+      ssize_t n = send(c->plain_fd, s, (size_t)r, MSG_NOSIGNAL);
+      if (n < 0 && errno != EAGAIN && errno != EINTR) {
+        conn_end(L, c, "backend closed");
+        return -1;
+      }
+      if (n < 0) n = 0;
+      if (n < r && keep(&c->c2b, s + n, (size_t)(r - n)) != 0) {
+        conn_end(L, c, "out of memory");
+        return -1;
+      }
+    } else {
+      int e = SSL_get_error(c->ssl, r);
+      if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        c->rd_want = want_of(e);
+      } else if (eof_like(e)) {
+        ERR_clear_error();
+        c->client_eof = 1;
+        c->rd_want = 0;
+        progress = 1;
+      } else {
+        ERR_clear_error();
+        conn_end(L, c, "client error");
+        return -1;
+      }
+    }
+  }
+  if (c->client_eof && !c->c2b.len && !c->plain_wr_shut) {
+    shutdown(c->plain_fd, SHUT_WR);
+    c->plain_wr_shut = 1;
+    progress = 1;
+  }
+
+  // Backend → client, the same way round.
+  if (c->b2c.len) {
+    ERR_clear_error();
+    int r = SSL_write(c->ssl, c->b2c.data + c->b2c.off, (int)c->b2c.len);
+    if (r > 0) {
+      c->wr_want = 0;
+      c->bytes_out += (uint64_t)r;
+      consumed(&c->b2c, (size_t)r);
+      progress = 1;
+    } else {
+      int e = SSL_get_error(c->ssl, r);
+      if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        c->wr_want = want_of(e);
+      } else {
+        ERR_clear_error();
+        conn_end(L, c, "client error");
+        return -1;
+      }
+    }
+  }
+  if (!c->b2c.len && !c->backend_eof && !c->closing) {
+    ssize_t n = recv(c->plain_fd, s, RELAY_CHUNK, 0);
+    if (n > 0) {
+      progress = 1;
+      ERR_clear_error();
+      int r = SSL_write(c->ssl, s, (int)n);
+      if (r > 0) {
+        c->wr_want = 0;
+        c->bytes_out += (uint64_t)r;
+      } else {
+        int e = SSL_get_error(c->ssl, r);
+        if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+          ERR_clear_error();
+          conn_end(L, c, "client error");
+          return -1;
+        }
+        c->wr_want = want_of(e);
+        r = 0;
+      }
+      if (r < n && keep(&c->b2c, s + r, (size_t)(n - r)) != 0) {
+        conn_end(L, c, "out of memory");
+        return -1;
+      }
+    } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+      c->backend_eof = 1;
+      progress = 1;
+    }
+  }
+  if ((c->backend_eof || c->closing) && !c->b2c.len && !c->shut_done) {
+    ERR_clear_error();
+    int r = SSL_shutdown(c->ssl);
+    if (r >= 0) {
+      c->shut_done = 1;
+      c->shut_want = 0;
+      shutdown(c->tls_fd, SHUT_WR);
+      progress = 1;
+    } else {
+      int e = SSL_get_error(c->ssl, r);
+      if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        c->shut_want = want_of(e);
+      } else {
+        ERR_clear_error();
+        conn_end(L, c, "client error");
+        return -1;
+      }
+    }
+  }
+  return progress;
+}
+
+// ---- the state machine ----
+
+static void schedule_again(loop *L, conn *c) {
+  if (c->in_again) return;
+  c->in_again = 1;
+  conn_ref(c);
+  c->again_next = L->again;
+  L->again = c;
+}
+
+// Every state transition of a connection happens here.
+static void conn_step(loop *L, conn *c) {
+  if (c->state == ST_NEW) {
+    c->state = ST_HANDSHAKE;
+    c->hs_want = EPOLLIN;
+  }
+  if (c->state == ST_SNI_WAIT) {
+    if (c->sni_answer == 0) goto interest; // JS has not answered yet
+    c->state = ST_HANDSHAKE;
+  }
+  if (c->state == ST_HANDSHAKE) {
+    ERR_clear_error();
+    errno = 0;
+    int r = SSL_do_handshake(c->ssl);
+    if (r != 1) {
+      int e = SSL_get_error(c->ssl, r);
+      if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        c->hs_want = want_of(e);
+      } else if (e == SSL_ERROR_WANT_CLIENT_HELLO_CB) {
+        c->state = ST_SNI_WAIT;
+        c->hs_want = 0;
+      } else {
+        handshake_failed(L, c, e);
+        return;
+      }
+      goto interest;
+    }
+    if (established(L, c) != 0) return;
+  }
+  if (c->state == ST_RELAY) {
+    int rounds = 0, r = 0;
+    while (rounds++ < MAX_ROUNDS && (r = relay_once(L, c)) > 0) c->last_active = now_ms();
+    if (r < 0) return;
+    if (c->client_eof && c->plain_wr_shut && c->shut_done) {
+      conn_end(L, c, c->closing ? "closed" : "done");
+      return;
+    }
+    // Still moving after MAX_ROUNDS: come back after the others had their turn, without
+    // waiting for epoll (a peer that hung up never wakes it again).
+    if (r > 0) schedule_again(L, c);
+  }
+interest:
+  if (c->state == ST_HANDSHAKE || c->state == ST_SNI_WAIT) {
+    reg(L, c, 0, c->hs_want);
+  } else if (c->state == ST_RELAY) {
+    uint32_t t = 0, p = 0;
+    if (!c->c2b.len && !c->client_eof) t |= c->rd_want ? c->rd_want : EPOLLIN;
+    if (c->b2c.len) t |= c->wr_want ? c->wr_want : EPOLLOUT;
+    if ((c->backend_eof || c->closing) && !c->b2c.len && !c->shut_done) t |= c->shut_want;
+    if (!c->b2c.len && !c->backend_eof && !c->closing) p |= EPOLLIN;
+    if (c->c2b.len) p |= EPOLLOUT;
+    reg(L, c, 0, t);
+    reg(L, c, 1, p);
+  }
+}
+
+// A peer that hung up reports EPOLLHUP on every epoll_wait whatever we ask for; stop watching
+// that descriptor (every later operation on it completes at once) and step the connection.
+static void on_io(loop *L, conn *c, int plain, uint32_t events) {
+  if (c->state == ST_CLOSED) return;
+  if (events & (EPOLLHUP | EPOLLERR)) {
+    unreg(L, c, plain);
+    if (plain) c->plain_hup = 1;
+    else c->tls_hup = 1;
+    if (c->state != ST_RELAY) {
+      // Before the handshake is done a hang-up means the client is gone (handshake fails).
+      if (c->state == ST_SNI_WAIT) {
+        conn_fail(L, c, "TLSPROXY_ERR_POOL_HANDSHAKE", "client closed during the TLS handshake%s", NULL);
+        return;
+      }
+    }
+    schedule_again(L, c);
+  }
+  conn_step(L, c);
+}
+
+// ---- commands from JS ----
+
+static void on_cmd(loop *L, cmd *k) {
+  conn *c = k->c;
+  switch (k->type) {
+  case CMD_NEW: {
+    // The loop's own reference (the command's becomes it).
+    conn_ref(c);
+    c->loop = L;
+    c->next = L->conns;
+    if (L->conns) L->conns->prev = c;
+    L->conns = c;
+    L->nconns++;
+    int fl = fcntl(c->tls_fd, F_GETFL);
+    if (fl < 0 || fcntl(c->tls_fd, F_SETFL, fl | O_NONBLOCK) != 0) {
+      conn_fail(L, c, "TLSPROXY_ERR_POOL_HANDSHAKE", "fcntl: %s", strerror(errno));
+      break;
+    }
+    conn_step(L, c);
+    break;
+  }
+  case CMD_SNI:
+    if (c->state == ST_SNI_WAIT || c->state == ST_HANDSHAKE) {
+      c->sni_answer = k->ok ? 1 : -1;
+      conn_step(L, c);
+    }
+    break;
+  case CMD_EXPORTER: {
+    ev *e = ev_add(L, EV_EXPORTED, c->jsid);
+    if (!e) break;
+    e->req = k->req;
+    if (c->state != ST_RELAY) {
+      e->code = "TLSPROXY_ERR_POOL_UNKNOWN_KEY";
+      e->text = strdup("session ended");
+      break;
+    }
+    e->data = malloc(k->length ? k->length : 1);
+    if (!e->data || SSL_export_keying_material(c->ssl, e->data, k->length, k->label,
+                                               strlen(k->label), k->context, k->context_len,
+                                               k->has_context) != 1) {
+      ERR_clear_error();
+      free(e->data);
+      e->data = NULL;
+      e->code = "TLSPROXY_ERR_POOL_CONTROL";
+      e->text = strdup("keying material export failed");
+      break;
+    }
+    e->data_len = k->length;
+    break;
+  }
+  case CMD_CLOSE:
+    // Like the node:tls engine's tls.end(): flush, close_notify and FIN to the client; what the
+    // client still sends reaches the backend until it ends too.
+    if (c->state == ST_RELAY) {
+      c->closing = 1;
+      conn_step(L, c);
+    } else if (c->state != ST_CLOSED) {
+      conn_fail(L, c, "TLSPROXY_ERR_POOL_HANDSHAKE", "closed during the TLS handshake%s", NULL);
+    }
+    break;
+  }
+  free(k->label);
+  free(k->context);
+  conn_unref(c);
+}
+
+static void drain_commands(loop *L) {
+  uint64_t junk;
+  while (read(L->evfd, &junk, sizeof junk) > 0) {
+  }
+  for (int taken = 0; taken < MAX_CMDS_PER_TURN;) {
+    cmd batch[32];
+    size_t n = 0;
+    pthread_mutex_lock(&L->mu);
+    while (n < 32 && L->qlen) {
+      batch[n++] = L->q[L->qhead];
+      L->qhead = (L->qhead + 1) % L->qcap;
+      L->qlen--;
+    }
+    size_t left = L->qlen;
+    pthread_mutex_unlock(&L->mu);
+    for (size_t i = 0; i < n; i++) on_cmd(L, &batch[i]);
+    taken += (int)n;
+    if (n < 32 || !left) return;
+  }
+  // More than a turn's worth: wake up again at once.
+  uint64_t one = 1;
+  (void)!write(L->evfd, &one, sizeof one);
+}
+
+int engine_push(engine *e, cmd *k) {
+  if (e->stopped) return -1;
+  loop *L = k->type == CMD_NEW ? &e->loops[atomic_fetch_add(&e->next, 1) % (unsigned)e->nloops]
+                               : k->c->loop;
+  if (!L) return -1; // a command for a connection that never reached a loop
+  pthread_mutex_lock(&L->mu);
+  if (L->qlen == L->qcap || atomic_load(&L->stop)) {
+    pthread_mutex_unlock(&L->mu);
+    return -1;
+  }
+  if (k->type == CMD_NEW) k->c->loop = L;
+  L->q[(L->qhead + L->qlen) % L->qcap] = *k;
+  L->qlen++;
+  pthread_mutex_unlock(&L->mu);
+  uint64_t one = 1;
+  (void)!write(L->evfd, &one, sizeof one);
+  return 0;
+}
+
+// ---- the loop ----
+
+static void sweep(loop *L, uint64_t now) {
+  for (conn *c = L->conns, *next; c; c = next) {
+    next = c->next;
+    if ((c->state == ST_HANDSHAKE || c->state == ST_SNI_WAIT || c->state == ST_NEW) &&
+        now >= c->hs_deadline) {
+      conn_fail(L, c, "TLSPROXY_ERR_POOL_TIMEOUT", "TLS handshake not done in time%s", NULL);
+    } else if (c->state == ST_RELAY && c->idle_ms && now - c->last_active >= c->idle_ms) {
+      conn_end(L, c, "idle");
+    }
+  }
+}
+
+static void run_again(loop *L) {
+  conn *list = L->again;
+  L->again = NULL;
+  while (list) {
+    conn *c = list;
+    list = c->again_next;
+    c->in_again = 0;
+    if (c->state != ST_CLOSED) conn_step(L, c);
+    conn_unref(c);
+  }
+}
+
+static void free_zombies(loop *L) {
+  while (L->zombies) {
+    conn *c = L->zombies;
+    L->zombies = c->zombie_next;
+    conn_unref(c); // the loop's reference
+  }
+}
+
+static void *loop_main(void *arg) {
+  loop *L = arg;
+  // Signals are for the JS thread.
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, NULL);
+  struct epoll_event evs[MAX_EVENTS];
+  while (!atomic_load(&L->stop)) {
+    int timeout = -1;
+    if (L->again) timeout = 0;
+    else if (L->nconns) timeout = SWEEP_MS;
+    int n = epoll_wait(L->epfd, evs, MAX_EVENTS, timeout);
+    for (int i = 0; i < n; i++) {
+      uint64_t cookie = evs[i].data.u64;
+      if (cookie == 0) {
+        drain_commands(L);
+        continue;
+      }
+      conn *c = (conn *)(uintptr_t)(cookie & ~(uint64_t)TAG_PLAIN);
+      on_io(L, c, (int)(cookie & TAG_PLAIN), evs[i].events);
+    }
+    run_again(L);
+    uint64_t now = now_ms();
+    if (now >= L->next_sweep) {
+      sweep(L, now);
+      L->next_sweep = now + SWEEP_MS;
+    }
+    free_zombies(L);
+    ev_flush(L);
+  }
+  // Stopping: drop every connection without a word to JS (the engine is closing).
+  while (L->conns) conn_close(L, L->conns);
+  run_again(L);
+  free_zombies(L);
+  ev_batch_free(L->out);
+  L->out = NULL;
+  return NULL;
+}
+
+int engine_start(engine *e, int nloops, size_t queue_cap, char *err, size_t errlen) {
+  e->loops = calloc((size_t)nloops, sizeof *e->loops);
+  if (!e->loops) return snprintf(err, errlen, "out of memory"), -1;
+  e->nloops = nloops;
+  for (int i = 0; i < nloops; i++) {
+    loop *L = &e->loops[i];
+    L->eng = e;
+    L->index = i;
+    L->epfd = L->evfd = -1;
+    pthread_mutex_init(&L->mu, NULL);
+    L->qcap = queue_cap;
+    L->q = calloc(queue_cap, sizeof *L->q);
+    L->epfd = epoll_create1(EPOLL_CLOEXEC);
+    L->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    struct epoll_event ee = {.events = EPOLLIN, .data.u64 = 0};
+    if (!L->q || L->epfd < 0 || L->evfd < 0 || epoll_ctl(L->epfd, EPOLL_CTL_ADD, L->evfd, &ee) != 0) {
+      snprintf(err, errlen, "loop setup: %s", strerror(errno));
+      return -1;
+    }
+    int r = pthread_create(&L->thread, NULL, loop_main, L);
+    if (r != 0) {
+      snprintf(err, errlen, "pthread_create: %s", strerror(r));
+      return -1;
+    }
+    L->started = 1;
+  }
+  return 0;
+}
+
+// Stop and join every loop, then drop what is still queued. Called on the JS thread (close() or
+// environment teardown); after it returns no loop thread runs.
+void engine_stop(engine *e) {
+  if (e->stopped) return;
+  e->stopped = 1;
+  for (int i = 0; i < e->nloops; i++) {
+    loop *L = &e->loops[i];
+    atomic_store(&L->stop, 1);
+    uint64_t one = 1;
+    if (L->evfd >= 0) (void)!write(L->evfd, &one, sizeof one);
+  }
+  for (int i = 0; i < e->nloops; i++) {
+    loop *L = &e->loops[i];
+    if (L->started) pthread_join(L->thread, NULL);
+    // Commands nobody ran: a NEW one still owns its client's descriptor.
+    for (; L->qlen; L->qlen--, L->qhead = (L->qhead + 1) % L->qcap) {
+      cmd *k = &L->q[L->qhead];
+      if (k->type == CMD_NEW && k->c->tls_fd >= 0) {
+        close(k->c->tls_fd);
+        k->c->tls_fd = -1;
+      }
+      free(k->label);
+      free(k->context);
+      conn_unref(k->c);
+    }
+    free(L->q);
+    L->q = NULL;
+    if (L->epfd >= 0) close(L->epfd);
+    if (L->evfd >= 0) close(L->evfd);
+    L->epfd = L->evfd = -1;
+    pthread_mutex_destroy(&L->mu);
+  }
+}
