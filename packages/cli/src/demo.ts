@@ -26,12 +26,54 @@ export interface DemoOptions {
   portBase?: number;
   /** Where each output line goes; default stdout. */
   log?: (line: string) => void;
+  /** Lines kept in `lines` after the banner; default 1,000. */
+  keepLines?: number;
 }
 
 export interface Demo {
   stop(): Promise<void>;
-  /** Every line logged so far (the banner, then backend and proxy lines as they come). */
-  lines: string[];
+  /** The banner, then the most recent backend and proxy lines (at most `keepLines` of them). */
+  readonly lines: string[];
+  /** Lines logged since the start, kept or not. */
+  readonly linesLogged: number;
+}
+
+/** A demo left running all day must not grow: after the banner only the last lines are kept. */
+export const DEFAULT_KEEP_LINES = 1000;
+
+/**
+ * Every line until seal() (the banner: bounded, a few per dialect), then a ring buffer of the
+ * last `keep` lines.
+ */
+export class RecentLines {
+  readonly #head: string[] = [];
+  readonly #ring: string[] = [];
+  #next = 0;
+  #sealed = false;
+  #total = 0;
+  constructor(readonly keep: number = DEFAULT_KEEP_LINES) {
+    if (!Number.isInteger(keep) || keep < 1)
+      throw new RangeError('keep must be a positive integer');
+  }
+  push(line: string): void {
+    this.#total++;
+    if (!this.#sealed) this.#head.push(line);
+    else if (this.#ring.length < this.keep) this.#ring.push(line);
+    else {
+      this.#ring[this.#next] = line;
+      this.#next = (this.#next + 1) % this.keep;
+    }
+  }
+  seal(): void {
+    this.#sealed = true;
+  }
+  /** The kept lines, oldest first (a copy). */
+  get lines(): string[] {
+    return [...this.#head, ...this.#ring.slice(this.#next), ...this.#ring.slice(0, this.#next)];
+  }
+  get total(): number {
+    return this.#total;
+  }
 }
 
 export const DEMO_USAGE = `Usage: tlsproxy demo [--host 127.0.0.1] [--port-base 10000]
@@ -218,7 +260,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<Demo> {
   const base = opts.portBase ?? 10000;
   if (!Number.isInteger(base) || base < 0 || base + MAX_PORT > 65535)
     throw new RangeError(`--port-base must be an integer from 0 to ${65535 - MAX_PORT}`);
-  const lines: string[] = [];
+  const lines = new RecentLines(opts.keepLines ?? DEFAULT_KEEP_LINES);
   const out = opts.log ?? ((l: string) => process.stdout.write(`${l}\n`));
   const log = (l: string) => {
     lines.push(l);
@@ -322,9 +364,18 @@ export async function runDemo(opts: DemoOptions = {}): Promise<Demo> {
     }
     log('');
     log('Lines after "$" are commands to paste, lines after ">" what to type then. Ctrl-C stops.');
+    lines.seal();
   } catch (err) {
     await stop();
     throw err;
   }
-  return { stop, lines };
+  return {
+    stop,
+    get lines() {
+      return lines.lines;
+    },
+    get linesLogged() {
+      return lines.total;
+    },
+  };
 }
