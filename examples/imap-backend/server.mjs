@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // Example IMAP backend behind tlsproxy (RFC 9051 / RFC 3501, the post-TLS part only): it takes
-// connections with accept() from @tlsproxy/backend, prints the hand-off info it received, and
-// answers CAPABILITY, LOGIN, SELECT INBOX (empty), LIST, NOOP and LOGOUT. Any user and password
-// log in: this is a demo, not a mail store.
+// connections with accept() from @tlsproxy/backend, prints the hand-off info it received (the
+// control key only as present: it is a secret), and answers CAPABILITY, LOGIN, SELECT INBOX
+// (empty), LIST, NOOP and LOGOUT. Any user and password log in: this is a demo, not a mail store.
 //
 //   node examples/imap-backend/server.mjs --path /tmp/imapd.sock [--refuse-name bad.example]
 import { parseArgs } from 'node:util';
@@ -37,10 +37,22 @@ for (const sig of ['SIGINT', 'SIGTERM']) {
 
 const CAPS = 'IMAP4rev1 LITERAL+ ID UNSELECT';
 
+/**
+ * The hand-off info as printed: the control key lets whoever holds it send control requests for
+ * the connection, so it is a secret like a session cookie. Logs end up in container runtimes,
+ * `kubectl logs` and log collectors: say whether there is one, never print it.
+ */
+function printable(info) {
+  const { controlKey, ...rest } = info;
+  return { ...rest, controlKey: controlKey ? '(present, not shown)' : null };
+}
+
 for await (const { socket, info, control, buffered } of server) {
-  event({ event: 'connection', info, buffered: buffered.toString('latin1') });
+  event({ event: 'connection', info: printable(info), buffered: buffered.toString('latin1') });
   if (!values.quiet && !values.json) {
-    console.log(`imap-backend: connection handed over:\n${JSON.stringify(info, null, 2)}`);
+    console.log(
+      `imap-backend: connection handed over:\n${JSON.stringify(printable(info), null, 2)}`,
+    );
   }
   serve(socket, info, control).catch((err) => {
     console.error(`imap-backend: session error: ${err.message}`);
