@@ -14,7 +14,13 @@ import {
   SeqpacketServer,
 } from '@tlsproxy/fdpass';
 import { BackendError } from './errors.js';
-import { backendProtocol, type ClientIdentity, type HandoffInfo } from './protocol.js';
+import {
+  type BackendFeatures,
+  backendProtocol,
+  type ClientIdentity,
+  type HandoffInfo,
+  parseHandoffInfo,
+} from './protocol.js';
 
 export interface ListenOptions {
   /** Filesystem path of the socket to create. */
@@ -29,7 +35,11 @@ export interface ListenOptions {
   mode?: number;
   /** uids allowed to connect (SO_PEERCRED); default: this process's uid and root. */
   allowUids?: number[];
-  /** Accept or refuse an SNI name while the handshake waits. Default: accept all. */
+  /**
+   * Accept or refuse an SNI name while the handshake waits. Default: accept all. When set, the
+   * backend declares `checkServerName` in its hello, so the proxy asks it for every handshake
+   * (not only when the proxy runs with --check-server-name).
+   */
   onServerName?: (name: string, info: Partial<HandoffInfo>) => boolean | Promise<boolean>;
   /** Connections queued while nobody calls accept(); more are refused. Default 128. */
   maxPending?: number;
@@ -52,6 +62,14 @@ export class Control {
   constructor(peer: Peer, key: string | null) {
     this.#peer = peer;
     this.#key = key;
+  }
+
+  /** A control result of the wrong shape is the proxy's bug, reported like a failed request. */
+  #malformed(op: string, what: string): BackendError {
+    return new BackendError(
+      'TLSPROXY_ERR_BACKEND_CONTROL',
+      `control ${op}: malformed result (${what})`,
+    );
   }
 
   async #call(op: string, args: Record<string, unknown>): Promise<unknown> {
@@ -86,19 +104,27 @@ export class Control {
     serverName: string | null;
     clientIdentity: ClientIdentity | null;
   }> {
-    return (await this.#call('info', {})) as never;
+    const r = await this.#call('info', {});
+    if (typeof r !== 'object' || r === null || Array.isArray(r))
+      throw this.#malformed('info', 'not an object');
+    return r as never;
   }
 
   /** RFC 5705 keying material exporter. */
   async exporter(label: string, length: number, context?: Uint8Array): Promise<Buffer> {
     const args: Record<string, unknown> = { label, length };
     if (context) args.context = Buffer.from(context).toString('base64');
-    return Buffer.from((await this.#call('exporter', args)) as string, 'base64');
+    const r = await this.#call('exporter', args);
+    if (typeof r !== 'string') throw this.#malformed('exporter', 'not a base64 string');
+    return Buffer.from(r, 'base64');
   }
 
   /** Ask for a client certificate after the fact (TLS 1.2 only). */
   async renegotiate(): Promise<ClientIdentity | null> {
-    return (await this.#call('renegotiate', {})) as ClientIdentity | null;
+    const r = await this.#call('renegotiate', {});
+    if (r !== null && (typeof r !== 'object' || Array.isArray(r)))
+      throw this.#malformed('renegotiate', 'not an object or null');
+    return r as ClientIdentity | null;
   }
 
   /** Close the TLS session (close_notify) from the engine's side. */
@@ -140,8 +166,16 @@ export class BackendServer extends EventEmitter<BackendServerEvents> {
     this.#log(`a queued connection failed before accept(): ${err.message}`);
   };
 
+  /** A throwing log callback must not turn a logged peer error into a crash. */
   #log(msg: string): void {
-    this.#options.log?.(msg);
+    try {
+      this.#options.log?.(msg);
+    } catch {}
+  }
+
+  /** What this backend declares in its hello. */
+  get features(): BackendFeatures {
+    return { checkServerName: this.#options.onServerName !== undefined };
   }
 
   #onChannel(ch: Channel): void {
@@ -159,18 +193,33 @@ export class BackendServer extends EventEmitter<BackendServerEvents> {
       ch.close();
       return;
     }
-    const peer = backendProtocol.attach(ch);
+    const features: BackendFeatures = this.features;
+    const peer = backendProtocol.attach(ch, {
+      hello: { features: features as unknown as Record<string, unknown> },
+    });
     this.#peers.add(peer);
     peer.on('close', () => this.#peers.delete(peer));
     peer.on('invalid', (err: FdpassError) => this.#log(`bad message from proxy: ${err.message}`));
+    // Error messages that answer nothing of ours (e.g. a proxy that did not understand
+    // something): nothing to do but say so, once per code and channel so a peer cannot flood
+    // the log.
+    const seen = new Set<string>();
+    peer.on('remoteError', (err) => {
+      const code = String((err as FdpassError & { remoteCode?: unknown }).remoteCode);
+      if (seen.has(code) || seen.size >= 16) return;
+      seen.add(code);
+      this.#log(`the proxy answered with an error (further ${code} not logged): ${err.message}`);
+    });
     peer.on('message', (m) => {
       this.#onMessage(peer, m).catch((err) => {
         for (const f of m.fds) f.close();
+        this.#log(`${m.type} from proxy failed: ${(err as Error).message}`);
         peer.replyError(m, 'TLSPROXY_ERR_BACKEND_PEER', (err as Error).message);
       });
     });
   }
 
+  // Message types come from the peer: compared with ===, never used to look up a handler.
   async #onMessage(peer: Peer, m: Incoming): Promise<void> {
     if (m.type === 'server-name') {
       const name = m.body.serverName as string;
@@ -181,6 +230,13 @@ export class BackendServer extends EventEmitter<BackendServerEvents> {
     }
     if (m.type === 'connection') {
       const fd = m.fds[0]!;
+      const parsed = parseHandoffInfo(m.body.info);
+      if ('error' in parsed) {
+        fd.close();
+        this.#log(`refused a connection from the proxy: malformed hand-off info (${parsed.error})`);
+        peer.replyError(m, 'TLSPROXY_ERR_BACKEND_PEER', `malformed hand-off info: ${parsed.error}`);
+        return;
+      }
       if (
         this.#closed ||
         (this.#waiters.length === 0 &&
@@ -191,8 +247,15 @@ export class BackendServer extends EventEmitter<BackendServerEvents> {
         peer.replyError(m, 'TLSPROXY_ERR_BACKEND_BUSY', 'backend is not accepting connections');
         return;
       }
-      const info = m.body.info as unknown as HandoffInfo;
-      const socket = fd.toSocket({ allowHalfOpen: false });
+      const info = parsed.info;
+      let socket: net.Socket;
+      try {
+        socket = fd.toSocket({ allowHalfOpen: false }); // closes the descriptor when it throws
+      } catch (err) {
+        this.#log(`refused a connection from the proxy: ${(err as Error).message}`);
+        peer.replyError(m, 'TLSPROXY_ERR_BACKEND_PEER', (err as Error).message);
+        return;
+      }
       const accepted: Accepted = {
         socket,
         info,
@@ -202,9 +265,15 @@ export class BackendServer extends EventEmitter<BackendServerEvents> {
       peer.reply(m, 'accepted', {});
       const w = this.#waiters.shift();
       if (w) w.resolve(accepted);
-      else if (this.listenerCount('connection') > 0)
-        this.emit('connection', socket, info, accepted);
-      else {
+      else if (this.listenerCount('connection') > 0) {
+        // The proxy has its answer; a listener's own exception is the listener's bug, logged
+        // here rather than answered to the proxy a second time.
+        try {
+          this.emit('connection', socket, info, accepted);
+        } catch (err) {
+          this.#log(`a 'connection' listener threw: ${(err as Error).message}`);
+        }
+      } else {
         // Until accept() hands it out nobody listens on the socket: a client reset (crypt
         // hand-off: the raw TCP socket) would otherwise be an uncaught 'error' and end the process.
         socket.on('error', this.#onQueuedError);
@@ -213,6 +282,7 @@ export class BackendServer extends EventEmitter<BackendServerEvents> {
       return;
     }
     for (const f of m.fds) f.close();
+    this.#log(`unexpected ${m.type} from proxy`);
     peer.replyError(m, 'TLSPROXY_ERR_BACKEND_PEER', `unexpected ${m.type}`);
   }
 

@@ -36,6 +36,7 @@ export function handoffInfo(over: Partial<HandoffInfo> = {}): HandoffInfo {
     controlKey: '00112233445566778899aabbccddeeff',
     connectionId: 'c1',
     dialectState: { tag: 'a1' },
+    dialectStateOrigin: 'pre-tls',
     ...over,
   };
 }
