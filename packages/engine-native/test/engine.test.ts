@@ -19,8 +19,12 @@ const fp = (pem: string) => new X509Certificate(pem).fingerprint256;
 const SERVER_FP = fp(certs.server.cert);
 const OTHER_FP = fp(certs.other.cert);
 
-async function connectPair(served: Served, options: Parameters<typeof client>[1] = {}) {
-  const c = client(served.port, options);
+async function connectPair(
+  served: Served,
+  options: Parameters<typeof client>[1] = {},
+  halfOpen = false,
+) {
+  const c = client(served.port, options, halfOpen);
   const [r] = await Promise.all([served.next(), c.secure]);
   return { c, r };
 }
@@ -93,7 +97,7 @@ describe('NativeTlsEngine: handshake and relay', () => {
 
   it("client's close_notify ends only the backend's read side; the backend still answers", async () => {
     const before = ended.length;
-    const { c, r } = await connectPair(served);
+    const { c, r } = await connectPair(served, {}, true);
     const b = backend(r);
     const got = readAll(b);
     c.socket.end('last words');
@@ -109,7 +113,7 @@ describe('NativeTlsEngine: handshake and relay', () => {
 
   it("backend's end becomes close_notify; the client can still send", async () => {
     const before = ended.length;
-    const { c, r } = await connectPair(served);
+    const { c, r } = await connectPair(served, {}, true);
     const b = backend(r);
     const toClient = readAll(c.socket);
     b.end('bye from backend');
@@ -264,8 +268,9 @@ describe('NativeTlsEngine: bad peers end cleanly', () => {
       await Promise.all(work);
     }
     await until(() => engine.sessionCount === 0, 5000, 'sessions gone');
-    await until(() => fdCount() <= base, 5000, `descriptors back to ${base} (now ${fdCount()})`);
-  });
+    await until(() => fdCount() <= base, 5000, `descriptors back to ${base}`);
+    expect(fdCount()).toBe(base);
+  }, 60_000);
 });
 
 describe('NativeTlsEngine: bulk data and backpressure', () => {
@@ -283,7 +288,7 @@ describe('NativeTlsEngine: bulk data and backpressure', () => {
   const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
   it('16 MiB each way intact, with a slow reader on each side', async () => {
-    const { c, r } = await connectPair(served);
+    const { c, r } = await connectPair(served, {}, true);
     const b = backend(r);
     const up = randomBytes(16 << 20);
     const down = randomBytes(16 << 20);

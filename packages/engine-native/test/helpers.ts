@@ -73,7 +73,11 @@ export interface ClientResult {
   closed: Promise<Error | undefined>;
 }
 
-export function client(port: number, options: tls.ConnectionOptions = {}): ClientResult {
+export function client(
+  port: number,
+  options: tls.ConnectionOptions = {},
+  halfOpen = false,
+): ClientResult {
   const socket = tls.connect({
     host: '127.0.0.1',
     port,
@@ -81,7 +85,7 @@ export function client(port: number, options: tls.ConnectionOptions = {}): Clien
     checkServerIdentity: () => undefined,
     // Honoured by tls.connect (it builds the net.Socket) though missing from its types: the
     // half-close tests need a client that can still write after the server's close_notify.
-    ...({ allowHalfOpen: true } as tls.ConnectionOptions),
+    ...({ allowHalfOpen: halfOpen } as tls.ConnectionOptions),
     ...options,
   });
   let firstError: Error | undefined;
