@@ -236,6 +236,20 @@ workers: 2
     expect(r.err).not.toMatch(/listening/);
   }, 30_000);
 
+  it('a dialect that is there but whose own import is missing: says which, not "not found"', async () => {
+    const mod = join(dir, 'broken-dialect.mjs');
+    writeFileSync(mod, "import 'tlsproxy-no-such-package-xyz';\nexport default {};\n");
+    const f = configFile(`${identity}
+listeners: [{ dialect: ./broken-dialect.mjs, listen: 127.0.0.1:${await freePort()}, backend: unix:/x }]
+workers: 2
+`);
+    const r = await run(['--config', f]);
+    expect(r.code).toBe(1);
+    once(r.err, /broken-dialect\.mjs failed to load: .*tlsproxy-no-such-package-xyz/);
+    expect(r.err).not.toMatch(/dialect module not found/);
+    noStack(r.err);
+  }, 30_000);
+
   it('a certificate file that is not a certificate (workers: 2): exit non-zero, said once', async () => {
     const junk = join(dir, 'junk.pem');
     writeFileSync(

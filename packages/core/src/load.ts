@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { isAbsolute, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -28,7 +29,12 @@ export async function loadDialect(
     mod = (await importFrom(target, from)) as Record<string, unknown>;
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    if (e.code === 'ERR_MODULE_NOT_FOUND' || e.code === 'MODULE_NOT_FOUND') {
+    // "Not installed" only when the dialect itself is missing: a dialect that is there but whose
+    // own import is missing would otherwise be reported as absent, and reinstalling it won't help.
+    const itself = isPath
+      ? !existsSync(resolve(from, spec))
+      : String(e.message).includes(`'${target}'`) || String(e.message).includes(`"${target}"`);
+    if ((e.code === 'ERR_MODULE_NOT_FOUND' || e.code === 'MODULE_NOT_FOUND') && itself) {
       throw new CoreError(
         'TLSPROXY_ERR_DIALECT_NOT_FOUND',
         isPath
