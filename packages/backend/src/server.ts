@@ -80,13 +80,9 @@ export class Control {
       );
     if (this.#peer.closed)
       throw new BackendError('TLSPROXY_ERR_BACKEND_CLOSED', 'the proxy channel is closed');
+    let r: Incoming;
     try {
-      const r = await this.#peer.request(
-        'control',
-        { key: this.#key, op, args },
-        { timeoutMs: 10_000 },
-      );
-      return r.body.result;
+      r = await this.#peer.request('control', { key: this.#key, op, args }, { timeoutMs: 10_000 });
     } catch (err) {
       throw new BackendError(
         'TLSPROXY_ERR_BACKEND_CONTROL',
@@ -94,6 +90,11 @@ export class Control {
         { cause: err },
       );
     }
+    // Any message with re = our id answers the request; only control-result is an answer, and
+    // descriptors never belong in one.
+    for (const f of r.fds) f.close();
+    if (r.type !== 'control-result') throw this.#malformed(op, `answered with ${r.type}`);
+    return r.body.result;
   }
 
   /** Current TLS session facts as the TLS engine sees them. */

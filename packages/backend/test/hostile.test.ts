@@ -435,3 +435,29 @@ describe('rolling restart', () => {
     client.destroy();
   });
 });
+
+describe('answers to control requests', () => {
+  it('an answer of another type is a rejection, and descriptors it carries are closed', async () => {
+    const { path, server } = await backend();
+    const p = await rawProxy(path);
+    const [mine, theirs] = socketpair();
+    p.ch.send(encode('connection', { info: { ...handoffInfo() } }, { id: 1 }), [theirs]);
+    const a = await server.accept();
+    cleanup.push(() => {
+      a.socket.destroy();
+      mine.close();
+    });
+    await p.reply(1);
+    const before = fdCount();
+    const pending = a.control.info();
+    await until(() => p.replies.some((r) => r.t === 'control'), 3000, 'the control request');
+    // decode() in rawProxy dropped the id; the backend's first request id is 1.
+    const [x, y] = socketpair();
+    p.ch.send(encode('connection', { info: { ...handoffInfo() } }, { re: 1 }), [y]);
+    await expect(pending).rejects.toMatchObject({ code: 'TLSPROXY_ERR_BACKEND_CONTROL' });
+    x.close();
+    await new Promise((r) => setTimeout(r, 20));
+    expect(fdCount()).toBe(before);
+    expect(uncaught).toEqual([]);
+  });
+});
