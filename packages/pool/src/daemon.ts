@@ -1,8 +1,34 @@
 // The TLS engine as its own process (seed note: keys live only in the TLS Pool). It listens on a
 // SEQPACKET socket, checks SO_PEERCRED against allowUids, and serves handshakes and control
 // requests from proxies and backends.
-import { type Channel, listen, type Peer, type SeqpacketServer } from '@tlsproxy/fdpass';
-import type { ControlOp, HandshakeRequest, TlsEngine } from './engine.js';
+//
+// Control keys. A key is 16 random bytes, so guessing one is hopeless; what the daemon guards
+// against is a peer that probes anyway, without punishing honest ones:
+// - keys of sessions that ended lately (the last ENDED_KEYS of them, by hash) are answered
+//   "the connection has ended" and not counted: a backend racing a close is not guessing;
+// - other unknown keys draw on an allowance that refills with time (unknownKeyBurst at once,
+//   one more every unknownKeyRefillMs), so a long-lived channel is never closed for a few
+//   races spread over days;
+// - a control request may name its `requester` in its args (the proxy puts the id of the
+//   backend that asked there, since it multiplexes every backend on one channel): then the
+//   allowance is that requester's, and one that overdraws it is refused for a while
+//   (TLSPROXY_ERR_POOL_REQUESTER_REFUSED) while the channel and every other requester go on;
+// - without a requester, a channel that overdraws its allowance is closed.
+import { createHash } from 'node:crypto';
+import {
+  type Channel,
+  type Incoming,
+  listen,
+  type Peer,
+  type SeqpacketServer,
+} from '@tlsproxy/fdpass';
+import {
+  type ClientCertPolicy,
+  type ControlOp,
+  type HandshakeRequest,
+  isTimeout,
+  type TlsEngine,
+} from './engine.js';
 import { poolProtocol } from './protocol.js';
 
 export interface DaemonOptions {
@@ -12,6 +38,104 @@ export interface DaemonOptions {
   /** uids allowed to connect; default this process's uid and root. */
   allowUids?: number[];
   log?: (level: 'info' | 'warn', message: string) => void;
+  /** Unknown control keys a channel (or requester) may present at once; default 16. */
+  unknownKeyBurst?: number;
+  /** One more unknown key is allowed every this many ms; default 10 000 (8 640 a day). */
+  unknownKeyRefillMs?: number;
+}
+
+/** Hashes of ended sessions' keys remembered, so late use of them is not taken for guessing. */
+const ENDED_KEYS = 4096;
+/** Requesters tracked per channel; beyond it, unknown keys count against the channel itself. */
+const MAX_REQUESTERS = 1024;
+/** accept() failures are reported at most this often. */
+const ACCEPT_LOG_INTERVAL_MS = 1000;
+/** Longest requester id accepted. */
+const MAX_REQUESTER_LENGTH = 256;
+/** Handshake request fields from the peer, bounded like everything else it sends. */
+const MAX_ALPN = 32;
+const MAX_CONNECTION_ID = 256;
+const MAX_HANDSHAKE_TIMEOUT_MS = 10 * 60_000;
+const CLIENT_CERT_POLICIES: ReadonlySet<string> = new Set(['none', 'optional', 'required']);
+
+const keyHash = (key: Buffer) => createHash('sha256').update(key).digest('hex');
+
+/** An allowance that refills with time: `burst` at once, one more every `refillMs`. */
+class Allowance {
+  #used = 0;
+  #at = performance.now();
+  readonly #burst: number;
+  readonly #refillMs: number;
+  constructor(burst: number, refillMs: number) {
+    this.#burst = burst;
+    this.#refillMs = refillMs;
+  }
+  #decay(): void {
+    const now = performance.now();
+    this.#used = Math.max(0, this.#used - (now - this.#at) / this.#refillMs);
+    this.#at = now;
+  }
+  /**
+   * Spend one: false when none was left (then it is owed: a peer that keeps going stays refused;
+   * the debt is capped, so it recovers in bounded time once it stops).
+   */
+  spend(): boolean {
+    this.#decay();
+    const ok = this.#used + 1 <= this.#burst;
+    this.#used = Math.min(this.#used + 1, 2 * this.#burst);
+    return ok;
+  }
+  /** Nothing left to spend. */
+  get overdrawn(): boolean {
+    this.#decay();
+    return this.#used + 1 > this.#burst;
+  }
+  get idle(): boolean {
+    this.#decay();
+    return this.#used === 0;
+  }
+}
+
+/** The handshake request a peer sent, checked field by field (its types are the peer's word). */
+function handshakeRequest(raw: unknown): HandshakeRequest | string {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
+    return 'request is not an object';
+  const req = raw as Record<string, unknown>;
+  const out: HandshakeRequest = {};
+  const { clientCert, alpn, handshakeTimeoutMs, idleTimeoutMs, connectionId } = req;
+  if (clientCert !== undefined) {
+    if (typeof clientCert !== 'string' || !CLIENT_CERT_POLICIES.has(clientCert))
+      return 'clientCert must be none, optional or required';
+    out.clientCert = clientCert as ClientCertPolicy;
+  }
+  if (alpn !== undefined) {
+    if (
+      !Array.isArray(alpn) ||
+      alpn.length > MAX_ALPN ||
+      !alpn.every((p) => typeof p === 'string' && p.length > 0 && p.length < 256)
+    )
+      return `alpn must be a list of at most ${MAX_ALPN} protocol names`;
+    out.alpn = alpn as string[];
+  }
+  if (handshakeTimeoutMs !== undefined) {
+    if (
+      !isTimeout(handshakeTimeoutMs) ||
+      handshakeTimeoutMs === 0 ||
+      handshakeTimeoutMs > MAX_HANDSHAKE_TIMEOUT_MS
+    )
+      return `handshakeTimeoutMs must be 1..${MAX_HANDSHAKE_TIMEOUT_MS}`;
+    out.handshakeTimeoutMs = handshakeTimeoutMs;
+  }
+  if (idleTimeoutMs !== undefined) {
+    if (!isTimeout(idleTimeoutMs)) return 'idleTimeoutMs must be a number ≥ 0';
+    out.idleTimeoutMs = idleTimeoutMs;
+  }
+  if (connectionId !== undefined) {
+    if (typeof connectionId !== 'string' || connectionId.length > MAX_CONNECTION_ID)
+      return `connectionId must be a string of at most ${MAX_CONNECTION_ID} characters`;
+    out.connectionId = connectionId;
+  }
+  return out;
 }
 
 export class PoolDaemon {
@@ -20,14 +144,40 @@ export class PoolDaemon {
   readonly #allow: Set<number>;
   readonly #peers = new Set<Peer>();
   readonly #log: NonNullable<DaemonOptions['log']>;
+  readonly #burst: number;
+  readonly #refillMs: number;
+  /** Key hashes of sessions that ended lately, oldest first. */
+  readonly #ended = new Set<string>();
 
   constructor(engine: TlsEngine, options: DaemonOptions) {
     this.#engine = engine;
     this.#allow = new Set(options.allowUids ?? [process.getuid?.() ?? 0, 0]);
     this.#log = options.log ?? (() => {});
+    this.#burst = options.unknownKeyBurst ?? 16;
+    this.#refillMs = options.unknownKeyRefillMs ?? 10_000;
     this.#server = listen({ path: options.path, mode: options.mode ?? 0o600 });
     this.#server.on('connection', (ch) => this.#onChannel(ch));
-    this.#server.on('error', (err) => this.#log('warn', `accept failed: ${err.message}`));
+    // accept() failing (EMFILE, ENFILE, ENOMEM) is logged; the listener goes on. It fails again
+    // at every poll while the connection waits in the backlog, so say it once a second at most.
+    let lastAcceptLog = Number.NEGATIVE_INFINITY;
+    let unlogged = 0;
+    this.#server.on('error', (err) => {
+      const now = performance.now();
+      if (now - lastAcceptLog < ACCEPT_LOG_INTERVAL_MS) {
+        unlogged++;
+        return;
+      }
+      const more = unlogged > 0 ? ` (and ${unlogged} more since the last report)` : '';
+      lastAcceptLog = now;
+      unlogged = 0;
+      this.#log('warn', `accept failed: ${err.message}${more}`);
+    });
+  }
+
+  #rememberEnded(hash: string): void {
+    this.#ended.add(hash);
+    if (this.#ended.size > ENDED_KEYS)
+      this.#ended.delete(this.#ended.values().next().value as string);
   }
 
   #onChannel(ch: Channel): void {
@@ -40,85 +190,169 @@ export class PoolDaemon {
     const peer = poolProtocol.attach(ch);
     this.#peers.add(peer);
     peer.on('close', () => this.#peers.delete(peer));
+    // Includes messages whose descriptors the kernel dropped (MSG_CTRUNC: this process is out of
+    // descriptors): the channel and the process go on.
     peer.on('invalid', (err) => this.#log('warn', `bad message from pid ${pid}: ${err.message}`));
-    let unknownKeys = 0;
-    peer.on('message', (m) => {
-      if (m.type === 'handshake') {
-        const fd = m.fds[0]!;
-        const req = m.body.request as HandshakeRequest & { checkServerName?: boolean };
-        const request: HandshakeRequest = {
-          ...(req.clientCert ? { clientCert: req.clientCert } : {}),
-          ...(req.alpn ? { alpn: req.alpn } : {}),
-          ...(req.handshakeTimeoutMs ? { handshakeTimeoutMs: req.handshakeTimeoutMs } : {}),
-          ...(req.connectionId ? { connectionId: req.connectionId } : {}),
-        };
-        if (req.checkServerName === true) {
-          request.checkServerName = async (serverName) => {
-            const r = await peer.request(
-              'check-server-name',
-              { handshake: m.id ?? 0, serverName },
-              { timeoutMs: 5000 },
-            );
-            return r.body.accept === true;
-          };
+    const channelAllowance = new Allowance(this.#burst, this.#refillMs);
+    const requesters = new Map<string, Allowance>();
+    const requesterAllowance = (name: string): Allowance | undefined => {
+      let a = requesters.get(name);
+      if (a) return a;
+      if (requesters.size >= MAX_REQUESTERS) {
+        // Forget one that owes nothing; if none, this requester counts against the channel.
+        for (const [k, v] of requesters) {
+          if (v.idle) {
+            requesters.delete(k);
+            break;
+          }
         }
-        this.#engine.handshake(fd, request).then(
-          (res) =>
-            peer.reply(
-              m,
-              'established',
-              {
-                info: res.info as unknown as Record<string, unknown>,
-                key: res.controlKey.toString('hex'),
-              },
-              { fds: [res.plaintext] },
-            ),
-          (err) =>
-            peer.replyError(
-              m,
-              (err as { code?: string }).code ?? 'TLSPROXY_ERR_POOL_HANDSHAKE',
-              (err as Error).message,
-            ),
-        );
-        return;
+        if (requesters.size >= MAX_REQUESTERS) return undefined;
       }
-      for (const f of m.fds) f.close();
-      if (m.type === 'control') {
-        this.#engine
-          .control(
-            m.body.key as string,
-            m.body.op as ControlOp,
-            (m.body.args as Record<string, unknown>) ?? {},
-          )
-          .then(
-            (result) => peer.reply(m, 'control-result', { result: result ?? null }),
-            (err) => {
-              // A peer that keeps presenting unknown keys is guessing: cut it off.
-              if (
-                (err as { code?: string }).code === 'TLSPROXY_ERR_POOL_UNKNOWN_KEY' &&
-                ++unknownKeys >= 16
-              ) {
-                this.#log(
-                  'warn',
-                  `pid ${pid} presented too many unknown control keys; closing its channel`,
-                );
-                peer.replyError(m, 'TLSPROXY_ERR_POOL_UNKNOWN_KEY', (err as Error).message);
-                peer.close();
-                return;
-              }
-              peer.replyError(
-                m,
-                (err as { code?: string }).code ?? 'TLSPROXY_ERR_POOL_CONTROL',
-                (err as Error).message,
-              );
-            },
-          );
-      } else if (m.type === 'server-names') {
-        peer.reply(m, 'names', { names: this.#engine.serverNames() });
-      } else {
-        peer.replyError(m, 'TLSPROXY_ERR_POOL_CONTROL', `unexpected ${m.type}`);
+      a = new Allowance(this.#burst, this.#refillMs);
+      requesters.set(name, a);
+      return a;
+    };
+
+    peer.on('message', (m) => {
+      try {
+        if (m.type === 'handshake') this.#handshake(peer, m);
+        else {
+          for (const f of m.fds) f.close();
+          if (m.type === 'control')
+            this.#control(peer, m, pid, channelAllowance, requesterAllowance);
+          else if (m.type === 'server-names')
+            peer.reply(m, 'names', { names: this.#engine.serverNames() });
+          else peer.replyError(m, 'TLSPROXY_ERR_POOL_CONTROL', `unexpected ${m.type}`);
+        }
+      } catch (err) {
+        // Nothing a peer sends may take the daemon down.
+        for (const f of m.fds) f.close();
+        this.#log('warn', `message from pid ${pid} failed: ${(err as Error).message}`);
+        peer.replyError(m, 'TLSPROXY_ERR_POOL_CONTROL', (err as Error).message);
       }
     });
+  }
+
+  #handshake(peer: Peer, m: Incoming): void {
+    const fd = m.fds[0]!;
+    const raw = m.body.request as Record<string, unknown>;
+    const request = handshakeRequest(raw);
+    if (typeof request === 'string') {
+      fd.close();
+      peer.replyError(m, 'TLSPROXY_ERR_POOL_CONFIG', request);
+      return;
+    }
+    const rid = m.id ?? 0;
+    if (raw.checkServerName === true) {
+      request.checkServerName = async (serverName) => {
+        const r = await peer.request(
+          'check-server-name',
+          { handshake: rid, serverName },
+          { timeoutMs: 5000 },
+        );
+        return r.body.accept === true;
+      };
+    }
+    // The end of every session is remembered (so late control requests with its key are not
+    // counted as guesses); the channel that did the handshake is told when it asked to be.
+    const wantsEnd = raw.sessionEnd === true && m.id !== undefined;
+    let hash: string | undefined;
+    let ended = false;
+    const reportEnd = () => {
+      if (hash) this.#rememberEnded(hash);
+      if (wantsEnd && !peer.closed) peer.send('session-end', { handshake: rid });
+    };
+    request.onEnd = () => {
+      ended = true;
+      if (hash) reportEnd();
+    };
+    this.#engine.handshake(fd, request).then(
+      (res) => {
+        hash = keyHash(res.controlKey);
+        peer.reply(
+          m,
+          'established',
+          {
+            info: res.info as unknown as Record<string, unknown>,
+            key: res.controlKey.toString('hex'),
+          },
+          { fds: [res.plaintext] },
+        );
+        if (ended) reportEnd();
+      },
+      (err) =>
+        peer.replyError(
+          m,
+          (err as { code?: string }).code ?? 'TLSPROXY_ERR_POOL_HANDSHAKE',
+          (err as Error).message,
+        ),
+    );
+  }
+
+  #control(
+    peer: Peer,
+    m: Incoming,
+    pid: number,
+    channelAllowance: Allowance,
+    requesterAllowance: (name: string) => Allowance | undefined,
+  ): void {
+    const { requester, ...args } = (m.body.args as Record<string, unknown> | undefined) ?? {};
+    if (
+      requester !== undefined &&
+      (typeof requester !== 'string' ||
+        requester.length === 0 ||
+        requester.length > MAX_REQUESTER_LENGTH)
+    ) {
+      peer.replyError(
+        m,
+        'TLSPROXY_ERR_POOL_CONTROL',
+        `requester must be a string of 1..${MAX_REQUESTER_LENGTH} characters`,
+      );
+      return;
+    }
+    const mine = typeof requester === 'string' ? requesterAllowance(requester) : undefined;
+    if (mine?.overdrawn) {
+      mine.spend();
+      peer.replyError(
+        m,
+        'TLSPROXY_ERR_POOL_REQUESTER_REFUSED',
+        'too many unknown control keys from this requester; refused for now',
+      );
+      return;
+    }
+    const key = m.body.key as string;
+    this.#engine.control(key, m.body.op as ControlOp, args).then(
+      (result) => peer.reply(m, 'control-result', { result: result ?? null }),
+      (err) => {
+        const code = (err as { code?: string }).code;
+        if (code !== 'TLSPROXY_ERR_POOL_UNKNOWN_KEY') {
+          peer.replyError(m, code ?? 'TLSPROXY_ERR_POOL_CONTROL', (err as Error).message);
+          return;
+        }
+        const bytes = /^[0-9a-f]{32}$/i.test(key) ? Buffer.from(key, 'hex') : undefined;
+        if (bytes && this.#ended.has(keyHash(bytes))) {
+          peer.replyError(m, 'TLSPROXY_ERR_POOL_UNKNOWN_KEY', 'the connection has ended');
+          return;
+        }
+        peer.replyError(m, 'TLSPROXY_ERR_POOL_UNKNOWN_KEY', (err as Error).message);
+        if (mine) {
+          mine.spend();
+          if (mine.overdrawn)
+            this.#log(
+              'warn',
+              `pid ${pid}: requester ${JSON.stringify(requester)} presented too many unknown control keys; refusing it for now`,
+            );
+          return;
+        }
+        if (!channelAllowance.spend()) {
+          this.#log(
+            'warn',
+            `pid ${pid} presented too many unknown control keys; closing its channel`,
+          );
+          peer.close();
+        }
+      },
+    );
   }
 
   async close(): Promise<void> {

@@ -6,9 +6,9 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { writeSync } from 'node:fs';
 import type net from 'node:net';
 import tls from 'node:tls';
-import { type OwnedFd, socketFd, socketpair } from '@tlsproxy/fdpass';
+import { binding, type OwnedFd, socketFd, socketpair } from '@tlsproxy/fdpass';
 import { type ClientIdentity, clientIdentity } from './client-identity.js';
-import { PoolError } from './errors.js';
+import { isResourceError, PoolError } from './errors.js';
 import { type ContextOptions, type IdentityConfig, IdentityStore } from './identities.js';
 
 export type ClientCertPolicy = 'none' | 'optional' | 'required';
@@ -23,6 +23,12 @@ export interface EngineOptions extends ContextOptions {
   handshakeTimeoutMs?: number;
   /** Most live TLS sessions; beyond, handshakes are refused. */
   maxSessions?: number;
+  /**
+   * Default idle timeout of a relayed session: no application data either way for this long
+   * closes both sides (and reports the end). 0 or absent: off, like nginx's proxy_timeout is
+   * opt-in and stunnel's TIMEOUTidle is 12 h — many protocols (IMAP IDLE) sit quiet for long.
+   */
+  idleTimeoutMs?: number;
 }
 
 export interface HandshakeRequest {
@@ -31,6 +37,8 @@ export interface HandshakeRequest {
   handshakeTimeoutMs?: number;
   /** Accept or refuse the SNI name before the handshake goes on (refused → unrecognized_name). */
   checkServerName?: (name: string) => boolean | Promise<boolean>;
+  /** Idle timeout of this session once relayed (overrides EngineOptions.idleTimeoutMs; 0: off). */
+  idleTimeoutMs?: number;
   /** For log lines. */
   connectionId?: string;
   /**
@@ -40,8 +48,11 @@ export interface HandshakeRequest {
    */
   onBytes?: (direction: 'in' | 'out', bytes: number) => void;
   /**
-   * Called once when a session that completed its handshake ends (either side closed), so the
-   * caller can forget its control key. Embedded engine only, like onBytes.
+   * Called once when a session that completed its handshake ends (either side closed, a reset,
+   * the idle timeout, control 'close'), so the caller can forget its control key. Both engines:
+   * the tlspool daemon sends 'session-end' to the channel the handshake came on, and
+   * RemoteTlsEngine calls this for it — and for every session of a channel to the daemon that
+   * is lost (their end can no longer be reported). It may come before handshake() resolves.
    */
   onEnd?: () => void;
 }
@@ -136,7 +147,13 @@ export class TlsEngine implements TlsEngineApi {
   ): Promise<HandshakeResult> {
     // A TLSSocket takes allowHalfOpen from the socket it wraps: keep it, so a client's
     // close_notify ends only the backend's read side and the backend can still answer.
-    const socket = 'toSocket' in input ? input.toSocket({ allowHalfOpen: true }) : input;
+    let socket: net.Socket;
+    try {
+      socket = 'toSocket' in input ? input.toSocket({ allowHalfOpen: true }) : input;
+    } catch (err) {
+      // wrapSocket closed the descriptor on its way out.
+      throw resourceOr(err, 'TLSPROXY_ERR_POOL_HANDSHAKE', 'cannot take the connection');
+    }
     socket.allowHalfOpen = true;
     if (this.#closed || this.#sessions.size >= (this.#options.maxSessions ?? 100_000)) {
       socket.destroy();
@@ -159,7 +176,84 @@ export class TlsEngine implements TlsEngineApi {
     } catch {}
     let refusedName: string | undefined;
     const alpn = request.alpn ?? this.#options.alpn;
-    const t = new tls.TLSSocket(socket, {
+    const idleTimeoutMs = request.idleTimeoutMs ?? this.#options.idleTimeoutMs ?? 0;
+    if (!isTimeout(idleTimeoutMs) || (alpn !== undefined && !isStringList(alpn))) {
+      socket.destroy();
+      throw new PoolError(
+        'TLSPROXY_ERR_POOL_CONFIG',
+        'idleTimeoutMs must be a number of milliseconds ≥ 0, alpn a list of strings',
+      );
+    }
+    let t: tls.TLSSocket;
+    try {
+      t = this.#tlsSocket(
+        socket,
+        policy,
+        alpn,
+        request,
+        () => rawFd,
+        (name) => {
+          refusedName = name;
+        },
+      );
+    } catch (err) {
+      socket.destroy();
+      throw resourceOr(err, 'TLSPROXY_ERR_POOL_HANDSHAKE', 'cannot start the TLS handshake');
+    }
+    // node:tls counts client-initiated renegotiations (tls.CLIENT_RENEG_LIMIT per
+    // CLIENT_RENEG_WINDOW) but only tls.Server acts on the count; a bare TLSSocket must do it.
+    t.on('_tlsError', (err: Error) => t.destroy(err));
+    const timeoutMs = request.handshakeTimeoutMs ?? this.#options.handshakeTimeoutMs ?? 10_000;
+    try {
+      await this.#handshakeDone(t, policy, timeoutMs, () => refusedName);
+    } catch (err) {
+      t.destroy();
+      socket.destroy();
+      throw err;
+    }
+
+    // From here every step can still fail for want of descriptors or memory (socketpair is two
+    // descriptors; wrapping one end registers it with the event loop). Then this connection
+    // alone ends: both sockets destroyed, both socketpair ends closed, the caller told why.
+    let pair: [OwnedFd, OwnedFd] | undefined;
+    let plain: net.Socket | undefined;
+    let info: NegotiatedInfo;
+    try {
+      info = negotiated(t);
+      pair = socketpair();
+      plain = pair[0].toSocket({ allowHalfOpen: true });
+    } catch (err) {
+      t.destroy();
+      socket.destroy();
+      plain?.destroy();
+      if (pair) for (const end of pair) end.close();
+      throw resourceOr(err, 'TLSPROXY_ERR_POOL_HANDSHAKE', 'cannot relay the TLS session');
+    }
+    const key = randomBytes(16);
+    const id = lookupId(key);
+    this.#sessions.set(id, { key, tls: t, info });
+    relay(t, socket, plain, {
+      onEnd: () => {
+        this.#sessions.delete(id);
+        try {
+          request.onEnd?.();
+        } catch {}
+      },
+      ...(request.onBytes ? { onBytes: request.onBytes } : {}),
+      idleTimeoutMs,
+    });
+    return { plaintext: pair[1], controlKey: key, info };
+  }
+
+  #tlsSocket(
+    socket: net.Socket,
+    policy: ClientCertPolicy,
+    alpn: string[] | undefined,
+    request: HandshakeRequest,
+    rawFd: () => number,
+    refused: (name: string) => void,
+  ): tls.TLSSocket {
+    const t: tls.TLSSocket = new tls.TLSSocket(socket, {
       isServer: true,
       secureContext: this.identities.default.context,
       requestCert: policy !== 'none',
@@ -173,14 +267,15 @@ export class TlsEngine implements TlsEngineApi {
           .then(
             (ok) => {
               if (ok === true) return pick();
-              refusedName = name;
+              refused(name);
               // No server bytes have been written yet, so a bare alert record is valid TLS and
               // tells the client why (node:tls would only reset the connection).
               // Only while the connection is still ours: after a timeout or a client close the
               // number may already belong to another descriptor.
-              if (rawFd >= 0 && !t.destroyed && !socket.destroyed) {
+              const fd = rawFd();
+              if (fd >= 0 && !t.destroyed && !socket.destroyed) {
                 try {
-                  writeSync(rawFd, ALERT_UNRECOGNIZED_NAME);
+                  writeSync(fd, ALERT_UNRECOGNIZED_NAME);
                 } catch {}
               }
               cb(
@@ -190,112 +285,86 @@ export class TlsEngine implements TlsEngineApi {
                 ),
               );
             },
-            (err) => cb(err as Error),
+            (err) => cb(err instanceof Error ? err : new Error(String(err))),
           );
       },
     });
-    // node:tls counts client-initiated renegotiations (tls.CLIENT_RENEG_LIMIT per
-    // CLIENT_RENEG_WINDOW) but only tls.Server acts on the count; a bare TLSSocket must do it.
-    t.on('_tlsError', (err: Error) => t.destroy(err));
-    const timeoutMs = request.handshakeTimeoutMs ?? this.#options.handshakeTimeoutMs ?? 10_000;
-    try {
-      await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => {
-          reject(
+    return t;
+  }
+
+  /** Resolves once the handshake is done and the client certificate is acceptable. */
+  #handshakeDone(
+    t: tls.TLSSocket,
+    policy: ClientCertPolicy,
+    timeoutMs: number,
+    refusedName: () => string | undefined,
+  ): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        reject(
+          new PoolError(
+            'TLSPROXY_ERR_POOL_TIMEOUT',
+            `TLS handshake not done within ${timeoutMs} ms`,
+          ),
+        );
+      }, timeoutMs);
+      const done = (err?: Error) => {
+        clearTimeout(timer);
+        t.off('secure', onSecure);
+        t.off('error', onError);
+        t.off('close', onClose);
+        t.off('end', onClose);
+        if (err) reject(err);
+        else resolve();
+      };
+      const onSecure = () => {
+        // A bare TLSSocket does not check the chain itself (tls.Server does): do it here.
+        const verifyError = (
+          t as unknown as { _handle?: { verifyError(): Error | null } }
+        )._handle?.verifyError();
+        const presented = t.getPeerX509Certificate() !== undefined;
+        if (policy === 'required' && (!presented || verifyError)) {
+          done(
             new PoolError(
-              'TLSPROXY_ERR_POOL_TIMEOUT',
-              `TLS handshake not done within ${timeoutMs} ms`,
+              'TLSPROXY_ERR_POOL_CLIENT_CERT',
+              `client certificate required: ${verifyError?.message ?? 'none sent'}`,
             ),
           );
-        }, timeoutMs);
-        const done = (err?: Error) => {
-          clearTimeout(timer);
-          t.off('secure', onSecure);
-          t.off('error', onError);
-          t.off('close', onClose);
-          t.off('end', onClose);
-          if (err) reject(err);
-          else resolve();
-        };
-        const onSecure = () => {
-          // A bare TLSSocket does not check the chain itself (tls.Server does): do it here.
-          const verifyError = (
-            t as unknown as { _handle?: { verifyError(): Error | null } }
-          )._handle?.verifyError();
-          const presented = t.getPeerX509Certificate() !== undefined;
-          if (policy === 'required' && (!presented || verifyError)) {
-            done(
-              new PoolError(
-                'TLSPROXY_ERR_POOL_CLIENT_CERT',
-                `client certificate required: ${verifyError?.message ?? 'none sent'}`,
-              ),
-            );
-          } else if (policy === 'optional' && presented && verifyError) {
-            done(
-              new PoolError(
-                'TLSPROXY_ERR_POOL_CLIENT_CERT',
-                `client certificate not trusted: ${verifyError.message}`,
-              ),
-            );
-          } else done();
-        };
-        const onError = (err: Error) => {
-          if (refusedName)
-            done(
-              new PoolError(
-                'TLSPROXY_ERR_POOL_SERVER_NAME_REFUSED',
-                `server name "${refusedName}" refused`,
-              ),
-            );
-          else
-            done(
-              new PoolError('TLSPROXY_ERR_POOL_HANDSHAKE', `TLS handshake failed: ${err.message}`, {
-                cause: err,
-              }),
-            );
-        };
-        const onClose = () =>
+        } else if (policy === 'optional' && presented && verifyError) {
           done(
-            new PoolError('TLSPROXY_ERR_POOL_HANDSHAKE', 'client closed during the TLS handshake'),
+            new PoolError(
+              'TLSPROXY_ERR_POOL_CLIENT_CERT',
+              `client certificate not trusted: ${verifyError.message}`,
+            ),
           );
-        t.on('secure', onSecure);
-        t.on('error', onError);
-        t.on('close', onClose);
-        // The socket is half-open capable, so a client's FIN alone does not close it.
-        t.on('end', onClose);
-      });
-    } catch (err) {
-      t.destroy();
-      socket.destroy();
-      throw err;
-    }
-
-    const cipher = t.getCipher();
-    const info: NegotiatedInfo = {
-      version: t.getProtocol() ?? 'unknown',
-      cipher: cipher.standardName ?? cipher.name,
-      alpn: typeof t.alpnProtocol === 'string' ? t.alpnProtocol : null,
-      serverName:
-        typeof (t as unknown as { servername?: unknown }).servername === 'string'
-          ? (t as unknown as { servername: string }).servername
-          : null,
-      clientIdentity: clientIdentity(t),
-    };
-    const [mine, theirs] = socketpair();
-    const plain = mine.toSocket({ allowHalfOpen: true });
-    const key = randomBytes(16);
-    const id = lookupId(key);
-    this.#sessions.set(id, { key, tls: t, info });
-    relay(
-      t,
-      plain,
-      () => {
-        this.#sessions.delete(id);
-        request.onEnd?.();
-      },
-      request.onBytes,
-    );
-    return { plaintext: theirs, controlKey: key, info };
+        } else done();
+      };
+      const onError = (err: Error) => {
+        const refused = refusedName();
+        if (refused)
+          done(
+            new PoolError(
+              'TLSPROXY_ERR_POOL_SERVER_NAME_REFUSED',
+              `server name "${refused}" refused`,
+            ),
+          );
+        else
+          done(
+            new PoolError('TLSPROXY_ERR_POOL_HANDSHAKE', `TLS handshake failed: ${err.message}`, {
+              cause: err,
+            }),
+          );
+      };
+      const onClose = () =>
+        done(
+          new PoolError('TLSPROXY_ERR_POOL_HANDSHAKE', 'client closed during the TLS handshake'),
+        );
+      t.on('secure', onSecure);
+      t.on('error', onError);
+      t.on('close', onClose);
+      // The socket is half-open capable, so a client's FIN alone does not close it.
+      t.on('end', onClose);
+    });
   }
 
   #find(key: Buffer | string): Session {
@@ -372,30 +441,157 @@ export class TlsEngine implements TlsEngineApi {
   }
 }
 
-/** Move bytes both ways until either side is done; each side's end becomes the other's end. */
-function relay(
-  t: tls.TLSSocket,
-  plain: net.Socket,
-  onClose: () => void,
-  onBytes?: (direction: 'in' | 'out', bytes: number) => void,
-): void {
+/** What was negotiated, read off a TLS socket that finished its handshake. */
+function negotiated(t: tls.TLSSocket): NegotiatedInfo {
+  const cipher = t.getCipher();
+  const servername = (t as unknown as { servername?: unknown }).servername;
+  return {
+    version: t.getProtocol() ?? 'unknown',
+    cipher: cipher.standardName ?? cipher.name,
+    alpn: typeof t.alpnProtocol === 'string' ? t.alpnProtocol : null,
+    serverName: typeof servername === 'string' ? servername : null,
+    clientIdentity: clientIdentity(t),
+  };
+}
+
+/** A PoolError for a failed step: TLSPROXY_ERR_POOL_RESOURCES when the system ran out of something. */
+function resourceOr(err: unknown, code: PoolError['code'], what: string): PoolError {
+  if (err instanceof PoolError) return err;
+  const message = (err as Error)?.message ?? String(err);
+  return isResourceError(err)
+    ? new PoolError('TLSPROXY_ERR_POOL_RESOURCES', `${what}: out of resources (${message})`, {
+        cause: err,
+      })
+    : new PoolError(code, `${what}: ${message}`, { cause: err });
+}
+
+// setTimeout's largest delay (2^31 - 1 ms, about 24.8 days); longer ones would fire at once.
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** A timeout in ms: a finite number ≥ 0 (0 is off). */
+export function isTimeout(v: unknown): v is number {
+  return typeof v === 'number' && Number.isFinite(v) && v >= 0;
+}
+
+function isStringList(v: unknown): v is string[] {
+  return Array.isArray(v) && v.every((x) => typeof x === 'string');
+}
+
+/**
+ * How often a relay that is paused by backpressure checks the paused side for a reset. A
+ * paused socket is not read, so nothing else would notice a peer that went away: a client that
+ * vanished while its backend was not reading would hold its descriptors until the backend
+ * closed. Once a second is cheap (one getpeername or peek per paused side) and bounds the delay.
+ */
+const PROBE_MS = 1000;
+
+interface RelayOptions {
+  onEnd: () => void;
+  onBytes?: (direction: 'in' | 'out', bytes: number) => void;
+  /** 0: no idle timeout. */
+  idleTimeoutMs: number;
+}
+
+/**
+ * Whether a paused side's connection is gone (reset, or closed both ways), found out without
+ * reading from it. TCP: getpeername fails with ENOTCONN once a reset moved the socket to CLOSE
+ * (a FIN alone leaves CLOSE_WAIT: a half-close is not an end of the session). Other stream
+ * sockets (the AF_UNIX plaintext end): a peek reports a pending error (ECONNRESET) when no
+ * data is queued before it.
+ */
+function gone(s: net.Socket): boolean {
+  if (s.destroyed) return true;
+  const handle = (s as unknown as { _handle?: { getpeername?: (out: object) => number } })._handle;
+  if (!handle) return true;
+  if (typeof handle.getpeername === 'function') return handle.getpeername({}) < 0;
+  try {
+    binding().peek(socketFd(s), 1);
+    return false;
+  } catch (err) {
+    // Out of memory for the peek buffer is not the peer's doing.
+    return !isResourceError(err);
+  }
+}
+
+/**
+ * Move bytes both ways until either side is done; each side's end becomes the other's end.
+ * `raw` is the socket under the TLS one (destroyed with it, so its descriptor is closed too).
+ */
+function relay(t: tls.TLSSocket, raw: net.Socket, plain: net.Socket, options: RelayOptions): void {
+  const { onEnd, onBytes, idleTimeoutMs } = options;
   let closed = false;
+  let idleTimer: NodeJS.Timeout | undefined;
+  let probeTimer: NodeJS.Timeout | undefined;
+  let last = performance.now();
   const finish = () => {
     if (closed) return;
     closed = true;
+    clearTimeout(idleTimer);
+    clearInterval(probeTimer);
     t.destroy();
+    raw.destroy();
     plain.destroy();
-    onClose();
+    onEnd();
   };
   t.pipe(plain);
   plain.pipe(t);
-  if (onBytes) {
-    // Extra 'data' listeners only observe: pipe() keeps flow control.
-    t.on('data', (d: Buffer) => onBytes('in', d.length));
-    plain.on('data', (d: Buffer) => onBytes('out', d.length));
-  }
+  // Extra 'data' listeners only observe: pipe() keeps flow control. A 'drain' is traffic too
+  // (a slow reader taking what was queued for it).
+  const touch = () => {
+    last = performance.now();
+  };
+  t.on('data', (d: Buffer) => {
+    touch();
+    onBytes?.('in', d.length);
+  });
+  plain.on('data', (d: Buffer) => {
+    touch();
+    onBytes?.('out', d.length);
+  });
+  t.on('drain', touch);
+  plain.on('drain', touch);
   t.on('error', finish);
   plain.on('error', finish);
   t.on('close', finish);
   plain.on('close', finish);
+  raw.on('close', finish);
+  raw.on('error', finish);
+
+  if (idleTimeoutMs > 0) {
+    const ms = Math.min(idleTimeoutMs, MAX_TIMER_MS);
+    // One timer per session, re-armed for the rest of the period when traffic came meanwhile
+    // (cheaper than resetting it at every chunk).
+    const check = () => {
+      const quiet = performance.now() - last;
+      if (quiet >= ms) return finish();
+      idleTimer = setTimeout(check, Math.max(1, ms - quiet));
+      idleTimer.unref();
+    };
+    idleTimer = setTimeout(check, ms);
+    idleTimer.unref();
+  }
+
+  // While pipe() holds a side paused (the other side cannot take more), that side is not read,
+  // so a reset on it is not seen: look at it from time to time until both flow again.
+  const paused = () => t.readableFlowing === false || plain.readableFlowing === false;
+  const probe = () => {
+    if (closed) return;
+    if (!paused()) {
+      clearInterval(probeTimer);
+      probeTimer = undefined;
+      return;
+    }
+    if (
+      (t.readableFlowing === false && gone(raw)) ||
+      (plain.readableFlowing === false && gone(plain))
+    )
+      finish();
+  };
+  const onPause = () => {
+    if (closed || probeTimer) return;
+    probeTimer = setInterval(probe, PROBE_MS);
+    probeTimer.unref();
+  };
+  t.on('pause', onPause);
+  plain.on('pause', onPause);
 }

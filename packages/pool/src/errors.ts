@@ -8,7 +8,9 @@ export type PoolErrorCode =
   | 'TLSPROXY_ERR_POOL_CLIENT_CERT'
   | 'TLSPROXY_ERR_POOL_UNKNOWN_KEY'
   | 'TLSPROXY_ERR_POOL_CONTROL'
-  | 'TLSPROXY_ERR_POOL_TLS13_RENEGOTIATE';
+  | 'TLSPROXY_ERR_POOL_TLS13_RENEGOTIATE'
+  | 'TLSPROXY_ERR_POOL_RESOURCES'
+  | 'TLSPROXY_ERR_POOL_REQUESTER_REFUSED';
 
 export class PoolError extends Error {
   readonly code: PoolErrorCode;
@@ -18,4 +20,17 @@ export class PoolError extends Error {
     this.name = 'PoolError';
     this.code = code;
   }
+}
+
+// errno names that mean "this process (or the system) has run out of something": descriptors,
+// memory, socket buffers. A connection that hits one is ended alone; the engine goes on.
+const RESOURCE_ERRNOS = new Set(['EMFILE', 'ENFILE', 'ENOMEM', 'ENOBUFS']);
+
+/** Whether a system error (FdpassError's sysCode, Node's code) is running out of resources. */
+export function isResourceError(err: unknown): boolean {
+  const e = err as { sysCode?: unknown; code?: unknown } | null;
+  return (
+    (typeof e?.sysCode === 'string' && RESOURCE_ERRNOS.has(e.sysCode)) ||
+    (typeof e?.code === 'string' && RESOURCE_ERRNOS.has(e.code))
+  );
 }

@@ -5,6 +5,15 @@
 //   daemon → proxy   request 'check-server-name' { handshake: id, serverName } → 'server-name-ok' { accept }
 //   any → daemon     request 'control' { key, op, args }           → 'control-result' { result }
 //   proxy → daemon   request 'server-names' {}                     → 'names' { names }
+//   daemon → proxy   'session-end' { handshake: id }   (no answer) the session established by
+//                    that handshake request (its id on this channel) has ended; sent only when
+//                    the handshake request asked for it (request.sessionEnd: true), so a proxy
+//                    that does not know this message never receives it.
+//
+// In a handshake request, `request` carries the HandshakeRequest's data fields (clientCert,
+// alpn, handshakeTimeoutMs, idleTimeoutMs, connectionId) and two flags: checkServerName (ask
+// back with 'check-server-name') and sessionEnd (send 'session-end'). A control request's args
+// may carry `requester`: who asked, for counting unknown keys (see daemon.ts).
 import { defineProtocol } from '@tlsproxy/fdpass';
 
 export const poolProtocol = defineProtocol({
@@ -19,5 +28,6 @@ export const poolProtocol = defineProtocol({
     'control-result': { fields: { result: 'any' } },
     'server-names': { fields: {} },
     names: { fields: { names: 'array' } },
+    'session-end': { fields: { handshake: 'integer' } },
   },
 });

@@ -21,12 +21,21 @@ export interface RemoteOptions {
   allowUids?: number[];
 }
 
+/** A caller's onEnd must not break the channel's message handling. */
+function callEnd(onEnd: (() => void) | undefined): void {
+  try {
+    onEnd?.();
+  } catch {}
+}
+
 export class RemoteTlsEngine implements TlsEngineApi {
   readonly #options: RemoteOptions;
   #peer: Peer | undefined;
   #connecting: Promise<Peer> | undefined;
   #names: string[] = [];
   #serverNameChecks = new Map<number, (name: string) => boolean | Promise<boolean>>();
+  /** onEnd of each session, by the id of its handshake request, per channel to the daemon. */
+  readonly #ends = new Map<Peer, Map<number, () => void>>();
   #closed = false;
 
   constructor(options: RemoteOptions) {
@@ -67,8 +76,18 @@ export class RemoteTlsEngine implements TlsEngineApi {
     } finally {
       clearTimeout(timer);
     }
+    const ends = new Map<number, () => void>();
+    this.#ends.set(peer, ends);
     peer.on('message', (m) => {
       for (const f of m.fds) f.close();
+      if (m.type === 'session-end') {
+        // A notification: no answer. An id we do not know (already reported) is ignored.
+        const id = m.body.handshake as number;
+        const onEnd = ends.get(id);
+        ends.delete(id);
+        callEnd(onEnd);
+        return;
+      }
       if (m.type !== 'check-server-name') {
         peer.replyError(m, 'TLSPROXY_ERR_POOL_CONTROL', `unexpected ${m.type}`);
         return;
@@ -81,6 +100,12 @@ export class RemoteTlsEngine implements TlsEngineApi {
     });
     peer.on('close', () => {
       if (this.#peer === peer) this.#peer = undefined;
+      // The daemon can no longer tell us when these sessions end (if it died, they are gone):
+      // report them ended now rather than never, so callers do not keep their keys for good.
+      this.#ends.delete(peer);
+      const pending = [...ends.values()];
+      ends.clear();
+      for (const onEnd of pending) callEnd(onEnd);
     });
     this.#peer = peer;
     try {
@@ -116,8 +141,14 @@ export class RemoteTlsEngine implements TlsEngineApi {
       fd.close();
       throw err;
     }
-    const { checkServerName, ...rest } = request;
-    const body = { ...rest, checkServerName: checkServerName !== undefined };
+    // Functions do not cross the socket: they become flags the daemon answers with messages.
+    const { checkServerName, onEnd, onBytes: _bytes, ...rest } = request;
+    const body = {
+      ...rest,
+      checkServerName: checkServerName !== undefined,
+      sessionEnd: onEnd !== undefined,
+    };
+    const ends = this.#ends.get(peer);
     const timeoutMs = (request.handshakeTimeoutMs ?? 10_000) + 5000;
     let rid = -1;
     // The daemon names the handshake's request id when it asks us about the SNI name.
@@ -130,6 +161,8 @@ export class RemoteTlsEngine implements TlsEngineApi {
         onId: (id) => {
           rid = id;
           if (checkServerName) this.#serverNameChecks.set(id, checkServerName);
+          // Before the request is sent: 'session-end' may come right behind 'established'.
+          if (onEnd) ends?.set(id, onEnd);
         },
       },
     );
@@ -138,12 +171,19 @@ export class RemoteTlsEngine implements TlsEngineApi {
       const plaintext = r.fds[0];
       if (!plaintext)
         throw new PoolError('TLSPROXY_ERR_POOL_HANDSHAKE', 'daemon sent no descriptor');
+      if (r.type !== 'established' || !/^[0-9a-f]{32}$/.test(String(r.body.key))) {
+        for (const f of r.fds) f.close();
+        throw new PoolError('TLSPROXY_ERR_POOL_HANDSHAKE', `daemon answered ${r.type}`);
+      }
       return {
         plaintext,
         controlKey: Buffer.from(r.body.key as string, 'hex'),
         info: r.body.info as unknown as NegotiatedInfo,
       };
     } catch (err) {
+      // No session: nothing will end.
+      ends?.delete(rid);
+      if (err instanceof PoolError) throw err;
       const e = err as { remoteCode?: string; message: string };
       throw new PoolError((e.remoteCode as never) ?? 'TLSPROXY_ERR_POOL_HANDSHAKE', e.message, {
         cause: err,

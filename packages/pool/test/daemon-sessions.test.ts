@@ -1,0 +1,233 @@
+// Issue 14, the tlspool daemon on a real socket: it tells the proxy when a session ends (so the
+// proxy's control-key map does not grow), answers keys of ended sessions without holding them
+// against the channel, counts genuinely unknown keys with a decaying allowance — per requester
+// when the proxy names one — and a message type or control op named like an Object.prototype
+// property selects nothing.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect, encode, type Peer } from '@tlsproxy/fdpass';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  type HandshakeRequest,
+  type HandshakeResult,
+  PoolDaemon,
+  poolProtocol,
+  RemoteTlsEngine,
+  TlsEngine,
+} from '../src/index.js';
+import { certs, client, nextData, type Served, serve, until } from './helpers.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'tlspool-sessions-'));
+const sock = join(dir, 'pool.sock');
+let engine: TlsEngine;
+let daemon: PoolDaemon;
+let remote: RemoteTlsEngine;
+let served: Served;
+let request: HandshakeRequest = {};
+const warnings: string[] = [];
+
+beforeAll(async () => {
+  engine = new TlsEngine({ identities: [certs.server] });
+  daemon = new PoolDaemon(engine, {
+    path: sock,
+    log: (_level, message) => warnings.push(message),
+    // Small numbers so the decay can be seen within a test.
+    unknownKeyBurst: 8,
+    unknownKeyRefillMs: 200,
+  });
+  remote = new RemoteTlsEngine({ socket: sock });
+  served = await serve(remote as unknown as TlsEngine, () => request);
+});
+afterAll(async () => {
+  await served.close();
+  await remote.close();
+  await daemon.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function session(
+  req: HandshakeRequest = {},
+): Promise<{ c: ReturnType<typeof client>; r: HandshakeResult }> {
+  request = req;
+  const c = client(served.port);
+  c.socket.on('error', () => {});
+  const [r] = await Promise.all([served.next(), c.secure]);
+  return { c, r };
+}
+
+/** A channel of our own to the daemon, as a backend or a second proxy would open. */
+async function channel(): Promise<Peer> {
+  const ch = await connect({ path: sock }, { timeoutMs: 2000 });
+  const peer = poolProtocol.attach(ch);
+  await peer.ready;
+  return peer;
+}
+
+async function control(
+  peer: Peer,
+  key: string,
+  op: string,
+  args: Record<string, unknown> = {},
+): Promise<{ ok: unknown } | { code: unknown; message: string }> {
+  try {
+    const r = await peer.request('control', { key, op, args }, { timeoutMs: 3000 });
+    return { ok: r.body.result };
+  } catch (err) {
+    return {
+      code: (err as { remoteCode?: unknown }).remoteCode,
+      message: (err as Error).message,
+    };
+  }
+}
+
+const randomKey = () => Buffer.from(crypto.getRandomValues(new Uint8Array(16))).toString('hex');
+
+describe('tlspool: session ends reach the proxy', () => {
+  it('RemoteTlsEngine calls onEnd when the daemon says the session ended', async () => {
+    let ended = 0;
+    const { c, r } = await session({ onEnd: () => ended++ });
+    const plain = r.plaintext.toSocket();
+    const got = nextData(plain);
+    c.socket.write('ping');
+    expect(await got).toBe('ping');
+    expect(ended).toBe(0);
+    plain.destroy();
+    await c.closed;
+    await until(() => ended === 1, 3000, 'onEnd over the daemon');
+    await new Promise((res) => setTimeout(res, 100));
+    expect(ended).toBe(1);
+  });
+
+  it('a session ended by control close is reported too', async () => {
+    let ended = 0;
+    const { c, r } = await session({ onEnd: () => ended++ });
+    c.socket.resume();
+    await remote.control(r.controlKey, 'close');
+    await until(() => ended === 1, 3000, 'onEnd after control close');
+    r.plaintext.close();
+    await c.closed;
+  });
+});
+
+describe('tlspool: unknown control keys', () => {
+  it('keys of ended sessions are answered "the connection has ended" and never close the channel', async () => {
+    const peer = await channel();
+    try {
+      const { c, r } = await session();
+      const key = r.controlKey.toString('hex');
+      expect(await control(peer, key, 'info')).toHaveProperty('ok');
+      r.plaintext.close();
+      c.socket.resume();
+      await c.closed;
+      await until(() => engine.sessionCount === 0, 3000, 'the session to end');
+      // A backend racing the close, many times over: far more than any allowance.
+      for (let i = 0; i < 40; i++) {
+        const a = await control(peer, key, 'info');
+        expect(a).toMatchObject({ code: 'TLSPROXY_ERR_POOL_UNKNOWN_KEY' });
+        expect((a as { message: string }).message).toContain('the connection has ended');
+      }
+      expect(peer.closed).toBe(false);
+    } finally {
+      peer.close();
+    }
+  });
+
+  it('genuinely unknown keys: a burst closes a channel without a requester; the allowance decays back', {
+    timeout: 20_000,
+  }, async () => {
+    const peer = await channel();
+    try {
+      // Within the burst: answered, channel open. After a pause the allowance is back.
+      for (let round = 0; round < 3; round++) {
+        for (let i = 0; i < 6; i++) {
+          expect(await control(peer, randomKey(), 'info')).toMatchObject({
+            code: 'TLSPROXY_ERR_POOL_UNKNOWN_KEY',
+          });
+        }
+        expect(peer.closed).toBe(false);
+        await new Promise((res) => setTimeout(res, 6 * 200 + 200));
+      }
+      // Beyond the burst at once: the channel is closed.
+      for (let i = 0; i < 12 && !peer.closed; i++) await control(peer, randomKey(), 'info');
+      await until(() => peer.closed, 2000, 'the channel to close');
+    } finally {
+      peer.close();
+    }
+  });
+
+  it('with a requester: only the guessing requester is refused, the channel and others go on', {
+    timeout: 20_000,
+  }, async () => {
+    const peer = await channel();
+    try {
+      const { c, r } = await session();
+      const key = r.controlKey.toString('hex');
+      for (let i = 0; i < 30; i++) {
+        const a = await control(peer, randomKey(), 'info', { requester: 'backend-a' });
+        expect(a).toHaveProperty('code');
+      }
+      expect(peer.closed).toBe(false);
+      // backend-a is refused now, even with a good key…
+      expect(await control(peer, key, 'info', { requester: 'backend-a' })).toMatchObject({
+        code: 'TLSPROXY_ERR_POOL_REQUESTER_REFUSED',
+      });
+      // …while backend-b and the proxy itself are served on the same channel.
+      expect(await control(peer, key, 'info', { requester: 'backend-b' })).toMatchObject({
+        ok: { version: 'TLSv1.3' },
+      });
+      expect(await control(peer, key, 'info')).toMatchObject({ ok: { version: 'TLSv1.3' } });
+      // The requester field is the daemon's, not an argument of the operation.
+      expect(
+        await control(peer, key, 'exporter', { label: 'x', length: 8, requester: 'backend-b' }),
+      ).toHaveProperty('ok');
+      r.plaintext.close();
+      c.socket.resume();
+      await c.closed;
+    } finally {
+      peer.close();
+    }
+  });
+});
+
+describe('tlspool: names from Object.prototype select nothing', () => {
+  const names = Object.getOwnPropertyNames(Object.prototype);
+
+  it('message types: an error answer, the daemon and the channel live on', async () => {
+    const peer = await channel();
+    try {
+      for (const t of names.slice(0, 12)) {
+        const answer = new Promise<unknown>((res) => {
+          const on = (m: { re?: number; body: Record<string, unknown> }) => res(m);
+          peer.once('remoteError', on as never);
+          setTimeout(() => res('none'), 1000);
+        });
+        // Raw: Peer.send would refuse a type outside the protocol.
+        peer.channel.send(encode(t, {}, { id: 1 }), [], () => {});
+        await answer;
+      }
+      expect(peer.closed).toBe(false);
+      const r = await peer.request('server-names', {}, { timeoutMs: 2000 });
+      expect(r.type).toBe('names');
+    } finally {
+      peer.close();
+    }
+  });
+
+  it('control ops: TLSPROXY_ERR_POOL_CONTROL for a live key', async () => {
+    const peer = await channel();
+    try {
+      const { c, r } = await session();
+      const key = r.controlKey.toString('hex');
+      for (const op of names) {
+        expect(await control(peer, key, op)).toMatchObject({ code: 'TLSPROXY_ERR_POOL_CONTROL' });
+      }
+      expect(peer.closed).toBe(false);
+      r.plaintext.close();
+      c.socket.resume();
+      await c.closed;
+    } finally {
+      peer.close();
+    }
+  });
+});
