@@ -169,6 +169,7 @@ export async function main(argv: string[]): Promise<number> {
           ...(l.options ? { options: l.options } : {}),
           ...(l.limits ? { limits: l.limits } : {}),
         })),
+        listen: c.listeners.map((l, i) => ({ name: `${file}: listeners.${i}`, listen: l.listen })),
       });
       if (problems.length > 0) {
         reportPreflight(problems);
@@ -222,6 +223,7 @@ export async function main(argv: string[]): Promise<number> {
         cert,
         key: args.key[i]!,
       })),
+      ...(args.listen ? { listen: [{ name: '--listen', listen: args.listen }] } : {}),
     });
     if (problems.length > 0) {
       reportPreflight(problems);

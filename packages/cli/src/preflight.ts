@@ -3,6 +3,7 @@
 // could not load and then failed every connection, and a missing dialect or a key that does not
 // match its certificate was reported by every worker, with a stack trace from some of them.
 import { readFileSync } from 'node:fs';
+import net from 'node:net';
 import { type Dialect, loadDialect, resolveLimits, resolveOptions } from '@tlsproxy/core';
 import { binding, socketpair } from '@tlsproxy/fdpass';
 import { identityProblem } from './config.js';
@@ -17,6 +18,28 @@ export interface PreflightInput {
   }>;
   /** Certificate and key files (flags; a config file's are checked when it is loaded). */
   identities?: Array<{ name: string; cert: string; key: string }>;
+  /** Addresses to be bound ('host:port', '[v6]:port', a port; systemd: ones are skipped). */
+  listen?: Array<{ name: string; listen: string | number }>;
+}
+
+/** Host and port of a listen spec as core's parseListen reads it; undefined for systemd: or port 0. */
+function hostPort(spec: string | number): { host?: string; port: number } | undefined {
+  if (typeof spec === 'number') return spec > 0 ? { port: spec } : undefined;
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(spec) ?? /^()()(\d+)$/.exec(spec);
+  if (!m || spec.startsWith('systemd:')) return undefined;
+  const port = Number(m[3]);
+  if (!(port > 0 && port < 65536)) return undefined;
+  const host = m[1] || m[2] || undefined;
+  return host ? { host, port } : { port };
+}
+
+/** Bind and close at once: a port in use or not allowed is said once, here, not by each worker. */
+function canBind(where: { host?: string; port: number }): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+    s.listen({ ...where, exclusive: true }, () => s.close(() => resolve(undefined)));
+  });
 }
 
 const firstLine = (err: unknown) => String((err as Error)?.message ?? err);
@@ -54,6 +77,18 @@ export async function preflight(input: PreflightInput): Promise<string[]> {
     } catch (err) {
       problems.push(`${l.name}: ${firstLine(err)}`);
     }
+  }
+  for (const l of input.listen ?? []) {
+    const where = hostPort(l.listen);
+    if (!where) continue;
+    const code = await canBind(where);
+    if (code === 'EADDRINUSE')
+      problems.push(`${l.name}: cannot listen on ${l.listen}: address in use`);
+    else if (code === 'EACCES')
+      problems.push(
+        `${l.name}: cannot listen on ${l.listen}: permission denied (a port below 1024 needs CAP_NET_BIND_SERVICE)`,
+      );
+    else if (code !== undefined) problems.push(`${l.name}: cannot listen on ${l.listen}: ${code}`);
   }
   for (const id of input.identities ?? []) {
     let cert: Buffer;

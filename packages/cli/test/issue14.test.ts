@@ -250,6 +250,25 @@ workers: 2
     noStack(r.err);
   }, 30_000);
 
+  it('a port in use (workers: 2): exit 1, said once, no worker started', async () => {
+    const taken = net.createServer();
+    await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
+    const port = (taken.address() as net.AddressInfo).port;
+    try {
+      const f = configFile(`${identity}
+listeners: [{ dialect: imap, listen: 127.0.0.1:${port}, backend: unix:/x }]
+workers: 2
+`);
+      const r = await run(['--config', f]);
+      expect(r.code).toBe(1);
+      once(r.err, `listeners.0: cannot listen on 127.0.0.1:${port}: address in use`);
+      expect(r.err).not.toMatch(/started 2 workers|listening/);
+      noStack(r.err);
+    } finally {
+      taken.close();
+    }
+  }, 30_000);
+
   it('a certificate file that is not a certificate (workers: 2): exit non-zero, said once', async () => {
     const junk = join(dir, 'junk.pem');
     writeFileSync(
