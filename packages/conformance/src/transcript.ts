@@ -1,5 +1,9 @@
 // Transcript files (README.md, "Transcript format"): lines framed by hand, each handed to the
 // nearley grammar in transcript.ne, exactly one parse required, then assembled into steps.
+//
+// Cost (issue 14): each line is its own nearley parse, nothing carried over from one line to the
+// next, and assembling is linear: adjacent bytes are gathered and copied once, and a chunk
+// continued over many `C|` lines is joined once at the end.
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import nearley from 'nearley';
@@ -54,11 +58,12 @@ function unCons<T>(list: Cons<T>): T[] {
 
 type RawItem =
   | { type: 'bytes'; bytes: number[] }
+  | { type: 'hex'; bytes: Cons<number> }
   | { type: 'repeat'; count: number; byte: number }
   | {
       type: 'placeholder';
       name: string;
-      constraints: Constraint[];
+      constraints: Cons<Constraint>;
       recorded: { rec: Cons<number> } | null;
     };
 type RawLine =
@@ -67,6 +72,8 @@ type RawLine =
   | { kind: 'directive'; name: string; path: string | null; value: string | null };
 
 const compiled = nearley.Grammar.fromCompiled(grammar);
+/** A `\\*N(x)` larger than this is a mistake, not a transcript (overlong lines need ~10 KiB). */
+export const MAX_REPEAT = 4 * 1024 * 1024;
 const REQUIRED_HEADERS = ['server', 'client', 'dialect'];
 const DIRECTIVES = new Set(['tls', 'tls-or-close', 'close', 'eof', 'no-leftover', 'state']);
 
@@ -88,24 +95,38 @@ export function parseLine(text: string): RawLine | { error: string } {
   return parser.results[0] as RawLine;
 }
 
-function segmentsOf(items: RawItem[]): Segment[] {
+/** Items to segments; adjacent bytes are gathered and copied once (not once per item). */
+function segmentsOf(items: RawItem[], fail: (message: string) => never): Segment[] {
   const out: Segment[] = [];
+  let run: number[] = [];
+  const flush = (): void => {
+    if (run.length > 0) out.push({ type: 'bytes', bytes: new Uint8Array(run) });
+    run = [];
+  };
   for (const it of items) {
-    if (it.type === 'placeholder') {
-      out.push({
-        type: 'placeholder',
-        name: it.name,
-        constraints: it.constraints,
-        recorded: it.recorded ? new Uint8Array(unCons(it.recorded.rec)) : null,
-      });
-      continue;
+    switch (it.type) {
+      case 'placeholder':
+        flush();
+        out.push({
+          type: 'placeholder',
+          name: it.name,
+          constraints: unCons(it.constraints),
+          recorded: it.recorded ? new Uint8Array(unCons(it.recorded.rec)) : null,
+        });
+        break;
+      case 'repeat':
+        if (!(it.count <= MAX_REPEAT)) fail(`repeat count ${it.count} over ${MAX_REPEAT}`);
+        for (let i = 0; i < it.count; i++) run.push(it.byte);
+        break;
+      case 'hex':
+        for (const b of unCons(it.bytes)) run.push(b);
+        break;
+      case 'bytes':
+        for (const b of it.bytes) run.push(b);
+        break;
     }
-    const bytes =
-      it.type === 'repeat' ? new Uint8Array(it.count).fill(it.byte) : new Uint8Array(it.bytes);
-    const last = out.at(-1);
-    if (last?.type === 'bytes') last.bytes = concat([last.bytes, bytes]);
-    else out.push({ type: 'bytes', bytes });
   }
+  flush();
   return out;
 }
 
@@ -120,6 +141,8 @@ function parseJson(file: string, line: number, what: string, text: string): unkn
 export function parseTranscript(source: string, file = '<transcript>'): Transcript {
   const headers: Record<string, string> = {};
   const steps: Step[] = [];
+  // Continuation lines add to a client chunk: its parts are joined once, at the end.
+  const parts = new Map<Step, Uint8Array[]>();
   let tlsAt = -1;
   // Frame by hand: one line per record, CRLF tolerated, comments and blank lines skipped.
   const lines = source.split('\n');
@@ -152,7 +175,7 @@ export function parseTranscript(source: string, file = '<transcript>'): Transcri
       continue;
     }
     if (tlsAt >= 0) fail(file, n, 'no conversation after !tls (only assertions)');
-    const segments = segmentsOf(unCons(raw.items));
+    const segments = segmentsOf(unCons(raw.items), (m) => fail(file, n, m));
     for (const s of segments) {
       if (s.type !== 'placeholder') continue;
       if (raw.from === 'client') fail(file, n, 'placeholders are for server text only');
@@ -162,14 +185,17 @@ export function parseTranscript(source: string, file = '<transcript>'): Transcri
     const prev = steps.at(-1);
     if (raw.cont) {
       if (prev?.type !== raw.from) fail(file, n, `${raw.from} continuation without a chunk`);
-      if (prev.type === 'client') prev.bytes = concat([prev.bytes, bytesOf(segments)]);
-      else if (prev.type === 'server') prev.segments.push(...segments);
+      if (prev.type === 'client') parts.get(prev)!.push(bytesOf(segments));
+      else if (prev.type === 'server') for (const s of segments) prev.segments.push(s);
     } else if (raw.from === 'client') {
-      steps.push({ type: 'client', bytes: bytesOf(segments), line: n });
+      const step: Step = { type: 'client', bytes: new Uint8Array(), line: n };
+      parts.set(step, [bytesOf(segments)]);
+      steps.push(step);
     } else {
       steps.push({ type: 'server', segments, line: n });
     }
   }
+  for (const [step, chunk] of parts) if (step.type === 'client') step.bytes = concat(chunk);
   for (const h of REQUIRED_HEADERS) {
     if (!(h in headers)) fail(file, 1, `missing header @${h}`);
   }

@@ -84,3 +84,39 @@ describe('format', () => {
     expect(m.offset).toBe(2);
   });
 });
+
+// Issue 14: parsing is line by line (each line its own nearley parse, nothing carried over),
+// and each line costs O(its length): no array copy per hex byte in the grammar, no copy of the
+// bytes so far per item, no copy of the chunk so far per continuation line.
+describe('cost is linear in the input', () => {
+  const HEAD = '@server s\n@client c\n@dialect x\n';
+
+  it('a long hex run', () => {
+    const n = 20_000;
+    const t0 = performance.now();
+    const t = parseTranscript(`${HEAD}C: \\<${'0a '.repeat(n - 1)}0a>\n`);
+    expect(clientChunks(t)[0]).toEqual(new Uint8Array(n).fill(10));
+    expect(performance.now() - t0).toBeLessThan(3000);
+  });
+
+  it('a long line of plain bytes', () => {
+    const n = 60_000;
+    const t0 = performance.now();
+    const t = parseTranscript(`${HEAD}C: ${'x'.repeat(n)}\n`);
+    expect(clientChunks(t)[0]!.length).toBe(n);
+    expect(performance.now() - t0).toBeLessThan(3000);
+  });
+
+  it('many continuation lines of one chunk', () => {
+    const n = 20_000;
+    const t0 = performance.now();
+    const t = parseTranscript(`${HEAD}C: x\n${'C| \\*64(y)\n'.repeat(n)}`);
+    expect(clientChunks(t)).toHaveLength(1);
+    expect(clientChunks(t)[0]!.length).toBe(1 + 64 * n);
+    expect(performance.now() - t0).toBeLessThan(3000);
+  });
+
+  it('refuses a repeat count no transcript needs, instead of allocating it', () => {
+    expect(() => parseTranscript(`${HEAD}C: \\*99999999999(x)\n`)).toThrow(/repeat count/);
+  });
+});

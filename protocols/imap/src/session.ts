@@ -25,7 +25,7 @@ import {
 } from './commands.js';
 import { ImapProtocolError, isImapProtocolError } from './errors.js';
 import { type FrameEvent, Framer } from './framer.js';
-import { isViablePrefix, nameOf, parseCommand, tagOf } from './parse.js';
+import { nameOf, PrefixChecker, parseCommand, tagOf } from './parse.js';
 
 export interface SessionConfig extends ReplyConfig {
   /** Full greeting line, CRLF included. */
@@ -49,6 +49,8 @@ export class ImapSession implements DialectSession {
   private deadline = Number.POSITIVE_INFINITY;
   private commands = 0;
   private bad = 0;
+  /** Whether the command being framed can still parse, fed as its line parts arrive. */
+  private prefix: PrefixChecker | null = null;
 
   constructor(private readonly config: SessionConfig) {
     this.framer = this.newFramer();
@@ -78,6 +80,7 @@ export class ImapSession implements DialectSession {
     // Whatever arrived while the engine looked for a backend was discarded, never parsed.
     this.phase = 'preamble';
     this.framer = this.newFramer();
+    this.prefix = null;
     return this.arm(now);
   }
 
@@ -105,6 +108,7 @@ export class ImapSession implements DialectSession {
   }
 
   private handle(event: FrameEvent, out: Action[]): void {
+    if (event.type !== 'literal') this.prefix = null;
     switch (event.type) {
       case 'command':
         this.complete(out, nameOf(event.text), () =>
@@ -152,7 +156,8 @@ export class ImapSession implements DialectSession {
     } else {
       const name = nameOf(text);
       refusal = literalRefusal(tag, name);
-      if (refusal === null && !isViablePrefix(text)) refusal = syntaxError(tag, name);
+      this.prefix ??= new PrefixChecker();
+      if (refusal === null && !this.prefix.viable(text)) refusal = syntaxError(tag, name);
     }
     if (refusal === null) {
       this.framer.accept();
@@ -161,6 +166,7 @@ export class ImapSession implements DialectSession {
     }
     // The client will not send the literal after a tagged reply, so nothing is swallowed.
     this.framer.refuse();
+    this.prefix = null;
     const error = refusal;
     this.complete(out, nameOf(text), () => {
       throw error;

@@ -1,5 +1,6 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { isViablePrefix, parseAll, parseCommand, tagOf } from '../src/parse.js';
+import { isViablePrefix, PrefixChecker, parseAll, parseCommand, tagOf } from '../src/parse.js';
 import { enc } from './helpers.js';
 
 // Representative framed commands (literal data already cut out by the framer).
@@ -108,5 +109,32 @@ describe('command grammar', () => {
     for (const bad of ['* NOOP', 'a+ NOOP', 'a% x', '"a" x', `${'t'.repeat(101)} NOOP`, '']) {
       expect(tagOf(bad)).toBeNull();
     }
+  });
+});
+
+// Issue 14: the session checks a command's viability char by char as its parts arrive, instead
+// of running nearley over the whole command at every `{n}` (O(n²) in the command size).
+describe('PrefixChecker agrees with the grammar', () => {
+  const piece = fc.constantFrom(
+    ...'aB1 ()"\\{}+*%]\x00\x7f\xe9'.split(''),
+    'a ',
+    'ID ',
+    'LOGIN ',
+    '{5}',
+    '{5+}',
+    '"x"',
+  );
+  it('on every prefix of random text', () => {
+    fc.assert(
+      fc.property(fc.array(piece, { maxLength: 14 }), (pieces) => {
+        const text = pieces.join('');
+        const checker = new PrefixChecker();
+        for (let i = 0; i <= text.length; i++) {
+          const prefix = text.slice(0, i);
+          expect(checker.viable(prefix), JSON.stringify(prefix)).toBe(isViablePrefix(prefix));
+        }
+      }),
+      { numRuns: 3000 },
+    );
   });
 });

@@ -13,6 +13,7 @@
 // lengths but has no size or depth limit and no streaming framer; asn1js accepts the indefinite
 // form. The framer must be written anyway to bound buffering, and after it decoding an LDAP
 // request is a handful of tag checks, so the few reply encoders below stay hand-written too.
+import { ByteQueue } from './queue.js';
 
 export const TAG = {
   BOOLEAN: 0x01,
@@ -48,62 +49,49 @@ export type FrameEvent =
   /** The stream cannot be framed any further; `reason` says why. */
   | { type: 'malformed'; reason: string };
 
-const EMPTY = new Uint8Array(0);
-
 export class Framer {
-  private buf: Uint8Array = EMPTY;
-  private pos = 0;
+  /** Octets received, not framed yet: a pending PDU is kept once (issue 14: joining it with
+   * every read copied it again each time, O(n²) for a PDU sent one octet at a time). */
+  private readonly input = new ByteQueue();
   private dead = false;
 
   constructor(private readonly limits: FramerLimits) {}
 
   push(data: Uint8Array): void {
     if (this.dead) return;
-    const rest = this.buf.subarray(this.pos);
-    if (rest.length === 0) this.buf = data.slice();
-    else {
-      const joined = new Uint8Array(rest.length + data.length);
-      joined.set(rest);
-      joined.set(data, rest.length);
-      this.buf = joined;
-    }
-    this.pos = 0;
+    this.input.append(data);
   }
 
   /** Octets received but not framed yet (after StartTLS: the trailing data). */
   takeRest(): Uint8Array {
-    const rest = this.buf.slice(this.pos);
-    this.buf = EMPTY;
-    this.pos = 0;
-    return rest;
+    return this.input.take();
   }
 
   /** The next complete PDU, a malformed verdict, or null for "need more octets". */
   next(): FrameEvent | null {
     if (this.dead) return null;
-    const have = this.buf.length - this.pos;
-    if (have === 0) return null;
-    const tag = this.buf[this.pos]!;
+    const buf = this.input.view();
+    if (buf.length === 0) return null;
+    const tag = buf[0]!;
     if (tag !== TAG.SEQUENCE) {
       return this.die(`LDAPMessage must start with SEQUENCE (0x30), got 0x${hex(tag)}`);
     }
-    const header = readLength(this.buf, this.pos + 1, this.buf.length);
+    const header = readLength(buf, 1, buf.length);
     if (header === null) return null;
     if ('error' in header) return this.die(header.error);
     if (header.length > this.limits.maxPduSize) {
       return this.die(`PDU of ${header.length} octets is over the ${this.limits.maxPduSize} limit`);
     }
     const end = header.next + header.length;
-    if (end > this.buf.length) return null;
-    const pdu = this.buf.slice(this.pos, end);
-    this.pos = end;
+    if (end > buf.length) return null;
+    const pdu = buf.slice(0, end);
+    this.input.consume(end);
     return { type: 'pdu', pdu };
   }
 
   private die(reason: string): FrameEvent {
     this.dead = true;
-    this.buf = EMPTY;
-    this.pos = 0;
+    this.input.take();
     return { type: 'malformed', reason };
   }
 }

@@ -54,3 +54,90 @@ export const act = {
     command: name !== null && known.has(name.toUpperCase()) ? name.toUpperCase() : 'unknown',
   }),
 };
+
+/**
+ * Octets appended in any chunking, stored contiguously: the storage doubles, so a client
+ * sending one octet per read costs its octets (at most twice), not an object per read.
+ */
+export class ByteBuffer {
+  private store = new Uint8Array(0);
+  length = 0;
+
+  append(data: Uint8Array): void {
+    if (this.length + data.length > this.store.length) {
+      const grown = new Uint8Array(Math.max(64, (this.length + data.length) * 2));
+      grown.set(this.store.subarray(0, this.length));
+      this.store = grown;
+    }
+    this.store.set(data, this.length);
+    this.length += data.length;
+  }
+
+  /** A view of everything appended; valid until the next append or clear. */
+  view(): Uint8Array {
+    return this.store.subarray(0, this.length);
+  }
+
+  /** Forget everything (and the storage: views taken before stay valid). */
+  clear(): void {
+    this.store = new Uint8Array(0);
+    this.length = 0;
+  }
+}
+
+/**
+ * Octets received and not consumed yet, stored once. Appending is amortized O(octets): the
+ * storage doubles when full, and consumed octets are reclaimed by moving the rest down only
+ * when that frees at least half of it. So a client sending one octet per read never makes us
+ * copy everything pending on every read (O(n²) for a line arriving octet by octet).
+ */
+export class ByteQueue {
+  private store = new Uint8Array(0);
+  private start = 0;
+  private end = 0;
+
+  get length(): number {
+    return this.end - this.start;
+  }
+
+  /** The pending octets; a view, valid until the next append, consume or take. */
+  view(): Uint8Array {
+    return this.store.subarray(this.start, this.end);
+  }
+
+  append(data: Uint8Array): void {
+    const n = data.length;
+    if (n === 0) return;
+    if (this.end + n > this.store.length) {
+      const live = this.end - this.start;
+      if ((live + n) * 2 <= this.store.length) {
+        this.store.copyWithin(0, this.start, this.end);
+      } else {
+        const grown = new Uint8Array(Math.max(256, (live + n) * 2));
+        grown.set(this.store.subarray(this.start, this.end));
+        this.store = grown;
+      }
+      this.start = 0;
+      this.end = live;
+    }
+    this.store.set(data, this.end);
+    this.end += n;
+  }
+
+  /** Drop the first `n` pending octets. */
+  consume(n: number): void {
+    this.start = Math.min(this.end, this.start + n);
+    if (this.start < this.end) return;
+    this.start = 0;
+    this.end = 0;
+    // Nothing pending: give a large buffer back rather than keep it for an idle client.
+    if (this.store.length > 4096) this.store = new Uint8Array(0);
+  }
+
+  /** Everything pending, copied; the queue is then empty. */
+  take(): Uint8Array {
+    const out = this.view().slice();
+    this.consume(out.length);
+    return out;
+  }
+}

@@ -9,7 +9,11 @@
 // `maxContent` is reported once as `tooLong` and the rest of it, up to its LF, is discarded.
 // Every decision depends only on the octets, never on how they were chunked: that is what the
 // split-anywhere property tests check.
-import { concat, latin1 } from './bytes.js';
+//
+// A pending line is kept once, in the input queue, and scanned once: the search for LF resumes
+// where the previous read stopped (issue 14: re-scanning or re-copying the pending octets on
+// every read costs O(n²) for a line sent one octet at a time).
+import { ByteQueue, latin1 } from './bytes.js';
 
 export type FrameEvent =
   /** One command line, terminator removed, decoded as latin1. */
@@ -19,67 +23,60 @@ export type FrameEvent =
 
 const LF = 0x0a;
 const CR = 0x0d;
-const EMPTY = new Uint8Array(0);
 
 export class Framer {
-  private buf: Uint8Array = EMPTY;
-  private pos = 0;
-  private line: Uint8Array[] = [];
-  private lineLength = 0;
+  private readonly input = new ByteQueue();
+  /** Octets of the pending line already searched for LF. */
+  private scanned = 0;
   private skipping = false;
 
   /** @param maxContent longest line content in octets, CRLF not counted. */
   constructor(private readonly maxContent: number) {}
 
   push(data: Uint8Array): void {
-    const rest = this.buf.subarray(this.pos);
-    this.buf = rest.length === 0 ? data.slice() : concat([rest, data]);
-    this.pos = 0;
+    this.input.append(data);
   }
 
   /** Octets received but not framed yet (after STLS: the trailing data). */
   takeRest(): Uint8Array {
-    const rest = this.buf.slice(this.pos);
-    this.buf = EMPTY;
-    this.pos = 0;
-    return rest;
+    this.scanned = 0;
+    return this.input.take();
   }
 
   next(): FrameEvent | null {
-    while (this.pos < this.buf.length) {
-      const lf = this.buf.indexOf(LF, this.pos);
-      const end = lf < 0 ? this.buf.length : lf;
-      if (this.skipping) {
-        this.pos = end;
-        if (lf < 0) return null;
-        this.pos = lf + 1;
-        this.skipping = false;
-        continue;
-      }
-      this.line.push(this.buf.slice(this.pos, end));
-      this.lineLength += end - this.pos;
-      this.pos = end;
+    for (;;) {
+      const buf = this.input.view();
+      if (buf.length === 0) return null;
+      const lf = buf.indexOf(LF, this.scanned);
       if (lf < 0) {
+        this.scanned = buf.length;
+        if (this.skipping) {
+          this.drop(buf.length);
+          return null;
+        }
         // +1: the octet past the limit may still be the CR of a CRLF.
-        if (this.lineLength > this.maxContent + 1) {
-          this.clearLine();
+        if (buf.length > this.maxContent + 1) {
+          this.drop(buf.length);
           this.skipping = true;
           return { type: 'tooLong' };
         }
         return null;
       }
-      this.pos = lf + 1;
-      const raw = concat(this.line);
-      this.clearLine();
-      const content = raw.length > 0 && raw[raw.length - 1] === CR ? raw.subarray(0, -1) : raw;
-      if (content.length > this.maxContent) return { type: 'tooLong' };
-      return { type: 'line', text: latin1(content) };
+      if (this.skipping) {
+        this.drop(lf + 1);
+        this.skipping = false;
+        continue;
+      }
+      const end = lf > 0 && buf[lf - 1] === CR ? lf - 1 : lf;
+      const text = end > this.maxContent ? null : latin1(buf.subarray(0, end));
+      this.drop(lf + 1);
+      if (text === null) return { type: 'tooLong' };
+      return { type: 'line', text };
     }
-    return null;
   }
 
-  private clearLine(): void {
-    this.line = [];
-    this.lineLength = 0;
+  private drop(n: number): void {
+    this.input.consume(n);
+    this.scanned = 0;
   }
 }

@@ -9,7 +9,11 @@
 // A line longer than the limit is reported once as `tooLong` and the rest of it, up to its LF,
 // is discarded. The chunk data after a refused BDAT is skipped by count. Every decision depends
 // only on the octets, never on how they were chunked: the split-anywhere property tests check it.
-import { concat, latin1 } from './bytes.js';
+//
+// A pending line is kept once, in the input queue, and scanned once: the search for LF resumes
+// where the previous read stopped (issue 14: re-copying and re-scanning the pending octets on
+// every read cost O(n²) for a line sent one octet at a time).
+import { ByteQueue, latin1 } from './bytes.js';
 
 export type FrameEvent =
   /** A complete line. `text` has no terminator; `raw` is the line exactly as received. */
@@ -19,11 +23,11 @@ export type FrameEvent =
 
 const LF = 0x0a;
 const CR = 0x0d;
-const EMPTY = new Uint8Array(0);
 
 export class Framer {
-  private buf: Uint8Array = EMPTY;
-  private pos = 0;
+  private readonly input = new ByteQueue();
+  /** Octets of the pending line already searched for LF. */
+  private scanned = 0;
   private skipping = false;
   /** Octets of refused BDAT chunk data still to discard. */
   private skipOctets = 0;
@@ -36,17 +40,13 @@ export class Framer {
   }
 
   push(data: Uint8Array): void {
-    const rest = this.buf.subarray(this.pos);
-    this.buf = rest.length === 0 ? data.slice() : concat([rest, data]);
-    this.pos = 0;
+    this.input.append(data);
   }
 
   /** Octets received but not framed yet (after STARTTLS: the trailing data). */
   takeRest(): Uint8Array {
-    const rest = this.buf.slice(this.pos);
-    this.buf = EMPTY;
-    this.pos = 0;
-    return rest;
+    this.scanned = 0;
+    return this.input.take();
   }
 
   /** Discard the next `size` octets unread: the chunk data of a refused BDAT (RFC 3030). */
@@ -57,37 +57,44 @@ export class Framer {
   next(): FrameEvent | null {
     for (;;) {
       if (this.skipOctets > 0) {
-        const take = Math.min(this.skipOctets, this.buf.length - this.pos);
-        this.pos += take;
+        const take = Math.min(this.skipOctets, this.input.length);
+        this.drop(take);
         this.skipOctets -= take;
         if (this.skipOctets > 0) return null;
       }
-      if (this.pos >= this.buf.length) return null;
-      const lf = this.buf.indexOf(LF, this.pos);
+      const buf = this.input.view();
+      if (buf.length === 0) return null;
+      const lf = buf.indexOf(LF, this.scanned);
       if (this.skipping) {
         if (lf < 0) {
-          this.pos = this.buf.length;
+          this.drop(buf.length);
           return null;
         }
-        this.pos = lf + 1;
+        this.drop(lf + 1);
         this.skipping = false;
         continue;
       }
       if (lf < 0) {
+        this.scanned = buf.length;
         // +1: the octet past the limit may still be the CR of a CRLF.
-        if (this.buf.length - this.pos > this.maxContent + 1) {
-          this.pos = this.buf.length;
+        if (buf.length > this.maxContent + 1) {
+          this.drop(buf.length);
           this.skipping = true;
           return { type: 'tooLong' };
         }
         return null;
       }
-      const raw = this.buf.slice(this.pos, lf + 1);
-      this.pos = lf + 1;
+      const raw = buf.slice(0, lf + 1);
+      this.drop(lf + 1);
       const crlf = raw.length >= 2 && raw[raw.length - 2] === CR;
       const content = raw.subarray(0, raw.length - (crlf ? 2 : 1));
       if (content.length > this.maxContent) return { type: 'tooLong' };
       return { type: 'line', text: latin1(content), raw, bareLf: !crlf };
     }
+  }
+
+  private drop(n: number): void {
+    this.input.consume(n);
+    this.scanned = 0;
   }
 }

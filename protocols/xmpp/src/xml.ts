@@ -3,10 +3,15 @@
 // stream, read incrementally with saxes (a strict, synchronous, non-validating XML parser that
 // never reads a DTD and knows only the five predefined entities plus character references).
 //
-// Framing: bytes are cut after every '>' octet and each piece goes to the parser whole. Every
-// tag ends at a '>', so after each piece the parser has emitted all the events it can, at most
-// one tag's worth (0x3E never occurs inside a multi-byte UTF-8 sequence). Octets with no '>'
-// yet are fed too, so garbage fails at once; no element can end in them. The cut points depend only on the bytes, never on how TCP chunked them,
+// Framing: bytes are cut into pieces and each piece goes to the parser whole. A piece ends after
+// every '>' that can end markup, so after each piece the parser has emitted all the events it
+// can, at most one tag's worth (0x3E never occurs inside a multi-byte UTF-8 sequence). A small
+// lexer (Cutter) tells those from a '>' in character data or in a quoted attribute value, which
+// cannot end a tag. After a cut a piece also ends after the 1st, 2nd, 4th … 64th octet, so
+// garbage fails at once (its first octet is fed at once); the rest of a run waits, as octets in
+// our queue, for the '>' that ends it. Issue 14: saxes keeps a pending attribute value or text
+// run at ~28 octets of heap per char (and more when fed in many writes), so feeding it every read
+// made a pending 10,000-octet stanza cost ~330 KB; now it costs its octets and a constant. The cut points depend only on the bytes, never on how TCP chunked them,
 // so any chunking yields the same events. The octets after the piece that ends an element are
 // still ours, untouched: that is the `trailing` data after <starttls/>.
 //
@@ -14,7 +19,7 @@
 // laughs, no external entities), comments, processing instructions other than the XML
 // declaration, references to undefined entities. Size, depth and attribute count are bounded.
 import { SaxesParser, type SaxesTagNS } from 'saxes';
-import { concat } from './bytes.js';
+import { ByteQueue } from './bytes.js';
 import { type StreamCondition, type XmppErrorCode, XmppStreamError } from './errors.js';
 
 export const NS_STREAMS = 'http://etherx.jabber.org/streams';
@@ -52,8 +57,6 @@ export type XmlEvent =
   /** The client closed its stream (</stream:stream>). */
   | { type: 'close' };
 
-const GT = 0x3e;
-
 function fail(code: XmppErrorCode, condition: StreamCondition, detail: string): XmppStreamError {
   return new XmppStreamError(code, condition, { detail });
 }
@@ -71,7 +74,9 @@ function saxesError(message: string): XmppStreamError {
 
 export class StreamReader {
   private readonly parser = new SaxesParser({ xmlns: true, position: false });
-  private pending: Uint8Array = new Uint8Array(0);
+  /** Octets received, not fed to the parser yet. */
+  private readonly pending = new ByteQueue();
+  private readonly cutter = new Cutter();
   private readonly queue: XmlEvent[] = [];
   private depth = 0;
   private top: XmlElement | null = null;
@@ -110,7 +115,7 @@ export class StreamReader {
 
   /** Append octets from the client. */
   push(data: Uint8Array): void {
-    this.pending = concat(this.pending, data);
+    this.pending.append(data);
   }
 
   /** The next event, or null when more octets are needed. Throws XmppStreamError. */
@@ -126,35 +131,32 @@ export class StreamReader {
 
   /** Octets pushed but not yet read (after the element just returned). */
   takeRest(): Uint8Array {
-    const rest = this.pending;
-    this.pending = new Uint8Array(0);
-    return rest;
+    this.cutter.rewind();
+    return this.pending.take();
   }
 
   private nextUnchecked(): XmlEvent | null {
     while (this.queue.length === 0) {
-      const gt = this.pending.indexOf(GT);
-      const size = gt < 0 ? this.pending.length : gt + 1;
+      const pending = this.pending.view();
+      const cut = this.cutter.next(pending);
+      const size = cut === null ? pending.length : cut.end;
       if (this.stanzaBytes + size > this.limits.maxStanzaSize) {
         // The octets up to the limit are parsed first, so an error in them wins however the
-        // input was chunked (no '>' among them: a piece ends at its first '>').
+        // input was chunked.
         const allowed = this.limits.maxStanzaSize - this.stanzaBytes;
-        if (allowed > 0) this.feed(this.pending.subarray(0, allowed));
+        if (allowed > 0) this.feed(pending.subarray(0, allowed));
         throw new XmppStreamError('TLSPROXY_ERR_XMPP_TOO_BIG', 'policy-violation', {
           text: 'XML stanza is too big',
           extra: "<stanza-too-big xmlns='urn:xmpp:errors'/>",
           detail: `over ${this.limits.maxStanzaSize} octets`,
         });
       }
-      if (size === 0) return null;
-      const piece = this.pending.subarray(0, size);
-      this.pending = this.pending.subarray(size);
-      this.feed(piece);
-      this.stanzaBytes += size;
-      // No '>': the parser has seen these octets (so garbage fails now, not at the size
-      // limit), but no tag can have ended in them. Only a '>' can end an element.
-      if (gt < 0) break;
-      if (this.depth <= 1) this.stanzaBytes = 0;
+      if (cut === null) return null;
+      this.feed(pending.subarray(0, cut.end));
+      this.pending.consume(cut.end);
+      this.stanzaBytes += cut.end;
+      // Only a '>' can end an element.
+      if (cut.gt && this.depth <= 1) this.stanzaBytes = 0;
     }
     return this.queue.shift() ?? null;
   }
@@ -213,5 +215,125 @@ export class StreamReader {
     } else if (this.depth === 0) {
       this.queue.push({ type: 'close' });
     }
+  }
+}
+
+/** Octets after a cut fed early (at 1, 2, 4, … of them): enough for garbage to fail at once. */
+const PROBE = 64;
+
+enum L {
+  /** Character data. */
+  Text,
+  /** Just after '<'. */
+  Open,
+  /** Inside a start or end tag, outside quotes. */
+  Tag,
+  SingleQuoted,
+  DoubleQuoted,
+  /** A processing instruction or the XML declaration: ends at "?>". */
+  Pi,
+  PiQuestion,
+  /** Just after '<!'. */
+  Bang,
+  /** '<![': a CDATA section. */
+  Cdata,
+  /** '<!-': a comment (refused by the parser's handler when it ends). */
+  Comment,
+  /** '<!' anything else: a DOCTYPE (refused) or garbage. */
+  Declaration,
+}
+
+/**
+ * Where the pending octets are cut into pieces for the parser (see the top of this file). It
+ * scans each octet once; `next` resumes where the last call stopped.
+ */
+class Cutter {
+  private state = L.Text;
+  /** Octets scanned since the last cut (the pending octets up to here). */
+  private scanned = 0;
+  /** Octets since the last '>' cut. */
+  private run = 0;
+  /** The two octets before the current one, for "]]>" and "-->". */
+  private prev1 = 0;
+  private prev2 = 0;
+
+  /** The next cut in `pending` (which starts at the last cut): its end and whether at '>'. */
+  next(pending: Uint8Array): { end: number; gt: boolean } | null {
+    while (this.scanned < pending.length) {
+      const b = pending[this.scanned]!;
+      this.scanned += 1;
+      const gt = this.markupEnds(b);
+      this.prev2 = this.prev1;
+      this.prev1 = b;
+      const run = gt ? 0 : ++this.run;
+      if (gt || (run <= PROBE && (run & (run - 1)) === 0)) {
+        const end = this.scanned;
+        this.scanned = 0;
+        return { end, gt };
+      }
+    }
+    return null;
+  }
+
+  /** After takeRest(): the octets scanned are gone. */
+  rewind(): void {
+    this.scanned = 0;
+  }
+
+  /** Step the lexer over `b`; true when `b` is a '>' that may end markup. */
+  private markupEnds(b: number): boolean {
+    switch (this.state) {
+      case L.Text:
+        if (b === 0x3c) this.state = L.Open;
+        return false;
+      case L.Open:
+        if (b === 0x3f) this.state = L.Pi;
+        else if (b === 0x21) this.state = L.Bang;
+        else return this.tag(b);
+        return false;
+      case L.Tag:
+        return this.tag(b);
+      case L.SingleQuoted:
+        if (b === 0x27) this.state = L.Tag;
+        return false;
+      case L.DoubleQuoted:
+        if (b === 0x22) this.state = L.Tag;
+        return false;
+      case L.Pi:
+        if (b === 0x3f) this.state = L.PiQuestion;
+        return false;
+      case L.PiQuestion:
+        if (b === 0x3e) {
+          this.state = L.Text;
+          return true;
+        }
+        if (b !== 0x3f) this.state = L.Pi;
+        return false;
+      case L.Bang:
+        // "<![CDATA[" ends at "]]>", "<!--" at "-->"; anything else (a DOCTYPE, refused) is cut
+        // at every '>', which is harmless: only one more write.
+        this.state = b === 0x5b ? L.Cdata : b === 0x2d ? L.Comment : L.Declaration;
+        return this.state === L.Declaration && b === 0x3e;
+      case L.Declaration:
+        return b === 0x3e;
+      case L.Cdata:
+      case L.Comment: {
+        const close = this.state === L.Cdata ? 0x5d : 0x2d;
+        if (b !== 0x3e || this.prev1 !== close || this.prev2 !== close) return false;
+        this.state = L.Text;
+        return true;
+      }
+    }
+  }
+
+  private tag(b: number): boolean {
+    if (b === 0x3e) {
+      this.state = L.Text;
+      return true;
+    }
+    if (b === 0x27) this.state = L.SingleQuoted;
+    else if (b === 0x22) this.state = L.DoubleQuoted;
+    else this.state = L.Tag;
+    return false;
   }
 }

@@ -282,3 +282,46 @@ describe('XML bombs and abuse, any chunking', () => {
     });
   }
 });
+
+// Issue 14: pieces for the parser are cut at the '>' that can end markup (a small lexer tells it
+// from '>' in a quoted value, text or CDATA) and early octets of a run, not at every read. An
+// element must still be answered as soon as its last '>' arrives, whatever '>'s it contains.
+describe("an element ends at its '>', whatever the '>'s inside it", () => {
+  const TLS = "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'";
+  const INSIDE = [
+    '<a id=\'a>b\' type="c>d"/>',
+    '<b>x > y &gt; z</b>',
+    '<c><![CDATA[x > y ]] > ]]></c>',
+    "<d e='q\"'/>",
+    ' \r\n',
+  ];
+  it('STARTTLS with any such content is acted on at its end, in any chunking', () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom('', " x='>'", ' y="a>b"'),
+        fc.array(fc.constantFrom(...INSIDE), { maxLength: 4 }),
+        fc.array(fc.nat(), { maxLength: 6 }),
+        (attr, inside, cuts) => {
+          const element =
+            inside.length === 0 ? `${TLS}${attr}/>` : `${TLS}${attr}>${inside.join('')}</starttls>`;
+          const bytes = enc(HEADER_C2S + element);
+          const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort(
+            (a, b) => a - b,
+          );
+          const s = newSession();
+          s.start(0);
+          const actions: Action[] = [];
+          let prev = 0;
+          for (const p of [...points, bytes.length]) {
+            actions.push(...s.receive(bytes.subarray(prev, p), 0));
+            prev = p;
+          }
+          const tls = actions.filter((a) => a.type === 'starttls');
+          expect(tls, written(actions)).toHaveLength(1);
+          expect(tls[0]!.type === 'starttls' && tls[0]!.trailing.length).toBe(0);
+        },
+      ),
+      TIME,
+    );
+  });
+});

@@ -1,0 +1,71 @@
+// Issue 14: memory and CPU per pending connection must be O(line) with a small constant: an
+// unfinished line (or PDU) is kept once, and framing work per received octet is O(1) — no
+// per-read copies of what is pending, no re-scan of the whole buffer on every read, no parser
+// state per octet.
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import type { DialectSession } from '@tlsproxy/core/dialect';
+import { describe, expect, it } from 'vitest';
+import { enc, newSession } from './helpers.js';
+
+setFlagsFromString('--expose-gc');
+const gc = runInNewContext('gc') as () => void;
+
+/** The V8 heap plus ArrayBuffer backing stores, which live outside it. */
+function used(): number {
+  const m = process.memoryUsage();
+  return m.heapUsed + m.arrayBuffers;
+}
+
+const SESSIONS = 200;
+const LIMIT = 8192; // maxLineLength, raised from 255 so the cost per octet shows
+/** A command line of limit - 1 octets, no line end yet. */
+const PENDING = enc(`NOOP ${'x'.repeat(LIMIT - 1 - 5)}`);
+/** With the limit raised, a 60,000-octet line. */
+const LONG = enc(`NOOP ${'x'.repeat(60_000)}`);
+
+function open(): DialectSession {
+  const s = newSession({}, { maxLineLength: 65_000 });
+  s.start(0);
+  return s;
+}
+
+function pending(
+  chunk: number,
+  sessions = SESSIONS,
+  bytes = PENDING,
+): { perSession: number; ms: number } {
+  gc();
+  const before = used();
+  const kept: DialectSession[] = [];
+  const t0 = performance.now();
+  for (let i = 0; i < sessions; i++) {
+    const s = open();
+    let closed = false;
+    for (let at = 0; at < bytes.length; at += chunk) {
+      for (const a of s.receive(bytes.subarray(at, at + chunk), 0)) closed ||= a.type === 'close';
+    }
+    expect(closed).toBe(false); // still waiting for the rest
+    kept.push(s);
+  }
+  const ms = performance.now() - t0;
+  gc();
+  const perSession = (used() - before) / sessions;
+  expect(kept).toHaveLength(sessions); // alive through the measurement
+  return { perSession, ms: ms / sessions };
+}
+
+describe('a pending command line costs O(its length)', () => {
+  it.each([1, 7, 100])('memory, %i octet(s) per read', (chunk) => {
+    const { perSession } = pending(chunk);
+    // The pending octets once (a doubling buffer: at most twice) plus a small constant.
+    expect(perSession).toBeLessThan(2 * PENDING.length + 8192);
+  });
+
+  it('CPU: a 60,000-octet line, one octet per read', () => {
+    const { ms } = pending(1, 3, LONG);
+    // Linear: a few ms. Quadratic framing (a copy or re-scan of the pending octets per read)
+    // takes seconds here.
+    expect(ms).toBeLessThan(400);
+  });
+});
