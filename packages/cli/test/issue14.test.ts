@@ -7,6 +7,8 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { trustList } from '@tlsproxy/core';
+import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ConfigError, parseConfig } from '../src/config.js';
 
@@ -133,6 +135,37 @@ describe('address lists are checked when the config is loaded', () => {
       p.some((l) => l.startsWith('tlsproxy.yaml:12:9: listeners.1.exempt.2: "1.2.3.4/"')),
     ).toBe(true);
     expect(p).toHaveLength(3);
+  });
+
+  it('takes an entry exactly when core does, and fails only with ConfigError (property)', () => {
+    const entry = fc.oneof(
+      fc.string(),
+      fc.ipV4(),
+      fc.ipV6(),
+      fc.tuple(fc.ipV4(), fc.integer({ min: -1, max: 40 })).map(([a, p]) => `${a}/${p}`),
+      fc.tuple(fc.ipV6(), fc.integer({ min: -1, max: 140 })).map(([a, p]) => `${a}/${p}`),
+    );
+    fc.assert(
+      fc.property(entry, fc.boolean(), (e, trusted) => {
+        const list = JSON.stringify([e]);
+        const key = trusted ? `proxyProtocol: { trusted: ${list} }` : `exempt: ${list}`;
+        const p = problems(
+          `listeners:\n  - { dialect: imap, listen: 143, backend: unix:/x, ${key} }\n`,
+        );
+        let coreTakes = true;
+        try {
+          trustList([e]);
+        } catch {
+          coreTakes = false;
+        }
+        expect(p.length === 0, p.join('\n')).toBe(coreTakes);
+        if (!coreTakes)
+          expect(p[0]).toMatch(
+            /^tlsproxy\.yaml:2:\d+: listeners\.0\.(exempt|proxyProtocol\.trusted)\.0: /,
+          );
+      }),
+      { numRuns: 500 },
+    );
   });
 
   it('accepts the new listener keys, and checks their ranges', () => {
