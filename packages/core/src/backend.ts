@@ -3,7 +3,7 @@
 // and reopened after a failure, so "can a backend take this connection?" is answered before the
 // STARTTLS go-ahead without a round trip per connection.
 
-import { backendProtocol, type HandoffInfo } from '@tlsproxy/backend';
+import { backendProtocol, type HandoffInfo, readBackendFeatures } from '@tlsproxy/backend';
 import { connect as fdConnect, type OwnedFd, type Peer } from '@tlsproxy/fdpass';
 import { CoreError } from './errors.js';
 import type { Logger } from './logger.js';
@@ -89,6 +89,7 @@ export class UnixBackend implements HandoffTarget {
   /** Keys of connections that ended lately: a backend racing a close is not guessing. */
   readonly #ended = new Set<string>();
   #badKeys = 0;
+  #wantsServerNameCheck = false;
 
   constructor(spec: string, options: UnixBackendOptions) {
     const b = parseBackend(spec);
@@ -133,7 +134,20 @@ export class UnixBackend implements HandoffTarget {
     }
     const timer = setTimeout(() => peer.close(), timeoutMs);
     try {
-      await peer.ready;
+      const hello = await peer.ready;
+      // A backend that checks SNI names says so in its hello: from then on every name is put
+      // to it. Kept after its channel closes, so a backend that asked is never bypassed (with no
+      // channel the question is answered "no").
+      const wants = readBackendFeatures(hello.hello).checkServerName;
+      if (wants !== this.#wantsServerNameCheck)
+        log.log(
+          'info',
+          wants ? 'backend checks server names' : 'backend does not check server names',
+          {
+            backend: this.description,
+          },
+        );
+      this.#wantsServerNameCheck = wants;
     } catch (err) {
       log.log('warn', 'backend refused the hand-off protocol', {
         backend: this.description,
@@ -200,6 +214,10 @@ export class UnixBackend implements HandoffTarget {
 
   async available(): Promise<boolean> {
     return (await this.#get()) !== undefined;
+  }
+
+  wantsServerNameCheck(): boolean {
+    return this.#wantsServerNameCheck;
   }
 
   async checkServerName(name: string, info: Partial<HandoffInfo>): Promise<boolean> {
