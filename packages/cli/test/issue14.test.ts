@@ -247,6 +247,46 @@ logging: { format: text }
   }, 30_000);
 });
 
+describe('the new listener keys reach the running listener', () => {
+  it('exempt lifts maxConnectionsPerAddress for its addresses (real `tlsproxy --config`)', async () => {
+    const port = await freePort();
+    const conf = (exempt: string) => `${identity}
+listeners:
+  - { dialect: imap, listen: 127.0.0.1:${port}, backend: unix:/x, maxConnectionsPerAddress: 1, exempt: [${exempt}], idleTimeoutMs: 60000, maxHandshakes: 5, ipv6Prefix: 48 }
+workers: 1
+logging: { format: text }
+`;
+    const f = configFile(conf(''));
+    const p = start(f);
+    const held: net.Socket[] = [];
+    const hold = () =>
+      new Promise<string>((resolve) => {
+        const s = net.connect(port, '127.0.0.1');
+        held.push(s);
+        s.setEncoding('latin1');
+        s.once('data', (d: string) => resolve(d.split('\r\n')[0]!));
+        s.on('error', () => resolve(''));
+      });
+    try {
+      await p.waitFor(/listening dialect=imap/);
+      expect(await hold()).toMatch(/^\* OK/);
+      expect(await hold()).toMatch(/^\* BYE/);
+      for (const s of held.splice(0)) s.destroy();
+      const mark = p.log.length;
+      writeFileSync(f, conf('"127.0.0.0/8"'));
+      p.child.kill('SIGHUP');
+      await p.waitFor(/config reloaded/, mark);
+      expect(await hold()).toMatch(/^\* OK/);
+      expect(await hold()).toMatch(/^\* OK/);
+      expect(await hold()).toMatch(/^\* OK/);
+    } finally {
+      for (const s of held) s.destroy();
+      p.child.kill('SIGKILL');
+      await p.exited;
+    }
+  }, 30_000);
+});
+
 describe('start-up checks: one clear message, before anything listens', () => {
   const once = (text: string, needle: string | RegExp) => {
     const hits = text
