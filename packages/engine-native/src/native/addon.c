@@ -91,7 +91,11 @@ static void teardown_hook(void *arg) {
 
 static void tsfn_finalize(napi_env env, void *data, void *hint) {
   (void)env, (void)hint;
-  box_unref(data);
+  engine_box *b = data;
+  // At environment teardown node finalizes the function itself, possibly before the engine's
+  // external: that one must not release it again.
+  b->released = 1;
+  box_unref(b);
 }
 
 static void engine_finalize(napi_env env, void *data, void *hint) {

@@ -103,6 +103,7 @@ typedef struct conn {
   unsigned tls_hup : 1, plain_hup : 1, in_again : 1;
   uint32_t hs_want, rd_want, wr_want, shut_want; // epoll events a blocked SSL call waits for
   uint32_t tls_reg, plain_reg;                   // what epoll has now (for fewer epoll_ctl)
+  uint32_t tls_ready, plain_ready; // not known to block: EPOLLIN/EPOLLOUT until EAGAIN says so
   int tls_in_epoll, plain_in_epoll;
   uint64_t bytes_in, bytes_out;
 } conn;

@@ -381,6 +381,7 @@ static int established(loop *L, conn *c) {
     e->verified = SSL_get_verify_result(c->ssl) == X509_V_OK;
   }
   c->state = ST_RELAY;
+  c->tls_ready = c->plain_ready = EPOLLIN | EPOLLOUT;
   c->last_active = now_ms();
   return 0;
 }
@@ -421,6 +422,16 @@ static uint32_t want_of(int sslerr) {
   return sslerr == SSL_ERROR_WANT_WRITE ? EPOLLOUT : EPOLLIN;
 }
 
+// Whether an operation that last blocked waiting for `want` (0: it did not block) is worth
+// trying: level-triggered epoll says when a blocked descriptor is ready again, and until then a
+// try costs a syscall that only answers EAGAIN.
+static int may(uint32_t ready, uint32_t want) { return want == 0 || (ready & want) != 0; }
+
+static void tls_blocked(conn *c, uint32_t *slot, int sslerr) {
+  *slot = want_of(sslerr);
+  c->tls_ready &= ~*slot;
+}
+
 // One pass of moving bytes; returns 1 if anything moved, 0 if nothing could, -1 if the
 // connection was closed.
 static int relay_once(loop *L, conn *c) {
@@ -428,17 +439,19 @@ static int relay_once(loop *L, conn *c) {
   char *s = L->scratch;
 
   // Client → backend: what is waiting first, then a new record only when nothing waits.
-  if (c->c2b.len) {
+  if (c->c2b.len && (c->plain_ready & EPOLLOUT)) {
     ssize_t n = send(c->plain_fd, c->c2b.data + c->c2b.off, c->c2b.len, MSG_NOSIGNAL);
     if (n > 0) {
       consumed(&c->c2b, (size_t)n);
       progress = 1;
-    } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+    } else if (n < 0 && errno == EAGAIN) {
+      c->plain_ready &= ~(uint32_t)EPOLLOUT;
+    } else if (n < 0 && errno != EINTR) {
       conn_end(L, c, "backend closed");
       return -1;
     }
   }
-  if (!c->c2b.len && !c->client_eof) {
+  if (!c->c2b.len && !c->client_eof && may(c->tls_ready, c->rd_want)) {
     ERR_clear_error();
     errno = 0;
     int r = SSL_read(c->ssl, s, RELAY_CHUNK);
@@ -446,12 +459,15 @@ static int relay_once(loop *L, conn *c) {
       c->rd_want = 0;
       c->bytes_in += (uint64_t)r;
       progress = 1;
-      ssize_t n = send(c->plain_fd, s, (size_t)r, MSG_NOSIGNAL);
+      ssize_t n = (c->plain_ready & EPOLLOUT) ? send(c->plain_fd, s, (size_t)r, MSG_NOSIGNAL) : 0;
       if (n < 0 && errno != EAGAIN && errno != EINTR) {
         conn_end(L, c, "backend closed");
         return -1;
       }
-      if (n < 0) n = 0;
+      if (n < 0) {
+        if (errno == EAGAIN) c->plain_ready &= ~(uint32_t)EPOLLOUT;
+        n = 0;
+      }
       if (n < r && keep(&c->c2b, s + n, (size_t)(r - n)) != 0) {
         conn_end(L, c, "out of memory");
         return -1;
@@ -459,7 +475,7 @@ static int relay_once(loop *L, conn *c) {
     } else {
       int e = SSL_get_error(c->ssl, r);
       if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-        c->rd_want = want_of(e);
+        tls_blocked(c, &c->rd_want, e);
       } else if (eof_like(e)) {
         ERR_clear_error();
         c->client_eof = 1;
@@ -479,7 +495,7 @@ static int relay_once(loop *L, conn *c) {
   }
 
   // Backend → client, the same way round.
-  if (c->b2c.len) {
+  if (c->b2c.len && may(c->tls_ready, c->wr_want)) {
     ERR_clear_error();
     int r = SSL_write(c->ssl, c->b2c.data + c->b2c.off, (int)c->b2c.len);
     if (r > 0) {
@@ -490,7 +506,7 @@ static int relay_once(loop *L, conn *c) {
     } else {
       int e = SSL_get_error(c->ssl, r);
       if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-        c->wr_want = want_of(e);
+        tls_blocked(c, &c->wr_want, e);
       } else {
         ERR_clear_error();
         conn_end(L, c, "client error");
@@ -498,7 +514,7 @@ static int relay_once(loop *L, conn *c) {
       }
     }
   }
-  if (!c->b2c.len && !c->backend_eof && !c->closing) {
+  if (!c->b2c.len && !c->backend_eof && !c->closing && (c->plain_ready & EPOLLIN)) {
     ssize_t n = recv(c->plain_fd, s, RELAY_CHUNK, 0);
     if (n > 0) {
       progress = 1;
@@ -514,19 +530,22 @@ static int relay_once(loop *L, conn *c) {
           conn_end(L, c, "client error");
           return -1;
         }
-        c->wr_want = want_of(e);
+        tls_blocked(c, &c->wr_want, e);
         r = 0;
       }
       if (r < n && keep(&c->b2c, s + r, (size_t)(n - r)) != 0) {
         conn_end(L, c, "out of memory");
         return -1;
       }
-    } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+    } else if (n < 0 && errno == EAGAIN) {
+      c->plain_ready &= ~(uint32_t)EPOLLIN;
+    } else if (n == 0 || errno != EINTR) {
       c->backend_eof = 1;
       progress = 1;
     }
   }
-  if ((c->backend_eof || c->closing) && !c->b2c.len && !c->shut_done) {
+  if ((c->backend_eof || c->closing) && !c->b2c.len && !c->shut_done &&
+      may(c->tls_ready, c->shut_want)) {
     ERR_clear_error();
     int r = SSL_shutdown(c->ssl);
     if (r >= 0) {
@@ -537,7 +556,7 @@ static int relay_once(loop *L, conn *c) {
     } else {
       int e = SSL_get_error(c->ssl, r);
       if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-        c->shut_want = want_of(e);
+        tls_blocked(c, &c->shut_want, e);
       } else {
         ERR_clear_error();
         conn_end(L, c, "client error");
@@ -618,6 +637,10 @@ interest:
 // that descriptor (every later operation on it completes at once) and step the connection.
 static void on_io(loop *L, conn *c, int plain, uint32_t events) {
   if (c->state == ST_CLOSED) return;
+  uint32_t ready = events & (EPOLLIN | EPOLLOUT);
+  if (events & (EPOLLHUP | EPOLLERR)) ready = EPOLLIN | EPOLLOUT;
+  if (plain) c->plain_ready |= ready;
+  else c->tls_ready |= ready;
   if (events & (EPOLLHUP | EPOLLERR)) {
     unreg(L, c, plain);
     if (plain) c->plain_hup = 1;
