@@ -4,9 +4,10 @@
 // when the proxy names one — and a message type or control op named like an Object.prototype
 // property selects nothing.
 import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect, encode, type Peer } from '@tlsproxy/fdpass';
+import { connect, detachSocket, encode, type Peer } from '@tlsproxy/fdpass';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type HandshakeRequest,
@@ -228,6 +229,54 @@ describe('tlspool: names from Object.prototype select nothing', () => {
       await c.closed;
     } finally {
       peer.close();
+    }
+  });
+});
+
+describe('tlspool: handshake request fields are checked', () => {
+  it('a malformed request is refused with a clean error; its descriptor is closed', {
+    timeout: 20_000,
+  }, async () => {
+    const peer = await channel();
+    const server = net.createServer({ pauseOnConnect: true });
+    await new Promise<void>((res) => server.listen(0, '127.0.0.1', () => res()));
+    const port = (server.address() as { port: number }).port;
+    try {
+      for (const bad of [
+        { alpn: 'imap' },
+        { alpn: [1, 2] },
+        { alpn: { length: 3 } },
+        { clientCert: 'constructor' },
+        { handshakeTimeoutMs: -1 },
+        { handshakeTimeoutMs: 1e12 },
+        { idleTimeoutMs: 'never' },
+        { connectionId: { toString: 1 } },
+      ]) {
+        const accepted = new Promise<net.Socket>((res) => server.once('connection', res));
+        const c = net.connect(port, '127.0.0.1');
+        c.on('error', () => {});
+        const closed = new Promise<void>((res) => c.once('close', () => res()));
+        const { fd } = detachSocket(await accepted);
+        const answer = await peer
+          .request('handshake', { request: bad }, { fds: [fd], timeoutMs: 3000 })
+          .then(
+            () => 'established',
+            (err: { remoteCode?: string }) => err.remoteCode,
+          );
+        expect(answer, JSON.stringify(bad)).toBe('TLSPROXY_ERR_POOL_CONFIG');
+        c.write('x');
+        await Promise.race([
+          closed,
+          new Promise((_, rej) =>
+            setTimeout(() => rej(new Error(`${JSON.stringify(bad)}: never closed`)), 3000),
+          ),
+        ]);
+      }
+      expect(peer.closed).toBe(false);
+      expect(engine.sessionCount).toBe(0);
+    } finally {
+      peer.close();
+      server.close();
     }
   });
 });
