@@ -84,6 +84,14 @@ export class ImapSession implements DialectSession {
     return this.arm(now);
   }
 
+  /**
+   * The engine's pre-TLS byte cap was crossed: RFC 9051 section 7.1.5, BYE before closing.
+   * Dovecot words a too-long command "* BYE Too long argument."; ours names the cause.
+   */
+  overflow(_now: number): Uint8Array {
+    return ascii('* BYE Too much data before STARTTLS.\r\n');
+  }
+
   eof(_now: number): Action[] {
     if (this.phase === 'closed') return [];
     this.phase = 'closed';
@@ -143,10 +151,14 @@ export class ImapSession implements DialectSession {
     }
   }
 
-  /** A synchronizing literal was announced: `+ OK` only if the command can still be valid. */
+  /**
+   * A synchronizing literal was announced: `+ OK` only if the command can still be valid and
+   * may carry a literal before TLS. A refusal goes out INSTEAD of the continuation, so the
+   * client does not send the literal (for LOGIN, its password).
+   */
   private literal(text: string, tooBig: boolean, out: Action[]): void {
     const tag = tagOf(text);
-    let refusal: ImapProtocolError | null;
+    let refusal: ImapProtocolError | Outcome | null;
     if (tag === null) refusal = invalidTag();
     else if (tooBig) {
       refusal = new ImapProtocolError(
@@ -167,9 +179,10 @@ export class ImapSession implements DialectSession {
     // The client will not send the literal after a tagged reply, so nothing is swallowed.
     this.framer.refuse();
     this.prefix = null;
-    const error = refusal;
+    const answer = refusal;
     this.complete(out, nameOf(text), () => {
-      throw error;
+      if (isImapProtocolError(answer)) throw answer;
+      return answer;
     });
   }
 

@@ -230,3 +230,36 @@ describe('properties', () => {
     );
   });
 });
+
+// Issue 14: before TLS no reply ever invites credentials: no `+` continuation for LOGIN or
+// AUTHENTICATE, with literals of either kind, with or without SASL-IR, in any chunking.
+describe('no credential is invited before TLS', () => {
+  const AUTH = [
+    'a LOGIN {5}\r\n',
+    'a LOGIN alice {6}\r\n',
+    'a LOGIN {5+}\r\nalice {6+}\r\nsecret\r\n',
+    'a LOGIN "alice" {6}\r\n',
+    'a login {5}\r\n',
+    'a AUTHENTICATE PLAIN\r\n',
+    'a AUTHENTICATE PLAIN {8}\r\n',
+    'a AUTHENTICATE PLAIN AGFsaWNlAHNlY3JldA==\r\n',
+    'a AUTHENTICATE LOGIN\r\n',
+    'a AUTHENTICATE PLAIN =\r\n',
+    'b NOOP\r\n',
+    'c CAPABILITY\r\n',
+  ];
+  it('no + continuation for any authentication command', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.constantFrom(...AUTH), { minLength: 1, maxLength: 6 }),
+        fc.array(fc.nat(), { maxLength: 10 }),
+        (pieces, cuts) => {
+          const { text } = observe(splitAt(enc(pieces.join('')), cuts), {});
+          expect(text).not.toMatch(/(^|\r\n)\+/);
+          expect(text).not.toMatch(/AUTH=/);
+        },
+      ),
+      TIME,
+    );
+  });
+});

@@ -145,9 +145,18 @@ describe('authentication before TLS', () => {
     expect(feed(['c AUTHENTICATE\r\n']).text).toMatch(/^c BAD /);
   });
 
-  it('sends + OK for a synchronizing literal and consumes it', () => {
-    const { text } = feed(['a LOGIN {5}\r\n', 'alice {6}\r\n', 'secret\r\n', 'b NOOP\r\n']);
-    expect(text).toBe(`+ OK\r\n+ OK\r\na ${NO}b OK NOOP completed\r\n`);
+  // Issue 14: `+ OK` to `LOGIN {5}` (Dovecot does send it) made the client send its password
+  // in the clear, only to be refused. No continuation: the client never sends it.
+  it('refuses LOGIN with a synchronizing literal before any continuation', () => {
+    const { text } = feed(['a LOGIN {5}\r\n', 'b NOOP\r\n']);
+    expect(text).toBe(`a ${NO}b OK NOOP completed\r\n`);
+    expect(feed(['a LOGIN alice {6}\r\n']).text).toBe(`a ${NO}`);
+    expect(feed(['a AUTHENTICATE PLAIN {6}\r\n']).text).toBe(`a ${NO}`);
+  });
+
+  it('still sends + OK for a literal of a command that may carry one (ID)', () => {
+    const { text } = feed(['a ID ({4}\r\n', 'name "x")\r\n']);
+    expect(text).toMatch(/^\+ OK\r\n\* ID NIL\r\na OK ID completed\r\n$/);
   });
 
   it('never interprets a non-synchronizing literal, even one that spells a command', () => {
@@ -306,5 +315,23 @@ describe('command reports (logs and tlsproxy_bad_commands_total)', () => {
       'command STARTTLS',
     ]);
     expect(JSON.stringify(only(actions, 'log'))).not.toContain('s3cret');
+  });
+});
+
+describe('overflow (the engine pre-TLS byte cap)', () => {
+  it('answers * BYE, whatever state the session is in', () => {
+    const { session } = feed(['a NOOP\r\n', 'b LOGIN {5+}\r\nab']);
+    expect(dec(session.overflow!(0))).toBe('* BYE Too much data before STARTTLS.\r\n');
+    expect(dec(newSession().overflow!(0))).toMatch(/^\* BYE [^\r\n]+\r\n$/);
+  });
+});
+
+// Issue 14: the client's command name must never select a handler through a plain object.
+describe('Object.prototype names as commands', () => {
+  const NAMES = Object.getOwnPropertyNames(Object.prototype);
+  it.each(NAMES)('%s is an unknown command', (name) => {
+    expect(feed([`a ${name}\r\n`]).text).toBe('a BAD Unknown command.\r\n');
+    expect(feed([`a ${name} x\r\n`]).text).toBe('a BAD Unknown command.\r\n');
+    expect(feed([`a ${name} {3}\r\n`]).text).toBe('a BAD Unknown command.\r\n');
   });
 });
