@@ -38,21 +38,27 @@ function noArguments(c: Command): void {
   }
 }
 
-const SPECS: Record<string, (command: Command, config: ReplyConfig) => Outcome> = {
-  CAPA: (c, cfg) => {
-    noArguments(c);
-    return reply(cfg.capa);
-  },
-  STLS: (c) => {
-    noArguments(c);
-    return { kind: 'starttls' };
-  },
-  QUIT: (c) => {
-    noArguments(c);
-    // RFC 1939 section 5: QUIT in the AUTHORIZATION state ends the session, no UPDATE state.
-    return { kind: 'close', reason: 'client quit', text: '+OK Logging out.\r\n' };
-  },
-};
+type Handler = (command: Command, config: ReplyConfig) => Outcome;
+
+// A Map, never a plain object: the client's command name selects the handler, and a plain
+// object would also answer to `constructor`, `__proto__`, `toString`… (issue 14).
+const SPECS = new Map<string, Handler>(
+  Object.entries({
+    CAPA: (c, cfg) => {
+      noArguments(c);
+      return reply(cfg.capa);
+    },
+    STLS: (c) => {
+      noArguments(c);
+      return { kind: 'starttls' };
+    },
+    QUIT: (c) => {
+      noArguments(c);
+      // RFC 1939 section 5: QUIT in the AUTHORIZATION state ends the session, no UPDATE state.
+      return { kind: 'close', reason: 'client quit', text: '+OK Logging out.\r\n' };
+    },
+  } satisfies Record<string, Handler>),
+);
 
 /**
  * Authentication commands: refused with [AUTH] whatever their arguments (RFC 1939 lets PASS
@@ -89,7 +95,7 @@ function unknown(): Pop3ProtocolError {
 
 /** The answer to a parsed command; throws Pop3ProtocolError for a bad one. */
 export function execute(command: Command, config: ReplyConfig): Outcome {
-  const run = SPECS[command.name];
+  const run = SPECS.get(command.name);
   if (run) return run(command, config);
   if (AUTHENTICATION.includes(command.name)) return reply(AUTH_REFUSED);
   if (AFTER_LOGIN.includes(command.name)) throw notAllowed(command.name);
@@ -107,7 +113,7 @@ export function refuseUnparsed(name: string | null): Outcome {
   }
   if (AUTHENTICATION.includes(name)) return reply(AUTH_REFUSED);
   if (AFTER_LOGIN.includes(name)) throw notAllowed(name);
-  if (!SPECS[name]) throw unknown();
+  if (!SPECS.has(name)) throw unknown();
   throw new Pop3ProtocolError(
     'TLSPROXY_ERR_POP3_SYNTAX',
     `-ERR Syntax error in ${name} arguments.\r\n`,
@@ -116,7 +122,7 @@ export function refuseUnparsed(name: string | null): Outcome {
 
 /** Keywords this dialect recognises (for tests and docs). */
 export const KNOWN_COMMANDS: readonly string[] = [
-  ...Object.keys(SPECS),
+  ...SPECS.keys(),
   ...AUTHENTICATION,
   ...AFTER_LOGIN,
 ];

@@ -85,6 +85,14 @@ export class Pop3Session implements DialectSession {
     return this.arm(now);
   }
 
+  /**
+   * The engine's pre-TLS byte cap was crossed: -ERR, then the engine closes (RFC 1939 section 3:
+   * a negative reply; Dovecot says "-ERR Input line too long." when its input buffer is full).
+   */
+  overflow(_now: number): Uint8Array {
+    return ascii('-ERR Too much data before STLS, closing connection.\r\n');
+  }
+
   eof(_now: number): Action[] {
     if (this.phase === 'closed') return [];
     this.phase = 'closed';

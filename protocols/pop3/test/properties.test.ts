@@ -223,3 +223,47 @@ describe('properties', () => {
     );
   });
 });
+
+// Issue 14: before TLS nothing invites credentials: USER never gets +OK (so the client never
+// sends PASS), AUTH never gets a "+ " continuation, CAPA lists neither USER nor a mechanism.
+describe('no credential is invited before TLS', () => {
+  const AUTH = [
+    'USER alice\r\n',
+    'PASS secret\r\n',
+    'APOP alice c4c9334bac560ecc979e58001b3e22fb\r\n',
+    'AUTH\r\n',
+    'AUTH PLAIN\r\n',
+    'AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n',
+    'AUTH LOGIN\r\n',
+    'user alice\r\n',
+    'CAPA\r\n',
+  ];
+  it('every reply to an authentication command is -ERR [AUTH]', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.constantFrom(...AUTH), { minLength: 1, maxLength: 6 }),
+        fc.array(fc.nat(), { maxLength: 10 }),
+        (pieces, cuts) => {
+          const bytes = enc(pieces.join(''));
+          const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort(
+            (a, b) => a - b,
+          );
+          const s = newSession();
+          s.start(0);
+          const actions: Action[] = [];
+          let prev = 0;
+          for (const p of [...points, bytes.length]) {
+            actions.push(...s.receive(bytes.subarray(prev, p), 0));
+            prev = p;
+          }
+          const text = written(actions);
+          expect(text).not.toMatch(/(^|\r\n)\+ /);
+          expect(text).not.toMatch(/\r\n(USER|SASL \S)/);
+          const auths = pieces.filter((p) => p !== 'CAPA\r\n').length;
+          expect(text.split('-ERR [AUTH] ').length - 1).toBe(auths);
+        },
+      ),
+      { interruptAfterTimeLimit: 4000, numRuns: 300 },
+    );
+  });
+});

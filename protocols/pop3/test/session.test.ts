@@ -273,3 +273,21 @@ describe('command reports (logs and tlsproxy_bad_commands_total)', () => {
     expect(JSON.stringify(only(actions, 'log'))).not.toContain('s3cret');
   });
 });
+
+describe('overflow (the engine pre-TLS byte cap)', () => {
+  it('answers -ERR', () => {
+    const { session } = feed(['CAPA\r\n', 'USER ali']);
+    expect(dec(session.overflow!(0))).toBe(
+      '-ERR Too much data before STLS, closing connection.\r\n',
+    );
+  });
+});
+
+// Issue 14: the client's command name must never select a handler through a plain object.
+describe('Object.prototype names as commands', () => {
+  const NAMES = Object.getOwnPropertyNames(Object.prototype);
+  it.each(NAMES)('%s is an unknown command', (name) => {
+    expect(feed([`${name}\r\n`]).text).toBe('-ERR Unknown command.\r\n');
+    expect(feed([`${name} x\r\n`]).text).toBe('-ERR Unknown command.\r\n');
+  });
+});
