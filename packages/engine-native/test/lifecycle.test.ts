@@ -1,0 +1,153 @@
+import { execFile } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import net from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { NativeTlsEngine } from '../src/index.js';
+import { certs, client, fdCount, nextData, type Served, serve, until } from './helpers.js';
+
+const fp = (pem: string) => new X509Certificate(pem).fingerprint256;
+
+async function connectPair(served: Served, options: Parameters<typeof client>[1] = {}) {
+  const c = client(served.port, options);
+  const [r] = await Promise.all([served.next(), c.secure]);
+  return { c, r };
+}
+
+describe('NativeTlsEngine: lifecycle', () => {
+  it('reload: new certificates for new handshakes, live sessions keep theirs', async () => {
+    const engine = new NativeTlsEngine({ identities: [certs.server], threads: 1 });
+    const served = await serve(engine);
+    try {
+      const a = await connectPair(served);
+      expect(a.c.socket.getPeerX509Certificate()!.fingerprint256).toBe(fp(certs.server.cert));
+      engine.reload({ identities: [certs.other] });
+      expect(engine.serverNames()).toContain('other.example.test');
+      const b = await connectPair(served);
+      expect(b.c.socket.getPeerX509Certificate()!.fingerprint256).toBe(fp(certs.other.cert));
+      // The first session still relays.
+      const back = a.r.plaintext.toSocket();
+      a.c.socket.write('still here');
+      expect(await nextData(back)).toBe('still here');
+      expect(() => engine.reload({ identities: [] })).toThrow(/identity/);
+      back.destroy();
+      a.c.socket.destroy();
+      b.r.plaintext.close();
+      b.c.socket.destroy();
+    } finally {
+      await served.close();
+      await engine.close();
+    }
+  });
+
+  it('maxSessions: refuses beyond, accepts again once a session ended', async () => {
+    const engine = new NativeTlsEngine({ identities: [certs.server], threads: 1, maxSessions: 1 });
+    const served = await serve(engine);
+    try {
+      const a = await connectPair(served);
+      const c2 = client(served.port);
+      await expect(served.next()).rejects.toMatchObject({ code: 'TLSPROXY_ERR_POOL_HANDSHAKE' });
+      await c2.closed;
+      a.r.plaintext.close();
+      a.c.socket.destroy();
+      await until(() => engine.sessionCount === 0, 5000, 'session end');
+      const b = await connectPair(served);
+      b.r.plaintext.close();
+      b.c.socket.destroy();
+    } finally {
+      await served.close();
+      await engine.close();
+    }
+  });
+
+  it('idle timeout ends a silent session', async () => {
+    const engine = new NativeTlsEngine({
+      identities: [certs.server],
+      threads: 1,
+      idleTimeoutMs: 200,
+    });
+    const served = await serve(engine);
+    try {
+      const { c, r } = await connectPair(served);
+      const t0 = Date.now();
+      c.socket.resume();
+      await c.closed;
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(150);
+      await until(() => engine.sessionCount === 0, 5000, 'session end');
+      r.plaintext.close();
+    } finally {
+      await served.close();
+      await engine.close();
+    }
+  });
+
+  it('close(): pending handshakes reject, sessions end (onEnd), descriptors are released', async () => {
+    const base = fdCount();
+    const engine = new NativeTlsEngine({ identities: [certs.server], threads: 2 });
+    let ends = 0;
+    const served = await serve(engine, () => ({ onEnd: () => ends++ }));
+    const live = await connectPair(served);
+    // A client that connects but never sends a ClientHello: its handshake is pending.
+    const silent = net.connect(served.port, '127.0.0.1');
+    silent.on('error', () => {});
+    silent.resume();
+    const silentClosed = new Promise<void>((r) => silent.once('close', () => r()));
+    const pending = served.next();
+    await new Promise((r) => setTimeout(r, 100));
+    live.c.socket.resume();
+    await engine.close();
+    await expect(pending).rejects.toMatchObject({ code: 'TLSPROXY_ERR_POOL_HANDSHAKE' });
+    expect(ends).toBe(1);
+    await live.c.closed;
+    await silentClosed;
+    live.r.plaintext.close();
+    await served.close();
+    await expect(engine.handshake(live.r.plaintext)).rejects.toThrow();
+    await until(() => fdCount() <= base, 5000, 'descriptors back');
+  });
+
+  it('a net.Socket that already read bytes is refused, not guessed at', async () => {
+    const engine = new NativeTlsEngine({ identities: [certs.server], threads: 1 });
+    const server = net.createServer();
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const port = (server.address() as net.AddressInfo).port;
+      const got = new Promise<net.Socket>((r) => server.once('connection', r));
+      const c = net.connect(port, '127.0.0.1');
+      c.on('error', () => {});
+      c.write('early bytes');
+      const s = await got;
+      await new Promise((r) => setTimeout(r, 50));
+      s.pause();
+      // Node read them into its buffer (nobody consumed them): the engine cannot use them.
+      s.unshift(s.read() ?? Buffer.alloc(0));
+      await expect(engine.handshake(s)).rejects.toMatchObject({
+        code: 'TLSPROXY_ERR_POOL_HANDSHAKE',
+      });
+      await new Promise<void>((r) => c.once('close', () => r()));
+    } finally {
+      server.close();
+      await engine.close();
+    }
+  });
+
+  it('a process with an idle engine exits by itself', async () => {
+    const script = `
+      import { NativeTlsEngine } from ${JSON.stringify(new URL('../dist/index.js', import.meta.url).href)};
+      import { readFileSync } from 'node:fs';
+      const dir = ${JSON.stringify(fileURLToPath(new URL('../../../fixtures/certs/', import.meta.url)))};
+      const e = new NativeTlsEngine({ identities: [{ cert: readFileSync(dir + 'server.pem'), key: readFileSync(dir + 'server.key') }], threads: 2 });
+      console.log(e.serverNames().length > 0 ? 'ok' : 'no names');
+    `;
+    const out = await new Promise<string>((resolve, reject) => {
+      execFile(
+        process.execPath,
+        ['--input-type=module', '-e', script],
+        { timeout: 15_000 },
+        (err, stdout, stderr) =>
+          err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
+      );
+    });
+    expect(out.trim()).toBe('ok');
+  });
+});
