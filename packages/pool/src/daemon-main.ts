@@ -11,6 +11,8 @@ export const USAGE = `Usage: tlspool --socket PATH --cert CERT.pem --key KEY.pem
   --ca FILE               CAs trusted for client certificates
   --client-cert MODE      none (default) | optional | required
   --alpn LIST             comma-separated ALPN protocols
+  --idle-timeout MS       close relayed sessions idle (no data either way) this long; default 0
+                          (off). A proxy's handshake request may set its own.
   --allow-uid UID         uid allowed to connect (repeatable; default: own uid and root)
   --mode OCTAL            socket file mode (default 600)
 
@@ -31,6 +33,7 @@ export async function main(argv: string[]): Promise<number> {
         ca: { type: 'string' },
         'client-cert': { type: 'string' },
         alpn: { type: 'string' },
+        'idle-timeout': { type: 'string' },
         'allow-uid': { type: 'string', multiple: true },
         mode: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
@@ -50,6 +53,11 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`tlspool: need --socket and one --key per --cert\n\n${USAGE}`);
     return 2;
   }
+  const idle = values['idle-timeout'] === undefined ? 0 : Number(values['idle-timeout']);
+  if (!Number.isFinite(idle) || idle < 0) {
+    process.stderr.write(`tlspool: --idle-timeout needs a number of milliseconds ≥ 0\n\n${USAGE}`);
+    return 2;
+  }
   const log = (level: string, message: string) =>
     process.stderr.write(`${new Date().toISOString()} ${level} ${message}\n`);
   // Read at start and again at each SIGHUP (certificate renewal without ending sessions).
@@ -58,6 +66,7 @@ export async function main(argv: string[]): Promise<number> {
     ...(values.ca ? { ca: readFileSync(values.ca as string) } : {}),
     clientCert: ((values['client-cert'] as string | undefined) ?? 'none') as ClientCertPolicy,
     ...(values.alpn ? { alpn: (values.alpn as string).split(',') } : {}),
+    ...(idle > 0 ? { idleTimeoutMs: idle } : {}),
   });
   let daemon: PoolDaemon;
   let engine: TlsEngine;
