@@ -4,7 +4,7 @@ import { createPrivateKey, type KeyObject, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, resolve } from 'node:path';
-import { type ListenerConfig, type ProxyOptions, trustList } from '@tlsproxy/core';
+import { addressProblem, type ListenerConfig, type ProxyOptions } from '@tlsproxy/core';
 import type { EngineOptions } from '@tlsproxy/pool';
 import { Ajv, type ErrorObject } from 'ajv';
 import { isMap, isScalar, LineCounter, type Node, parseDocument } from 'yaml';
@@ -84,20 +84,6 @@ function describe(e: ErrorObject): string {
   if (e.keyword === 'required')
     return `missing key "${(e.params as { missingProperty: string }).missingProperty}"`;
   return e.message ?? e.keyword;
-}
-
-/**
- * Why an entry of an address list is not an address or CIDR range (core's addresses.ts rules),
- * or undefined. Reached through trustList, which parses with addresses.ts and names the entry as
- * proxyProtocol.trusted[0]; that prefix is replaced by the caller's own key path.
- */
-function addressProblem(entry: string): string | undefined {
-  try {
-    trustList([entry]);
-    return undefined;
-  } catch (err) {
-    return (err as Error).message.replace(/^proxyProtocol\.trusted\[0\]: /, '');
-  }
 }
 
 /** The address lists of a (possibly invalid) config: every entry checked, each problem placed. */

@@ -8,21 +8,12 @@
 // limit of L may refuse a client a little before L connections in all; never after (rounding up
 // lets through at most N - 1 more than the total).
 import type { Dialect, ListenerConfig } from '@tlsproxy/core';
-import { resolveLimits } from '@tlsproxy/core';
+import { LISTENER_DEFAULTS as CORE_DEFAULTS, resolveLimits } from '@tlsproxy/core';
 import type { LoadedConfig } from './config.js';
 
-/** core's defaults for what a listener leaves out (proxy.ts, session.ts; the engine's handshake
- * timeout in @tlsproxy/pool). Kept in step by issue14.test.ts against check-config's output. */
-export const LISTENER_DEFAULTS = {
-  maxConnections: 10_000,
-  maxConnectionsPerAddress: 64,
-  ipv6Prefix: 64,
-  maxHandshakes: 1000,
-  preambleTimeoutMs: 900_000,
-  maxPreambleBytes: 64 * 1024,
-  idleTimeoutMs: 0,
-  handshakeTimeoutMs: 10_000,
-} as const;
+/** core's defaults for what a listener leaves out, and the engine's handshake timeout
+ * (@tlsproxy/pool's default). */
+export const LISTENER_DEFAULTS = { ...CORE_DEFAULTS, handshakeTimeoutMs: 10_000 } as const;
 
 /** Limits on how many connections are held at once: counted per process, so split over workers. */
 export const SPLIT_OVER_WORKERS = [

@@ -1,6 +1,20 @@
 // @tlsproxy/core: the engine.
 
-export type { ControlHandler, HandoffTarget, UnixBackendOptions } from './backend.js';
+export type { AddressMatcher } from './addresses.js';
+export {
+  addressKey,
+  addressProblem,
+  canonicalAddress,
+  checkAddressList,
+  DEFAULT_IPV6_PREFIX,
+  parseAddressMatcher,
+} from './addresses.js';
+export type {
+  ControlHandler,
+  DeliverOptions,
+  HandoffTarget,
+  UnixBackendOptions,
+} from './backend.js';
 export { parseBackend, UnixBackend } from './backend.js';
 export type { ClusterMetricsServer } from './cluster-metrics.js';
 export { serveClusterMetrics, shareMetricsWithPrimary } from './cluster-metrics.js';
@@ -22,11 +36,17 @@ export type {
   LoggerOptions,
   PinoLoggerOptions,
 } from './logger.js';
-export { consoleLogger, createLogger, pinoLogger, silentLogger } from './logger.js';
+export {
+  consoleLogger,
+  createLogger,
+  escapeLogText,
+  pinoLogger,
+  silentLogger,
+} from './logger.js';
 export type { ConnectionMetrics, Direction, MetricsOptions, Outcome, Stage } from './metrics.js';
 export { Metrics } from './metrics.js';
 export type { ListenerConfig, ProxyOptions, RunningListener } from './proxy.js';
-export { TlsProxy } from './proxy.js';
+export { LISTENER_DEFAULTS, TlsProxy } from './proxy.js';
 export type {
   DecodeOptions,
   DecodeResult,

@@ -70,6 +70,17 @@ export interface ListenerConfig {
   proxyProtocol?: InboundProxyConfig;
 }
 
+/** What a listener gets for each limit it leaves out (docs/limits.md; `tlsproxy check-config`). */
+export const LISTENER_DEFAULTS = Object.freeze({
+  maxConnections: 10_000,
+  maxConnectionsPerAddress: 64,
+  ipv6Prefix: 64,
+  maxHandshakes: 1000,
+  preambleTimeoutMs: 900_000,
+  maxPreambleBytes: 64 * 1024,
+  idleTimeoutMs: 0,
+});
+
 export interface ProxyOptions {
   /** The TLS engine: options for an embedded one, `{ socket }` for a tlspool daemon, or an engine object. */
   pool: EngineOptions | { socket: string; allowUids?: number[] } | TlsEngineApi;
@@ -222,8 +233,8 @@ export class TlsProxy {
       tls: config.tls ?? {},
       checkServerName: config.checkServerName ?? false,
       ...(config.idleTimeoutMs ? { idleTimeoutMs: config.idleTimeoutMs } : {}),
-      preambleTimeoutMs: config.preambleTimeoutMs ?? 900_000,
-      maxPreambleBytes: config.maxPreambleBytes ?? 64 * 1024,
+      preambleTimeoutMs: config.preambleTimeoutMs ?? LISTENER_DEFAULTS.preambleTimeoutMs,
+      maxPreambleBytes: config.maxPreambleBytes ?? LISTENER_DEFAULTS.maxPreambleBytes,
       logger: this.logger,
       metrics: this.metrics, // metrics
     };
@@ -251,7 +262,8 @@ export class TlsProxy {
     const held = { total: 0, handshakes: 0, perClient: new Map<string, number>() };
     const handshakes = {
       acquire: () => {
-        if (held.handshakes >= (state.config.maxHandshakes ?? 1000)) return false;
+        if (held.handshakes >= (state.config.maxHandshakes ?? LISTENER_DEFAULTS.maxHandshakes))
+          return false;
         held.handshakes++;
         return true;
       },
@@ -264,7 +276,7 @@ export class TlsProxy {
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
       // Read the current config at each accept: update() swaps it for new connections only.
       const cfg = state.config;
-      const max = cfg.maxConnections ?? 10_000;
+      const max = cfg.maxConnections ?? LISTENER_DEFAULTS.maxConnections;
       if (held.total >= max) {
         this.logger.log('warn', 'connection limit reached, refusing', {
           dialect: dialect.name,
@@ -288,8 +300,11 @@ export class TlsProxy {
         // Counted by the client's address — behind a trusted balancer, the one its header names;
         // IPv6 by network, since one host usually owns a whole /64.
         const from = addresses?.address ?? socket.remoteAddress ?? '';
-        const key = state.exempt.has(from) ? undefined : addressKey(from, cfg.ipv6Prefix ?? 64);
-        const perAddress = cfg.maxConnectionsPerAddress ?? 64;
+        const key = state.exempt.has(from)
+          ? undefined
+          : addressKey(from, cfg.ipv6Prefix ?? LISTENER_DEFAULTS.ipv6Prefix);
+        const perAddress =
+          cfg.maxConnectionsPerAddress ?? LISTENER_DEFAULTS.maxConnectionsPerAddress;
         if (key !== undefined && (held.perClient.get(key) ?? 0) >= perAddress) {
           this.logger.log('warn', 'per-address connection limit reached, refusing', {
             dialect: dialect.name,
