@@ -23,7 +23,9 @@ const refused = new Set(values['refuse-name']);
 const server = await listen({
   path: values.path,
   mode: 0o600,
-  onServerName: (name) => !refused.has(name),
+  // Only with names to refuse: a backend with onServerName is asked about every SNI name (it
+  // says so in its hello), which costs a round trip per handshake.
+  ...(refused.size > 0 ? { onServerName: (name) => !refused.has(name) } : {}),
   log: (m) => console.error(`imap-backend: ${m}`),
 });
 if (values.json) event({ event: 'listening', path: values.path, pid: process.pid });
