@@ -54,7 +54,7 @@ interface CommandSpec {
   run(command: Command, config: ReplyConfig, state: HelloState): Outcome;
 }
 
-const SPECS: Record<Verb, CommandSpec> = {
+const TABLE: Record<Verb, CommandSpec> = {
   EHLO: {
     // RFC 2034 section 3: no enhanced code on EHLO/HELO replies.
     syntax: '501 Syntax: EHLO hostname\r\n',
@@ -150,20 +150,24 @@ const SPECS: Record<Verb, CommandSpec> = {
   },
 };
 
-/** Commands this dialect recognises (for tests and docs). */
-export const KNOWN_COMMANDS = Object.keys(SPECS) as Verb[];
+// Looked up through a Map, never the object: the client's command word selects the row, and an
+// object would also answer to `constructor`, `__proto__`, `toString`… (issue 14).
+const SPECS = new Map(Object.entries(TABLE) as [Verb, CommandSpec][]);
 
-const isKnown = (word: string): word is Verb => Object.hasOwn(SPECS, word);
+/** Commands this dialect recognises (for tests and docs). */
+export const KNOWN_COMMANDS = [...SPECS.keys()];
+
+const isKnown = (word: string): word is Verb => SPECS.has(word as Verb);
 
 /** The answer to a line whose command word is `word`, before parsing; null to go on. */
 export function precheck(word: string, config: ReplyConfig): SmtpProtocolError | null {
   if (!isKnown(word)) return null;
-  return SPECS[word].before?.(config) ?? null;
+  return SPECS.get(word)!.before?.(config) ?? null;
 }
 
 /** The answer to a parsed command; throws SmtpProtocolError for 4yz/5yz replies. */
 export function execute(command: Command, config: ReplyConfig, state: HelloState): Outcome {
-  return SPECS[command.verb].run(command, config, state);
+  return SPECS.get(command.verb)!.run(command, config, state);
 }
 
 /** Why a line that failed to parse is refused: unknown word first, as servers do. */
@@ -175,7 +179,7 @@ export function syntaxError(word: string): SmtpProtocolError {
       '500 5.5.2 Error: command not recognized\r\n',
     );
   }
-  return error('TLSPROXY_ERR_SMTP_SYNTAX', SPECS[word].syntax);
+  return error('TLSPROXY_ERR_SMTP_SYNTAX', SPECS.get(word)!.syntax);
 }
 
 /** HTTP sent to an SMTP port (a browser or a proxy probe): Postfix smtpd_forbidden_commands. */

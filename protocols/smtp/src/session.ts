@@ -101,6 +101,14 @@ export class SmtpSession implements DialectSession {
     return this.arm(now);
   }
 
+  /**
+   * The engine's pre-TLS byte cap was crossed: 421, then the engine closes (RFC 5321 section
+   * 3.8: 421 when the server must close). Postfix's words for a client it gives up on.
+   */
+  overflow(_now: number): Uint8Array {
+    return ascii(`421 4.7.0 ${this.config.host} Error: too much data before STARTTLS\r\n`);
+  }
+
   eof(_now: number): Action[] {
     if (this.phase === 'closed') return [];
     this.phase = 'closed';

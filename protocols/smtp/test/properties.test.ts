@@ -271,3 +271,45 @@ describe('properties', () => {
     );
   });
 });
+
+// Issue 14: before TLS nothing invites credentials: AUTH (with or without an initial response)
+// never gets a 334 continuation, and EHLO never lists AUTH, in any chunking.
+describe('no credential is invited before TLS', () => {
+  const AUTH = [
+    'EHLO client.example\r\n',
+    'AUTH PLAIN\r\n',
+    'AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n',
+    'AUTH LOGIN\r\n',
+    'AUTH LOGIN YWxpY2U=\r\n',
+    'AUTH CRAM-MD5\r\n',
+    'auth plain =\r\n',
+    'AUTH\r\n',
+    'HELO client.example\r\n',
+  ];
+  it('no 334 and no AUTH in EHLO', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.constantFrom(...AUTH), { minLength: 1, maxLength: 6 }),
+        fc.array(fc.nat(), { maxLength: 10 }),
+        (pieces, cuts) => {
+          const bytes = enc(pieces.join(''));
+          const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort(
+            (a, b) => a - b,
+          );
+          const s = newSession();
+          s.start(0);
+          const actions: Action[] = [];
+          let prev = 0;
+          for (const p of [...points, bytes.length]) {
+            actions.push(...s.receive(bytes.subarray(prev, p), 0));
+            prev = p;
+          }
+          const text = written(actions);
+          expect(text).not.toMatch(/(^|\n)334/);
+          expect(text).not.toMatch(/(^|\n)250[ -]AUTH/i);
+        },
+      ),
+      { interruptAfterTimeLimit: 4000, numRuns: 300 },
+    );
+  });
+});

@@ -368,3 +368,22 @@ describe('command reports (logs and tlsproxy_bad_commands_total)', () => {
     expect(JSON.stringify(only(actions, 'log'))).not.toContain('s3cret');
   });
 });
+
+describe('overflow (the engine pre-TLS byte cap)', () => {
+  it('answers 421 4.7.0', () => {
+    const { session } = feed(['EHLO a\r\n', 'MAIL FR']);
+    expect(dec(session.overflow!(0))).toBe(
+      '421 4.7.0 mail.example Error: too much data before STARTTLS\r\n',
+    );
+  });
+});
+
+// Issue 14: the client's command word must never select a handler through a plain object.
+describe('Object.prototype names as commands', () => {
+  const NAMES = Object.getOwnPropertyNames(Object.prototype);
+  it.each(NAMES)('%s is an unknown command', (name) => {
+    const unknown = '500 5.5.2 Error: command not recognized\r\n';
+    expect(feed([`${name}\r\n`]).text).toBe(unknown);
+    expect(feed([`EHLO a\r\n${name} x\r\n`]).text).toMatch(new RegExp(`\\r\\n${unknown}$`));
+  });
+});
