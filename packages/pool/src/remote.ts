@@ -9,7 +9,7 @@ import type {
   NegotiatedInfo,
   TlsEngineApi,
 } from './engine.js';
-import { PoolError } from './errors.js';
+import { isResourceError, PoolError } from './errors.js';
 import { poolProtocol } from './protocol.js';
 
 export interface RemoteOptions {
@@ -133,7 +133,24 @@ export class RemoteTlsEngine implements TlsEngineApi {
     input: net.Socket | OwnedFd,
     request: HandshakeRequest = {},
   ): Promise<HandshakeResult> {
-    const fd = 'toSocket' in input ? input : detachSocket(input).fd;
+    let fd: OwnedFd;
+    try {
+      fd = 'toSocket' in input ? input : detachSocket(input).fd;
+    } catch (err) {
+      // dup() failed (EMFILE…): the connection is still the socket's; close it, say why.
+      if (!('toSocket' in input)) input.destroy();
+      throw isResourceError(err)
+        ? new PoolError(
+            'TLSPROXY_ERR_POOL_RESOURCES',
+            `cannot take the connection: out of resources (${(err as Error).message})`,
+            { cause: err },
+          )
+        : new PoolError(
+            'TLSPROXY_ERR_POOL_HANDSHAKE',
+            `cannot take the connection: ${(err as Error).message}`,
+            { cause: err },
+          );
+    }
     let peer: Peer;
     try {
       peer = await this.#get();

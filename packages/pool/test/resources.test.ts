@@ -5,10 +5,11 @@
 // also receives descriptors (recvmsg) and must not die when it has none left.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type Channel, connect } from '@tlsproxy/fdpass';
+import { binding, type Channel, connect } from '@tlsproxy/fdpass';
 import { describe, expect, it } from 'vitest';
 import { type HandshakeResult, RemoteTlsEngine, TlsEngine } from '../src/index.js';
 import { certs, client, fdCount, nextData, serve, until } from './helpers.js';
@@ -111,6 +112,53 @@ describe('TlsEngine out of descriptors', () => {
       setSoftNofile(soft);
       await served.close();
       await engine.close();
+    }
+  });
+});
+
+describe('RemoteTlsEngine out of descriptors', () => {
+  it('a net.Socket it cannot take (dup() fails with EMFILE) is closed; TLSPROXY_ERR_POOL_RESOURCES', async () => {
+    // No daemon needed: the descriptor is taken before the daemon is asked. The addon is loaded
+    // first (loading it needs a descriptor too).
+    binding();
+    const remote = new RemoteTlsEngine({ socket: '/nonexistent/tlspool.sock' });
+    const server = net.createServer({ pauseOnConnect: true });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const port = (server.address() as net.AddressInfo).port;
+    const [soft] = nofile();
+    let held: number[] = [];
+    try {
+      const baseline = fdCount();
+      const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
+      const c = net.connect(port, '127.0.0.1');
+      c.on('error', () => {});
+      const closed = new Promise<void>((r) => c.once('close', () => r()));
+      const socket = await accepted;
+      setSoftNofile(fdCount() + 64);
+      held = fillTable();
+      let err: unknown;
+      try {
+        await remote.handshake(socket);
+      } catch (e) {
+        err = e;
+      } finally {
+        for (const fd of held) closeSync(fd);
+        held = [];
+        setSoftNofile(soft);
+      }
+      expect(err).toMatchObject({ name: 'PoolError', code: 'TLSPROXY_ERR_POOL_RESOURCES' });
+      expect(socket.destroyed).toBe(true);
+      c.resume();
+      await Promise.race([
+        closed,
+        new Promise((_, rej) => setTimeout(() => rej(new Error('client never closed')), 3000)),
+      ]);
+      await until(() => fdCount() <= baseline, 3000, `fd count back to ${baseline} (${fdCount()})`);
+    } finally {
+      for (const fd of held) closeSync(fd);
+      setSoftNofile(soft);
+      server.close();
+      await remote.close();
     }
   });
 });
