@@ -172,6 +172,7 @@ export class UnixBackend implements HandoffTarget {
         error: err.message,
       }),
     );
+    const requester = `${this.description} pid ${peer.channel.peer.pid}`.slice(0, 256);
     peer.on('message', (m) => {
       for (const f of m.fds) f.close();
       if (m.type !== 'control' || !this.#options.onControl) {
@@ -195,17 +196,19 @@ export class UnixBackend implements HandoffTarget {
         }
         return;
       }
-      this.#options
-        .onControl(key, m.body.op as string, (m.body.args as Record<string, unknown>) ?? {})
-        .then(
-          (result) => peer.reply(m, 'control-result', { result: result ?? null }),
-          (err) =>
-            peer.replyError(
-              m,
-              (err as { code?: string }).code ?? 'TLSPROXY_ERR_CONTROL',
-              (err as Error).message,
-            ),
-        );
+      // `requester` names this backend to a tlspool daemon, which counts unknown keys per
+      // requester (our one channel to it carries every backend's requests): whatever the
+      // backend put there is overwritten.
+      const args = { ...((m.body.args as Record<string, unknown>) ?? {}), requester };
+      this.#options.onControl(key, m.body.op as string, args).then(
+        (result) => peer.reply(m, 'control-result', { result: result ?? null }),
+        (err) =>
+          peer.replyError(
+            m,
+            (err as { code?: string }).code ?? 'TLSPROXY_ERR_CONTROL',
+            (err as Error).message,
+          ),
+      );
     });
     this.#peer = peer;
     this.#badKeys = 0;
