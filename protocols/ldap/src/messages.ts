@@ -58,16 +58,18 @@ export const OP = {
 } as const;
 
 /** Requests that need a response, mapped to their response tag. */
-export const RESPONSE_OF: Readonly<Record<number, number>> = {
-  [OP.bindRequest]: OP.bindResponse,
-  [OP.searchRequest]: OP.searchResultDone,
-  [OP.modifyRequest]: OP.modifyResponse,
-  [OP.addRequest]: OP.addResponse,
-  [OP.delRequest]: OP.delResponse,
-  [OP.modDNRequest]: OP.modDNResponse,
-  [OP.compareRequest]: OP.compareResponse,
-  [OP.extendedRequest]: OP.extendedResponse,
-};
+// A Map: the peer's tag selects the entry (numbers cannot name Object.prototype members, but
+// no peer input selects anything through a plain object; issue 14).
+export const RESPONSE_OF: ReadonlyMap<number, number> = new Map([
+  [OP.bindRequest, OP.bindResponse],
+  [OP.searchRequest, OP.searchResultDone],
+  [OP.modifyRequest, OP.modifyResponse],
+  [OP.addRequest, OP.addResponse],
+  [OP.delRequest, OP.delResponse],
+  [OP.modDNRequest, OP.modDNResponse],
+  [OP.compareRequest, OP.compareResponse],
+  [OP.extendedRequest, OP.extendedResponse],
+]);
 
 export interface Control {
   type: string;
@@ -144,7 +146,7 @@ function decodeRequest(op: Tlv): Request {
     case OP.modDNRequest:
     case OP.compareRequest:
       if (c.length < 2) throw new BerError('request too short');
-      return { op: 'update', responseTag: RESPONSE_OF[op.tag]! };
+      return { op: 'update', responseTag: RESPONSE_OF.get(op.tag)! };
     case OP.delRequest:
       return { op: 'update', responseTag: OP.delResponse };
     default:

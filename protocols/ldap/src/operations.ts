@@ -135,7 +135,7 @@ function responseTag(r: Message['request']): number {
     case 'update':
       return r.responseTag;
     default:
-      return RESPONSE_OF[OP.extendedRequest]!;
+      return RESPONSE_OF.get(OP.extendedRequest)!;
   }
 }
 

@@ -78,6 +78,15 @@ export class LdapSession implements DialectSession {
     return this.arm(now);
   }
 
+  /**
+   * The engine's pre-TLS byte cap was crossed: a Notice of Disconnection (RFC 4511 section
+   * 4.4.1, OID 1.3.6.1.4.1.1466.20036), then the engine closes. protocolError: a client that
+   * sends this much before StartTLS is not speaking the preamble any server expects.
+   */
+  overflow(_now: number): Uint8Array {
+    return noticeOfDisconnection(RESULT.protocolError, 'too much data before StartTLS');
+  }
+
   eof(_now: number): Action[] {
     if (this.phase === 'closed') return [];
     this.phase = 'closed';

@@ -12,11 +12,13 @@ import {
   DECODING_NOTICE,
   equal,
   extended,
+  feed,
   hex,
   int,
   msg,
   newSession,
   present,
+  SLAPD,
   search,
   seq,
   simpleBind,
@@ -295,6 +297,52 @@ describe('properties', () => {
         },
       ),
       TIME,
+    );
+  });
+});
+
+// Issue 14: before TLS no bind is ever accepted or continued: every BindRequest (simple with or
+// without a password, SASL with or without credentials) gets confidentialityRequired (13), never
+// success (0) or saslBindInProgress (14), in any chunking.
+describe('no credential is accepted or invited before TLS', () => {
+  const sasl = (mech: string, creds?: string) =>
+    msg(
+      1,
+      tlv(
+        0x60,
+        int(3),
+        str(''),
+        tlv(0xa3, str(mech), ...(creds === undefined ? [] : [str(creds)])),
+      ),
+    );
+  const BINDS = [
+    simpleBind(1, 'cn=admin,dc=example,dc=test', 'secret'),
+    simpleBind(1, '', ''),
+    simpleBind(1, 'cn=admin', ''),
+    sasl('PLAIN', '\0alice\0secret'),
+    sasl('DIGEST-MD5'),
+    sasl('EXTERNAL'),
+  ];
+  it('every bind gets 13 and nothing else', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.constantFrom(...BINDS), { minLength: 1, maxLength: 6 }),
+        fc.array(fc.nat(), { maxLength: 10 }),
+        (binds, cuts) => {
+          const bytes = cat(...binds);
+          const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort(
+            (a, b) => a - b,
+          );
+          const chunks: Uint8Array[] = [];
+          let prev = 0;
+          for (const p of [...points, bytes.length]) {
+            chunks.push(bytes.subarray(prev, p));
+            prev = p;
+          }
+          expect(feed(chunks).out).toBe(SLAPD.bind13.repeat(binds.length));
+        },
+      ),
+      { interruptAfterTimeLimit: 4000, numRuns: 300 },
     );
   });
 });

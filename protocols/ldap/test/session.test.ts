@@ -384,3 +384,36 @@ function lengthOf(n: number): Uint8Array {
 function parseBack(t: Tlv): Uint8Array {
   return cat(Uint8Array.of(t.tag), lengthOf(t.value.length), t.value);
 }
+
+describe('overflow (the engine pre-TLS byte cap)', () => {
+  it('answers a Notice of Disconnection, protocolError', () => {
+    const { session } = feed([search(1, '', 0), hex('3083 00ea60 04')]);
+    expect(toHex(session.overflow!(0))).toBe(
+      toHex(
+        seq(
+          int(0),
+          tlv(
+            0x78,
+            int(2, 0x0a),
+            str(''),
+            str('too much data before StartTLS'),
+            str('1.3.6.1.4.1.1466.20036', 0x8a),
+          ),
+        ),
+      ),
+    );
+  });
+});
+
+// Issue 14: peer input never selects a handler through a plain object. The LDAP names a
+// client chooses are extended-operation OIDs and attribute names in a root DSE search.
+describe('Object.prototype names as operation and attribute names', () => {
+  const NAMES = Object.getOwnPropertyNames(Object.prototype);
+  it.each(NAMES)('%s', (name) => {
+    // an unknown extended operation: protocolError, as slapd
+    expect(feed([extended(1, name)]).out).toBe(SLAPD.unknownExtended);
+    // not an attribute of the root DSE: the entry comes back without it
+    const { out } = feed([search(1, '', 0, [name])]);
+    expect(out).toBe(toHex(cat(seq(int(1), tlv(0x64, str(''), seq())), hex(SLAPD.searchDoneOk))));
+  });
+});
