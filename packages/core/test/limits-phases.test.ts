@@ -195,4 +195,22 @@ describe('limits in every phase', () => {
       /exempt/,
     );
   });
+
+  it('idleTimeoutMs: an idle relayed connection is closed and its place freed', async () => {
+    const { proxy, port } = await startProxy(`unix:${backend.path}`, {
+      maxConnectionsPerAddress: 1,
+      idleTimeoutMs: 400,
+    });
+    try {
+      const a = await imapRelayed(port);
+      const closed = new Promise<void>((r) => a.socket.once('close', () => r()));
+      await closed;
+      await sleep(100);
+      const d = new LineClient(port);
+      expect(await d.until(/^\* /)).toMatch(/^\* OK/);
+      d.socket.destroy();
+    } finally {
+      await proxy.close();
+    }
+  });
 });
