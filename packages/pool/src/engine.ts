@@ -203,9 +203,18 @@ export class TlsEngine implements TlsEngineApi {
     // node:tls counts client-initiated renegotiations (tls.CLIENT_RENEG_LIMIT per
     // CLIENT_RENEG_WINDOW) but only tls.Server acts on the count; a bare TLSSocket must do it.
     t.on('_tlsError', (err: Error) => t.destroy(err));
-    const timeoutMs = request.handshakeTimeoutMs ?? this.#options.handshakeTimeoutMs ?? 10_000;
+    const timeoutMs = Math.min(
+      request.handshakeTimeoutMs ?? this.#options.handshakeTimeoutMs ?? 10_000,
+      MAX_TIMER_MS,
+    );
     try {
       await this.#handshakeDone(t, policy, timeoutMs, () => refusedName);
+      // close() while this handshake ran: it must not leave a session behind it.
+      if (this.#closed)
+        throw new PoolError(
+          'TLSPROXY_ERR_POOL_HANDSHAKE',
+          'TLS engine closed during the handshake',
+        );
     } catch (err) {
       t.destroy();
       socket.destroy();

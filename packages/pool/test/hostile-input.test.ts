@@ -286,3 +286,37 @@ misbehaving('tlspool daemon', async () => {
     },
   };
 });
+
+describe('TlsEngine: close() while a handshake runs', () => {
+  it('the handshake rejects and leaves no session or connection behind', async () => {
+    const engine = new TlsEngine({ identities: [certs.server] });
+    let release!: () => void;
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    let asked!: () => void;
+    const wasAsked = new Promise<void>((r) => {
+      asked = r;
+    });
+    const served = await serve(engine, {
+      checkServerName: async () => {
+        asked();
+        await gate;
+        return true;
+      },
+    });
+    try {
+      const c = client(served.port, { servername: 'imap.example.test' });
+      c.socket.on('error', () => {});
+      c.socket.resume();
+      await wasAsked;
+      await engine.close();
+      release();
+      await expect(served.next()).rejects.toMatchObject({ code: 'TLSPROXY_ERR_POOL_HANDSHAKE' });
+      expect(engine.sessionCount).toBe(0);
+      await closedSoon(c.socket);
+    } finally {
+      await served.close();
+    }
+  });
+});
