@@ -86,6 +86,18 @@ describe('NativeTlsEngine: handshake and relay', () => {
     r.plaintext.close();
   });
 
+  it('refuses client-initiated renegotiation (TLS 1.2): the session ends', async () => {
+    const { c, r } = await connectPair(served, { maxVersion: 'TLSv1.2' });
+    const b = backend(r);
+    b.resume();
+    c.socket.renegotiate({}, () => {});
+    // OpenSSL 3 servers refuse it unless SSL_OP_ALLOW_CLIENT_RENEGOTIATION; ctx.c also sets
+    // SSL_OP_NO_RENEGOTIATION so a future default cannot turn it on.
+    expect(String(await c.closed)).toMatch(/no renegotiation/);
+    await until(() => engine.sessionCount === 0, 5000, 'session end');
+    b.destroy();
+  });
+
   it('refuses TLS 1.1 and a CBC-only TLS 1.2 client', async () => {
     const a = client(served.port, { maxVersion: 'TLSv1.1', minVersion: 'TLSv1' });
     await expect(served.next()).rejects.toMatchObject({ code: 'TLSPROXY_ERR_POOL_HANDSHAKE' });
