@@ -110,6 +110,20 @@ export class XmppSession implements DialectSession {
     return [act.close('TLS not available')];
   }
 
+  /**
+   * The engine's pre-TLS byte cap was crossed: RFC 6120 section 4.9.3.14 <policy-violation/>
+   * and the closing tag, preceded by our stream header when none was sent yet (section
+   * 4.9.1.2), then the engine closes. Pure: the engine calls nothing after it.
+   */
+  overflow(_now: number): Uint8Array {
+    const head = this.headerSent ? '' : this.headerText(null, null, null);
+    return utf8(
+      `${head}<stream:error><policy-violation xmlns='${NS_STREAM_ERRORS}'/>` +
+        `<text xmlns='${NS_STREAM_ERRORS}'>Too much data before STARTTLS</text>` +
+        '</stream:error></stream:stream>',
+    );
+  }
+
   eof(_now: number): Action[] {
     if (this.phase === 'closed') return [];
     this.phase = 'closed';
@@ -239,9 +253,14 @@ export class XmppSession implements DialectSession {
     }
   }
 
-  /** RFC 6120 section 4.7.1: our response stream header. */
+  /** RFC 6120 section 4.7.1: our response stream header, now sent. */
   private header(to: string | null, peer: string | null, lang: string | null): string {
     this.headerSent = true;
+    return this.headerText(to, peer, lang);
+  }
+
+  /** The stream header text (pure). */
+  private headerText(to: string | null, peer: string | null, lang: string | null): string {
     const xmlns = this.streamType === 's2s' ? NS_SERVER : NS_CLIENT;
     const from = escapeXml(to ?? this.config.defaultDomain);
     // Section 4.7.1: `to` is the initiating entity's `from`, when it sent one.

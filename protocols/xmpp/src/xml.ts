@@ -190,14 +190,18 @@ export class StreamReader {
       );
     }
     if (this.depth > 2) return;
-    const attributes: Record<string, string> = {};
+    // Null-prototype records: the names are the peer's, and `__proto__='x'` or `constructor`
+    // must be plain keys, never members of Object.prototype (issue 14).
+    const attributes: Record<string, string> = Object.create(null);
     for (const n of names) attributes[n] = tag.attributes[n]!.value;
+    const ns: Record<string, string> = Object.create(null);
+    for (const [prefix, uri] of Object.entries(tag.ns)) ns[prefix] = uri;
     const element: XmlElement = {
       name: tag.name,
       local: tag.local,
       uri: tag.uri,
       attributes,
-      ns: { ...tag.ns },
+      ns,
     };
     if (this.depth === 1) {
       this.queue.push({ type: 'open', element });

@@ -325,3 +325,44 @@ describe("an element ends at its '>', whatever the '>'s inside it", () => {
     );
   });
 });
+
+// Issue 14: before TLS no SASL exchange is ever started: no <mechanisms/> in the features, and
+// <auth/> (with or without an initial response) never gets a <challenge/> or <success/>.
+describe('no credential is invited before TLS', () => {
+  const SASL = "xmlns='urn:ietf:params:xml:ns:xmpp-sasl'";
+  const AUTH = [
+    `<auth ${SASL} mechanism='PLAIN'>AGFsaWNlAHNlY3JldA==</auth>`,
+    `<auth ${SASL} mechanism='PLAIN'/>`,
+    `<auth ${SASL} mechanism='PLAIN'>=</auth>`,
+    `<auth ${SASL} mechanism='SCRAM-SHA-1'>biwsbj1hbGljZSxyPWFiYw==</auth>`,
+    `<response ${SASL}>AGFsaWNl</response>`,
+    `<auth ${SASL} mechanism='DIGEST-MD5'/>`,
+  ];
+  it('no mechanisms, challenge or success, in any chunking', () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom(HEADER_C2S, HEADER_S2S),
+        fc.constantFrom(...AUTH),
+        fc.array(fc.nat(), { maxLength: 8 }),
+        (header, auth, cuts) => {
+          const bytes = enc(header + auth);
+          const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort(
+            (a, b) => a - b,
+          );
+          const s = newSession();
+          s.start(0);
+          const actions: Action[] = [];
+          let prev = 0;
+          for (const p of [...points, bytes.length]) {
+            actions.push(...s.receive(bytes.subarray(prev, p), 0));
+            prev = p;
+          }
+          const text = written(actions);
+          expect(text).not.toMatch(/<mechanisms|<challenge|<success/);
+          expect(actions.some((a) => a.type === 'close')).toBe(true);
+        },
+      ),
+      TIME,
+    );
+  });
+});

@@ -375,3 +375,36 @@ describe('idle timer (RFC 6120 section 4.6.1)', () => {
     expect(s.start(0)).toEqual([]);
   });
 });
+
+describe('overflow (the engine pre-TLS byte cap)', () => {
+  const ERROR = streamError('policy-violation', 'Too much data before STARTTLS');
+
+  it('after our stream header: the stream error and the closing tag', () => {
+    const { session } = feed([HEADER_C2S, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls' a='"]);
+    expect(dec(session.overflow!(0))).toBe(ERROR);
+  });
+
+  it('before any header: ours first (RFC 6120 section 4.9.1.2), and overflow() is pure', () => {
+    const { session } = feed(["<?xml version='1.0'?><stream:stream xmlns='jabber:cli"]);
+    const first = dec(session.overflow!(0));
+    expect(first).toMatch(/^<\?xml version='1.0'\?><stream:stream [^>]*version='1.0'[^>]*>/);
+    expect(first.endsWith(ERROR)).toBe(true);
+    expect(dec(session.overflow!(0))).toBe(first);
+  });
+});
+
+// Issue 14: peer input never selects anything through a plain object. Element names, attribute
+// names and namespace prefixes are the peer's.
+describe('Object.prototype names in the stream', () => {
+  const NAMES = Object.getOwnPropertyNames(Object.prototype);
+  it.each(NAMES)('%s', (name) => {
+    // as an attribute of the stream header: an attribute like any other
+    const header = HEADER_C2S.replace(" version='1.0'>", ` version='1.0' ${name}='x'>`);
+    expect(feed([header]).text).toBe(OUR_HEADER_C2S + FEATURES);
+    // as an element before TLS: refused like any other stanza
+    const { text } = feed([HEADER_C2S, `<${name}/>`]);
+    expect(text).toBe(
+      OUR_HEADER_C2S + FEATURES + streamError('policy-violation', 'Use of STARTTLS required'),
+    );
+  });
+});
