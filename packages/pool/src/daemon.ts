@@ -275,6 +275,8 @@ export class PoolDaemon {
           {
             info: res.info as unknown as Record<string, unknown>,
             key: res.controlKey.toString('hex'),
+            // Says this daemon will send 'session-end' for it (an older one would not).
+            ...(wantsEnd ? { sessionEnd: true } : {}),
           },
           { fds: [res.plaintext] },
         );

@@ -1,14 +1,15 @@
 // The proxy ↔ tlspool daemon protocol over @tlsproxy/fdpass (the daemon listens). It carries
 // the TlsEngineApi across a process boundary: fd in, fd out.
 //
-//   proxy → daemon   request 'handshake' { request } + 1 fd (TCP)  → 'established' { info, key } + 1 fd (plaintext end)
+//   proxy → daemon   request 'handshake' { request } + 1 fd (TCP)  → 'established' { info, key, sessionEnd? } + 1 fd (plaintext end)
 //   daemon → proxy   request 'check-server-name' { handshake: id, serverName } → 'server-name-ok' { accept }
 //   any → daemon     request 'control' { key, op, args }           → 'control-result' { result }
 //   proxy → daemon   request 'server-names' {}                     → 'names' { names }
 //   daemon → proxy   'session-end' { handshake: id }   (no answer) the session established by
 //                    that handshake request (its id on this channel) has ended; sent only when
 //                    the handshake request asked for it (request.sessionEnd: true), so a proxy
-//                    that does not know this message never receives it.
+//                    that does not know this message never receives it. 'established' says
+//                    sessionEnd: true when it will be sent.
 //
 // In a handshake request, `request` carries the HandshakeRequest's data fields (clientCert,
 // alpn, handshakeTimeoutMs, idleTimeoutMs, connectionId) and two flags: checkServerName (ask

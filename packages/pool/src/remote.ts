@@ -192,6 +192,9 @@ export class RemoteTlsEngine implements TlsEngineApi {
         for (const f of r.fds) f.close();
         throw new PoolError('TLSPROXY_ERR_POOL_HANDSHAKE', `daemon answered ${r.type}`);
       }
+      // A daemon that will not report the end (one older than 'session-end'): do not keep the
+      // callback for a message that never comes.
+      if (r.body.sessionEnd !== true) ends?.delete(rid);
       return {
         plaintext,
         controlKey: Buffer.from(r.body.key as string, 'hex'),

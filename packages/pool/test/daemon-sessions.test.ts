@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect, detachSocket, encode, type Peer } from '@tlsproxy/fdpass';
+import { connect, detachSocket, encode, listen, type Peer, socketpair } from '@tlsproxy/fdpass';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type HandshakeRequest,
@@ -279,4 +279,59 @@ describe('tlspool: handshake request fields are checked', () => {
       server.close();
     }
   });
+});
+
+describe('RemoteTlsEngine: onEnd when the daemon cannot report it', () => {
+  /** A stand-in daemon that establishes every handshake at once, with or without sessionEnd. */
+  async function fakeDaemon(sessionEnd: boolean) {
+    const path = join(dir, `fake-${sessionEnd}.sock`);
+    const server = listen({ path, mode: 0o600 });
+    const peers: Peer[] = [];
+    server.on('connection', (ch) => {
+      const p = poolProtocol.attach(ch);
+      peers.push(p);
+      p.on('message', (m) => {
+        for (const f of m.fds) f.close();
+        if (m.type !== 'handshake') return;
+        const [a, b] = socketpair();
+        a.close();
+        p.reply(
+          m,
+          'established',
+          {
+            info: { version: 'TLSv1.3', cipher: 'x', alpn: null, serverName: null },
+            key: '00'.repeat(16),
+            ...(sessionEnd ? { sessionEnd: true } : {}),
+          },
+          { fds: [b] },
+        );
+      });
+    });
+    return {
+      path,
+      dropChannels: () => {
+        for (const p of peers) p.close();
+      },
+      close: () => server.close(),
+    };
+  }
+
+  for (const sessionEnd of [true, false]) {
+    it(`a lost channel ${sessionEnd ? 'reports its sessions ended' : 'reports nothing for a daemon that never sends session-end'}`, async () => {
+      const fake = await fakeDaemon(sessionEnd);
+      const engine = new RemoteTlsEngine({ socket: fake.path });
+      try {
+        const [x] = socketpair();
+        let ended = 0;
+        const r = await engine.handshake(x, { onEnd: () => ended++ });
+        r.plaintext.close();
+        fake.dropChannels();
+        await new Promise((res) => setTimeout(res, 300));
+        expect(ended).toBe(sessionEnd ? 1 : 0);
+      } finally {
+        await engine.close();
+        fake.close();
+      }
+    });
+  }
 });
