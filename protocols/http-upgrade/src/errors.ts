@@ -18,6 +18,7 @@ export type HttpErrorCode =
   | 'TLSPROXY_ERR_HTTP_EXPECTATION'
   | 'TLSPROXY_ERR_HTTP_VERSION'
   | 'TLSPROXY_ERR_HTTP_UPGRADE_REQUIRED'
+  | 'TLSPROXY_ERR_HTTP_UPGRADE_METHOD'
   | 'TLSPROXY_ERR_HTTP_TIMEOUT';
 
 /** The client broke the protocol (or asked for something refused): answer `status`, close. */

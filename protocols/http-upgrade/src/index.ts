@@ -10,7 +10,11 @@ export type { RequestState } from './session.js';
 export interface HttpUpgradeOptions {
   plaintext: 'refuse' | 'handoff';
   rawRequest: boolean;
+  upgradeMethods: string[];
 }
+
+/** RFC 9110 section 9.1: method = token (section 5.6.2). */
+const METHOD = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 const options: Record<keyof HttpUpgradeOptions, OptionSpec> = {
   plaintext: {
@@ -20,6 +24,22 @@ const options: Record<keyof HttpUpgradeOptions, OptionSpec> = {
       'A request without "Upgrade: TLS/1.x": "refuse" answers 426 Upgrade Required (RFC 2817 ' +
       'section 4.2) and closes; "handoff" gives the connection to the backend in plaintext.',
     validate: (v) => (v === 'refuse' || v === 'handoff' ? undefined : '"refuse" or "handoff"'),
+  },
+  upgradeMethods: {
+    type: 'string[]',
+    default: ['OPTIONS'],
+    description:
+      'Methods whose requests may upgrade to TLS. RFC 2817 section 3.2 upgrades with "OPTIONS *": ' +
+      'with any other method the request (and its content) has crossed the network in plaintext ' +
+      'and the backend must answer it from pre-TLS state. Others with "Upgrade: TLS" get 400. ' +
+      'Methods are case-sensitive (RFC 9110 section 9.1).',
+    validate: (v) => {
+      if (!Array.isArray(v) || v.length === 0) return 'a non-empty list of methods';
+      for (const m of v) {
+        if (typeof m !== 'string' || !METHOD.test(m)) return `"${String(m)}" is not a method token`;
+      }
+      return new Set(v).size === v.length ? undefined : 'a method is listed twice';
+    },
   },
   rawRequest: {
     type: 'boolean',
@@ -89,6 +109,10 @@ export function sessionConfig(context: SessionContext<Partial<HttpUpgradeOptions
   return {
     plaintext: o.plaintext === 'handoff' ? 'handoff' : 'refuse',
     rawRequest: o.rawRequest === true,
+    upgradeMethods:
+      Array.isArray(o.upgradeMethods) && o.upgradeMethods.length > 0
+        ? [...o.upgradeMethods]
+        : ['OPTIONS'],
     maxRequestLineLength: limit('maxRequestLineLength'),
     maxFieldLineLength: limit('maxFieldLineLength'),
     maxHeaderSize: limit('maxHeaderSize'),

@@ -3,6 +3,8 @@
 // asks for, judged before any answer.
 //
 // Decisions (each cites its source):
+// - An upgrade is accepted only with the methods in the upgradeMethods option (default
+//   OPTIONS, RFC 2817 section 3.2); other methods with Upgrade: TLS get 400.
 // - Only HTTP/1.x is served (505 otherwise, RFC 9110 section 15.6.6); HTTP/1.2+ counts as 1.1
 //   (RFC 9110 section 2.5: a recipient uses the highest minor version it implements).
 // - Upgrade counts only in HTTP/1.1 and only with the `upgrade` connection option: RFC 9110
@@ -62,8 +64,15 @@ function bad(code: 'SYNTAX' | 'BAD_HOST' | 'BAD_LENGTH', message: string): HttpP
   return new HttpProtocolError(`TLSPROXY_ERR_HTTP_${code}`, 400, message);
 }
 
-/** Throws HttpProtocolError for a request refused whatever it asks for. */
-export function decide(head: Head, maxBodySize: number): Decision {
+/**
+ * Throws HttpProtocolError for a request refused whatever it asks for. `upgradeMethods`: the
+ * methods whose requests may upgrade (option upgradeMethods, default OPTIONS only).
+ */
+export function decide(
+  head: Head,
+  maxBodySize: number,
+  upgradeMethods: readonly string[] = ['OPTIONS'],
+): Decision {
   const { request, headers } = head;
   if (request.major !== 1) {
     throw new HttpProtocolError('TLSPROXY_ERR_HTTP_VERSION', 505, `${request.version} request`);
@@ -112,6 +121,20 @@ export function decide(head: Head, maxBodySize: number): Decision {
     head: request.method === 'HEAD',
   };
   if (!upgrade) return decision;
+
+  // RFC 2817 section 3.2: "When the client sends an OPTIONS request, it MAY include an Upgrade
+  // header field [...] so that the actual request can be sent over TLS". With any other method
+  // the request itself (target, fields, content) has already crossed the network in plaintext,
+  // and the backend would have to answer it from pre-TLS state a man in the middle could have
+  // changed. So only the methods the operator lists may upgrade (issue 14); the others get a
+  // 400 that says how to upgrade. (CUPS upgrades any method and then answers the request.)
+  if (!upgradeMethods.includes(request.method)) {
+    throw new HttpProtocolError(
+      'TLSPROXY_ERR_HTTP_UPGRADE_METHOD',
+      400,
+      `upgrade to TLS with ${request.method} (only ${upgradeMethods.join(', ')})`,
+    );
+  }
 
   // RFC 9110 section 10.1.1: "A server that receives an Expect field value containing a member
   // other than 100-continue MAY respond with a 417 (Expectation Failed)".

@@ -42,11 +42,21 @@ export const SWITCHING_PROTOCOLS = ascii(
 /** RFC 9110 section 10.1.1 and 7.8: a 100 must precede the 101 when the client expects it. */
 export const CONTINUE = ascii('HTTP/1.1 100 Continue\r\n\r\n');
 
+/** Bodies for particular refusals, by error code (the status alone does not say why). */
+const BODIES_BY_CODE: ReadonlyMap<string, string> = new Map([
+  [
+    'TLSPROXY_ERR_HTTP_UPGRADE_METHOD',
+    'Upgrade to TLS with "OPTIONS * HTTP/1.1", "Upgrade: TLS/1.0" and "Connection: Upgrade" (RFC 2817 section 3.2), then send this request over TLS.',
+  ],
+]);
+
 export interface ErrorResponseOptions {
   /** The time (ms since the epoch) for the Date field; omitted when not a valid time. */
   now: number;
   /** The request was HEAD: Content-Length as for GET, no content (RFC 9110 section 9.3.2). */
   head?: boolean;
+  /** The error's code, when it has a body of its own. */
+  code?: string;
 }
 
 /**
@@ -56,7 +66,8 @@ export interface ErrorResponseOptions {
  */
 export function errorResponse(status: number, options: ErrorResponseOptions): Uint8Array {
   const reason = REASONS[status] ?? 'Error';
-  const body = `${BODIES[status] ?? `${reason}.`}\n`;
+  const own = options.code === undefined ? undefined : BODIES_BY_CODE.get(options.code);
+  const body = `${own ?? BODIES[status] ?? `${reason}.`}\n`;
   const lines = [`HTTP/1.1 ${status} ${reason}`];
   const date = httpDate(options.now);
   if (date) lines.push(`Date: ${date}`);

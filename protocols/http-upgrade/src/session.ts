@@ -34,6 +34,8 @@ export interface SessionConfig extends FramerLimits {
   plaintext: 'refuse' | 'handoff';
   /** Also put the exact request octets (base64) in the hand-off state as `raw`. */
   rawRequest: boolean;
+  /** Methods whose requests may upgrade to TLS (RFC 2817 section 3.2: OPTIONS). */
+  upgradeMethods: readonly string[];
   maxBodySize: number;
   maxHandoffStateBytes: number;
   /** Connect to complete request; 0 disables the timer. */
@@ -98,6 +100,15 @@ export class HttpUpgradeSession implements DialectSession {
     return [act.close('no backend for the upgrade (503 sent)')];
   }
 
+  /**
+   * The engine's pre-TLS byte cap was crossed: 413 Content Too Large with Connection: close
+   * (RFC 9110 section 15.5.14; RFC 9112 section 9.6), then the engine closes. The dialect's own
+   * limits (head 16 KiB, content 4 KiB) usually answer first. Pure.
+   */
+  overflow(now: number): Uint8Array {
+    return errorResponse(413, { now, head: this.head?.request.method === 'HEAD' });
+  }
+
   eof(_now: number): Action[] {
     if (this.phase === 'done') return [];
     this.phase = 'done';
@@ -131,7 +142,7 @@ export class HttpUpgradeSession implements DialectSession {
   /** A complete head: refuse it, hand it off in plaintext, or go on to its content. */
   private accept(head: Head, now: number, out: Action[]): void {
     this.head = head;
-    const decision = decide(head, this.config.maxBodySize);
+    const decision = decide(head, this.config.maxBodySize, this.config.upgradeMethods);
     this.decision = decision;
     if (!decision.upgrade) {
       if (this.config.plaintext !== 'handoff') {
@@ -203,7 +214,12 @@ export class HttpUpgradeSession implements DialectSession {
     this.phase = 'done';
     this.received.clear();
     const head = this.head?.request.method === 'HEAD';
-    return [act.close(`${err.code}: ${err.message}`, errorResponse(err.status, { now, head }))];
+    return [
+      act.close(
+        `${err.code}: ${err.message}`,
+        errorResponse(err.status, { now, head, code: err.code }),
+      ),
+    ];
   }
 
   /** receive() must never throw: a bug of ours ends this one connection, politely. */

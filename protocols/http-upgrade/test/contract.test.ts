@@ -25,7 +25,11 @@ describe('core contract', () => {
 
   it('resolves default options and limits and runs with them', () => {
     const options = resolveOptions(dialect, {});
-    expect(options).toEqual({ plaintext: 'refuse', rawRequest: false });
+    expect(options).toEqual({
+      plaintext: 'refuse',
+      rawRequest: false,
+      upgradeMethods: ['OPTIONS'],
+    });
     const limits = resolveLimits(dialect as never, { maxHeaderFields: 2 });
     const s = dialect.create({ options, limits, hostname: 'h', connectionId: 'c' });
     expect(s.start(0)).toEqual([{ type: 'timer', at: 60_000 }]);
@@ -37,6 +41,12 @@ describe('core contract', () => {
   it('refuses bad options through core', () => {
     expect(() => resolveOptions(dialect, { plaintext: 'yes' })).toThrow(/refuse/);
     expect(() => resolveOptions(dialect, { rawRequest: 'yes' })).toThrow();
+    for (const bad of [[], ['GET', 'GET'], ['GET /'], [''], 'GET', [1]]) {
+      expect(() => resolveOptions(dialect, { upgradeMethods: bad }), JSON.stringify(bad)).toThrow();
+    }
+    expect(resolveOptions(dialect, { upgradeMethods: ['OPTIONS', 'GET'] })).toMatchObject({
+      upgradeMethods: ['OPTIONS', 'GET'],
+    });
     expect(resolveOptions(dialect, { plaintext: 'handoff' })).toMatchObject({
       plaintext: 'handoff',
     });

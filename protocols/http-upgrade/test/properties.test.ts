@@ -261,10 +261,10 @@ describe('properties', () => {
         (which, n) => {
           const x = 'x'.repeat(n);
           const input = [
-            `GET /${x} HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: TLS/1.0\r\n\r\n`,
+            `OPTIONS /${x} HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: TLS/1.0\r\n\r\n`,
             `OPTIONS * HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: TLS/1.0\r\nX: ${x}\r\n\r\n`,
             `OPTIONS * HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: TLS/1.0\r\n${'X: y\r\n'.repeat(Math.ceil(n / 100))}\r\n`,
-            `POST / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: TLS/1.0\r\nContent-Length: ${n}\r\n\r\n${x}`,
+            `OPTIONS * HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: TLS/1.0\r\nContent-Length: ${n}\r\n\r\n${x}`,
           ][which]!;
           const o = observe([enc(input)], {});
           const bytes = input.length;
@@ -288,5 +288,44 @@ describe('properties', () => {
   it('a 1 MiB request line without end is refused early', () => {
     const o = observe([new Uint8Array(1 << 20).fill(0x41)], {});
     expect(o.text).toMatch(/^HTTP\/1\.1 414 /);
+  });
+});
+
+// Issue 14: RFC 2817 section 3.2 upgrades with OPTIONS; any other method has already sent the
+// request in plaintext. Only the methods in upgradeMethods may upgrade; the rest get 400.
+describe('upgrade methods', () => {
+  const METHODS = ['OPTIONS', 'GET', 'POST', 'HEAD', 'PUT', 'DELETE', 'PRI', 'M-SEARCH', 'options'];
+  it('an upgrade request starts TLS exactly when its method is listed', () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom(...METHODS),
+        fc.subarray(['OPTIONS', 'GET', 'POST', 'HEAD', 'PUT', 'M-SEARCH'], { minLength: 1 }),
+        fc.array(fc.nat(), { maxLength: 6 }),
+        (method, allowed, cuts) => {
+          const target = method === 'OPTIONS' ? '*' : '/';
+          const bytes = enc(
+            `${method} ${target} HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: TLS/1.0\r\n\r\n`,
+          );
+          const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort(
+            (a, b) => a - b,
+          );
+          const chunks: Uint8Array[] = [];
+          let prev = 0;
+          for (const p of [...points, bytes.length]) {
+            chunks.push(bytes.subarray(prev, p));
+            prev = p;
+          }
+          const o = observe(chunks, {}, { upgradeMethods: allowed });
+          if (allowed.includes(method)) {
+            expect(o.final?.type).toBe('starttls');
+          } else {
+            expect(o.final?.type).toBe('close');
+            expect(o.text).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n/);
+            if (method !== 'HEAD') expect(o.text).toContain('OPTIONS *');
+          }
+        },
+      ),
+      TIME,
+    );
   });
 });

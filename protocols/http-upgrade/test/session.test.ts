@@ -101,7 +101,7 @@ describe('the upgrade (RFC 2817 section 3)', () => {
   });
 
   it('reads the content by Content-Length, then hands it over in base64', () => {
-    const r = req([...UP, 'Content-Length: 5'], 'POST /ipp HTTP/1.1', 'hello');
+    const r = req([...UP, 'Content-Length: 5'], 'OPTIONS * HTTP/1.1', 'hello');
     const { actions, text } = feed([r, 'GET / HTTP/1.1\r\n\r\n']);
     expect(text).toBe(GO_AHEAD);
     const st = starttls(actions);
@@ -112,7 +112,7 @@ describe('the upgrade (RFC 2817 section 3)', () => {
   });
 
   it('waits for content split over many reads, and hands back what follows as trailing', () => {
-    const r = req([...UP, 'Content-Length: 3'], 'POST / HTTP/1.1', 'abcGET / HTTP/1.1\r\n');
+    const r = req([...UP, 'Content-Length: 3'], 'OPTIONS * HTTP/1.1', 'abcGET / HTTP/1.1\r\n');
     const chunks = [...r].map((c) => c);
     const { actions } = feed(chunks);
     const st = starttls(actions);
@@ -123,13 +123,13 @@ describe('the upgrade (RFC 2817 section 3)', () => {
   });
 
   it('puts the exact request octets in raw with the rawRequest option', () => {
-    const r = `\r\n${req([...UP, 'Content-Length: 2'], 'PUT /x HTTP/1.1', 'hi')}`;
+    const r = `\r\n${req([...UP, 'Content-Length: 2'], 'OPTIONS * HTTP/1.1', 'hi')}`;
     const st = starttls(feed([r, 'more'], { rawRequest: true }).actions);
     expect(Buffer.from(st.state.raw as string, 'base64').toString('latin1')).toBe(r);
   });
 
   it('sends 100 Continue before the 101 when the client expects it (RFC 9110 section 7.8)', () => {
-    const r = req([...UP, 'Content-Length: 2', 'Expect: 100-continue'], 'POST / HTTP/1.1');
+    const r = req([...UP, 'Content-Length: 2', 'Expect: 100-continue']);
     const s = feed([r]);
     expect(s.text).toBe('HTTP/1.1 100 Continue\r\n\r\n');
     const rest = s.session.receive(enc('ok'), 0);
@@ -183,7 +183,8 @@ describe('responses', () => {
   });
 
   it('answers HEAD without content but with its Content-Length', () => {
-    const refused = feed([req([...UP, 'Expect: tea'], 'HEAD / HTTP/1.1')]).text;
+    const head = { upgradeMethods: ['HEAD'] };
+    const refused = feed([req([...UP, 'Expect: tea'], 'HEAD / HTTP/1.1')], head).text;
     expect(refused).toMatch(/^HTTP\/1\.1 417 [\s\S]*\r\n\r\n$/);
     const text = feed(['HEAD / HTTP/1.1\r\nHost: a\r\n\r\n']).text;
     const [headers, body] = text.split('\r\n\r\n');
@@ -285,7 +286,7 @@ describe('refusals', () => {
   it('keeps the hand-off state within maxHandoffStateBytes', () => {
     const big = req([...UP, `X: ${'y'.repeat(3000)}`]);
     expect(status(feed([big], {}, { maxHandoffStateBytes: 2000 }).text)).toMatch(/ 431 /);
-    const body = req([...UP, 'Content-Length: 2000'], 'POST / HTTP/1.1');
+    const body = req([...UP, 'Content-Length: 2000']);
     expect(status(feed([body], {}, { maxHandoffStateBytes: 2000 }).text)).toMatch(/ 413 /);
     expect(status(feed([body], { rawRequest: true }, { maxHandoffStateBytes: 2900 }).text)).toMatch(
       / 413 /,
@@ -346,7 +347,7 @@ describe('time, eof, and the engine callbacks', () => {
   it('times out while waiting for content too', () => {
     const s = newSession();
     s.start(0);
-    s.receive(enc(req([...UP, 'Content-Length: 10'], 'POST / HTTP/1.1', 'abc')), 0);
+    s.receive(enc(req([...UP, 'Content-Length: 10'], 'OPTIONS * HTTP/1.1', 'abc')), 0);
     expect(status(written(s.timer(60_000)))).toMatch(/ 408 /);
   });
 
@@ -368,5 +369,60 @@ describe('time, eof, and the engine callbacks', () => {
     s.receive(enc('GET'), 0);
     expect(s.eof!(0)).toEqual([{ type: 'close', reason: 'client closed the connection' }]);
     expect(s.eof!(0)).toEqual([]);
+  });
+});
+
+// Issue 14: by default only OPTIONS may upgrade (RFC 2817 section 3.2); GET and the others
+// need the upgradeMethods option, validated.
+describe('upgrade methods', () => {
+  const get = req(UP, 'GET /printers/ HTTP/1.1');
+
+  it('refuses GET + Upgrade: TLS by default with 400 and says how to upgrade', () => {
+    const { actions, text } = feed([get]);
+    expect(status(text)).toBe('HTTP/1.1 400 Bad Request');
+    expect(text).toContain('Connection: close\r\n');
+    expect(text).toContain('"OPTIONS * HTTP/1.1"');
+    expect(only(actions, 'starttls')).toHaveLength(0);
+    expect(actions.at(-1)?.type).toBe('close');
+    expect(status(feed([req(UP, 'POST / HTTP/1.1')], { plaintext: 'handoff' }).text)).toBe(
+      'HTTP/1.1 400 Bad Request',
+    );
+  });
+
+  it('upgrades GET when the option lists it, and still OPTIONS only when listed', () => {
+    const st = starttls(feed([get], { upgradeMethods: ['OPTIONS', 'GET'] }).actions);
+    expect(st.state).toMatchObject({ method: 'GET', target: '/printers/' });
+    expect(status(feed([UPGRADE], { upgradeMethods: ['GET'] }).text)).toBe(
+      'HTTP/1.1 400 Bad Request',
+    );
+  });
+
+  it('a request without an upgrade is unaffected: 426 whatever its method', () => {
+    expect(status(feed(['GET / HTTP/1.1\r\nHost: a\r\n\r\n']).text)).toBe(
+      'HTTP/1.1 426 Upgrade Required',
+    );
+  });
+});
+
+describe('overflow (the engine pre-TLS byte cap)', () => {
+  it('answers 413 with Connection: close', () => {
+    const { session } = feed(['OPTIONS * HTTP/1.1\r\nHost: a\r\nX: y']);
+    const text = dec(session.overflow!(Date.UTC(2026, 0, 1)));
+    expect(status(text)).toBe('HTTP/1.1 413 Content Too Large');
+    expect(text).toContain('Connection: close\r\n');
+    expect(text).toContain('Date: Thu, 01 Jan 2026 00:00:00 GMT\r\n');
+  });
+});
+
+// Issue 14: the method is the client's "command"; it never selects anything through a plain
+// object. Every Object.prototype name is a method like any other.
+describe('Object.prototype names as methods', () => {
+  const NAMES = Object.getOwnPropertyNames(Object.prototype);
+  const frob = (m: string) => feed([req(UP, `${m} / HTTP/1.1`)]).text;
+  it.each(NAMES)('%s', (name) => {
+    expect(status(frob(name))).toBe(status(frob('FROB')));
+    expect(status(feed([`${name} / HTTP/1.1\r\nHost: a\r\n\r\n`]).text)).toBe(
+      'HTTP/1.1 426 Upgrade Required',
+    );
   });
 });
