@@ -57,9 +57,9 @@ const MAX_ENDED_KEYS = 4096;
 /** Unknown control keys a backend may present before its channel is closed. */
 const MAX_UNKNOWN_KEYS = 16;
 /**
- * Control keys remembered per backend: those of live connections (each is forgotten when its
- * session ends, with the embedded TLS engine) and, with a tlspool daemon that cannot say when a
- * session ended, the most recent ones up to this bound.
+ * Control keys remembered per backend: those of live connections. Each is forgotten when its
+ * session ends (both engines report it, the tlspool daemon too); the bound only matters for an
+ * engine that does not, where the oldest keys are forgotten first.
  */
 const MAX_KEYS = 100_000;
 

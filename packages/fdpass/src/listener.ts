@@ -15,6 +15,9 @@ export interface ListenOptions extends ChannelOptions {
   backlog?: number;
 }
 
+/** After a failed accept (EMFILE): how long to wait before trying again (libuv's own listeners
+ * keep a spare descriptor instead; a SEQPACKET listener has no such trick). */
+const ACCEPT_BACKOFF_MS = 100;
 /** Most accepts handled per readable event, so a flood cannot starve other work. */
 const ACCEPTS_PER_TICK = 64;
 
@@ -89,8 +92,11 @@ export class SeqpacketServer extends EventEmitter<SeqpacketServerEvents> {
       try {
         c = binding().accept(this.#fd);
       } catch (err) {
-        // EMFILE and friends: report, keep listening (the pending connection stays queued).
+        // EMFILE and friends: report, keep listening (the pending connection stays queued) —
+        // but not at once: the socket stays readable, and polling again right away would spin
+        // (hundreds of thousands of failed accepts a second) until a descriptor frees up.
         this.#error(FdpassError.fromSystem(err, 'accept'));
+        this.#backOff();
         return;
       }
       if (c === null) return;
@@ -98,6 +104,18 @@ export class SeqpacketServer extends EventEmitter<SeqpacketServerEvents> {
       if (this.listenerCount('connection') === 0) ch.close();
       else this.emit('connection', ch);
     }
+  }
+
+  #backOffTimer: NodeJS.Timeout | undefined;
+
+  /** Stop polling for ACCEPT_BACKOFF_MS, then try again. */
+  #backOff(): void {
+    if (!this.#poll || this.#backOffTimer) return;
+    binding().pollStart(this.#poll, 0);
+    this.#backOffTimer = setTimeout(() => {
+      this.#backOffTimer = undefined;
+      if (this.#poll && this.#fd >= 0) binding().pollStart(this.#poll, 1);
+    }, ACCEPT_BACKOFF_MS);
   }
 
   /**
@@ -124,6 +142,8 @@ export class SeqpacketServer extends EventEmitter<SeqpacketServerEvents> {
     this.#fd = -1;
     if (this.#poll) binding().pollClose(this.#poll);
     this.#poll = undefined;
+    if (this.#backOffTimer) clearTimeout(this.#backOffTimer);
+    this.#backOffTimer = undefined;
     try {
       binding().close(fd);
     } catch {}
