@@ -806,6 +806,10 @@ static void *loop_main(void *arg) {
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, NULL);
+  // Named, so top -H and perf show which threads are the engine's.
+  char name[16];
+  snprintf(name, sizeof name, "tls-engine-%d", L->index);
+  pthread_setname_np(pthread_self(), name);
   struct epoll_event evs[MAX_EVENTS];
   while (!atomic_load(&L->stop)) {
     int timeout = -1;
