@@ -304,9 +304,15 @@ export class NativeTlsEngine implements TlsEngineApi {
           cipher: e.cipher,
           alpn: e.alpn,
           serverName: e.serverName,
-          clientIdentity:
-            e.verified && e.peerCertificate ? identityFromCertificate(e.peerCertificate) : null,
+          clientIdentity: null,
         };
+        if (e.verified && e.peerCertificate) {
+          // OpenSSL verified it, so node's X509Certificate parses it; if it ever did not, the
+          // session goes on without an identity rather than with a lost descriptor.
+          try {
+            info.clientIdentity = identityFromCertificate(e.peerCertificate);
+          } catch {}
+        }
         const key = randomBytes(16);
         const s: Session = {
           id: e.id,
