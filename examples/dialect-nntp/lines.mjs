@@ -27,52 +27,60 @@ export class LineFramer {
   /** @param {number} maxLineLength octets per line, line end included */
   constructor(maxLineLength) {
     this.max = maxLineLength;
-    /** @type {Uint8Array} */
+    /** Storage; the pending octets are buf[pos, end). @type {Uint8Array} */
     this.buf = EMPTY;
     this.pos = 0;
+    this.end = 0;
+    /** Where the search for LF resumes: the pending octets are scanned once, not per read. */
+    this.scanned = 0;
     /** Inside an overlong line, discarding up to its LF. */
     this.skipping = false;
   }
 
   /** @param {Uint8Array} data */
   push(data) {
-    const rest = this.buf.subarray(this.pos);
-    if (rest.length === 0) {
+    if (this.pos === this.end) {
       this.buf = data.slice();
-    } else {
-      const joined = new Uint8Array(rest.length + data.length);
-      joined.set(rest, 0);
-      joined.set(data, rest.length);
-      this.buf = joined;
+      this.pos = this.scanned = 0;
+      this.end = data.length;
+      return;
     }
-    this.pos = 0;
+    if (this.end + data.length > this.buf.length) {
+      // Copying the pending octets into a buffer of twice the need keeps a line sent one octet
+      // per read O(n); joining them with every read would copy them again each time, O(n²).
+      const pending = this.buf.subarray(this.pos, this.end);
+      const grown = new Uint8Array(Math.max(256, (pending.length + data.length) * 2));
+      grown.set(pending);
+      this.scanned -= this.pos;
+      this.pos = 0;
+      this.end = pending.length;
+      this.buf = grown;
+    }
+    this.buf.set(data, this.end);
+    this.end += data.length;
   }
 
   /** The next complete event, or null when more octets are needed. @returns {LineEvent | null} */
   next() {
     for (;;) {
-      const lf = this.buf.indexOf(LF, this.pos);
+      const lf = this.buf.subarray(0, this.end).indexOf(LF, Math.max(this.pos, this.scanned));
       if (this.skipping) {
-        if (lf < 0) {
-          this.pos = this.buf.length; // discard, keep nothing
-          return null;
-        }
-        this.pos = lf + 1;
+        this.pos = this.scanned = lf < 0 ? this.end : lf + 1; // discard, keep nothing
+        if (lf < 0) return null;
         this.skipping = false;
         continue;
       }
       if (lf < 0) {
-        // Without its LF the line is already this long: with the LF it will be longer than
-        // the limit, so say so now (a client that never sends LF still gets an answer).
-        if (this.buf.length - this.pos >= this.max) {
-          this.pos = this.buf.length;
+        this.scanned = this.end;
+        if (this.end - this.pos >= this.max) {
+          this.pos = this.end;
           this.skipping = true;
           return { type: 'tooLong' };
         }
         return null;
       }
       const start = this.pos;
-      this.pos = lf + 1;
+      this.pos = this.scanned = lf + 1;
       if (lf + 1 - start > this.max) return { type: 'tooLong' };
       const end = lf > start && this.buf[lf - 1] === CR ? lf - 1 : lf;
       return { type: 'line', text: latin1(this.buf.subarray(start, end)) };
@@ -81,9 +89,9 @@ export class LineFramer {
 
   /** Octets received but not framed yet, and forget them (after STARTTLS: `trailing`). */
   takeRest() {
-    const rest = this.skipping ? EMPTY : this.buf.slice(this.pos);
+    const rest = this.skipping ? EMPTY : this.buf.slice(this.pos, this.end);
     this.buf = EMPTY;
-    this.pos = 0;
+    this.pos = this.end = this.scanned = 0;
     this.skipping = false;
     return rest;
   }

@@ -130,44 +130,52 @@ const syntax = (text) => new NntpPeerError('TLSPROXY_ERR_NNTP_SYNTAX', `501 ${te
 /** RFC 4643 section 2.2 / RFC 3977 section 3.2.1: 483, "encryption required". */
 const REQUIRES_TLS = '483 Encryption required, use STARTTLS first\r\n';
 
-/** @type {Record<string, Handler>} */
-const COMMANDS = {
-  // RFC 3977 section 5.2: optional keyword argument; the list ends with "." (multi-line).
-  CAPABILITIES: (args, c) => {
-    if (args.length > 1) throw syntax('Syntax is: CAPABILITIES [keyword]');
-    return { reply: c.capabilities };
-  },
-  // RFC 3977 section 5.3: MODE READER answers like the greeting (200 or 201).
-  MODE: (args, c, session) => {
-    if (args.length !== 1 || args[0]?.toUpperCase() !== 'READER') {
-      throw syntax('Syntax is: MODE READER');
-    }
-    session.modeReader = true;
-    return {
-      reply: c.posting
-        ? '200 Reader mode, posting allowed\r\n'
-        : '201 Reader mode, posting prohibited\r\n',
-    };
-  },
-  // RFC 3977 section 7.2.
-  HELP: (args, c) => {
-    if (args.length > 0) throw syntax('Syntax is: HELP');
-    return { reply: c.help };
-  },
-  // RFC 4642 section 2.2.1: no arguments; 382 is the go-ahead (sent by the engine).
-  STARTTLS: (args) => {
-    if (args.length > 0) throw syntax('Syntax is: STARTTLS (no arguments)');
-    return { starttls: true };
-  },
-  // RFC 3977 section 5.4: 205 and close.
-  QUIT: (args) => {
-    if (args.length > 0) throw syntax('Syntax is: QUIT');
-    return { close: '205 Connection closing\r\n', reason: 'client sent QUIT' };
-  },
-  // RFC 4643 section 2.2: AUTHINFO must not be used before TLS; every command that would read
-  // or post news answers the same (RFC 3977 section 3.2.1, 483). The backend serves them.
-  AUTHINFO: () => ({ reply: REQUIRES_TLS }),
-};
+/**
+ * Null-prototype: the client's keyword selects the handler, and a plain object would also
+ * answer to `constructor`, `__proto__`, `toString`… (never select a handler through one).
+ * @type {Record<string, Handler>}
+ */
+const COMMANDS = Object.create(null);
+Object.assign(
+  COMMANDS,
+  /** @type {Record<string, Handler>} */ ({
+    // RFC 3977 section 5.2: optional keyword argument; the list ends with "." (multi-line).
+    CAPABILITIES: (args, c) => {
+      if (args.length > 1) throw syntax('Syntax is: CAPABILITIES [keyword]');
+      return { reply: c.capabilities };
+    },
+    // RFC 3977 section 5.3: MODE READER answers like the greeting (200 or 201).
+    MODE: (args, c, session) => {
+      if (args.length !== 1 || args[0]?.toUpperCase() !== 'READER') {
+        throw syntax('Syntax is: MODE READER');
+      }
+      session.modeReader = true;
+      return {
+        reply: c.posting
+          ? '200 Reader mode, posting allowed\r\n'
+          : '201 Reader mode, posting prohibited\r\n',
+      };
+    },
+    // RFC 3977 section 7.2.
+    HELP: (args, c) => {
+      if (args.length > 0) throw syntax('Syntax is: HELP');
+      return { reply: c.help };
+    },
+    // RFC 4642 section 2.2.1: no arguments; 382 is the go-ahead (sent by the engine).
+    STARTTLS: (args) => {
+      if (args.length > 0) throw syntax('Syntax is: STARTTLS (no arguments)');
+      return { starttls: true };
+    },
+    // RFC 3977 section 5.4: 205 and close.
+    QUIT: (args) => {
+      if (args.length > 0) throw syntax('Syntax is: QUIT');
+      return { close: '205 Connection closing\r\n', reason: 'client sent QUIT' };
+    },
+    // RFC 4643 section 2.2: AUTHINFO must not be used before TLS; every command that would read
+    // or post news answers the same (RFC 3977 section 3.2.1, 483). The backend serves them.
+    AUTHINFO: () => ({ reply: REQUIRES_TLS }),
+  }),
+);
 for (const name of [
   'ARTICLE',
   'BODY',
@@ -261,6 +269,16 @@ export class NntpSession {
     return this.arm(now);
   }
 
+  /**
+   * The engine's cap on bytes before TLS (`maxPreambleBytes`, 64 KiB) was crossed: the engine
+   * writes this and closes. RFC 3977 section 3.2.1: 400 means the service is ending the
+   * session. Pure: no state changes, nothing else is called after it.
+   * @param {number} _now @returns {Uint8Array}
+   */
+  overflow(_now) {
+    return enc.encode('400 Too much data before STARTTLS, closing connection\r\n');
+  }
+
   /** @param {number} _now @returns {Action[]} */
   eof(_now) {
     if (this.phase === 'closed') return [];
@@ -305,9 +323,7 @@ export class NntpSession {
   answer(line) {
     // RFC 3977 section 3.1: keyword and arguments separated by spaces or TABs.
     const [keyword = '', ...args] = line.split(/[ \t]+/).filter((w) => w !== '');
-    const handler = Object.hasOwn(COMMANDS, keyword.toUpperCase())
-      ? COMMANDS[keyword.toUpperCase()]
-      : undefined;
+    const handler = COMMANDS[keyword.toUpperCase()];
     if (!handler) throw unknown();
     return handler(args, this.config, this);
   }
