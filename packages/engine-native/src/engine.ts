@@ -43,8 +43,6 @@ export const DEFAULT_CIPHERS = [
 export interface NativeEngineOptions extends EngineOptions {
   /** Event-loop threads; default one per core. */
   threads?: number;
-  /** Close an established session after this long without a byte either way; default never. */
-  idleTimeoutMs?: number;
 }
 
 interface Pending {
@@ -71,6 +69,15 @@ const POLICY: ReadonlyMap<ClientCertPolicy, 0 | 1 | 2> = new Map([
   ['optional', 1],
   ['required', 2],
 ]);
+
+// setTimeout's ceiling, as pool caps its deadlines: longer means "practically never" anyway.
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+function timeoutOf(v: unknown, what: string, min: number): number {
+  if (typeof v !== 'number' || Number.isNaN(v) || v < 0)
+    throw new PoolError('TLSPROXY_ERR_POOL_CONFIG', `${what} must be a number of milliseconds ≥ 0`);
+  return Math.min(Math.max(v, min), MAX_TIMER_MS);
+}
 
 const lookupId = (key: Buffer) => createHash('sha256').update(key).digest('hex');
 
@@ -242,15 +249,22 @@ export class NativeTlsEngine implements TlsEngineApi {
     let handle: SessionHandle | null;
     const id = this.#nextId++;
     try {
+      const alpn = request.alpn ?? this.#options.alpn;
+      if (alpn !== undefined && !(Array.isArray(alpn) && alpn.every((a) => typeof a === 'string')))
+        throw new PoolError('TLSPROXY_ERR_POOL_CONFIG', 'alpn must be a list of strings');
       handle = this.#b.submit(
         this.#engine,
         this.#store,
         owned.fd,
         id,
         code,
-        alpnWire(request.alpn ?? this.#options.alpn),
-        request.handshakeTimeoutMs ?? this.#options.handshakeTimeoutMs ?? 10_000,
-        this.#options.idleTimeoutMs ?? 0,
+        alpnWire(alpn),
+        timeoutOf(
+          request.handshakeTimeoutMs ?? this.#options.handshakeTimeoutMs ?? 10_000,
+          'handshakeTimeoutMs',
+          1,
+        ),
+        timeoutOf(request.idleTimeoutMs ?? this.#options.idleTimeoutMs ?? 0, 'idleTimeoutMs', 0),
         typeof request.checkServerName === 'function',
       );
     } catch (err) {

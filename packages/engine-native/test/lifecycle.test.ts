@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { socketpair } from '@tlsproxy/fdpass';
 import { describe, expect, it } from 'vitest';
 import { NativeTlsEngine } from '../src/index.js';
 import { certs, client, fdCount, nextData, type Served, serve, until } from './helpers.js';
@@ -75,6 +76,31 @@ describe('NativeTlsEngine: lifecycle', () => {
       expect(Date.now() - t0).toBeGreaterThanOrEqual(150);
       await until(() => engine.sessionCount === 0, 5000, 'session end');
       r.plaintext.close();
+    } finally {
+      await served.close();
+      await engine.close();
+    }
+  });
+
+  it('idle timeout per request; bad timeouts are configuration errors', async () => {
+    const engine = new NativeTlsEngine({ identities: [certs.server], threads: 1 });
+    const served = await serve(engine, { idleTimeoutMs: 150 });
+    try {
+      const { c, r } = await connectPair(served);
+      c.socket.resume();
+      await c.closed;
+      await until(() => engine.sessionCount === 0, 5000, 'session end');
+      r.plaintext.close();
+      const base = fdCount();
+      for (const bad of [{ idleTimeoutMs: -1 }, { handshakeTimeoutMs: Number.NaN }]) {
+        const [a, b] = socketpair();
+        await expect(engine.handshake(a, bad)).rejects.toMatchObject({
+          code: 'TLSPROXY_ERR_POOL_CONFIG',
+        });
+        expect(a.closed).toBe(true);
+        b.close();
+      }
+      expect(fdCount()).toBe(base);
     } finally {
       await served.close();
       await engine.close();
