@@ -48,19 +48,21 @@ const vitestBin = join(
 );
 
 const timeoutS = Number(process.env.TLSPROXY_ASAN_TIMEOUT_S ?? 600);
-const test = spawnSync(
-  'timeout',
-  [String(timeoutS), process.execPath, vitestBin, 'run', ...process.argv.slice(2)],
-  {
+const env = {
+  ...process.env,
+  TLSPROXY_ENGINE_NATIVE_ADDON: addon,
+  LD_PRELOAD: [lib('libasan.so'), lib('libubsan.so')].join(':'),
+  ASAN_OPTIONS: 'detect_leaks=0:abort_on_error=1:halt_on_error=1',
+  UBSAN_OPTIONS: 'halt_on_error=1:print_stacktrace=1',
+};
+// This package's tests, then (without arguments) pool's engine suite against this engine.
+const runs = [['run', ...process.argv.slice(2)]];
+if (process.argv.length <= 2) runs.push(['run', '--config', 'vitest.pool.config.ts']);
+for (const args of runs) {
+  const test = spawnSync('timeout', [String(timeoutS), process.execPath, vitestBin, ...args], {
     cwd: here,
     stdio: 'inherit',
-    env: {
-      ...process.env,
-      TLSPROXY_ENGINE_NATIVE_ADDON: addon,
-      LD_PRELOAD: [lib('libasan.so'), lib('libubsan.so')].join(':'),
-      ASAN_OPTIONS: 'detect_leaks=0:abort_on_error=1:halt_on_error=1',
-      UBSAN_OPTIONS: 'halt_on_error=1:print_stacktrace=1',
-    },
-  },
-);
-process.exit(test.status ?? 1);
+    env,
+  });
+  if (test.status !== 0) process.exit(test.status ?? 1);
+}

@@ -120,11 +120,58 @@ function pemText(v: string | Buffer | Array<string | Buffer>): string {
   return Array.isArray(v) ? v.map((x) => x.toString()).join('\n') : v.toString();
 }
 
+/** One configured certificate, as the engine selects it (no node:tls SecureContext here). */
+export interface NativeIdentity {
+  names: string[];
+  fingerprint256: string;
+}
+
+/**
+ * The selection rules of pool's IdentityStore, for callers that ask which identity serves a name
+ * (the C side applies the same rules in the ClientHello callback, src/native/ctx.c).
+ */
+export class NativeIdentities {
+  readonly #exact = new Map<string, NativeIdentity>();
+  readonly #wild = new Map<string, NativeIdentity>();
+  readonly all: NativeIdentity[];
+  readonly default: NativeIdentity;
+
+  constructor(all: NativeIdentity[], defaultIndex: number) {
+    this.all = all;
+    this.default = all[defaultIndex] ?? all[0]!;
+    for (const id of all) {
+      for (const n of id.names) {
+        if (n.startsWith('*.')) {
+          if (!this.#wild.has(n.slice(2))) this.#wild.set(n.slice(2), id);
+        } else if (!this.#exact.has(n)) this.#exact.set(n, id);
+      }
+    }
+  }
+
+  /** The identity serving `name`, or undefined when only the default would. */
+  match(name: string): NativeIdentity | undefined {
+    const n = name.toLowerCase().replace(/\.$/, '');
+    const exact = this.#exact.get(n);
+    if (exact) return exact;
+    const dot = n.indexOf('.');
+    return dot > 0 ? this.#wild.get(n.slice(dot + 1)) : undefined;
+  }
+
+  select(name: string | null | undefined): NativeIdentity {
+    return (name ? this.match(name) : undefined) ?? this.default;
+  }
+
+  names(): string[] {
+    return this.all.flatMap((i) => i.names);
+  }
+}
+
 export class NativeTlsEngine implements TlsEngineApi {
   readonly #b: NativeBinding;
   readonly #engine: EngineHandle;
   #store!: StoreHandle;
-  #names: string[] = [];
+  /** Which certificate serves which name (read-only view; reload() replaces it). */
+  identities!: NativeIdentities;
   #options!: NativeEngineOptions;
   #nextId = 1;
   #nextReq = 1;
@@ -175,17 +222,28 @@ export class NativeTlsEngine implements TlsEngineApi {
           { cause: err },
         );
       }
-      return { cert: c.cert.toString(), key: c.key.toString(), names };
+      let fingerprint256: string;
+      try {
+        fingerprint256 = new X509Certificate(c.cert).fingerprint256;
+      } catch (err) {
+        throw new PoolError(
+          'TLSPROXY_ERR_POOL_CONFIG',
+          `identity ${i + 1}: ${(err as Error).message}`,
+          { cause: err },
+        );
+      }
+      return { cert: c.cert.toString(), key: c.key.toString(), names, fingerprint256 };
     });
+    const defaultIndex = Math.max(
+      options.identities.findIndex((c) => c.default),
+      0,
+    );
     const all = (options.ciphers ?? DEFAULT_CIPHERS).split(':').filter(Boolean);
     const tls13 = all.filter((c) => c.startsWith('TLS_'));
     let store: StoreHandle;
     try {
       store = this.#b.storeCreate(ids, {
-        defaultIndex: Math.max(
-          options.identities.findIndex((c) => c.default),
-          0,
-        ),
+        defaultIndex,
         minVersion: options.minVersion === 'TLSv1.3' ? 0x0304 : 0x0303,
         ca: options.ca ? pemText(options.ca) : null,
         ciphers: all.filter((c) => !c.startsWith('TLS_')).join(':') || 'DEFAULT',
@@ -195,12 +253,15 @@ export class NativeTlsEngine implements TlsEngineApi {
       throw new PoolError('TLSPROXY_ERR_POOL_CONFIG', (err as Error).message, { cause: err });
     }
     this.#store = store;
-    this.#names = ids.flatMap((i) => i.names);
+    this.identities = new NativeIdentities(
+      ids.map((i) => ({ names: i.names, fingerprint256: i.fingerprint256 })),
+      defaultIndex,
+    );
     this.#options = options;
   }
 
   serverNames(): string[] {
-    return [...this.#names];
+    return this.identities.names();
   }
 
   /** Established sessions. */
@@ -387,6 +448,28 @@ export class NativeTlsEngine implements TlsEngineApi {
         s.request.onEnd?.();
         return;
       }
+      case 'renegotiated': {
+        const c = this.#controls.get(e.req);
+        if (!c) return;
+        this.#controls.delete(e.req);
+        if (e.code) {
+          c.reject(
+            new PoolError(
+              e.code as ConstructorParameters<typeof PoolError>[0],
+              e.message ?? 'renegotiation failed',
+            ),
+          );
+          return;
+        }
+        let id: ClientIdentity | null = null;
+        if (e.verified && e.peerCertificate) {
+          try {
+            id = identityFromCertificate(e.peerCertificate);
+          } catch {}
+        }
+        c.resolve(id);
+        return;
+      }
       case 'exported': {
         const c = this.#controls.get(e.req);
         if (!c) return;
@@ -450,13 +533,29 @@ export class NativeTlsEngine implements TlsEngineApi {
           this.#controls.set(req, { resolve, reject });
         });
       }
-      case 'renegotiate':
-        throw new PoolError(
-          s.info.version === 'TLSv1.3'
-            ? 'TLSPROXY_ERR_POOL_TLS13_RENEGOTIATE'
-            : 'TLSPROXY_ERR_POOL_CONTROL',
-          'renegotiate is not implemented by the native engine yet (engine: node has it for TLS 1.2)',
-        );
+      case 'renegotiate': {
+        if (s.info.version === 'TLSv1.3') {
+          throw new PoolError(
+            'TLSPROXY_ERR_POOL_TLS13_RENEGOTIATE',
+            'TLS 1.3 has no renegotiation: ask for client certificates at handshake time',
+          );
+        }
+        if (!this.#options.ca)
+          throw new PoolError('TLSPROXY_ERR_POOL_CONTROL', 'renegotiate needs trusted CAs (ca)');
+        const req = this.#nextReq++;
+        const id = await new Promise<ClientIdentity | null>((resolve, reject) => {
+          if (!this.#b.renegotiate(this.#engine, s.handle, req)) {
+            reject(new PoolError('TLSPROXY_ERR_POOL_CONTROL', 'native TLS engine is busy'));
+            return;
+          }
+          this.#controls.set(req, {
+            resolve: (v) => resolve(v as ClientIdentity | null),
+            reject,
+          });
+        });
+        s.info.clientIdentity = id;
+        return id;
+      }
       case 'close':
         if (!this.#b.closeSession(this.#engine, s.handle))
           throw new PoolError('TLSPROXY_ERR_POOL_CONTROL', 'native TLS engine is busy');

@@ -1,7 +1,12 @@
 // @tlsproxy/engine-native: the TLS engine in C around the OpenSSL inside Node.
 
-export type { NativeEngineOptions } from './engine.js';
-export { DEFAULT_CIPHERS, identityFromCertificate, NativeTlsEngine } from './engine.js';
+export type { NativeEngineOptions, NativeIdentity } from './engine.js';
+export {
+  DEFAULT_CIPHERS,
+  identityFromCertificate,
+  NativeIdentities,
+  NativeTlsEngine,
+} from './engine.js';
 export type { NativeEngineErrorCode } from './errors.js';
 export { NativeEngineError } from './errors.js';
 export { binding } from './loader.js';

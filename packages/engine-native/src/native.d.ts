@@ -43,6 +43,15 @@ export type NativeEvent =
   | { type: 'sni'; id: number; name: string }
   | { type: 'ended'; id: number; bytesIn: number; bytesOut: number; reason: string | null }
   | {
+      type: 'renegotiated';
+      id: number;
+      req: number;
+      code?: string;
+      message?: string | null;
+      peerCertificate: Buffer | null;
+      verified: boolean;
+    }
+  | {
       type: 'exported';
       id: number;
       req: number;
@@ -79,4 +88,5 @@ export interface NativeBinding {
     length: number,
   ): boolean;
   closeSession(engine: EngineHandle, session: SessionHandle): boolean;
+  renegotiate(engine: EngineHandle, session: SessionHandle, req: number): boolean;
 }

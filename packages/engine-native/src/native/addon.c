@@ -137,6 +137,7 @@ static const char *ev_name(enum ev_type t) {
   case EV_SNI: return "sni";
   case EV_ENDED: return "ended";
   case EV_EXPORTED: return "exported";
+  case EV_RENEGOTIATED: return "renegotiated";
   }
   return "unknown";
 }
@@ -199,6 +200,20 @@ static void call_js(napi_env env, napi_value cb, void *context, void *data) {
       set(env, o, "bytesOut", num(env, (double)e->bytes_out));
       set(env, o, "reason", str(env, e->code));
       break;
+    case EV_RENEGOTIATED: {
+      set(env, o, "req", num(env, e->req));
+      if (e->code) {
+        set(env, o, "code", str(env, e->code));
+        set(env, o, "message", str(env, e->text));
+      }
+      napi_value cert, ok;
+      if (e->der) napi_create_buffer_copy(env, (size_t)e->der_len, e->der, NULL, &cert);
+      else napi_get_null(env, &cert);
+      set(env, o, "peerCertificate", cert);
+      napi_get_boolean(env, e->verified, &ok);
+      set(env, o, "verified", ok);
+      break;
+    }
     case EV_EXPORTED:
       set(env, o, "req", num(env, e->req));
       if (e->data) {
@@ -528,6 +543,19 @@ static napi_value js_exporter(napi_env env, napi_callback_info info) {
   return push_result(env, b, &k);
 }
 
+// renegotiate(engine, handle, req) → queued?
+static napi_value js_renegotiate(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (args(env, info, 3, argv)) return NULL;
+  engine_box *b = get_engine(env, argv[0]);
+  conn *c = b ? get_conn(env, argv[1]) : NULL;
+  if (!c) return NULL;
+  double req;
+  if (napi_get_value_double(env, argv[2], &req) != napi_ok) return throw_type(env, "bad req");
+  cmd k = {.type = CMD_RENEGOTIATE, .c = c, .req = req};
+  return push_result(env, b, &k);
+}
+
 // closeSession(engine, handle) → queued?
 static napi_value js_close_session(napi_env env, napi_callback_info info) {
   napi_value argv[2];
@@ -561,6 +589,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"sniAnswer", NULL, js_sni_answer, NULL, NULL, NULL, napi_default, NULL},
       {"exporter", NULL, js_exporter, NULL, NULL, NULL, napi_default, NULL},
       {"closeSession", NULL, js_close_session, NULL, NULL, NULL, napi_default, NULL},
+      {"renegotiate", NULL, js_renegotiate, NULL, NULL, NULL, napi_default, NULL},
   };
   NAPI(env, napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
   return exports;

@@ -93,10 +93,14 @@ static int load_ca(SSL_CTX *ctx, const char *pem, char *err, size_t errlen) {
 static SSL_CTX *make_ctx(const store_params *p, int i, char *err, size_t errlen) {
   SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
   if (!ctx) return set_err(err, errlen, "SSL_CTX_new"), NULL;
-  // Renegotiation from clients is refused (a CPU-exhaustion lever, and TLS 1.3 has none);
-  // compression is off (CRIME); the server's suite order wins.
-  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
-                               SSL_OP_CIPHER_SERVER_PREFERENCE |
+  // Renegotiation from clients is refused (a CPU-exhaustion lever; OpenSSL 3 refuses it unless
+  // SSL_OP_ALLOW_CLIENT_RENEGOTIATION, cleared here in case a default ever changes), while the
+  // server may still start one (control 'renegotiate', TLS 1.2) — so no SSL_OP_NO_RENEGOTIATION,
+  // which would forbid both. A renegotiation is a full handshake (otherwise the client just
+  // resumes and is never asked for a certificate). Compression is off (CRIME); the server's
+  // suite order wins.
+  SSL_CTX_clear_options(ctx, SSL_OP_ALLOW_CLIENT_RENEGOTIATION);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE |
                                SSL_OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION);
   // Release the record buffers of idle connections (tens of KiB each); partial writes so a
   // full socket does not hold a whole chunk hostage; the retry buffer may move (we copy it).

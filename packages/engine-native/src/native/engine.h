@@ -88,6 +88,7 @@ typedef struct conn {
   unsigned alpn_len;
   int check_sni;
   uint64_t hs_deadline, idle_ms, last_active;
+  uint64_t hs_timeout_ms;
 
   // Handshake.
   int sni_parsed;
@@ -106,9 +107,14 @@ typedef struct conn {
   uint32_t tls_ready, plain_ready; // not known to block: EPOLLIN/EPOLLOUT until EAGAIN says so
   int tls_in_epoll, plain_in_epoll;
   uint64_t bytes_in, bytes_out;
+
+  // A renegotiation the backend asked for (TLS 1.2): answered with EV_RENEGOTIATED.
+  int reneg_pending;
+  double reneg_req;
+  uint64_t reneg_deadline;
 } conn;
 
-enum cmd_type { CMD_NEW, CMD_SNI, CMD_EXPORTER, CMD_CLOSE };
+enum cmd_type { CMD_NEW, CMD_SNI, CMD_EXPORTER, CMD_CLOSE, CMD_RENEGOTIATE };
 
 typedef struct cmd {
   enum cmd_type type;
@@ -122,7 +128,7 @@ typedef struct cmd {
   size_t length;
 } cmd;
 
-enum ev_type { EV_ESTABLISHED, EV_FAILED, EV_SNI, EV_ENDED, EV_EXPORTED };
+enum ev_type { EV_ESTABLISHED, EV_FAILED, EV_SNI, EV_ENDED, EV_EXPORTED, EV_RENEGOTIATED };
 
 typedef struct ev {
   enum ev_type type;
@@ -135,7 +141,7 @@ typedef struct ev {
   char cipher[64];
   char *alpn;
   char *server_name;
-  unsigned char *der; // peer certificate, DER
+  unsigned char *der; // peer certificate, DER (EV_ESTABLISHED, EV_RENEGOTIATED)
   int der_len;
   int verified;
   unsigned char *data; // EV_EXPORTED

@@ -124,6 +124,7 @@ conn *conn_new(idstore *store, int fd, double jsid, enum cert_policy policy,
   c->policy = policy;
   c->check_sni = check_sni;
   c->hs_deadline = now_ms() + hs_timeout_ms;
+  c->hs_timeout_ms = hs_timeout_ms;
   c->idle_ms = idle_ms;
   if (alpn_len) {
     c->alpn = malloc(alpn_len);
@@ -335,11 +336,38 @@ int conn_alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 
 // Keep OpenSSL's verdict (a bad chain fails the handshake with an alert) but remember why, so
 // the JS side gets the same error code as from the node:tls engine.
+// During a renegotiation the backend asked for, an untrusted certificate does not end the
+// session: the answer is then "no verified identity" (as with the node:tls engine).
 int conn_verify_cb(int ok, X509_STORE_CTX *x) {
   SSL *ssl = X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx());
   conn *c = ssl ? SSL_get_app_data(ssl) : NULL;
   if (!ok && c && !c->verify_err) c->verify_err = X509_STORE_CTX_get_error(x);
-  return ok;
+  return ok || (c && c->reneg_pending);
+}
+
+// The peer certificate as DER into an event, and whether it verified.
+static void peer_into(conn *c, ev *e) {
+  X509 *peer = SSL_get0_peer_certificate(c->ssl);
+  if (!peer) return;
+  int n = i2d_X509(peer, NULL);
+  if (n > 0 && (e->der = malloc((size_t)n))) {
+    unsigned char *p = e->der;
+    e->der_len = i2d_X509(peer, &p);
+  }
+  e->verified = SSL_get_verify_result(c->ssl) == X509_V_OK;
+}
+
+static void reneg_answer(loop *L, conn *c, const char *code, const char *text) {
+  ev *e = ev_add(L, EV_RENEGOTIATED, c->jsid);
+  c->reneg_pending = 0;
+  if (!e) return;
+  e->req = c->reneg_req;
+  if (code) {
+    e->code = code;
+    e->text = strdup(text);
+  } else {
+    peer_into(c, e);
+  }
 }
 
 // ---- the handshake's end ----
@@ -371,15 +399,7 @@ static int established(loop *L, conn *c) {
     e->alpn[alpn_len] = 0;
   }
   if (c->sni) e->server_name = strdup(c->sni);
-  X509 *peer = SSL_get0_peer_certificate(c->ssl);
-  if (peer) {
-    int n = i2d_X509(peer, NULL);
-    if (n > 0 && (e->der = malloc((size_t)n))) {
-      unsigned char *p = e->der;
-      e->der_len = i2d_X509(peer, &p);
-    }
-    e->verified = SSL_get_verify_result(c->ssl) == X509_V_OK;
-  }
+  peer_into(c, e);
   c->state = ST_RELAY;
   c->tls_ready = c->plain_ready = EPOLLIN | EPOLLOUT;
   c->last_active = now_ms();
@@ -610,6 +630,9 @@ static void conn_step(loop *L, conn *c) {
     int rounds = 0, r = 0;
     while (rounds++ < MAX_ROUNDS && (r = relay_once(L, c)) > 0) c->last_active = now_ms();
     if (r < 0) return;
+    // The renegotiation's handshake runs inside SSL_read/SSL_write; it is over when OpenSSL no
+    // longer has it pending.
+    if (c->reneg_pending && !SSL_renegotiate_pending(c->ssl)) reneg_answer(L, c, NULL, NULL);
     if (c->client_eof && c->plain_wr_shut && c->shut_done) {
       conn_end(L, c, c->closing ? "closed" : "done");
       return;
@@ -707,6 +730,56 @@ static void on_cmd(loop *L, cmd *k) {
     e->data_len = k->length;
     break;
   }
+  case CMD_RENEGOTIATE: {
+    // The reply goes out as EV_RENEGOTIATED, now on refusal or when the handshake is over.
+    double req = k->req;
+    if (c->state != ST_RELAY) {
+      ev *e = ev_add(L, EV_RENEGOTIATED, c->jsid);
+      if (e) {
+        e->req = req;
+        e->code = "TLSPROXY_ERR_POOL_UNKNOWN_KEY";
+        e->text = strdup("session ended");
+      }
+      break;
+    }
+    if (c->reneg_pending || SSL_version(c->ssl) != TLS1_2_VERSION || c->closing ||
+        c->client_eof) {
+      double keep = c->reneg_req;
+      int was = c->reneg_pending;
+      c->reneg_req = req;
+      reneg_answer(L, c, "TLSPROXY_ERR_POOL_CONTROL",
+                   was ? "a renegotiation is already under way"
+                       : "renegotiation needs an open TLS 1.2 session");
+      c->reneg_pending = was;
+      c->reneg_req = keep;
+      break;
+    }
+    c->reneg_pending = 1;
+    c->reneg_req = req;
+    c->reneg_deadline = now_ms() + c->hs_timeout_ms;
+    c->verify_err = 0;
+    SSL_set_verify(c->ssl, SSL_VERIFY_PEER, conn_verify_cb);
+    ERR_clear_error();
+    // SSL_renegotiate schedules it; the handshake call sends the HelloRequest. The client's
+    // new ClientHello then arrives through the relay's SSL_read.
+    if (SSL_renegotiate(c->ssl) != 1) {
+      ERR_clear_error();
+      reneg_answer(L, c, "TLSPROXY_ERR_POOL_CONTROL", "renegotiation could not start");
+      break;
+    }
+    int r = SSL_do_handshake(c->ssl);
+    if (r != 1) {
+      int e = SSL_get_error(c->ssl, r);
+      if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+        ERR_clear_error();
+        reneg_answer(L, c, "TLSPROXY_ERR_POOL_CONTROL", "renegotiation could not start");
+        conn_end(L, c, "client error");
+        break;
+      }
+    }
+    conn_step(L, c);
+    break;
+  }
   case CMD_CLOSE:
     // Like the node:tls engine's tls.end(): flush, close_notify and FIN to the client; what the
     // client still sends reaches the backend until it ends too.
@@ -774,6 +847,11 @@ static void sweep(loop *L, uint64_t now) {
     if ((c->state == ST_HANDSHAKE || c->state == ST_SNI_WAIT || c->state == ST_NEW) &&
         now >= c->hs_deadline) {
       conn_fail(L, c, "TLSPROXY_ERR_POOL_TIMEOUT", "TLS handshake not done in time%s", NULL);
+    } else if (c->state == ST_RELAY && c->reneg_pending && now >= c->reneg_deadline) {
+      // A client may ignore a HelloRequest (RFC 5246 §7.4.1.1): answer, and end the session,
+      // which is now in an unknown state.
+      reneg_answer(L, c, "TLSPROXY_ERR_POOL_TIMEOUT", "the client did not renegotiate in time");
+      conn_end(L, c, "renegotiation timeout");
     } else if (c->state == ST_RELAY && c->idle_ms && now - c->last_active >= c->idle_ms) {
       conn_end(L, c, "idle");
     }
