@@ -51,6 +51,14 @@ export class ImapSession implements DialectSession {
   private bad = 0;
   /** Whether the command being framed can still parse, fed as its line parts arrive. */
   private prefix: PrefixChecker | null = null;
+  /**
+   * LOGIN or AUTHENTICATE was refused instead of a `+` continuation. A client that sends the
+   * literal anyway (breaking RFC 9051 section 7.5) sends its password next: until a line is a
+   * valid command, lines are discarded unread and unanswered, so the password is never taken
+   * as a command nor echoed back as a tag. (Whether the client sends the literal cannot be
+   * known from the octets; a compliant client's next command is valid and goes through.)
+   */
+  private discarding = false;
 
   constructor(private readonly config: SessionConfig) {
     this.framer = this.newFramer();
@@ -81,6 +89,7 @@ export class ImapSession implements DialectSession {
     this.phase = 'preamble';
     this.framer = this.newFramer();
     this.prefix = null;
+    this.discarding = false;
     return this.arm(now);
   }
 
@@ -117,6 +126,13 @@ export class ImapSession implements DialectSession {
 
   private handle(event: FrameEvent, out: Action[]): void {
     if (event.type !== 'literal') this.prefix = null;
+    if (this.discarding && event.type !== 'fatal') {
+      if (!this.plausible(event)) {
+        this.discard(event, out);
+        return;
+      }
+      this.discarding = false;
+    }
     switch (event.type) {
       case 'command':
         this.complete(out, nameOf(event.text), () =>
@@ -151,6 +167,35 @@ export class ImapSession implements DialectSession {
     }
   }
 
+  /** Could this event be a client's next command (rather than a literal sent anyway)? */
+  private plausible(event: FrameEvent): boolean {
+    if (event.type === 'tooLong' || event.type === 'fatal') return false;
+    const name = nameOf(event.text);
+    if (tagOf(event.text) === null || name === null || !KNOWN.has(name)) return false;
+    if (event.type === 'literal') {
+      return literalRefusal('*', name) === null && new PrefixChecker().viable(event.text);
+    }
+    const parsed = parseCommand(event.text, event.literalEnds, event.literals);
+    if (!parsed.ok) return false;
+    try {
+      execute(parsed.command, this.config); // pure: a command that would get BAD is no command
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** A line after a refused credential literal that is no command: dropped, never read. */
+  private discard(event: FrameEvent, out: Action[]): void {
+    if (event.type === 'literal') this.framer.refuse();
+    out.push(act.log('warn', 'discarded a line sent after a refused LOGIN/AUTHENTICATE literal'));
+    if (++this.commands > this.config.maxCommands) {
+      this.closeWith(out, '* BYE Too many commands before STARTTLS.\r\n', 'too many commands');
+    } else if (++this.bad >= this.config.maxBadCommands) {
+      this.closeWith(out, '* BYE Too many invalid IMAP commands.\r\n', 'too many bad commands');
+    }
+  }
+
   /**
    * A synchronizing literal was announced: `+ OK` only if the command can still be valid and
    * may carry a literal before TLS. A refusal goes out INSTEAD of the continuation, so the
@@ -180,6 +225,7 @@ export class ImapSession implements DialectSession {
     this.framer.refuse();
     this.prefix = null;
     const answer = refusal;
+    if (!isImapProtocolError(answer)) this.discarding = true;
     this.complete(out, nameOf(text), () => {
       if (isImapProtocolError(answer)) throw answer;
       return answer;

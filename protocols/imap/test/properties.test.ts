@@ -263,3 +263,23 @@ describe('no credential is invited before TLS', () => {
     );
   });
 });
+
+// Issue 14: a client that sends the refused literal anyway: its content is never a command and
+// never echoed (as a tag or otherwise), in any chunking.
+describe('a refused credential literal sent anyway', () => {
+  it('is discarded unread', () => {
+    fc.assert(
+      fc.property(
+        fc.stringMatching(/^[qzjxkv0-9][qzjxkv0-9 ]{3,19}$/),
+        fc.constantFrom('LOGIN {9}', 'LOGIN alice {9}', 'AUTHENTICATE PLAIN {9}'),
+        fc.array(fc.nat(), { maxLength: 8 }),
+        (secret, command, cuts) => {
+          const input = `a ${command}\r\n${secret}\r\nb NOOP\r\n`;
+          const { text } = observe(splitAt(enc(input), cuts), {});
+          expect(text).toMatch(/^a NO \[PRIVACYREQUIRED\] [^\r]*\r\nb OK NOOP completed\r\n$/);
+        },
+      ),
+      TIME,
+    );
+  });
+});

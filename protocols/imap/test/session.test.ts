@@ -154,6 +154,24 @@ describe('authentication before TLS', () => {
     expect(feed(['a AUTHENTICATE PLAIN {6}\r\n']).text).toBe(`a ${NO}`);
   });
 
+  it('discards a refused literal the client sends anyway: never a command, never echoed', () => {
+    const { text, actions } = feed([
+      'a LOGIN {5}\r\n',
+      'alice {6}\r\n',
+      'secret\r\n',
+      'b NOOP\r\n',
+    ]);
+    expect(text).toBe(`a ${NO}b OK NOOP completed\r\n`);
+    expect(only(actions, 'log').filter((l) => /discarded/.test(l.message))).toHaveLength(2);
+    // in one read, and when the "password" looks like a tagged line but is no valid command
+    expect(feed(['a LOGIN {5}\r\nalice {12}\r\nx LOGOUT now\r\nb NOOP\r\n']).text).toBe(
+      `a ${NO}b OK NOOP completed\r\n`,
+    );
+    // a compliant client's next command goes through
+    const next = feed(['a LOGIN {5}\r\n', 'b STARTTLS\r\n']);
+    expect(only(next.actions, 'starttls')).toHaveLength(1);
+  });
+
   it('still sends + OK for a literal of a command that may carry one (ID)', () => {
     const { text } = feed(['a ID ({4}\r\n', 'name "x")\r\n']);
     expect(text).toMatch(/^\+ OK\r\n\* ID NIL\r\na OK ID completed\r\n$/);
