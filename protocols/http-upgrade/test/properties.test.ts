@@ -329,3 +329,30 @@ describe('upgrade methods', () => {
     );
   });
 });
+
+// Issue 14: nothing before TLS ever invites credentials: no 401/407, no WWW-Authenticate or
+// Proxy-Authenticate, whatever the request (Authorization fields included) and its chunking.
+describe('no credential is invited before TLS', () => {
+  it('no 401, 407 or authentication challenge', () => {
+    fc.assert(
+      fc.property(
+        request,
+        fc.constantFrom(
+          '',
+          'Authorization: Basic YWxpY2U6c2VjcmV0\r\n',
+          'Proxy-Authorization: x\r\n',
+        ),
+        fc.array(fc.nat(), { maxLength: 8 }),
+        (req, auth, cuts) => {
+          const text = req.replace(/\r?\n/, (eol) => `${eol}${auth}`);
+          for (const options of [{}, { plaintext: 'handoff' as const }]) {
+            const o = observe(splitAt(enc(text), cuts), {}, options);
+            expect(o.text).not.toMatch(/^HTTP\/1\.1 40[17] /m);
+            expect(o.text).not.toMatch(/-Authenticate:/i);
+          }
+        },
+      ),
+      TIME,
+    );
+  });
+});
