@@ -42,6 +42,8 @@ export type NativeEvent =
   | { type: 'failed'; id: number; code: string; message: string | null }
   | { type: 'sni'; id: number; name: string }
   | { type: 'ended'; id: number; bytesIn: number; bytesOut: number; reason: string | null }
+  /** bytes relayed since the last report, every 500 ms while a session moves data */
+  | { type: 'bytes'; id: number; bytesIn: number; bytesOut: number; reason: null }
   | {
       type: 'renegotiated';
       id: number;
@@ -77,6 +79,8 @@ export interface NativeBinding {
     handshakeTimeoutMs: number,
     idleTimeoutMs: number,
     checkServerName: boolean,
+    /** report byte counts while the session lives ('bytes' events), for onBytes */
+    wantBytes: boolean,
   ): SessionHandle | null;
   sniAnswer(engine: EngineHandle, session: SessionHandle, ok: boolean): boolean;
   exporter(

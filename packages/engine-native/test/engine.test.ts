@@ -138,6 +138,38 @@ describe('NativeTlsEngine: handshake and relay', () => {
     c.socket.destroy();
   });
 
+  it('onBytes: counts arrive while the session lives and add up exactly at its end', async () => {
+    const counts = { in: 0, out: 0 };
+    let ended = false;
+    const s2 = await serve(engine, {
+      onBytes: (d, n) => {
+        counts[d] += n;
+      },
+      onEnd: () => {
+        ended = true;
+      },
+    });
+    try {
+      const { c, r } = await connectPair(s2);
+      const b = backend(r);
+      b.resume();
+      c.socket.resume();
+      c.socket.write(Buffer.alloc(1000));
+      b.write(Buffer.alloc(3000));
+      await until(() => counts.in === 1000 && counts.out === 3000, 5000, 'live counts');
+      expect(ended).toBe(false);
+      c.socket.write(Buffer.alloc(5));
+      c.socket.end();
+      b.end();
+      await until(() => ended, 5000, 'onEnd');
+      expect(counts).toEqual({ in: 1005, out: 3000 });
+      b.destroy();
+      c.socket.destroy();
+    } finally {
+      await s2.close();
+    }
+  });
+
   it('takes a paused net.Socket as well as an OwnedFd', async () => {
     const s2 = await serve(engine, {}, 'socket');
     try {

@@ -138,6 +138,7 @@ static const char *ev_name(enum ev_type t) {
   case EV_ENDED: return "ended";
   case EV_EXPORTED: return "exported";
   case EV_RENEGOTIATED: return "renegotiated";
+  case EV_BYTES: return "bytes";
   }
   return "unknown";
 }
@@ -195,6 +196,7 @@ static void call_js(napi_env env, napi_value cb, void *context, void *data) {
       set(env, o, "name", v);
       break;
     }
+    case EV_BYTES:
     case EV_ENDED:
       set(env, o, "bytesIn", num(env, (double)e->bytes_in));
       set(env, o, "bytesOut", num(env, (double)e->bytes_out));
@@ -434,10 +436,10 @@ static conn *get_conn(napi_env env, napi_value v) {
 }
 
 // submit(engine, store, fd, id, policy, alpnWire|null, handshakeTimeoutMs, idleTimeoutMs,
-//        checkSni) → handle, or null when the engine is busy (the caller keeps the fd).
+//        checkSni, wantBytes) → handle, or null when the engine is busy (the caller keeps the fd).
 static napi_value js_submit(napi_env env, napi_callback_info info) {
-  napi_value argv[9];
-  if (args(env, info, 9, argv)) return NULL;
+  napi_value argv[10];
+  if (args(env, info, 10, argv)) return NULL;
   engine_box *b = get_engine(env, argv[0]);
   if (!b) return NULL;
   void *sp = NULL;
@@ -461,8 +463,10 @@ static napi_value js_submit(napi_env env, napi_callback_info info) {
   if (napi_get_value_double(env, argv[7], &idle) != napi_ok || !(idle >= 0 && idle < 1e12))
     return throw_type(env, "bad idle timeout");
   napi_get_value_bool(env, argv[8], &check);
+  bool want_bytes = false;
+  napi_get_value_bool(env, argv[9], &want_bytes);
   conn *c = conn_new(sp, fd, id, (enum cert_policy)policy, alpn, (unsigned)alpn_len, check,
-                     (uint64_t)hs, (uint64_t)idle);
+                     (uint64_t)hs, (uint64_t)idle, want_bytes);
   if (!c) {
     napi_throw_error(env, "TLSPROXY_ERR_NATIVE_SSL", "could not create the TLS session");
     return NULL;

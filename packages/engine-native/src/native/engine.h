@@ -107,6 +107,8 @@ typedef struct conn {
   uint32_t tls_ready, plain_ready; // not known to block: EPOLLIN/EPOLLOUT until EAGAIN says so
   int tls_in_epoll, plain_in_epoll;
   uint64_t bytes_in, bytes_out;
+  int want_bytes;               // report byte counts while the session lives (metrics)
+  uint64_t rep_in, rep_out;     // what has been reported so far
 
   // A renegotiation the backend asked for (TLS 1.2): answered with EV_RENEGOTIATED.
   int reneg_pending;
@@ -128,7 +130,15 @@ typedef struct cmd {
   size_t length;
 } cmd;
 
-enum ev_type { EV_ESTABLISHED, EV_FAILED, EV_SNI, EV_ENDED, EV_EXPORTED, EV_RENEGOTIATED };
+enum ev_type {
+  EV_ESTABLISHED,
+  EV_FAILED,
+  EV_SNI,
+  EV_ENDED,
+  EV_EXPORTED,
+  EV_RENEGOTIATED,
+  EV_BYTES
+};
 
 typedef struct ev {
   enum ev_type type;
@@ -146,7 +156,7 @@ typedef struct ev {
   int verified;
   unsigned char *data; // EV_EXPORTED
   size_t data_len;
-  uint64_t bytes_in, bytes_out;
+  uint64_t bytes_in, bytes_out; // EV_ENDED, EV_BYTES: since the last report
 } ev;
 
 typedef struct ev_batch {
@@ -171,7 +181,7 @@ typedef struct loop {
   conn *again;
   conn *zombies;
   ev_batch *out; // events of this turn, not yet handed to JS
-  uint64_t next_sweep;
+  uint64_t next_sweep, next_bytes;
   char scratch[RELAY_CHUNK];
 } loop;
 
@@ -190,7 +200,7 @@ void ev_batch_free(ev_batch *b);
 
 conn *conn_new(idstore *store, int fd, double jsid, enum cert_policy policy,
                const unsigned char *alpn, unsigned alpn_len, int check_sni,
-               uint64_t hs_timeout_ms, uint64_t idle_ms);
+               uint64_t hs_timeout_ms, uint64_t idle_ms, int want_bytes);
 void conn_ref(conn *c);
 void conn_unref(conn *c);
 // Queue a command for c's loop (for CMD_NEW: the next loop in turn). 0 on success; -1 when the

@@ -34,6 +34,9 @@
 // Timeouts are checked this often (ms): handshake deadlines of seconds need no finer grain.
 #define SWEEP_MS 100
 #define MAX_EVENTS 64
+// Byte counts of live sessions go to JS at most this often (ms), in the turn's batch: metrics
+// get their numbers without a JS call per record.
+#define BYTES_REPORT_MS 500
 // Commands taken from the queue per turn, so a flood of submissions cannot starve the relay.
 #define MAX_CMDS_PER_TURN 256
 
@@ -113,7 +116,7 @@ void conn_unref(conn *c) {
 
 conn *conn_new(idstore *store, int fd, double jsid, enum cert_policy policy,
                const unsigned char *alpn, unsigned alpn_len, int check_sni,
-               uint64_t hs_timeout_ms, uint64_t idle_ms) {
+               uint64_t hs_timeout_ms, uint64_t idle_ms, int want_bytes) {
   conn *c = calloc(1, sizeof *c);
   if (!c) return NULL;
   atomic_init(&c->refs, 1);
@@ -125,6 +128,7 @@ conn *conn_new(idstore *store, int fd, double jsid, enum cert_policy policy,
   c->check_sni = check_sni;
   c->hs_deadline = now_ms() + hs_timeout_ms;
   c->hs_timeout_ms = hs_timeout_ms;
+  c->want_bytes = want_bytes;
   c->idle_ms = idle_ms;
   if (alpn_len) {
     c->alpn = malloc(alpn_len);
@@ -221,8 +225,8 @@ static void conn_fail(loop *L, conn *c, const char *code, const char *fmt, const
 static void conn_end(loop *L, conn *c, const char *why) {
   ev *e = ev_add(L, EV_ENDED, c->jsid);
   if (e) {
-    e->bytes_in = c->bytes_in;
-    e->bytes_out = c->bytes_out;
+    e->bytes_in = c->bytes_in - c->rep_in;
+    e->bytes_out = c->bytes_out - c->rep_out;
     e->code = why;
   }
   conn_close(L, c);
@@ -841,9 +845,22 @@ int engine_push(engine *e, cmd *k) {
 
 // ---- the loop ----
 
+static void report_bytes(loop *L, conn *c) {
+  if (!c->want_bytes || (c->bytes_in == c->rep_in && c->bytes_out == c->rep_out)) return;
+  ev *e = ev_add(L, EV_BYTES, c->jsid);
+  if (!e) return;
+  e->bytes_in = c->bytes_in - c->rep_in;
+  e->bytes_out = c->bytes_out - c->rep_out;
+  c->rep_in = c->bytes_in;
+  c->rep_out = c->bytes_out;
+}
+
 static void sweep(loop *L, uint64_t now) {
+  int bytes = now >= L->next_bytes;
+  if (bytes) L->next_bytes = now + BYTES_REPORT_MS;
   for (conn *c = L->conns, *next; c; c = next) {
     next = c->next;
+    if (bytes && c->state == ST_RELAY) report_bytes(L, c);
     if ((c->state == ST_HANDSHAKE || c->state == ST_SNI_WAIT || c->state == ST_NEW) &&
         now >= c->hs_deadline) {
       conn_fail(L, c, "TLSPROXY_ERR_POOL_TIMEOUT", "TLS handshake not done in time%s", NULL);
