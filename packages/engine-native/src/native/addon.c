@@ -71,6 +71,7 @@ static int is_nullish(napi_env env, napi_value v) {
 // The engine struct is shared by the JS external and the thread-safe function; whichever
 // finalizer runs last frees it (their order differs between close() and process teardown).
 typedef struct engine_box {
+  uint32_t magic;
   engine e;
   atomic_int refs;
   int hook; // env cleanup hook registered
@@ -80,6 +81,7 @@ typedef struct engine_box {
 static void box_unref(engine_box *b) {
   if (atomic_fetch_sub(&b->refs, 1) != 1) return;
   free(b->e.loops);
+  b->magic = 0;
   free(b);
 }
 
@@ -246,6 +248,7 @@ static napi_value js_engine_create(napi_env env, napi_callback_info info) {
     return throw_type(env, "threads must be an integer in 1..256");
   engine_box *b = calloc(1, sizeof *b);
   if (!b) return throw_type(env, "out of memory");
+  b->magic = MAGIC_ENGINE;
   atomic_init(&b->refs, 2);
   b->e.env = env;
   napi_value name;
@@ -277,9 +280,18 @@ static napi_value js_engine_create(napi_env env, napi_callback_info info) {
   return ext;
 }
 
-static engine_box *get_engine(napi_env env, napi_value v) {
+// The pointer of an external, if the value is one and its struct starts with `magic`.
+static void *external_of(napi_env env, napi_value v, uint32_t magic) {
+  napi_valuetype t;
   void *p = NULL;
-  if (napi_get_value_external(env, v, &p) != napi_ok || !p) {
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external) return NULL;
+  if (napi_get_value_external(env, v, &p) != napi_ok || !p) return NULL;
+  return *(uint32_t *)p == magic ? p : NULL;
+}
+
+static engine_box *get_engine(napi_env env, napi_value v) {
+  void *p = external_of(env, v, MAGIC_ENGINE);
+  if (!p) {
     throw_type(env, "not an engine");
     return NULL;
   }
@@ -427,8 +439,8 @@ static void conn_finalize(napi_env env, void *data, void *hint) {
 }
 
 static conn *get_conn(napi_env env, napi_value v) {
-  void *p = NULL;
-  if (napi_get_value_external(env, v, &p) != napi_ok || !p) {
+  void *p = external_of(env, v, MAGIC_CONN);
+  if (!p) {
     throw_type(env, "not a session handle");
     return NULL;
   }
@@ -442,9 +454,8 @@ static napi_value js_submit(napi_env env, napi_callback_info info) {
   if (args(env, info, 10, argv)) return NULL;
   engine_box *b = get_engine(env, argv[0]);
   if (!b) return NULL;
-  void *sp = NULL;
-  if (napi_get_value_external(env, argv[1], &sp) != napi_ok || !sp)
-    return throw_type(env, "not an identity store");
+  void *sp = external_of(env, argv[1], MAGIC_STORE);
+  if (!sp) return throw_type(env, "not an identity store");
   int32_t fd, policy;
   double id, hs, idle;
   bool check = false;

@@ -142,6 +142,7 @@ idstore *idstore_create(const store_params *p, char *err, size_t errlen) {
   if (p->n < 1) return snprintf(err, errlen, "no identity"), NULL;
   idstore *s = calloc(1, sizeof *s);
   if (!s) return snprintf(err, errlen, "out of memory"), NULL;
+  s->magic = MAGIC_STORE;
   atomic_init(&s->refs, 1);
   s->ctx = calloc((size_t)p->n, sizeof *s->ctx);
   int total = 0;
@@ -186,6 +187,7 @@ void idstore_unref(idstore *s) {
   for (int i = 0; i < s->nnames; i++) free(s->names[i].name);
   free(s->ctx);
   free(s->names);
+  s->magic = 0;
   free(s);
 }
 

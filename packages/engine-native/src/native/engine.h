@@ -19,6 +19,12 @@
 #include <node_api.h>
 #include <openssl/ssl.h>
 
+// First field of every struct JS holds as an external: the glue checks it before trusting a
+// pointer, so an external of another kind (or another addon's) is a TypeError, not a crash.
+#define MAGIC_STORE 0x53544f52u  // 'STOR'
+#define MAGIC_CONN 0x434f4e4eu   // 'CONN'
+#define MAGIC_ENGINE 0x454e4749u // 'ENGI'
+
 // One TLS record's worth of plaintext (RFC 8446 §5.1: at most 2^14 bytes).
 #define RELAY_CHUNK 16384
 
@@ -31,6 +37,7 @@ typedef struct id_name {
 } id_name;
 
 typedef struct idstore {
+  uint32_t magic;
   atomic_int refs;
   int nctx;
   SSL_CTX **ctx;
@@ -71,6 +78,7 @@ typedef struct relay_buf {
 struct loop;
 
 typedef struct conn {
+  uint32_t magic;
   atomic_int refs;
   struct loop *loop;
   struct conn *prev, *next; // the loop's list of live connections

@@ -111,6 +111,7 @@ void conn_unref(conn *c) {
   free(c->sni);
   free(c->c2b.data);
   free(c->b2c.data);
+  c->magic = 0;
   free(c);
 }
 
@@ -119,6 +120,7 @@ conn *conn_new(idstore *store, int fd, double jsid, enum cert_policy policy,
                uint64_t hs_timeout_ms, uint64_t idle_ms, int want_bytes) {
   conn *c = calloc(1, sizeof *c);
   if (!c) return NULL;
+  c->magic = MAGIC_CONN;
   atomic_init(&c->refs, 1);
   c->jsid = jsid;
   c->state = ST_NEW;
