@@ -59,4 +59,29 @@ describe('connection limits', () => {
       expect(reply?.length, name).toBeGreaterThan(0);
     }
   });
+
+  it('every dialect says which limit: the per-address reply names the address', async () => {
+    for (const name of ['imap', 'pop3', 'smtp', 'ldap', 'xmpp', 'http-upgrade']) {
+      const d = await loadDialect(name);
+      const text = (limit: 'maxConnections' | 'maxConnectionsPerAddress') =>
+        Buffer.from(d.busy!({ hostname: 'h.example', now: Date.now(), limit })).toString('latin1');
+      expect(text('maxConnectionsPerAddress'), name).toMatch(/from your address/);
+      expect(text('maxConnections'), name).not.toMatch(/from your address/);
+    }
+  });
+
+  it('the client hears it over the wire', async () => {
+    const { proxy, port } = await startProxy('unix:/nonexistent.sock', {
+      maxConnectionsPerAddress: 1,
+    });
+    try {
+      const a = new LineClient(port);
+      await a.until(/^\* OK/);
+      const b = new LineClient(port);
+      expect(await b.until(/^\* BYE/)).toMatch(/from your address/);
+      a.socket.destroy();
+    } finally {
+      await proxy.close();
+    }
+  });
 });

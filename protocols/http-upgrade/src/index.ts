@@ -132,7 +132,12 @@ export const dialect: Dialect<Partial<HttpUpgradeOptions>> = {
   limits,
   create: (context) => new HttpUpgradeSession(sessionConfig(context)),
   // RFC 9110 §15.6.4: 503 for an overloaded server (with Connection: close).
-  busy: ({ now }) => errorResponse(503, { now }),
+  // Which limit: per address (Postfix's "too many connections from …") or the whole listener.
+  busy: ({ now, limit }) =>
+    errorResponse(503, {
+      now,
+      ...(limit === 'maxConnectionsPerAddress' ? { code: 'TLSPROXY_BUSY_PER_ADDRESS' } : {}),
+    }),
 };
 
 export default dialect;

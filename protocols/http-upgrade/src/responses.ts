@@ -44,6 +44,7 @@ export const CONTINUE = ascii('HTTP/1.1 100 Continue\r\n\r\n');
 
 /** Bodies for particular refusals, by error code (the status alone does not say why). */
 const BODIES_BY_CODE: ReadonlyMap<string, string> = new Map([
+  ['TLSPROXY_BUSY_PER_ADDRESS', 'Too many connections from your address, try again later.'],
   [
     'TLSPROXY_ERR_HTTP_UPGRADE_METHOD',
     'Upgrade to TLS with "OPTIONS * HTTP/1.1", "Upgrade: TLS/1.0" and "Connection: Upgrade" (RFC 2817 section 3.2), then send this request over TLS.',

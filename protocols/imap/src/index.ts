@@ -165,8 +165,11 @@ export const dialect: Dialect<Partial<ImapOptions>> = {
   create: (context) => new ImapSession(sessionConfig(context)),
   backendGreeting,
   // Dovecot says `* BYE Maximum number of connections…`; RFC 9051 §7.1.5 BYE, §7.1 UNAVAILABLE.
-  busy: () =>
-    new TextEncoder().encode('* BYE [UNAVAILABLE] Too many connections, try again later.\r\n'),
+  // Which limit: per address (Postfix's "too many connections from …") or the whole listener.
+  busy: ({ limit }) =>
+    new TextEncoder().encode(
+      `* BYE [UNAVAILABLE] Too many connections${limit === 'maxConnectionsPerAddress' ? ' from your address' : ''}, try again later.\r\n`,
+    ),
 };
 
 export default dialect;

@@ -101,7 +101,12 @@ export const dialect: Dialect<Partial<LdapOptions>> = {
   limits,
   create: (context) => new LdapSession(sessionConfig(context)),
   // RFC 4511 §4.4.1: the Notice of Disconnection's unavailable (52) says the server is going away.
-  busy: () => noticeOfDisconnection(RESULT.unavailable, 'too many connections, try again later'),
+  // Which limit: per address (Postfix's "too many connections from …") or the whole listener.
+  busy: ({ limit }) =>
+    noticeOfDisconnection(
+      RESULT.unavailable,
+      `too many connections${limit === 'maxConnectionsPerAddress' ? ' from your address' : ''}, try again later`,
+    ),
 };
 
 export default dialect;

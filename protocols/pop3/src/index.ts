@@ -163,8 +163,11 @@ export const dialect: Dialect<Partial<Pop3Options>> = {
   create: (context) => new Pop3Session(sessionConfig(context)),
   backendGreeting,
   // RFC 3206 §4: SYS/TEMP is a temporary system problem; the client should try later.
-  busy: () =>
-    new TextEncoder().encode('-ERR [SYS/TEMP] Too many connections, try again later.\r\n'),
+  // Which limit: per address (Postfix's "too many connections from …") or the whole listener.
+  busy: ({ limit }) =>
+    new TextEncoder().encode(
+      `-ERR [SYS/TEMP] Too many connections${limit === 'maxConnectionsPerAddress' ? ' from your address' : ''}, try again later.\r\n`,
+    ),
 };
 
 export default dialect;

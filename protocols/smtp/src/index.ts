@@ -174,9 +174,10 @@ export const dialect: Dialect<Partial<SmtpOptions>> = {
   backendGreeting,
   backendReplay,
   // RFC 5321 §3.8: a server that cannot serve answers the connection with 421 (Postfix: too many connections).
-  busy: ({ hostname }) =>
+  // Which limit: per address (Postfix: "too many connections from …") or the whole listener.
+  busy: ({ hostname, limit }) =>
     new TextEncoder().encode(
-      `421 4.7.0 ${hostname} Error: too many connections, try again later\r\n`,
+      `421 4.7.0 ${hostname} Error: too many connections${limit === 'maxConnectionsPerAddress' ? ' from your address' : ''}, try again later\r\n`,
     ),
 };
 

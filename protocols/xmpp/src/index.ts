@@ -116,11 +116,14 @@ export const dialect: Dialect<Partial<XmppOptions>> = {
   limits,
   create: (context) => new XmppSession(sessionConfig(context)),
   // RFC 6120 §4.9.3.17 resource-constraint; §4.9.1.2: open a stream header before the error.
-  busy: ({ hostname }) =>
+  // Which limit: per address (Postfix's "too many connections from …") or the whole listener.
+  busy: ({ hostname, limit }) =>
     new TextEncoder().encode(
       `<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'` +
         ` from='${escapeXml(hostname)}' id='busy' version='1.0'><stream:error>` +
-        `<resource-constraint xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>`,
+        `<resource-constraint xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>` +
+        `<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>too many connections${limit === 'maxConnectionsPerAddress' ? ' from your address' : ''}</text>` +
+        `</stream:error></stream:stream>`,
     ),
 };
 
