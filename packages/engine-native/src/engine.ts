@@ -70,6 +70,9 @@ const POLICY: ReadonlyMap<ClientCertPolicy, 0 | 1 | 2> = new Map([
   ['required', 2],
 ]);
 
+// Running out of these ends one connection with pool's RESOURCES code, as the node engine does.
+const RESOURCE_ERRNOS = new Set(['EMFILE', 'ENFILE', 'ENOMEM', 'ENOBUFS']);
+
 // setTimeout's ceiling, as pool caps its deadlines: longer means "practically never" anyway.
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -280,7 +283,20 @@ export class NativeTlsEngine implements TlsEngineApi {
     let owned: OwnedFd;
     if (input instanceof OwnedFd) owned = input;
     else {
-      const d = detachSocket(input);
+      let d: ReturnType<typeof detachSocket>;
+      try {
+        d = detachSocket(input);
+      } catch (err) {
+        input.destroy();
+        const code = (err as { sysCode?: string }).sysCode;
+        throw new PoolError(
+          code && RESOURCE_ERRNOS.has(code)
+            ? 'TLSPROXY_ERR_POOL_RESOURCES'
+            : 'TLSPROXY_ERR_POOL_HANDSHAKE',
+          `cannot take the connection: ${(err as Error).message}`,
+          { cause: err },
+        );
+      }
       owned = d.fd;
       if (d.buffered.length > 0) {
         // Bytes Node already read are not TLS this engine has seen; refusing beats guessing.

@@ -157,6 +157,20 @@ describe('NativeTlsEngine: lifecycle', () => {
     }
   });
 
+  it('out of descriptors when the handshake ends: that connection fails with RESOURCES, the engine goes on', async () => {
+    const child = fileURLToPath(new URL('./fixtures/emfile-child.mjs', import.meta.url));
+    const out = await new Promise<string>((resolve, reject) => {
+      execFile(
+        'bash',
+        ['-c', 'ulimit -n 96; exec "$0" "$1"', process.execPath, child],
+        { timeout: 20_000 },
+        (err, stdout, stderr) =>
+          err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
+      );
+    });
+    expect(JSON.parse(out.trim())).toEqual({ first: 'TLSPROXY_ERR_POOL_RESOURCES', second: 'ok' });
+  });
+
   it('a process with an idle engine exits by itself', async () => {
     const script = `
       import { NativeTlsEngine } from ${JSON.stringify(new URL('../dist/index.js', import.meta.url).href)};

@@ -381,7 +381,13 @@ static void reneg_answer(loop *L, conn *c, const char *code, const char *text) {
 static int established(loop *L, conn *c) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0) {
-    conn_fail(L, c, "TLSPROXY_ERR_POOL_HANDSHAKE", "socketpair: %s", strerror(errno));
+    // Out of descriptors or memory ends this connection alone, with pool's code for it.
+    int err = errno;
+    conn_fail(L, c,
+              err == EMFILE || err == ENFILE || err == ENOMEM || err == ENOBUFS
+                  ? "TLSPROXY_ERR_POOL_RESOURCES"
+                  : "TLSPROXY_ERR_POOL_HANDSHAKE",
+              "socketpair: %s", strerror(err));
     return -1;
   }
   ev *e = ev_add(L, EV_ESTABLISHED, c->jsid);
