@@ -388,6 +388,36 @@ describe('NativeTlsEngine: bulk data and backpressure', () => {
     b.destroy();
     c.socket.destroy();
   }, 30_000);
+
+  it('a client that never reads: the backend is stopped, memory stays bounded', async () => {
+    const { c, r } = await connectPair(served);
+    const b = backend(r);
+    c.socket.pause();
+    const rss0 = process.memoryUsage().rss;
+    const chunk = Buffer.alloc(64 << 10, 2);
+    let written = 0;
+    while (written < 64 << 20) {
+      if (!b.write(chunk)) {
+        const drained = await Promise.race([
+          new Promise<boolean>((res) => b.once('drain', () => res(true))),
+          new Promise<boolean>((res) => setTimeout(() => res(false), 500)),
+        ]);
+        if (!drained) break;
+      }
+      written += chunk.length;
+    }
+    expect(written).toBeLessThan(64 << 20);
+    expect(process.memoryUsage().rss - rss0).toBeLessThan(32 << 20);
+    // Once the client reads again, everything arrives.
+    let got = 0;
+    c.socket.on('data', (d: Buffer) => {
+      got += d.length;
+    });
+    c.socket.resume();
+    await until(() => got >= written, 20_000, 'client caught up');
+    b.destroy();
+    c.socket.destroy();
+  }, 40_000);
 });
 
 describe('NativeTlsEngine: control', () => {
