@@ -3,6 +3,8 @@
 // keeps each session's plaintext end, as a backend would), the parent runs N node:tls clients
 // that complete the handshake, exchange one line and go quiet. The child reports its RSS growth
 // per session. Usage: node bench/idle-memory.mjs [N=1000] [engine=native|node]
+// With KEEP_FD=1 the child keeps each plaintext end as a bare descriptor (no net.Socket, no
+// exchange): the growth is then the engine's own per-session cost plus its JS bookkeeping.
 import { fork } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import tls from 'node:tls';
@@ -25,6 +27,10 @@ if (process.argv[4] === 'child') {
   const keep = [];
   const server = net.createServer({ pauseOnConnect: true }, (s) => {
     engine.handshake(detachSocket(s).fd).then((r) => {
+      if (process.env.KEEP_FD) {
+        keep.push(r.plaintext, r.controlKey);
+        return;
+      }
       // Answer one line, then hold the plaintext end without reading, as an idle backend.
       const b = r.plaintext.toSocket();
       b.once('data', () => {
@@ -34,16 +40,26 @@ if (process.argv[4] === 'child') {
       keep.push(b, r.controlKey);
     });
   });
+  const { binding } = await import('../dist/index.js');
+  const mallocBytes = () => binding().mallocBytes();
   server.listen(0, '127.0.0.1', () => {
     globalThis.gc?.();
-    process.send({ port: server.address().port, rss: process.memoryUsage().rss });
+    process.send({
+      port: server.address().port,
+      rss: process.memoryUsage().rss,
+      malloc: mallocBytes(),
+    });
   });
   process.on('message', (m) => {
     if (m === 'measure') {
       globalThis.gc?.();
       setTimeout(() => {
         globalThis.gc?.();
-        process.send({ rss: process.memoryUsage().rss, sessions: keep.length / 2 });
+        process.send({
+          rss: process.memoryUsage().rss,
+          malloc: mallocBytes(),
+          sessions: keep.length / 2,
+        });
       }, 500);
     }
     if (m === 'exit') process.exit(0);
@@ -53,7 +69,7 @@ if (process.argv[4] === 'child') {
     execArgv: ['--expose-gc'],
   });
   const next = () => new Promise((r) => child.once('message', r));
-  const { port, rss: rss0 } = await next();
+  const { port, rss: rss0, malloc: malloc0 } = await next();
   const clients = [];
   for (let i = 0; i < N; i++) {
     const c = tls.connect({
@@ -64,6 +80,7 @@ if (process.argv[4] === 'child') {
     });
     await new Promise((r, j) => {
       c.once('secureConnect', () => {
+        if (process.env.KEEP_FD) return setTimeout(r, 2);
         c.write('hi\n');
         c.once('data', r);
       });
@@ -72,13 +89,15 @@ if (process.argv[4] === 'child') {
     clients.push(c);
   }
   child.send('measure');
-  const { rss, sessions } = await next();
+  const { rss, malloc, sessions } = await next();
   console.log(
     JSON.stringify({
       engine: which,
       sessions,
       rssGrowthKiB: Math.round((rss - rss0) / 1024),
       perSessionKiB: Number(((rss - rss0) / 1024 / sessions).toFixed(1)),
+      // malloc'd memory (C: OpenSSL, this addon, node's own C++ allocations) per session
+      mallocPerSessionKiB: Number(((malloc - malloc0) / 1024 / sessions).toFixed(1)),
     }),
   );
   child.send('exit');

@@ -64,6 +64,8 @@ export type NativeEvent =
 
 export interface NativeBinding {
   openssl(): { version: number; text: string; headers: number };
+  /** malloc'd bytes of the whole process (glibc mallinfo2), for memory measurements */
+  mallocBytes(): number;
   engineCreate(threads: number, onEvents: (events: NativeEvent[]) => void): EngineHandle;
   engineClose(engine: EngineHandle): void;
   engineRef(engine: EngineHandle, ref: boolean): void;

@@ -1,6 +1,7 @@
 // N-API glue: argument checks that throw JS errors (never abort), externals for the C objects,
 // and the thread-safe function that turns a loop's batch of events into one JS call.
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -593,9 +594,18 @@ static napi_value js_openssl(napi_env env, napi_callback_info info) {
   return o;
 }
 
+// mallocBytes() → bytes allocated by malloc in the whole process, all arenas (glibc
+// mallinfo2): what the C side (this addon, OpenSSL) holds, for memory measurements.
+static napi_value js_malloc_bytes(napi_env env, napi_callback_info info) {
+  (void)info;
+  struct mallinfo2 m = mallinfo2();
+  return num(env, (double)m.uordblks + (double)m.hblkhd);
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"openssl", NULL, js_openssl, NULL, NULL, NULL, napi_default, NULL},
+      {"mallocBytes", NULL, js_malloc_bytes, NULL, NULL, NULL, napi_default, NULL},
       {"engineCreate", NULL, js_engine_create, NULL, NULL, NULL, napi_default, NULL},
       {"engineClose", NULL, js_engine_close, NULL, NULL, NULL, napi_default, NULL},
       {"engineRef", NULL, js_engine_ref, NULL, NULL, NULL, napi_default, NULL},
