@@ -1,0 +1,157 @@
+// The test kit every dialect's tests share (xmpp.js's @xmpp/test): drive a session, cut its
+// input anywhere, read back what it wrote, and the names a peer may send to reach a plain
+// object's prototype. No fast-check here: properties pass their own arbitraries, so this
+// subpath needs nothing beyond the kit.
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { latin1 } from './bytes.js';
+import type { Action, Dialect, DialectSession, SessionContext } from './contract.js';
+
+/** A string of chars 0-255 to its octets, one per char (for text protocols' test input). */
+export const enc = (s: string): Uint8Array => Uint8Array.from(s, (c) => c.charCodeAt(0) & 0xff);
+/** Octets to a string of chars 0-255. */
+export const dec = (b: Uint8Array): string => latin1(b);
+const utf8Decoder = new TextDecoder();
+const utf8Encoder = new TextEncoder();
+/** UTF-8 input and output, for XMPP-style protocols. */
+export const encUtf8 = (s: string): Uint8Array => utf8Encoder.encode(s);
+export const decUtf8 = (b: Uint8Array): string => utf8Decoder.decode(b);
+
+/**
+ * `bytes` cut at `cuts` (any naturals, taken modulo length + 1, duplicates ignored): the chunks
+ * TCP could have delivered. Feed it `fc.array(fc.nat())` for split-anywhere properties.
+ */
+export function splitAt(bytes: Uint8Array, cuts: readonly number[]): Uint8Array[] {
+  const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
+  const out: Uint8Array[] = [];
+  let prev = 0;
+  for (const p of [...points, bytes.length]) {
+    out.push(bytes.subarray(prev, p));
+    prev = p;
+  }
+  return out;
+}
+
+/** One chunk per octet: the worst chunking a client can choose. */
+export function bytewise(bytes: Uint8Array): Uint8Array[] {
+  return Array.from(bytes, (b) => Uint8Array.of(b));
+}
+
+/** The chunkings every split-anywhere test tries: whole, cut at `cuts`, and one octet per read. */
+export function chunkings(
+  bytes: Uint8Array,
+  cuts: readonly number[],
+): { whole: Uint8Array[]; split: Uint8Array[]; bytewise: Uint8Array[] } {
+  return { whole: [bytes], split: splitAt(bytes, cuts), bytewise: bytewise(bytes) };
+}
+
+export interface WrittenOptions {
+  /** Count a starttls action's go-ahead as written (HTTP Upgrade's 101 is the reply). */
+  goAhead?: boolean;
+}
+
+/** Everything written to the client, as octets: send data and close data, in order. */
+export function writtenBytes(actions: readonly Action[], opts: WrittenOptions = {}): Uint8Array {
+  const parts: number[] = [];
+  for (const a of actions) {
+    if (a.type === 'send') parts.push(...a.data);
+    if (a.type === 'close' && a.data) parts.push(...a.data);
+    if (opts.goAhead && a.type === 'starttls') parts.push(...a.goAhead);
+  }
+  return Uint8Array.from(parts);
+}
+
+/** Everything written to the client, decoded with `decode` (latin1 by default). */
+export function written(
+  actions: readonly Action[],
+  opts: WrittenOptions & { decode?: (b: Uint8Array) => string } = {},
+): string {
+  return (opts.decode ?? dec)(writtenBytes(actions, opts));
+}
+
+/** The actions of one type, typed. */
+export function only<T extends Action['type']>(actions: readonly Action[], type: T) {
+  return actions.filter((a): a is Extract<Action, { type: T }> => a.type === type);
+}
+
+/** A session context for tests: given options and limits, fixed host name and connection id. */
+export function testContext<O>(
+  options: O,
+  limits: Record<string, number> = {},
+  extra: Partial<SessionContext<O>> = {},
+): SessionContext<O> {
+  return { options, limits, hostname: 'test.example', connectionId: 't1', ...extra };
+}
+
+/** Create and start a session, feed `chunks` at time 0, and return every action after start. */
+export function feedSession(
+  session: DialectSession,
+  chunks: readonly (string | Uint8Array)[],
+  encode: (s: string) => Uint8Array = enc,
+): Action[] {
+  session.start(0);
+  const actions: Action[] = [];
+  for (const c of chunks)
+    actions.push(...session.receive(typeof c === 'string' ? encode(c) : c, 0));
+  return actions;
+}
+
+/**
+ * A small test driver bound to one dialect: `newSession(options, limits)` and
+ * `feed(chunks, options, limits)` → `{ session, actions, text }`.
+ */
+export function driver<O>(
+  dialect: Pick<Dialect<O>, 'create'>,
+  defaults: Partial<SessionContext<O>> & {
+    encode?: (s: string) => Uint8Array;
+    decode?: (b: Uint8Array) => string;
+    goAhead?: boolean;
+  } = {},
+) {
+  const { encode = enc, decode = dec, goAhead = false, ...context } = defaults;
+  const newSession = (
+    options = {} as O,
+    limits: Record<string, number> = {},
+    extra: Partial<SessionContext<O>> = {},
+  ): DialectSession => dialect.create(testContext(options, limits, { ...context, ...extra }));
+  const feed = (
+    chunks: readonly (string | Uint8Array)[],
+    options = {} as O,
+    limits: Record<string, number> = {},
+    extra: Partial<SessionContext<O>> = {},
+  ): { session: DialectSession; actions: Action[]; text: string } => {
+    const session = newSession(options, limits, extra);
+    const actions = feedSession(session, chunks, encode);
+    return { session, actions, text: written(actions, { decode, goAhead }) };
+  };
+  const text = (actions: readonly Action[]): string => written(actions, { decode, goAhead });
+  return { newSession, feed, written: text };
+}
+
+/**
+ * Every name on Object.prototype (`constructor`, `__proto__`, `hasOwnProperty`, ...): a peer that
+ * sends one of these as a command, attribute or option name must not reach a prototype member
+ * (input never selects a handler through a plain object).
+ */
+export const OBJECT_PROTOTYPE_NAMES: readonly string[] = Object.freeze(
+  Object.getOwnPropertyNames(Object.prototype),
+);
+
+/**
+ * Memory measurement for the O(pending) tests (issue 14): the V8 heap plus ArrayBuffer backing
+ * stores. Call `collectGarbage()` first; it exposes `gc` on first use.
+ */
+export function memoryUsed(): number {
+  const m = process.memoryUsage();
+  return m.heapUsed + m.arrayBuffers;
+}
+
+let gcFn: (() => void) | undefined;
+/** Run a full garbage collection (enables --expose-gc at run time on first call). */
+export function collectGarbage(): void {
+  if (gcFn === undefined) {
+    setFlagsFromString('--expose-gc');
+    gcFn = runInNewContext('gc') as () => void;
+  }
+  gcFn();
+}
