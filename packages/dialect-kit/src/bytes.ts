@@ -127,3 +127,8 @@ export class ByteQueue {
     return out;
   }
 }
+
+/** Octets as base64 (hand-off state carries octets as base64 strings). */
+export function base64(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64');
+}

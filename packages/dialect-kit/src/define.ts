@@ -132,10 +132,7 @@ export function optionProblem(spec: OptionSpec, value: unknown): string | undefi
 }
 
 /** Merge user options over the dialect's defaults; unknown keys and bad values are errors. */
-export function resolveOptions<O>(
-  dialect: Pick<Dialect<O>, 'name' | 'options'>,
-  raw: Record<string, unknown> = {},
-): O {
+export function resolveOptions<O>(dialect: Dialect<O>, raw: Record<string, unknown> = {}): O {
   const out: Record<string, unknown> = {};
   const errors: string[] = [];
   for (const key of Object.keys(raw)) {
@@ -158,7 +155,7 @@ export function resolveOptions<O>(
 
 /** Merge user limits over the dialect's defaults; unknown names and negatives are errors. */
 export function resolveLimits(
-  dialect: Pick<Dialect<unknown>, 'name' | 'limits'>,
+  dialect: Pick<Dialect<never>, 'name' | 'limits'>,
   raw: Record<string, unknown> = {},
 ): Readonly<Record<string, number>> {
   const out: Record<string, number> = {};

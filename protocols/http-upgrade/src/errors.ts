@@ -4,7 +4,7 @@
 // RemoteProtocolError, the error carries the status the server answers with, so the framer and
 // the request checks throw, and the session turns the error into one response in one place.
 
-const BRAND = Symbol.for('tlsproxy.error');
+import { DialectError, isErrorWithPrefix } from '@tlsproxy/dialect-kit';
 
 export type HttpErrorCode =
   | 'TLSPROXY_ERR_HTTP_SYNTAX'
@@ -22,26 +22,18 @@ export type HttpErrorCode =
   | 'TLSPROXY_ERR_HTTP_TIMEOUT';
 
 /** The client broke the protocol (or asked for something refused): answer `status`, close. */
-export class HttpProtocolError extends Error {
-  readonly code: HttpErrorCode;
+export class HttpProtocolError extends DialectError<HttpErrorCode> {
   /** The status code of the response, e.g. 400. */
   readonly status: number;
-  readonly [BRAND] = true;
 
   constructor(code: HttpErrorCode, status: number, message: string) {
-    super(message);
+    // The response is built from `status` in one place (responses.ts), so no reply octets here.
+    super(code, message, { fatal: true });
     this.name = 'HttpProtocolError';
-    this.code = code;
     this.status = status;
   }
 }
 
 export function isHttpProtocolError(err: unknown): err is HttpProtocolError {
-  return (
-    typeof err === 'object' &&
-    err !== null &&
-    (err as Record<symbol, unknown>)[BRAND] === true &&
-    typeof (err as { code?: unknown }).code === 'string' &&
-    (err as { code: string }).code.startsWith('TLSPROXY_ERR_HTTP_')
-  );
+  return isErrorWithPrefix(err, 'TLSPROXY_ERR_HTTP_');
 }

@@ -15,8 +15,7 @@
 // ignore at least one). A field line starting with SP or HTAB is obs-fold (or whitespace after
 // the request line): refused with 400 as section 5.2 and 2.2 allow.
 
-import type { ByteBuffer } from './bytes.js';
-import { latin1 } from './bytes.js';
+import { type ByteBuffer, latin1 } from '@tlsproxy/dialect-kit';
 import { HttpProtocolError } from './errors.js';
 import { LineChecker, type RequestLine } from './parse.js';
 

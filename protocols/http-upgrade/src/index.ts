@@ -1,6 +1,6 @@
 // RFC 2817 (Upgrading to TLS Within HTTP/1.1), RFC 9110 section 7.8 (Upgrade) and RFC 9112
 // (HTTP/1.1): the HTTP Upgrade dialect plugin, its options and its limits.
-import type { Dialect, LimitSpec, OptionSpec, SessionContext } from '@tlsproxy/core/dialect';
+import type { Dialect, LimitSpec, OptionSpec, SessionContext } from '@tlsproxy/dialect-kit';
 import { errorResponse } from './responses.js';
 import { HttpUpgradeSession, type SessionConfig } from './session.js';
 

@@ -2,7 +2,7 @@
 // RFC 9110 section 15 (Status Codes), 8.6 (Content-Length), 6.6.1 (Date), 7.6.1 (Connection):
 // every response this dialect writes. None echoes client input, so nothing a client sends can
 // inject a header or body line into a response.
-import { ascii } from './bytes.js';
+import { ascii } from '@tlsproxy/dialect-kit';
 
 /** Reason phrases as RFC 9110 section 15 words them (413 was "Payload Too Large" in RFC 7231). */
 export const REASONS: Readonly<Record<number, string>> = {

@@ -22,8 +22,8 @@
 // out as `trailing` and is never framed, so a request pipelined after the upgrade request is
 // never answered in plaintext and never reaches TLS or the backend (RFC 2817 section 3.3: the
 // backend answers the ORIGINAL request, over TLS, from the hand-off state).
-import type { Action, DialectSession } from '@tlsproxy/core/dialect';
-import { act, ByteBuffer, base64 } from './bytes.js';
+import type { Action, DialectSession } from '@tlsproxy/dialect-kit';
+import { act, ByteBuffer, base64 } from '@tlsproxy/dialect-kit';
 import { HttpProtocolError, isHttpProtocolError } from './errors.js';
 import { Framer, type FramerLimits, type Head } from './framer.js';
 import { type Decision, decide } from './request.js';

@@ -4,7 +4,7 @@
 // The framer now finds the line end by scanning octets and parses each complete line once.
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import type { DialectSession } from '@tlsproxy/core/dialect';
+import type { DialectSession } from '@tlsproxy/dialect-kit';
 import { describe, expect, it } from 'vitest';
 import { enc, newSession } from './helpers.js';
 

@@ -1,7 +1,7 @@
 // Properties from DESIGN.md "Dialect interface - contract": any chunking behaves the same, peer
 // input never throws, header case does not matter, nothing pipelined after the upgrade request
 // is ever answered, limits hold. Time-boxed (interruptAfterTimeLimit).
-import type { Action } from '@tlsproxy/core/dialect';
+import type { Action } from '@tlsproxy/dialect-kit';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { dec, enc, newSession, written } from './helpers.js';

@@ -1,4 +1,4 @@
-import type { Action } from '@tlsproxy/core/dialect';
+import type { Action } from '@tlsproxy/dialect-kit';
 import { describe, expect, it } from 'vitest';
 import { HttpProtocolError, isHttpProtocolError } from '../src/index.js';
 import {

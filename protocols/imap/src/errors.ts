@@ -2,7 +2,7 @@
 // connection cannot go on). As in h11's RemoteProtocolError, the error carries the reply the
 // server sends, so handlers throw and the session turns the error into actions in one place.
 
-const BRAND = Symbol.for('tlsproxy.error');
+import { DialectError, isErrorWithPrefix } from '@tlsproxy/dialect-kit';
 
 export type ImapErrorCode =
   | 'TLSPROXY_ERR_IMAP_SYNTAX'
@@ -15,29 +15,17 @@ export type ImapErrorCode =
   | 'TLSPROXY_ERR_IMAP_TOO_MANY_COMMANDS'
   | 'TLSPROXY_ERR_IMAP_TIMEOUT';
 
-/** The client broke the protocol. `reply` is the complete response, CRLF included. */
-export class ImapProtocolError extends Error {
-  readonly code: ImapErrorCode;
-  readonly reply: string;
-  /** True when the connection must close after the reply (the stream cannot be resynchronised). */
-  readonly fatal: boolean;
-  readonly [BRAND] = true;
-
+/**
+ * The client broke the protocol. `replyText` is the complete reply, CRLF included (`reply` holds
+ * its octets); `fatal`: the connection closes after the reply.
+ */
+export class ImapProtocolError extends DialectError<ImapErrorCode> {
   constructor(code: ImapErrorCode, reply: string, options: { fatal?: boolean } = {}) {
-    super(reply.trimEnd());
+    super(code, reply.trimEnd(), { reply, fatal: options.fatal ?? false });
     this.name = 'ImapProtocolError';
-    this.code = code;
-    this.reply = reply;
-    this.fatal = options.fatal ?? false;
   }
 }
 
 export function isImapProtocolError(err: unknown): err is ImapProtocolError {
-  return (
-    typeof err === 'object' &&
-    err !== null &&
-    (err as Record<symbol, unknown>)[BRAND] === true &&
-    typeof (err as { code?: unknown }).code === 'string' &&
-    (err as { code: string }).code.startsWith('TLSPROXY_ERR_IMAP_')
-  );
+  return isErrorWithPrefix(err, 'TLSPROXY_ERR_IMAP_');
 }

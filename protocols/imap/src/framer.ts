@@ -13,7 +13,7 @@
 // A line ends at LF; one CR before it is dropped (clients must send CRLF, Dovecot also takes a
 // bare LF). A bare CR is line data. Every decision depends only on the octets, never on how they
 // were chunked: that is what the split-anywhere property tests check.
-import { ByteBuffer, concat, latin1 } from './bytes.js';
+import { ByteBuffer, concat, latin1 } from '@tlsproxy/dialect-kit';
 
 export type FrameEvent =
   /** A complete command: `text` has literal data removed; `literalEnds` are the offsets in

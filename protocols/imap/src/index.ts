@@ -1,6 +1,6 @@
 // RFC 9051 section 7.1.1 (OK greeting with CAPABILITY response code) and 7.2.2 (CAPABILITY),
 // RFC 3501 section 6.2.1 (STARTTLS): the IMAP dialect plugin, its options and its limits.
-import type { Dialect, LimitSpec, OptionSpec, SessionContext } from '@tlsproxy/core/dialect';
+import type { Dialect, LimitSpec, OptionSpec, SessionContext } from '@tlsproxy/dialect-kit';
 import { backendGreeting } from './backend-greeting.js';
 import { ImapSession, type SessionConfig } from './session.js';
 

@@ -13,8 +13,8 @@
 //
 // STARTTLS moves to `tls` at once: every octet after its line end goes out as `trailing` and
 // is never framed, so pipelined plaintext cannot reach the TLS session (CVE-2011-0411 class).
-import type { Action, DialectSession } from '@tlsproxy/core/dialect';
-import { act, ascii } from './bytes.js';
+import type { Action, DialectSession } from '@tlsproxy/dialect-kit';
+import { act, ascii } from '@tlsproxy/dialect-kit';
 import {
   execute,
   KNOWN_COMMANDS,
@@ -264,12 +264,12 @@ export class ImapSession implements DialectSession {
       if (!isImapProtocolError(err)) throw err;
       out.push(act.command(name, true, KNOWN));
       if (err.fatal) {
-        this.closeWith(out, err.reply, err.code);
+        this.closeWith(out, err.replyText, err.code);
       } else if (++this.bad >= this.config.maxBadCommands) {
         // Dovecot's wording; it sends only the BYE, not the BAD it replaces.
         this.closeWith(out, '* BYE Too many invalid IMAP commands.\r\n', 'too many bad commands');
       } else {
-        out.push(act.send(err.reply));
+        out.push(act.send(err.replyText));
       }
       return;
     }

@@ -1,11 +1,8 @@
-// The plugin as core will load it: core's own shape check and option/limit resolution (imported
-// from core's source at test time only; the package itself imports nothing from core at runtime).
+// The plugin as the engine will load it: the kit's shape check and option/limit resolution, the
+// same functions core re-exports and runs on every listener.
+
+import { dialectProblems, resolveLimits, resolveOptions } from '@tlsproxy/dialect-kit';
 import { describe, expect, it } from 'vitest';
-import {
-  dialectProblems,
-  resolveLimits,
-  resolveOptions,
-} from '../../../packages/core/src/define.js';
 import { dialect } from '../src/index.js';
 import { feed } from './helpers.js';
 

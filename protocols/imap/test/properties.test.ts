@@ -1,6 +1,6 @@
 // Properties from DESIGN.md "Dialect interface - contract": any chunking behaves the same,
 // peer input never throws, nothing pipelined after STARTTLS is ever answered. Time-boxed.
-import type { Action } from '@tlsproxy/core/dialect';
+import type { Action } from '@tlsproxy/dialect-kit';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { dec, enc, newSession, written } from './helpers.js';

@@ -1,4 +1,4 @@
-import type { Action } from '@tlsproxy/core/dialect';
+import type { Action } from '@tlsproxy/dialect-kit';
 import { describe, expect, it } from 'vitest';
 import dialectDefault, {
   capabilityString,
@@ -306,7 +306,7 @@ describe('ImapProtocolError', () => {
     const e = new ImapProtocolError('TLSPROXY_ERR_IMAP_SYNTAX', 'a BAD x\r\n');
     expect(isImapProtocolError(e)).toBe(true);
     expect((e as unknown as Record<symbol, unknown>)[Symbol.for('tlsproxy.error')]).toBe(true);
-    expect(e.reply).toBe('a BAD x\r\n');
+    expect(e.replyText).toBe('a BAD x\r\n');
     expect(isImapProtocolError(new Error('x'))).toBe(false);
   });
 });

@@ -13,7 +13,7 @@
 // lengths but has no size or depth limit and no streaming framer; asn1js accepts the indefinite
 // form. The framer must be written anyway to bound buffering, and after it decoding an LDAP
 // request is a handful of tag checks, so the few reply encoders below stay hand-written too.
-import { ByteQueue } from './queue.js';
+import { ByteQueue } from '@tlsproxy/dialect-kit';
 
 export const TAG = {
   BOOLEAN: 0x01,

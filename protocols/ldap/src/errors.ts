@@ -3,7 +3,7 @@
 // error carries the octets the server sends, so handlers throw and the session turns the error
 // into actions in one place.
 
-const BRAND = Symbol.for('tlsproxy.error');
+import { DialectError, isErrorWithPrefix } from '@tlsproxy/dialect-kit';
 
 export type LdapErrorCode =
   | 'TLSPROXY_ERR_LDAP_MALFORMED'
@@ -12,33 +12,19 @@ export type LdapErrorCode =
   | 'TLSPROXY_ERR_LDAP_TOO_MANY_BAD';
 
 /** The client broke the protocol. `reply` is the complete BER reply (an LDAPMessage). */
-export class LdapProtocolError extends Error {
-  readonly code: LdapErrorCode;
-  readonly reply: Uint8Array;
-  /** True when the connection must close after the reply (always, for a Notice). */
-  readonly fatal: boolean;
-  readonly [BRAND] = true;
-
+export class LdapProtocolError extends DialectError<LdapErrorCode> {
   constructor(
     code: LdapErrorCode,
     message: string,
     reply: Uint8Array,
     options: { fatal?: boolean } = {},
   ) {
-    super(message);
+    // Fatal by default: a Notice of Disconnection always ends the session.
+    super(code, message, { reply, fatal: options.fatal ?? true });
     this.name = 'LdapProtocolError';
-    this.code = code;
-    this.reply = reply;
-    this.fatal = options.fatal ?? true;
   }
 }
 
 export function isLdapProtocolError(err: unknown): err is LdapProtocolError {
-  return (
-    typeof err === 'object' &&
-    err !== null &&
-    (err as Record<symbol, unknown>)[BRAND] === true &&
-    typeof (err as { code?: unknown }).code === 'string' &&
-    (err as { code: string }).code.startsWith('TLSPROXY_ERR_LDAP_')
-  );
+  return isErrorWithPrefix(err, 'TLSPROXY_ERR_LDAP_');
 }

@@ -1,6 +1,6 @@
 // RFC 4511 section 4.14 (StartTLS operation), RFC 4513 section 3 (StartTLS in LDAP sessions):
 // the LDAP dialect plugin, its options and its limits.
-import type { Dialect, LimitSpec, OptionSpec, SessionContext } from '@tlsproxy/core/dialect';
+import type { Dialect, LimitSpec, OptionSpec, SessionContext } from '@tlsproxy/dialect-kit';
 import { noticeOfDisconnection, RESULT } from './messages.js';
 import { LdapSession, type SessionConfig } from './session.js';
 

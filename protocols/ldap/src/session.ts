@@ -16,7 +16,7 @@
 // and is never framed (RFC 4511 4.14.1: the client MUST NOT send PDUs until the response and
 // the handshake; CVE-2011-0411 class). Malformed BER, an unknown request or a decoding error
 // ends the session with the Notice of Disconnection (protocolError), as RFC 4511 4.1.1 says.
-import type { Action, DialectSession } from '@tlsproxy/core/dialect';
+import type { Action, DialectSession } from '@tlsproxy/dialect-kit';
 import { BerError, Framer, parse } from './ber.js';
 import { isLdapProtocolError, LdapProtocolError } from './errors.js';
 import { decodeMessage, noticeOfDisconnection, RESULT } from './messages.js';

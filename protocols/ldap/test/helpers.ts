@@ -1,5 +1,5 @@
 // Shared test kit: hand-built BER requests, one session driven with them, replies read back.
-import type { Action, DialectSession } from '@tlsproxy/core/dialect';
+import type { Action, DialectSession } from '@tlsproxy/dialect-kit';
 import { dialect, type LdapOptions } from '../src/index.js';
 
 export const hex = (s: string): Uint8Array =>

@@ -4,7 +4,7 @@
 // state per octet.
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import type { DialectSession } from '@tlsproxy/core/dialect';
+import type { DialectSession } from '@tlsproxy/dialect-kit';
 import { describe, expect, it } from 'vitest';
 import { newSession } from './helpers.js';
 

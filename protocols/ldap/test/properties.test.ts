@@ -1,7 +1,7 @@
 // Properties from DESIGN.md "Dialect interface - contract": any chunking behaves the same, peer
 // input never throws, BER length lies and deep nesting end in a Notice of Disconnection, nothing
 // pipelined after StartTLS is ever answered. Time-boxed.
-import type { Action } from '@tlsproxy/core/dialect';
+import type { Action } from '@tlsproxy/dialect-kit';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { parse } from '../src/ber.js';

@@ -3,7 +3,7 @@
 // error carries the reply the server sends, so handlers throw and the session turns the error
 // into actions in one place.
 
-const BRAND = Symbol.for('tlsproxy.error');
+import { DialectError, isErrorWithPrefix } from '@tlsproxy/dialect-kit';
 
 export type Pop3ErrorCode =
   | 'TLSPROXY_ERR_POP3_SYNTAX'
@@ -14,29 +14,17 @@ export type Pop3ErrorCode =
   | 'TLSPROXY_ERR_POP3_TOO_MANY_COMMANDS'
   | 'TLSPROXY_ERR_POP3_TIMEOUT';
 
-/** The client broke the protocol. `reply` is the complete "-ERR" line, CRLF included. */
-export class Pop3ProtocolError extends Error {
-  readonly code: Pop3ErrorCode;
-  readonly reply: string;
-  /** True when the connection must close after the reply. */
-  readonly fatal: boolean;
-  readonly [BRAND] = true;
-
+/**
+ * The client broke the protocol. `replyText` is the complete reply, CRLF included (`reply` holds
+ * its octets); `fatal`: the connection closes after the reply.
+ */
+export class Pop3ProtocolError extends DialectError<Pop3ErrorCode> {
   constructor(code: Pop3ErrorCode, reply: string, options: { fatal?: boolean } = {}) {
-    super(reply.trimEnd());
+    super(code, reply.trimEnd(), { reply, fatal: options.fatal ?? false });
     this.name = 'Pop3ProtocolError';
-    this.code = code;
-    this.reply = reply;
-    this.fatal = options.fatal ?? false;
   }
 }
 
 export function isPop3ProtocolError(err: unknown): err is Pop3ProtocolError {
-  return (
-    typeof err === 'object' &&
-    err !== null &&
-    (err as Record<symbol, unknown>)[BRAND] === true &&
-    typeof (err as { code?: unknown }).code === 'string' &&
-    (err as { code: string }).code.startsWith('TLSPROXY_ERR_POP3_')
-  );
+  return isErrorWithPrefix(err, 'TLSPROXY_ERR_POP3_');
 }

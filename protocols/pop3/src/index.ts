@@ -1,6 +1,6 @@
 // RFC 1939 section 4 (greeting), RFC 2449 section 5 (CAPA) and section 4 (lengths), RFC 2595
 // section 4 (STLS): the POP3 dialect plugin, its options and its limits.
-import type { Dialect, LimitSpec, OptionSpec, SessionContext } from '@tlsproxy/core/dialect';
+import type { Dialect, LimitSpec, OptionSpec, SessionContext } from '@tlsproxy/dialect-kit';
 import { backendGreeting } from './backend-greeting.js';
 import { Pop3Session, type SessionConfig } from './session.js';
 

@@ -13,8 +13,8 @@
 //
 // STLS moves to `tls` at once: every octet after its line end goes out as `trailing` and is
 // never framed, so pipelined plaintext cannot reach the TLS session (CVE-2011-0411 class).
-import type { Action, DialectSession } from '@tlsproxy/core/dialect';
-import { act, ascii } from './bytes.js';
+import type { Action, DialectSession } from '@tlsproxy/dialect-kit';
+import { act, ascii, LineFramer as Framer } from '@tlsproxy/dialect-kit';
 import {
   execute,
   KNOWN_COMMANDS,
@@ -23,7 +23,6 @@ import {
   refuseUnparsed,
 } from './commands.js';
 import { isPop3ProtocolError, Pop3ProtocolError } from './errors.js';
-import { Framer } from './framer.js';
 import { nameOf, parseCommand } from './parse.js';
 
 export interface SessionConfig extends ReplyConfig {
@@ -146,12 +145,16 @@ export class Pop3Session implements DialectSession {
       if (!isPop3ProtocolError(err)) throw err;
       out.push(act.command(name, true, KNOWN));
       if (err.fatal) {
-        this.closeWith(out, err.reply, err.code);
+        this.closeWith(out, err.replyText, err.code);
       } else if (++this.bad >= this.config.maxBadCommands) {
         // As Dovecot's pop3-login: the last bad command still gets its own reply, then this.
-        this.closeWith(out, `${err.reply}-ERR Too many bad commands.\r\n`, 'too many bad commands');
+        this.closeWith(
+          out,
+          `${err.replyText}-ERR Too many bad commands.\r\n`,
+          'too many bad commands',
+        );
       } else {
-        out.push(act.send(err.reply));
+        out.push(act.send(err.replyText));
       }
       return;
     }

@@ -1,4 +1,4 @@
-import type { Action } from '@tlsproxy/core/dialect';
+import type { Action } from '@tlsproxy/dialect-kit';
 import { describe, expect, it } from 'vitest';
 import dialectDefault, {
   AUTH_REFUSED,
@@ -243,7 +243,7 @@ describe('Pop3ProtocolError', () => {
     const e = new Pop3ProtocolError('TLSPROXY_ERR_POP3_SYNTAX', '-ERR x\r\n');
     expect(isPop3ProtocolError(e)).toBe(true);
     expect((e as unknown as Record<symbol, unknown>)[Symbol.for('tlsproxy.error')]).toBe(true);
-    expect(e.reply).toBe('-ERR x\r\n');
+    expect(e.replyText).toBe('-ERR x\r\n');
     expect(e.code).toBe('TLSPROXY_ERR_POP3_SYNTAX');
     expect(isPop3ProtocolError(new Error('x'))).toBe(false);
   });

@@ -2,7 +2,7 @@
 // error is answered with a 4yz/5yz reply. As in h11's RemoteProtocolError, the error carries the
 // reply the server sends, so handlers throw and the session turns errors into actions in one place.
 
-const BRAND = Symbol.for('tlsproxy.error');
+import { DialectError, isErrorWithPrefix } from '@tlsproxy/dialect-kit';
 
 export type SmtpErrorCode =
   | 'TLSPROXY_ERR_SMTP_SYNTAX'
@@ -17,29 +17,17 @@ export type SmtpErrorCode =
   | 'TLSPROXY_ERR_SMTP_TOO_MANY_COMMANDS'
   | 'TLSPROXY_ERR_SMTP_TIMEOUT';
 
-/** The client broke the protocol. `reply` is the complete reply, CRLF included. */
-export class SmtpProtocolError extends Error {
-  readonly code: SmtpErrorCode;
-  readonly reply: string;
-  /** True when the connection closes after the reply. */
-  readonly fatal: boolean;
-  readonly [BRAND] = true;
-
+/**
+ * The client broke the protocol. `replyText` is the complete reply, CRLF included (`reply` holds
+ * its octets); `fatal`: the connection closes after the reply.
+ */
+export class SmtpProtocolError extends DialectError<SmtpErrorCode> {
   constructor(code: SmtpErrorCode, reply: string, options: { fatal?: boolean } = {}) {
-    super(reply.trimEnd());
+    super(code, reply.trimEnd(), { reply, fatal: options.fatal ?? false });
     this.name = 'SmtpProtocolError';
-    this.code = code;
-    this.reply = reply;
-    this.fatal = options.fatal ?? false;
   }
 }
 
 export function isSmtpProtocolError(err: unknown): err is SmtpProtocolError {
-  return (
-    typeof err === 'object' &&
-    err !== null &&
-    (err as Record<symbol, unknown>)[BRAND] === true &&
-    typeof (err as { code?: unknown }).code === 'string' &&
-    (err as { code: string }).code.startsWith('TLSPROXY_ERR_SMTP_')
-  );
+  return isErrorWithPrefix(err, 'TLSPROXY_ERR_SMTP_');
 }

@@ -1,7 +1,7 @@
 // RFC 5321 section 4.1.1.1 (EHLO) and 4.3.1 (greeting), RFC 3207 (STARTTLS), RFC 2920
 // (PIPELINING), RFC 1870 (SIZE), RFC 6152 (8BITMIME), RFC 2034 (ENHANCEDSTATUSCODES): the SMTP
 // dialect plugin, its options and its limits.
-import type { Dialect, LimitSpec, OptionSpec, SessionContext } from '@tlsproxy/core/dialect';
+import type { Dialect, LimitSpec, OptionSpec, SessionContext } from '@tlsproxy/dialect-kit';
 import { backendGreeting } from './backend-greeting.js';
 import { backendReplay } from './backend-replay.js';
 import type { PlaintextMode } from './commands.js';

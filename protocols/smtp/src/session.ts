@@ -19,8 +19,8 @@
 // its line end goes out as `trailing` and is never framed (CVE-2011-0411). In MX mode a MAIL
 // command moves to `plaintext`: the MAIL line and everything after it go out as `buffered`,
 // unanswered, for the backend to answer.
-import type { Action, DialectSession } from '@tlsproxy/core/dialect';
-import { act, ascii, concat } from './bytes.js';
+import type { Action, DialectSession } from '@tlsproxy/dialect-kit';
+import { act, ascii, concat, LineFramer as Framer } from '@tlsproxy/dialect-kit';
 import {
   execute,
   type HelloState,
@@ -32,7 +32,6 @@ import {
   syntaxError,
 } from './commands.js';
 import { isSmtpProtocolError, SmtpProtocolError } from './errors.js';
-import { Framer } from './framer.js';
 import { parseCommand, verbOf } from './parse.js';
 
 export interface SessionConfig extends ReplyConfig {
@@ -61,7 +60,7 @@ export class SmtpSession implements DialectSession {
   private readonly hello: HelloState = { ehlo: null, esmtp: false };
 
   constructor(private readonly config: SessionConfig) {
-    this.framer = new Framer(config.maxLineLength);
+    this.framer = newFramer(config.maxLineLength);
   }
 
   start(now: number): Action[] {
@@ -97,7 +96,7 @@ export class SmtpSession implements DialectSession {
     // Whatever arrived while the engine looked for a backend was discarded, never parsed. The
     // client got 454 and may go on without TLS (RFC 3207 section 4); it keeps its EHLO.
     this.phase = 'ready';
-    this.framer = new Framer(this.config.maxLineLength);
+    this.framer = newFramer(this.config.maxLineLength);
     return this.arm(now);
   }
 
@@ -197,7 +196,7 @@ export class SmtpSession implements DialectSession {
     } catch (err) {
       if (!isSmtpProtocolError(err)) throw err;
       out.push(act.command(name, true, KNOWN));
-      this.refuse(out, err.reply, err.fatal ? err.code : null);
+      this.refuse(out, err.replyText, err.fatal ? err.code : null);
       return;
     }
     out.push(act.command(name, outcome.kind === 'skip', KNOWN));
@@ -279,4 +278,9 @@ export class SmtpSession implements DialectSession {
       act.close('internal error', `421 4.3.0 ${this.config.host} Error: internal error\r\n`),
     ];
   }
+}
+
+/** `maxLineLength` counts the CRLF, as RFC 5321 section 4.5.3.1.4 does; the framer counts content. */
+function newFramer(maxLineLength: number): Framer {
+  return new Framer(Math.max(0, maxLineLength - 2));
 }

@@ -1,7 +1,7 @@
 // Properties from DESIGN.md "Dialect interface - contract": any chunking behaves the same, peer
 // input never throws, the case of command words does not matter, nothing pipelined after
 // STARTTLS is ever answered, and in MX mode every byte from MAIL on reaches the backend. Time-boxed.
-import type { Action } from '@tlsproxy/core/dialect';
+import type { Action } from '@tlsproxy/dialect-kit';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { SmtpOptions } from '../src/index.js';

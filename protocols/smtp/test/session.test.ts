@@ -1,4 +1,4 @@
-import type { Action } from '@tlsproxy/core/dialect';
+import type { Action } from '@tlsproxy/dialect-kit';
 import { describe, expect, it } from 'vitest';
 import dialectDefault, {
   DEFAULT_EXTENSIONS,
@@ -338,7 +338,7 @@ describe('SmtpProtocolError', () => {
     const e = new SmtpProtocolError('TLSPROXY_ERR_SMTP_SYNTAX', '501 x\r\n');
     expect(isSmtpProtocolError(e)).toBe(true);
     expect((e as unknown as Record<symbol, unknown>)[Symbol.for('tlsproxy.error')]).toBe(true);
-    expect(e.reply).toBe('501 x\r\n');
+    expect(e.replyText).toBe('501 x\r\n');
     expect(e.code).toBe('TLSPROXY_ERR_SMTP_SYNTAX');
     expect(isSmtpProtocolError(new Error('x'))).toBe(false);
   });

@@ -2,7 +2,7 @@
 // the stream with a stream error. As in h11's RemoteProtocolError, the error carries what the
 // server sends: the defined condition and an optional text, turned into bytes in one place.
 
-const BRAND = Symbol.for('tlsproxy.error');
+import { DialectError, isErrorWithPrefix } from '@tlsproxy/dialect-kit';
 
 export type XmppErrorCode =
   | 'TLSPROXY_ERR_XMPP_NOT_WELL_FORMED'
@@ -34,24 +34,25 @@ export type StreamCondition =
   | 'unsupported-version';
 
 /** The client broke the protocol; the stream is closed with `condition` (and `text`). */
-export class XmppStreamError extends Error {
-  readonly code: XmppErrorCode;
+export class XmppStreamError extends DialectError<XmppErrorCode> {
   readonly condition: StreamCondition;
   readonly text: string | undefined;
   /** Extra child of <stream:error/> (e.g. <stanza-too-big xmlns='urn:xmpp:errors'/>). */
   readonly extra: string | undefined;
-  readonly [BRAND] = true;
 
   constructor(
     code: XmppErrorCode,
     condition: StreamCondition,
     options: { text?: string; extra?: string; detail?: string } = {},
   ) {
+    // The stream error is serialised in one place (session.ts), which knows whether a stream
+    // header was sent yet, so no reply octets here.
     super(
+      code,
       `${condition}${options.detail ? `: ${options.detail}` : options.text ? `: ${options.text}` : ''}`,
+      { fatal: true },
     );
     this.name = 'XmppStreamError';
-    this.code = code;
     this.condition = condition;
     this.text = options.text;
     this.extra = options.extra;
@@ -59,11 +60,5 @@ export class XmppStreamError extends Error {
 }
 
 export function isXmppStreamError(err: unknown): err is XmppStreamError {
-  return (
-    typeof err === 'object' &&
-    err !== null &&
-    (err as Record<symbol, unknown>)[BRAND] === true &&
-    typeof (err as { code?: unknown }).code === 'string' &&
-    (err as { code: string }).code.startsWith('TLSPROXY_ERR_XMPP_')
-  );
+  return isErrorWithPrefix(err, 'TLSPROXY_ERR_XMPP_');
 }

@@ -1,10 +1,10 @@
 // https://xmpp.org/rfcs/rfc6120.html#tls (RFC 6120 section 5, STARTTLS negotiation) for
 // client-to-server (`jabber:client`) and server-to-server (`jabber:server`) streams: the XMPP
 // dialect plugin, its options and its limits.
-import type { Dialect, LimitSpec, OptionSpec, SessionContext } from '@tlsproxy/core/dialect';
-import { escapeXml } from './bytes.js';
+import type { Dialect, LimitSpec, OptionSpec, SessionContext } from '@tlsproxy/dialect-kit';
 import { DomainSet, normalizeDomain } from './domains.js';
 import { type SessionConfig, XmppSession } from './session.js';
+import { escapeXml } from './xml.js';
 
 export { DomainSet, normalizeDomain } from './domains.js';
 export {

@@ -22,11 +22,12 @@
 //
 // After <proceed/> the client starts TLS and opens a new stream inside it (RFC 6120 section
 // 5.4.3.3): that one belongs to the backend, which gets the connection with nothing consumed.
-import type { Action, DialectSession } from '@tlsproxy/core/dialect';
-import { act, escapeXml, utf8 } from './bytes.js';
+import type { Action, DialectSession } from '@tlsproxy/dialect-kit';
+import { act, utf8 } from '@tlsproxy/dialect-kit';
 import { type DomainSet, normalizeDomain } from './domains.js';
 import { isXmppStreamError, XmppStreamError } from './errors.js';
 import {
+  escapeXml,
   NS_STREAM_ERRORS,
   NS_STREAMS,
   NS_TLS,

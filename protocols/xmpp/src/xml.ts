@@ -18,8 +18,9 @@
 // Restricted XML is refused as it is met: a DOCTYPE (so no entity declarations: no billion
 // laughs, no external entities), comments, processing instructions other than the XML
 // declaration, references to undefined entities. Size, depth and attribute count are bounded.
+
+import { ByteQueue } from '@tlsproxy/dialect-kit';
 import { SaxesParser, type SaxesTagNS } from 'saxes';
-import { ByteQueue } from './bytes.js';
 import { type StreamCondition, type XmppErrorCode, XmppStreamError } from './errors.js';
 
 export const NS_STREAMS = 'http://etherx.jabber.org/streams';
@@ -340,4 +341,12 @@ class Cutter {
     else this.state = L.Tag;
     return false;
   }
+}
+
+/** Escape for an XML attribute value in single quotes or for character data. */
+export function escapeXml(s: string): string {
+  return s.replace(
+    /[&<>'"]/g,
+    (c) => `&${{ '&': 'amp', '<': 'lt', '>': 'gt', "'": 'apos', '"': 'quot' }[c]};`,
+  );
 }

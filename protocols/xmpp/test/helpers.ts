@@ -1,5 +1,5 @@
 // Shared test kit: drive one session with strings or bytes and read what it sent.
-import type { Action, DialectSession } from '@tlsproxy/core/dialect';
+import type { Action, DialectSession } from '@tlsproxy/dialect-kit';
 import { dialect, type XmppOptions } from '../src/index.js';
 
 const encoder = new TextEncoder();

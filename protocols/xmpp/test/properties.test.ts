@@ -1,7 +1,7 @@
 // Properties from DESIGN.md "Dialect interface - contract": any chunking behaves the same (the
 // XML parser is fed incrementally), peer input never throws, XML bombs go nowhere, nothing
 // after <starttls/> is ever answered. Time-boxed with interruptAfterTimeLimit.
-import type { Action } from '@tlsproxy/core/dialect';
+import type { Action } from '@tlsproxy/dialect-kit';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { dec, enc, HEADER_C2S, HEADER_S2S, newSession, STARTTLS, written } from './helpers.js';
