@@ -1,6 +1,13 @@
 // RFC 2817 (Upgrading to TLS Within HTTP/1.1), RFC 9110 section 7.8 (Upgrade) and RFC 9112
 // (HTTP/1.1): the HTTP Upgrade dialect plugin, its options and its limits.
-import type { Dialect, LimitSpec, OptionSpec, SessionContext } from '@tlsproxy/dialect-kit';
+import {
+  type Dialect,
+  type LimitSpec,
+  type OptionSpec,
+  readLimits,
+  readOptions,
+  type SessionContext,
+} from '@tlsproxy/dialect-kit';
 import { errorResponse } from './responses.js';
 import { HttpUpgradeSession, type SessionConfig } from './session.js';
 
@@ -23,7 +30,8 @@ const options: Record<keyof HttpUpgradeOptions, OptionSpec> = {
     description:
       'A request without "Upgrade: TLS/1.x": "refuse" answers 426 Upgrade Required (RFC 2817 ' +
       'section 4.2) and closes; "handoff" gives the connection to the backend in plaintext.',
-    validate: (v) => (v === 'refuse' || v === 'handoff' ? undefined : '"refuse" or "handoff"'),
+    oneOf: ['refuse', 'handoff'],
+    problem: '"refuse" or "handoff"',
   },
   upgradeMethods: {
     type: 'string[]',
@@ -47,13 +55,14 @@ const options: Record<keyof HttpUpgradeOptions, OptionSpec> = {
     description:
       'Also put the exact request octets (base64) in the hand-off state as "raw"; they count ' +
       'against maxHandoffStateBytes.',
-    validate: (v) => (typeof v === 'boolean' ? undefined : 'true or false'),
   },
 };
 
 const limits: Record<keyof Omit<SessionConfig, keyof HttpUpgradeOptions>, LimitSpec> = {
   maxRequestLineLength: {
     default: 8192,
+    unit: 'bytes',
+    phase: 'preamble',
     description: 'Longest request line in octets (CRLF not counted); longer: 414 URI Too Long.',
     source:
       'RFC 9112 section 3 (support at least 8000 octets); Apache LimitRequestLine 8190; nginx ' +
@@ -61,21 +70,29 @@ const limits: Record<keyof Omit<SessionConfig, keyof HttpUpgradeOptions>, LimitS
   },
   maxFieldLineLength: {
     default: 8192,
+    unit: 'bytes',
+    phase: 'preamble',
     description: 'Longest field line in octets; longer: 431 Request Header Fields Too Large.',
     source: 'Apache LimitRequestFieldSize 8190; nginx large_client_header_buffers 8k',
   },
   maxHeaderSize: {
     default: 16384,
+    unit: 'bytes',
+    phase: 'preamble',
     description: 'Request line and field lines together, line ends included; more: 431.',
     source: "Node's --max-http-header-size (16 KiB); h11's 16 KiB incomplete-event cap",
   },
   maxHeaderFields: {
     default: 100,
+    unit: 'count',
+    phase: 'preamble',
     description: 'Field lines in one request; more: 431.',
     source: 'Apache LimitRequestFields 100; Node http maxHeadersCount 2000 is the lax end',
   },
   maxBodySize: {
     default: 4096,
+    unit: 'bytes',
+    phase: 'preamble',
     description:
       'Content (Content-Length) of an upgrade request, read before the 101 and handed to the ' +
       'backend; more: 413 Content Too Large.',
@@ -85,6 +102,8 @@ const limits: Record<keyof Omit<SessionConfig, keyof HttpUpgradeOptions>, LimitS
   },
   maxHandoffStateBytes: {
     default: 12288,
+    unit: 'bytes',
+    phase: 'preamble',
     description:
       'JSON size of the hand-off state (request line, fields, content, raw); over it: 431 ' +
       '(head) or 413 (content), so the hand-off cannot fail after the TLS handshake.',
@@ -94,6 +113,8 @@ const limits: Record<keyof Omit<SessionConfig, keyof HttpUpgradeOptions>, LimitS
   },
   requestTimeoutMs: {
     default: 60_000,
+    unit: 'ms',
+    phase: 'preamble',
     description:
       'From connect to a complete request (head and content); then 408 and close; 0 disables.',
     source: 'Node http.Server headersTimeout 60 s; nginx client_header_timeout 60 s',
@@ -101,25 +122,21 @@ const limits: Record<keyof Omit<SessionConfig, keyof HttpUpgradeOptions>, LimitS
 };
 
 export function sessionConfig(context: SessionContext<Partial<HttpUpgradeOptions>>): SessionConfig {
-  const o = context.options ?? {};
-  const limit = (name: keyof typeof limits): number => {
-    const v = context.limits?.[name];
-    return typeof v === 'number' && v >= 0 ? v : limits[name].default;
-  };
+  // Defence in depth: the engine refused bad options already (resolveOptions); a session made
+  // by hand gets the default for each bad one, judged by the same schema.
+  const o = readOptions<HttpUpgradeOptions>(options, context.options);
+  const limit = readLimits(limits, context.limits);
   return {
-    plaintext: o.plaintext === 'handoff' ? 'handoff' : 'refuse',
-    rawRequest: o.rawRequest === true,
-    upgradeMethods:
-      Array.isArray(o.upgradeMethods) && o.upgradeMethods.length > 0
-        ? [...o.upgradeMethods]
-        : ['OPTIONS'],
-    maxRequestLineLength: limit('maxRequestLineLength'),
-    maxFieldLineLength: limit('maxFieldLineLength'),
-    maxHeaderSize: limit('maxHeaderSize'),
-    maxHeaderFields: limit('maxHeaderFields'),
-    maxBodySize: limit('maxBodySize'),
-    maxHandoffStateBytes: limit('maxHandoffStateBytes'),
-    requestTimeoutMs: limit('requestTimeoutMs'),
+    plaintext: o.plaintext,
+    rawRequest: o.rawRequest,
+    upgradeMethods: [...o.upgradeMethods],
+    maxRequestLineLength: limit.maxRequestLineLength,
+    maxFieldLineLength: limit.maxFieldLineLength,
+    maxHeaderSize: limit.maxHeaderSize,
+    maxHeaderFields: limit.maxHeaderFields,
+    maxBodySize: limit.maxBodySize,
+    maxHandoffStateBytes: limit.maxHandoffStateBytes,
+    requestTimeoutMs: limit.requestTimeoutMs,
   };
 }
 

@@ -1,7 +1,12 @@
 // The plugin as the engine will load it: the kit's shape check and option/limit resolution, the
 // same functions core re-exports and runs on every listener.
 
-import { dialectProblems, resolveLimits, resolveOptions } from '@tlsproxy/dialect-kit';
+import {
+  dialectProblems,
+  optionProblem,
+  resolveLimits,
+  resolveOptions,
+} from '@tlsproxy/dialect-kit';
 import { describe, expect, it } from 'vitest';
 import dialectDefault, { dialect } from '../src/index.js';
 import { feed, status, UPGRADE } from './helpers.js';
@@ -16,7 +21,7 @@ describe('core contract', () => {
       expect(spec.source).toBeTruthy();
     }
     for (const [name, spec] of Object.entries(dialect.options)) {
-      expect(spec.validate?.(spec.default), name).toBeUndefined();
+      expect(optionProblem(spec, spec.default), name).toBeUndefined();
     }
   });
 
@@ -47,5 +52,15 @@ describe('core contract', () => {
     expect(resolveOptions(dialect, { plaintext: 'handoff' })).toMatchObject({
       plaintext: 'handoff',
     });
+  });
+});
+
+describe('limits as data (issue 16)', () => {
+  it('declares every limit with its unit, phase and source', () => {
+    for (const [name, spec] of Object.entries(dialect.limits)) {
+      expect(['bytes', 'ms', 'count'], name).toContain(spec.unit);
+      expect(spec.phase, name).toBe('preamble');
+      expect(spec.source, name).toBeTruthy();
+    }
   });
 });

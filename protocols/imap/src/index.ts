@@ -1,6 +1,13 @@
 // RFC 9051 section 7.1.1 (OK greeting with CAPABILITY response code) and 7.2.2 (CAPABILITY),
 // RFC 3501 section 6.2.1 (STARTTLS): the IMAP dialect plugin, its options and its limits.
-import type { Dialect, LimitSpec, OptionSpec, SessionContext } from '@tlsproxy/dialect-kit';
+import {
+  type Dialect,
+  type LimitSpec,
+  type OptionSpec,
+  readLimits,
+  readOptions,
+  type SessionContext,
+} from '@tlsproxy/dialect-kit';
 import { backendGreeting } from './backend-greeting.js';
 import { ImapSession, type SessionConfig } from './session.js';
 
@@ -43,10 +50,8 @@ const options: Record<keyof ImapOptions, OptionSpec> = {
     type: 'string',
     default: 'IMAP server ready.',
     description: 'Text of the "* OK [CAPABILITY ...]" greeting; "%h" is replaced by the host name.',
-    validate: (v) =>
-      typeof v === 'string' && /^[\x20-\x7e]+$/.test(v) && !v.startsWith('[')
-        ? undefined
-        : 'printable ASCII, not empty, not starting with "["',
+    pattern: /^(?!\[)[\x20-\x7e]+$/,
+    problem: 'printable ASCII, not empty, not starting with "["',
   },
   capabilities: {
     type: 'string[]',
@@ -59,10 +64,8 @@ const options: Record<keyof ImapOptions, OptionSpec> = {
     type: 'string',
     default: 'NIL',
     description: 'Payload of the "* ID" reply (RFC 2971): NIL or a parenthesised list.',
-    validate: (v) =>
-      typeof v === 'string' && (v === 'NIL' || /^\([\x20-\x7e]*\)$/.test(v))
-        ? undefined
-        : 'NIL or a parenthesised list of printable ASCII',
+    pattern: /^(?:NIL|\([\x20-\x7e]*\))$/,
+    problem: 'NIL or a parenthesised list of printable ASCII',
   },
 };
 
@@ -72,43 +75,51 @@ const limits: Record<
 > = {
   maxLineLength: {
     default: 8192,
+    unit: 'bytes',
+    phase: 'preamble',
     description: 'Longest command line in octets, literal data not counted; longer: BAD, skipped.',
     source:
       'RFC 7162 section 4 (servers should accept at least 8192 octets); Dovecot imap-login MAX_IMAP_LINE 8192',
   },
   maxLiteralSize: {
     default: 4096,
+    unit: 'bytes',
+    phase: 'preamble',
     description:
       'Largest literal before TLS; over it a {n} gets BAD [TOOBIG], a {n+} gets BAD and BYE.',
     source: 'RFC 7888 section 4 (LITERAL- caps non-synchronizing literals at 4096 octets)',
   },
   maxCommandSize: {
     default: 65536,
+    unit: 'bytes',
+    phase: 'preamble',
     description: 'Largest command in octets, lines and literals together.',
     source: "Dovecot's imap_max_line_length default (64 KiB)",
   },
   maxCommands: {
     default: 50,
+    unit: 'count',
+    phase: 'preamble',
     description: 'Commands before STARTTLS; then "* BYE" and close.',
     source: 'tlsproxy: real clients send 1-4 (CAPABILITY, ID, STARTTLS)',
   },
   maxBadCommands: {
     default: 10,
+    unit: 'count',
+    phase: 'preamble',
     description: 'BAD answers before "* BYE Too many invalid IMAP commands." and close.',
     source:
       'Dovecot imap-login closes after 3 (CLIENT_MAX_BAD_COMMANDS); 10 leaves room for people typing',
   },
   idleTimeoutMs: {
     default: 60_000,
+    unit: 'ms',
+    phase: 'preamble',
     description: 'Silence before "* BYE Disconnected for inactivity." and close; 0 disables.',
     source:
       'RFC 9051 section 5.4 sets a 30-minute minimum only after login; Dovecot allows 3 minutes for the whole login',
   },
 };
-
-function pick<T>(value: unknown, fallback: T, ok: (v: unknown) => boolean): T {
-  return ok(value) ? (value as T) : fallback;
-}
 
 /** The capability string: defaults to Dovecot's pre-TLS set, STARTTLS + LOGINDISABLED forced. */
 export function capabilityString(list: readonly string[]): string {
@@ -125,34 +136,22 @@ export function capabilityString(list: readonly string[]): string {
 }
 
 export function sessionConfig(context: SessionContext<Partial<ImapOptions>>): SessionConfig {
-  const o = context.options ?? {};
-  const greeting = pick(
-    o.greeting,
-    options.greeting.default as string,
-    (v) => !options.greeting.validate?.(v),
-  );
-  const capabilities = pick(
-    o.capabilities,
-    [...DEFAULT_CAPABILITIES],
-    (v) => !capabilityProblem(v),
-  );
-  const idResponse = pick(o.idResponse, 'NIL', (v) => !options.idResponse.validate?.(v));
+  // Defence in depth: the engine refused bad options already (resolveOptions); a session made
+  // by hand gets the default for each bad one, judged by the same schema.
+  const { greeting, capabilities, idResponse } = readOptions<ImapOptions>(options, context.options);
   const host = (context.hostname ?? '').replace(/[^A-Za-z0-9.-]/g, '');
   const caps = capabilityString(capabilities);
-  const limit = (name: keyof typeof limits): number => {
-    const v = context.limits?.[name];
-    return typeof v === 'number' && v >= 0 ? v : limits[name].default;
-  };
+  const limit = readLimits(limits, context.limits);
   return {
     greeting: `* OK [CAPABILITY ${caps}] ${greeting.replaceAll('%h', host)}\r\n`,
     capabilities: caps,
     idResponse,
-    maxLineLength: limit('maxLineLength'),
-    maxLiteralSize: limit('maxLiteralSize'),
-    maxCommandSize: limit('maxCommandSize'),
-    maxCommands: limit('maxCommands'),
-    maxBadCommands: limit('maxBadCommands'),
-    idleTimeoutMs: limit('idleTimeoutMs'),
+    maxLineLength: limit.maxLineLength,
+    maxLiteralSize: limit.maxLiteralSize,
+    maxCommandSize: limit.maxCommandSize,
+    maxCommands: limit.maxCommands,
+    maxBadCommands: limit.maxBadCommands,
+    idleTimeoutMs: limit.idleTimeoutMs,
   };
 }
 

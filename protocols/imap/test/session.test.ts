@@ -1,4 +1,4 @@
-import type { Action } from '@tlsproxy/dialect-kit';
+import { type Action, optionProblem } from '@tlsproxy/dialect-kit';
 import { describe, expect, it } from 'vitest';
 import dialectDefault, {
   capabilityString,
@@ -20,12 +20,12 @@ describe('dialect object', () => {
       expect(spec.source).toBeTruthy();
     }
     for (const [name, spec] of Object.entries(dialect.options)) {
-      expect(spec.validate?.(spec.default), name).toBeUndefined();
+      expect(optionProblem(spec, spec.default), name).toBeUndefined();
     }
   });
 
   it('rejects AUTH= and missing IMAP4rev1 in capabilities', () => {
-    const v = dialect.options.capabilities!.validate!;
+    const v = (value: unknown) => optionProblem(dialect.options.capabilities!, value);
     expect(v(['IMAP4rev1', 'AUTH=PLAIN'])).toMatch(/AUTH=/);
     expect(v(['IDLE'])).toMatch(/IMAP4rev1/);
     expect(v(['IMAP4rev1', 'bad cap'])).toMatch(/atom/);

@@ -1,6 +1,13 @@
 // RFC 4511 section 4.14 (StartTLS operation), RFC 4513 section 3 (StartTLS in LDAP sessions):
 // the LDAP dialect plugin, its options and its limits.
-import type { Dialect, LimitSpec, OptionSpec, SessionContext } from '@tlsproxy/dialect-kit';
+import {
+  type Dialect,
+  type LimitSpec,
+  type OptionSpec,
+  readLimits,
+  readOptions,
+  type SessionContext,
+} from '@tlsproxy/dialect-kit';
 import { noticeOfDisconnection, RESULT } from './messages.js';
 import { LdapSession, type SessionConfig } from './session.js';
 
@@ -35,7 +42,6 @@ const options: Record<keyof LdapOptions, OptionSpec> = {
     default: true,
     description:
       'Put responseName 1.3.6.1.4.1.1466.20037 into StartTLS responses (RFC 4511 4.14.2 allows it; slapd omits it).',
-    validate: (v) => (typeof v === 'boolean' ? undefined : 'expected true or false'),
   },
 };
 
@@ -45,50 +51,58 @@ const limits: Record<
 > = {
   maxPduSize: {
     default: 262_143,
+    unit: 'bytes',
+    phase: 'preamble',
     description:
       'Largest LDAPMessage contents in octets; a longer length is a Notice of Disconnection before any of it is buffered.',
     source: 'OpenLDAP slapd sockbuf_max_incoming for anonymous sessions (262143)',
   },
   maxDepth: {
     default: 32,
+    unit: 'count',
+    phase: 'preamble',
     description: 'Deepest BER nesting in a PDU (LDAPMessage = 1); deeper is malformed.',
     source:
       'tlsproxy: an LDAPMessage needs 4 levels outside search filters; 32 leaves 28 for and/or/not',
   },
   maxPdus: {
     default: 50,
+    unit: 'count',
+    phase: 'preamble',
     description:
       'Requests before StartTLS; then Notice of Disconnection (adminLimitExceeded) and close.',
     source: 'tlsproxy: real clients send 1-3 (root DSE search, StartTLS)',
   },
   maxBadPdus: {
     default: 10,
+    unit: 'count',
+    phase: 'preamble',
     description:
       'Refused requests (any non-success answer) before Notice of Disconnection (adminLimitExceeded) and close.',
     source: 'Dovecot imap-login closes after 3 bad commands; 10 as in the other tlsproxy dialects',
   },
   idleTimeoutMs: {
     default: 60_000,
+    unit: 'ms',
+    phase: 'preamble',
     description: 'Silence before the connection is closed (no Notice, as slapd); 0 disables.',
     source: 'slapd idletimeout is off by default; tlsproxy bounds every preamble to one minute',
   },
 };
 
 export function sessionConfig(context: SessionContext<Partial<LdapOptions>>): SessionConfig {
-  const o = context.options ?? {};
-  const limit = (name: keyof typeof limits): number => {
-    const v = context.limits?.[name];
-    return typeof v === 'number' && v >= 0 ? v : limits[name].default;
-  };
+  // Defence in depth: the engine refused bad options already (resolveOptions); a session made
+  // by hand gets the default for each bad one, judged by the same schema.
+  const o = readOptions<LdapOptions>(options, context.options);
+  const limit = readLimits(limits, context.limits);
   return {
-    namingContexts: dnListProblem(o.namingContexts) ? [] : [...(o.namingContexts ?? [])],
-    startTlsResponseName:
-      typeof o.startTlsResponseName === 'boolean' ? o.startTlsResponseName : true,
-    maxPduSize: limit('maxPduSize'),
-    maxDepth: limit('maxDepth'),
-    maxPdus: limit('maxPdus'),
-    maxBadPdus: limit('maxBadPdus'),
-    idleTimeoutMs: limit('idleTimeoutMs'),
+    namingContexts: [...o.namingContexts],
+    startTlsResponseName: o.startTlsResponseName,
+    maxPduSize: limit.maxPduSize,
+    maxDepth: limit.maxDepth,
+    maxPdus: limit.maxPdus,
+    maxBadPdus: limit.maxBadPdus,
+    idleTimeoutMs: limit.idleTimeoutMs,
   };
 }
 

@@ -1,3 +1,4 @@
+import { optionProblem } from '@tlsproxy/dialect-kit';
 import { describe, expect, it } from 'vitest';
 import { parse, type Tlv } from '../src/ber.js';
 import dialectDefault, { dialect, isLdapProtocolError, LdapProtocolError } from '../src/index.js';
@@ -61,10 +62,10 @@ describe('dialect object', () => {
       expect(spec.source).toBeTruthy();
     }
     for (const [name, spec] of Object.entries(dialect.options)) {
-      expect(spec.validate?.(spec.default), name).toBeUndefined();
+      expect(optionProblem(spec, spec.default), name).toBeUndefined();
     }
-    expect(dialect.options.namingContexts!.validate!(['dc=x', 'a\nb'])).toMatch(/not a DN/);
-    expect(dialect.options.startTlsResponseName!.validate!('yes')).toBeTruthy();
+    expect(optionProblem(dialect.options.namingContexts!, ['dc=x', 'a\nb'])).toMatch(/not a DN/);
+    expect(optionProblem(dialect.options.startTlsResponseName!, 'yes')).toBeTruthy();
   });
 
   it('sends no greeting, only asks for the idle timer', () => {

@@ -1,6 +1,13 @@
 // RFC 1939 section 4 (greeting), RFC 2449 section 5 (CAPA) and section 4 (lengths), RFC 2595
 // section 4 (STLS): the POP3 dialect plugin, its options and its limits.
-import type { Dialect, LimitSpec, OptionSpec, SessionContext } from '@tlsproxy/dialect-kit';
+import {
+  type Dialect,
+  type LimitSpec,
+  type OptionSpec,
+  readLimits,
+  readOptions,
+  type SessionContext,
+} from '@tlsproxy/dialect-kit';
 import { backendGreeting } from './backend-greeting.js';
 import { Pop3Session, type SessionConfig } from './session.js';
 
@@ -65,10 +72,8 @@ const options: Record<keyof Pop3Options, OptionSpec> = {
     type: 'string',
     default: 'POP3 server ready.',
     description: 'Text of the "+OK" greeting; "%h" is replaced by the host name.',
-    validate: (v) =>
-      typeof v === 'string' && /^[\x20-\x3b\x3d\x3f-\x7e]{1,200}$/.test(v)
-        ? undefined
-        : 'printable ASCII, 1-200 characters, without "<" or ">" (no APOP timestamp)',
+    pattern: /^[\x20-\x3b\x3d\x3f-\x7e]{1,200}$/,
+    problem: 'printable ASCII, 1-200 characters, without "<" or ">" (no APOP timestamp)',
   },
   capabilities: {
     type: 'string[]',
@@ -82,6 +87,8 @@ const options: Record<keyof Pop3Options, OptionSpec> = {
 const limits: Record<keyof Omit<SessionConfig, 'greeting' | 'capa'>, LimitSpec> = {
   maxLineLength: {
     default: 255,
+    unit: 'bytes',
+    phase: 'preamble',
     description:
       'Longest command line in octets, CRLF included; longer: "-ERR", discarded to its line end.',
     source:
@@ -89,25 +96,27 @@ const limits: Record<keyof Omit<SessionConfig, 'greeting' | 'capa'>, LimitSpec> 
   },
   maxCommands: {
     default: 50,
+    unit: 'count',
+    phase: 'preamble',
     description: 'Commands before STLS; then "-ERR" and close.',
     source: 'tlsproxy: real clients send 1-3 (CAPA, STLS)',
   },
   maxBadCommands: {
     default: 10,
+    unit: 'count',
+    phase: 'preamble',
     description: 'Bad commands before "-ERR Too many bad commands." and close.',
     source:
       'Dovecot pop3-login closes after 3 (CLIENT_MAX_BAD_COMMANDS); 10 leaves room for people typing',
   },
   idleTimeoutMs: {
     default: 600_000,
+    unit: 'ms',
+    phase: 'preamble',
     description: 'Silence before the connection is closed (without a reply); 0 disables.',
     source: 'RFC 1939 section 3: an autologout timer "MUST be of at least 10 minutes\' duration"',
   },
 };
-
-function pick<T>(value: unknown, fallback: T, ok: (v: unknown) => boolean): T {
-  return ok(value) ? (value as T) : fallback;
-}
 
 /**
  * The CAPA reply, as Dovecot sends it: a bare "+OK", the lines, ".". STLS is appended when the
@@ -128,29 +137,18 @@ export function capaReply(list: readonly string[]): string {
 }
 
 export function sessionConfig(context: SessionContext<Partial<Pop3Options>>): SessionConfig {
-  const o = context.options ?? {};
-  const greeting = pick(
-    o.greeting,
-    options.greeting.default as string,
-    (v) => !options.greeting.validate?.(v),
-  );
-  const capabilities = pick(
-    o.capabilities,
-    [...DEFAULT_CAPABILITIES],
-    (v) => !capabilityProblem(v),
-  );
+  // Defence in depth: the engine refused bad options already (resolveOptions); a session made
+  // by hand gets the default for each bad one, judged by the same schema.
+  const { greeting, capabilities } = readOptions<Pop3Options>(options, context.options);
   const host = (context.hostname ?? '').replace(/[^A-Za-z0-9.-]/g, '').slice(0, 253);
-  const limit = (name: keyof typeof limits): number => {
-    const v = context.limits?.[name];
-    return typeof v === 'number' && v >= 0 ? v : limits[name].default;
-  };
+  const limit = readLimits(limits, context.limits);
   return {
     greeting: `+OK ${greeting.replaceAll('%h', host)}\r\n`,
     capa: capaReply(capabilities),
-    maxLineLength: limit('maxLineLength'),
-    maxCommands: limit('maxCommands'),
-    maxBadCommands: limit('maxBadCommands'),
-    idleTimeoutMs: limit('idleTimeoutMs'),
+    maxLineLength: limit.maxLineLength,
+    maxCommands: limit.maxCommands,
+    maxBadCommands: limit.maxBadCommands,
+    idleTimeoutMs: limit.idleTimeoutMs,
   };
 }
 

@@ -1,4 +1,4 @@
-import type { Action } from '@tlsproxy/dialect-kit';
+import { type Action, optionProblem } from '@tlsproxy/dialect-kit';
 import { describe, expect, it } from 'vitest';
 import dialectDefault, {
   AUTH_REFUSED,
@@ -23,12 +23,12 @@ describe('dialect object', () => {
       expect(spec.source).toBeTruthy();
     }
     for (const [name, spec] of Object.entries(dialect.options)) {
-      expect(spec.validate?.(spec.default), name).toBeUndefined();
+      expect(optionProblem(spec, spec.default), name).toBeUndefined();
     }
   });
 
   it('refuses USER, SASL and malformed capabilities', () => {
-    const v = dialect.options.capabilities!.validate!;
+    const v = (value: unknown) => optionProblem(dialect.options.capabilities!, value);
     expect(v(['TOP', 'user'])).toMatch(/USER/);
     expect(v(['SASL PLAIN LOGIN'])).toMatch(/SASL/);
     expect(v(['SASL'])).toBeUndefined(); // no mechanism: what Dovecot sends

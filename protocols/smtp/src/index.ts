@@ -1,7 +1,14 @@
 // RFC 5321 section 4.1.1.1 (EHLO) and 4.3.1 (greeting), RFC 3207 (STARTTLS), RFC 2920
 // (PIPELINING), RFC 1870 (SIZE), RFC 6152 (8BITMIME), RFC 2034 (ENHANCEDSTATUSCODES): the SMTP
 // dialect plugin, its options and its limits.
-import type { Dialect, LimitSpec, OptionSpec, SessionContext } from '@tlsproxy/dialect-kit';
+import {
+  type Dialect,
+  type LimitSpec,
+  type OptionSpec,
+  readLimits,
+  readOptions,
+  type SessionContext,
+} from '@tlsproxy/dialect-kit';
 import { backendGreeting } from './backend-greeting.js';
 import { backendReplay } from './backend-replay.js';
 import type { PlaintextMode } from './commands.js';
@@ -49,7 +56,8 @@ const options: Record<keyof SmtpOptions, OptionSpec> = {
     type: 'string',
     default: 'Service ready',
     description: 'Text after "220 <host> ESMTP" in the greeting; "%h" becomes the host name.',
-    validate: (v) => (typeof v === 'string' && PRINTABLE.test(v) ? undefined : 'printable ASCII'),
+    pattern: PRINTABLE,
+    problem: 'printable ASCII',
   },
   extensions: {
     type: 'string[]',
@@ -63,26 +71,24 @@ const options: Record<keyof SmtpOptions, OptionSpec> = {
     default: 'refuse',
     description:
       'Clients that send MAIL without STARTTLS: "refuse" (530) or "handoff" (MX mode: the backend gets the connection in plaintext).',
-    validate: (v) =>
-      v === 'refuse' || v === 'handoff' ? undefined : 'expected "refuse" or "handoff"',
+    oneOf: ['refuse', 'handoff'],
+    problem: 'expected "refuse" or "handoff"',
   },
   greetDelayMs: {
     type: 'number',
     default: 0,
     description:
       'Wait this long before the greeting; a client that talks first gets 554 and is closed (0: greet at once).',
-    validate: (v) =>
-      typeof v === 'number' && Number.isFinite(v) && v >= 0 && v <= 60_000
-        ? undefined
-        : 'a number of milliseconds from 0 to 60000',
+    min: 0,
+    max: 60_000,
   },
   bareLf: {
     type: 'string',
     default: 'accept',
     description:
       'A command line ending in LF without CR: "accept" it as a line end, or "reject" it (521 and close).',
-    validate: (v) =>
-      v === 'accept' || v === 'reject' ? undefined : 'expected "accept" or "reject"',
+    oneOf: ['accept', 'reject'],
+    problem: 'expected "accept" or "reject"',
   },
 };
 
@@ -91,31 +97,35 @@ type LimitName = 'maxLineLength' | 'maxCommands' | 'maxBadCommands' | 'idleTimeo
 const limits: Record<LimitName, LimitSpec> = {
   maxLineLength: {
     default: 512,
+    unit: 'bytes',
+    phase: 'preamble',
     description:
       'Longest command line in octets, CRLF included; longer: "500 5.5.2 Line too long", rest of the line discarded.',
     source: 'RFC 5321 section 4.5.3.1.4 (command line: 512 octets including CRLF)',
   },
   maxCommands: {
     default: 100,
+    unit: 'count',
+    phase: 'preamble',
     description: 'Commands before STARTTLS (or the MX hand-off); then 421 and close.',
     source: 'Postfix smtpd_junk_command_limit (100); real clients send 2-3 (EHLO, STARTTLS)',
   },
   maxBadCommands: {
     default: 20,
+    unit: 'count',
+    phase: 'preamble',
     description: 'Error replies (4yz/5yz) before "421 4.7.0 Error: too many errors" and close.',
     source: 'Postfix smtpd_hard_error_limit (20)',
   },
   idleTimeoutMs: {
     default: 300_000,
+    unit: 'ms',
+    phase: 'preamble',
     description: 'Silence before "421 4.4.2 Error: timeout exceeded" and close; 0 disables.',
     source:
       'RFC 5321 section 4.5.3.2.7 (server timeout: at least 5 minutes); Postfix smtpd_timeout 300s',
   },
 };
-
-function pick<T>(value: unknown, fallback: T, ok: (v: unknown) => boolean): T {
-  return ok(value) ? (value as T) : fallback;
-}
 
 /** The complete EHLO reply: host line, the extensions, STARTTLS (added unless listed), no AUTH. */
 export function ehloReply(host: string, extensions: readonly string[]): string {
@@ -139,28 +149,24 @@ export function ehloReply(host: string, extensions: readonly string[]): string {
 }
 
 export function sessionConfig(context: SessionContext<Partial<SmtpOptions>>): SessionConfig {
-  const o = context.options ?? {};
-  const valid = (name: keyof SmtpOptions) => (v: unknown) =>
-    v !== undefined && !options[name].validate?.(v);
-  const greeting = pick(o.greeting, options.greeting.default as string, valid('greeting'));
-  const extensions = pick(o.extensions, [...DEFAULT_EXTENSIONS], valid('extensions'));
+  // Defence in depth: the engine refused bad options already (resolveOptions); a session made
+  // by hand gets the default for each bad one, judged by the same schema.
+  const o = readOptions<SmtpOptions>(options, context.options);
+  const { greeting, extensions } = o;
   const host = (context.hostname ?? '').replace(/[^A-Za-z0-9.-]/g, '') || 'localhost';
-  const limit = (name: LimitName): number => {
-    const v = context.limits?.[name];
-    return typeof v === 'number' && v >= 0 ? v : limits[name].default;
-  };
+  const limit = readLimits(limits, context.limits);
   const text = greeting.replaceAll('%h', host);
   return {
     host,
     greeting: `220 ${host} ESMTP${text ? ` ${text}` : ''}\r\n`,
     ehloReply: ehloReply(host, extensions),
-    plaintext: pick(o.plaintext, 'refuse', valid('plaintext')),
-    greetDelayMs: pick(o.greetDelayMs, 0, valid('greetDelayMs')),
-    bareLf: pick(o.bareLf, 'accept', valid('bareLf')),
-    maxLineLength: limit('maxLineLength'),
-    maxCommands: limit('maxCommands'),
-    maxBadCommands: limit('maxBadCommands'),
-    idleTimeoutMs: limit('idleTimeoutMs'),
+    plaintext: o.plaintext,
+    greetDelayMs: o.greetDelayMs,
+    bareLf: o.bareLf,
+    maxLineLength: limit.maxLineLength,
+    maxCommands: limit.maxCommands,
+    maxBadCommands: limit.maxBadCommands,
+    idleTimeoutMs: limit.idleTimeoutMs,
   };
 }
 

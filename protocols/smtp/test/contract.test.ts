@@ -27,3 +27,13 @@ describe('core contract', () => {
     expect(() => resolveOptions(dialect, { greetDelayMs: 'soon' })).toThrow();
   });
 });
+
+describe('limits as data (issue 16)', () => {
+  it('declares every limit with its unit, phase and source', () => {
+    for (const [name, spec] of Object.entries(dialect.limits)) {
+      expect(['bytes', 'ms', 'count'], name).toContain(spec.unit);
+      expect(spec.phase, name).toBe('preamble');
+      expect(spec.source, name).toBeTruthy();
+    }
+  });
+});

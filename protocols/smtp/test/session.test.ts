@@ -1,4 +1,4 @@
-import type { Action } from '@tlsproxy/dialect-kit';
+import { type Action, optionProblem } from '@tlsproxy/dialect-kit';
 import { describe, expect, it } from 'vitest';
 import dialectDefault, {
   DEFAULT_EXTENSIONS,
@@ -26,19 +26,19 @@ describe('dialect object', () => {
     expect(dialect.limits.maxLineLength?.default).toBe(512);
     expect(dialect.limits.idleTimeoutMs?.default).toBeGreaterThanOrEqual(300_000);
     for (const [name, spec] of Object.entries(dialect.options)) {
-      expect(spec.validate?.(spec.default), name).toBeUndefined();
+      expect(optionProblem(spec, spec.default), name).toBeUndefined();
     }
   });
 
   it('refuses AUTH and malformed extensions', () => {
-    const v = dialect.options.extensions!.validate!;
+    const v = (value: unknown) => optionProblem(dialect.options.extensions!, value);
     expect(v(['AUTH PLAIN LOGIN'])).toMatch(/AUTH/);
     expect(v(['AUTH=PLAIN'])).toMatch(/AUTH/);
     expect(v(['SIZE\r\n250 X'])).toBeTruthy();
     expect(v(['-X'])).toBeTruthy();
     expect(v([...DEFAULT_EXTENSIONS, 'DSN', 'SMTPUTF8', 'CHUNKING'])).toBeUndefined();
-    expect(dialect.options.plaintext!.validate!('maybe')).toBeTruthy();
-    expect(dialect.options.greetDelayMs!.validate!(-1)).toBeTruthy();
+    expect(optionProblem(dialect.options.plaintext!, 'maybe')).toBeTruthy();
+    expect(optionProblem(dialect.options.greetDelayMs!, -1)).toBeTruthy();
   });
 
   it('builds the EHLO reply with STARTTLS and never AUTH', () => {

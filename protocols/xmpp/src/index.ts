@@ -1,7 +1,14 @@
 // https://xmpp.org/rfcs/rfc6120.html#tls (RFC 6120 section 5, STARTTLS negotiation) for
 // client-to-server (`jabber:client`) and server-to-server (`jabber:server`) streams: the XMPP
 // dialect plugin, its options and its limits.
-import type { Dialect, LimitSpec, OptionSpec, SessionContext } from '@tlsproxy/dialect-kit';
+import {
+  type Dialect,
+  type LimitSpec,
+  type OptionSpec,
+  readLimits,
+  readOptions,
+  type SessionContext,
+} from '@tlsproxy/dialect-kit';
 import { DomainSet, normalizeDomain } from './domains.js';
 import { type SessionConfig, XmppSession } from './session.js';
 import { escapeXml } from './xml.js';
@@ -56,6 +63,8 @@ type LimitName = 'maxStanzaSize' | 'maxDepth' | 'maxAttributes' | 'idleTimeoutMs
 const limits: Record<LimitName, LimitSpec> = {
   maxStanzaSize: {
     default: 10_000,
+    unit: 'bytes',
+    phase: 'preamble',
     description:
       'Octets of one top-level element (or of the prolog and stream header); over it: policy-violation.',
     source:
@@ -63,35 +72,34 @@ const limits: Record<LimitName, LimitSpec> = {
   },
   maxDepth: {
     default: 16,
+    unit: 'count',
+    phase: 'preamble',
     description: 'Element nesting, the stream element counting as 1; deeper: policy-violation.',
     source: 'tlsproxy: the only pre-TLS element a client sends, <starttls/>, is at depth 2',
   },
   maxAttributes: {
     default: 32,
+    unit: 'count',
+    phase: 'preamble',
     description: 'Attributes on one element, xmlns declarations included; more: policy-violation.',
     source: 'tlsproxy: a stream header has about 7 (to, from, version, xml:lang, id, 2 xmlns)',
   },
   idleTimeoutMs: {
     default: 60_000,
+    unit: 'ms',
+    phase: 'preamble',
     description: 'Silence before the connection-timeout stream error and close; 0 disables.',
     source:
       'RFC 6120 section 4.6.1 leaves idle handling to the server; same as the other tlsproxy dialects',
   },
 };
 
-function pick<T>(value: unknown, fallback: T, ok: (v: unknown) => boolean): T {
-  return ok(value) ? (value as T) : fallback;
-}
-
 export function sessionConfig(context: SessionContext<Partial<XmppOptions>>): SessionConfig {
-  const o = context.options ?? {};
-  const listed = pick<string[]>(o.domains, [], (v) => !domainsProblem(v));
+  // Defence in depth: the engine refused bad options already (resolveOptions); a session made
+  // by hand gets the default for each bad one, judged by the same schema.
+  const { domains: listed, lang } = readOptions<XmppOptions>(options, context.options);
   const domains = new DomainSet(listed.length > 0 ? listed : (context.serverNames ?? []));
-  const lang = pick(o.lang, 'en', (v) => !options.lang.validate?.(v));
-  const limit = (name: LimitName): number => {
-    const v = context.limits?.[name];
-    return typeof v === 'number' && v >= 0 ? v : limits[name].default;
-  };
+  const limit = readLimits(limits, context.limits);
   const host = normalizeDomain(context.hostname ?? '') ?? 'localhost';
   return {
     domains,
@@ -100,10 +108,10 @@ export function sessionConfig(context: SessionContext<Partial<XmppOptions>>): Se
     // wants the id unpredictable); the dialect itself draws no randomness.
     streamId: (context.connectionId ?? '').replace(/[^A-Za-z0-9._-]/g, '') || '0',
     lang,
-    maxStanzaSize: limit('maxStanzaSize'),
-    maxDepth: limit('maxDepth'),
-    maxAttributes: limit('maxAttributes'),
-    idleTimeoutMs: limit('idleTimeoutMs'),
+    maxStanzaSize: limit.maxStanzaSize,
+    maxDepth: limit.maxDepth,
+    maxAttributes: limit.maxAttributes,
+    idleTimeoutMs: limit.idleTimeoutMs,
   };
 }
 
