@@ -6,8 +6,11 @@
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
-import { type Dialect, type HandoffTarget, silentLogger, TlsProxy } from '@tlsproxy/core';
+// Types only: erased at build time, so loading this module never loads the engine.
+import type { HandoffTarget, TlsProxy } from '@tlsproxy/core';
+import type { Dialect } from '@tlsproxy/dialect-kit';
 import { concat, show } from './bytes.js';
+import { ConformanceError } from './errors.js';
 import { formatMismatch, matchOutput } from './pattern.js';
 import { contextFor } from './replay.js';
 import type { CheckResult } from './runner.js';
@@ -202,11 +205,36 @@ async function afterGoAhead(
   return problems;
 }
 
+/**
+ * The engine, loaded only when an engine replay runs: @tlsproxy/core is an optional peer
+ * dependency, so a dialect author can run the sans-I/O replay and the properties with no native
+ * addon installed (`--no-engine`).
+ */
+async function loadCore(): Promise<typeof import('@tlsproxy/core')> {
+  try {
+    return await import('@tlsproxy/core');
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    const missing =
+      (e.code === 'ERR_MODULE_NOT_FOUND' || e.code === 'MODULE_NOT_FOUND') &&
+      /['"]@tlsproxy\/core['"]/.test(String(e.message));
+    throw new ConformanceError(
+      'TLSPROXY_ERR_CONFORMANCE_ENGINE',
+      missing
+        ? 'the engine replay needs @tlsproxy/core, which is not installed: run  npm install ' +
+            '@tlsproxy/core  or pass --no-engine to run only the sans-I/O replay and the properties'
+        : `the engine replay could not load @tlsproxy/core: ${e.message}`,
+      { cause: err },
+    );
+  }
+}
+
 export async function engineReplay(
   dialect: Dialect<unknown>,
   transcripts: readonly Transcript[],
   options: Record<string, unknown>,
 ): Promise<CheckResult[]> {
+  const { TlsProxy, silentLogger } = await loadCore();
   const proxy = new TlsProxy({
     pool: { identities: [{ cert: cert('server.pem'), key: cert('server.key') }] },
     logger: silentLogger,

@@ -2,7 +2,7 @@
 // transcripts: any chunking gives the same replies; command case does not matter; garbage never
 // throws; nothing pipelined after STARTTLS is answered or survives; limits and timers hold.
 // fast-check, time-boxed, one seed for the whole run so a failure can be replayed exactly.
-import type { Action, Dialect, SessionContext } from '@tlsproxy/core/dialect';
+import type { Action, Dialect, SessionContext } from '@tlsproxy/dialect-kit';
 import fc from 'fast-check';
 import { concat, equal, escapeBytes, latin1 } from './bytes.js';
 import { contextFor, type Input, inputsOf, type Observation, observe, START } from './replay.js';

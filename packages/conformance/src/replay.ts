@@ -1,8 +1,13 @@
 // Sans-I/O replay: drive a dialect session with a transcript's client chunks, exactly as the
 // engine would (start, receive per chunk, eof), and judge what it wrote against what the real
 // server wrote. No sockets, no timers: the clock is a number that moves 1 ms per step.
-import type { Action, Dialect, SessionContext } from '@tlsproxy/core/dialect';
-import { resolveLimits, resolveOptions } from '@tlsproxy/core/dialect';
+import {
+  type Action,
+  type Dialect,
+  resolveLimits,
+  resolveOptions,
+  type SessionContext,
+} from '@tlsproxy/dialect-kit';
 import { concat, show } from './bytes.js';
 import { formatMismatch, type Mismatch, matchOutput } from './pattern.js';
 import { serverSegments, type Transcript } from './transcript.js';

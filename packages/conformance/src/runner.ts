@@ -2,7 +2,7 @@
 // transcript sans-I/O and through a real engine, then run the property suite.
 import { existsSync, readdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { type Dialect, loadDialect } from '@tlsproxy/core';
+import { type Dialect, loadDialect } from '@tlsproxy/dialect-kit';
 import { engineReplay } from './engine.js';
 import { ConformanceError } from './errors.js';
 import { runProperties } from './properties.js';
