@@ -155,3 +155,39 @@ export function collectGarbage(): void {
   }
   gcFn();
 }
+
+/**
+ * What `sessions` sessions cost while each holds `bytes` unframed (fed `chunk` octets per read):
+ * memory per session after a full GC, and CPU ms per session. `closed` counts sessions that
+ * closed instead of waiting for the rest (a memory test expects 0). Issue 14: a pending line or
+ * PDU must cost O(its length) with a small constant, and framing work per octet must be O(1).
+ */
+export function pendingCost(
+  open: () => DialectSession,
+  bytes: Uint8Array,
+  chunk: number,
+  sessions = 200,
+): { perSession: number; ms: number; closed: number } {
+  collectGarbage();
+  const before = memoryUsed();
+  const kept: DialectSession[] = [];
+  let closed = 0;
+  const t0 = performance.now();
+  for (let i = 0; i < sessions; i++) {
+    const s = open();
+    let wasClosed = false;
+    for (let at = 0; at < bytes.length; at += chunk) {
+      for (const a of s.receive(bytes.subarray(at, at + chunk), 0)) {
+        wasClosed ||= a.type === 'close';
+      }
+    }
+    if (wasClosed) closed++;
+    kept.push(s);
+  }
+  const ms = performance.now() - t0;
+  collectGarbage();
+  const perSession = (memoryUsed() - before) / sessions;
+  // Keep the sessions alive through the measurement.
+  if (kept.length !== sessions) throw new Error('unreachable');
+  return { perSession, ms: ms / sessions, closed };
+}

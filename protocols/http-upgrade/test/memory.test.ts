@@ -2,27 +2,17 @@
 // An unfinished request line (no CRLF yet) used to go octet by octet into an incremental
 // nearley parser, which keeps every partial parse: ~1.85 MB and ~25 ms per 8,000-octet line.
 // The framer now finds the line end by scanning octets and parses each complete line once.
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import type { DialectSession } from '@tlsproxy/dialect-kit';
+import { collectGarbage, memoryUsed } from '@tlsproxy/dialect-kit/testing';
 import { describe, expect, it } from 'vitest';
 import { enc, newSession } from './helpers.js';
-
-setFlagsFromString('--expose-gc');
-const gc = runInNewContext('gc') as () => void;
-
-/** The V8 heap plus ArrayBuffer backing stores, which live outside it. */
-function used(): number {
-  const m = process.memoryUsage();
-  return m.heapUsed + m.arrayBuffers;
-}
 
 const SESSIONS = 200;
 const LIMIT = 8192;
 
 function retained(fill: (s: DialectSession) => void): { bytes: number; ms: number } {
-  gc();
-  const before = used();
+  collectGarbage();
+  const before = memoryUsed();
   const sessions: DialectSession[] = [];
   const t0 = performance.now();
   for (let i = 0; i < SESSIONS; i++) {
@@ -32,8 +22,8 @@ function retained(fill: (s: DialectSession) => void): { bytes: number; ms: numbe
     sessions.push(s);
   }
   const ms = performance.now() - t0;
-  gc();
-  const bytes = used() - before;
+  collectGarbage();
+  const bytes = memoryUsed() - before;
   expect(sessions.length).toBe(SESSIONS); // keeps them alive through the measurement
   return { bytes, ms };
 }

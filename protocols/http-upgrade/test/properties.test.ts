@@ -2,6 +2,7 @@
 // input never throws, header case does not matter, nothing pipelined after the upgrade request
 // is ever answered, limits hold. Time-boxed (interruptAfterTimeLimit).
 import type { Action } from '@tlsproxy/dialect-kit';
+import { bytewise as octetByOctet, splitAt } from '@tlsproxy/dialect-kit/testing';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { dec, enc, newSession, written } from './helpers.js';
@@ -56,17 +57,6 @@ const request = fc
   .map(([line, fields, after, eol]) => [line, ...fields, '', ''].join(eol) + after);
 
 const UPGRADE = 'OPTIONS * HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: TLS/1.0\r\n\r\n';
-
-function splitAt(bytes: Uint8Array, cuts: number[]): Uint8Array[] {
-  const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
-  const out: Uint8Array[] = [];
-  let prev = 0;
-  for (const p of [...points, bytes.length]) {
-    out.push(bytes.subarray(prev, p));
-    prev = p;
-  }
-  return out;
-}
 
 /** What the client observes: bytes written, then the final action (timers and logs aside). */
 function observe(chunks: Uint8Array[], limits: Record<string, number>, options = {}) {
@@ -141,11 +131,7 @@ describe('properties', () => {
             const bytes = enc(text);
             const whole = observe([bytes], limits, options);
             const split = observe(splitAt(bytes, cuts), limits, options);
-            const bytewise = observe(
-              Array.from(bytes, (b) => Uint8Array.of(b)),
-              limits,
-              options,
-            );
+            const bytewise = observe(octetByOctet(bytes), limits, options);
             expect(split.text).toBe(whole.text);
             expect(split.final).toEqual(whole.final);
             expect(bytewise.text).toBe(whole.text);

@@ -1,4 +1,5 @@
 import type { Action } from '@tlsproxy/dialect-kit';
+import { OBJECT_PROTOTYPE_NAMES } from '@tlsproxy/dialect-kit/testing';
 import { describe, expect, it } from 'vitest';
 import { HttpProtocolError, isHttpProtocolError } from '../src/index.js';
 import {
@@ -417,7 +418,7 @@ describe('overflow (the engine pre-TLS byte cap)', () => {
 // Issue 14: the method is the client's "command"; it never selects anything through a plain
 // object. Every Object.prototype name is a method like any other.
 describe('Object.prototype names as methods', () => {
-  const NAMES = Object.getOwnPropertyNames(Object.prototype);
+  const NAMES = OBJECT_PROTOTYPE_NAMES;
   const frob = (m: string) => feed([req(UP, `${m} / HTTP/1.1`)]).text;
   it.each(NAMES)('%s', (name) => {
     expect(status(frob(name))).toBe(status(frob('FROB')));

@@ -1,6 +1,7 @@
 // Properties from DESIGN.md "Dialect interface - contract": any chunking behaves the same,
 // peer input never throws, nothing pipelined after STARTTLS is ever answered. Time-boxed.
 import type { Action } from '@tlsproxy/dialect-kit';
+import { bytewise as octetByOctet, splitAt } from '@tlsproxy/dialect-kit/testing';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { dec, enc, newSession, written } from './helpers.js';
@@ -47,17 +48,6 @@ const PIECES = [
 ];
 const piece = fc.constantFrom(...PIECES);
 const STARTTLS = 'z STARTTLS\r\n';
-
-function splitAt(bytes: Uint8Array, cuts: number[]): Uint8Array[] {
-  const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
-  const out: Uint8Array[] = [];
-  let prev = 0;
-  for (const p of [...points, bytes.length]) {
-    out.push(bytes.subarray(prev, p));
-    prev = p;
-  }
-  return out;
-}
 
 /** What the client observes: bytes written, then the final action (timers and logs aside). */
 function observe(chunks: Uint8Array[], limits: Record<string, number>) {
@@ -115,10 +105,7 @@ describe('properties', () => {
             const bytes = enc(pieces.join('') + (withStartTls ? `${STARTTLS}b NOOP\r\n` : ''));
             const whole = observe([bytes], limits);
             const split = observe(splitAt(bytes, cuts), limits);
-            const bytewise = observe(
-              Array.from(bytes, (b) => Uint8Array.of(b)),
-              limits,
-            );
+            const bytewise = observe(octetByOctet(bytes), limits);
             expect(split.text).toBe(whole.text);
             expect(split.final).toEqual(whole.final);
             expect(bytewise.text).toBe(whole.text);

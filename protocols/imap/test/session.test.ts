@@ -1,4 +1,5 @@
 import { type Action, optionProblem } from '@tlsproxy/dialect-kit';
+import { OBJECT_PROTOTYPE_NAMES } from '@tlsproxy/dialect-kit/testing';
 import { describe, expect, it } from 'vitest';
 import dialectDefault, {
   capabilityString,
@@ -346,7 +347,7 @@ describe('overflow (the engine pre-TLS byte cap)', () => {
 
 // Issue 14: the client's command name must never select a handler through a plain object.
 describe('Object.prototype names as commands', () => {
-  const NAMES = Object.getOwnPropertyNames(Object.prototype);
+  const NAMES = OBJECT_PROTOTYPE_NAMES;
   it.each(NAMES)('%s is an unknown command', (name) => {
     expect(feed([`a ${name}\r\n`]).text).toBe('a BAD Unknown command.\r\n');
     expect(feed([`a ${name} x\r\n`]).text).toBe('a BAD Unknown command.\r\n');

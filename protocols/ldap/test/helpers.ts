@@ -1,5 +1,6 @@
 // Shared test kit: hand-built BER requests, one session driven with them, replies read back.
 import type { Action, DialectSession } from '@tlsproxy/dialect-kit';
+import { driver, only, writtenBytes } from '@tlsproxy/dialect-kit/testing';
 import { dialect, type LdapOptions } from '../src/index.js';
 
 export const hex = (s: string): Uint8Array =>
@@ -66,22 +67,14 @@ export const unbind = (id: number) => msg(id, Uint8Array.of(0x42, 0x00));
 export const abandon = (id: number, which: number) => msg(id, int(which, 0x50));
 export const critical = (oid: string) => tlv(0xa0, seq(str(oid), tlv(0x01, Uint8Array.of(0xff))));
 
-export function newSession(
-  options: Partial<LdapOptions> = {},
-  limits: Record<string, number> = {},
-): DialectSession {
-  return dialect.create({ options, limits, hostname: 'ldap.example', connectionId: 't1' });
-}
+const ldap = driver<Partial<LdapOptions>>(dialect, {
+  hostname: 'ldap.example',
+  connectionId: 't1',
+});
+export const newSession = ldap.newSession;
 
 /** Everything written to the client: send data and close data, in order. */
-export function written(actions: Action[]): Uint8Array {
-  const parts: Uint8Array[] = [];
-  for (const a of actions) {
-    if (a.type === 'send') parts.push(a.data);
-    if (a.type === 'close' && a.data) parts.push(a.data);
-  }
-  return cat(...parts);
-}
+export const written = (actions: readonly Action[]): Uint8Array => writtenBytes(actions);
 
 /** Start a session, feed each chunk at time 0, return all actions after start(). */
 export function feed(
@@ -89,16 +82,11 @@ export function feed(
   options: Partial<LdapOptions> = {},
   limits: Record<string, number> = {},
 ): { session: DialectSession; actions: Action[]; out: string } {
-  const session = newSession(options, limits);
-  session.start(0);
-  const actions: Action[] = [];
-  for (const c of chunks) actions.push(...session.receive(c, 0));
+  const { session, actions } = ldap.feed(chunks, options, limits);
   return { session, actions, out: toHex(written(actions)) };
 }
 
-export function only<T extends Action['type']>(actions: Action[], type: T) {
-  return actions.filter((a): a is Extract<Action, { type: T }> => a.type === type);
-}
+export { only };
 
 // Replies recorded from slapd 2.5 (security tls=1), hex, for messageID 1 unless named.
 export const SLAPD = {

@@ -2,6 +2,7 @@
 // input never throws, BER length lies and deep nesting end in a Notice of Disconnection, nothing
 // pipelined after StartTLS is ever answered. Time-boxed.
 import type { Action } from '@tlsproxy/dialect-kit';
+import { bytewise as octetByOctet, splitAt } from '@tlsproxy/dialect-kit/testing';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { parse } from '../src/ber.js';
@@ -56,17 +57,6 @@ const PIECES: Uint8Array[] = [
 ];
 const piece = fc.constantFrom(...PIECES);
 const STARTTLS = startTls(99);
-
-function splitAt(bytes: Uint8Array, cuts: number[]): Uint8Array[] {
-  const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
-  const out: Uint8Array[] = [];
-  let prev = 0;
-  for (const p of [...points, bytes.length]) {
-    out.push(bytes.subarray(prev, p));
-    prev = p;
-  }
-  return out;
-}
 
 /** What the client observes: bytes written, then the final action (timers and logs aside). */
 function observe(chunks: Uint8Array[], limits: Record<string, number>) {
@@ -140,10 +130,7 @@ describe('properties', () => {
             const bytes = cat(...pieces, ...(withStartTls ? [STARTTLS, search(100, '', 0)] : []));
             const whole = observe([bytes], limits);
             const split = observe(splitAt(bytes, cuts), limits);
-            const bytewise = observe(
-              Array.from(bytes, (b) => Uint8Array.of(b)),
-              limits,
-            );
+            const bytewise = observe(octetByOctet(bytes), limits);
             expect(split.out).toBe(whole.out);
             expect(split.final).toEqual(whole.final);
             expect(bytewise.out).toBe(whole.out);

@@ -1,4 +1,5 @@
 import { optionProblem } from '@tlsproxy/dialect-kit';
+import { OBJECT_PROTOTYPE_NAMES } from '@tlsproxy/dialect-kit/testing';
 import { describe, expect, it } from 'vitest';
 import { parse, type Tlv } from '../src/ber.js';
 import dialectDefault, { dialect, isLdapProtocolError, LdapProtocolError } from '../src/index.js';
@@ -409,7 +410,7 @@ describe('overflow (the engine pre-TLS byte cap)', () => {
 // Issue 14: peer input never selects a handler through a plain object. The LDAP names a
 // client chooses are extended-operation OIDs and attribute names in a root DSE search.
 describe('Object.prototype names as operation and attribute names', () => {
-  const NAMES = Object.getOwnPropertyNames(Object.prototype);
+  const NAMES = OBJECT_PROTOTYPE_NAMES;
   it.each(NAMES)('%s', (name) => {
     // an unknown extended operation: protocolError, as slapd
     expect(feed([extended(1, name)]).out).toBe(SLAPD.unknownExtended);

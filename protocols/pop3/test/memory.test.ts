@@ -2,20 +2,10 @@
 // unfinished line (or PDU) is kept once, and framing work per received octet is O(1) — no
 // per-read copies of what is pending, no re-scan of the whole buffer on every read, no parser
 // state per octet.
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import type { DialectSession } from '@tlsproxy/dialect-kit';
+import { pendingCost } from '@tlsproxy/dialect-kit/testing';
 import { describe, expect, it } from 'vitest';
 import { enc, newSession } from './helpers.js';
-
-setFlagsFromString('--expose-gc');
-const gc = runInNewContext('gc') as () => void;
-
-/** The V8 heap plus ArrayBuffer backing stores, which live outside it. */
-function used(): number {
-  const m = process.memoryUsage();
-  return m.heapUsed + m.arrayBuffers;
-}
 
 const SESSIONS = 200;
 const LIMIT = 8192; // maxLineLength, raised from 255 so the cost per octet shows
@@ -35,24 +25,9 @@ function pending(
   sessions = SESSIONS,
   bytes = PENDING,
 ): { perSession: number; ms: number } {
-  gc();
-  const before = used();
-  const kept: DialectSession[] = [];
-  const t0 = performance.now();
-  for (let i = 0; i < sessions; i++) {
-    const s = open();
-    let closed = false;
-    for (let at = 0; at < bytes.length; at += chunk) {
-      for (const a of s.receive(bytes.subarray(at, at + chunk), 0)) closed ||= a.type === 'close';
-    }
-    expect(closed).toBe(false); // still waiting for the rest
-    kept.push(s);
-  }
-  const ms = performance.now() - t0;
-  gc();
-  const perSession = (used() - before) / sessions;
-  expect(kept).toHaveLength(sessions); // alive through the measurement
-  return { perSession, ms: ms / sessions };
+  const { perSession, ms, closed } = pendingCost(open, bytes, chunk, sessions);
+  expect(closed).toBe(0); // still waiting for the rest
+  return { perSession, ms };
 }
 
 describe('a pending command line costs O(its length)', () => {

@@ -2,6 +2,7 @@
 // peer input never throws, the case of keywords does not matter, nothing pipelined after STLS
 // is ever answered. Time-boxed with interruptAfterTimeLimit.
 import type { Action } from '@tlsproxy/dialect-kit';
+import { bytewise as octetByOctet, splitAt } from '@tlsproxy/dialect-kit/testing';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { dec, enc, newSession, written } from './helpers.js';
@@ -37,17 +38,6 @@ const PIECES = [
 ];
 const piece = fc.constantFrom(...PIECES);
 const STLS = 'STLS\r\n';
-
-function splitAt(bytes: Uint8Array, cuts: number[]): Uint8Array[] {
-  const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
-  const out: Uint8Array[] = [];
-  let prev = 0;
-  for (const p of [...points, bytes.length]) {
-    out.push(bytes.subarray(prev, p));
-    prev = p;
-  }
-  return out;
-}
 
 /** What the client observes: bytes written, then the final action (timers and logs aside). */
 function observe(chunks: Uint8Array[], limits: Record<string, number>) {
@@ -109,10 +99,7 @@ describe('properties', () => {
             const bytes = enc(pieces.join('') + (withStls ? `${STLS}USER x\r\n` : ''));
             const whole = observe([bytes], limits);
             const split = observe(splitAt(bytes, cuts), limits);
-            const bytewise = observe(
-              Array.from(bytes, (b) => Uint8Array.of(b)),
-              limits,
-            );
+            const bytewise = observe(octetByOctet(bytes), limits);
             expect(split.text).toBe(whole.text);
             expect(split.final).toEqual(whole.final);
             expect(bytewise.text).toBe(whole.text);

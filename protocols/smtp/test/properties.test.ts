@@ -2,6 +2,7 @@
 // input never throws, the case of command words does not matter, nothing pipelined after
 // STARTTLS is ever answered, and in MX mode every byte from MAIL on reaches the backend. Time-boxed.
 import type { Action } from '@tlsproxy/dialect-kit';
+import { bytewise as octetByOctet, splitAt } from '@tlsproxy/dialect-kit/testing';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { SmtpOptions } from '../src/index.js';
@@ -39,17 +40,6 @@ const PIECES = [
 ];
 const piece = fc.constantFrom(...PIECES);
 const STARTTLS = 'STARTTLS\r\n';
-
-function splitAt(bytes: Uint8Array, cuts: number[]): Uint8Array[] {
-  const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
-  const out: Uint8Array[] = [];
-  let prev = 0;
-  for (const p of [...points, bytes.length]) {
-    out.push(bytes.subarray(prev, p));
-    prev = p;
-  }
-  return out;
-}
 
 /** What the client and backend observe: bytes written, then the final action. */
 function observe(
@@ -137,11 +127,7 @@ describe('properties', () => {
             const bytes = enc(pieces.join('') + (withStartTls ? `${STARTTLS}NOOP\r\n` : ''));
             const whole = observe([bytes], limits, options);
             const split = observe(splitAt(bytes, cuts), limits, options);
-            const bytewise = observe(
-              Array.from(bytes, (b) => Uint8Array.of(b)),
-              limits,
-              options,
-            );
+            const bytewise = observe(octetByOctet(bytes), limits, options);
             expect(split.text).toBe(whole.text);
             expect(split.final).toEqual(whole.final);
             expect(bytewise.text).toBe(whole.text);

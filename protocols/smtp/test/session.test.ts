@@ -1,4 +1,5 @@
 import { type Action, optionProblem } from '@tlsproxy/dialect-kit';
+import { OBJECT_PROTOTYPE_NAMES } from '@tlsproxy/dialect-kit/testing';
 import { describe, expect, it } from 'vitest';
 import dialectDefault, {
   DEFAULT_EXTENSIONS,
@@ -380,7 +381,7 @@ describe('overflow (the engine pre-TLS byte cap)', () => {
 
 // Issue 14: the client's command word must never select a handler through a plain object.
 describe('Object.prototype names as commands', () => {
-  const NAMES = Object.getOwnPropertyNames(Object.prototype);
+  const NAMES = OBJECT_PROTOTYPE_NAMES;
   it.each(NAMES)('%s is an unknown command', (name) => {
     const unknown = '500 5.5.2 Error: command not recognized\r\n';
     expect(feed([`${name}\r\n`]).text).toBe(unknown);

@@ -1,36 +1,28 @@
 // Shared test kit: drive one session with strings or bytes and read what it sent.
 import type { Action, DialectSession } from '@tlsproxy/dialect-kit';
+import { decUtf8 as dec, driver, encUtf8 as enc, only } from '@tlsproxy/dialect-kit/testing';
 import { dialect, type XmppOptions } from '../src/index.js';
 
-const encoder = new TextEncoder();
-const decoder = new TextDecoder();
-export const enc = (s: string): Uint8Array => encoder.encode(s);
-export const dec = (b: Uint8Array): string => decoder.decode(b);
+export { dec, enc, only };
 
 export const SERVER_NAMES = ['localhost', 'example.test', '*.wild.example.test'];
+
+const xmpp = driver<Partial<XmppOptions>>(dialect, {
+  hostname: 'xmpp.example',
+  connectionId: 'c0ffee',
+  encode: enc,
+  decode: dec,
+});
+
+/** Everything written to the client: send data and close data, in order. */
+export const written = xmpp.written;
 
 export function newSession(
   options: Partial<XmppOptions> = {},
   limits: Record<string, number> = {},
   serverNames: readonly string[] = SERVER_NAMES,
 ): DialectSession {
-  return dialect.create({
-    options,
-    limits,
-    hostname: 'xmpp.example',
-    connectionId: 'c0ffee',
-    serverNames,
-  });
-}
-
-/** Everything written to the client: send data and close data, in order. */
-export function written(actions: Action[]): string {
-  let out = '';
-  for (const a of actions) {
-    if (a.type === 'send') out += dec(a.data);
-    if (a.type === 'close' && a.data) out += dec(a.data);
-  }
-  return out;
+  return xmpp.newSession(options, limits, { serverNames });
 }
 
 /** Start a session, feed each chunk at time 0, return all actions after start. */
@@ -40,15 +32,7 @@ export function feed(
   limits: Record<string, number> = {},
   serverNames: readonly string[] = SERVER_NAMES,
 ): { session: DialectSession; actions: Action[]; text: string } {
-  const session = newSession(options, limits, serverNames);
-  session.start(0);
-  const actions: Action[] = [];
-  for (const c of chunks) actions.push(...session.receive(typeof c === 'string' ? enc(c) : c, 0));
-  return { session, actions, text: written(actions) };
-}
-
-export function only<T extends Action['type']>(actions: Action[], type: T) {
-  return actions.filter((a): a is Extract<Action, { type: T }> => a.type === type);
+  return xmpp.feed(chunks, options, limits, { serverNames });
 }
 
 export const HEADER_C2S =

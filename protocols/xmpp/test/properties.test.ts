@@ -2,6 +2,7 @@
 // XML parser is fed incrementally), peer input never throws, XML bombs go nowhere, nothing
 // after <starttls/> is ever answered. Time-boxed with interruptAfterTimeLimit.
 import type { Action } from '@tlsproxy/dialect-kit';
+import { bytewise as octetByOctet, splitAt } from '@tlsproxy/dialect-kit/testing';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { dec, enc, HEADER_C2S, HEADER_S2S, newSession, STARTTLS, written } from './helpers.js';
@@ -46,17 +47,6 @@ const PIECES = [
 ];
 const header = fc.constantFrom(...HEADERS);
 const piece = fc.constantFrom(...PIECES);
-
-function splitAt(bytes: Uint8Array, cuts: number[]): Uint8Array[] {
-  const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
-  const out: Uint8Array[] = [];
-  let prev = 0;
-  for (const p of [...points, bytes.length]) {
-    out.push(bytes.subarray(prev, p));
-    prev = p;
-  }
-  return out;
-}
 
 /** What the client observes: bytes written, the final action, and what was discarded. */
 function observe(chunks: Uint8Array[], limits: Record<string, number>) {
@@ -133,10 +123,7 @@ describe('properties', () => {
             const bytes = enc(head + pieces.join(''));
             const whole = observe([bytes], limits);
             const split = observe(splitAt(bytes, cuts), limits);
-            const bytewise = observe(
-              Array.from(bytes, (b) => Uint8Array.of(b)),
-              limits,
-            );
+            const bytewise = observe(octetByOctet(bytes), limits);
             for (const other of [split, bytewise]) {
               expect(other.text).toBe(whole.text);
               expect(other.final).toEqual(whole.final);
