@@ -21,7 +21,7 @@ export default defineConfig({
     },
   ],
   test: {
-    include: ['../pool/test/engine.test.ts'],
+    include: ['../pool/test/**/*.test.ts'],
     root: fileURLToPath(new URL('.', import.meta.url)),
   },
 });

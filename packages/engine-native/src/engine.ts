@@ -460,8 +460,8 @@ export class NativeTlsEngine implements TlsEngineApi {
         const s = this.#sessions.get(e.id);
         if (!s) return;
         if (e.type === 'ended') this.#forget(s);
-        // Counters arrive in batches (every 500 ms and at the end), not per record: a JS call
-        // per record is what this engine exists to avoid.
+        // Counters arrive in batches (at once after a quiet time, then at most every 500 ms, and
+        // at the end), not per record: a JS call per record is what this engine exists to avoid.
         if (e.bytesIn > 0) s.request.onBytes?.('in', e.bytesIn);
         if (e.bytesOut > 0) s.request.onBytes?.('out', e.bytesOut);
         if (e.type === 'ended') s.request.onEnd?.();

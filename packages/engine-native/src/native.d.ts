@@ -42,7 +42,7 @@ export type NativeEvent =
   | { type: 'failed'; id: number; code: string; message: string | null }
   | { type: 'sni'; id: number; name: string }
   | { type: 'ended'; id: number; bytesIn: number; bytesOut: number; reason: string | null }
-  /** bytes relayed since the last report, every 500 ms while a session moves data */
+  /** bytes relayed since the last report: at once after a quiet time, then at most every 500 ms */
   | { type: 'bytes'; id: number; bytesIn: number; bytesOut: number; reason: null }
   | {
       type: 'renegotiated';

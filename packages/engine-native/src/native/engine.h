@@ -117,6 +117,7 @@ typedef struct conn {
   uint64_t bytes_in, bytes_out;
   int want_bytes;               // report byte counts while the session lives (metrics)
   uint64_t rep_in, rep_out;     // what has been reported so far
+  uint64_t bytes_due;           // no report before this time (ms)
 
   // A renegotiation the backend asked for (TLS 1.2): answered with EV_RENEGOTIATED.
   int reneg_pending;
@@ -189,7 +190,7 @@ typedef struct loop {
   conn *again;
   conn *zombies;
   ev_batch *out; // events of this turn, not yet handed to JS
-  uint64_t next_sweep, next_bytes;
+  uint64_t next_sweep;
   char scratch[RELAY_CHUNK];
 } loop;
 

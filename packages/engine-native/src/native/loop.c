@@ -34,8 +34,9 @@
 // Timeouts are checked this often (ms): handshake deadlines of seconds need no finer grain.
 #define SWEEP_MS 100
 #define MAX_EVENTS 64
-// Byte counts of live sessions go to JS at most this often (ms), in the turn's batch: metrics
-// get their numbers without a JS call per record.
+// Byte counts of a live session go to JS at once when it has been quiet, then at most this often
+// (ms), in the turn's batch: metrics see interactive traffic promptly and bulk traffic costs a JS
+// call per session per interval, not per record.
 #define BYTES_REPORT_MS 500
 // Commands taken from the queue per turn, so a flood of submissions cannot starve the relay.
 #define MAX_CMDS_PER_TURN 256
@@ -161,6 +162,11 @@ fail:
 #define TAG_PLAIN 1u
 
 static void reg(loop *L, conn *c, int plain, uint32_t want) {
+  // An epoll item whose mask has no event at all is disabled by the kernel: it would not even
+  // report EPOLLERR/EPOLLHUP, so a peer's reset on a side paused by backpressure would go
+  // unnoticed. Ask for EPOLLRDHUP instead, edge-triggered so a FIN we are not reading yet wakes
+  // us once rather than on every turn.
+  if (want == 0) want = EPOLLRDHUP | EPOLLET;
   int fd = plain ? c->plain_fd : c->tls_fd;
   uint32_t *cur = plain ? &c->plain_reg : &c->tls_reg;
   int *in = plain ? &c->plain_in_epoll : &c->tls_in_epoll;
@@ -601,6 +607,19 @@ static int relay_once(loop *L, conn *c) {
 
 // ---- the state machine ----
 
+static void report_bytes(loop *L, conn *c, uint64_t now) {
+  if (!c->want_bytes || now < c->bytes_due ||
+      (c->bytes_in == c->rep_in && c->bytes_out == c->rep_out))
+    return;
+  ev *e = ev_add(L, EV_BYTES, c->jsid);
+  if (!e) return;
+  e->bytes_in = c->bytes_in - c->rep_in;
+  e->bytes_out = c->bytes_out - c->rep_out;
+  c->rep_in = c->bytes_in;
+  c->rep_out = c->bytes_out;
+  c->bytes_due = now + BYTES_REPORT_MS;
+}
+
 static void schedule_again(loop *L, conn *c) {
   if (c->in_again) return;
   c->in_again = 1;
@@ -642,6 +661,7 @@ static void conn_step(loop *L, conn *c) {
     int rounds = 0, r = 0;
     while (rounds++ < MAX_ROUNDS && (r = relay_once(L, c)) > 0) c->last_active = now_ms();
     if (r < 0) return;
+    report_bytes(L, c, c->last_active);
     // The renegotiation's handshake runs inside SSL_read/SSL_write; it is over when OpenSSL no
     // longer has it pending.
     if (c->reneg_pending && !SSL_renegotiate_pending(c->ssl)) reneg_answer(L, c, NULL, NULL);
@@ -676,6 +696,12 @@ static void on_io(loop *L, conn *c, int plain, uint32_t events) {
   if (events & (EPOLLHUP | EPOLLERR)) ready = EPOLLIN | EPOLLOUT;
   if (plain) c->plain_ready |= ready;
   else c->tls_ready |= ready;
+  // A reset (or any socket error) after the handshake: whatever waits for that side can never be
+  // delivered, so end now instead of when the other side next moves (or the idle timeout).
+  if ((events & EPOLLERR) && c->state == ST_RELAY) {
+    conn_end(L, c, plain ? "backend reset" : "client reset");
+    return;
+  }
   if (events & (EPOLLHUP | EPOLLERR)) {
     unreg(L, c, plain);
     if (plain) c->plain_hup = 1;
@@ -853,22 +879,10 @@ int engine_push(engine *e, cmd *k) {
 
 // ---- the loop ----
 
-static void report_bytes(loop *L, conn *c) {
-  if (!c->want_bytes || (c->bytes_in == c->rep_in && c->bytes_out == c->rep_out)) return;
-  ev *e = ev_add(L, EV_BYTES, c->jsid);
-  if (!e) return;
-  e->bytes_in = c->bytes_in - c->rep_in;
-  e->bytes_out = c->bytes_out - c->rep_out;
-  c->rep_in = c->bytes_in;
-  c->rep_out = c->bytes_out;
-}
-
 static void sweep(loop *L, uint64_t now) {
-  int bytes = now >= L->next_bytes;
-  if (bytes) L->next_bytes = now + BYTES_REPORT_MS;
   for (conn *c = L->conns, *next; c; c = next) {
     next = c->next;
-    if (bytes && c->state == ST_RELAY) report_bytes(L, c);
+    if (c->state == ST_RELAY) report_bytes(L, c, now);
     if ((c->state == ST_HANDSHAKE || c->state == ST_SNI_WAIT || c->state == ST_NEW) &&
         now >= c->hs_deadline) {
       conn_fail(L, c, "TLSPROXY_ERR_POOL_TIMEOUT", "TLS handshake not done in time%s", NULL);
