@@ -1,5 +1,6 @@
 import { createHash, randomBytes, X509Certificate } from 'node:crypto';
 import type net from 'node:net';
+import tls from 'node:tls';
 import type { HandshakeResult } from '@tlsproxy/pool';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { binding, NativeTlsEngine } from '../src/index.js';
@@ -418,6 +419,33 @@ describe('NativeTlsEngine: bulk data and backpressure', () => {
     b.destroy();
     c.socket.destroy();
   }, 40_000);
+
+  it('a client reset behind a backend that never reads ends the session at once (no idle timeout)', async () => {
+    const rawSock = await raw(served.port);
+    rawSock.on('error', () => {});
+    const t = tls.connect({ socket: rawSock, ca: certs.ca, checkServerIdentity: () => undefined });
+    t.on('error', () => {});
+    const [r] = await Promise.all([
+      served.next(),
+      new Promise<void>((res) => t.once('secureConnect', () => res())),
+    ]);
+    // The backend holds its end and never reads: the relay stops reading the client.
+    const chunk = Buffer.alloc(64 << 10, 'z');
+    for (;;) {
+      if (t.write(chunk)) continue;
+      const drained = await Promise.race([
+        new Promise<boolean>((res) => t.once('drain', () => res(true))),
+        new Promise<boolean>((res) => setTimeout(() => res(false), 300)),
+      ]);
+      if (!drained) break;
+    }
+    expect(engine.sessionCount).toBe(1);
+    const t0 = Date.now();
+    rawSock.resetAndDestroy();
+    await until(() => engine.sessionCount === 0, 5000, 'session end after the reset');
+    expect(Date.now() - t0).toBeLessThan(2000);
+    r.plaintext.close();
+  });
 });
 
 describe('NativeTlsEngine: control', () => {
