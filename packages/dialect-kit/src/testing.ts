@@ -5,7 +5,13 @@
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { latin1 } from './bytes.js';
-import type { Action, Dialect, DialectSession, SessionContext } from './contract.js';
+import type {
+  Action,
+  Dialect,
+  DialectSession,
+  SessionContext,
+  StartTlsAction,
+} from './contract.js';
 
 /** A string of chars 0-255 to its octets, one per char (for text protocols' test input). */
 export const enc = (s: string): Uint8Array => Uint8Array.from(s, (c) => c.charCodeAt(0) & 0xff);
@@ -190,4 +196,59 @@ export function pendingCost(
   // Keep the sessions alive through the measurement.
   if (kept.length !== sessions) throw new Error('unreachable');
   return { perSession, ms: ms / sessions, closed };
+}
+
+/** What `feedPastStartTls` saw. */
+export interface PastStartTls {
+  /** The starttls action, or undefined when none came. */
+  starttls: StartTlsAction | undefined;
+  /** A plaintext hand-off came before any starttls (SMTP MX mode): the rest was not fed. */
+  plaintext: boolean;
+  /** The starttls action's `trailing` followed by every chunk received after it. */
+  trailing: Uint8Array;
+  /** Every action before the starttls action. */
+  before: Action[];
+  /** Rule breaks: an action other than a log after the starttls action, or more than one per
+   * later receive. Empty when nothing pipelined after STARTTLS was answered or framed. */
+  problems: string[];
+}
+
+/**
+ * Feed `chunks` to a started session and check the STARTTLS rule (CVE-2011-0411): after the
+ * starttls action, nothing but a log comes out, at most one per receive, and every octet after
+ * the STARTTLS command is either in `trailing` or in a later chunk — never interpreted. The
+ * caller compares `trailing` with what it pipelined and checks `starttls.state`.
+ */
+export function feedPastStartTls(
+  session: DialectSession,
+  chunks: readonly Uint8Array[],
+): PastStartTls {
+  const problems: string[] = [];
+  const before: Action[] = [];
+  const trailing: number[] = [];
+  let starttls: StartTlsAction | undefined;
+  for (const chunk of chunks) {
+    const acts = session.receive(chunk, 0);
+    if (starttls !== undefined) {
+      if (acts.length > 1) problems.push(`${acts.length} actions for one chunk after STARTTLS`);
+      for (const a of acts) if (a.type !== 'log') problems.push(`${a.type} after STARTTLS`);
+      trailing.push(...chunk);
+      continue;
+    }
+    const i = acts.findIndex((a) => a.type === 'starttls' || a.type === 'plaintext');
+    if (i < 0) {
+      before.push(...acts);
+      continue;
+    }
+    before.push(...acts.slice(0, i));
+    const found = acts[i]!;
+    if (found.type === 'plaintext')
+      return { starttls, plaintext: true, trailing: Uint8Array.from(trailing), before, problems };
+    starttls = found as StartTlsAction;
+    for (const a of acts.slice(i + 1)) {
+      if (a.type !== 'log') problems.push(`${a.type} after STARTTLS in the same receive`);
+    }
+    trailing.push(...starttls.trailing);
+  }
+  return { starttls, plaintext: false, trailing: Uint8Array.from(trailing), before, problems };
 }
