@@ -162,11 +162,8 @@ fail:
 #define TAG_PLAIN 1u
 
 static void reg(loop *L, conn *c, int plain, uint32_t want) {
-  // An epoll item whose mask has no event at all is disabled by the kernel: it would not even
-  // report EPOLLERR/EPOLLHUP, so a peer's reset on a side paused by backpressure would go
-  // unnoticed. Ask for EPOLLRDHUP instead, edge-triggered so a FIN we are not reading yet wakes
-  // us once rather than on every turn.
-  if (want == 0) want = EPOLLRDHUP | EPOLLET;
+  // A mask of 0 still reports EPOLLERR/EPOLLHUP (epoll_ctl always adds them): a paused side
+  // is watched for a reset (see on_io).
   int fd = plain ? c->plain_fd : c->tls_fd;
   uint32_t *cur = plain ? &c->plain_reg : &c->tls_reg;
   int *in = plain ? &c->plain_in_epoll : &c->tls_in_epoll;
