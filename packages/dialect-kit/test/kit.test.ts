@@ -70,6 +70,23 @@ describe('LineFramer', () => {
     );
   });
 
+  it('countsTerminator: the limit is the line as received, CRLF or LF included', () => {
+    const f = (chunks: Uint8Array[]) => {
+      const framer = new LineFramer(6, { countsTerminator: true });
+      const out: string[] = [];
+      for (const c of chunks) {
+        framer.push(c);
+        for (let e = framer.next(); e; e = framer.next())
+          out.push(e.type === 'line' ? e.text : 'tooLong');
+      }
+      return out;
+    };
+    expect(f([enc('abcd\r\nabcde\nabcde\r\nz\n')])).toEqual(['abcd', 'abcde', 'tooLong', 'z']);
+    // six octets and no LF yet: nothing that ends the line can fit any more
+    expect(f([enc('abcdef')])).toEqual(['tooLong']);
+    expect(f([enc('abcde')])).toEqual([]);
+  });
+
   it('takeRest returns exactly the octets not framed yet', () => {
     const f = new LineFramer(100);
     f.push(enc('a STARTTLS\r\nb LOGIN x y\r\nc'));
