@@ -1,12 +1,8 @@
 // Byte helpers shared by the recorder, the parser and the report: one escaping scheme, so what
 // the recorder writes is what the report shows and what the parser reads back.
 
-export const latin1 = (b: Uint8Array): string => Buffer.from(b).toString('latin1');
-export const fromLatin1 = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'latin1'));
-
-export function concat(parts: readonly Uint8Array[]): Uint8Array {
-  return new Uint8Array(Buffer.concat(parts.map((p) => Buffer.from(p))));
-}
+// The octet conversions are the kit's, so a transcript and a dialect decode octets alike.
+export { concat, fromLatin1, latin1 } from '@tlsproxy/dialect-kit';
 
 export function equal(a: Uint8Array, b: Uint8Array): boolean {
   return Buffer.from(a).equals(Buffer.from(b));
