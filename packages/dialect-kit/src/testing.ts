@@ -2,6 +2,7 @@
 // input anywhere, read back what it wrote, and the names a peer may send to reach a plain
 // object's prototype. No fast-check here: properties pass their own arbitraries, so this
 // subpath needs nothing beyond the kit.
+import assert from 'node:assert/strict';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { latin1 } from './bytes.js';
@@ -251,4 +252,41 @@ export function feedPastStartTls(
     trailing.push(...starttls.trailing);
   }
   return { starttls, plaintext: false, trailing: Uint8Array.from(trailing), before, problems };
+}
+
+/** The part of a test runner's API the shared suites need (vitest, node:test, jest). */
+export interface TestApi {
+  describe(name: string, fn: () => void): unknown;
+  it(name: string, fn: () => void): unknown;
+}
+
+/**
+ * Issue 14's cost tests for one dialect: `pending` (octets of one unfinished line, PDU or tag,
+ * just under the limit) held by 200 sessions fed 1, 7 and 100 octets per read costs at most
+ * twice its length plus 8 KiB per session; `long` (over 100,000 octets, the limit raised by
+ * `open`) fed one octet per read takes under a second per session (quadratic framing takes
+ * seconds). `open` returns a started session (with any stream header already sent).
+ */
+export function describePendingCost(
+  t: TestApi,
+  c: { what: string; open: () => DialectSession; pending: Uint8Array; long: Uint8Array },
+): void {
+  t.describe(`a pending ${c.what} costs O(its length)`, () => {
+    for (const chunk of [1, 7, 100]) {
+      t.it(`memory, ${chunk} octet(s) per read`, () => {
+        const { perSession, closed } = pendingCost(c.open, c.pending, chunk);
+        assert.equal(closed, 0, 'a session closed instead of waiting for the rest');
+        // The pending octets once (a doubling buffer: at most twice) plus a small constant.
+        const bound = 2 * c.pending.length + 8192;
+        assert.ok(perSession < bound, `${Math.round(perSession)} octets per session >= ${bound}`);
+      });
+    }
+    t.it(`CPU: a ${c.long.length}-octet ${c.what}, one octet per read`, () => {
+      const { ms, closed } = pendingCost(c.open, c.long, 1, 2);
+      assert.equal(closed, 0, 'a session closed instead of waiting for the rest');
+      // Linear: a few ms. Quadratic framing (a copy or re-scan of the pending octets per read)
+      // takes seconds here.
+      assert.ok(ms < 1000, `${Math.round(ms)} ms per session`);
+    });
+  });
 }
