@@ -5,8 +5,13 @@ export { Channel, channelPair, DEFAULT_MAX_FDS, DEFAULT_MAX_MESSAGE_BYTES } from
 export type { FdpassErrorCode } from './errors.js';
 export { FdpassError } from './errors.js';
 export { detachSocket, OwnedFd, socketFd, socketpair, wrapSocket } from './fd.js';
+export { addonLoads, checkAddon, discardPending, dup, peekPending, writeSync } from './io.js';
 export type { Address, ConnectOptions, ListenOptions } from './listener.js';
 export { connect, listen, SeqpacketServer } from './listener.js';
+/**
+ * @deprecated The raw addon, kept only until @tlsproxy/pool (engine.ts, peek) and backend's tests
+ * move to the typed functions above; nothing new may use it.
+ */
 export { binding } from './loader.js';
 export type {
   AttachOptions,

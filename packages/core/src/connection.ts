@@ -1,0 +1,141 @@
+// What one connection holds in this process, shared by the units that drive it (session.ts, the
+// driver; transition.ts, the switch-over; handoff.ts, the hand-off): its socket and descriptor,
+// its places in the listener's limits, and the promises that say when it is done and released.
+import { randomBytes } from 'node:crypto';
+import type net from 'node:net';
+import type { HandoffInfo } from '@tlsproxy/backend';
+import type { OwnedFd } from '@tlsproxy/fdpass';
+import { ConnectionLog } from './connection-log.js';
+import type { SessionAddresses, SessionConfig } from './session.js';
+import { SwitchOver } from './switchover.js';
+
+export class ConnectionState {
+  readonly id = randomBytes(6).toString('hex');
+  readonly socket: net.Socket;
+  readonly config: SessionConfig;
+  readonly remote: SessionAddresses;
+  readonly log: ConnectionLog;
+  /** Which bytes reach the dialect, and which are dropped at the switch-over. */
+  readonly gate = new SwitchOver();
+  /** The client's descriptor once detached from the socket, until it is handed on or closed. */
+  fd: OwnedFd | undefined;
+  goAheadSent = false;
+  /** The last STARTTLS (or plaintext hand-off) found no backend, and none succeeded since. */
+  unavailable = false;
+  dialectFailed = false;
+  socketError: string | undefined;
+  timer: NodeJS.Timeout | undefined;
+  deadline: NodeJS.Timeout | undefined;
+  /** The TLS engine (or a connect-mode backend) still relays this connection here. */
+  relaying = false;
+  #handshakeSlot = false;
+  #finished = false;
+  readonly done: Promise<void>;
+  #resolveDone!: () => void;
+  /**
+   * Resolves when this process holds nothing of the connection any more: after the preamble,
+   * the handshake and — with the TLS engine or a connect-mode backend relaying here — the relay.
+   * Connection limits count a connection until then, in every phase.
+   */
+  readonly released: Promise<void>;
+  #release!: () => void;
+
+  constructor(socket: net.Socket, config: SessionConfig, addresses?: SessionAddresses) {
+    this.socket = socket;
+    this.config = config;
+    this.log = new ConnectionLog(config.logger, this.id, config.dialect.name, config.metrics);
+    this.done = new Promise((r) => {
+      this.#resolveDone = r;
+    });
+    this.released = new Promise((r) => {
+      this.#release = r;
+    });
+    this.remote = addresses ?? {
+      address: socket.remoteAddress ?? '',
+      port: socket.remotePort ?? 0,
+      localAddress: socket.localAddress ?? '',
+      localPort: socket.localPort ?? 0,
+    };
+  }
+
+  clearTimers(): void {
+    if (this.timer) clearTimeout(this.timer);
+    if (this.deadline) clearTimeout(this.deadline);
+    this.timer = undefined;
+    this.deadline = undefined;
+  }
+
+  /** A place among the listener's handshakes at once (true when there is no cap). */
+  acquireHandshake(): boolean {
+    const h = this.config.handshakes;
+    if (!h || this.#handshakeSlot) return true;
+    if (!h.acquire()) return false;
+    this.#handshakeSlot = true;
+    return true;
+  }
+
+  releaseHandshake(): void {
+    if (!this.#handshakeSlot) return;
+    this.#handshakeSlot = false;
+    this.config.handshakes?.release();
+  }
+
+  /** The relay here is over: the connection's places in the limits are free. */
+  relayEnded(): void {
+    this.relaying = false;
+    this.maybeRelease();
+  }
+
+  finish(): void {
+    this.gate.close();
+    this.clearTimers();
+    this.#resolveDone();
+    this.#finished = true;
+    this.maybeRelease();
+  }
+
+  /** Everything the connection held in this process is gone: free its places in the limits. */
+  maybeRelease(): void {
+    if (!this.#finished || this.relaying) return;
+    this.releaseHandshake();
+    this.#release();
+  }
+
+  /** Write a last reply (if any) and close; a client that never reads is cut off after 2 s. */
+  endSocket(data: Uint8Array | undefined): void {
+    if (data && data.length > 0) this.socket.end(data);
+    else this.socket.end();
+    setTimeout(() => this.socket.destroy(), 2000).unref();
+  }
+
+  /** Earlier replies on the wire (or 5 s passed) before the descriptor changes hands. */
+  flushed(): Promise<void> {
+    if (this.socket.writableLength === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const t = setTimeout(resolve, 5000);
+      this.socket.write(Buffer.alloc(0), () => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+  }
+
+  info(extra: Partial<HandoffInfo> = {}): HandoffInfo {
+    return {
+      dialect: this.config.dialect.name,
+      handoff: this.config.handoff,
+      serverName: null,
+      tls: null,
+      clientIdentity: null,
+      remoteAddress: this.remote.address,
+      remotePort: this.remote.port,
+      localAddress: this.remote.localAddress,
+      localPort: this.remote.localPort,
+      controlKey: null,
+      connectionId: this.id,
+      dialectState: {},
+      dialectStateOrigin: 'pre-tls',
+      ...extra,
+    };
+  }
+}

@@ -1,0 +1,125 @@
+// The hand-off: the client's descriptor goes to the backend — through the TLS engine's handshake
+// first (`plain`), or as it is (`crypt`, `plaintext`). A copy of the descriptor is kept until the
+// backend confirms, so a failed delivery can still give a plaintext client its temporary failure.
+import type { HandoffInfo } from '@tlsproxy/backend';
+import { dup, type OwnedFd, writeSync } from '@tlsproxy/fdpass';
+import type { HandshakeRequest, TlsEngineApi } from '@tlsproxy/pool';
+import type { ConnectionState } from './connection.js';
+
+/** Write a temporary-failure reply on a descriptor, best effort (the client may be gone). */
+export function replyOn(fd: OwnedFd, bytes: Uint8Array): void {
+  try {
+    writeSync(fd.fd, bytes);
+  } catch {}
+}
+
+/** TLS handshake in the engine, then delivery of the plaintext side to the backend. */
+export async function handshake(c: ConnectionState, fd: OwnedFd, info: HandoffInfo): Promise<void> {
+  const { config, log } = c;
+  const backend = config.backend;
+  const request: HandshakeRequest = { ...config.tls, connectionId: c.id };
+  if (log.m.onBytes) request.onBytes = log.m.onBytes;
+  // The backend may use the control key while the session lives; after that it is forgotten
+  // (a session can end before the hand-off is confirmed: then right after it).
+  let controlKey: string | undefined;
+  let sessionEnded = false;
+  request.onEnd = () => {
+    sessionEnded = true;
+    if (controlKey !== undefined) backend.forget?.(controlKey);
+    // The relay is over: the connection's places in the limits are free.
+    c.relayEnded();
+  };
+  if (config.idleTimeoutMs) request.idleTimeoutMs = config.idleTimeoutMs;
+  c.relaying = true;
+  log.m.stage('handshake');
+  const t0 = performance.now();
+  // Asked when the listener says so, and whenever the backend declared that it checks names
+  // (a backend that registered onServerName expects to be able to refuse them).
+  if (config.checkServerName || backend.wantsServerNameCheck?.() === true) {
+    request.checkServerName = (name) =>
+      backend.checkServerName(name, { ...info, serverName: name }).catch(() => false);
+  }
+  let result: Awaited<ReturnType<TlsEngineApi['handshake']>>;
+  try {
+    result = await config.pool.handshake(fd, request);
+  } catch (err) {
+    c.relaying = false;
+    c.releaseHandshake();
+    const ms = performance.now() - t0;
+    log.m.handshake('failed', ms / 1000);
+    log.log('info', 'TLS handshake failed', {
+      error: (err as Error).message,
+      code: (err as { code?: string }).code,
+      durationMs: Math.round(ms * 10) / 10,
+    });
+    log.end('tls_failed', (err as Error).message);
+    return c.finish();
+  }
+  c.releaseHandshake();
+  const ms = performance.now() - t0;
+  log.m.handshake('ok', ms / 1000);
+  const { version, cipher, alpn, serverName, clientIdentity } = result.info;
+  log.log('info', 'TLS established', {
+    version,
+    cipher,
+    alpn,
+    sni: serverName ?? undefined,
+    client: clientIdentity?.subject,
+    durationMs: Math.round(ms * 10) / 10,
+  });
+  controlKey = result.controlKey.toString('hex');
+  await deliver(
+    c,
+    result.plaintext,
+    { ...info, serverName, tls: { version, cipher, alpn }, clientIdentity, controlKey },
+    undefined,
+    () => void config.pool.control(result.controlKey, 'close').catch(() => {}),
+  );
+  if (sessionEnded) backend.forget?.(controlKey);
+}
+
+/**
+ * Give `fd` to the backend. `onFail` gets a spare copy of the descriptor when the backend does
+ * not take it (to write the temporary failure the client is waiting for).
+ */
+export async function deliver(
+  c: ConnectionState,
+  fd: OwnedFd,
+  info: HandoffInfo,
+  buffered?: Uint8Array,
+  onFail?: (fd: OwnedFd) => void,
+): Promise<void> {
+  const { config, log } = c;
+  // Keep a copy until the backend confirms: on failure we may still owe the client a reply
+  // on it (deliver() takes ownership of what it is given and closes it once sent).
+  log.m.stage('handoff');
+  let spare: OwnedFd | undefined;
+  if (onFail) {
+    try {
+      spare = dup(fd.fd);
+    } catch {}
+  }
+  const backend = config.backend;
+  // A connect-mode backend relays a raw (crypt) or plaintext connection in this process: the
+  // connection counts against the limits until that relay ends. (With TLS the engine's session
+  // end says so.)
+  const relayHere = backend.relays === true && info.handoff !== 'plain';
+  if (relayHere) c.relaying = true;
+  try {
+    await backend.deliver(fd, info, buffered, {
+      ...(relayHere ? { onRelayEnd: () => c.relayEnded() } : {}),
+      ...(config.idleTimeoutMs ? { idleTimeoutMs: config.idleTimeoutMs } : {}),
+    });
+    log.log('info', 'handed off', { backend: backend.description, handoff: info.handoff });
+    log.end('handed_off', `handed off (${info.handoff})`);
+  } catch (err) {
+    log.log('warn', 'backend did not take the connection', { error: (err as Error).message });
+    log.m.backendUnavailable('handoff');
+    log.end('handoff_failed', (err as Error).message);
+    if (relayHere) c.relaying = false;
+    if (!fd.closed) fd.close();
+    if (spare) onFail?.(spare);
+  }
+  spare?.close();
+  c.finish();
+}
