@@ -8,8 +8,11 @@ import { runInNewContext } from 'node:vm';
 import { latin1 } from './bytes.js';
 import type {
   Action,
+  CloseAction,
   Dialect,
   DialectSession,
+  PlaintextAction,
+  SendAction,
   SessionContext,
   StartTlsAction,
 } from './contract.js';
@@ -289,4 +292,50 @@ export function describePendingCost(
       assert.ok(ms < 1000, `${Math.round(ms)} ms per session`);
     });
   });
+}
+
+/** A dialect's own checks of each kind of action (use its test runner's `expect` inside). */
+export interface ActionChecks {
+  send?(action: SendAction): void;
+  close?(action: CloseAction): void;
+  starttls?(action: StartTlsAction): void;
+  /** Absent: a plaintext hand-off is itself a failure (only SMTP's MX mode makes one). */
+  plaintext?(action: PlaintextAction): void;
+}
+
+/**
+ * The contract's rules for every action (a known type, octets where octets are due, a string
+ * reason, a finite timer, no `error` log — an internal error or an ambiguous parse), then the
+ * dialect's own `checks`. Throws (node:assert) on the first action that breaks a rule.
+ */
+export function checkActions(actions: readonly Action[], checks: ActionChecks = {}): void {
+  for (const a of actions) {
+    switch (a.type) {
+      case 'send':
+        assert.ok(a.data instanceof Uint8Array, 'send data must be octets');
+        checks.send?.(a);
+        break;
+      case 'close':
+        assert.equal(typeof a.reason, 'string', 'close needs a reason');
+        assert.ok(a.data === undefined || a.data instanceof Uint8Array, 'close data: octets');
+        checks.close?.(a);
+        break;
+      case 'timer':
+        assert.ok(Number.isFinite(a.at), `timer at ${a.at}`);
+        break;
+      case 'log':
+        assert.notEqual(a.level, 'error', `error log: ${a.message}`);
+        break;
+      case 'starttls':
+        assert.ok(a.trailing instanceof Uint8Array, 'starttls trailing must be octets');
+        checks.starttls?.(a);
+        break;
+      case 'plaintext':
+        assert.ok(checks.plaintext, 'unexpected plaintext hand-off');
+        checks.plaintext(a);
+        break;
+      default:
+        assert.fail(`unexpected action ${(a as Action).type}`);
+    }
+  }
 }
