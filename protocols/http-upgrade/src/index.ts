@@ -125,18 +125,11 @@ export function sessionConfig(context: SessionContext<Partial<HttpUpgradeOptions
   // Defence in depth: the engine refused bad options already (resolveOptions); a session made
   // by hand gets the default for each bad one, judged by the same schema.
   const o = readOptions<HttpUpgradeOptions>(options, context.options);
-  const limit = readLimits(limits, context.limits);
   return {
     plaintext: o.plaintext,
     rawRequest: o.rawRequest,
     upgradeMethods: [...o.upgradeMethods],
-    maxRequestLineLength: limit.maxRequestLineLength,
-    maxFieldLineLength: limit.maxFieldLineLength,
-    maxHeaderSize: limit.maxHeaderSize,
-    maxHeaderFields: limit.maxHeaderFields,
-    maxBodySize: limit.maxBodySize,
-    maxHandoffStateBytes: limit.maxHandoffStateBytes,
-    requestTimeoutMs: limit.requestTimeoutMs,
+    ...readLimits(limits, context.limits),
   };
 }
 

@@ -141,17 +141,11 @@ export function sessionConfig(context: SessionContext<Partial<ImapOptions>>): Se
   const { greeting, capabilities, idResponse } = readOptions<ImapOptions>(options, context.options);
   const host = (context.hostname ?? '').replace(/[^A-Za-z0-9.-]/g, '');
   const caps = capabilityString(capabilities);
-  const limit = readLimits(limits, context.limits);
   return {
     greeting: `* OK [CAPABILITY ${caps}] ${greeting.replaceAll('%h', host)}\r\n`,
     capabilities: caps,
     idResponse,
-    maxLineLength: limit.maxLineLength,
-    maxLiteralSize: limit.maxLiteralSize,
-    maxCommandSize: limit.maxCommandSize,
-    maxCommands: limit.maxCommands,
-    maxBadCommands: limit.maxBadCommands,
-    idleTimeoutMs: limit.idleTimeoutMs,
+    ...readLimits(limits, context.limits),
   };
 }
 

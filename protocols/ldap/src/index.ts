@@ -94,15 +94,10 @@ export function sessionConfig(context: SessionContext<Partial<LdapOptions>>): Se
   // Defence in depth: the engine refused bad options already (resolveOptions); a session made
   // by hand gets the default for each bad one, judged by the same schema.
   const o = readOptions<LdapOptions>(options, context.options);
-  const limit = readLimits(limits, context.limits);
   return {
     namingContexts: [...o.namingContexts],
     startTlsResponseName: o.startTlsResponseName,
-    maxPduSize: limit.maxPduSize,
-    maxDepth: limit.maxDepth,
-    maxPdus: limit.maxPdus,
-    maxBadPdus: limit.maxBadPdus,
-    idleTimeoutMs: limit.idleTimeoutMs,
+    ...readLimits(limits, context.limits),
   };
 }
 

@@ -141,14 +141,10 @@ export function sessionConfig(context: SessionContext<Partial<Pop3Options>>): Se
   // by hand gets the default for each bad one, judged by the same schema.
   const { greeting, capabilities } = readOptions<Pop3Options>(options, context.options);
   const host = (context.hostname ?? '').replace(/[^A-Za-z0-9.-]/g, '').slice(0, 253);
-  const limit = readLimits(limits, context.limits);
   return {
     greeting: `+OK ${greeting.replaceAll('%h', host)}\r\n`,
     capa: capaReply(capabilities),
-    maxLineLength: limit.maxLineLength,
-    maxCommands: limit.maxCommands,
-    maxBadCommands: limit.maxBadCommands,
-    idleTimeoutMs: limit.idleTimeoutMs,
+    ...readLimits(limits, context.limits),
   };
 }
 

@@ -154,7 +154,6 @@ export function sessionConfig(context: SessionContext<Partial<SmtpOptions>>): Se
   const o = readOptions<SmtpOptions>(options, context.options);
   const { greeting, extensions } = o;
   const host = (context.hostname ?? '').replace(/[^A-Za-z0-9.-]/g, '') || 'localhost';
-  const limit = readLimits(limits, context.limits);
   const text = greeting.replaceAll('%h', host);
   return {
     host,
@@ -163,10 +162,7 @@ export function sessionConfig(context: SessionContext<Partial<SmtpOptions>>): Se
     plaintext: o.plaintext,
     greetDelayMs: o.greetDelayMs,
     bareLf: o.bareLf,
-    maxLineLength: limit.maxLineLength,
-    maxCommands: limit.maxCommands,
-    maxBadCommands: limit.maxBadCommands,
-    idleTimeoutMs: limit.idleTimeoutMs,
+    ...readLimits(limits, context.limits),
   };
 }
 

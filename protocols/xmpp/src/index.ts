@@ -99,7 +99,6 @@ export function sessionConfig(context: SessionContext<Partial<XmppOptions>>): Se
   // by hand gets the default for each bad one, judged by the same schema.
   const { domains: listed, lang } = readOptions<XmppOptions>(options, context.options);
   const domains = new DomainSet(listed.length > 0 ? listed : (context.serverNames ?? []));
-  const limit = readLimits(limits, context.limits);
   const host = normalizeDomain(context.hostname ?? '') ?? 'localhost';
   return {
     domains,
@@ -108,10 +107,7 @@ export function sessionConfig(context: SessionContext<Partial<XmppOptions>>): Se
     // wants the id unpredictable); the dialect itself draws no randomness.
     streamId: (context.connectionId ?? '').replace(/[^A-Za-z0-9._-]/g, '') || '0',
     lang,
-    maxStanzaSize: limit.maxStanzaSize,
-    maxDepth: limit.maxDepth,
-    maxAttributes: limit.maxAttributes,
-    idleTimeoutMs: limit.idleTimeoutMs,
+    ...readLimits(limits, context.limits),
   };
 }
 
