@@ -1,4 +1,5 @@
-const BRAND = Symbol.for('tlsproxy.error');
+// One error class for the package on the shared base (every code is listed in docs/errors.md).
+import { TlsproxyError } from '@tlsproxy/dialect-kit';
 
 export type BackendErrorCode =
   | 'TLSPROXY_ERR_BACKEND_CLOSED'
@@ -6,12 +7,9 @@ export type BackendErrorCode =
   | 'TLSPROXY_ERR_BACKEND_CONTROL'
   | 'TLSPROXY_ERR_BACKEND_SYSTEMD';
 
-export class BackendError extends Error {
-  readonly code: BackendErrorCode;
-  readonly [BRAND] = true;
+export class BackendError extends TlsproxyError<BackendErrorCode> {
   constructor(code: BackendErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+    super(code, message, options);
     this.name = 'BackendError';
-    this.code = code;
   }
 }

@@ -1,5 +1,7 @@
 // Command-line flags for one listener (the first form of the CLI contract).
+
 import { parseArgs } from 'node:util';
+import { TlsproxyError } from '@tlsproxy/dialect-kit';
 
 export interface CliArgs {
   dialect: string;
@@ -43,7 +45,13 @@ export const USAGE = `Usage: tlsproxy --dialect NAME --listen HOST:PORT --backen
   -h, --help              this text
 `;
 
-export class UsageError extends Error {}
+/** A bad command line: main prints it with the usage text and exits 2. */
+export class UsageError extends TlsproxyError<'TLSPROXY_ERR_USAGE'> {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('TLSPROXY_ERR_USAGE', message, options);
+    this.name = 'UsageError';
+  }
+}
 
 function parseValue(v: string): unknown {
   try {

@@ -1,10 +1,12 @@
 // `tlsproxy --config FILE`: YAML (or JSON), checked against schema/tlsproxy.schema.json, with
 // errors that name the file, line and key; then turned into what TlsProxy needs.
+
 import { createPrivateKey, type KeyObject, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, resolve } from 'node:path';
 import { addressProblem, type ListenerConfig, type ProxyOptions } from '@tlsproxy/core';
+import { TlsproxyError } from '@tlsproxy/dialect-kit';
 import type { EngineOptions } from '@tlsproxy/pool';
 import { Ajv, type ErrorObject } from 'ajv';
 import { isMap, isScalar, LineCounter, type Node, parseDocument } from 'yaml';
@@ -12,13 +14,9 @@ import { isMap, isScalar, LineCounter, type Node, parseDocument } from 'yaml';
 const require = createRequire(import.meta.url);
 export const schema = require('../schema/tlsproxy.schema.json') as Record<string, unknown>;
 
-const BRAND = Symbol.for('tlsproxy.error');
-
-export class ConfigError extends Error {
-  readonly code = 'TLSPROXY_ERR_CONFIG';
-  readonly [BRAND] = true;
+export class ConfigError extends TlsproxyError<'TLSPROXY_ERR_CONFIG'> {
   constructor(readonly problems: string[]) {
-    super(problems.join('\n'));
+    super('TLSPROXY_ERR_CONFIG', problems.join('\n'));
     this.name = 'ConfigError';
   }
 }

@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { type Dialect, loadDialect, resolveLimits, resolveOptions } from '@tlsproxy/core';
-import { binding, socketpair } from '@tlsproxy/fdpass';
+import { checkAddon, socketpair } from '@tlsproxy/fdpass';
 import { identityProblem } from './config.js';
 
 export interface PreflightInput {
@@ -51,7 +51,7 @@ export async function preflight(input: PreflightInput): Promise<string[]> {
   // The addon moves every connection to its backend: load it and make one socketpair (which
   // exercises a syscall through it), closing both ends.
   try {
-    binding();
+    checkAddon();
     const [a, b] = socketpair();
     a.close();
     b.close();

@@ -1,6 +1,9 @@
-// One error class for the package, with a stable `code` (undici's pattern): the brand makes
-// isTlsProxyError() work across duplicate installs where instanceof would not.
-const BRAND = Symbol.for('tlsproxy.error');
+// One error class for the package, with a stable `code` (undici's pattern), on the shared base
+// (@tlsproxy/dialect-kit's TlsproxyError, whose brand makes isTlsProxyError() work across
+// duplicate installs where instanceof would not). Every code is listed in docs/errors.md.
+import { TlsproxyError } from '@tlsproxy/dialect-kit';
+
+export { isTlsProxyError } from '@tlsproxy/dialect-kit';
 
 export type CoreErrorCode =
   | 'TLSPROXY_ERR_DIALECT_SHAPE'
@@ -10,18 +13,9 @@ export type CoreErrorCode =
   | 'TLSPROXY_ERR_BACKEND'
   | 'TLSPROXY_ERR_CONFIG';
 
-export class CoreError extends Error {
-  readonly code: CoreErrorCode;
-  readonly [BRAND] = true;
+export class CoreError extends TlsproxyError<CoreErrorCode> {
   constructor(code: CoreErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+    super(code, message, options);
     this.name = 'CoreError';
-    this.code = code;
   }
-}
-
-export function isTlsProxyError(err: unknown): err is Error & { code: string } {
-  return (
-    typeof err === 'object' && err !== null && (err as Record<symbol, unknown>)[BRAND] === true
-  );
 }

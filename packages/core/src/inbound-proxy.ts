@@ -4,7 +4,7 @@
 
 import type net from 'node:net';
 import { BlockList } from 'node:net';
-import { binding, socketFd } from '@tlsproxy/fdpass';
+import { discardPending, peekPending, socketFd } from '@tlsproxy/fdpass';
 import { type AddressMatcher, canonicalAddress, parseAddressMatcher } from './addresses.js';
 import { decodeProxyHeader } from './proxy-protocol.js';
 import type { SessionAddresses } from './session.js';
@@ -68,13 +68,13 @@ export async function readInboundProxy(
   const fd = socketFd(socket);
   const deadline = Date.now() + timeoutMs;
   for (let wait = 2; ; wait = Math.min(wait * 2, 50)) {
-    const data = binding().peek(fd, 4096 + 16);
+    const data = peekPending(fd, 4096 + 16);
     if (data !== null && data.length === 0) throw new Error('closed before its PROXY header');
     if (data !== null) {
       const r = decodeProxyHeader(data);
       if (r.kind === 'none') throw new Error('trusted peer sent no PROXY header');
       if (r.kind === 'header') {
-        binding().discard(fd, r.length);
+        discardPending(fd, r.length);
         const h = r.header;
         if (h.command === 'local' || h.sourceAddress === undefined) return own;
         return {

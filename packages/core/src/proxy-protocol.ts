@@ -8,7 +8,9 @@
 // (type uint8, length uint16 BE, value). The SSL TLV (0x20) holds client flags (uint8), the
 // verify result (uint32 BE, zero only when the client presented a certificate that verified)
 // and sub-TLVs: SSL version, CN, cipher.
+
 import { isIP } from 'node:net';
+import { TlsproxyError } from '@tlsproxy/dialect-kit';
 
 export const PP2_SIGNATURE: Uint8Array = Uint8Array.from([
   0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a,
@@ -87,10 +89,9 @@ export interface ProxyHeaderInput {
   } | null;
 }
 
-export class ProxyProtocolError extends Error {
-  readonly code = 'TLSPROXY_ERR_PROXY_PROTOCOL';
+export class ProxyProtocolError extends TlsproxyError<'TLSPROXY_ERR_PROXY_PROTOCOL'> {
   constructor(message: string) {
-    super(message);
+    super('TLSPROXY_ERR_PROXY_PROTOCOL', message);
     this.name = 'ProxyProtocolError';
   }
 }

@@ -1,5 +1,7 @@
-// One error class for the package with a stable `code`; system errors also carry errno/syscall.
-const BRAND = Symbol.for('tlsproxy.error');
+// One error class for the package with a stable `code`, on the shared base (@tlsproxy/dialect-kit's
+// TlsproxyError: its brand makes isTlsProxyError() work across copies); system errors also carry
+// errno/syscall. Every code is listed in docs/errors.md.
+import { TlsproxyError } from '@tlsproxy/dialect-kit';
 
 export type FdpassErrorCode =
   | 'TLSPROXY_ERR_FDPASS_LOAD'
@@ -17,17 +19,14 @@ export type FdpassErrorCode =
   /** listen(): the path (or abstract name) belongs to a live socket of any type. */
   | 'TLSPROXY_ERR_FDPASS_ADDRESS_IN_USE';
 
-export class FdpassError extends Error {
-  readonly code: FdpassErrorCode;
-  readonly [BRAND] = true;
+export class FdpassError extends TlsproxyError<FdpassErrorCode> {
   errno?: number;
   syscall?: string;
   /** the libuv-style name of errno, e.g. 'EPIPE' */
   sysCode?: string;
   constructor(code: FdpassErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+    super(code, message, options);
     this.name = 'FdpassError';
-    this.code = code;
   }
 
   /** Wrap an error thrown by the binding (which has errno, code and syscall). */

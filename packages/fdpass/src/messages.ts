@@ -5,7 +5,9 @@
 // Wire format of one Channel payload (see README "Wire format"):
 //   u32 big-endian H | H bytes of UTF-8 JSON header | attachment bytes (the rest, may be empty)
 //   header: { "t": type, "b": body, "id"?: request id, "re"?: id this replies to }
+
 import { EventEmitter } from 'node:events';
+import { TlsproxyError } from '@tlsproxy/dialect-kit';
 import type { Channel } from './channel.js';
 import { FdpassError } from './errors.js';
 import type { OwnedFd } from './fd.js';
@@ -185,10 +187,10 @@ export function encode(
 }
 
 /** A payload that does not parse; `id` is the request id when the header got that far. */
-export class DecodeError extends Error {
+export class DecodeError extends TlsproxyError<'TLSPROXY_ERR_FDPASS_DECODE'> {
   readonly id: number | undefined;
   constructor(message: string, id?: number) {
-    super(message);
+    super('TLSPROXY_ERR_FDPASS_DECODE', message);
     this.name = 'DecodeError';
     this.id = id;
   }

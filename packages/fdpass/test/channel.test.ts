@@ -3,7 +3,6 @@ import { closeSync, openSync, statSync } from 'node:fs';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
-  binding,
   Channel,
   channelPair,
   connect,
@@ -14,6 +13,7 @@ import {
   type ReceivedMessage,
   socketpair,
 } from '../src/index.js';
+import { binding } from '../src/loader.js';
 import { fdCount, tmpSock } from './helpers.js';
 
 function collect(ch: Channel, n: number): Promise<ReceivedMessage[]> {

@@ -3,7 +3,8 @@
 import { existsSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { binding, type Channel, connect, FdpassError, listen } from '../src/index.js';
+import { type Channel, connect, FdpassError, listen } from '../src/index.js';
+import { binding } from '../src/loader.js';
 import { tmpSock } from './helpers.js';
 
 const cleanup: Array<() => unknown> = [];

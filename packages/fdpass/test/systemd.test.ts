@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { binding, connect, listenFds } from '../src/index.js';
+import { connect, listenFds } from '../src/index.js';
+import { binding } from '../src/loader.js';
 import { fixture, lines, tmpSock } from './helpers.js';
 
 describe('systemd socket activation', () => {

@@ -1,4 +1,5 @@
-const BRAND = Symbol.for('tlsproxy.error');
+// One error class for the package on the shared base (every code is listed in docs/errors.md).
+import { TlsproxyError } from '@tlsproxy/dialect-kit';
 
 export type PoolErrorCode =
   | 'TLSPROXY_ERR_POOL_CONFIG'
@@ -12,13 +13,10 @@ export type PoolErrorCode =
   | 'TLSPROXY_ERR_POOL_RESOURCES'
   | 'TLSPROXY_ERR_POOL_REQUESTER_REFUSED';
 
-export class PoolError extends Error {
-  readonly code: PoolErrorCode;
-  readonly [BRAND] = true;
+export class PoolError extends TlsproxyError<PoolErrorCode> {
   constructor(code: PoolErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+    super(code, message, options);
     this.name = 'PoolError';
-    this.code = code;
   }
 }
 
