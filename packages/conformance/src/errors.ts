@@ -1,6 +1,6 @@
-// One error class for the package with a stable `code` (undici's pattern); the shared brand makes
-// core's isTlsProxyError() recognise it across duplicate installs.
-const BRAND = Symbol.for('tlsproxy.error');
+// One error class for the package with a stable `code` (undici's pattern), on the kit's
+// TlsproxyError: its brand makes isTlsProxyError() recognise it across duplicate installs.
+import { TlsproxyError } from '@tlsproxy/dialect-kit';
 
 export type ConformanceErrorCode =
   | 'TLSPROXY_ERR_CONFORMANCE_TRANSCRIPT'
@@ -8,12 +8,9 @@ export type ConformanceErrorCode =
   | 'TLSPROXY_ERR_CONFORMANCE_RECORD'
   | 'TLSPROXY_ERR_CONFORMANCE_ENGINE';
 
-export class ConformanceError extends Error {
-  readonly code: ConformanceErrorCode;
-  readonly [BRAND] = true;
+export class ConformanceError extends TlsproxyError<ConformanceErrorCode> {
   constructor(code: ConformanceErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+    super(code, message, options);
     this.name = 'ConformanceError';
-    this.code = code;
   }
 }

@@ -13,7 +13,7 @@
 // lengths but has no size or depth limit and no streaming framer; asn1js accepts the indefinite
 // form. The framer must be written anyway to bound buffering, and after it decoding an LDAP
 // request is a handful of tag checks, so the few reply encoders below stay hand-written too.
-import { ByteQueue } from '@tlsproxy/dialect-kit';
+import { ByteQueue, TlsproxyError } from '@tlsproxy/dialect-kit';
 
 export const TAG = {
   BOOLEAN: 0x01,
@@ -35,8 +35,15 @@ export interface Tlv {
 
 export const isConstructed = (tag: number): boolean => (tag & 0x20) !== 0;
 
-export class BerError extends Error {
-  override readonly name = 'BerError';
+/**
+ * Octets that are not valid BER (or not an LDAPMessage): the session answers with a Notice of
+ * Disconnection, so this error carries no reply of its own. Branded like every tlsproxy error.
+ */
+export class BerError extends TlsproxyError<'TLSPROXY_ERR_LDAP_MALFORMED'> {
+  constructor(message: string) {
+    super('TLSPROXY_ERR_LDAP_MALFORMED', message);
+    this.name = 'BerError';
+  }
 }
 
 export interface FramerLimits {
