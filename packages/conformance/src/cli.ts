@@ -10,8 +10,9 @@ import { runConformance } from './runner.js';
 const USAGE = `usage:
   tlsproxy-conformance run --dialect <package-or-path> [--options FILE] [--json]
                            [--seconds N] [--seed N] [--no-engine] [TRANSCRIPT...]
-      With no TRANSCRIPT, uses fixtures/transcripts/<dialect name>/ (searched upwards
-      from the current directory) or --transcripts DIR.
+      With no TRANSCRIPT: --transcripts DIR, else the transcripts the dialect's package
+      ships ("tlsproxy": { "transcripts": DIR } in its package.json, or its transcripts/),
+      else fixtures/transcripts/<dialect name>/ searched upwards from the current directory.
   tlsproxy-conformance record --listen 127.0.0.1:PORT --upstream HOST:PORT --out FILE
                            [--server TEXT] [--client TEXT] [--dialect NAME]
                            [--annotate imap|pop3|smtp] [--bind LOCAL-ADDR]

@@ -221,8 +221,8 @@ async function loadCore(): Promise<typeof import('@tlsproxy/core')> {
     throw new ConformanceError(
       'TLSPROXY_ERR_CONFORMANCE_ENGINE',
       missing
-        ? 'the engine replay needs @tlsproxy/core, which is not installed: run  npm install ' +
-            '@tlsproxy/core  or pass --no-engine to run only the sans-I/O replay and the properties'
+        ? 'the engine replay needs @tlsproxy/core, which is not installed: run "npm install ' +
+            '@tlsproxy/core", or pass --no-engine to run only the sans-I/O replay and the properties'
         : `the engine replay could not load @tlsproxy/core: ${e.message}`,
       { cause: err },
     );

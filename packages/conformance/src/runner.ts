@@ -1,6 +1,7 @@
 // The run API behind `tlsproxy-conformance run`: load a dialect with no other code, replay each
 // transcript sans-I/O and through a real engine, then run the property suite.
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { type Dialect, loadDialect } from '@tlsproxy/dialect-kit';
 import { engineReplay } from './engine.js';
@@ -87,17 +88,50 @@ export function defaultTranscriptDir(name: string, cwd: string): string | undefi
   }
 }
 
+/**
+ * The transcripts a dialect package ships: the folder its package.json names in
+ * `"tlsproxy": { "transcripts": "…" }`, else its `transcripts/` folder if there is one. `spec`
+ * is what --dialect was given: a package name or a path to the package's folder.
+ */
+export function packageTranscriptDir(spec: string, cwd: string): string | undefined {
+  let pkgJson: string | undefined;
+  const asPath = resolve(cwd, spec);
+  if (existsSync(join(asPath, 'package.json'))) pkgJson = join(asPath, 'package.json');
+  else {
+    try {
+      pkgJson = createRequire(join(resolve(cwd), 'noop.js')).resolve(`${spec}/package.json`);
+    } catch {
+      return undefined;
+    }
+  }
+  let declared: unknown;
+  try {
+    const pkg = JSON.parse(readFileSync(pkgJson, 'utf8')) as {
+      tlsproxy?: { transcripts?: unknown };
+    };
+    declared = pkg.tlsproxy?.transcripts;
+  } catch {
+    return undefined;
+  }
+  const dir = join(dirname(pkgJson), typeof declared === 'string' ? declared : 'transcripts');
+  return existsSync(dir) ? dir : undefined;
+}
+
 export async function runConformance(opts: RunOptions): Promise<Report> {
   const cwd = opts.cwd ?? process.cwd();
   const dialect = (await loadDialect(opts.dialect as string, cwd)) as Dialect<unknown>;
   const seed = opts.seed ?? Math.floor(Math.random() * 0x7fffffff);
   let paths = opts.transcripts ?? [];
   if (paths.length === 0) {
-    const dir = opts.transcriptDir ?? defaultTranscriptDir(dialect.name, cwd);
+    // --transcripts, then what the dialect's package ships, then a checkout's fixtures.
+    const dir =
+      opts.transcriptDir ??
+      (typeof opts.dialect === 'string' ? packageTranscriptDir(opts.dialect, cwd) : undefined) ??
+      defaultTranscriptDir(dialect.name, cwd);
     if (!dir) {
       throw new ConformanceError(
         'TLSPROXY_ERR_CONFORMANCE_USAGE',
-        `no transcripts given and no fixtures/transcripts/${dialect.name}/ found from ${cwd}`,
+        `no transcripts given, none shipped by the dialect's package ("tlsproxy": { "transcripts": DIR } in its package.json, or a transcripts/ folder) and no fixtures/transcripts/${dialect.name}/ found from ${cwd}`,
       );
     }
     paths = [dir];

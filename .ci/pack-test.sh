@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Packaging test (issue 16): the packages work from their tarballs, with no workspace links.
+#  1. `npm pack` every workspace (prepack builds each one);
+#  2. @tlsproxy/cli + @tlsproxy/dialect-imap (and what they depend on) into an empty folder:
+#     `tlsproxy --help`, `tlsproxy check-config` on a sample, and a real STARTTLS session with
+#     `openssl s_client` through the installed proxy to a backend built on the installed
+#     @tlsproxy/backend;
+#  3. @tlsproxy/conformance + @tlsproxy/dialect-imap with --ignore-scripts (no compiler, no
+#     native addon in the tree): the conformance suite on IMAP.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d /tmp/tlsproxy-pack.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  # npx starts node as a child: end whatever still runs from the work folder.
+  pkill -f "$work" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+step() { echo "== pack-test: $*"; }
+
+step "npm pack every workspace"
+cd "$root"
+mkdir "$work/packs"
+npm pack --workspaces --pack-destination "$work/packs" --silent >/dev/null
+P="$work/packs"
+tgz() { ls "$P"/tlsproxy-"$1"-[0-9]*.tgz; }
+for name in fdpass core pool backend cli conformance dialect-kit dialect-imap; do
+  tgz "$name" >/dev/null
+done
+# No package may ship without its build output or its license.
+for t in "$P"/tlsproxy-*.tgz; do
+  case "$t" in *example*) continue ;; esac
+  list=$(tar -tzf "$t")
+  grep -q '^package/LICENSE$' <<<"$list" || { echo "no LICENSE in $(basename "$t")"; exit 1; }
+  grep -q '^package/dist/index.js$' <<<"$list" || { echo "no dist/index.js in $(basename "$t")"; exit 1; }
+done
+
+step "install the CLI and the IMAP dialect from their tarballs"
+mkdir "$work/app"
+cd "$work/app"
+npm init -y >/dev/null
+npm install --no-audit --no-fund --silent \
+  "$(tgz cli)" "$(tgz core)" "$(tgz pool)" "$(tgz backend)" "$(tgz fdpass)" \
+  "$(tgz dialect-kit)" "$(tgz dialect-imap)"
+[ ! -L node_modules/@tlsproxy/core ] || { echo "workspace link, not a tarball"; exit 1; }
+npx tlsproxy --help >/dev/null
+cert="$root/fixtures/certs"
+cat >sample.yaml <<YAML
+identities:
+  - { cert: $cert/server.pem, key: $cert/server.key }
+listeners:
+  - { dialect: imap, listen: 127.0.0.1:0, backend: unix:$work/imapd.sock, exempt: [127.0.0.1] }
+YAML
+npx tlsproxy check-config sample.yaml
+
+step "a real STARTTLS session through the installed proxy"
+cat >backend.mjs <<'JS'
+import { listen } from '@tlsproxy/backend';
+const server = await listen({ path: process.argv[2] });
+console.log('backend ready');
+for (;;) {
+  const { socket, info } = await server.accept();
+  socket.write(`* OK [ALERT] tls=${info.tls?.version} dialect=${info.dialect}\r\n`);
+  socket.on('data', (d) => {
+    const tag = String(d).split(' ')[0];
+    socket.write(`${tag} OK done\r\n`);
+  });
+  socket.on('error', () => {});
+}
+JS
+node backend.mjs "$work/imapd.sock" >"$work/backend.log" 2>&1 &
+pids+=($!)
+port=$(node -e "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})")
+npx tlsproxy --dialect imap --listen "127.0.0.1:$port" --backend "unix:$work/imapd.sock" \
+  --cert "$cert/server.pem" --key "$cert/server.key" --workers 1 >"$work/proxy.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 50); do grep -q listening "$work/proxy.log" && grep -q ready "$work/backend.log" && break; sleep 0.2; done
+out=$( (sleep 2; printf 'a NOOP\r\n'; sleep 1) | timeout 15 openssl s_client -starttls imap \
+  -connect "127.0.0.1:$port" -servername localhost -CAfile "$cert/ca.pem" -verify_return_error \
+  -crlf -quiet 2>&1 || true)
+grep -q 'tls=TLSv1.3 dialect=imap' <<<"$out" || { echo "$out"; cat "$work/proxy.log"; exit 1; }
+grep -q '^a OK done' <<<"$out" || { echo "$out"; exit 1; }
+
+step "conformance + dialect-imap with --ignore-scripts"
+mkdir "$work/dialect"
+cd "$work/dialect"
+npm init -y >/dev/null
+npm install --no-audit --no-fund --silent --ignore-scripts \
+  "$(tgz conformance)" "$(tgz dialect-kit)" "$(tgz dialect-imap)"
+if [ -e node_modules/@tlsproxy/fdpass ]; then
+  echo "the native addon is in the conformance suite's dependency tree"; exit 1
+fi
+# The sans-I/O replay of the transcripts the dialect ships, and the properties (the engine
+# replay needs @tlsproxy/core and its native addon, which this install leaves out on purpose).
+npx tlsproxy-conformance run --dialect @tlsproxy/dialect-imap --no-engine
+step "ok"
