@@ -7,13 +7,32 @@
 // spreads connections over the workers (SCHED_NONE), not evenly per client, so a per-address
 // limit of L may refuse a client a little before L connections in all; never after (rounding up
 // lets through at most N - 1 more than the total).
-import type { Dialect, ListenerConfig } from '@tlsproxy/core';
-import { LISTENER_DEFAULTS as CORE_DEFAULTS, resolveLimits } from '@tlsproxy/core';
+import type { Dialect, LimitDeclaration, ListenerConfig } from '@tlsproxy/core';
+import {
+  LISTENER_DEFAULTS as CORE_DEFAULTS,
+  ENGINE_LIMITS,
+  LISTENER_LIMIT_NAMES,
+  POOL_LIMITS,
+  resolveLimits,
+} from '@tlsproxy/core';
 import type { LoadedConfig } from './config.js';
 
+/** A declaration from core's limit tables (the same ones docs/limits.md is generated from). */
+function declared(table: readonly LimitDeclaration[], name: string): number {
+  const d = table.find((l) => l.name === name);
+  if (typeof d?.default !== 'number') throw new Error(`no numeric limit ${name} declared`);
+  return d.default;
+}
+
 /** core's defaults for what a listener leaves out, and the engine's handshake timeout
- * (@tlsproxy/pool's default). */
-export const LISTENER_DEFAULTS = { ...CORE_DEFAULTS, handshakeTimeoutMs: 10_000 } as const;
+ * (@tlsproxy/pool's default), all from the limit declarations. */
+export const LISTENER_DEFAULTS = Object.freeze({
+  ...CORE_DEFAULTS,
+  handshakeTimeoutMs: declared(POOL_LIMITS, 'handshakeTimeoutMs'),
+});
+
+/** The inbound PROXY header wait when a listener's proxyProtocol leaves it out. */
+const PROXY_HEADER_TIMEOUT_MS = declared(ENGINE_LIMITS, 'proxyProtocol.timeoutMs');
 
 /** Limits on how many connections are held at once: counted per process, so split over workers. */
 export const SPLIT_OVER_WORKERS = [
@@ -63,20 +82,18 @@ export function describeLimits(
           : String(v);
       row(key, text, value === undefined);
     };
-    num('maxConnections', l.maxConnections);
-    num('maxConnectionsPerAddress', l.maxConnectionsPerAddress);
-    num('ipv6Prefix', l.ipv6Prefix);
-    row('exempt', l.exempt && l.exempt.length > 0 ? l.exempt.join(', ') : 'none', false);
-    num('maxHandshakes', l.maxHandshakes);
-    num('preambleTimeoutMs', l.preambleTimeoutMs);
-    num('maxPreambleBytes', l.maxPreambleBytes);
-    num('idleTimeoutMs', l.idleTimeoutMs);
+    // Every listener-key limit core declares, in its order (exempt, a list, after ipv6Prefix).
+    for (const key of LISTENER_LIMIT_NAMES) {
+      num(key, l[key]);
+      if (key === 'ipv6Prefix')
+        row('exempt', l.exempt && l.exempt.length > 0 ? l.exempt.join(', ') : 'none', false);
+    }
     num('handshakeTimeoutMs', l.tls?.handshakeTimeoutMs ?? raw.tls?.handshakeTimeoutMs);
     if (l.proxyProtocol) {
       row('proxyProtocol.trusted', l.proxyProtocol.trusted.join(', ') || 'none', false);
       row(
         'proxyProtocol.timeoutMs',
-        String(l.proxyProtocol.timeoutMs ?? 5000),
+        String(l.proxyProtocol.timeoutMs ?? PROXY_HEADER_TIMEOUT_MS),
         l.proxyProtocol.timeoutMs === undefined,
       );
     }

@@ -9,6 +9,11 @@ import { ConnectionLog } from './connection-log.js';
 import type { SessionAddresses, SessionConfig } from './session.js';
 import { SwitchOver } from './switchover.js';
 
+/** A client that does not read its last reply is cut off after this long. */
+export const CLOSE_LINGER_MS = 2000;
+/** Earlier replies not on the wire after this long: the hand-off goes on anyway. */
+export const FLUSH_TIMEOUT_MS = 5000;
+
 export class ConnectionState {
   readonly id = randomBytes(6).toString('hex');
   readonly socket: net.Socket;
@@ -105,14 +110,14 @@ export class ConnectionState {
   endSocket(data: Uint8Array | undefined): void {
     if (data && data.length > 0) this.socket.end(data);
     else this.socket.end();
-    setTimeout(() => this.socket.destroy(), 2000).unref();
+    setTimeout(() => this.socket.destroy(), CLOSE_LINGER_MS).unref();
   }
 
   /** Earlier replies on the wire (or 5 s passed) before the descriptor changes hands. */
   flushed(): Promise<void> {
     if (this.socket.writableLength === 0) return Promise.resolve();
     return new Promise((resolve) => {
-      const t = setTimeout(resolve, 5000);
+      const t = setTimeout(resolve, FLUSH_TIMEOUT_MS);
       this.socket.write(Buffer.alloc(0), () => {
         clearTimeout(t);
         resolve();

@@ -9,6 +9,9 @@ import { type AddressMatcher, canonicalAddress, parseAddressMatcher } from './ad
 import { decodeProxyHeader } from './proxy-protocol.js';
 import type { SessionAddresses } from './session.js';
 
+/** How long a trusted load balancer may take to send its PROXY header. */
+export const DEFAULT_PROXY_HEADER_TIMEOUT_MS = 5000;
+
 export interface InboundProxyConfig {
   /** Addresses or CIDR ranges of the balancers allowed to send a header ('10.0.0.0/8', '::1'). */
   trusted: string[];

@@ -27,6 +27,18 @@ export { ConnectBackend, parseConnect, proxyHeaderInput } from './connect-backen
 export * from './dialect-api.js';
 export type { InboundProxyConfig } from './inbound-proxy.js';
 export { readInboundProxy, trustList } from './inbound-proxy.js';
+export type { LimitDeclaration, LimitGroup, ListenerLimitName } from './limits.js';
+export {
+  BACKEND_LIBRARY_LIMITS,
+  CONNECT_BACKEND_LIMITS,
+  ENGINE_LIMITS,
+  LIMIT_GROUPS,
+  LISTENER_LIMIT_NAMES,
+  LISTENER_LIMITS,
+  POOL_DAEMON_LIMITS,
+  POOL_LIMITS,
+  UNIX_BACKEND_LIMITS,
+} from './limits.js';
 export { loadDialect } from './load.js';
 export type {
   Level,

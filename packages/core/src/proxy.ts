@@ -1,136 +1,34 @@
 // The engine's front: listeners (host:port on IPv4/IPv6, or descriptors passed by systemd), one
 // Session per connection, the TLS engine, and the backends.
+// The listener's configuration, defaults, binding and busy reply are in listener.ts; each
+// connection is a Session (session.ts).
 
 import { readdirSync, readFileSync } from 'node:fs';
 import net, { type BlockList } from 'node:net';
 import { hostname as osHostname } from 'node:os';
-import { listenFds, type OwnedFd } from '@tlsproxy/fdpass';
-import {
-  type EngineOptions,
-  type HandshakeRequest,
-  RemoteTlsEngine,
-  TlsEngine,
-  type TlsEngineApi,
-} from '@tlsproxy/pool';
+import { type EngineOptions, RemoteTlsEngine, TlsEngine, type TlsEngineApi } from '@tlsproxy/pool';
 import { type AddressMatcher, addressKey, parseAddressMatcher } from './addresses.js';
 import { type HandoffTarget, UnixBackend } from './backend.js';
 import { ConnectBackend, type ConnectBackendSpec } from './connect-backend.js';
 import { resolveLimits, resolveOptions } from './define.js';
-import type { BusyLimit, Dialect } from './dialect.js';
+import type { Dialect } from './dialect.js';
 import { CoreError } from './errors.js';
-import { type InboundProxyConfig, readInboundProxy, trustList } from './inbound-proxy.js';
+import { DEFAULT_PROXY_HEADER_TIMEOUT_MS, readInboundProxy, trustList } from './inbound-proxy.js';
+import {
+  bindListener,
+  LISTENER_DEFAULTS,
+  type ListenerConfig,
+  type ProxyOptions,
+  type RunningListener,
+  refuse,
+} from './listener.js';
 import { loadDialect } from './load.js';
 import { consoleLogger, type Logger } from './logger.js';
 import { Metrics } from './metrics.js';
 import { Session, type SessionAddresses, type SessionConfig } from './session.js';
 
-export interface ListenerConfig {
-  /** Dialect: a built-in name ('tls'), a short name ('imap' → @tlsproxy/dialect-imap), a package name, a module path, or a Dialect object. */
-  dialect: string | Dialect<unknown>;
-  /** 'host:port', '[::1]:port', a port number, or 'systemd:NAME' */
-  listen: string | number;
-  /** 'unix:/path' (a backend running @tlsproxy/backend), a HandoffTarget, or a legacy server to
-   * connect to after TLS: `{ connect: 'tcp:HOST:PORT' | 'unix:/path', proxyProtocol?: 'v1' | 'v2' | false }`. */
-  backend: string | HandoffTarget | ConnectBackendSpec;
-  /** 'plain' (default): the TLS engine terminates TLS; 'crypt': pass the raw TCP descriptor after the go-ahead. */
-  handoff?: 'plain' | 'crypt';
-  options?: Record<string, unknown>;
-  limits?: Record<string, unknown>;
-  /** Per-listener TLS settings (client certificates, ALPN, handshake timeout). */
-  tls?: Omit<HandshakeRequest, 'checkServerName' | 'connectionId'>;
-  /** Ask the backend about every SNI name (its onServerName) before the handshake goes on, even
-   * if it did not ask for it. Without it the backend is asked whenever it declared on its channel
-   * that it checks names (a `@tlsproxy/backend` listen() with `onServerName` does). */
-  checkServerName?: boolean;
-  /** Host name used in greetings; default the machine's. */
-  hostname?: string;
-  /** Names served (e.g. XMPP domains); default: the DNS names of the TLS engine's certificates. */
-  serverNames?: string[];
-  /** Connections this listener holds at once, in every phase (PROXY header, preamble, handshake,
-   * relay until close); beyond, new ones get the dialect's busy reply. Default 10,000. */
-  maxConnections?: number;
-  /** Connections from one client (an IPv4 address, an IPv6 /`ipv6Prefix`) held at once by this
-   * listener, in every phase; beyond, the busy reply. Default 64. */
-  maxConnectionsPerAddress?: number;
-  /** IPv6 clients are counted per network of this prefix length (one host usually has a /64). Default 64. */
-  ipv6Prefix?: number;
-  /** Addresses or CIDRs not subject to `maxConnectionsPerAddress` (e.g. a webmail or a monitoring
-   * host, as Postfix exempts `mynetworks`). Default: none. They still count towards `maxConnections`. */
-  exempt?: string[];
-  /** Connections in the TLS handshake at once on this listener; beyond, the client gets the
-   * temporary-failure reply (implicit TLS: closed). Default 1,000. */
-  maxHandshakes?: number;
-  /** A relayed connection with no traffic either way for this long is closed; 0: never (default). */
-  idleTimeoutMs?: number;
-  /** Whole-preamble deadline, a backstop above every dialect idle timer; default 15 minutes. */
-  preambleTimeoutMs?: number;
-  /** Bytes accepted before TLS; default 64 KiB. */
-  maxPreambleBytes?: number;
-  /** Accept PROXY protocol v1/v2 headers from these load balancers (others connect directly). */
-  proxyProtocol?: InboundProxyConfig;
-}
-
-/** What a listener gets for each limit it leaves out (docs/limits.md; `tlsproxy check-config`). */
-export const LISTENER_DEFAULTS = Object.freeze({
-  maxConnections: 10_000,
-  maxConnectionsPerAddress: 64,
-  ipv6Prefix: 64,
-  maxHandshakes: 1000,
-  preambleTimeoutMs: 900_000,
-  maxPreambleBytes: 64 * 1024,
-  idleTimeoutMs: 0,
-});
-
-export interface ProxyOptions {
-  /** The TLS engine: options for an embedded one, `{ socket }` for a tlspool daemon, or an engine object. */
-  pool: EngineOptions | { socket: string; allowUids?: number[] } | TlsEngineApi;
-  logger?: Logger;
-  /** uids that `unix:` backends may run as (checked with SO_PEERCRED on connect); default: any. */
-  backendUids?: number[];
-  /** Prometheus metrics: `{}` to collect (read `proxy.metrics`), `{ listen: '127.0.0.1:9464' }` to
-   * also serve GET /metrics, or a Metrics object of your own (you close it). */
-  metrics?: { listen?: string } | Metrics;
-}
-
-export interface RunningListener {
-  dialect: string;
-  address: net.AddressInfo | string;
-  server: net.Server;
-  config: ListenerConfig;
-  /** New dialect options, limits, backend… for connections accepted from now on. */
-  update(config: ListenerConfig): Promise<void>;
-}
-
-function parseListen(spec: string | number): { host?: string; port?: number; systemd?: string } {
-  if (typeof spec === 'number') return { port: spec };
-  if (spec.startsWith('systemd:')) return { systemd: spec.slice(8) };
-  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(spec) ?? /^()()(\d+)$/.exec(spec);
-  if (!m)
-    throw new CoreError(
-      'TLSPROXY_ERR_LISTEN',
-      `listen address "${spec}" is not host:port, [v6]:port or systemd:NAME`,
-    );
-  const port = Number(m[3]);
-  if (!(port >= 0 && port < 65536))
-    throw new CoreError('TLSPROXY_ERR_LISTEN', `port out of range in "${spec}"`);
-  const host = m[1] || m[2] || undefined;
-  return host ? { host, port } : { port };
-}
-
-// systemd's descriptors are taken once per process (each is owned by exactly one object) and
-// handed out by name, so several listeners can each claim theirs.
-let systemdFds: Map<string, OwnedFd[]> | undefined;
-function systemdSocket(name: string): OwnedFd | undefined {
-  if (!systemdFds) {
-    systemdFds = new Map();
-    for (const f of listenFds(process.env)) {
-      const list = systemdFds.get(f.name) ?? [];
-      list.push(f.fd);
-      systemdFds.set(f.name, list);
-    }
-  }
-  return systemdFds.get(name)?.shift();
-}
+export type { ListenerConfig, ProxyOptions, RunningListener } from './listener.js';
+export { LISTENER_DEFAULTS } from './listener.js';
 
 export class TlsProxy {
   readonly pool: TlsEngineApi;
@@ -283,7 +181,7 @@ export class TlsProxy {
           limit: 'maxConnections',
           value: max,
         });
-        this.#refuse(socket, state.sessionConfig, 'maxConnections');
+        refuse(socket, state.sessionConfig, 'maxConnections');
         return;
       }
       held.total++;
@@ -313,7 +211,7 @@ export class TlsProxy {
             value: perAddress,
           });
           uncount();
-          this.#refuse(socket, sessionConfig, 'maxConnectionsPerAddress');
+          refuse(socket, sessionConfig, 'maxConnectionsPerAddress');
           return;
         }
         // The session resumes reading itself, unless its dialect asked for TLS at once.
@@ -340,7 +238,7 @@ export class TlsProxy {
       });
       let started = false;
       const trust = state.trust ?? trustList(inbound.trusted);
-      readInboundProxy(socket, trust, inbound.timeoutMs ?? 5000).then(
+      readInboundProxy(socket, trust, inbound.timeoutMs ?? DEFAULT_PROXY_HEADER_TIMEOUT_MS).then(
         (addresses) => {
           if (socket.destroyed) return;
           started = true;
@@ -359,33 +257,7 @@ export class TlsProxy {
     server.on('error', (err) =>
       this.logger.log('error', 'listener error', { dialect: dialect.name, error: err.message }),
     );
-    const where = parseListen(config.listen);
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      if (where.systemd !== undefined) {
-        const mine = systemdSocket(where.systemd);
-        if (!mine) {
-          reject(
-            new CoreError(
-              'TLSPROXY_ERR_LISTEN',
-              `no socket named "${where.systemd}" was passed by systemd (LISTEN_FDNAMES)`,
-            ),
-          );
-          return;
-        }
-        server.listen({ fd: mine.take() }, () => resolve());
-      } else {
-        server.listen({ host: where.host, port: where.port ?? 0 }, () => resolve());
-      }
-    }).catch((err: Error) => {
-      throw err instanceof CoreError
-        ? err
-        : new CoreError(
-            'TLSPROXY_ERR_LISTEN',
-            `cannot listen on ${config.listen}: ${err.message}`,
-            { cause: err },
-          );
-    });
+    await bindListener(server, config.listen);
     const address = server.address() ?? String(config.listen);
     this.#watchDescriptors();
     const l: RunningListener = {
@@ -417,23 +289,6 @@ export class TlsProxy {
       serverNameCheck: sessionConfig.checkServerName ? 'always' : 'when the backend asks',
     });
     return l;
-  }
-
-  /** Past a limit: the dialect's "busy" reply (if it has one), then close; existing sessions are unaffected. */
-  #refuse(socket: net.Socket, config: SessionConfig, limit: BusyLimit): void {
-    socket.on('error', () => {});
-    let reply: Uint8Array | undefined;
-    try {
-      reply = config.dialect.busy?.({ hostname: config.hostname, now: Date.now(), limit });
-    } catch {}
-    if (reply && reply.length > 0) socket.end(reply);
-    else socket.end();
-    // Read (and drop) so the client's FIN is seen and the socket goes at once; a client that
-    // never closes must not keep it either.
-    socket.on('data', () => {});
-    socket.once('end', () => socket.destroy());
-    socket.resume();
-    setTimeout(() => socket.destroy(), 2000).unref();
   }
 
   /**

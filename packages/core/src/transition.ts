@@ -12,7 +12,7 @@ import { deliver, handshake, replyOn } from './handoff.js';
 export const MAX_DIALECT_STATE = 16 * 1024;
 
 /** Cap on bytes thrown away at the go-ahead (more than this is an attack; the rest goes to TLS and fails). */
-const MAX_DISCARD = 1 << 20;
+export const MAX_DISCARD = 1 << 20;
 
 /** Back in the preamble after a temporary failure: run the dialect's tlsUnavailable(). */
 export type Resume = () => void;

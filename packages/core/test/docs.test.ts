@@ -1,5 +1,6 @@
 // The docs that list things declared in code stay in step with the code: every error code thrown
-// anywhere in the repo is in docs/errors.md (codes only ever get added; the page is the one list).
+// anywhere in the repo is in docs/errors.md (codes only ever get added; the page is the one list),
+// and docs/limits.md is generated from the limit declarations (it reads the built packages).
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -37,6 +38,17 @@ function codesInSources(): Map<string, string> {
   }
   return found;
 }
+
+describe('docs/limits.md', () => {
+  it('is what scripts/gen-limits.mjs writes from the declarations (else: npm run docs:limits)', async () => {
+    const script = join(ROOT, 'scripts/gen-limits.mjs');
+    const { render } = (await import(script)) as { render(): Promise<string> };
+    const current = readFileSync(join(ROOT, 'docs/limits.md'), 'utf8');
+    expect(current === (await render()), 'docs/limits.md is stale: run  npm run docs:limits').toBe(
+      true,
+    );
+  });
+});
 
 describe('docs/errors.md', () => {
   it('lists every error code the sources use', () => {

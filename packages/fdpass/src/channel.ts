@@ -18,7 +18,9 @@ const WRITABLE = 2;
 export const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024;
 export const DEFAULT_MAX_FDS = 16;
 /** Reads per readable event, so one busy peer cannot starve the event loop. */
-const READS_PER_TICK = 64;
+export const READS_PER_TICK = 64;
+/** Messages queued for sending before send() returns false. */
+export const DEFAULT_HIGH_WATER_MARK = 1024;
 
 export interface ChannelOptions {
   /** Largest payload accepted or sent (bytes). */
@@ -71,7 +73,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
     this.#fd = typeof fd === 'number' ? fd : fd.take();
     this.maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     this.maxFds = Math.min(options.maxFds ?? DEFAULT_MAX_FDS, binding().MAX_FDS);
-    this.highWaterMark = options.highWaterMark ?? 1024;
+    this.highWaterMark = options.highWaterMark ?? DEFAULT_HIGH_WATER_MARK;
     this.#poll = binding().pollCreate(this.#fd, (status, events) => this.#onPoll(status, events));
     this.#setEvents(READABLE);
   }

@@ -6,8 +6,17 @@ export type { FdpassErrorCode } from './errors.js';
 export { FdpassError } from './errors.js';
 export { detachSocket, OwnedFd, socketFd, socketpair, wrapSocket } from './fd.js';
 export { addonLoads, checkAddon, discardPending, dup, peekPending, writeSync } from './io.js';
+export type { FdpassLimit } from './limits.js';
+export { FDPASS_LIMITS } from './limits.js';
 export type { Address, ConnectOptions, ListenOptions } from './listener.js';
-export { connect, listen, SeqpacketServer } from './listener.js';
+export {
+  ACCEPTS_PER_TICK,
+  connect,
+  DEFAULT_BACKLOG,
+  DEFAULT_CONNECT_TIMEOUT_MS,
+  listen,
+  SeqpacketServer,
+} from './listener.js';
 /**
  * @deprecated The raw addon, kept only until @tlsproxy/pool (engine.ts, peek) and backend's tests
  * move to the typed functions above; nothing new may use it.

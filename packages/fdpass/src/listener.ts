@@ -19,7 +19,11 @@ export interface ListenOptions extends ChannelOptions {
  * keep a spare descriptor instead; a SEQPACKET listener has no such trick). */
 const ACCEPT_BACKOFF_MS = 100;
 /** Most accepts handled per readable event, so a flood cannot starve other work. */
-const ACCEPTS_PER_TICK = 64;
+export const ACCEPTS_PER_TICK = 64;
+/** listen()'s backlog when the caller gives none. */
+export const DEFAULT_BACKLOG = 511;
+/** How long connect() retries a full backlog (EAGAIN) when the caller gives no timeout. */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 5000;
 
 export interface SeqpacketServerEvents {
   connection: [Channel];
@@ -180,7 +184,12 @@ export function listen(
   const where = `${abstract ? '@' : ''}${name}`;
   let fd: number;
   try {
-    fd = binding().listen(name, abstract, options.mode ?? 0o600, options.backlog ?? 511);
+    fd = binding().listen(
+      name,
+      abstract,
+      options.mode ?? 0o600,
+      options.backlog ?? DEFAULT_BACKLOG,
+    );
   } catch (err) {
     const e = FdpassError.fromSystem(err, `listen on ${where}`);
     if (e.sysCode !== 'EADDRINUSE') throw e;
@@ -216,7 +225,7 @@ export async function connect(
 ): Promise<Channel> {
   const options = { ...address, ...extra };
   const [name, abstract] = split(address);
-  const deadline = Date.now() + (options.timeoutMs ?? 5000);
+  const deadline = Date.now() + (options.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS);
   for (let delay = 1; ; delay = Math.min(delay * 2, 100)) {
     try {
       return new Channel(binding().connect(name, abstract), options);

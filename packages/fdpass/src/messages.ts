@@ -5,6 +5,10 @@
 // Wire format of one Channel payload (see README "Wire format"):
 //   u32 big-endian H | H bytes of UTF-8 JSON header | attachment bytes (the rest, may be empty)
 //   header: { "t": type, "b": body, "id"?: request id, "re"?: id this replies to }
+//
+// Why one file of ~480 lines (issue 16): schema validation, framing, the hello and the Peer
+// state machine share the one wire format above and the MAX_* bounds; split apart, each half
+// would have to be read with the other open.
 
 import { EventEmitter } from 'node:events';
 import { TlsproxyError } from '@tlsproxy/dialect-kit';
@@ -69,6 +73,8 @@ export interface SendOptions {
 export const MAX_HEADER_BYTES = 32 * 1024;
 /** A peer that sends this many invalid messages is cut off. */
 export const MAX_INVALID = 16;
+/** How long a request waits for its answer when the caller gives no timeout. */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
 
 // Every name the peer picks (message type, field name) is looked up in a Map, never in a plain
 // object: a type of "constructor" or "__proto__" must find nothing, not Object.prototype's member.
@@ -316,10 +322,10 @@ export class Peer extends EventEmitter<PeerEvents> {
         reject(
           new FdpassError(
             'TLSPROXY_ERR_FDPASS_TIMEOUT',
-            `no answer to ${type} within ${opts.timeoutMs ?? 10000} ms`,
+            `no answer to ${type} within ${opts.timeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS} ms`,
           ),
         );
-      }, opts.timeoutMs ?? 10000);
+      }, opts.timeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS);
       timer.unref?.();
       this.#pending.set(id, { resolve, reject, timer });
       const fail = (err: unknown) => {

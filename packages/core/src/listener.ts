@@ -1,0 +1,166 @@
+// A listener's configuration, its defaults (from the limit declarations in limits.ts), where it
+// listens (host:port, [v6]:port, or a descriptor passed by systemd), and the busy reply when a
+// connection is refused at accept. The accept path itself is TlsProxy.listen() in proxy.ts.
+import type net from 'node:net';
+import { listenFds, type OwnedFd } from '@tlsproxy/fdpass';
+import type { EngineOptions, HandshakeRequest, TlsEngineApi } from '@tlsproxy/pool';
+import type { HandoffTarget } from './backend.js';
+import type { ConnectBackendSpec } from './connect-backend.js';
+import type { BusyLimit, Dialect } from './dialect.js';
+import { CoreError } from './errors.js';
+import type { InboundProxyConfig } from './inbound-proxy.js';
+import { LISTENER_LIMITS, type ListenerLimitName } from './limits.js';
+import type { Logger } from './logger.js';
+import type { Metrics } from './metrics.js';
+import type { SessionConfig } from './session.js';
+
+export interface ListenerConfig {
+  /** Dialect: a built-in name ('tls'), a short name ('imap' → @tlsproxy/dialect-imap), a package name, a module path, or a Dialect object. */
+  dialect: string | Dialect<unknown>;
+  /** 'host:port', '[::1]:port', a port number, or 'systemd:NAME' */
+  listen: string | number;
+  /** 'unix:/path' (a backend running @tlsproxy/backend), a HandoffTarget, or a legacy server to
+   * connect to after TLS: `{ connect: 'tcp:HOST:PORT' | 'unix:/path', proxyProtocol?: 'v1' | 'v2' | false }`. */
+  backend: string | HandoffTarget | ConnectBackendSpec;
+  /** 'plain' (default): the TLS engine terminates TLS; 'crypt': pass the raw TCP descriptor after the go-ahead. */
+  handoff?: 'plain' | 'crypt';
+  options?: Record<string, unknown>;
+  limits?: Record<string, unknown>;
+  /** Per-listener TLS settings (client certificates, ALPN, handshake timeout). */
+  tls?: Omit<HandshakeRequest, 'checkServerName' | 'connectionId'>;
+  /** Ask the backend about every SNI name (its onServerName) before the handshake goes on, even
+   * if it did not ask for it. Without it the backend is asked whenever it declared on its channel
+   * that it checks names (a `@tlsproxy/backend` listen() with `onServerName` does). */
+  checkServerName?: boolean;
+  /** Host name used in greetings; default the machine's. */
+  hostname?: string;
+  /** Names served (e.g. XMPP domains); default: the DNS names of the TLS engine's certificates. */
+  serverNames?: string[];
+  /** Connections this listener holds at once, in every phase (PROXY header, preamble, handshake,
+   * relay until close); beyond, new ones get the dialect's busy reply. Default 10,000. */
+  maxConnections?: number;
+  /** Connections from one client (an IPv4 address, an IPv6 /`ipv6Prefix`) held at once by this
+   * listener, in every phase; beyond, the busy reply. Default 64. */
+  maxConnectionsPerAddress?: number;
+  /** IPv6 clients are counted per network of this prefix length (one host usually has a /64). Default 64. */
+  ipv6Prefix?: number;
+  /** Addresses or CIDRs not subject to `maxConnectionsPerAddress` (e.g. a webmail or a monitoring
+   * host, as Postfix exempts `mynetworks`). Default: none. They still count towards `maxConnections`. */
+  exempt?: string[];
+  /** Connections in the TLS handshake at once on this listener; beyond, the client gets the
+   * temporary-failure reply (implicit TLS: closed). Default 1,000. */
+  maxHandshakes?: number;
+  /** A relayed connection with no traffic either way for this long is closed; 0: never (default). */
+  idleTimeoutMs?: number;
+  /** Whole-preamble deadline, a backstop above every dialect idle timer; default 15 minutes. */
+  preambleTimeoutMs?: number;
+  /** Bytes accepted before TLS; default 64 KiB. */
+  maxPreambleBytes?: number;
+  /** Accept PROXY protocol v1/v2 headers from these load balancers (others connect directly). */
+  proxyProtocol?: InboundProxyConfig;
+}
+
+/** What a listener gets for each limit it leaves out, from the declarations in limits.ts
+ * (docs/limits.md; `tlsproxy check-config`). */
+export const LISTENER_DEFAULTS: Readonly<Record<ListenerLimitName, number>> = Object.freeze(
+  Object.fromEntries(
+    [...LISTENER_LIMITS].map(([name, d]) => [name, d.default as number]),
+  ) as Record<ListenerLimitName, number>,
+);
+
+export interface ProxyOptions {
+  /** The TLS engine: options for an embedded one, `{ socket }` for a tlspool daemon, or an engine object. */
+  pool: EngineOptions | { socket: string; allowUids?: number[] } | TlsEngineApi;
+  logger?: Logger;
+  /** uids that `unix:` backends may run as (checked with SO_PEERCRED on connect); default: any. */
+  backendUids?: number[];
+  /** Prometheus metrics: `{}` to collect (read `proxy.metrics`), `{ listen: '127.0.0.1:9464' }` to
+   * also serve GET /metrics, or a Metrics object of your own (you close it). */
+  metrics?: { listen?: string } | Metrics;
+}
+
+export interface RunningListener {
+  dialect: string;
+  address: net.AddressInfo | string;
+  server: net.Server;
+  config: ListenerConfig;
+  /** New dialect options, limits, backend… for connections accepted from now on. */
+  update(config: ListenerConfig): Promise<void>;
+}
+
+function parseListen(spec: string | number): { host?: string; port?: number; systemd?: string } {
+  if (typeof spec === 'number') return { port: spec };
+  if (spec.startsWith('systemd:')) return { systemd: spec.slice(8) };
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(spec) ?? /^()()(\d+)$/.exec(spec);
+  if (!m)
+    throw new CoreError(
+      'TLSPROXY_ERR_LISTEN',
+      `listen address "${spec}" is not host:port, [v6]:port or systemd:NAME`,
+    );
+  const port = Number(m[3]);
+  if (!(port >= 0 && port < 65536))
+    throw new CoreError('TLSPROXY_ERR_LISTEN', `port out of range in "${spec}"`);
+  const host = m[1] || m[2] || undefined;
+  return host ? { host, port } : { port };
+}
+
+// systemd's descriptors are taken once per process (each is owned by exactly one object) and
+// handed out by name, so several listeners can each claim theirs.
+let systemdFds: Map<string, OwnedFd[]> | undefined;
+function systemdSocket(name: string): OwnedFd | undefined {
+  if (!systemdFds) {
+    systemdFds = new Map();
+    for (const f of listenFds(process.env)) {
+      const list = systemdFds.get(f.name) ?? [];
+      list.push(f.fd);
+      systemdFds.set(f.name, list);
+    }
+  }
+  return systemdFds.get(name)?.shift();
+}
+
+/** Listen on `listen` (host:port, [v6]:port, a port, or systemd:NAME); errors as CoreError. */
+export async function bindListener(server: net.Server, listen: string | number): Promise<void> {
+  const where = parseListen(listen);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    if (where.systemd !== undefined) {
+      const mine = systemdSocket(where.systemd);
+      if (!mine) {
+        reject(
+          new CoreError(
+            'TLSPROXY_ERR_LISTEN',
+            `no socket named "${where.systemd}" was passed by systemd (LISTEN_FDNAMES)`,
+          ),
+        );
+        return;
+      }
+      server.listen({ fd: mine.take() }, () => resolve());
+    } else {
+      server.listen({ host: where.host, port: where.port ?? 0 }, () => resolve());
+    }
+  }).catch((err: Error) => {
+    throw err instanceof CoreError
+      ? err
+      : new CoreError('TLSPROXY_ERR_LISTEN', `cannot listen on ${listen}: ${err.message}`, {
+          cause: err,
+        });
+  });
+}
+
+/** Past a limit: the dialect's "busy" reply (if it has one), then close; existing sessions are unaffected. */
+export function refuse(socket: net.Socket, config: SessionConfig, limit: BusyLimit): void {
+  socket.on('error', () => {});
+  let reply: Uint8Array | undefined;
+  try {
+    reply = config.dialect.busy?.({ hostname: config.hostname, now: Date.now(), limit });
+  } catch {}
+  if (reply && reply.length > 0) socket.end(reply);
+  else socket.end();
+  // Read (and drop) so the client's FIN is seen and the socket goes at once; a client that
+  // never closes must not keep it either.
+  socket.on('data', () => {});
+  socket.once('end', () => socket.destroy());
+  socket.resume();
+  setTimeout(() => socket.destroy(), 2000).unref();
+}
