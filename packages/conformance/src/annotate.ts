@@ -3,7 +3,8 @@
 // One small rule table per protocol; anything no rule recognises stays byte-exact.
 import { escapeBytes, fromLatin1, latin1 } from './bytes.js';
 
-type Rule = (line: string) => string | undefined;
+/** One annotation rule: a note for a recorded line, or undefined. */
+export type Rule = (line: string) => string | undefined;
 
 const esc = (s: string): string => escapeBytes(fromLatin1(s));
 const ph = (cls: string, recorded: string, constraints = ''): string =>

@@ -1,16 +1,17 @@
 // @tlsproxy/conformance: the shared test kit for dialects (README.md).
-export { ANNOTATORS, annotateLine } from './annotate.js';
+export { ANNOTATORS, annotateLine, type Rule } from './annotate.js';
 export { escapeBytes } from './bytes.js';
 export { main } from './cli.js';
 export { engineReplay } from './engine.js';
 export { ConformanceError, type ConformanceErrorCode } from './errors.js';
 export { formatMismatch, type Mismatch, matchOutput, PLACEHOLDERS } from './pattern.js';
 export { runProperties } from './properties.js';
-export { record, renderTranscript } from './record.js';
+export { type Event, type RecordOptions, record, renderTranscript } from './record.js';
 export { type Input, type Observation, observe, replay } from './replay.js';
 export { formatReport } from './report.js';
 export { type CheckResult, type Report, type RunOptions, runConformance } from './runner.js';
 export {
+  type Constraint,
   loadTranscript,
   parseTranscript,
   type Segment,

@@ -29,7 +29,10 @@ export interface RecordOptions {
   onListening?: (port: number) => void;
 }
 
-type Event = { from: 'client' | 'server'; bytes: Uint8Array } | { marker: 'tls' | 'close' | 'eof' };
+/** One recorded event: bytes from a side, or a marker. */
+export type Event =
+  | { from: 'client' | 'server'; bytes: Uint8Array }
+  | { marker: 'tls' | 'close' | 'eof' };
 
 export function parseHostPort(spec: string, what: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(spec);

@@ -12,7 +12,8 @@ import { errorResponse } from './responses.js';
 import { HttpUpgradeSession, type SessionConfig } from './session.js';
 
 export { type HttpErrorCode, HttpProtocolError, isHttpProtocolError } from './errors.js';
-export type { RequestState } from './session.js';
+/** The resolved per-connection settings `sessionConfig()` derives from a session context. */
+export type { RequestState, SessionConfig } from './session.js';
 
 export interface HttpUpgradeOptions {
   plaintext: 'refuse' | 'handoff';

@@ -13,6 +13,8 @@ import { ImapSession, type SessionConfig } from './session.js';
 
 export { backendGreeting } from './backend-greeting.js';
 export { type ImapErrorCode, ImapProtocolError, isImapProtocolError } from './errors.js';
+/** The resolved per-connection settings `sessionConfig()` derives from a session context. */
+export type { SessionConfig } from './session.js';
 
 export interface ImapOptions {
   greeting: string;

@@ -13,6 +13,8 @@ import { LdapSession, type SessionConfig } from './session.js';
 
 export { isLdapProtocolError, type LdapErrorCode, LdapProtocolError } from './errors.js';
 export { OID, RESULT } from './messages.js';
+/** The resolved per-connection settings `sessionConfig()` derives from a session context. */
+export type { SessionConfig } from './session.js';
 
 export interface LdapOptions {
   namingContexts: string[];

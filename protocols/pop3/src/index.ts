@@ -14,6 +14,8 @@ import { Pop3Session, type SessionConfig } from './session.js';
 export { backendGreeting } from './backend-greeting.js';
 export { AUTH_REFUSED, KNOWN_COMMANDS } from './commands.js';
 export { isPop3ProtocolError, type Pop3ErrorCode, Pop3ProtocolError } from './errors.js';
+/** The resolved per-connection settings `sessionConfig()` derives from a session context. */
+export type { SessionConfig } from './session.js';
 export { GO_AHEAD, UNAVAILABLE } from './session.js';
 
 export interface Pop3Options {

@@ -18,6 +18,8 @@ export { backendGreeting } from './backend-greeting.js';
 export { backendReplay } from './backend-replay.js';
 export type { PlaintextMode } from './commands.js';
 export { isSmtpProtocolError, type SmtpErrorCode, SmtpProtocolError } from './errors.js';
+/** The resolved per-connection settings `sessionConfig()` derives from a session context. */
+export type { SessionConfig } from './session.js';
 
 export interface SmtpOptions {
   greeting: string;

@@ -11,6 +11,10 @@ import {
 } from '@tlsproxy/dialect-kit';
 import { DomainSet, normalizeDomain } from './domains.js';
 import { type SessionConfig, XmppSession } from './session.js';
+
+/** The resolved per-connection settings `sessionConfig()` derives from a session context. */
+export type { SessionConfig } from './session.js';
+
 import { escapeXml } from './xml.js';
 
 export { DomainSet, normalizeDomain } from './domains.js';
