@@ -38,7 +38,10 @@ function formatDefault(d) {
   return [n, unit, d.note ?? ''].filter((p) => p !== '').join(' ');
 }
 
-const cell = (s) => String(s ?? '—').replace(/\|/g, '\\|').replace(/\n/g, ' ');
+const cell = (s) =>
+  String(s ?? '—')
+    .replace(/\|/g, '\\|')
+    .replace(/\n/g, ' ');
 
 function row(d) {
   return `| ${cell(d.title)} | ${cell(d.where)} | ${cell(formatDefault(d))} | ${cell(d.phase ?? '—')} | ${cell(d.past)} | ${cell(d.source ?? '—')} |`;

@@ -47,5 +47,4 @@ describe('typed descriptor operations', () => {
     expect(addonLoads()).toBe(true);
     expect(() => checkAddon()).not.toThrow();
   });
-
 });
