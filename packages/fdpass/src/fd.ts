@@ -133,10 +133,10 @@ export function detachSocket(socket: net.Socket): { fd: OwnedFd; buffered: Buffe
   return { fd, buffered: Buffer.concat(chunks) };
 }
 
-/** socketpair(AF_UNIX, SOCK_STREAM), both ends non-blocking and close-on-exec. */
-export function socketpair(): [OwnedFd, OwnedFd] {
+/** socketpair(AF_UNIX, SOCK_STREAM, or SOCK_SEQPACKET), both ends non-blocking and close-on-exec. */
+export function socketpair(kind: 'stream' | 'seqpacket' = 'stream'): [OwnedFd, OwnedFd] {
   try {
-    const [a, b] = binding().socketpair();
+    const [a, b] = binding().socketpair(kind === 'seqpacket');
     return [new OwnedFd(a), new OwnedFd(b)];
   } catch (err) {
     throw FdpassError.fromSystem(err, 'socketpair');

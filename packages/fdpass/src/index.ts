@@ -5,7 +5,15 @@ export { Channel, channelPair, DEFAULT_MAX_FDS, DEFAULT_MAX_MESSAGE_BYTES } from
 export type { FdpassErrorCode } from './errors.js';
 export { FdpassError } from './errors.js';
 export { detachSocket, OwnedFd, socketFd, socketpair, wrapSocket } from './fd.js';
-export { addonLoads, checkAddon, discardPending, dup, peekPending, writeSync } from './io.js';
+export {
+  addonLoads,
+  checkAddon,
+  discardPending,
+  dup,
+  listenSocket,
+  peekPending,
+  writeSync,
+} from './io.js';
 export type { FdpassLimit } from './limits.js';
 export { FDPASS_LIMITS } from './limits.js';
 export type { Address, ConnectOptions, ListenOptions } from './listener.js';

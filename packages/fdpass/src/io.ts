@@ -29,6 +29,28 @@ export function dup(fd: number): OwnedFd {
   }
 }
 
+/**
+ * A bound, listening AF_UNIX SOCK_SEQPACKET socket, as a descriptor to pass on (as systemd
+ * would) to whoever accepts on it; `listen()` is the server that accepts itself.
+ */
+export function listenSocket(
+  path: string,
+  options: { abstract?: boolean; mode?: number; backlog?: number } = {},
+): OwnedFd {
+  try {
+    return new OwnedFd(
+      binding().listen(
+        path,
+        options.abstract ?? false,
+        options.mode ?? 0o600,
+        options.backlog ?? 511,
+      ),
+    );
+  } catch (err) {
+    throw FdpassError.fromSystem(err, `listen(${path})`);
+  }
+}
+
 /** Load the native addon now; throws the FdpassError that lists every path tried when it cannot. */
 export function checkAddon(): void {
   binding();

@@ -1,16 +1,32 @@
 // The typed descriptor operations other packages use instead of the raw addon.
+import { rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   addonLoads,
   checkAddon,
+  connect,
   discardPending,
   dup,
   FdpassError,
+  listenSocket,
   OwnedFd,
   peekPending,
   socketpair,
+  wrapSocket,
   writeSync,
 } from '../src/index.js';
+
+/** The code wrapSocket() refuses `fd` with (it closes it either way). */
+function wrapAttempt(fd: OwnedFd): string | undefined {
+  try {
+    wrapSocket(fd).destroy();
+    return undefined;
+  } catch (err) {
+    return (err as FdpassError).code;
+  }
+}
 
 describe('typed descriptor operations', () => {
   it('write, peek, discard and dup on a real socketpair', () => {
@@ -40,6 +56,21 @@ describe('typed descriptor operations', () => {
       expect(err).toBeInstanceOf(FdpassError);
       expect((err as FdpassError).code).toBe('TLSPROXY_ERR_FDPASS_SYSCALL');
       expect((err as FdpassError).sysCode).toBe('EBADF');
+    }
+  });
+
+  it('a seqpacket socketpair, and a listening socket to pass on', async () => {
+    const [a, b] = socketpair('seqpacket');
+    expect(wrapAttempt(a)).toBe('TLSPROXY_ERR_FDPASS_NOT_STREAM');
+    b.close();
+    const path = join(tmpdir(), `fdpass-io-${process.pid}.sock`);
+    const l = listenSocket(path, { backlog: 4 });
+    try {
+      const ch = await connect({ path });
+      ch.close();
+    } finally {
+      l.close();
+      rmSync(path, { force: true });
     }
   });
 
