@@ -693,10 +693,13 @@ static void on_io(loop *L, conn *c, int plain, uint32_t events) {
   if (events & (EPOLLHUP | EPOLLERR)) ready = EPOLLIN | EPOLLOUT;
   if (plain) c->plain_ready |= ready;
   else c->tls_ready |= ready;
-  // A reset (or any socket error) after the handshake: whatever waits for that side can never be
-  // delivered, so end now instead of when the other side next moves (or the idle timeout).
-  if ((events & EPOLLERR) && c->state == ST_RELAY) {
-    conn_end(L, c, plain ? "backend reset" : "client reset");
+  // The client reset the connection after the handshake: what waits for it can never be
+  // delivered, so end now instead of when the backend next moves (or the idle timeout). Not so
+  // for the backend's end: an AF_UNIX peer that closes with input unread sets ECONNRESET on
+  // ours, yet what it wrote before is still readable and owed to the client (a backend that
+  // answers LOGOUT and closes), so that side goes through the hang-up path below.
+  if ((events & EPOLLERR) && !plain && c->state == ST_RELAY) {
+    conn_end(L, c, "client reset");
     return;
   }
   if (events & (EPOLLHUP | EPOLLERR)) {
