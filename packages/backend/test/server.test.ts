@@ -2,7 +2,7 @@ import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
-import { binding, connect, detachSocket, FdpassError } from '@tlsproxy/fdpass';
+import { connect, detachSocket, FdpassError, listenSocket, socketpair } from '@tlsproxy/fdpass';
 import { TlsEngine } from '@tlsproxy/pool';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type Accepted, BackendError, type BackendServer, listen } from '../src/index.js';
@@ -59,7 +59,7 @@ describe('listen()', () => {
 
   it('takes a listening descriptor passed in', async () => {
     const path = tmpSock('fd');
-    const fd = binding().listen(path, false, 0o600, 16);
+    const fd = listenSocket(path, { backlog: 16 }).take();
     cleanup.push(() => rmSync(path, { force: true })); // a passed-in fd leaves its file alone
     const server = await listen({ fd });
     cleanup.push(() => server.close());
@@ -179,10 +179,9 @@ describe('accepting connections', () => {
 
   it('refuses a connection message with a descriptor that is not a stream socket', async () => {
     const { server, proxy } = await setup();
-    const [a, b] = binding().socketpair(true); // SEQPACKET: not a stream
-    const { OwnedFd } = await import('@tlsproxy/fdpass');
-    await expect(proxy.send(handoffInfo(), new OwnedFd(a))).rejects.toBeInstanceOf(FdpassError);
-    binding().close(b);
+    const [a, b] = socketpair('seqpacket'); // SEQPACKET: not a stream
+    await expect(proxy.send(handoffInfo(), a)).rejects.toBeInstanceOf(FdpassError);
+    b.close();
     // The server keeps working.
     const got = server.accept();
     const { client } = await proxy.handoff();

@@ -29,7 +29,6 @@ export {
  * @deprecated The raw addon, kept only until @tlsproxy/pool (engine.ts, peek) and backend's tests
  * move to the typed functions above; nothing new may use it.
  */
-export { binding } from './loader.js';
 export type {
   AttachOptions,
   FieldSpec,

@@ -6,7 +6,7 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { writeSync } from 'node:fs';
 import type net from 'node:net';
 import tls from 'node:tls';
-import { binding, type OwnedFd, socketFd, socketpair } from '@tlsproxy/fdpass';
+import { type OwnedFd, peekPending, socketFd, socketpair } from '@tlsproxy/fdpass';
 import { type ClientIdentity, clientIdentity } from './client-identity.js';
 import { isResourceError, PoolError } from './errors.js';
 import { type ContextOptions, type IdentityConfig, IdentityStore } from './identities.js';
@@ -514,7 +514,7 @@ function gone(s: net.Socket): boolean {
   if (!handle) return true;
   if (typeof handle.getpeername === 'function') return handle.getpeername({}) < 0;
   try {
-    binding().peek(socketFd(s), 1);
+    peekPending(socketFd(s), 1);
     return false;
   } catch (err) {
     // Out of memory for the peek buffer is not the peer's doing.

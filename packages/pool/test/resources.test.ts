@@ -9,7 +9,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { binding, type Channel, connect } from '@tlsproxy/fdpass';
+import { type Channel, checkAddon, connect } from '@tlsproxy/fdpass';
 import { describe, expect, it } from 'vitest';
 import { type HandshakeResult, RemoteTlsEngine, TlsEngine } from '../src/index.js';
 import { certs, client, fdCount, nextData, serve, until } from './helpers.js';
@@ -120,7 +120,7 @@ describe('RemoteTlsEngine out of descriptors', () => {
   it('a net.Socket it cannot take (dup() fails with EMFILE) is closed; TLSPROXY_ERR_POOL_RESOURCES', async () => {
     // No daemon needed: the descriptor is taken before the daemon is asked. The addon is loaded
     // first (loading it needs a descriptor too).
-    binding();
+    checkAddon();
     const remote = new RemoteTlsEngine({ socket: '/nonexistent/tlspool.sock' });
     const server = net.createServer({ pauseOnConnect: true });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
