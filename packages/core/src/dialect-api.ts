@@ -5,4 +5,4 @@
 export * from './actions.js';
 export { defineDialect, dialectProblems, resolveLimits, resolveOptions } from './define.js';
 export * from './dialect.js';
-export { CoreError, isTlsProxyError } from './errors.js';
+export { CoreError, type CoreErrorCode, isTlsProxyError } from './errors.js';

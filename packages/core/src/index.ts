@@ -74,6 +74,6 @@ export {
   encodeProxyV2,
   ProxyProtocolError,
 } from './proxy-protocol.js';
-export type { SessionConfig } from './session.js';
+export type { SessionAddresses, SessionConfig } from './session.js';
 export { Session } from './session.js';
 export { tlsDialect } from './tls-dialect.js';

@@ -37,7 +37,8 @@ export interface ReceivedMessage {
   fds: OwnedFd[];
 }
 
-type SendCallback = (err?: Error) => void;
+/** Called once a message is in the kernel (or could not be sent). */
+export type SendCallback = (err?: Error) => void;
 
 interface Pending {
   frame: Buffer;

@@ -1,6 +1,6 @@
 // @tlsproxy/fdpass: pass file descriptors between processes over AF_UNIX SOCK_SEQPACKET.
 
-export type { ChannelEvents, ChannelOptions, ReceivedMessage } from './channel.js';
+export type { ChannelEvents, ChannelOptions, ReceivedMessage, SendCallback } from './channel.js';
 export { Channel, channelPair, DEFAULT_MAX_FDS, DEFAULT_MAX_MESSAGE_BYTES } from './channel.js';
 export type { FdpassErrorCode } from './errors.js';
 export { FdpassError } from './errors.js';
@@ -16,7 +16,13 @@ export {
 } from './io.js';
 export type { FdpassLimit } from './limits.js';
 export { FDPASS_LIMITS } from './limits.js';
-export type { Address, ConnectOptions, ListenOptions } from './listener.js';
+export type {
+  Address,
+  ConnectOptions,
+  ListenOptions,
+  SeqpacketServerEvents,
+  SocketFileId,
+} from './listener.js';
 export {
   ACCEPTS_PER_TICK,
   connect,
