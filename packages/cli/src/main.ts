@@ -86,7 +86,7 @@ function fail(err: unknown): number {
 /** `tlsproxy check-config FILE`: exit 0 and say so, or list every problem with file:line:col. */
 export async function checkConfig(file: string | undefined): Promise<number> {
   if (!file) {
-    process.stderr.write('Usage: tlsproxy check-config FILE\n');
+    process.stderr.write('Usage: tlsproxy check-config [--config] FILE\n');
     return 2;
   }
   try {
@@ -137,7 +137,9 @@ function untilStopped(handlers: {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  if (argv[0] === 'check-config') return checkConfig(argv[1]);
+  // `check-config FILE`, or `check-config --config FILE` as the proxy itself is started.
+  if (argv[0] === 'check-config')
+    return checkConfig(argv[1] === '--config' || argv[1] === '-c' ? argv[2] : argv[1]);
   if (argv[0] === 'demo') {
     const { demoMain } = await import('./demo-main.js');
     return demoMain(argv.slice(1));

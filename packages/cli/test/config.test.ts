@@ -226,9 +226,9 @@ logging: { format: text }
       bad,
       'listeners: [{ dialect: imap, listen: 143, backend: unix:/x, options: { nope: 1 } }]\n',
     );
-    const run = (f: string) =>
+    const run = (f: string, flag: string[] = []) =>
       new Promise<{ code: number | null; out: string }>((resolve) => {
-        const c = spawn(process.execPath, [bin, 'check-config', f]);
+        const c = spawn(process.execPath, [bin, 'check-config', ...flag, f]);
         let out = '';
         c.stdout.on('data', (d) => (out += d));
         c.stderr.on('data', (d) => (out += d));
@@ -240,5 +240,9 @@ logging: { format: text }
     const no = await run(bad);
     expect(no.code).toBe(1);
     expect(no.out).toMatch(/identities: needed/);
+    // as the proxy is started: --config FILE
+    const flagged = await run(good, ['--config']);
+    expect(flagged.code).toBe(0);
+    expect(flagged.out).toMatch(/ok \(1 listener\)/);
   });
 });
