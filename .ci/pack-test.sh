@@ -26,7 +26,7 @@ mkdir "$work/packs"
 npm pack --workspaces --pack-destination "$work/packs" --silent >/dev/null
 P="$work/packs"
 tgz() { ls "$P"/tlsproxy-"$1"-[0-9]*.tgz; }
-for name in fdpass core pool backend cli conformance dialect-kit dialect-imap; do
+for name in fdpass core pool backend handoff cli conformance dialect-kit dialect-imap; do
   tgz "$name" >/dev/null
 done
 # No package may ship without its build output or its license.
@@ -42,7 +42,7 @@ mkdir "$work/app"
 cd "$work/app"
 npm init -y >/dev/null
 npm install --no-audit --no-fund --silent \
-  "$(tgz cli)" "$(tgz core)" "$(tgz pool)" "$(tgz backend)" "$(tgz fdpass)" \
+  "$(tgz cli)" "$(tgz core)" "$(tgz pool)" "$(tgz backend)" "$(tgz handoff)" "$(tgz fdpass)" \
   "$(tgz dialect-kit)" "$(tgz dialect-imap)"
 [ ! -L node_modules/@tlsproxy/core ] || { echo "workspace link, not a tarball"; exit 1; }
 npx tlsproxy --help >/dev/null

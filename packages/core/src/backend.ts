@@ -3,10 +3,13 @@
 // and reopened after a failure, so "can a backend take this connection?" is answered before the
 // STARTTLS go-ahead without a round trip per connection.
 
-import { backendProtocol, type HandoffInfo, readBackendFeatures } from '@tlsproxy/backend';
-import { connect as fdConnect, type OwnedFd, type Peer } from '@tlsproxy/fdpass';
+import { defineProtocol, connect as fdConnect, type OwnedFd, type Peer } from '@tlsproxy/fdpass';
+import { BACKEND_PROTOCOL, type HandoffInfo, readBackendFeatures } from '@tlsproxy/handoff';
 import { CoreError } from './errors.js';
 import type { Logger } from './logger.js';
+
+/** The hand-off protocol (its schema is shared with @tlsproxy/backend through @tlsproxy/handoff). */
+const backendProtocol = defineProtocol(BACKEND_PROTOCOL);
 
 export interface DeliverOptions {
   /** For targets that relay in this process (`relays`): called once when that relay has ended. */

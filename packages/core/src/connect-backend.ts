@@ -17,8 +17,8 @@
 
 import { X509Certificate } from 'node:crypto';
 import net from 'node:net';
-import type { HandoffInfo } from '@tlsproxy/backend';
 import type { OwnedFd } from '@tlsproxy/fdpass';
+import type { HandoffInfo } from '@tlsproxy/handoff';
 import type { DeliverOptions, HandoffTarget } from './backend.js';
 import type { Dialect } from './dialect.js';
 import { CoreError } from './errors.js';

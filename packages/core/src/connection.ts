@@ -3,8 +3,8 @@
 // its places in the listener's limits, and the promises that say when it is done and released.
 import { randomBytes } from 'node:crypto';
 import type net from 'node:net';
-import type { HandoffInfo } from '@tlsproxy/backend';
 import type { OwnedFd } from '@tlsproxy/fdpass';
+import type { HandoffInfo } from '@tlsproxy/handoff';
 import { ConnectionLog } from './connection-log.js';
 import type { SessionAddresses, SessionConfig } from './session.js';
 import { SwitchOver } from './switchover.js';

@@ -1,8 +1,9 @@
 // The hand-off: the client's descriptor goes to the backend — through the TLS engine's handshake
 // first (`plain`), or as it is (`crypt`, `plaintext`). A copy of the descriptor is kept until the
 // backend confirms, so a failed delivery can still give a plaintext client its temporary failure.
-import type { HandoffInfo } from '@tlsproxy/backend';
+
 import { dup, type OwnedFd, writeSync } from '@tlsproxy/fdpass';
+import type { HandoffInfo } from '@tlsproxy/handoff';
 import type { HandshakeRequest, TlsEngineApi } from '@tlsproxy/pool';
 import type { ConnectionState } from './connection.js';
 
