@@ -1,81 +1,19 @@
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { isAbsolute, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { defineDialect } from './define.js';
+// Core loads dialects with the kit's loader (one copy of the rules: bare names are
+// @tlsproxy/dialect-NAME, package names and module paths for third-party dialects, shape-checked),
+// plus the built-in `tls` dialect (implicit TLS), which lives in core.
+import { loadDialect as loadFromKit } from '@tlsproxy/dialect-kit';
 import type { Dialect } from './dialect.js';
-import { CoreError } from './errors.js';
 import { tlsDialect } from './tls-dialect.js';
 
 /**
- * Find a dialect at run time, so users install only the ones they need: a bare name ('imap')
- * means the package @tlsproxy/dialect-imap; a package name or a module path works for
- * third-party dialects. The module's default export (or named `dialect`) is shape-checked.
+ * Find a dialect at run time, so users install only the ones they need: 'tls' is built in; see
+ * the kit's `loadDialect` for the rest. Errors are the kit's (`TLSPROXY_ERR_DIALECT_NOT_FOUND`,
+ * `TLSPROXY_ERR_DIALECT_SHAPE`).
  */
 export async function loadDialect(
   spec: string | Dialect,
   from: string = process.cwd(),
 ): Promise<Dialect> {
-  if (typeof spec !== 'string') return defineDialect(spec);
   if (spec === 'tls') return tlsDialect;
-  const isPath = spec.startsWith('.') || isAbsolute(spec);
-  const target = isPath
-    ? pathToFileURL(resolve(from, spec)).href
-    : /^[a-z][a-z0-9-]*$/.test(spec)
-      ? `@tlsproxy/dialect-${spec}`
-      : spec;
-  let mod: Record<string, unknown>;
-  try {
-    mod = (await importFrom(target, from)) as Record<string, unknown>;
-  } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    // "Not installed" only when the dialect itself is missing: a dialect that is there but whose
-    // own import is missing would otherwise be reported as absent, and reinstalling it won't help.
-    const itself = isPath
-      ? !existsSync(resolve(from, spec))
-      : String(e.message).includes(`'${target}'`) || String(e.message).includes(`"${target}"`);
-    if ((e.code === 'ERR_MODULE_NOT_FOUND' || e.code === 'MODULE_NOT_FOUND') && itself) {
-      throw new CoreError(
-        'TLSPROXY_ERR_DIALECT_NOT_FOUND',
-        isPath
-          ? `dialect module not found: ${spec}`
-          : `dialect "${spec}" is not installed: run  npm install ${target}`,
-        { cause: err },
-      );
-    }
-    throw new CoreError(
-      'TLSPROXY_ERR_DIALECT_NOT_FOUND',
-      `dialect ${spec} failed to load: ${e.message}`,
-      { cause: err },
-    );
-  }
-  const candidate = (mod.default ?? mod.dialect) as Dialect | undefined;
-  if (candidate === undefined) {
-    throw new CoreError(
-      'TLSPROXY_ERR_DIALECT_SHAPE',
-      `${spec} has no default export (or named "dialect") to use as a dialect`,
-    );
-  }
-  return defineDialect(candidate);
-}
-
-/** Import from beside core first, then from the user's project (where they installed the plugin). */
-async function importFrom(target: string, from: string): Promise<unknown> {
-  try {
-    return await import(target);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (
-      target.startsWith('file:') ||
-      (code !== 'ERR_MODULE_NOT_FOUND' && code !== 'MODULE_NOT_FOUND')
-    )
-      throw err;
-    let resolved: string;
-    try {
-      resolved = createRequire(resolve(from, 'package.json')).resolve(target);
-    } catch {
-      throw err;
-    }
-    return import(pathToFileURL(resolved).href);
-  }
+  return loadFromKit(spec, from);
 }
