@@ -1,7 +1,7 @@
 import { createHash, randomBytes, X509Certificate } from 'node:crypto';
 import type net from 'node:net';
 import tls from 'node:tls';
-import { binding as fdBinding } from '@tlsproxy/fdpass';
+import { writeSync } from '@tlsproxy/fdpass';
 import type { HandshakeResult } from '@tlsproxy/pool';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { binding, NativeTlsEngine } from '../src/index.js';
@@ -448,40 +448,45 @@ describe('NativeTlsEngine: bulk data and backpressure', () => {
     r.plaintext.close();
   });
 
-  it('a backend that answers and closes with client input unread: the client gets all of it, then close_notify', async () => {
-    const { c, r } = await connectPair(served);
-    const fd = r.plaintext;
-    // The client is not reading, so the backend's answer waits at the engine and in the
-    // kernel buffer of the engine's end…
-    c.socket.pause();
-    // …and the client sent input the backend never reads, so closing the backend's end resets
-    // the engine's (ECONNRESET) while that answer is still queued there.
-    c.socket.write(Buffer.alloc(4096, 'q'));
-    await new Promise((res) => setTimeout(res, 100));
-    // Counter bytes, so a lost or reordered piece shows; written until the engine's end is full.
-    const pattern = (from: number, n: number) => {
-      const b = Buffer.allocUnsafe(n);
-      for (let i = 0; i < n; i++) b[i] = ((from + i) * 7) % 251;
-      return b;
-    };
-    let sent = 0;
-    for (let quiet = 0; quiet < 3; ) {
-      const n = fdBinding().write(fd.fd, pattern(sent, 64 << 10));
-      sent += n;
-      if (n < 64 << 10) {
-        quiet++;
-        await new Promise((res) => setTimeout(res, 100));
-      } else quiet = 0;
-    }
-    fd.close();
-    await new Promise((res) => setTimeout(res, 100));
-    const got = readAll(c.socket);
-    c.socket.resume();
-    const all = await got;
-    expect(all.length).toBe(sent);
-    expect(all.equals(pattern(0, sent))).toBe(true);
-    c.socket.destroy();
-  }, 30_000);
+  for (const [what, unread] of [
+    ['delivered to it', 4096],
+    ['still waiting at the engine', 8 << 20],
+  ] as const) {
+    it(`a backend that answers and closes with client input unread (${what}): the client gets all of the answer`, async () => {
+      const { c, r } = await connectPair(served);
+      const fd = r.plaintext;
+      // The client is not reading, so the backend's answer waits at the engine and in the
+      // kernel buffer of the engine's end…
+      c.socket.pause();
+      // …and the client sent input the backend never reads, so closing the backend's end resets
+      // the engine's (ECONNRESET) while that answer is still queued there.
+      c.socket.write(Buffer.alloc(unread, 'q'));
+      await new Promise((res) => setTimeout(res, 100));
+      // Counter bytes, so a lost or reordered piece shows; written until the engine's end is full.
+      const pattern = (from: number, n: number) => {
+        const b = Buffer.allocUnsafe(n);
+        for (let i = 0; i < n; i++) b[i] = ((from + i) * 7) % 251;
+        return b;
+      };
+      let sent = 0;
+      for (let quiet = 0; quiet < 3; ) {
+        const n = writeSync(fd.fd, pattern(sent, 64 << 10));
+        sent += n;
+        if (n < 64 << 10) {
+          quiet++;
+          await new Promise((res) => setTimeout(res, 100));
+        } else quiet = 0;
+      }
+      fd.close();
+      await new Promise((res) => setTimeout(res, 100));
+      const got = readAll(c.socket);
+      c.socket.resume();
+      const all = await got;
+      expect(all.length).toBe(sent);
+      expect(all.equals(pattern(0, sent))).toBe(true);
+      c.socket.destroy();
+    }, 30_000);
+  }
 });
 
 describe('NativeTlsEngine: control', () => {

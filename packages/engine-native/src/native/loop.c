@@ -467,6 +467,16 @@ static void tls_blocked(conn *c, uint32_t *slot, int sslerr) {
   c->tls_ready &= ~*slot;
 }
 
+// The backend's end refused bytes (EPIPE/ECONNRESET: it closed): it will never read again, so
+// what the client sends from now on is dropped, while what the backend wrote before it closed
+// still goes to the client (its last answer, e.g. to LOGOUT).
+static void backend_gone(conn *c) {
+  free(c->c2b.data);
+  c->c2b = (relay_buf){0};
+  c->c2b_dead = 1;
+  c->plain_wr_shut = 1;
+}
+
 // One pass of moving bytes; returns 1 if anything moved, 0 if nothing could, -1 if the
 // connection was closed.
 static int relay_once(loop *L, conn *c) {
@@ -482,8 +492,8 @@ static int relay_once(loop *L, conn *c) {
     } else if (n < 0 && errno == EAGAIN) {
       c->plain_ready &= ~(uint32_t)EPOLLOUT;
     } else if (n < 0 && errno != EINTR) {
-      conn_end(L, c, "backend closed");
-      return -1;
+      backend_gone(c);
+      progress = 1;
     }
   }
   if (!c->c2b.len && !c->client_eof && may(c->tls_ready, c->rd_want)) {
@@ -494,10 +504,12 @@ static int relay_once(loop *L, conn *c) {
       c->rd_want = 0;
       c->bytes_in += (uint64_t)r;
       progress = 1;
-      ssize_t n = (c->plain_ready & EPOLLOUT) ? send(c->plain_fd, s, (size_t)r, MSG_NOSIGNAL) : 0;
+      ssize_t n = c->c2b_dead                     ? r
+                  : (c->plain_ready & EPOLLOUT) ? send(c->plain_fd, s, (size_t)r, MSG_NOSIGNAL)
+                                                : 0;
       if (n < 0 && errno != EAGAIN && errno != EINTR) {
-        conn_end(L, c, "backend closed");
-        return -1;
+        backend_gone(c);
+        n = r;
       }
       if (n < 0) {
         if (errno == EAGAIN) c->plain_ready &= ~(uint32_t)EPOLLOUT;
