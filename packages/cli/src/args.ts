@@ -10,6 +10,9 @@ export interface CliArgs {
   cert: string[];
   workers?: number;
   poolSocket?: string;
+  /** The embedded TLS engine: 'node' (node:tls, the default) or 'native' (@tlsproxy/engine-native). */
+  engine: 'node' | 'native';
+  engineThreads?: number;
   key: string[];
   ca?: string;
   clientCert: 'none' | 'optional' | 'required';
@@ -31,6 +34,9 @@ export const USAGE = `Usage: tlsproxy --dialect NAME --listen HOST:PORT --backen
   --backend unix:/PATH    backend socket (a server using @tlsproxy/backend)
   --cert FILE --key FILE  certificate chain and key (PEM); repeat for more identities (chosen by SNI)
   --pool-socket PATH      use a tlspool daemon on PATH instead of an embedded TLS engine
+  --engine node|native    the embedded TLS engine: node:tls (default) or the native engine in C
+                          (@tlsproxy/engine-native: handshake and relay on its own threads)
+  --engine-threads N      the native engine's event-loop threads (default: one per core)
                           (the keys live there; --cert/--key are then not needed here)
   --ca FILE               CAs trusted for client certificates
   --client-cert MODE      none (default) | optional | required
@@ -74,6 +80,8 @@ export function parseCli(argv: string[]): CliArgs | 'help' {
         key: { type: 'string', multiple: true },
         ca: { type: 'string' },
         'pool-socket': { type: 'string' },
+        engine: { type: 'string' },
+        'engine-threads': { type: 'string' },
         'client-cert': { type: 'string' },
         handoff: { type: 'string' },
         hostname: { type: 'string' },
@@ -141,11 +149,24 @@ export function parseCli(argv: string[]): CliArgs | 'help' {
     options,
     logLevel: logLevel as CliArgs['logLevel'],
     logFormat: values['log-format'] === 'json' ? 'json' : 'text',
+    engine: 'node',
   };
   if (values.workers !== undefined) {
     const n = Number(values.workers);
     if (!Number.isInteger(n) || n < 1 || n > 256) throw new UsageError('--workers must be 1..256');
     out.workers = n;
+  }
+  const engine = (values.engine ?? 'node') as string;
+  if (!['node', 'native'].includes(engine)) throw new UsageError('--engine must be node or native');
+  out.engine = engine as CliArgs['engine'];
+  if (engine === 'native' && values['pool-socket'])
+    throw new UsageError('--engine is for the embedded engine: a tlspool daemon runs its own');
+  if (values['engine-threads'] !== undefined) {
+    const n = Number(values['engine-threads']);
+    if (!Number.isInteger(n) || n < 1 || n > 256)
+      throw new UsageError('--engine-threads must be 1..256');
+    if (engine !== 'native') throw new UsageError('--engine-threads goes with --engine native');
+    out.engineThreads = n;
   }
   if (values.ca) out.ca = values.ca as string;
   if (values['pool-socket']) out.poolSocket = values['pool-socket'] as string;

@@ -33,6 +33,8 @@ export interface ConfigFile {
     minVersion?: 'TLSv1.2' | 'TLSv1.3';
   };
   pool?: { socket?: string; allowUids?: number[] };
+  engine?: 'node' | 'native';
+  engineThreads?: number;
   backendUids?: number[];
   backends?: Record<string, BackendSpec>;
   listeners: Array<
@@ -49,6 +51,9 @@ export interface LoadedConfig {
   file: string;
   raw: ConfigFile;
   pool: ProxyOptions['pool'];
+  /** The embedded engine: node:tls (default) or the native one. */
+  engine: 'node' | 'native';
+  engineThreads?: number;
   listeners: ListenerConfig[];
   logging: { level: 'debug' | 'info' | 'warn' | 'error'; format: 'json' | 'text' };
   metrics?: { listen: string };
@@ -271,11 +276,19 @@ export function loadConfig(file: string): LoadedConfig {
     return { ...l, dialect, backend } as ListenerConfig;
   });
 
+  if (raw.engine === 'native' && raw.pool?.socket)
+    problems.push(
+      `${file}: engine: native is for the embedded engine; a tlspool daemon runs its own`,
+    );
+  if (raw.engineThreads !== undefined && raw.engine !== 'native')
+    problems.push(`${file}: engineThreads goes with engine: native`);
   if (problems.length > 0) throw new ConfigError(problems);
   return {
     file,
     raw,
     pool,
+    engine: raw.engine ?? 'node',
+    ...(raw.engineThreads !== undefined ? { engineThreads: raw.engineThreads } : {}),
     listeners,
     logging: { level: raw.logging?.level ?? 'info', format: raw.logging?.format ?? 'json' },
     ...(raw.metrics?.listen ? { metrics: { listen: raw.metrics.listen } } : {}),

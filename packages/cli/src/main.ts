@@ -11,6 +11,7 @@ import {
 } from '@tlsproxy/core';
 import { type CliArgs, parseCli, USAGE, UsageError } from './args.js';
 import { ConfigError, type LoadedConfig, loadConfig } from './config.js';
+import { embeddedEngine } from './engine.js';
 import { describeLimits, perWorker } from './limits.js';
 import { preflight, reportPreflight } from './preflight.js';
 import { ConfigRunner } from './run-config.js';
@@ -43,14 +44,18 @@ export async function start(args: CliArgs): Promise<TlsProxy> {
   }));
   const proxy = new TlsProxy({
     logger,
-    pool: args.poolSocket
-      ? { socket: args.poolSocket }
-      : {
-          identities,
-          clientCert: args.clientCert,
-          ...(args.ca ? { ca: read(args.ca, '--ca') } : {}),
-          ...(args.alpn.length > 0 ? { alpn: args.alpn } : {}),
-        },
+    pool: await embeddedEngine(
+      args.engine,
+      args.poolSocket
+        ? { socket: args.poolSocket }
+        : {
+            identities,
+            clientCert: args.clientCert,
+            ...(args.ca ? { ca: read(args.ca, '--ca') } : {}),
+            ...(args.alpn.length > 0 ? { alpn: args.alpn } : {}),
+          },
+      args.engineThreads,
+    ),
   });
   let listen = args.listen;
   if (!listen) {
@@ -172,6 +177,7 @@ export async function main(argv: string[]): Promise<number> {
           ...(l.limits ? { limits: l.limits } : {}),
         })),
         listen: c.listeners.map((l, i) => ({ name: `${file}: listeners.${i}`, listen: l.listen })),
+        engine: c.engine,
       });
       if (problems.length > 0) {
         reportPreflight(problems);
@@ -226,6 +232,7 @@ export async function main(argv: string[]): Promise<number> {
         key: args.key[i]!,
       })),
       ...(args.listen ? { listen: [{ name: '--listen', listen: args.listen }] } : {}),
+      engine: args.engine,
     });
     if (problems.length > 0) {
       reportPreflight(problems);

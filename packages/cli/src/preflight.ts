@@ -20,6 +20,8 @@ export interface PreflightInput {
   identities?: Array<{ name: string; cert: string; key: string }>;
   /** Addresses to be bound ('host:port', '[v6]:port', a port; systemd: ones are skipped). */
   listen?: Array<{ name: string; listen: string | number }>;
+  /** The embedded engine asked for: 'native' must load (its addon, the OpenSSL symbols in node). */
+  engine?: 'node' | 'native';
 }
 
 /** Host and port of a listen spec as core's parseListen reads it; undefined for systemd: or port 0. */
@@ -57,6 +59,16 @@ export async function preflight(input: PreflightInput): Promise<string[]> {
     b.close();
   } catch (err) {
     problems.push(`the native addon @tlsproxy/fdpass cannot load: ${firstLine(err)}`);
+  }
+  if (input.engine === 'native') {
+    try {
+      const native = await import('@tlsproxy/engine-native');
+      native.binding();
+    } catch (err) {
+      problems.push(
+        `engine: native cannot load (${firstLine(err)}); use engine: node (node:tls) instead`,
+      );
+    }
   }
   const loaded = new Map<string, Dialect<unknown> | undefined>();
   for (const l of input.listeners) {

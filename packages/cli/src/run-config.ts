@@ -14,6 +14,7 @@ import {
 } from '@tlsproxy/core';
 import type { EngineOptions } from '@tlsproxy/pool';
 import { ConfigError, type LoadedConfig, loadConfig } from './config.js';
+import { embeddedEngine } from './engine.js';
 import { perWorker, SPLIT_OVER_WORKERS } from './limits.js';
 import { isWorker, workerShare } from './workers.js';
 
@@ -59,7 +60,7 @@ export class ConfigRunner {
     // In a worker the primary serves /metrics with the sum over all workers: only collect here.
     const worker = isWorker();
     const proxy = new TlsProxy({
-      pool: config.pool,
+      pool: await embeddedEngine(config.engine, config.pool, config.engineThreads),
       logger: log,
       ...(config.backendUids ? { backendUids: config.backendUids } : {}),
       ...(config.metrics ? { metrics: worker ? {} : { listen: config.metrics.listen } } : {}),

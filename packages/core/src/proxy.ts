@@ -339,13 +339,15 @@ export class TlsProxy {
 
   /** New certificates and TLS defaults for the embedded engine; established sessions keep theirs. */
   reloadPool(options: EngineOptions): void {
-    if (!(this.pool instanceof TlsEngine)) {
+    // Any engine in this process that can reload (node:tls, native); a daemon reloads itself.
+    const engine = this.pool as TlsEngineApi & { reload?: (o: EngineOptions) => void };
+    if (this.pool instanceof RemoteTlsEngine || typeof engine.reload !== 'function') {
       throw new CoreError(
         'TLSPROXY_ERR_CONFIG',
         'the TLS engine runs in its own process: reload it there',
       );
     }
-    this.pool.reload(options);
+    engine.reload(options);
   }
 
   /**
@@ -357,8 +359,12 @@ export class TlsProxy {
     // what the wait below is for, so do not await it here.
     for (const l of this.listeners) l.server.close();
     const deadline = Date.now() + timeoutMs;
-    const busy = () =>
-      this.#sessions.size > 0 || (this.pool instanceof TlsEngine && this.pool.sessionCount > 0);
+    // Relayed sessions of an engine in this process (node:tls or native) are waited for too.
+    const live = () => (this.pool as { sessionCount?: unknown }).sessionCount;
+    const busy = () => {
+      const n = live();
+      return this.#sessions.size > 0 || (typeof n === 'number' && n > 0);
+    };
     while (busy() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
     await this.close();
   }
