@@ -43,6 +43,7 @@ cd "$work/app"
 npm init -y >/dev/null
 npm install --no-audit --no-fund --silent \
   "$(tgz cli)" "$(tgz core)" "$(tgz pool)" "$(tgz backend)" "$(tgz handoff)" "$(tgz fdpass)" \
+  "$(tgz engine-native)" \
   "$(tgz dialect-kit)" "$(tgz dialect-imap)"
 [ ! -L node_modules/@tlsproxy/core ] || { echo "workspace link, not a tarball"; exit 1; }
 npx tlsproxy --help >/dev/null
