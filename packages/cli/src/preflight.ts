@@ -63,7 +63,7 @@ export async function preflight(input: PreflightInput): Promise<string[]> {
   if (input.engine === 'native') {
     try {
       const native = await import('@tlsproxy/engine-native');
-      native.binding();
+      native.checkNative();
     } catch (err) {
       problems.push(
         `engine: native cannot load (${firstLine(err)}); use engine: node (node:tls) instead`,

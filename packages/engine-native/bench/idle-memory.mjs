@@ -40,8 +40,7 @@ if (process.argv[4] === 'child') {
       keep.push(b, r.controlKey);
     });
   });
-  const { binding } = await import('../dist/index.js');
-  const mallocBytes = () => binding().mallocBytes();
+  const { mallocBytes } = await import('../dist/index.js');
   server.listen(0, '127.0.0.1', () => {
     globalThis.gc?.();
     process.send({

@@ -9,4 +9,4 @@ export {
 } from './engine.js';
 export type { NativeEngineErrorCode } from './errors.js';
 export { NativeEngineError } from './errors.js';
-export { binding } from './loader.js';
+export { checkNative, mallocBytes, opensslVersion } from './probe.js';

@@ -2,7 +2,7 @@
 // numbers. Each call either returns or throws a JS error; none may crash the process.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { binding } from '../src/index.js';
+import { binding } from '../src/loader.js';
 import type { NativeBinding } from '../src/native.js';
 import { certs } from './helpers.js';
 

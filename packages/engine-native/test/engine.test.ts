@@ -4,7 +4,8 @@ import tls from 'node:tls';
 import { writeSync } from '@tlsproxy/fdpass';
 import type { HandshakeResult } from '@tlsproxy/pool';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { binding, NativeTlsEngine } from '../src/index.js';
+import { NativeTlsEngine } from '../src/index.js';
+import { binding } from '../src/loader.js';
 import {
   certs,
   client,
