@@ -13,8 +13,11 @@ import {
   type EngineOptions,
   type HandshakeRequest,
   type HandshakeResult,
+  isResourceError,
   type NegotiatedInfo,
   PoolError,
+  identityFromCertificate as poolIdentity,
+  TLS12_CIPHERS,
   type TlsEngineApi,
 } from '@tlsproxy/pool';
 import { NativeEngineError } from './errors.js';
@@ -27,18 +30,8 @@ import type {
   StoreHandle,
 } from './native.js';
 
-/** The same list as @tlsproxy/pool's identities.ts (Mozilla "intermediate" + TLS 1.3). */
-export const DEFAULT_CIPHERS = [
-  'TLS_AES_128_GCM_SHA256',
-  'TLS_AES_256_GCM_SHA384',
-  'TLS_CHACHA20_POLY1305_SHA256',
-  'ECDHE-ECDSA-AES128-GCM-SHA256',
-  'ECDHE-RSA-AES128-GCM-SHA256',
-  'ECDHE-ECDSA-AES256-GCM-SHA384',
-  'ECDHE-RSA-AES256-GCM-SHA384',
-  'ECDHE-ECDSA-CHACHA20-POLY1305',
-  'ECDHE-RSA-CHACHA20-POLY1305',
-].join(':');
+/** The same suites as the node:tls engine (@tlsproxy/pool's TLS12_CIPHERS: Mozilla "intermediate" + TLS 1.3). */
+export const DEFAULT_CIPHERS = TLS12_CIPHERS;
 
 export interface NativeEngineOptions extends EngineOptions {
   /** Event-loop threads; default one per core. */
@@ -70,9 +63,6 @@ const POLICY: ReadonlyMap<ClientCertPolicy, 0 | 1 | 2> = new Map([
   ['required', 2],
 ]);
 
-// Running out of these ends one connection with pool's RESOURCES code, as the node engine does.
-const RESOURCE_ERRNOS = new Set(['EMFILE', 'ENFILE', 'ENOMEM', 'ENOBUFS']);
-
 // setTimeout's ceiling, as pool caps its deadlines: longer means "practically never" anyway.
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -97,26 +87,9 @@ function alpnWire(list: string[] | undefined): Buffer | null {
   return Buffer.concat(parts);
 }
 
-function dn(s: string): string {
-  return s.split('\n').filter(Boolean).join(', ');
-}
-
 /** The verified client certificate as @tlsproxy/pool's clientIdentity() describes it. */
 export function identityFromCertificate(der: Buffer): ClientIdentity {
-  const x = new X509Certificate(der);
-  const san = { dns: [] as string[], email: [] as string[], uri: [] as string[] };
-  for (const part of (x.subjectAltName ?? '').split(/,\s*/)) {
-    if (part.startsWith('DNS:')) san.dns.push(part.slice(4));
-    else if (part.startsWith('email:')) san.email.push(part.slice(6));
-    else if (part.startsWith('URI:')) san.uri.push(part.slice(4));
-  }
-  return {
-    subject: dn(x.subject),
-    issuer: dn(x.issuer),
-    san,
-    fingerprint256: x.fingerprint256,
-    certificate: x.toString(),
-  };
+  return poolIdentity(new X509Certificate(der));
 }
 
 function pemText(v: string | Buffer | Array<string | Buffer>): string {
@@ -288,11 +261,9 @@ export class NativeTlsEngine implements TlsEngineApi {
         d = detachSocket(input);
       } catch (err) {
         input.destroy();
-        const code = (err as { sysCode?: string }).sysCode;
+        // Running out of descriptors or memory ends this one connection, as in the node engine.
         throw new PoolError(
-          code && RESOURCE_ERRNOS.has(code)
-            ? 'TLSPROXY_ERR_POOL_RESOURCES'
-            : 'TLSPROXY_ERR_POOL_HANDSHAKE',
+          isResourceError(err) ? 'TLSPROXY_ERR_POOL_RESOURCES' : 'TLSPROXY_ERR_POOL_HANDSHAKE',
           `cannot take the connection: ${(err as Error).message}`,
           { cause: err },
         );

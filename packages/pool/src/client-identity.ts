@@ -1,3 +1,4 @@
+import type { X509Certificate } from 'node:crypto';
 import type tls from 'node:tls';
 
 export interface ClientIdentity {
@@ -25,6 +26,12 @@ export function clientIdentity(socket: tls.TLSSocket): ClientIdentity | null {
   if (!peerVerified(socket)) return null;
   const x = socket.getPeerX509Certificate();
   if (!x) return null;
+  return identityFromCertificate(x);
+}
+
+/** The identity a certificate names (subject, issuer, subjectAltName, fingerprint, PEM); used by
+ * both engines once the certificate is verified. */
+export function identityFromCertificate(x: X509Certificate): ClientIdentity {
   const san = { dns: [] as string[], email: [] as string[], uri: [] as string[] };
   for (const part of (x.subjectAltName ?? '').split(/,\s*/)) {
     if (part.startsWith('DNS:')) san.dns.push(part.slice(4));

@@ -1,7 +1,7 @@
 // @tlsproxy/pool: the TLS engine (the "TLS Pool" role) on node:tls.
 
 export type { ClientIdentity } from './client-identity.js';
-export { clientIdentity } from './client-identity.js';
+export { clientIdentity, identityFromCertificate } from './client-identity.js';
 export type { DaemonOptions } from './daemon.js';
 export { PoolDaemon } from './daemon.js';
 export type {
@@ -15,9 +15,9 @@ export type {
 } from './engine.js';
 export { TlsEngine } from './engine.js';
 export type { PoolErrorCode } from './errors.js';
-export { PoolError } from './errors.js';
+export { isResourceError, PoolError } from './errors.js';
 export type { ContextOptions, Identity, IdentityConfig } from './identities.js';
-export { certificateNames, IdentityStore } from './identities.js';
+export { certificateNames, IdentityStore, TLS12_CIPHERS } from './identities.js';
 export { poolProtocol } from './protocol.js';
 export type { RemoteOptions } from './remote.js';
 export { RemoteTlsEngine } from './remote.js';
