@@ -223,4 +223,103 @@ export interface Dialect<O = Record<string, unknown>> {
   backendReplay?: (
     state: Record<string, unknown>,
   ) => { send: Uint8Array; reply: (data: Uint8Array) => number | null } | null;
+  /**
+   * The client role (`role: client`): speak this protocol to a server up to STARTTLS as a
+   * client. Absent: the dialect is server-side only.
+   */
+  // biome-ignore lint/suspicious/noExplicitAny: each dialect's client has its own option type
+  client?: ClientDialect<any>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client role (issue 18): the proxy accepts a plaintext connection from a local client,
+// connects to a real server, speaks the server's preamble up to STARTTLS as a client, runs the
+// TLS client handshake (server certificate verified: chain and name), and then relays the local
+// client's bytes through TLS. The same sans-I/O shape as the server side: bytes from the SERVER
+// in, actions out. The local client's bytes are not read until TLS is up (the engine pauses
+// them), so a client dialect never sees them.
+
+/**
+ * The server gave the go-ahead for TLS (IMAP `OK`, POP3 `+OK`, SMTP `220`, LDAP success,
+ * XMPP `<proceed/>`, HTTP `101`): the engine starts the TLS client handshake on the server
+ * connection now. The dialect consumed exactly the go-ahead. If the same read carried bytes
+ * after it — plaintext the server (or a man in the middle) sent that would otherwise be taken
+ * as if it had come over TLS, the response-injection attack class — the dialect returns a
+ * `close` instead of this, never a `starttls`.
+ */
+export interface ClientStartTlsAction {
+  type: 'starttls';
+  /**
+   * Written to the local client once the handshake succeeded and the server's certificate was
+   * verified, before any relayed byte. Per dialect and documented: IMAP/POP3/SMTP the server's
+   * greeting (what stunnel's client mode forwards; IMAP without its pre-TLS CAPABILITY code,
+   * which would advertise STARTTLS/LOGINDISABLED to a client that will never see TLS), empty for
+   * LDAP, XMPP (the local client opens its own stream inside) and HTTP Upgrade.
+   */
+  toLocal: Uint8Array;
+  /** For logs: what was learnt before TLS (e.g. `{ capabilities: [...] }`). */
+  state: Record<string, unknown>;
+}
+
+/**
+ * No TLS: STARTTLS not offered, refused, a timeout, bytes after the go-ahead, or a reply out of
+ * protocol. The engine writes `data` to the server if any (a polite `LOGOUT`/`QUIT`), writes
+ * `toLocal` to the local client if any (the protocol's own error, e.g. IMAP `* BYE`, SMTP `421`),
+ * closes both and logs `reason`. There is never a silent plaintext fallback.
+ */
+export interface ClientCloseAction {
+  type: 'close';
+  data?: Uint8Array;
+  toLocal?: Uint8Array;
+  reason: string;
+}
+
+/**
+ * An explicit, opt-in plaintext fallback (SMTP's Postfix `may` policy, off by default): the
+ * server does not offer STARTTLS and the dialect's options allow going on without TLS. The
+ * engine writes `toLocal` to the local client and relays in plaintext, with a warning log line.
+ */
+export interface ClientPlaintextAction {
+  type: 'plaintext';
+  toLocal: Uint8Array;
+  reason: string;
+}
+
+/** What a client-side session returns: `send` writes to the SERVER. */
+export type ClientAction =
+  | SendAction
+  | ClientStartTlsAction
+  | ClientCloseAction
+  | ClientPlaintextAction
+  | TimerAction
+  | LogAction;
+
+export interface ClientDialectSession {
+  /** Called once when the server connection is up: LDAP/XMPP/HTTP send first; IMAP/POP3/SMTP
+   * usually only set a timer and wait for the greeting. */
+  start(now: number): ClientAction[];
+  /** Bytes from the server, in any chunking. Must never throw on peer input. */
+  receive(data: Uint8Array, now: number): ClientAction[];
+  /** A deadline set with a timer action has passed (a silent server: close). */
+  timer(now: number): ClientAction[];
+  /** The server closed its sending side before the go-ahead. */
+  eof?(now: number): ClientAction[];
+}
+
+export interface ClientContext<O = Record<string, unknown>> {
+  options: O;
+  limits: Readonly<Record<string, number>>;
+  /** Our own name, for SMTP `EHLO` and XMPP `from` (configured, or the machine's). */
+  hostname: string;
+  /** The server's name: XMPP stream `to`, HTTP `Host`; the certificate is checked against it. */
+  serverName: string;
+  /** Unique per connection, for logs and ids; never a secret. */
+  connectionId: string;
+}
+
+/** A dialect's client side (`Dialect.client`): options and limits as data, like the server's. */
+export interface ClientDialect<O = Record<string, unknown>> {
+  options: Record<string, OptionSpec>;
+  limits: Record<string, LimitSpec>;
+  create(context: ClientContext<O>): ClientDialectSession;
 }

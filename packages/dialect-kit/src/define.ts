@@ -49,6 +49,16 @@ export function dialectProblems(value: unknown): string[] {
   if (d.backendReplay !== undefined && typeof d.backendReplay !== 'function') {
     out.push('backendReplay, when present, must be a function (state) => { send, reply } | null');
   }
+  if (d.client !== undefined) {
+    const c = d.client as Record<string, unknown> | null;
+    if (typeof c !== 'object' || c === null || typeof c.create !== 'function') {
+      out.push('client, when present, must be an object with create(context)');
+    } else if (typeof c.options !== 'object' || c.options === null) {
+      out.push('client.options must be an object (may be empty)');
+    } else if (typeof c.limits !== 'object' || c.limits === null) {
+      out.push('client.limits must be an object (may be empty)');
+    }
+  }
   const ports = d.defaultPorts as Record<string, unknown> | undefined;
   if (typeof ports !== 'object' || ports === null) {
     out.push('defaultPorts must be an object { starttls?, implicit? }');

@@ -75,9 +75,47 @@ export interface HandshakeResult {
 
 export type ControlOp = 'info' | 'exporter' | 'renegotiate' | 'close';
 
+/**
+ * The client role (issue 18): a TLS client handshake on a connected socket whose plaintext
+ * preamble (up to the server's STARTTLS go-ahead) is done. The server's certificate is verified
+ * (chain against `ca`, name against `serverName`), always: a failed verification rejects the promise with TLSPROXY_ERR_POOL_VERIFY and a reason.
+ */
+export interface ConnectRequest {
+  /** SNI and the name the server's certificate must match (DNS name or IP address). */
+  serverName: string;
+  /** Trusted CAs as PEM text; absent: Node's bundled roots (tls.rootCertificates). */
+  ca?: string;
+  /**
+   * Name of an identity the engine was configured with, presented as the client certificate.
+   * Only a name crosses to the engine, so with the tlspool daemon the key never enters the
+   * requesting process.
+   */
+  clientIdentity?: string;
+  alpn?: string[];
+  /** Lowest protocol version accepted; default TLSv1.2. */
+  minVersion?: 'TLSv1.2' | 'TLSv1.3';
+  handshakeTimeoutMs?: number;
+  idleTimeoutMs?: number;
+  connectionId?: string;
+  onEnd?: () => void;
+}
+
+/** The server's verified identity (same shape as a client identity). */
+export type ServerIdentity = ClientIdentity;
+
+export interface ConnectResult {
+  /** The plaintext end for the application (the engine keeps the other end and relays). */
+  plaintext: OwnedFd;
+  /** 16 random bytes; present it to control() to act on this session. */
+  controlKey: Buffer;
+  info: Omit<NegotiatedInfo, 'clientIdentity'> & { serverIdentity: ServerIdentity };
+}
+
 /** What the proxy needs from a TLS engine, in-process or in the tlspool daemon. */
 export interface TlsEngineApi {
   handshake(socket: net.Socket | OwnedFd, request?: HandshakeRequest): Promise<HandshakeResult>;
+  /** The client side (issue 18); engines without it refuse `role: client`. */
+  connect?(socket: net.Socket | OwnedFd, request: ConnectRequest): Promise<ConnectResult>;
   control(key: Buffer | string, op: ControlOp, args?: Record<string, unknown>): Promise<unknown>;
   close(): Promise<void>;
   /** DNS names the engine has certificates for, when it knows them. */

@@ -6,11 +6,14 @@ export type { DaemonOptions } from './daemon.js';
 export { PoolDaemon } from './daemon.js';
 export type {
   ClientCertPolicy,
+  ConnectRequest,
+  ConnectResult,
   ControlOp,
   EngineOptions,
   HandshakeRequest,
   HandshakeResult,
   NegotiatedInfo,
+  ServerIdentity,
   TlsEngineApi,
 } from './engine.js';
 export { TlsEngine } from './engine.js';
