@@ -3,11 +3,18 @@
 // object's prototype. No fast-check here: properties pass their own arbitraries, so this
 // subpath needs nothing beyond the kit.
 import assert from 'node:assert/strict';
+import type { Duplex } from 'node:stream';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { latin1 } from './bytes.js';
+import { concat, latin1 } from './bytes.js';
 import type {
   Action,
+  ClientAction,
+  ClientCloseAction,
+  ClientContext,
+  ClientDialectSession,
+  ClientPlaintextAction,
+  ClientStartTlsAction,
   CloseAction,
   Dialect,
   DialectSession,
@@ -338,4 +345,167 @@ export function checkActions(actions: readonly Action[], checks: ActionChecks = 
         assert.fail(`unexpected action ${(a as Action).type}`);
     }
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client role (issue 18): the same kit for client-side sessions, whose input is the
+// SERVER's bytes and whose `send` actions write to the server.
+
+/** A client context for tests: our name `client.example`, the server `server.example`. */
+export function clientContext<O>(
+  options: O,
+  limits: Record<string, number> = {},
+  extra: Partial<ClientContext<O>> = {},
+): ClientContext<O> {
+  return {
+    options,
+    limits,
+    hostname: 'client.example',
+    serverName: 'server.example',
+    connectionId: 'c1',
+    ...extra,
+  };
+}
+
+/** The action that ends a client preamble: starttls, close or plaintext. */
+export type ClientOutcome = ClientStartTlsAction | ClientCloseAction | ClientPlaintextAction;
+
+const isOutcome = (a: ClientAction): a is ClientOutcome =>
+  a.type === 'starttls' || a.type === 'close' || a.type === 'plaintext';
+
+/** The first starttls, close or plaintext action, or undefined while the preamble goes on. */
+export function clientOutcome(actions: readonly ClientAction[]): ClientOutcome | undefined {
+  return actions.find(isOutcome);
+}
+
+/** Everything written to the SERVER: send data and a close's `data`, in order. */
+export function toServer(actions: readonly ClientAction[]): Uint8Array {
+  const parts: Uint8Array[] = [];
+  for (const a of actions) {
+    if (a.type === 'send') parts.push(a.data);
+    if (a.type === 'close' && a.data) parts.push(a.data);
+  }
+  return concat(parts);
+}
+
+/** What a client session did with a server script. */
+export interface ClientFeed {
+  /** The actions start() returned. */
+  started: ClientAction[];
+  /** Every action after start(), in order. */
+  actions: ClientAction[];
+  /** The first starttls, close or plaintext action (after start, or from it). */
+  outcome: ClientOutcome | undefined;
+  /** Everything written to the server, start() included, decoded with `decode` (latin1). */
+  sent: string;
+  /** Actions returned by receive() calls after the outcome (a session should return none). */
+  after: ClientAction[];
+}
+
+/**
+ * Start a client session at time 0 and feed it the server's `chunks`. Chunks after the outcome
+ * are still fed (their actions go to `after`), so a test sees a session that keeps talking.
+ */
+export function feedClient(
+  session: ClientDialectSession,
+  chunks: readonly (string | Uint8Array)[],
+  codec: { encode?: (s: string) => Uint8Array; decode?: (b: Uint8Array) => string } = {},
+): ClientFeed {
+  const encode = codec.encode ?? enc;
+  const started = session.start(0);
+  const actions: ClientAction[] = [];
+  const after: ClientAction[] = [];
+  let outcome = clientOutcome(started);
+  for (const c of chunks) {
+    const acts = session.receive(typeof c === 'string' ? encode(c) : c, 0);
+    if (outcome !== undefined) after.push(...acts);
+    else {
+      actions.push(...acts);
+      outcome = clientOutcome(acts);
+    }
+  }
+  const sent = (codec.decode ?? dec)(toServer([...started, ...actions]));
+  return { started, actions, outcome, sent, after };
+}
+
+/** What `runClientSession` saw. */
+export interface ClientRun {
+  /** How the preamble ended. A socket error or an end the session did not answer is a close
+   * whose reason starts with "driver:". */
+  outcome: ClientOutcome;
+  /** Every action the session returned, start() included, in order. */
+  actions: ClientAction[];
+  /** Every octet written to the server (a close's `data` included). */
+  sent: Uint8Array;
+  /** Every octet received from the server. */
+  received: Uint8Array;
+}
+
+/**
+ * Run a client session over a connected (or connecting) stream to a real server, the way the
+ * engine does: start(), then each read goes to receive(), timers are real timers on `now`'s
+ * clock (Date.now), the server's end goes to eof(). On starttls or plaintext the driver lets go
+ * of the socket (its listeners removed, paused) so the caller can run `tls.connect({ socket })`
+ * on it; on close it writes `data` and ends the socket. Never rejects.
+ */
+export function runClientSession(
+  session: ClientDialectSession,
+  socket: Duplex,
+  opts: { now?: () => number } = {},
+): Promise<ClientRun> {
+  const now = opts.now ?? Date.now;
+  const actions: ClientAction[] = [];
+  const sent: Uint8Array[] = [];
+  const received: Uint8Array[] = [];
+  return new Promise<ClientRun>((resolve) => {
+    let done = false;
+    let timeout: ReturnType<typeof setTimeout> | undefined;
+    const finish = (outcome: ClientOutcome) => {
+      done = true;
+      clearTimeout(timeout);
+      socket.off('data', onData);
+      socket.off('end', onEnd);
+      socket.off('error', onError);
+      socket.pause();
+      if (outcome.type === 'close') {
+        if (outcome.data) sent.push(outcome.data);
+        // A reset after our end is no news: the outcome is decided.
+        socket.on('error', () => {});
+        if (!socket.destroyed) socket.end(outcome.data);
+      }
+      resolve({ outcome, actions, sent: concat(sent), received: concat(received) });
+    };
+    const apply = (acts: ClientAction[]) => {
+      if (done) return;
+      actions.push(...acts);
+      for (const a of acts) {
+        if (a.type === 'send') {
+          sent.push(a.data);
+          socket.write(a.data);
+        } else if (a.type === 'timer') {
+          clearTimeout(timeout);
+          timeout = setTimeout(() => apply(session.timer(now())), Math.max(0, a.at - now()));
+        } else if (isOutcome(a)) {
+          finish(a);
+          return;
+        }
+      }
+    };
+    const onData = (chunk: Buffer) => {
+      const bytes = new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength).slice();
+      received.push(bytes);
+      apply(session.receive(bytes, now()));
+    };
+    const onEnd = () => {
+      apply(session.eof?.(now()) ?? []);
+      if (!done) finish({ type: 'close', reason: 'driver: the server closed the connection' });
+    };
+    const onError = (err: Error) => {
+      if (!done) finish({ type: 'close', reason: `driver: socket error: ${err.message}` });
+    };
+    socket.on('data', onData);
+    socket.on('end', onEnd);
+    socket.on('error', onError);
+    apply(session.start(now()));
+  });
 }
