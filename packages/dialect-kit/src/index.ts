@@ -7,5 +7,6 @@ export * from './contract.js';
 export * from './define.js';
 export type { DialectErrorOptions, TlsproxyErrorOptions } from './errors.js';
 export { DialectError, isErrorWithPrefix, isTlsProxyError, TlsproxyError } from './errors.js';
+export * from './framing.js';
 export * from './lines.js';
 export { loadDialect } from './load.js';
