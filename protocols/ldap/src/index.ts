@@ -8,6 +8,7 @@ import {
   readOptions,
   type SessionContext,
 } from '@tlsproxy/dialect-kit';
+import { client } from './client.js';
 import { noticeOfDisconnection, RESULT } from './messages.js';
 import { LdapSession, type SessionConfig } from './session.js';
 
@@ -111,6 +112,7 @@ export const dialect: Dialect<Partial<LdapOptions>> = {
   options,
   limits,
   create: (context) => new LdapSession(sessionConfig(context)),
+  client,
   // RFC 4511 §4.4.1: the Notice of Disconnection's unavailable (52) says the server is going away.
   // Which limit: per address (Postfix's "too many connections from …") or the whole listener.
   busy: ({ limit }) =>
