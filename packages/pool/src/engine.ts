@@ -2,19 +2,34 @@
 // runs the server side of the handshake, and returns the plaintext end of a socketpair plus a
 // 128-bit control key. After that it alone relays bytes between TLS and the plaintext end.
 // Embedded in the proxy by default; the same interface is served over fdpass by the daemon.
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes, timingSafeEqual, X509Certificate } from 'node:crypto';
 import { writeSync } from 'node:fs';
-import type net from 'node:net';
+import net from 'node:net';
 import tls from 'node:tls';
 import { type OwnedFd, peekPending, socketFd, socketpair } from '@tlsproxy/fdpass';
-import { type ClientIdentity, clientIdentity } from './client-identity.js';
-import { isResourceError, PoolError } from './errors.js';
-import { type ContextOptions, type IdentityConfig, IdentityStore } from './identities.js';
+import { type ClientIdentity, clientIdentity, identityFromCertificate } from './client-identity.js';
+import { isResourceError, PoolError, type VerifyReason } from './errors.js';
+import {
+  type ContextOptions,
+  type IdentityConfig,
+  IdentityStore,
+  TLS12_CIPHERS,
+} from './identities.js';
 
 export type ClientCertPolicy = 'none' | 'optional' | 'required';
 
 export interface EngineOptions extends ContextOptions {
+  /**
+   * Certificates and keys: served by SNI on the server side, presented by name as client
+   * certificates by connect(). At least one, unless `connectOnly`.
+   */
   identities: IdentityConfig[];
+  /**
+   * An engine for the client role only (issue 18): identities may be empty (then connect()
+   * presents no client certificate) and handshake() refuses with TLSPROXY_ERR_POOL_CONFIG.
+   * Without it an empty identity list is a configuration error, as a server needs a certificate.
+   */
+  connectOnly?: boolean;
   /** Default client-certificate policy; 'optional' and 'required' need `ca`. */
   clientCert?: ClientCertPolicy;
   /** Default ALPN protocols offered (server preference order). */
@@ -124,11 +139,19 @@ export interface TlsEngineApi {
   available?(): Promise<boolean>;
 }
 
-interface Session {
-  key: Buffer;
-  tls: tls.TLSSocket;
-  info: NegotiatedInfo;
-}
+/** What connect() reports: the server's verified identity instead of a client's. */
+export type ConnectInfo = ConnectResult['info'];
+
+type Session =
+  | { role: 'server'; key: Buffer; tls: tls.TLSSocket; info: NegotiatedInfo }
+  | { role: 'client'; key: Buffer; tls: tls.TLSSocket; info: ConnectInfo };
+
+/** Protocol versions a connect request may ask for as its minimum. */
+const MIN_VERSIONS: ReadonlySet<string> = new Set(['TLSv1.2', 'TLSv1.3']);
+/** Client contexts kept (by CA, identity and minimum version): most clients use one or two. */
+const CLIENT_CONTEXTS = 32;
+/** Largest CA text a connect request may carry (a few hundred roots). */
+export const MAX_CA_BYTES = 1024 * 1024;
 
 // TLS alert record: content type 21, legacy version 3.3, length 2, fatal (2), unrecognized_name (112).
 const ALERT_UNRECOGNIZED_NAME = Buffer.from([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70]);
@@ -136,8 +159,10 @@ const ALERT_UNRECOGNIZED_NAME = Buffer.from([0x15, 0x03, 0x03, 0x00, 0x02, 0x02,
 const lookupId = (key: Buffer) => createHash('sha256').update(key).digest('hex');
 
 export class TlsEngine implements TlsEngineApi {
-  identities: IdentityStore;
+  #identities: IdentityStore | undefined;
   #options: EngineOptions;
+  /** Secure contexts for connect(), by request settings; emptied on reload. */
+  readonly #clientContexts = new Map<string, tls.SecureContext>();
   // Sessions are found by a hash of the key, then the key itself is compared in constant time:
   // the map lookup leaks nothing useful about the key's bytes.
   readonly #sessions = new Map<string, Session>();
@@ -151,7 +176,17 @@ export class TlsEngine implements TlsEngineApi {
         `clientCert "${options.clientCert}" needs trusted CAs (ca)`,
       );
     }
-    this.identities = new IdentityStore(options.identities, options);
+    this.#identities = storeFor(options);
+  }
+
+  /** The certificates served by SNI (throws TLSPROXY_ERR_POOL_CONFIG for a connect-only engine). */
+  get identities(): IdentityStore {
+    if (!this.#identities)
+      throw new PoolError(
+        'TLSPROXY_ERR_POOL_CONFIG',
+        'this TLS engine has no identities (certificate and key): it can only connect',
+      );
+    return this.#identities;
   }
 
   /**
@@ -166,13 +201,13 @@ export class TlsEngine implements TlsEngineApi {
         `clientCert "${options.clientCert}" needs trusted CAs (ca)`,
       );
     }
-    const identities = new IdentityStore(options.identities, options);
-    this.identities = identities;
+    this.#identities = storeFor(options);
     this.#options = options;
+    this.#clientContexts.clear();
   }
 
   serverNames(): string[] {
-    return this.identities.names();
+    return this.#identities?.names() ?? [];
   }
 
   get sessionCount(): number {
@@ -198,6 +233,13 @@ export class TlsEngine implements TlsEngineApi {
       throw new PoolError(
         'TLSPROXY_ERR_POOL_HANDSHAKE',
         'TLS engine is closed or at its session limit',
+      );
+    }
+    if (!this.#identities || this.#options.connectOnly === true) {
+      socket.destroy();
+      throw new PoolError(
+        'TLSPROXY_ERR_POOL_CONFIG',
+        'this TLS engine only connects (connectOnly): it serves no handshakes',
       );
     }
     const policy = request.clientCert ?? this.#options.clientCert ?? 'none';
@@ -259,14 +301,48 @@ export class TlsEngine implements TlsEngineApi {
       throw err;
     }
 
-    // From here every step can still fail for want of descriptors or memory (socketpair is two
+    let info: NegotiatedInfo;
+    try {
+      info = negotiated(t);
+    } catch (err) {
+      t.destroy();
+      socket.destroy();
+      throw resourceOr(err, 'TLSPROXY_ERR_POOL_HANDSHAKE', 'cannot relay the TLS session');
+    }
+    const { plaintext, key } = this.#establish(
+      t,
+      socket,
+      { role: 'server', info },
+      {
+        onEnd: request.onEnd,
+        onBytes: request.onBytes,
+        idleTimeoutMs,
+      },
+    );
+    return { plaintext, controlKey: key, info };
+  }
+
+  /**
+   * A session whose handshake is done (either role): the socketpair, the control key, and the
+   * relay between TLS and the plaintext end, which the caller gets back. Both sockets are
+   * destroyed (and the error thrown) when a step fails.
+   */
+  #establish(
+    t: tls.TLSSocket,
+    socket: net.Socket,
+    session: { role: 'server'; info: NegotiatedInfo } | { role: 'client'; info: ConnectInfo },
+    options: {
+      onEnd: (() => void) | undefined;
+      onBytes: ((direction: 'in' | 'out', bytes: number) => void) | undefined;
+      idleTimeoutMs: number;
+    },
+  ): { plaintext: OwnedFd; key: Buffer } {
+    // Every step can still fail for want of descriptors or memory (socketpair is two
     // descriptors; wrapping one end registers it with the event loop). Then this connection
     // alone ends: both sockets destroyed, both socketpair ends closed, the caller told why.
     let pair: [OwnedFd, OwnedFd] | undefined;
     let plain: net.Socket | undefined;
-    let info: NegotiatedInfo;
     try {
-      info = negotiated(t);
       pair = socketpair();
       plain = pair[0].toSocket({ allowHalfOpen: true });
     } catch (err) {
@@ -278,18 +354,148 @@ export class TlsEngine implements TlsEngineApi {
     }
     const key = randomBytes(16);
     const id = lookupId(key);
-    this.#sessions.set(id, { key, tls: t, info });
+    this.#sessions.set(id, { ...session, key, tls: t } as Session);
+    const { onEnd, onBytes } = options;
     relay(t, socket, plain, {
       onEnd: () => {
         this.#sessions.delete(id);
         try {
-          request.onEnd?.();
+          onEnd?.();
         } catch {}
       },
-      ...(request.onBytes ? { onBytes: request.onBytes } : {}),
-      idleTimeoutMs,
+      ...(onBytes ? { onBytes } : {}),
+      idleTimeoutMs: options.idleTimeoutMs,
     });
-    return { plaintext: pair[1], controlKey: key, info };
+    return { plaintext: pair[1], key };
+  }
+
+  /**
+   * The client side (issue 18): a TLS client handshake on a connected socket whose plaintext
+   * preamble is done. The server's certificate is always verified: chain against `ca` (or
+   * Node's roots), name against `serverName` with tls.checkServerIdentity (DNS names and IP
+   * addresses). The socket is owned from the call on: closed on every failure.
+   */
+  async connect(input: net.Socket | OwnedFd, request: ConnectRequest): Promise<ConnectResult> {
+    let socket: net.Socket;
+    try {
+      socket = 'toSocket' in input ? input.toSocket({ allowHalfOpen: true }) : input;
+    } catch (err) {
+      throw resourceOr(err, 'TLSPROXY_ERR_POOL_HANDSHAKE', 'cannot take the connection');
+    }
+    socket.allowHalfOpen = true;
+    const fail = (err: PoolError): never => {
+      socket.destroy();
+      throw err;
+    };
+    if (this.#closed || this.#sessions.size >= (this.#options.maxSessions ?? 100_000))
+      fail(
+        new PoolError(
+          'TLSPROXY_ERR_POOL_HANDSHAKE',
+          'TLS engine is closed or at its session limit',
+        ),
+      );
+    const problem = connectRequestProblem(request);
+    if (problem) fail(new PoolError('TLSPROXY_ERR_POOL_CONFIG', problem));
+    const { serverName, alpn } = request;
+    const idleTimeoutMs = request.idleTimeoutMs ?? this.#options.idleTimeoutMs ?? 0;
+    let context: tls.SecureContext;
+    try {
+      context = this.#clientContext(request);
+    } catch (err) {
+      return fail(resourceOr(err, 'TLSPROXY_ERR_POOL_CONFIG', 'cannot set up the TLS client'));
+    }
+    // Set when the name check failed, so that failure is told apart from the chain's.
+    let nameError: Error | undefined;
+    let t: tls.TLSSocket;
+    try {
+      t = tls.connect({
+        socket,
+        secureContext: context,
+        // No SNI for an IP address (RFC 6066 §3: "Literal IPv4 and IPv6 addresses are not
+        // permitted"); the certificate is still checked against the address.
+        ...(net.isIP(serverName) ? {} : { servername: serverName }),
+        ...(alpn && alpn.length > 0 ? { ALPNProtocols: alpn } : {}),
+        // Verification is not optional: an unverified server is a failed handshake.
+        rejectUnauthorized: true,
+        checkServerIdentity: (_host, cert) => {
+          const err = tls.checkServerIdentity(serverName, cert);
+          if (err) nameError = err;
+          return err;
+        },
+      });
+    } catch (err) {
+      return fail(resourceOr(err, 'TLSPROXY_ERR_POOL_HANDSHAKE', 'cannot start the TLS handshake'));
+    }
+    const timeoutMs = Math.min(
+      request.handshakeTimeoutMs ?? this.#options.handshakeTimeoutMs ?? 10_000,
+      MAX_TIMER_MS,
+    );
+    let info: ConnectInfo;
+    try {
+      await connectDone(t, timeoutMs, () => nameError);
+      if (this.#closed)
+        throw new PoolError(
+          'TLSPROXY_ERR_POOL_HANDSHAKE',
+          'TLS engine closed during the handshake',
+        );
+      const x = t.getPeerX509Certificate();
+      if (!x || !t.authorized)
+        throw verifyError('other', 'the server presented no verified certificate');
+      const { clientIdentity: _none, ...rest } = negotiated(t);
+      info = { ...rest, serverName, serverIdentity: identityFromCertificate(x) };
+    } catch (err) {
+      // Nothing is listening for this socket's errors any more; a late one must not throw.
+      t.on('error', () => {});
+      t.destroy();
+      socket.destroy();
+      throw resourceOr(err, 'TLSPROXY_ERR_POOL_HANDSHAKE', 'TLS handshake failed');
+    }
+    const { plaintext, key } = this.#establish(
+      t,
+      socket,
+      { role: 'client', info },
+      {
+        onEnd: request.onEnd,
+        onBytes: undefined,
+        idleTimeoutMs,
+      },
+    );
+    return { plaintext, controlKey: key, info };
+  }
+
+  /** The client context for a request's trust settings and identity (cached). */
+  #clientContext(request: ConnectRequest): tls.SecureContext {
+    const creds =
+      request.clientIdentity === undefined
+        ? undefined
+        : this.#identities?.named(request.clientIdentity);
+    if (request.clientIdentity !== undefined && !creds)
+      throw new PoolError(
+        'TLSPROXY_ERR_POOL_CONFIG',
+        `no identity named "${request.clientIdentity}" to present as the client certificate`,
+      );
+    const minVersion = request.minVersion ?? 'TLSv1.2';
+    const ca = request.ca;
+    const cacheKey = [
+      ca === undefined ? 'roots' : createHash('sha256').update(ca).digest('hex'),
+      creds?.identity.fingerprint256 ?? '-',
+      minVersion,
+    ].join(' ');
+    const cached = this.#clientContexts.get(cacheKey);
+    if (cached) return cached;
+    if (ca !== undefined) checkCa(ca);
+    const context = tls.createSecureContext({
+      // Absent: Node's bundled roots (and NODE_EXTRA_CA_CERTS), as tls.connect uses.
+      ...(ca !== undefined ? { ca } : {}),
+      ...(creds ? { cert: creds.cert, key: creds.key } : {}),
+      minVersion,
+      // The same suite policy as the server side.
+      ciphers: this.#options.ciphers ?? TLS12_CIPHERS,
+    });
+    if (this.#clientContexts.size >= CLIENT_CONTEXTS)
+      this.#clientContexts.delete(this.#clientContexts.keys().next().value as string);
+    this.#clientContexts.set(cacheKey, context);
+    return context;
   }
 
   #tlsSocket(
@@ -430,6 +636,7 @@ export class TlsEngine implements TlsEngineApi {
     const s = this.#find(key);
     switch (op) {
       case 'info':
+        if (s.role === 'client') return { ...s.info };
         return { ...s.info, clientIdentity: clientIdentity(s.tls) ?? s.info.clientIdentity };
       case 'exporter': {
         const label = args.label;
@@ -452,6 +659,11 @@ export class TlsEngine implements TlsEngineApi {
           .toString('base64');
       }
       case 'renegotiate': {
+        if (s.role === 'client')
+          throw new PoolError(
+            'TLSPROXY_ERR_POOL_CONTROL',
+            'renegotiate asks a client for its certificate: not for a session this engine connected',
+          );
         if (s.info.version === 'TLSv1.3') {
           throw new PoolError(
             'TLSPROXY_ERR_POOL_TLS13_RENEGOTIATE',
@@ -510,6 +722,163 @@ function resourceOr(err: unknown, code: PoolError['code'], what: string): PoolEr
         cause: err,
       })
     : new PoolError(code, `${what}: ${message}`, { cause: err });
+}
+
+function storeFor(options: EngineOptions): IdentityStore | undefined {
+  // IdentityStore refuses an empty list, which is what a server-side engine wants.
+  return options.connectOnly === true && options.identities.length === 0
+    ? undefined
+    : new IdentityStore(options.identities, options);
+}
+
+function verifyError(reason: VerifyReason, detail: string, cause?: unknown): PoolError {
+  return new PoolError(
+    'TLSPROXY_ERR_POOL_VERIFY',
+    `server certificate rejected (${reason}): ${detail}`,
+    { cause, reason },
+  );
+}
+
+// OpenSSL's X509_V_ERR_* names as Node reports them (err.code), by what they mean for the user.
+const UNKNOWN_CA = [
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'CERT_UNTRUSTED',
+];
+const BAD_CERTIFICATE = [
+  'UNABLE_TO_GET_CRL',
+  'UNABLE_TO_DECRYPT_CERT_SIGNATURE',
+  'UNABLE_TO_DECRYPT_CRL_SIGNATURE',
+  'UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY',
+  'CERT_SIGNATURE_FAILURE',
+  'CRL_SIGNATURE_FAILURE',
+  'CRL_NOT_YET_VALID',
+  'CRL_HAS_EXPIRED',
+  'ERROR_IN_CERT_NOT_BEFORE_FIELD',
+  'ERROR_IN_CERT_NOT_AFTER_FIELD',
+  'ERROR_IN_CRL_LAST_UPDATE_FIELD',
+  'ERROR_IN_CRL_NEXT_UPDATE_FIELD',
+  'OUT_OF_MEM',
+  'CERT_CHAIN_TOO_LONG',
+  'INVALID_CA',
+  'PATH_LENGTH_EXCEEDED',
+  'INVALID_PURPOSE',
+  'CERT_REJECTED',
+];
+const X509_REASONS: ReadonlyMap<string, VerifyReason> = new Map<string, VerifyReason>([
+  ...UNKNOWN_CA.map((c) => [c, 'unknown-ca'] as const),
+  ...BAD_CERTIFICATE.map((c) => [c, 'bad-certificate'] as const),
+  ['CERT_HAS_EXPIRED', 'expired'],
+  ['CERT_NOT_YET_VALID', 'not-yet-valid'],
+  ['CERT_REVOKED', 'revoked'],
+  ['HOSTNAME_MISMATCH', 'name-mismatch'],
+  ['IP_ADDRESS_MISMATCH', 'name-mismatch'],
+  ['ERR_TLS_CERT_ALTNAME_INVALID', 'name-mismatch'],
+]);
+
+/** Resolves once a client handshake is done and the server verified (tls.connect did both). */
+function connectDone(
+  t: tls.TLSSocket,
+  timeoutMs: number,
+  nameError: () => Error | undefined,
+): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      done(
+        new PoolError('TLSPROXY_ERR_POOL_TIMEOUT', `TLS handshake not done within ${timeoutMs} ms`),
+      );
+    }, timeoutMs);
+    const done = (err?: Error) => {
+      clearTimeout(timer);
+      t.off('secureConnect', onSecure);
+      t.off('error', onError);
+      t.off('close', onClose);
+      t.off('end', onClose);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onSecure = () => done();
+    const onError = (err: Error) => {
+      const code = (err as { code?: unknown }).code;
+      const reason =
+        err === nameError()
+          ? 'name-mismatch'
+          : typeof code === 'string'
+            ? X509_REASONS.get(code)
+            : undefined;
+      if (reason) done(verifyError(reason, err.message, err));
+      else
+        done(
+          new PoolError('TLSPROXY_ERR_POOL_HANDSHAKE', `TLS handshake failed: ${err.message}`, {
+            cause: err,
+          }),
+        );
+    };
+    const onClose = () =>
+      done(new PoolError('TLSPROXY_ERR_POOL_HANDSHAKE', 'server closed during the TLS handshake'));
+    t.on('secureConnect', onSecure);
+    t.on('error', onError);
+    t.on('close', onClose);
+    t.on('end', onClose);
+  });
+}
+
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g;
+
+/**
+ * Trusted CAs must be PEM certificates, at least one: Node would skip text it cannot read, and a
+ * typo would then trust nothing (closed, but with a misleading "unknown CA" on every connect).
+ */
+function checkCa(ca: string): void {
+  const blocks = ca.match(PEM_CERTIFICATE) ?? [];
+  if (blocks.length === 0)
+    throw new PoolError('TLSPROXY_ERR_POOL_CONFIG', 'ca holds no PEM certificate');
+  blocks.forEach((b, i) => {
+    try {
+      new X509Certificate(b);
+    } catch (err) {
+      throw new PoolError(
+        'TLSPROXY_ERR_POOL_CONFIG',
+        `ca: certificate ${i + 1} does not parse (${(err as Error).message})`,
+        { cause: err },
+      );
+    }
+  });
+}
+
+/** A DNS name as a certificate names it: labels of letters, digits, '-' and '_', one trailing dot at most. */
+const DNS_NAME =
+  /^(?=.{1,253}\.?$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*\.?$/i;
+
+/** What is wrong with a connect request (its types come from callers and the daemon's peers). */
+export function connectRequestProblem(request: ConnectRequest): string | undefined {
+  if (typeof request !== 'object' || request === null) return 'request must be an object';
+  const { serverName, ca, clientIdentity, alpn, minVersion, handshakeTimeoutMs, idleTimeoutMs } =
+    request;
+  if (typeof serverName !== 'string' || !(net.isIP(serverName) || DNS_NAME.test(serverName)))
+    return 'serverName must be a DNS name or an IP address';
+  if (ca !== undefined && (typeof ca !== 'string' || ca.length > MAX_CA_BYTES))
+    return `ca must be PEM text of at most ${MAX_CA_BYTES} bytes`;
+  if (clientIdentity !== undefined && (typeof clientIdentity !== 'string' || clientIdentity === ''))
+    return "clientIdentity must be the name of one of the engine's identities";
+  if (
+    alpn !== undefined &&
+    !(isStringList(alpn) && alpn.every((p) => p.length > 0 && p.length < 256))
+  )
+    return 'alpn must be a list of protocol names';
+  if (minVersion !== undefined && !(typeof minVersion === 'string' && MIN_VERSIONS.has(minVersion)))
+    return 'minVersion must be TLSv1.2 or TLSv1.3';
+  if (
+    handshakeTimeoutMs !== undefined &&
+    !(isTimeout(handshakeTimeoutMs) && handshakeTimeoutMs > 0)
+  )
+    return 'handshakeTimeoutMs must be a number of milliseconds > 0';
+  if (idleTimeoutMs !== undefined && !isTimeout(idleTimeoutMs))
+    return 'idleTimeoutMs must be a number of milliseconds ≥ 0';
+  return undefined;
 }
 
 // setTimeout's largest delay (2^31 - 1 ms, about 24.8 days); longer ones would fire at once.

@@ -11,12 +11,45 @@ export type PoolErrorCode =
   | 'TLSPROXY_ERR_POOL_CONTROL'
   | 'TLSPROXY_ERR_POOL_TLS13_RENEGOTIATE'
   | 'TLSPROXY_ERR_POOL_RESOURCES'
-  | 'TLSPROXY_ERR_POOL_REQUESTER_REFUSED';
+  | 'TLSPROXY_ERR_POOL_REQUESTER_REFUSED'
+  | 'TLSPROXY_ERR_POOL_VERIFY'
+  | 'TLSPROXY_ERR_POOL_UNSUPPORTED';
+
+/**
+ * Why a server's certificate was rejected (TLSPROXY_ERR_POOL_VERIFY): no trusted CA issued it
+ * (or it is self-signed), it does not name the server, it is out of its validity period, it was
+ * revoked, or it is otherwise unusable (bad signature, wrong purpose, chain too long).
+ */
+export type VerifyReason =
+  | 'unknown-ca'
+  | 'name-mismatch'
+  | 'expired'
+  | 'not-yet-valid'
+  | 'revoked'
+  | 'bad-certificate'
+  | 'other';
+
+export const VERIFY_REASONS: ReadonlySet<VerifyReason> = new Set<VerifyReason>([
+  'unknown-ca',
+  'name-mismatch',
+  'expired',
+  'not-yet-valid',
+  'revoked',
+  'bad-certificate',
+  'other',
+]);
 
 export class PoolError extends TlsproxyError<PoolErrorCode> {
-  constructor(code: PoolErrorCode, message: string, options?: { cause?: unknown }) {
-    super(code, message, options);
+  /** With TLSPROXY_ERR_POOL_VERIFY: why the server's certificate was rejected. */
+  readonly reason: VerifyReason | undefined;
+  constructor(
+    code: PoolErrorCode,
+    message: string,
+    options?: { cause?: unknown; reason?: VerifyReason },
+  ) {
+    super(code, message, options?.cause === undefined ? {} : { cause: options.cause });
     this.name = 'PoolError';
+    this.reason = options?.reason;
   }
 }
 

@@ -58,6 +58,9 @@ export class IdentityStore {
   readonly #wild = new Map<string, Identity>();
   readonly default: Identity;
   readonly all: Identity[];
+  // The certificate and key of each identity, kept so a client handshake (issue 18) can build a
+  // context with the trust settings of its own request; never exposed.
+  readonly #credentials = new Map<Identity, { cert: string | Buffer; key: string | Buffer }>();
 
   constructor(configs: IdentityConfig[], options: ContextOptions = {}) {
     if (configs.length === 0)
@@ -96,11 +99,13 @@ export class IdentityStore {
           { cause: err },
         );
       }
-      return {
+      const identity: Identity = {
         names: (c.names ?? certificateNames(c.cert)).map((n) => n.toLowerCase()),
         context,
         fingerprint256: fp,
       };
+      this.#credentials.set(identity, { cert: c.cert, key: c.key });
+      return identity;
     });
     for (const id of this.all) {
       for (const n of id.names) {
@@ -124,6 +129,19 @@ export class IdentityStore {
 
   select(name: string | null | undefined): Identity {
     return (name ? this.match(name) : undefined) ?? this.default;
+  }
+
+  /**
+   * The identity named exactly `name` (any case; a wildcard name only as written) with its
+   * certificate and key, for presenting as a client certificate.
+   */
+  named(
+    name: string,
+  ): { identity: Identity; cert: string | Buffer; key: string | Buffer } | undefined {
+    const n = name.toLowerCase();
+    const identity = this.all.find((i) => i.names.includes(n));
+    const creds = identity && this.#credentials.get(identity);
+    return identity && creds ? { identity, ...creds } : undefined;
   }
 
   /** Every name served, for dialects that need the list (e.g. XMPP domains). */

@@ -6,6 +6,7 @@ export type { DaemonOptions } from './daemon.js';
 export { PoolDaemon } from './daemon.js';
 export type {
   ClientCertPolicy,
+  ConnectInfo,
   ConnectRequest,
   ConnectResult,
   ControlOp,
@@ -17,8 +18,8 @@ export type {
   TlsEngineApi,
 } from './engine.js';
 export { TlsEngine } from './engine.js';
-export type { PoolErrorCode } from './errors.js';
-export { isResourceError, PoolError } from './errors.js';
+export type { PoolErrorCode, VerifyReason } from './errors.js';
+export { isResourceError, PoolError, VERIFY_REASONS } from './errors.js';
 export type { ContextOptions, Identity, IdentityConfig } from './identities.js';
 export { certificateNames, IdentityStore, TLS12_CIPHERS } from './identities.js';
 export { poolProtocol } from './protocol.js';
