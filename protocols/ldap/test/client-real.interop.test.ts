@@ -1,0 +1,282 @@
+// Interop, client role (issue 18): the LDAP client state machine drives a real OpenLDAP slapd on
+// loopback (configured as fixtures/record/slapd-ldap.sh does: `security tls=1`, the test PKI's
+// server.pem) over a real TCP socket; on `starttls` node:tls runs the client handshake on the
+// same socket, verified against fixtures/certs/ca.pem for the name `localhost`; inside TLS a
+// Who am I? (RFC 4532) and a root DSE search succeed, which slapd refuses before TLS
+// (confidentialityRequired): the session is encrypted. A second slapd without a certificate
+// refuses StartTLS, and the client closes. Skipped when slapd is not installed
+// (apt-get install slapd ldap-utils).
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import tls from 'node:tls';
+import { fileURLToPath } from 'node:url';
+import type { ClientAction, ClientDialectSession } from '@tlsproxy/dialect-kit';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Framer, int, parse, seq, str, type Tlv, text, tlv } from '../src/ber.js';
+import { client } from '../src/client.js';
+
+const root = fileURLToPath(new URL('../../../', import.meta.url));
+const certs = join(root, 'fixtures/certs');
+const CA = readFileSync(join(certs, 'ca.pem'));
+
+function findSlapd(): string | undefined {
+  for (const p of ['/usr/sbin/slapd', '/usr/local/libexec/slapd']) if (existsSync(p)) return p;
+  try {
+    return execFileSync('which', ['slapd'], { encoding: 'utf8' }).trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+const SLAPD = findSlapd();
+if (!SLAPD) console.warn('slapd not installed: the LDAP client interop test is skipped');
+
+async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const { port } = s.address() as net.AddressInfo;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+interface Slapd {
+  port: number;
+  stop(): Promise<void>;
+}
+
+/** A throwaway slapd on 127.0.0.1 (with or without a certificate). */
+async function startSlapd(withTls: boolean): Promise<Slapd> {
+  const dir = mkdtempSync(join(tmpdir(), 'tlsproxy-ldap-client-'));
+  const port = await freePort();
+  const tlsConf = withTls
+    ? `TLSCertificateFile ${certs}/server.pem\nTLSCertificateKeyFile ${certs}/server.key\n` +
+      `TLSCACertificateFile ${certs}/ca.pem\nsecurity tls=1\n`
+    : '';
+  writeFileSync(
+    join(dir, 'slapd.conf'),
+    `include /etc/ldap/schema/core.schema
+include /etc/ldap/schema/cosine.schema
+include /etc/ldap/schema/inetorgperson.schema
+modulepath /usr/lib/ldap
+moduleload back_mdb
+pidfile ${dir}/slapd.pid
+${tlsConf}database mdb
+suffix "dc=example,dc=test"
+rootdn "cn=admin,dc=example,dc=test"
+rootpw secret
+directory ${dir}
+`,
+  );
+  const child: ChildProcess = spawn(
+    SLAPD!,
+    ['-f', join(dir, 'slapd.conf'), '-h', `ldap://127.0.0.1:${port}/`, '-d', '0'],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  let log = '';
+  child.stderr?.on('data', (d: Buffer) => {
+    log += d.toString();
+  });
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  for (let i = 0; ; i++) {
+    const up = await new Promise<boolean>((r) => {
+      const s = net.connect(port, '127.0.0.1', () => {
+        s.destroy();
+        r(true);
+      });
+      s.on('error', () => r(false));
+    });
+    if (up) break;
+    if (i > 100 || child.exitCode !== null) {
+      child.kill();
+      throw new Error(`slapd did not start: ${log}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    port,
+    async stop() {
+      if (child.exitCode === null) child.kill('SIGTERM');
+      await exited;
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+type Outcome =
+  | { type: 'starttls'; socket: net.Socket; actions: ClientAction[] }
+  | { type: 'close'; reason: string; actions: ClientAction[]; toServer?: Uint8Array };
+
+/**
+ * What the engine does for a client dialect, over a real socket: write `send` data, call
+ * timer() when asked, feed every read to receive(), and stop reading plaintext at the first
+ * starttls or close (the socket is then handed over or closed).
+ */
+function drive(port: number, session: ClientDialectSession): Promise<Outcome> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1');
+    const actions: ClientAction[] = [];
+    let timer: NodeJS.Timeout | undefined;
+    let done = false;
+    const apply = (list: ClientAction[]) => {
+      for (const a of list) {
+        if (done) return;
+        actions.push(a);
+        if (a.type === 'send') socket.write(a.data);
+        else if (a.type === 'timer') {
+          clearTimeout(timer);
+          timer = setTimeout(
+            () => apply(session.timer(Date.now())),
+            Math.max(0, a.at - Date.now()),
+          );
+        } else if (a.type === 'starttls') {
+          finish();
+          resolve({ type: 'starttls', socket, actions });
+        } else if (a.type === 'close' || a.type === 'plaintext') {
+          finish();
+          const reason = a.reason;
+          if (a.type === 'close' && a.data) socket.end(a.data);
+          else socket.end();
+          resolve({
+            type: 'close',
+            reason,
+            actions,
+            toServer: a.type === 'close' ? a.data : undefined,
+          });
+        }
+      }
+    };
+    const onData = (d: Buffer) => apply(session.receive(new Uint8Array(d), Date.now()));
+    const finish = () => {
+      done = true;
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.pause();
+    };
+    socket.on('data', onData);
+    socket.on('end', () => apply(session.eof?.(Date.now()) ?? []));
+    socket.on('error', (err) => {
+      if (!done) reject(err);
+    });
+    socket.once('connect', () => apply(session.start(Date.now())));
+  });
+}
+
+const newSession = () =>
+  client.create({
+    options: {},
+    limits: {},
+    hostname: 'client.example.test',
+    serverName: 'localhost',
+    connectionId: 'interop',
+  });
+
+/** Read `count` whole LDAPMessages from a (TLS) socket. */
+function readPdus(socket: net.Socket, count: number): Promise<Tlv[]> {
+  return new Promise((resolve, reject) => {
+    const framer = new Framer({ maxPduSize: 1 << 20 });
+    const got: Tlv[] = [];
+    const t = setTimeout(() => reject(new Error(`only ${got.length} of ${count} PDUs`)), 10_000);
+    socket.on('data', (d: Buffer) => {
+      framer.push(new Uint8Array(d));
+      for (let e = framer.next(); e?.type === 'pdu'; e = framer.next()) got.push(parse(e.pdu, 64));
+      if (got.length >= count) {
+        clearTimeout(t);
+        resolve(got);
+      }
+    });
+    socket.on('error', reject);
+  });
+}
+
+const resultCode = (m: Tlv) => m.children[1]!.children[0]!.value[0];
+
+describe.skipIf(!SLAPD)('LDAP client role against a real slapd', () => {
+  let slapd: Slapd;
+  let plain: Slapd;
+  beforeAll(async () => {
+    slapd = await startSlapd(true);
+    plain = await startSlapd(false);
+  }, 30_000);
+  afterAll(async () => {
+    await slapd?.stop();
+    await plain?.stop();
+  }, 30_000);
+
+  it('before TLS slapd refuses Who am I? (confidentialityRequired): the contrast', async () => {
+    const socket = net.connect(slapd.port, '127.0.0.1');
+    const reply = readPdus(socket, 1);
+    socket.write(seq(int(1), tlv(0x77, str('1.3.6.1.4.1.4203.1.11.3', 0x80))));
+    const [m] = await reply;
+    expect(resultCode(m!)).toBe(13);
+    socket.destroy();
+  });
+
+  it('StartTLS, then a verified TLS handshake; Who am I? and the root DSE work inside TLS', async () => {
+    const out = await drive(slapd.port, newSession());
+    expect(out.type).toBe('starttls');
+    if (out.type !== 'starttls') return;
+    const start = out.actions.find((a) => a.type === 'starttls');
+    expect(start).toMatchObject({ toLocal: new Uint8Array(0), state: { messageId: 1 } });
+    const secure = tls.connect({ socket: out.socket, ca: CA, servername: 'localhost' });
+    await new Promise<void>((r, j) => {
+      secure.once('secureConnect', () => r());
+      secure.once('error', j);
+    });
+    expect(secure.authorized).toBe(true);
+    expect(secure.getProtocol()).toMatch(/^TLSv1\.[23]$/);
+    const replies = readPdus(secure, 3);
+    // RFC 4532 Who am I? (id 2), then a root DSE search for supportedExtension (id 3).
+    secure.write(seq(int(2), tlv(0x77, str('1.3.6.1.4.1.4203.1.11.3', 0x80))));
+    secure.write(
+      seq(
+        int(3),
+        tlv(
+          0x63,
+          str(''),
+          int(0, 0x0a),
+          int(0, 0x0a),
+          int(0),
+          int(0),
+          tlv(0x01, Uint8Array.of(0)),
+          str('objectClass', 0x87),
+          seq(str('supportedExtension')),
+        ),
+      ),
+    );
+    const [whoami, entry, done] = await replies;
+    // Before TLS slapd (security tls=1) answers both with confidentialityRequired (13).
+    expect(whoami!.children[1]!.tag).toBe(0x78);
+    expect(resultCode(whoami!)).toBe(0);
+    expect(entry!.children[1]!.tag).toBe(0x64);
+    const attrs = entry!.children[1]!.children[1]!.children;
+    const ext = attrs.find((a) => text(a.children[0]!) === 'supportedExtension');
+    expect(ext?.children[1]?.children.map(text)).toContain('1.3.6.1.4.1.4203.1.11.3');
+    expect(resultCode(done!)).toBe(0);
+    secure.end(seq(int(4), tlv(0x42)));
+  });
+
+  it('the same session verified against the wrong name fails the handshake (fail closed)', async () => {
+    const out = await drive(slapd.port, newSession());
+    expect(out.type).toBe('starttls');
+    if (out.type !== 'starttls') return;
+    const secure = tls.connect({ socket: out.socket, ca: CA, servername: 'wrong.example.test' });
+    const err = await new Promise<Error>((r) => {
+      secure.once('error', r);
+      secure.once('secureConnect', () => r(new Error('connected')));
+    });
+    expect(err.message).toMatch(/altnames|Hostname/i);
+    secure.destroy();
+  });
+
+  it('a slapd without TLS refuses StartTLS: close with Unbind, never starttls', async () => {
+    const out = await drive(plain.port, newSession());
+    expect(out.type).toBe('close');
+    if (out.type !== 'close') return;
+    console.log(`slapd without a certificate: ${out.reason}`);
+    expect(out.reason).toMatch(/^server refused StartTLS: resultCode \d+/);
+    expect(out.actions.some((a) => a.type === 'starttls')).toBe(false);
+    expect(out.toServer?.[out.toServer.length - 2]).toBe(0x42);
+  });
+});
