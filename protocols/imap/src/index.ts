@@ -9,6 +9,7 @@ import {
   type SessionContext,
 } from '@tlsproxy/dialect-kit';
 import { backendGreeting } from './backend-greeting.js';
+import { client } from './client.js';
 import { ImapSession, type SessionConfig } from './session.js';
 
 export { backendGreeting } from './backend-greeting.js';
@@ -79,7 +80,8 @@ const limits: Record<
     default: 8192,
     unit: 'bytes',
     phase: 'preamble',
-    description: 'Longest command line in octets, literal data not counted; longer: BAD, skipped.',
+    description:
+      'Longest command line in octets, literal data not counted; longer: "* BYE Command line too long." and close (as Dovecot).',
     source:
       'RFC 7162 section 4 (servers should accept at least 8192 octets); Dovecot imap-login MAX_IMAP_LINE 8192',
   },
@@ -95,7 +97,8 @@ const limits: Record<
     default: 65536,
     unit: 'bytes',
     phase: 'preamble',
-    description: 'Largest command in octets, lines and literals together.',
+    description:
+      'Largest command in octets, lines and literals together; a line over it: "* BYE" and close, a {n} literal: BAD [TOOBIG].',
     source: "Dovecot's imap_max_line_length default (64 KiB)",
   },
   maxCommands: {
@@ -159,6 +162,7 @@ export const dialect: Dialect<Partial<ImapOptions>> = {
   limits,
   create: (context) => new ImapSession(sessionConfig(context)),
   backendGreeting,
+  client,
   // Dovecot says `* BYE Maximum number of connections…`; RFC 9051 §7.1.5 BYE, §7.1 UNAVAILABLE.
   // Which limit: per address (Postfix's "too many connections from …") or the whole listener.
   busy: ({ limit }) =>
