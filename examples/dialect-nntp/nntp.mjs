@@ -20,10 +20,21 @@
 // bug, CVE-2012-3523, fixed in INN 2.5.3).
 //
 // What every dialect needs and no dialect should write again comes from @tlsproxy/dialect-kit
-// (a small leaf package, no native code): the line framer, the error base with the reply it
-// carries, options and limits read through their declarations, and the contract's types.
+// (a small leaf package, no native code): the line framer, the case-insensitive command table,
+// the action builders, the error base with the reply it carries, options and limits read through
+// their declarations, the shape check, and the contract's types.
 
-import { ascii, DialectError, LineFramer, readLimits, readOptions } from '@tlsproxy/dialect-kit';
+import {
+  act,
+  ascii,
+  CommandTable,
+  DialectError,
+  defineDialect,
+  LineFramer,
+  readLimits,
+  readOptions,
+  upperAscii,
+} from '@tlsproxy/dialect-kit';
 
 /** @typedef {import('@tlsproxy/dialect-kit').Action} Action */
 /** @typedef {import('@tlsproxy/dialect-kit').DialectSession} DialectSession */
@@ -142,13 +153,14 @@ const syntax = (text) => new NntpPeerError('TLSPROXY_ERR_NNTP_SYNTAX', `501 ${te
 const REQUIRES_TLS = '483 Encryption required, use STARTTLS first\r\n';
 
 /**
- * Null-prototype: the client's keyword selects the handler, and a plain object would also
- * answer to `constructor`, `__proto__`, `toString`… (never select a handler through one).
+ * The client's keyword selects the handler, so the table is a `Map` behind the kit's
+ * `CommandTable` (ASCII case folding only): a plain object would also answer to `constructor`,
+ * `__proto__`, `toString`… (never select a handler through one).
  * @type {Record<string, Handler>}
  */
-const COMMANDS = Object.create(null);
+const HANDLERS = Object.create(null);
 Object.assign(
-  COMMANDS,
+  HANDLERS,
   /** @type {Record<string, Handler>} */ ({
     // RFC 3977 section 5.2: optional keyword argument; the list ends with "." (multi-line).
     CAPABILITIES: (args, c) => {
@@ -208,8 +220,11 @@ for (const name of [
   'XOVER',
   'XPAT',
 ]) {
-  COMMANDS[name] = () => ({ reply: REQUIRES_TLS });
+  HANDLERS[name] = () => ({ reply: REQUIRES_TLS });
 }
+const COMMANDS = new CommandTable(Object.entries(HANDLERS));
+/** The names the engine may log and count (`tlsproxy_bad_commands_total`); others are `unknown`. */
+const KNOWN = COMMANDS.names();
 
 // ---------------------------------------------------------------------------------------------
 // One connection.
@@ -233,7 +248,7 @@ export class NntpSession {
 
   /** @param {number} now @returns {Action[]} */
   start(now) {
-    return [{ type: 'send', data: ascii(this.config.greeting) }, ...this.arm(now)];
+    return [act.send(this.config.greeting), ...this.arm(now)];
   }
 
   /** @param {Uint8Array} data @param {number} now @returns {Action[]} */
@@ -245,8 +260,8 @@ export class NntpSession {
       this.phase = 'closed';
       const message = err instanceof Error ? err.message : String(err);
       return [
-        { type: 'log', level: 'error', message: `nntp dialect internal error: ${message}` },
-        { type: 'close', reason: 'internal error', data: ascii('400 Internal error\r\n') },
+        act.log('error', `nntp dialect internal error: ${message}`),
+        act.close('internal error', '400 Internal error\r\n'),
       ];
     }
   }
@@ -254,21 +269,15 @@ export class NntpSession {
   /** @param {number} now @returns {Action[]} */
   timer(now) {
     if (this.phase !== 'preamble') return [];
-    if (now < this.deadline) return [{ type: 'timer', at: this.deadline }];
+    if (now < this.deadline) return [act.timer(this.deadline)];
     this.phase = 'closed';
-    return [
-      {
-        type: 'close',
-        reason: 'idle timeout',
-        data: ascii('400 Idle timeout, closing connection\r\n'),
-      },
-    ];
+    return [act.close('idle timeout', '400 Idle timeout, closing connection\r\n')];
   }
 
   /** @param {number} now @returns {Action[]} */
   tlsUnavailable(now) {
     if (this.phase !== 'tls') {
-      return [{ type: 'log', level: 'warn', message: 'tlsUnavailable() outside STARTTLS ignored' }];
+      return [act.log('warn', 'tlsUnavailable() outside STARTTLS ignored')];
     }
     // The engine has written our 580 and dropped whatever arrived meanwhile, unread.
     this.phase = 'preamble';
@@ -290,7 +299,7 @@ export class NntpSession {
   eof(_now) {
     if (this.phase === 'closed') return [];
     this.phase = 'closed';
-    return [{ type: 'close', reason: 'client closed the connection' }];
+    return [act.close('client closed the connection')];
   }
 
   /** @param {Uint8Array} data @param {number} now @returns {Action[]} */
@@ -299,13 +308,7 @@ export class NntpSession {
       // Only reachable if the engine feeds us after `starttls`; never parse these bytes.
       return data.length === 0
         ? []
-        : [
-            {
-              type: 'log',
-              level: 'warn',
-              message: `discarded ${data.length} bytes sent after STARTTLS`,
-            },
-          ];
+        : [act.log('warn', `discarded ${data.length} bytes sent after STARTTLS`)];
     }
     if (this.phase === 'closed' || data.length === 0) return [];
     this.framer.push(data);
@@ -313,12 +316,13 @@ export class NntpSession {
     const out = [];
     for (let event = this.framer.next(); event; event = this.framer.next()) {
       if (event.type === 'tooLong') {
-        this.complete(out, () => {
+        this.complete(out, null, () => {
           throw new NntpPeerError('TLSPROXY_ERR_NNTP_LINE_TOO_LONG', '501 Line too long\r\n');
         });
       } else {
-        const text = event.text;
-        this.complete(out, () => this.answer(text));
+        // RFC 3977 section 3.1: keyword and arguments separated by spaces or TABs.
+        const [keyword = '', ...args] = event.text.split(/[ \t]+/).filter((w) => w !== '');
+        this.complete(out, keyword, () => this.answer(keyword, args));
       }
       if (this.phase !== 'preamble') return out; // STARTTLS or close: read nothing more
     }
@@ -326,20 +330,22 @@ export class NntpSession {
     return out;
   }
 
-  /** @param {string} line @returns {Outcome} */
-  answer(line) {
-    // RFC 3977 section 3.1: keyword and arguments separated by spaces or TABs.
-    const [keyword = '', ...args] = line.split(/[ \t]+/).filter((w) => w !== '');
-    const handler = COMMANDS[keyword.toUpperCase()];
+  /** @param {string} keyword @param {string[]} args @returns {Outcome} */
+  answer(keyword, args) {
+    const handler = COMMANDS.get(keyword);
     if (!handler) throw unknown();
     return handler(args, this.config, this);
   }
 
   /**
-   * One command is finished: count it, then send its answer or turn its error into a reply.
-   * @param {Action[]} out @param {() => Outcome} run
+   * One command is finished: count it, report its name (only names from our table reach the
+   * engine's log and metrics), then send its answer or turn its error into a reply.
+   * @param {Action[]} out @param {string | null} keyword @param {() => Outcome} run
    */
-  complete(out, run) {
+  complete(out, keyword, run) {
+    // Only a name our table knows, folded as the table folds it (ASCII only: toUpperCase()
+    // would turn a client's 'ſtarttls' into STARTTLS for the log, though we answered 500).
+    const name = keyword !== null && COMMANDS.has(keyword) ? upperAscii(keyword) : null;
     if (++this.commands > this.config.maxCommands) {
       this.closeWith(out, '400 Too many commands before STARTTLS\r\n', 'too many commands');
       return;
@@ -350,16 +356,18 @@ export class NntpSession {
       outcome = run();
     } catch (err) {
       if (!(err instanceof NntpPeerError)) throw err;
+      out.push(act.command(name, true, KNOWN));
       if (++this.bad >= this.config.maxBadCommands) {
         // RFC 3977 section 3.2.1: 400, and the server closes the connection at once.
         this.closeWith(out, '400 Too many errors, closing connection\r\n', 'too many bad commands');
       } else {
-        out.push({ type: 'send', data: err.reply });
+        out.push(act.send(err.reply));
       }
       return;
     }
+    out.push(act.command(name, false, KNOWN));
     if ('reply' in outcome) {
-      out.push({ type: 'send', data: ascii(outcome.reply) });
+      out.push(act.send(outcome.reply));
     } else if ('close' in outcome) {
       this.closeWith(out, outcome.close, outcome.reason);
     } else {
@@ -373,11 +381,12 @@ export class NntpSession {
         trailing,
       });
       if (trailing.length > 0) {
-        out.push({
-          type: 'log',
-          level: 'warn',
-          message: `discarded ${trailing.length} bytes pipelined after STARTTLS (never interpreted)`,
-        });
+        out.push(
+          act.log(
+            'warn',
+            `discarded ${trailing.length} bytes pipelined after STARTTLS (never interpreted)`,
+          ),
+        );
       }
     }
   }
@@ -385,14 +394,14 @@ export class NntpSession {
   /** @param {Action[]} out @param {string} text @param {string} reason */
   closeWith(out, text, reason) {
     this.phase = 'closed';
-    out.push({ type: 'close', reason, data: ascii(text) });
+    out.push(act.close(reason, text));
   }
 
   /** @param {number} now @returns {Action[]} */
   arm(now) {
     if (!(this.config.idleTimeoutMs > 0)) return [];
     this.deadline = now + this.config.idleTimeoutMs;
-    return [{ type: 'timer', at: this.deadline }];
+    return [act.timer(this.deadline)];
   }
 }
 
@@ -431,8 +440,9 @@ export function sessionConfig(context) {
   };
 }
 
+// defineDialect() checks the shape when this module is imported and says what is missing.
 /** @type {import('@tlsproxy/dialect-kit').Dialect<Partial<NntpOptions>>} */
-export const dialect = {
+export const dialect = defineDialect({
   name: 'nntp',
   description:
     'NNTP (RFC 3977) pre-TLS preamble: greeting, CAPABILITIES, MODE READER, STARTTLS (RFC 4642)',
@@ -440,7 +450,7 @@ export const dialect = {
   options,
   limits,
   create: (context) => new NntpSession(sessionConfig(context)),
-};
+});
 
 export default dialect;
 

@@ -62,3 +62,27 @@ test('the framer gives the same events in any chunking', () => {
   const whole = events(input.length);
   for (const step of [1, 2, 3, 7, 13]) assert.deepEqual(events(step), whole, `step ${step}`);
 });
+
+test('every command is reported by name for the engine log and metrics, never a client word', () => {
+  const s = session();
+  const actions = s.receive(
+    enc('CAPABILITIES\r\nfoo secret\r\nAUTHINFO USER alice\r\nmode reader\r\n\u017ftarttls\r\n'),
+    0,
+  );
+  const reports = actions
+    .filter((a) => a.type === 'log' && a.event !== undefined)
+    .map((a) => a.type === 'log' && `${a.event} ${a.command}`);
+  assert.deepEqual(reports, [
+    'command CAPABILITIES',
+    'bad-command unknown',
+    'command AUTHINFO',
+    'command MODE',
+    // 'ſ' (U+017F) upper-cases to 'S' with toUpperCase(); the table folds ASCII only.
+    'bad-command unknown',
+  ]);
+  const tooLong = s.receive(enc(`${'x'.repeat(600)}\r\n`), 0);
+  assert.deepEqual(
+    tooLong.filter((a) => a.type === 'log' && a.event).map((a) => a.type === 'log' && a.command),
+    ['unknown'],
+  );
+});
