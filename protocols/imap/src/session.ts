@@ -142,16 +142,18 @@ export class ImapSession implements DialectSession {
       case 'literal':
         this.literal(event.text, event.tooBig, out);
         return;
-      case 'tooLong': {
-        const tag = tagOf(event.text) ?? '*';
+      case 'tooLong':
+        // As Dovecot's imap-login ("* BYE Input buffer full, aborting"): RFC 9051 section
+        // 7.1.5, BYE and close. Reading on would mean skipping octets up to an LF that may
+        // never come, and a client that sends such a line is not one this preamble serves.
         this.complete(out, nameOf(event.text), () => {
           throw new ImapProtocolError(
             'TLSPROXY_ERR_IMAP_LINE_TOO_LONG',
-            `${tag} BAD Command line too long.\r\n`,
+            '* BYE Command line too long.\r\n',
+            { fatal: true },
           );
         });
         return;
-      }
       case 'fatal': {
         // RFC 7888 section 4: a non-synchronizing literal over the limit is rejected with BAD
         // and, as its octets are already on their way, the connection cannot continue.
