@@ -8,6 +8,7 @@ import {
   readOptions,
   type SessionContext,
 } from '@tlsproxy/dialect-kit';
+import { client } from './client.js';
 import { errorResponse } from './responses.js';
 import { HttpUpgradeSession, type SessionConfig } from './session.js';
 
@@ -142,6 +143,7 @@ export const dialect: Dialect<Partial<HttpUpgradeOptions>> = {
   options,
   limits,
   create: (context) => new HttpUpgradeSession(sessionConfig(context)),
+  client,
   // RFC 9110 §15.6.4: 503 for an overloaded server (with Connection: close).
   // Which limit: per address (Postfix's "too many connections from …") or the whole listener.
   busy: ({ now, limit }) =>
