@@ -19,11 +19,13 @@ import {
   type Channel,
   type Incoming,
   listen,
+  type OwnedFd,
   type Peer,
   type SeqpacketServer,
 } from '@tlsproxy/fdpass';
 import {
   type ClientCertPolicy,
+  type ConnectRequest,
   type ControlOp,
   type HandshakeRequest,
   isTimeout,
@@ -138,6 +140,82 @@ function handshakeRequest(raw: unknown): HandshakeRequest | string {
   return out;
 }
 
+/** Longest server name and identity name accepted from a peer (a DNS name is ≤ 253). */
+const MAX_NAME = 256;
+const MIN_VERSIONS: ReadonlySet<string> = new Set(['TLSv1.2', 'TLSv1.3']);
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * The connect request a peer sent, field by field, own properties only (a field named like an
+ * Object.prototype member must read as absent). `ca` is the message's attachment: PEM text, or
+ * nothing for the daemon's Node roots. Unknown fields are ignored, as in a handshake request.
+ */
+function connectRequest(raw: unknown, ca: Buffer): ConnectRequest | string {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
+    return 'request is not an object';
+  const own = (k: string): unknown =>
+    Object.hasOwn(raw, k) ? (raw as Record<string, unknown>)[k] : undefined;
+  const serverName = own('serverName');
+  if (typeof serverName !== 'string' || serverName.length === 0 || serverName.length > MAX_NAME)
+    return 'serverName must be a DNS name or an IP address';
+  const out: ConnectRequest = { serverName };
+  const clientIdentity = own('clientIdentity');
+  if (clientIdentity !== undefined) {
+    if (
+      typeof clientIdentity !== 'string' ||
+      clientIdentity.length === 0 ||
+      clientIdentity.length > MAX_NAME
+    )
+      return "clientIdentity must be the name of one of the daemon's identities";
+    out.clientIdentity = clientIdentity;
+  }
+  const alpn = own('alpn');
+  if (alpn !== undefined) {
+    if (
+      !Array.isArray(alpn) ||
+      alpn.length > MAX_ALPN ||
+      !alpn.every((p) => typeof p === 'string' && p.length > 0 && p.length < 256)
+    )
+      return `alpn must be a list of at most ${MAX_ALPN} protocol names`;
+    out.alpn = alpn as string[];
+  }
+  const minVersion = own('minVersion');
+  if (minVersion !== undefined) {
+    if (typeof minVersion !== 'string' || !MIN_VERSIONS.has(minVersion))
+      return 'minVersion must be TLSv1.2 or TLSv1.3';
+    out.minVersion = minVersion as ConnectRequest['minVersion'] & string;
+  }
+  const handshakeTimeoutMs = own('handshakeTimeoutMs');
+  if (handshakeTimeoutMs !== undefined) {
+    if (
+      !isTimeout(handshakeTimeoutMs) ||
+      handshakeTimeoutMs === 0 ||
+      handshakeTimeoutMs > MAX_HANDSHAKE_TIMEOUT_MS
+    )
+      return `handshakeTimeoutMs must be 1..${MAX_HANDSHAKE_TIMEOUT_MS}`;
+    out.handshakeTimeoutMs = handshakeTimeoutMs;
+  }
+  const idleTimeoutMs = own('idleTimeoutMs');
+  if (idleTimeoutMs !== undefined) {
+    if (!isTimeout(idleTimeoutMs)) return 'idleTimeoutMs must be a number ≥ 0';
+    out.idleTimeoutMs = idleTimeoutMs;
+  }
+  const connectionId = own('connectionId');
+  if (connectionId !== undefined) {
+    if (typeof connectionId !== 'string' || connectionId.length > MAX_CONNECTION_ID)
+      return `connectionId must be a string of at most ${MAX_CONNECTION_ID} characters`;
+    out.connectionId = connectionId;
+  }
+  if (ca.length > 0) {
+    try {
+      out.ca = utf8.decode(ca);
+    } catch {
+      return 'ca (the attachment) must be PEM text';
+    }
+  }
+  return out;
+}
+
 export class PoolDaemon {
   readonly #server: SeqpacketServer;
   readonly #engine: TlsEngine;
@@ -216,6 +294,7 @@ export class PoolDaemon {
     peer.on('message', (m) => {
       try {
         if (m.type === 'handshake') this.#handshake(peer, m);
+        else if (m.type === 'connect') this.#connect(peer, m);
         else {
           for (const f of m.fds) f.close();
           if (m.type === 'control')
@@ -253,20 +332,50 @@ export class PoolDaemon {
         return r.body.accept === true;
       };
     }
-    // The end of every session is remembered (so late control requests with its key are not
-    // counted as guesses); the channel that did the handshake is told when it asked to be.
-    const wantsEnd = raw.sessionEnd === true && m.id !== undefined;
+    this.#serve(peer, m, raw.sessionEnd === true, (onEnd) =>
+      this.#engine.handshake(fd, { ...request, onEnd }),
+    );
+  }
+
+  #connect(peer: Peer, m: Incoming): void {
+    const fd = m.fds[0]!;
+    const raw = m.body.request;
+    const request = connectRequest(raw, m.attachment);
+    if (typeof request === 'string') {
+      fd.close();
+      peer.replyError(m, 'TLSPROXY_ERR_POOL_CONFIG', request);
+      return;
+    }
+    const wantsEnd = Object.hasOwn(raw as object, 'sessionEnd')
+      ? (raw as Record<string, unknown>).sessionEnd === true
+      : false;
+    this.#serve(peer, m, wantsEnd, (onEnd) => this.#engine.connect(fd, { ...request, onEnd }));
+  }
+
+  /**
+   * Run a handshake or connect for a peer and answer 'established' with the plaintext end, or
+   * the error. The end of every session is remembered (so late control requests with its key
+   * are not counted as guesses); the channel that asked is told when it asked to be.
+   */
+  #serve(
+    peer: Peer,
+    m: Incoming,
+    sessionEnd: boolean,
+    run: (onEnd: () => void) => Promise<{ plaintext: OwnedFd; controlKey: Buffer; info: object }>,
+  ): void {
+    const rid = m.id ?? 0;
+    const wantsEnd = sessionEnd && m.id !== undefined;
     let hash: string | undefined;
     let ended = false;
     const reportEnd = () => {
       if (hash) this.#rememberEnded(hash);
       if (wantsEnd && !peer.closed) peer.send('session-end', { handshake: rid });
     };
-    request.onEnd = () => {
+    const onEnd = () => {
       ended = true;
       if (hash) reportEnd();
     };
-    this.#engine.handshake(fd, request).then(
+    run(onEnd).then(
       (res) => {
         hash = keyHash(res.controlKey);
         peer.reply(

@@ -3,6 +3,9 @@
 //
 //   proxy → daemon   request 'handshake' { request } + 1 fd (TCP)  → 'established' { info, key, sessionEnd? } + 1 fd (plaintext end)
 //   daemon → proxy   request 'check-server-name' { handshake: id, serverName } → 'server-name-ok' { accept }
+//   proxy → daemon   request 'connect' { request } + 1 fd (TCP, preamble done) + attachment:
+//                    the trusted CAs as PEM text (empty: the daemon's Node roots)
+//                    → 'established' { info, key, sessionEnd? } + 1 fd (plaintext end)
 //   any → daemon     request 'control' { key, op, args }           → 'control-result' { result }
 //   proxy → daemon   request 'server-names' {}                     → 'names' { names }
 //   daemon → proxy   'session-end' { handshake: id }   (no answer) the session established by
@@ -13,8 +16,15 @@
 //
 // In a handshake request, `request` carries the HandshakeRequest's data fields (clientCert,
 // alpn, handshakeTimeoutMs, idleTimeoutMs, connectionId) and two flags: checkServerName (ask
-// back with 'check-server-name') and sessionEnd (send 'session-end'). A control request's args
-// may carry `requester`: who asked, for counting unknown keys (see daemon.ts).
+// back with 'check-server-name') and sessionEnd (send 'session-end').
+// A connect request's `request` carries the ConnectRequest's data fields (serverName,
+// clientIdentity — a NAME: the key stays in the daemon —, alpn, minVersion, handshakeTimeoutMs,
+// idleTimeoutMs, connectionId) and the sessionEnd flag ('session-end' names the connect
+// request's id in its `handshake` field). The CAs travel as the attachment, so a bundle is not
+// bound by the 32 KiB header (the channel's 64 KiB message cap still is). A daemon older than
+// 'connect' answers it with an error (unknown message type) and closes the descriptor.
+// A control request's args may carry `requester`: who asked, for counting unknown keys (see
+// daemon.ts).
 import { defineProtocol } from '@tlsproxy/fdpass';
 
 export const poolProtocol = defineProtocol({
@@ -23,6 +33,7 @@ export const poolProtocol = defineProtocol({
   messages: {
     handshake: { fields: { request: 'object' }, fds: 1 },
     established: { fields: { info: 'object', key: 'string' }, fds: 1 },
+    connect: { fields: { request: 'object' }, fds: 1, attachment: true },
     'check-server-name': { fields: { handshake: 'integer', serverName: 'string' } },
     'server-name-ok': { fields: { accept: 'boolean' } },
     control: { fields: { key: 'string', op: 'string', args: 'object' } },

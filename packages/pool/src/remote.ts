@@ -3,13 +3,16 @@
 import type net from 'node:net';
 import { connect, detachSocket, type OwnedFd, type Peer } from '@tlsproxy/fdpass';
 import type {
+  ConnectInfo,
+  ConnectRequest,
+  ConnectResult,
   ControlOp,
   HandshakeRequest,
   HandshakeResult,
   NegotiatedInfo,
   TlsEngineApi,
 } from './engine.js';
-import { isResourceError, PoolError } from './errors.js';
+import { isResourceError, PoolError, VERIFY_REASONS, type VerifyReason } from './errors.js';
 import { poolProtocol } from './protocol.js';
 
 export interface RemoteOptions {
@@ -19,6 +22,42 @@ export interface RemoteOptions {
   connectTimeoutMs?: number;
   /** uids the daemon may run as (SO_PEERCRED of the connected socket); default: any. */
   allowUids?: number[];
+}
+
+/**
+ * Largest CA text sent with a connect request: the channel's 64 KiB message cap less room for
+ * the header. A bigger bundle belongs in the daemon's own trust store (request without ca).
+ */
+const MAX_CA_ATTACHMENT = 60 * 1024;
+
+function closeInput(input: net.Socket | OwnedFd): void {
+  if ('toSocket' in input) input.close();
+  else input.destroy();
+}
+
+/**
+ * The daemon's answer to a failed connect as the embedded engine would have thrown it: its
+ * code, its message without the "CODE: " prefix the channel adds, and for
+ * TLSPROXY_ERR_POOL_VERIFY the reason read back from the message (the wire carries code and
+ * message only).
+ */
+function remoteConnectError(err: unknown): PoolError {
+  const e = err as { remoteCode?: unknown; message: string };
+  const code = typeof e.remoteCode === 'string' ? e.remoteCode : undefined;
+  const message =
+    code && e.message.startsWith(`${code}: `) ? e.message.slice(code.length + 2) : e.message;
+  if (code === 'TLSPROXY_ERR_FDPASS_PROTOCOL' && /unknown message type "connect"/.test(message))
+    return new PoolError(
+      'TLSPROXY_ERR_POOL_UNSUPPORTED',
+      'the tlspool daemon does not know connect (it is older than the client role): upgrade it',
+      { cause: err },
+    );
+  if (code === 'TLSPROXY_ERR_POOL_VERIFY') {
+    const said = /^server certificate rejected \(([a-z-]+)\)/.exec(message)?.[1];
+    const reason = VERIFY_REASONS.has(said as VerifyReason) ? (said as VerifyReason) : 'other';
+    return new PoolError('TLSPROXY_ERR_POOL_VERIFY', message, { cause: err, reason });
+  }
+  return new PoolError((code as never) ?? 'TLSPROXY_ERR_POOL_HANDSHAKE', message, { cause: err });
 }
 
 /** A caller's onEnd must not break the channel's message handling. */
@@ -133,6 +172,66 @@ export class RemoteTlsEngine implements TlsEngineApi {
     input: net.Socket | OwnedFd,
     request: HandshakeRequest = {},
   ): Promise<HandshakeResult> {
+    // Functions do not cross the socket: they become flags the daemon answers with messages.
+    const { checkServerName, onEnd, onBytes: _bytes, ...rest } = request;
+    const body = {
+      ...rest,
+      checkServerName: checkServerName !== undefined,
+      sessionEnd: onEnd !== undefined,
+    };
+    const r = await this.#call('handshake', input, body, {
+      timeoutMs: (request.handshakeTimeoutMs ?? 10_000) + 5000,
+      ...(checkServerName ? { checkServerName } : {}),
+      ...(onEnd ? { onEnd } : {}),
+    });
+    return { ...r, info: r.info as unknown as NegotiatedInfo };
+  }
+
+  /**
+   * The client side through the daemon (issue 18): the descriptor and the request's data go to
+   * the daemon, the CAs as PEM text in the attachment; only the client identity's NAME crosses,
+   * so its key stays in the daemon. Errors are the embedded engine's (with `reason` for
+   * TLSPROXY_ERR_POOL_VERIFY); a daemon that predates 'connect' gives
+   * TLSPROXY_ERR_POOL_UNSUPPORTED.
+   */
+  async connect(input: net.Socket | OwnedFd, request: ConnectRequest): Promise<ConnectResult> {
+    const { onEnd, ca, ...rest } = request;
+    let attachment: Buffer | undefined;
+    if (ca !== undefined) {
+      attachment = typeof ca === 'string' ? Buffer.from(ca, 'utf8') : undefined;
+      if (!attachment || attachment.length > MAX_CA_ATTACHMENT) {
+        closeInput(input);
+        throw new PoolError(
+          'TLSPROXY_ERR_POOL_CONFIG',
+          `ca must be PEM text of at most ${MAX_CA_ATTACHMENT} bytes to cross to the tlspool daemon (its channel carries 64 KiB messages)`,
+        );
+      }
+    }
+    const r = await this.#call(
+      'connect',
+      input,
+      { ...rest, sessionEnd: onEnd !== undefined },
+      {
+        timeoutMs: (request.handshakeTimeoutMs ?? 10_000) + 5000,
+        ...(attachment && attachment.length > 0 ? { attachment } : {}),
+        ...(onEnd ? { onEnd } : {}),
+      },
+    );
+    return { ...r, info: r.info as unknown as ConnectInfo };
+  }
+
+  /** One request that sends a connection to the daemon and gets its plaintext end back. */
+  async #call(
+    type: 'handshake' | 'connect',
+    input: net.Socket | OwnedFd,
+    body: Record<string, unknown>,
+    options: {
+      timeoutMs: number;
+      attachment?: Buffer;
+      checkServerName?: (name: string) => boolean | Promise<boolean>;
+      onEnd?: () => void;
+    },
+  ): Promise<{ plaintext: OwnedFd; controlKey: Buffer; info: Record<string, unknown> }> {
     let fd: OwnedFd;
     try {
       fd = 'toSocket' in input ? input : detachSocket(input).fd;
@@ -158,23 +257,17 @@ export class RemoteTlsEngine implements TlsEngineApi {
       fd.close();
       throw err;
     }
-    // Functions do not cross the socket: they become flags the daemon answers with messages.
-    const { checkServerName, onEnd, onBytes: _bytes, ...rest } = request;
-    const body = {
-      ...rest,
-      checkServerName: checkServerName !== undefined,
-      sessionEnd: onEnd !== undefined,
-    };
+    const { checkServerName, onEnd } = options;
     const ends = this.#ends.get(peer);
-    const timeoutMs = (request.handshakeTimeoutMs ?? 10_000) + 5000;
     let rid = -1;
     // The daemon names the handshake's request id when it asks us about the SNI name.
     const pending = peer.request(
-      'handshake',
+      type,
       { request: body },
       {
         fds: [fd],
-        timeoutMs,
+        ...(options.attachment ? { attachment: options.attachment } : {}),
+        timeoutMs: options.timeoutMs,
         onId: (id) => {
           rid = id;
           if (checkServerName) this.#serverNameChecks.set(id, checkServerName);
@@ -198,16 +291,19 @@ export class RemoteTlsEngine implements TlsEngineApi {
       return {
         plaintext,
         controlKey: Buffer.from(r.body.key as string, 'hex'),
-        info: r.body.info as unknown as NegotiatedInfo,
+        info: r.body.info as Record<string, unknown>,
       };
     } catch (err) {
       // No session: nothing will end.
       ends?.delete(rid);
       if (err instanceof PoolError) throw err;
-      const e = err as { remoteCode?: string; message: string };
-      throw new PoolError((e.remoteCode as never) ?? 'TLSPROXY_ERR_POOL_HANDSHAKE', e.message, {
-        cause: err,
-      });
+      throw type === 'connect'
+        ? remoteConnectError(err)
+        : new PoolError(
+            ((err as { remoteCode?: string }).remoteCode as never) ?? 'TLSPROXY_ERR_POOL_HANDSHAKE',
+            (err as Error).message,
+            { cause: err },
+          );
     } finally {
       this.#serverNameChecks.delete(rid);
     }
