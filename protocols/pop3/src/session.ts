@@ -112,10 +112,14 @@ export class Pop3Session implements DialectSession {
         const text = event.text;
         this.complete(out, nameOf(text), () => this.answer(text, out));
       } else {
+        // As Dovecot's pop3-login ("-ERR Input buffer full, aborting"): -ERR and close. The
+        // framer reports the line as soon as it is certainly too long; reading on would mean
+        // skipping octets up to an LF that may never come.
         this.complete(out, null, () => {
           throw new Pop3ProtocolError(
             'TLSPROXY_ERR_POP3_LINE_TOO_LONG',
             '-ERR Command line too long.\r\n',
+            { fatal: true },
           );
         });
       }
@@ -161,6 +165,9 @@ export class Pop3Session implements DialectSession {
     out.push(act.command(name, false, KNOWN));
     switch (outcome.kind) {
       case 'reply':
+        // As Dovecot's pop3-login: a command answered +OK (CAPA) starts the count of bad
+        // commands again, so maxBadCommands counts them in a row; maxCommands bounds the rest.
+        if (outcome.text.startsWith('+OK')) this.bad = 0;
         out.push(act.send(outcome.text));
         return;
       case 'close':
