@@ -40,6 +40,7 @@ import {
   type ClientDialectSession,
   type LimitSpec,
   LineFramer,
+  latin1,
   type OptionSpec,
   readLimits,
   readOptions,
@@ -306,8 +307,77 @@ export function hostField(context: ClientContext<Partial<HttpUpgradeClientOption
 }
 
 /** `dialect.client`: RFC 2817 upgrade as a client. */
-export const client: ClientDialect<Partial<HttpUpgradeClientOptions>> = {
+/** Bounds the wait for the answer to the upgrading request (its head): past it, relay. */
+const MAX_ANSWER_HEAD = 16_384;
+const TRANSFER_ENCODING = /^transfer-encoding$/i;
+const CONTENT_LENGTH = /^content-length$/i;
+
+/**
+ * RFC 2817 section 3.3: "Once the TLS handshake completes successfully, the server MUST continue
+ * with the response to the original request" — the server answers our `OPTIONS *` over TLS
+ * (cupsd: `200 OK`, `Content-Length: 0`) before anything the local client asks. Relayed, that
+ * answer would be taken by the local client as the answer to its own first request. Given every
+ * octet the server sent over TLS so far, this returns how many form that answer (interim 1xx
+ * heads, the final head and its Content-Length content), to be dropped; `null` while more are
+ * needed; 0 when they are not such an answer (not HTTP/1.x, chunked, malformed, or a head over
+ * 16 KiB): nothing is dropped and the octets are relayed as they are. The same contract as
+ * `Dialect.backendGreeting`. Pure; never throws.
+ */
+export function upgradeAnswerLength(data: Uint8Array): number | null {
+  let at = 0;
+  for (;;) {
+    const head = headEnd(data, at);
+    if (head === null) return data.length - at > MAX_ANSWER_HEAD ? 0 : null;
+    if (head.end - at > MAX_ANSWER_HEAD) return 0;
+    const lines = latin1(data.subarray(at, head.end)).split(/\r?\n/);
+    const m = STATUS_LINE.exec(lines[0] ?? '');
+    if (m === null || m[1] !== '1') return 0;
+    const status = Number(m[3]);
+    if (status < 200) {
+      // Interim (and no second 101 can come): read on.
+      if (status === 101) return 0;
+      at = head.end;
+      continue;
+    }
+    let length = 0;
+    let lengths = 0;
+    for (const line of lines.slice(1, -2)) {
+      const colon = line.indexOf(':');
+      if (colon <= 0) return 0;
+      const name = line.slice(0, colon);
+      if (TRANSFER_ENCODING.test(name)) return 0;
+      if (CONTENT_LENGTH.test(name)) {
+        const v = line.slice(colon + 1).trim();
+        if (!/^[0-9]{1,15}$/.test(v) || (lengths++ > 0 && Number(v) !== length)) return 0;
+        length = Number(v);
+      }
+    }
+    // RFC 9110 section 6.4.1: 204 and 304 have no content whatever the fields say.
+    if (status === 204 || status === 304) length = 0;
+    const end = head.end + length;
+    return end <= data.length ? end : null;
+  }
+}
+
+/** The end of the head that starts at `from` (after its empty line), or null. */
+function headEnd(data: Uint8Array, from: number): { end: number } | null {
+  for (let i = data.indexOf(0x0a, from); i >= 0; i = data.indexOf(0x0a, i + 1)) {
+    if (data[i + 1] === 0x0a) return { end: i + 2 };
+    if (data[i + 1] === 0x0d && data[i + 2] === 0x0a) return { end: i + 3 };
+  }
+  return null;
+}
+
+/**
+ * `dialect.client`: RFC 2817 upgrade as a client. `afterTls` is `upgradeAnswerLength`: what the
+ * engine drops from the server's first octets over TLS (not in the kit's contract yet; see the
+ * README's "Client role" section).
+ */
+export const client: ClientDialect<Partial<HttpUpgradeClientOptions>> & {
+  afterTls: (data: Uint8Array) => number | null;
+} = {
   options: clientOptions,
   limits: clientLimits,
   create: (context) => new HttpUpgradeClientSession(clientConfig(context), hostField(context)),
+  afterTls: upgradeAnswerLength,
 };

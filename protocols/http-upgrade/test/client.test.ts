@@ -7,7 +7,7 @@ import { dialectProblems } from '@tlsproxy/dialect-kit';
 import { dec, enc, splitAt } from '@tlsproxy/dialect-kit/testing';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { client, INJECTION_REASON } from '../src/client.js';
+import { client, INJECTION_REASON, upgradeAnswerLength } from '../src/client.js';
 import { dialect } from '../src/index.js';
 
 const TIME = { interruptAfterTimeLimit: 4000, numRuns: 300 };
@@ -216,6 +216,64 @@ describe('HTTP Upgrade client: the dialect object', () => {
     }
     expect(client.options.host!.validate!('a\r\nb')).toBeTruthy();
     expect(client.options.host!.validate!('cups.example:631')).toBeUndefined();
+  });
+});
+
+describe('HTTP Upgrade client: the answer to OPTIONS * over TLS (RFC 2817 section 3.3)', () => {
+  /** What cupsd 2.4 sends over TLS right after the handshake, before any request. */
+  const CUPS_ANSWER =
+    'HTTP/1.1 200 OK\r\nConnection: Keep-Alive\r\nContent-Language: en\r\nContent-Length: 0\r\n' +
+    'Date: Fri, 04 Dec 2026 14:05:35 GMT\r\nKeep-Alive: timeout=10\r\nServer: CUPS/2.4 IPP/2.1\r\n\r\n';
+  const NEXT = 'HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nno\n';
+
+  it("cupsd's answer is dropped exactly; what follows is relayed", () => {
+    expect(upgradeAnswerLength(enc(CUPS_ANSWER))).toBe(CUPS_ANSWER.length);
+    expect(upgradeAnswerLength(enc(CUPS_ANSWER + NEXT))).toBe(CUPS_ANSWER.length);
+  });
+
+  it('content by Content-Length and interim heads are part of it; incomplete is null', () => {
+    const withBody =
+      'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello';
+    expect(upgradeAnswerLength(enc(withBody + NEXT))).toBe(withBody.length);
+    for (let cut = 0; cut < withBody.length; cut++) {
+      expect(upgradeAnswerLength(enc(withBody.slice(0, cut))), `cut ${cut}`).toBeNull();
+    }
+    expect(upgradeAnswerLength(enc('HTTP/1.1 204 No Content\r\nContent-Length: 9\r\n\r\n'))).toBe(
+      46,
+    );
+  });
+
+  it('what is not such an answer is relayed untouched (0)', () => {
+    for (const bad of [
+      'SSH-2.0-x\r\n\r\n',
+      'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n',
+      'HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n',
+      'HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n',
+      'HTTP/1.1 101 Switching Protocols\r\n\r\n',
+      'HTTP/1.1 200 OK\r\nbroken\r\n\r\n',
+      `HTTP/1.1 200 OK\r\nX: ${'y'.repeat(20_000)}`,
+    ]) {
+      expect(upgradeAnswerLength(enc(bad)), bad.slice(0, 40)).toBe(0);
+    }
+  });
+
+  it('never throws, and never drops more than it was given', () => {
+    fc.assert(
+      fc.property(
+        fc.uint8Array({ maxLength: 200 }),
+        fc.constantFrom('', CUPS_ANSWER),
+        (bytes, prefix) => {
+          const data = Uint8Array.from([...enc(prefix), ...bytes]);
+          const n = upgradeAnswerLength(data);
+          if (n !== null) expect(n).toBeLessThanOrEqual(data.length);
+        },
+      ),
+      TIME,
+    );
+  });
+
+  it("is the client object's afterTls", () => {
+    expect(client.afterTls).toBe(upgradeAnswerLength);
   });
 });
 

@@ -1,0 +1,321 @@
+// Interop, client role (issue 18): the HTTP Upgrade client state machine drives a real CUPS
+// cupsd on loopback (configured as fixtures/record/cupsd.sh does: DefaultEncryption
+// IfRequested, the test PKI's server.pem, /admin with `Encryption Required`) over a real TCP
+// socket; on `starttls` node:tls runs the client handshake on the same socket, verified against
+// fixtures/certs/ca.pem for `localhost`. Over TLS cupsd first answers the upgrading OPTIONS *
+// (RFC 2817 section 3.3), which the client's afterTls drops; then an OPTIONS and an IPP
+// CUPS-Get-Printers request get their HTTP answers. (No plaintext contrast: cupsd does not
+// enforce `Encryption Required` on loopback connections, httpAddrLocalhost.) Skipped when cupsd is not installed (apt-get install cups-daemon); cupsd needs root.
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import tls from 'node:tls';
+import { fileURLToPath } from 'node:url';
+import type { ClientAction, ClientDialectSession } from '@tlsproxy/dialect-kit';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { client } from '../src/client.js';
+
+const root = fileURLToPath(new URL('../../../', import.meta.url));
+const certs = join(root, 'fixtures/certs');
+const CA = readFileSync(join(certs, 'ca.pem'));
+
+function findCupsd(): string | undefined {
+  for (const p of ['/usr/sbin/cupsd', '/usr/local/sbin/cupsd']) if (existsSync(p)) return p;
+  try {
+    return execFileSync('which', ['cupsd'], { encoding: 'utf8' }).trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+const CUPSD = process.getuid?.() === 0 ? findCupsd() : undefined;
+if (!CUPSD)
+  console.warn(
+    'cupsd not installed (or not root): the HTTP Upgrade client interop test is skipped',
+  );
+
+async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const { port } = s.address() as net.AddressInfo;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+interface Cupsd {
+  port: number;
+  stop(): Promise<void>;
+}
+
+async function startCupsd(): Promise<Cupsd> {
+  const dir = mkdtempSync(join(tmpdir(), 'tlsproxy-cups-client-'));
+  for (const d of ['spool/tmp', 'cache', 'state/certs', 'ssl', 'log', 'ppd']) {
+    mkdirSync(join(dir, d), { recursive: true });
+  }
+  copyFileSync(join(certs, 'server.pem'), join(dir, 'ssl/localhost.crt'));
+  copyFileSync(join(certs, 'server.key'), join(dir, 'ssl/localhost.key'));
+  chmodSync(join(dir, 'ssl/localhost.key'), 0o600);
+  const port = await freePort();
+  writeFileSync(
+    join(dir, 'cupsd.conf'),
+    `Listen 127.0.0.1:${port}
+ServerName localhost
+ServerAlias *
+DefaultEncryption IfRequested
+LogLevel warn
+Browsing No
+WebInterface No
+<Location />
+  Order allow,deny
+  Allow all
+</Location>
+`,
+  );
+  writeFileSync(
+    join(dir, 'cups-files.conf'),
+    `ServerRoot ${dir}
+RequestRoot ${dir}/spool
+TempDir ${dir}/spool/tmp
+CacheDir ${dir}/cache
+StateDir ${dir}/state
+ServerKeychain ${dir}/ssl
+CreateSelfSignedCerts no
+ErrorLog ${dir}/log/error_log
+AccessLog ${dir}/log/access_log
+PageLog ${dir}/log/page_log
+FileDevice No
+Printcap ${dir}/printcap
+`,
+  );
+  // cupsd checks that its files are not writable by group or others.
+  execFileSync('chmod', ['-R', 'go-w', dir]);
+  const child: ChildProcess = spawn(
+    CUPSD!,
+    ['-f', '-c', join(dir, 'cupsd.conf'), '-s', join(dir, 'cups-files.conf')],
+    { stdio: 'ignore' },
+  );
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  for (let i = 0; ; i++) {
+    const up = await new Promise<boolean>((r) => {
+      const s = net.connect(port, '127.0.0.1', () => {
+        s.destroy();
+        r(true);
+      });
+      s.on('error', () => r(false));
+    });
+    if (up) break;
+    if (i > 100 || child.exitCode !== null) {
+      child.kill();
+      const log = existsSync(join(dir, 'log/error_log'))
+        ? readFileSync(join(dir, 'log/error_log'), 'utf8')
+        : '';
+      throw new Error(`cupsd did not start: ${log}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    port,
+    async stop() {
+      if (child.exitCode === null) child.kill('SIGTERM');
+      await exited;
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+type Outcome =
+  | { type: 'starttls'; socket: net.Socket; actions: ClientAction[] }
+  | { type: 'close'; reason: string; actions: ClientAction[] };
+
+/** What the engine does for a client dialect over a real socket (see the LDAP twin). */
+function drive(port: number, session: ClientDialectSession): Promise<Outcome> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1');
+    const actions: ClientAction[] = [];
+    let timer: NodeJS.Timeout | undefined;
+    let done = false;
+    const apply = (list: ClientAction[]) => {
+      for (const a of list) {
+        if (done) return;
+        actions.push(a);
+        if (a.type === 'send') socket.write(a.data);
+        else if (a.type === 'timer') {
+          clearTimeout(timer);
+          timer = setTimeout(
+            () => apply(session.timer(Date.now())),
+            Math.max(0, a.at - Date.now()),
+          );
+        } else if (a.type === 'starttls') {
+          finish();
+          resolve({ type: 'starttls', socket, actions });
+        } else if (a.type === 'close' || a.type === 'plaintext') {
+          finish();
+          if (a.type === 'close' && a.data) socket.end(a.data);
+          else socket.end();
+          resolve({ type: 'close', reason: a.reason, actions });
+        }
+      }
+    };
+    const onData = (d: Buffer) => apply(session.receive(new Uint8Array(d), Date.now()));
+    const finish = () => {
+      done = true;
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.pause();
+    };
+    socket.on('data', onData);
+    socket.on('end', () => apply(session.eof?.(Date.now()) ?? []));
+    socket.on('error', (err) => {
+      if (!done) reject(err);
+    });
+    socket.once('connect', () => apply(session.start(Date.now())));
+  });
+}
+
+const newSession = () =>
+  client.create({
+    options: {},
+    limits: {},
+    hostname: 'client.example.test',
+    serverName: 'localhost',
+    connectionId: 'interop',
+  });
+
+/** RFC 8011 CUPS-Get-Printers (0x4002), the least IPP request: charset and language only. */
+function ippGetPrinters(): Buffer {
+  const attr = (tag: number, name: string, value: string) => {
+    const n = Buffer.from(name);
+    const v = Buffer.from(value);
+    return Buffer.concat([
+      Buffer.from([tag, n.length >> 8, n.length & 0xff]),
+      n,
+      Buffer.from([v.length >> 8, v.length & 0xff]),
+      v,
+    ]);
+  };
+  const body = Buffer.concat([
+    Buffer.from([0x02, 0x00, 0x40, 0x02, 0x00, 0x00, 0x00, 0x01, 0x01]),
+    attr(0x47, 'attributes-charset', 'utf-8'),
+    attr(0x48, 'attributes-natural-language', 'en'),
+    Buffer.from([0x03]),
+  ]);
+  return Buffer.concat([
+    Buffer.from(
+      `POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/ipp\r\nContent-Length: ${body.length}\r\n\r\n`,
+    ),
+    body,
+  ]);
+}
+
+/** Everything `socket` sends until `done` says so or `ms` pass. */
+function collect(socket: net.Socket, done: (text: string) => boolean, ms = 5000): Promise<string> {
+  return new Promise((resolve) => {
+    let got = '';
+    const t = setTimeout(() => resolve(got), ms);
+    socket.on('data', (d: Buffer) => {
+      got += d.toString('latin1');
+      if (done(got)) {
+        clearTimeout(t);
+        resolve(got);
+      }
+    });
+    socket.on('close', () => {
+      clearTimeout(t);
+      resolve(got);
+    });
+  });
+}
+
+/** Complete HTTP responses in `text` (head + Content-Length body), as status codes. */
+function statuses(text: string): number[] {
+  const out: number[] = [];
+  let rest = text;
+  for (;;) {
+    const m = /^HTTP\/1\.[01] (\d{3})[^\r\n]*\r\n([\s\S]*?)\r\n\r\n/.exec(rest);
+    if (!m) return out;
+    const len = Number(/\r\ncontent-length: *(\d+)/i.exec(`\r\n${m[2]}`)?.[1] ?? 0);
+    const end = m[0].length + len;
+    if (rest.length < end) return out;
+    out.push(Number(m[1]));
+    rest = rest.slice(end);
+  }
+}
+
+describe.skipIf(!CUPSD)('HTTP Upgrade client role against a real cupsd', () => {
+  let cupsd: Cupsd;
+  beforeAll(async () => {
+    cupsd = await startCupsd();
+  }, 30_000);
+  afterAll(async () => {
+    await cupsd?.stop();
+  }, 30_000);
+
+  it('101, a verified TLS handshake, the OPTIONS answer over TLS dropped, then requests get HTTP answers', async () => {
+    const out = await drive(cupsd.port, newSession());
+    expect(out.type).toBe('starttls');
+    if (out.type !== 'starttls') return;
+    const go = out.actions.find((a) => a.type === 'starttls');
+    expect(go).toMatchObject({ toLocal: new Uint8Array(0), state: { status: 101 } });
+    const secure = tls.connect({ socket: out.socket, ca: CA, servername: 'localhost' });
+    await new Promise<void>((r, j) => {
+      secure.once('secureConnect', () => r());
+      secure.once('error', j);
+    });
+    expect(secure.authorized).toBe(true);
+    expect(secure.getProtocol()).toMatch(/^TLSv1\.[23]$/);
+    // RFC 2817 section 3.3: cupsd answers the upgrading OPTIONS * over TLS before anything is
+    // asked; the client dialect's afterTls says how much of that to drop.
+    let first = Buffer.alloc(0);
+    let drop: number | null = null;
+    await new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`no OPTIONS answer: ${first.toString()}`)), 5000);
+      const onData = (d: Buffer) => {
+        first = Buffer.concat([first, d]);
+        drop = client.afterTls(new Uint8Array(first));
+        if (drop === null) return;
+        clearTimeout(t);
+        secure.off('data', onData);
+        resolve();
+      };
+      secure.on('data', onData);
+    });
+    console.log(`cupsd over TLS before any request: ${JSON.stringify(first.toString('latin1'))}`);
+    expect(first.toString('latin1')).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+    expect(drop).toBe(first.length);
+    // Now as a local client would: two requests, two answers, in order.
+    const replies = collect(secure, (text) => statuses(text).length >= 2);
+    secure.write('OPTIONS / HTTP/1.1\r\nHost: localhost\r\n\r\n');
+    secure.write(ippGetPrinters());
+    const text = await replies;
+    const codes = statuses(text);
+    console.log(`cupsd over TLS: statuses ${codes.join(', ')}`);
+    expect(codes).toEqual([200, 200]);
+    // The second is the IPP answer: application/ipp, version 2.0, status successful-ok.
+    expect(text).toMatch(/Content-Type: application\/ipp/i);
+    secure.destroy();
+  });
+
+  it('verified against the wrong CA the handshake fails (fail closed)', async () => {
+    const out = await drive(cupsd.port, newSession());
+    expect(out.type).toBe('starttls');
+    if (out.type !== 'starttls') return;
+    const other = readFileSync(join(certs, 'rogue.pem'));
+    const secure = tls.connect({ socket: out.socket, ca: other, servername: 'localhost' });
+    const err = await new Promise<Error>((r) => {
+      secure.once('error', r);
+      secure.once('secureConnect', () => r(new Error('connected')));
+    });
+    expect(err.message).toMatch(/certificate/i);
+    secure.destroy();
+  });
+});
