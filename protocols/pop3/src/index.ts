@@ -9,6 +9,7 @@ import {
   type SessionContext,
 } from '@tlsproxy/dialect-kit';
 import { backendGreeting } from './backend-greeting.js';
+import { client } from './client.js';
 import { Pop3Session, type SessionConfig } from './session.js';
 
 export { backendGreeting } from './backend-greeting.js';
@@ -158,6 +159,7 @@ export const dialect: Dialect<Partial<Pop3Options>> = {
   limits,
   create: (context) => new Pop3Session(sessionConfig(context)),
   backendGreeting,
+  client,
   // RFC 3206 §4: SYS/TEMP is a temporary system problem; the client should try later.
   // Which limit: per address (Postfix's "too many connections from …") or the whole listener.
   busy: ({ limit }) =>
