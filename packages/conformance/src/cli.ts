@@ -3,9 +3,13 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ConformanceError } from './errors.js';
+import { formatMutationReport, type MutationReport, mutationCheck } from './mutate.js';
 import { parseHostPort, record } from './record.js';
 import { formatReport } from './report.js';
-import { runConformance } from './runner.js';
+import { loadSuite, runConformance } from './runner.js';
+
+/** The built-in dialects `mutate` checks when no --dialect is given. */
+const BUILT_IN = ['imap', 'pop3', 'smtp', 'ldap', 'xmpp', 'http-upgrade'];
 
 const USAGE = `usage:
   tlsproxy-conformance run --dialect <package-or-path> [--options FILE] [--json]
@@ -13,6 +17,13 @@ const USAGE = `usage:
       With no TRANSCRIPT: --transcripts DIR, else the transcripts the dialect's package
       ships ("tlsproxy": { "transcripts": DIR } in its package.json, or its transcripts/),
       else fixtures/transcripts/<dialect name>/ searched upwards from the current directory.
+      --options takes a JSON file or inline JSON ('{"key": 1}').
+  tlsproxy-conformance mutate [--dialect <package-or-path>]... [--options FILE|JSON]
+                           [--transcripts DIR] [--min PERCENT] [--max-points N] [--json]
+                           [TRANSCRIPT...]
+      The mutation self-check: each dialect (default: the built-in ones) with its sessions
+      changed the way buggy dialects go wrong, replayed against its transcripts; exits 1 when
+      fewer than --min (default 95) percent of the mutants fail.
   tlsproxy-conformance record --listen 127.0.0.1:PORT --upstream HOST:PORT --out FILE
                            [--server TEXT] [--client TEXT] [--dialect NAME]
                            [--annotate imap|pop3|smtp] [--bind LOCAL-ADDR]
@@ -38,14 +49,7 @@ async function runCommand(args: string[], print: (s: string) => void): Promise<n
   if (!(seconds > 0)) throw usage('--seconds must be a positive number');
   const seed = values.seed === undefined ? undefined : Number(values.seed);
   if (seed !== undefined && !Number.isInteger(seed)) throw usage('--seed must be an integer');
-  let options: Record<string, unknown> = {};
-  if (values.options) {
-    try {
-      options = JSON.parse(readFileSync(values.options, 'utf8'));
-    } catch (err) {
-      throw usage(`--options ${values.options}: ${(err as Error).message}`);
-    }
-  }
+  const options = readOptions(values.options);
   const report = await runConformance({
     dialect: values.dialect,
     options,
@@ -54,9 +58,70 @@ async function runCommand(args: string[], print: (s: string) => void): Promise<n
     seconds,
     ...(seed !== undefined ? { seed } : {}),
     engine: !values['no-engine'],
+    ...(values.options && !isInlineJson(values.options) ? { optionsFile: values.options } : {}),
+    json: values.json,
   });
   print(values.json ? JSON.stringify(report, null, 2) : formatReport(report));
   return report.ok ? 0 : 1;
+}
+
+const isInlineJson = (v: string): boolean => v.trimStart().startsWith('{');
+
+/** --options: a JSON file, or the JSON itself (so a reproduce line can carry it). */
+function readOptions(value: string | undefined): Record<string, unknown> {
+  if (!value) return {};
+  try {
+    return JSON.parse(isInlineJson(value) ? value : readFileSync(value, 'utf8'));
+  } catch (err) {
+    throw usage(`--options ${value}: ${(err as Error).message}`);
+  }
+}
+
+async function mutateCommand(args: string[], print: (s: string) => void): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      dialect: { type: 'string', multiple: true },
+      options: { type: 'string' },
+      transcripts: { type: 'string' },
+      min: { type: 'string' },
+      'max-points': { type: 'string' },
+      json: { type: 'boolean', default: false },
+    },
+  });
+  const min = values.min === undefined ? 95 : Number(values.min);
+  if (!(min >= 0 && min <= 100)) throw usage('--min must be a percentage (0-100)');
+  const maxPoints = values['max-points'] === undefined ? 16 : Number(values['max-points']);
+  if (!(Number.isInteger(maxPoints) && maxPoints > 0))
+    throw usage('--max-points must be a positive integer');
+  const dialects = values.dialect ?? BUILT_IN;
+  if (dialects.length > 1 && (positionals.length > 0 || values.transcripts))
+    throw usage('transcripts can be given for one --dialect only');
+  const options = readOptions(values.options);
+  const reports: MutationReport[] = [];
+  for (const spec of dialects) {
+    const { dialect, transcripts } = await loadSuite({
+      dialect: spec,
+      transcripts: positionals,
+      ...(values.transcripts ? { transcriptDir: values.transcripts } : {}),
+    });
+    reports.push(mutationCheck(dialect, transcripts, options, { maxPoints }));
+  }
+  const ok = reports.every((r) => r.rate * 100 >= min);
+  if (values.json) print(JSON.stringify({ ok, min, reports }, null, 2));
+  else {
+    print(reports.map(formatMutationReport).join('\n\n'));
+    print(
+      ok
+        ? `\nevery dialect: at least ${min} % of the mutants killed`
+        : `\nFAILED: ${reports
+            .filter((r) => r.rate * 100 < min)
+            .map((r) => `${r.dialect} ${(r.rate * 100).toFixed(1)} %`)
+            .join(', ')} below ${min} %`,
+    );
+  }
+  return ok ? 0 : 1;
 }
 
 async function recordCommand(args: string[], print: (s: string) => void): Promise<number> {
@@ -113,6 +178,7 @@ export async function main(
   try {
     if (command === 'run') return await runCommand(rest, print);
     if (command === 'record') return await recordCommand(rest, print);
+    if (command === 'mutate') return await mutateCommand(rest, print);
     if (command === '--help' || command === 'help') {
       print(USAGE);
       return 0;

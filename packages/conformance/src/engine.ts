@@ -122,7 +122,21 @@ async function playOne(
       socket.once('error', reject);
     });
     await quiet();
+    let closedEarly = false;
     for (const step of t.steps) {
+      if (step.type === 'close' && !closedEarly) {
+        // The server closed here, by itself: the dialect must close before the client's eof
+        // (which comes later in the transcript), not merely when the client closes.
+        const until = Date.now() + WAIT_MS;
+        while (!ended && Date.now() < until) await sleep(5);
+        if (!ended && t.steps.some((s) => s.type === 'eof'))
+          problems.push(
+            'the server closed the connection itself; through the engine it stayed open until the client closed',
+          );
+        closedEarly = true;
+        continue;
+      }
+      if (step.type === 'eof') closedEarly = true;
       if (ended) break;
       if (step.type === 'client') socket.write(step.bytes);
       else if (step.type === 'eof') socket.end();

@@ -4,10 +4,19 @@ export { escapeBytes } from './bytes.js';
 export { main } from './cli.js';
 export { engineReplay } from './engine.js';
 export { ConformanceError, type ConformanceErrorCode } from './errors.js';
+export {
+  formatMutationReport,
+  MUTANT_CLASSES,
+  type MutantClass,
+  type MutationReport,
+  mutantDialect,
+  mutationCheck,
+} from './mutate.js';
 export { formatMismatch, type Mismatch, matchOutput, PLACEHOLDERS } from './pattern.js';
 export { runProperties } from './properties.js';
 export { type Event, type RecordOptions, record, renderTranscript } from './record.js';
 export { type Input, type Observation, observe, replay } from './replay.js';
+export { REPLY_RULES, type Reply, type ReplyRules } from './replies.js';
 export { formatReport } from './report.js';
 export { type CheckResult, type Report, type RunOptions, runConformance } from './runner.js';
 export {

@@ -157,6 +157,26 @@ export function matchOutput(
   return mismatch(actual, end, segments.slice(k), `no \${${next.name}} here`);
 }
 
+/**
+ * Where each segment matched in the actual output (latin1 offsets), or undefined when the
+ * output does not match. The reply checks use it to pair recorded replies with actual ones.
+ */
+export function matchSpans(
+  segments: readonly Segment[],
+  actual: Uint8Array,
+): { start: number; end: number }[] | undefined {
+  const re = new RegExp(
+    `^${segments.map((s) => (s.type === 'bytes' ? `(${source(s)})` : source(s))).join('')}$`,
+    'd',
+  );
+  const m = re.exec(latin1(actual));
+  if (!m) return undefined;
+  return segments.map((_, i) => {
+    const [start, end] = m.indices![i + 1]!;
+    return { start, end };
+  });
+}
+
 /** Two rows, aligned, with a caret under the first differing byte. */
 export function formatMismatch(m: Mismatch, indent = '    '): string {
   return [

@@ -1,8 +1,8 @@
 // The run API behind `tlsproxy-conformance run`: load a dialect with no other code, replay each
 // transcript sans-I/O and through a real engine, then run the property suite.
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join, resolve, sep } from 'node:path';
 import { type Dialect, loadDialect } from '@tlsproxy/dialect-kit';
 import { engineReplay } from './engine.js';
 import { ConformanceError } from './errors.js';
@@ -23,6 +23,9 @@ export interface RunOptions {
   /** Also replay through a real TlsProxy on loopback (default true). */
   engine?: boolean;
   cwd?: string;
+  /** For the reproduce line only: the file --options was read from, and --json. */
+  optionsFile?: string;
+  json?: boolean;
 }
 
 export interface CheckResult {
@@ -88,22 +91,38 @@ export function defaultTranscriptDir(name: string, cwd: string): string | undefi
   }
 }
 
+/** The package.json of what --dialect named: a package folder, a package name, or the
+ * built-in shorthand (`imap` → `@tlsproxy/dialect-imap`), as the kit's loader tries them. */
+function dialectPackageJson(spec: string, cwd: string): string | undefined {
+  const asPath = resolve(cwd, spec);
+  if (existsSync(join(asPath, 'package.json'))) return join(asPath, 'package.json');
+  const req = createRequire(join(resolve(cwd), 'noop.js'));
+  const names = [spec];
+  if (/^[a-z0-9][a-z0-9-]*$/.test(spec)) names.push(`@tlsproxy/dialect-${spec}`);
+  for (const name of names) {
+    try {
+      return req.resolve(`${name}/package.json`);
+    } catch {
+      // not installed under this name; try the next
+    }
+  }
+  return undefined;
+}
+
 /**
  * The transcripts a dialect package ships: the folder its package.json names in
  * `"tlsproxy": { "transcripts": "…" }`, else its `transcripts/` folder if there is one. `spec`
- * is what --dialect was given: a package name or a path to the package's folder.
+ * is what --dialect was given: a package name (or built-in short name) or a path to the
+ * package's folder.
+ *
+ * A package that is not installed (its real path is outside any node_modules: a workspace
+ * package of a checkout) takes `fixtures/transcripts/<name>/` from its checkout first when there
+ * is one: the built-in dialects' packed `transcripts/` is a copy of it made by `npm pack`, and a
+ * copy left behind by an earlier pack is stale.
  */
-export function packageTranscriptDir(spec: string, cwd: string): string | undefined {
-  let pkgJson: string | undefined;
-  const asPath = resolve(cwd, spec);
-  if (existsSync(join(asPath, 'package.json'))) pkgJson = join(asPath, 'package.json');
-  else {
-    try {
-      pkgJson = createRequire(join(resolve(cwd), 'noop.js')).resolve(`${spec}/package.json`);
-    } catch {
-      return undefined;
-    }
-  }
+export function packageTranscriptDir(spec: string, cwd: string, name?: string): string | undefined {
+  const pkgJson = dialectPackageJson(spec, cwd);
+  if (!pkgJson) return undefined;
   let declared: unknown;
   try {
     const pkg = JSON.parse(readFileSync(pkgJson, 'utf8')) as {
@@ -113,20 +132,61 @@ export function packageTranscriptDir(spec: string, cwd: string): string | undefi
   } catch {
     return undefined;
   }
-  const dir = join(dirname(pkgJson), typeof declared === 'string' ? declared : 'transcripts');
+  const root = dirname(pkgJson);
+  if (name && !realpathSync(root).split(sep).includes('node_modules')) {
+    const checkout = defaultTranscriptDir(name, root);
+    if (checkout) return checkout;
+  }
+  const dir = join(root, typeof declared === 'string' ? declared : 'transcripts');
   return existsSync(dir) ? dir : undefined;
 }
 
-export async function runConformance(opts: RunOptions): Promise<Report> {
+/** A shell word: as is when safe, else single-quoted. */
+function shellWord(s: string): string {
+  return /^[A-Za-z0-9_/.:@%+=,-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** --dialect as given, made absolute when it is a path, so the command works from anywhere. */
+function dialectWord(spec: string, cwd: string): string {
+  return spec.startsWith('.') || spec.startsWith('/') || existsSync(resolve(cwd, spec))
+    ? resolve(cwd, spec)
+    : spec;
+}
+
+/** The command that repeats this run exactly: every argument, paths made absolute. */
+export function rerunCommand(opts: RunOptions, dialectName: string, seed: number): string {
+  const cwd = opts.cwd ?? process.cwd();
+  const args = [
+    'tlsproxy-conformance',
+    'run',
+    '--dialect',
+    typeof opts.dialect === 'string' ? dialectWord(opts.dialect, cwd) : dialectName,
+  ];
+  if (opts.optionsFile) args.push('--options', resolve(cwd, opts.optionsFile));
+  else if (opts.options && Object.keys(opts.options).length > 0)
+    args.push('--options', JSON.stringify(opts.options));
+  if (opts.transcriptDir) args.push('--transcripts', resolve(cwd, opts.transcriptDir));
+  args.push('--seed', String(seed), '--seconds', String(opts.seconds ?? 5));
+  if (opts.engine === false) args.push('--no-engine');
+  if (opts.json) args.push('--json');
+  for (const t of opts.transcripts ?? []) args.push(resolve(cwd, t));
+  return args.map(shellWord).join(' ');
+}
+
+/** Load the dialect and its transcripts as `run` and `mutate` find them. */
+export async function loadSuite(
+  opts: Pick<RunOptions, 'dialect' | 'transcripts' | 'transcriptDir' | 'cwd'>,
+): Promise<{ dialect: Dialect<unknown>; transcripts: Transcript[] }> {
   const cwd = opts.cwd ?? process.cwd();
   const dialect = (await loadDialect(opts.dialect as string, cwd)) as Dialect<unknown>;
-  const seed = opts.seed ?? Math.floor(Math.random() * 0x7fffffff);
   let paths = opts.transcripts ?? [];
   if (paths.length === 0) {
     // --transcripts, then what the dialect's package ships, then a checkout's fixtures.
     const dir =
       opts.transcriptDir ??
-      (typeof opts.dialect === 'string' ? packageTranscriptDir(opts.dialect, cwd) : undefined) ??
+      (typeof opts.dialect === 'string'
+        ? packageTranscriptDir(opts.dialect, cwd, dialect.name)
+        : undefined) ??
       defaultTranscriptDir(dialect.name, cwd);
     if (!dir) {
       throw new ConformanceError(
@@ -136,11 +196,16 @@ export async function runConformance(opts: RunOptions): Promise<Report> {
     }
     paths = [dir];
   }
-  const files = transcriptFiles(paths);
+  const files = transcriptFiles(paths.map((p) => resolve(cwd, p)));
   if (files.length === 0) {
     throw new ConformanceError('TLSPROXY_ERR_CONFORMANCE_USAGE', `no .txt transcripts in ${paths}`);
   }
-  const transcripts: Transcript[] = files.map(loadTranscript);
+  return { dialect, transcripts: files.map(loadTranscript) };
+}
+
+export async function runConformance(opts: RunOptions): Promise<Report> {
+  const { dialect, transcripts } = await loadSuite(opts);
+  const seed = opts.seed ?? Math.floor(Math.random() * 0x7fffffff);
   const options = opts.options ?? {};
   const results: CheckResult[] = [];
   for (const t of transcripts) {
@@ -161,7 +226,6 @@ export async function runConformance(opts: RunOptions): Promise<Report> {
   results.push(
     ...runProperties(dialect, transcripts, options, { seed, seconds: opts.seconds ?? 5 }),
   );
-  const dialectArg = typeof opts.dialect === 'string' ? opts.dialect : dialect.name;
   return {
     ok: results.every((r) => r.ok),
     dialect: dialect.name,
@@ -172,8 +236,6 @@ export async function runConformance(opts: RunOptions): Promise<Report> {
       client: t.headers.client ?? '',
     })),
     results,
-    rerun: `tlsproxy-conformance run --dialect ${dialectArg} --seed ${seed}${
-      opts.seconds ? ` --seconds ${opts.seconds}` : ''
-    }`,
+    rerun: rerunCommand(opts, dialect.name, seed),
   };
 }

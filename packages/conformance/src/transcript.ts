@@ -25,7 +25,7 @@ export type Step =
   /** One read from the client (a chunk as TCP delivered it when recorded). */
   | { type: 'client'; bytes: Uint8Array; line: number }
   /** One read from the server; matched as a pattern, chunking not judged. */
-  | { type: 'server'; segments: Segment[]; line: number }
+  | { type: 'server'; segments: Segment[]; line: number; relax?: string[] }
   /** The go-ahead was the last server output: TLS starts here. */
   | { type: 'tls'; line: number }
   /** Either the go-ahead and TLS, or a close (pipelined bytes after STARTTLS: DESIGN allows both). */
@@ -47,6 +47,8 @@ export interface Transcript {
   /** Dialect options and limits the server's configuration corresponds to (@options, @limits). */
   options: Record<string, unknown>;
   limits: Record<string, unknown>;
+  /** `!allow` directives: strict checks this whole transcript opts out of. */
+  allow: string[];
 }
 
 type Cons<T> = { item: T; rest: Cons<T> | null } | null;
@@ -75,7 +77,20 @@ const compiled = nearley.Grammar.fromCompiled(grammar);
 /** A `\\*N(x)` larger than this is a mistake, not a transcript (overlong lines need ~10 KiB). */
 export const MAX_REPEAT = 4 * 1024 * 1024;
 const REQUIRED_HEADERS = ['server', 'client', 'dialect'];
-const DIRECTIVES = new Set(['tls', 'tls-or-close', 'close', 'eof', 'no-leftover', 'state']);
+const DIRECTIVES = new Set([
+  'tls',
+  'tls-or-close',
+  'close',
+  'eof',
+  'no-leftover',
+  'state',
+  'allow',
+  'relax',
+]);
+/** `!allow WHAT`: a strict check the whole transcript opts out of. */
+export const ALLOWS = new Set(['auth-before-tls']);
+/** `!relax WHAT`: a strict check the server chunk above opts out of. */
+export const RELAXES = new Set(['replies']);
 
 function fail(file: string, line: number, message: string): never {
   throw new ConformanceError('TLSPROXY_ERR_CONFORMANCE_TRANSCRIPT', `${file}:${line}: ${message}`);
@@ -144,6 +159,7 @@ export function parseTranscript(source: string, file = '<transcript>'): Transcri
   // Continuation lines add to a client chunk: its parts are joined once, at the end.
   const parts = new Map<Step, Uint8Array[]>();
   let tlsAt = -1;
+  const allow: string[] = [];
   // Frame by hand: one line per record, CRLF tolerated, comments and blank lines skipped.
   const lines = source.split('\n');
   for (let i = 0; i < lines.length; i++) {
@@ -159,6 +175,21 @@ export function parseTranscript(source: string, file = '<transcript>'): Transcri
     }
     if (raw.kind === 'directive') {
       if (!DIRECTIVES.has(raw.name)) fail(file, n, `unknown directive !${raw.name}`);
+      if (raw.name === 'allow' || raw.name === 'relax') {
+        const known = raw.name === 'allow' ? ALLOWS : RELAXES;
+        const what = raw.value!.split(' ');
+        for (const w of what) {
+          if (!known.has(w))
+            fail(file, n, `unknown !${raw.name} ${w} (known: ${[...known].join(', ')})`);
+        }
+        if (raw.name === 'allow') allow.push(...what);
+        else {
+          const prev = steps.at(-1);
+          if (prev?.type !== 'server') fail(file, n, '!relax must follow a server chunk (S: / S|)');
+          prev.relax = [...(prev.relax ?? []), ...what];
+        }
+        continue;
+      }
       if (raw.name === 'state') {
         const value = parseJson(file, n, `!state ${raw.path}`, raw.value!);
         steps.push({ type: 'state', path: raw.path!, value, line: n });
@@ -208,6 +239,7 @@ export function parseTranscript(source: string, file = '<transcript>'): Transcri
     steps,
     options: options as Record<string, unknown>,
     limits: limits as Record<string, unknown>,
+    allow,
   };
 }
 
