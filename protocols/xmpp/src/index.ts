@@ -9,6 +9,7 @@ import {
   readOptions,
   type SessionContext,
 } from '@tlsproxy/dialect-kit';
+import { client } from './client.js';
 import { DomainSet, normalizeDomain } from './domains.js';
 import { type SessionConfig, XmppSession } from './session.js';
 
@@ -123,6 +124,7 @@ export const dialect: Dialect<Partial<XmppOptions>> = {
   options,
   limits,
   create: (context) => new XmppSession(sessionConfig(context)),
+  client,
   // RFC 6120 §4.9.3.17 resource-constraint; §4.9.1.2: open a stream header before the error.
   // Which limit: per address (Postfix's "too many connections from …") or the whole listener.
   busy: ({ hostname, limit }) =>
