@@ -8,34 +8,15 @@
 #  3. @tlsproxy/conformance + @tlsproxy/dialect-imap with --ignore-scripts (no compiler, no
 #     native addon in the tree): the conformance suite on IMAP.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d /tmp/tlsproxy-pack.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  # npx starts node as a child: end whatever still runs from the work folder.
-  pkill -f "$work" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-step() { echo "== pack-test: $*"; }
+source "$(dirname "$0")/pack-lib.sh"
+pack_init pack-test
 
 step "npm pack every workspace"
-cd "$root"
-mkdir "$work/packs"
-npm pack --workspaces --pack-destination "$work/packs" --silent >/dev/null
-P="$work/packs"
-tgz() { ls "$P"/tlsproxy-"$1"-[0-9]*.tgz; }
+pack_workspaces
 for name in fdpass core pool backend handoff cli conformance dialect-kit dialect-imap; do
   tgz "$name" >/dev/null
 done
-# No package may ship without its build output or its license.
-for t in "$P"/tlsproxy-*.tgz; do
-  case "$t" in *example*) continue ;; esac
-  list=$(tar -tzf "$t")
-  grep -q '^package/LICENSE$' <<<"$list" || { echo "no LICENSE in $(basename "$t")"; exit 1; }
-  grep -q '^package/dist/index.js$' <<<"$list" || { echo "no dist/index.js in $(basename "$t")"; exit 1; }
-done
+check_tarballs
 
 step "install the CLI and the IMAP dialect from their tarballs"
 mkdir "$work/app"
