@@ -1,6 +1,7 @@
 // A throwaway Postfix (Debian: postfix) on loopback for interop tests, configured like
 // fixtures/record/postfix.sh but on a free port: it accepts mail for mx.example.test and
-// discards it (no delivery, no relaying), and its log is kept for assertions. Needs root (the
+// discards it (no delivery, no relaying), and its log is kept for assertions. HELO/EHLO is
+// required (smtpd_helo_required), so a MAIL without one gets "503 5.5.1 send HELO/EHLO first". Needs root (the
 // master drops to the postfix user). start() throws a readable error when Postfix is missing.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import {
@@ -22,6 +23,8 @@ const MASTER = '/usr/lib/postfix/sbin/master';
 
 export interface Postfix {
   port: number;
+  /** The same smtpd behind a PROXY protocol header (smtpd_upstream_proxy_protocol = haproxy). */
+  proxyPort: number;
   log(): string;
   stop(): Promise<void>;
 }
@@ -42,6 +45,7 @@ export async function startPostfix(): Promise<Postfix> {
   }
   if (process.getuid?.() !== 0) throw new Error('the Postfix interop test needs root');
   const port = await freePort();
+  const proxyPort = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'tlsproxy-postfix-'));
   chmodSync(dir, 0o755);
   for (const d of ['etc', 'queue', 'data']) mkdirSync(join(dir, d));
@@ -70,12 +74,14 @@ smtpd_relay_restrictions = permit_auth_destination, reject
 smtpd_tls_security_level = none
 smtpd_sasl_auth_enable = no
 smtpd_error_sleep_time = 0s
+smtpd_helo_required = yes
 biff = no
 `,
   );
   writeFileSync(
     join(dir, 'etc/master.cf'),
     `127.0.0.1:${port} inet n - n - - smtpd
+127.0.0.1:${proxyPort} inet n - n - - smtpd -o smtpd_upstream_proxy_protocol=haproxy
 pickup    unix n - n 60 1 pickup
 cleanup   unix n - n - 0 cleanup
 qmgr      unix n - n 300 1 qmgr
@@ -111,15 +117,18 @@ postlog   unix-dgram n - n - 1 postlogd
     }
     rmSync(dir, { recursive: true, force: true });
   };
-  for (let i = 0; i < 100; i++) {
-    const up = await new Promise<boolean>((r) => {
-      const s = net.connect(port, '127.0.0.1', () => {
+  const listening = (p: number) =>
+    new Promise<boolean>((r) => {
+      const s = net.connect(p, '127.0.0.1', () => {
         s.destroy();
         r(true);
       });
       s.on('error', () => r(false));
     });
-    if (up) return { port, log, stop };
+  for (let i = 0; i < 100; i++) {
+    if ((await listening(port)) && (await listening(proxyPort))) {
+      return { port, proxyPort, log, stop };
+    }
     if (master.exitCode !== null) break;
     await new Promise((r) => setTimeout(r, 100));
   }
