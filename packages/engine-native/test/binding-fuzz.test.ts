@@ -1,10 +1,16 @@
 // Everything the C glue receives from JS: wrong types, wrong kinds of handle, out-of-range
 // numbers. Each call either returns or throws a JS error; none may crash the process.
+import v8 from 'node:v8';
+import vm from 'node:vm';
+import { socketpair } from '@tlsproxy/fdpass';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { binding } from '../src/loader.js';
-import type { NativeBinding } from '../src/native.js';
+import type { EngineHandle, NativeBinding } from '../src/native.js';
 import { certs } from './helpers.js';
+
+v8.setFlagsFromString('--expose-gc');
+const gc = vm.runInNewContext('gc') as () => void;
 
 describe('native binding: hostile arguments from JS', () => {
   const b: NativeBinding = binding();
@@ -77,6 +83,58 @@ describe('native binding: hostile arguments from JS', () => {
       ),
       { numRuns: 3000, interruptAfterTimeLimit: 20_000 },
     );
+  });
+
+  // Found by the fuzzer (fuzz/engine.fuzz.ts): options that are not an object left the C side
+  // reading a napi_value that was never set (a segfault under the ASan build).
+  it('storeCreate: options that are not an object, or throw, are a JS error', () => {
+    const ids = [{ ...certs.server, names: ['localhost'] }];
+    const throwing = new Proxy(
+      {},
+      {
+        get() {
+          throw new Error('getter throws');
+        },
+      },
+    );
+    for (const options of [null, undefined, 7, 'x', throwing, { ciphers: 7 }, null])
+      expect(() => b.storeCreate(ids, options as never)).toThrow(Error);
+    // Every option but the cipher list has a default.
+    expect(b.storeCreate(ids, { ciphers: 'DEFAULT' } as never)).toBeTruthy();
+  });
+
+  // Found by the fuzzer: a session handle outlived its engine (closed and garbage-collected)
+  // and was passed with another engine; the command went to the freed engine's loop
+  // (heap-use-after-free in engine_push under the ASan build).
+  it('a session handle is refused by any engine but its own, even after that one is gone', async () => {
+    const [mine, peer] = socketpair();
+    let other: EngineHandle | null = b.engineCreate(1, () => {});
+    b.engineRef(other, false);
+    const handle = b.submit(other, store, mine.take(), 1, 0, null, 1000, 0, false, false);
+    expect(handle).toBeTruthy();
+    expect(() => b.closeSession(engine, handle!)).toThrow(TypeError);
+    b.engineClose(other);
+    other = null;
+    for (let i = 0; i < 4; i++) {
+      gc();
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(() => b.closeSession(engine, handle!)).toThrow(TypeError);
+    expect(() => b.sniAnswer(engine, handle!, true)).toThrow(TypeError);
+    expect(() => b.renegotiate(engine, handle!, 1)).toThrow(TypeError);
+    expect(() => b.exporter(engine, handle!, 1, 'EXPORTER-x', null, 16)).toThrow(TypeError);
+    peer.close();
+  });
+
+  it('submit: an ALPN list that is not in wire format is refused, the descriptor stays ours', () => {
+    const [mine, peer] = socketpair();
+    for (const alpn of [[0], [5, 0x61], [1, 0x61, 3, 0x62], [4, 0x69, 0x6d, 0x61]]) {
+      expect(() =>
+        b.submit(engine, store, mine.fd, 1, 0, Buffer.from(alpn), 1000, 0, false, false),
+      ).toThrow(TypeError);
+    }
+    mine.close();
+    peer.close();
   });
 
   it('a handle of the wrong kind is a TypeError', () => {

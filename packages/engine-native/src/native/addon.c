@@ -379,7 +379,10 @@ static napi_value js_store_create(napi_env env, napi_callback_info info) {
       goto done;
     }
     p.names[i] = calloc(m ? m : 1, sizeof(char *));
-    if (!p.names[i]) goto done;
+    if (!p.names[i]) {
+      napi_throw_error(env, "ERR_MEMORY", "out of memory");
+      goto done;
+    }
     for (uint32_t j = 0; j < m; j++) {
       if (napi_get_element(env, names, j, &v) != napi_ok) goto done;
       char *s = get_string(env, v, "name");
@@ -388,21 +391,28 @@ static napi_value js_store_create(napi_env env, napi_callback_info info) {
       nnames[i]++;
     }
   }
-  napi_value o = argv[1], v;
+  // Every property read is checked: on a non-object (or a getter that throws) N-API leaves the
+  // out-value unset with an exception pending, and reading it then is reading garbage.
+  napi_value o = argv[1], v = NULL;
+  napi_valuetype ot;
   int32_t x;
-  napi_get_named_property(env, o, "defaultIndex", &v);
+  if (napi_typeof(env, o, &ot) != napi_ok || ot != napi_object) {
+    throw_type(env, "options must be an object");
+    goto done;
+  }
+  if (napi_get_named_property(env, o, "defaultIndex", &v) != napi_ok) goto done;
   p.default_index = napi_get_value_int32(env, v, &x) == napi_ok ? x : 0;
-  napi_get_named_property(env, o, "minVersion", &v);
+  if (napi_get_named_property(env, o, "minVersion", &v) != napi_ok) goto done;
   p.min_version = napi_get_value_int32(env, v, &x) == napi_ok ? x : TLS1_2_VERSION;
   if (p.min_version != TLS1_2_VERSION && p.min_version != TLS1_3_VERSION) {
     throw_type(env, "minVersion must be TLS 1.2 or 1.3");
     goto done;
   }
-  napi_get_named_property(env, o, "ca", &v);
+  if (napi_get_named_property(env, o, "ca", &v) != napi_ok) goto done;
   if (!is_nullish(env, v) && !(p.ca = get_string(env, v, "ca"))) goto done;
-  napi_get_named_property(env, o, "ciphers", &v);
+  if (napi_get_named_property(env, o, "ciphers", &v) != napi_ok) goto done;
   if (!(p.ciphers = get_string(env, v, "ciphers"))) goto done;
-  napi_get_named_property(env, o, "ciphersuites", &v);
+  if (napi_get_named_property(env, o, "ciphersuites", &v) != napi_ok) goto done;
   if (!is_nullish(env, v) && !(p.ciphersuites = get_string(env, v, "ciphersuites"))) goto done;
   idstore *s = idstore_create(&p, err, sizeof err);
   if (!s) {
@@ -439,13 +449,19 @@ static void conn_finalize(napi_env env, void *data, void *hint) {
   conn_unref(data); // the JS handle's reference
 }
 
-static conn *get_conn(napi_env env, napi_value v) {
-  void *p = external_of(env, v, MAGIC_CONN);
-  if (!p) {
+// A session handle of engine b: a handle can outlive its engine (both are garbage-collected
+// independently), and its loop pointer then points into freed memory.
+static conn *get_conn(napi_env env, engine_box *b, napi_value v) {
+  conn *c = external_of(env, v, MAGIC_CONN);
+  if (!c) {
     throw_type(env, "not a session handle");
     return NULL;
   }
-  return p;
+  if (c->engine_id != b->e.id) {
+    throw_type(env, "session handle of another engine");
+    return NULL;
+  }
+  return c;
 }
 
 // submit(engine, store, fd, id, policy, alpnWire|null, handshakeTimeoutMs, idleTimeoutMs,
@@ -470,6 +486,14 @@ static napi_value js_submit(napi_env env, napi_callback_info info) {
   if (!is_nullish(env, argv[5]) &&
       (napi_get_buffer_info(env, argv[5], &alpn, &alpn_len) != napi_ok || alpn_len > 65535))
     return throw_type(env, "alpn must be a Buffer");
+  // The list goes to SSL_select_next_proto as the server's: OpenSSL before 3.0.15 (fixed with
+  // CVE-2024-5535) could read past the end of a malformed one, and older node 20 releases
+  // bundle such versions. So only well-formed lists get that far.
+  for (size_t i = 0; i < alpn_len;) {
+    size_t n = ((const unsigned char *)alpn)[i];
+    if (n == 0 || n > alpn_len - i - 1) return throw_type(env, "alpn must be ALPN wire format");
+    i += 1 + n;
+  }
   if (napi_get_value_double(env, argv[6], &hs) != napi_ok || !(hs >= 1 && hs < 1e10))
     return throw_type(env, "bad handshake timeout");
   if (napi_get_value_double(env, argv[7], &idle) != napi_ok || !(idle >= 0 && idle < 1e12))
@@ -518,7 +542,7 @@ static napi_value js_sni_answer(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   if (args(env, info, 3, argv)) return NULL;
   engine_box *b = get_engine(env, argv[0]);
-  conn *c = b ? get_conn(env, argv[1]) : NULL;
+  conn *c = b ? get_conn(env, b, argv[1]) : NULL;
   if (!c) return NULL;
   bool ok = false;
   napi_get_value_bool(env, argv[2], &ok);
@@ -531,7 +555,7 @@ static napi_value js_exporter(napi_env env, napi_callback_info info) {
   napi_value argv[6];
   if (args(env, info, 6, argv)) return NULL;
   engine_box *b = get_engine(env, argv[0]);
-  conn *c = b ? get_conn(env, argv[1]) : NULL;
+  conn *c = b ? get_conn(env, b, argv[1]) : NULL;
   if (!c) return NULL;
   double req;
   int32_t len;
@@ -564,7 +588,7 @@ static napi_value js_renegotiate(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   if (args(env, info, 3, argv)) return NULL;
   engine_box *b = get_engine(env, argv[0]);
-  conn *c = b ? get_conn(env, argv[1]) : NULL;
+  conn *c = b ? get_conn(env, b, argv[1]) : NULL;
   if (!c) return NULL;
   double req;
   if (napi_get_value_double(env, argv[2], &req) != napi_ok) return throw_type(env, "bad req");
@@ -577,7 +601,7 @@ static napi_value js_close_session(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   if (args(env, info, 2, argv)) return NULL;
   engine_box *b = get_engine(env, argv[0]);
-  conn *c = b ? get_conn(env, argv[1]) : NULL;
+  conn *c = b ? get_conn(env, b, argv[1]) : NULL;
   if (!c) return NULL;
   cmd k = {.type = CMD_CLOSE, .c = c};
   return push_result(env, b, &k);

@@ -81,6 +81,9 @@ typedef struct conn {
   uint32_t magic;
   atomic_int refs;
   struct loop *loop;
+  // The engine the connection was submitted to (engine.id): a JS handle can outlive that engine,
+  // so its loop pointer is only followed once the id says the engine in hand is the one.
+  uint64_t engine_id;
   struct conn *prev, *next; // the loop's list of live connections
   struct conn *again_next;  // the loop's list of connections to step again without waiting
   struct conn *zombie_next; // closed, unreferenced after the current epoll batch
@@ -196,6 +199,7 @@ typedef struct loop {
 } loop;
 
 typedef struct engine {
+  uint64_t id; // unique in the process, never reused (conn.engine_id)
   napi_threadsafe_function tsfn;
   int nloops;
   loop *loops;
@@ -212,9 +216,12 @@ conn *conn_new(idstore *store, int fd, double jsid, enum cert_policy policy,
                const unsigned char *alpn, unsigned alpn_len, int check_sni,
                uint64_t hs_timeout_ms, uint64_t idle_ms, int want_bytes);
 void conn_ref(conn *c);
+// Whether c was submitted to e (and so its loop is one of e's).
+int conn_of(const engine *e, const conn *c);
 void conn_unref(conn *c);
 // Queue a command for c's loop (for CMD_NEW: the next loop in turn). 0 on success; -1 when the
 // queue is full or the engine stopped (the caller still owns what the command carries).
+// Commands for a connection of another engine are a caller error: check conn_of() first.
 int engine_push(engine *e, cmd *k);
 
 // SSL callbacks installed on every SSL_CTX (defined in loop.c, where the connection lives).

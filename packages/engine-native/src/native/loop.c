@@ -870,17 +870,22 @@ static void drain_commands(loop *L) {
   (void)!write(L->evfd, &one, sizeof one);
 }
 
+int conn_of(const engine *e, const conn *c) { return c->engine_id == e->id && c->loop; }
+
 int engine_push(engine *e, cmd *k) {
   if (e->stopped) return -1;
+  if (k->type != CMD_NEW && !conn_of(e, k->c)) return -1;
   loop *L = k->type == CMD_NEW ? &e->loops[atomic_fetch_add(&e->next, 1) % (unsigned)e->nloops]
                                : k->c->loop;
-  if (!L) return -1; // a command for a connection that never reached a loop
   pthread_mutex_lock(&L->mu);
   if (L->qlen == L->qcap || atomic_load(&L->stop)) {
     pthread_mutex_unlock(&L->mu);
     return -1;
   }
-  if (k->type == CMD_NEW) k->c->loop = L;
+  if (k->type == CMD_NEW) {
+    k->c->loop = L;
+    k->c->engine_id = e->id;
+  }
   L->q[(L->qhead + L->qlen) % L->qcap] = *k;
   L->qlen++;
   pthread_mutex_unlock(&L->mu);
@@ -973,6 +978,8 @@ static void *loop_main(void *arg) {
 }
 
 int engine_start(engine *e, int nloops, size_t queue_cap, char *err, size_t errlen) {
+  static atomic_uint_fast64_t ids = 1;
+  e->id = atomic_fetch_add(&ids, 1);
   e->loops = calloc((size_t)nloops, sizeof *e->loops);
   if (!e->loops) return snprintf(err, errlen, "out of memory"), -1;
   e->nloops = nloops;
