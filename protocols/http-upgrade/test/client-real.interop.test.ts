@@ -119,6 +119,8 @@ Printcap ${dir}/printcap
       const log = existsSync(join(dir, 'log/error_log'))
         ? readFileSync(join(dir, 'log/error_log'), 'utf8')
         : '';
+      await exited;
+      rmSync(dir, { recursive: true, force: true });
       throw new Error(`cupsd did not start: ${log}`);
     }
     await new Promise((r) => setTimeout(r, 100));

@@ -90,6 +90,8 @@ directory ${dir}
     if (up) break;
     if (i > 100 || child.exitCode !== null) {
       child.kill();
+      await exited;
+      rmSync(dir, { recursive: true, force: true });
       throw new Error(`slapd did not start: ${log}`);
     }
     await new Promise((r) => setTimeout(r, 100));

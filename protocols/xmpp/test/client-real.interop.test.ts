@@ -1,0 +1,281 @@
+// Interop, client role (issue 18): the XMPP client state machine drives a real Prosody on
+// loopback (configured as fixtures/record/prosody-xmpp.sh does — c2s and s2s with
+// c2s_require_encryption / s2s_require_encryption, the test PKI's server.pem, VirtualHost
+// "localhost" — but on free ports of its own) over a real TCP socket, in c2s and in s2s mode; on
+// `starttls` node:tls runs the client handshake on the same socket, verified against
+// fixtures/certs/ca.pem for `localhost`; inside TLS a new stream is opened (as the local client
+// would) and Prosody's post-TLS features no longer list <starttls/> (c2s: and now offer SASL,
+// which it withholds before TLS). Skipped when prosody is not installed (apt-get install
+// prosody).
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import tls from 'node:tls';
+import { fileURLToPath } from 'node:url';
+import type { ClientAction, ClientDialectSession } from '@tlsproxy/dialect-kit';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { client } from '../src/client.js';
+
+const root = fileURLToPath(new URL('../../../', import.meta.url));
+const certs = join(root, 'fixtures/certs');
+const CA = readFileSync(join(certs, 'ca.pem'));
+const TLS_NS = 'urn:ietf:params:xml:ns:xmpp-tls';
+
+function findProsody(): string | undefined {
+  for (const p of ['/usr/bin/prosody', '/usr/local/bin/prosody']) if (existsSync(p)) return p;
+  try {
+    return execFileSync('which', ['prosody'], { encoding: 'utf8' }).trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+const PROSODY = findProsody();
+if (!PROSODY) console.warn('prosody not installed: the XMPP client interop test is skipped');
+
+async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const { port } = s.address() as net.AddressInfo;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+async function waitForPort(port: number, child: ChildProcess, what: () => string): Promise<void> {
+  for (let i = 0; ; i++) {
+    const up = await new Promise<boolean>((r) => {
+      const s = net.connect(port, '127.0.0.1', () => {
+        s.destroy();
+        r(true);
+      });
+      s.on('error', () => r(false));
+    });
+    if (up) return;
+    if (i > 150 || child.exitCode !== null) throw new Error(`prosody did not start: ${what()}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+interface Prosody {
+  c2s: number;
+  s2s: number;
+  stop(): Promise<void>;
+}
+
+async function startProsody(): Promise<Prosody> {
+  const dir = mkdtempSync(join(tmpdir(), 'tlsproxy-xmpp-client-'));
+  mkdirSync(join(dir, 'data'));
+  const [c2s, s2s] = [await freePort(), await freePort()];
+  writeFileSync(
+    join(dir, 'prosody.cfg.lua'),
+    `run_as_root = true
+pidfile = "${dir}/prosody.pid"
+data_path = "${dir}/data"
+daemonize = false
+interfaces = { "127.0.0.1" }
+c2s_ports = { ${c2s} }
+s2s_ports = { ${s2s} }
+c2s_direct_tls_ports = {}
+http_ports = {}
+https_ports = {}
+component_ports = {}
+c2s_require_encryption = true
+s2s_require_encryption = true
+s2s_secure_auth = false
+authentication = "internal_plain"
+modules_enabled = { "tls", "saslauth", "dialback", "disco", "ping" }
+modules_disabled = { "posix" }
+log = { info = "${dir}/prosody.log" }
+ssl = { certificate = "${certs}/server.pem", key = "${certs}/server.key" }
+VirtualHost "localhost"
+`,
+  );
+  const child = spawn(PROSODY!, ['--config', join(dir, 'prosody.cfg.lua')], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let err = '';
+  child.stderr?.on('data', (d: Buffer) => {
+    err += d.toString();
+  });
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  const stop = async () => {
+    if (child.exitCode === null) child.kill('SIGTERM');
+    await exited;
+    rmSync(dir, { recursive: true, force: true });
+  };
+  const log = () => {
+    const f = join(dir, 'prosody.log');
+    return `${err}${existsSync(f) ? readFileSync(f, 'utf8') : ''}`;
+  };
+  try {
+    await waitForPort(c2s, child, log);
+    await waitForPort(s2s, child, log);
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return { c2s, s2s, stop };
+}
+
+type Outcome =
+  | { type: 'starttls'; socket: net.Socket; actions: ClientAction[] }
+  | { type: 'close'; reason: string; actions: ClientAction[] };
+
+/** What the engine does for a client dialect over a real socket (see the LDAP twin). */
+function drive(port: number, session: ClientDialectSession): Promise<Outcome> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1');
+    const actions: ClientAction[] = [];
+    let timer: NodeJS.Timeout | undefined;
+    let done = false;
+    const apply = (list: ClientAction[]) => {
+      for (const a of list) {
+        if (done) return;
+        actions.push(a);
+        if (a.type === 'send') socket.write(a.data);
+        else if (a.type === 'timer') {
+          clearTimeout(timer);
+          timer = setTimeout(
+            () => apply(session.timer(Date.now())),
+            Math.max(0, a.at - Date.now()),
+          );
+        } else if (a.type === 'starttls') {
+          finish();
+          resolve({ type: 'starttls', socket, actions });
+        } else if (a.type === 'close' || a.type === 'plaintext') {
+          finish();
+          if (a.type === 'close' && a.data) socket.end(a.data);
+          else socket.end();
+          resolve({ type: 'close', reason: a.reason, actions });
+        }
+      }
+    };
+    const onData = (d: Buffer) => apply(session.receive(new Uint8Array(d), Date.now()));
+    const finish = () => {
+      done = true;
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.pause();
+    };
+    socket.on('data', onData);
+    socket.on('end', () => apply(session.eof?.(Date.now()) ?? []));
+    socket.on('error', (err) => {
+      if (!done) reject(err);
+    });
+    socket.once('connect', () => apply(session.start(Date.now())));
+  });
+}
+
+const newSession = (mode: 'c2s' | 's2s') =>
+  client.create({
+    options: { mode },
+    limits: {},
+    hostname: 'client.example.test',
+    serverName: 'localhost',
+    connectionId: 'interop',
+  });
+
+/** The TLS handshake on `socket`, verified against the test CA for `localhost`. */
+async function handshake(socket: net.Socket): Promise<tls.TLSSocket> {
+  const secure = tls.connect({ socket, ca: CA, servername: 'localhost' });
+  await new Promise<void>((r, j) => {
+    secure.once('secureConnect', () => r());
+    secure.once('error', j);
+  });
+  return secure;
+}
+
+/** Open a stream inside TLS (as the local client would) and return Prosody's features. */
+function postTlsFeatures(secure: tls.TLSSocket, header: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let got = '';
+    const t = setTimeout(() => reject(new Error(`no features over TLS: ${got}`)), 10_000);
+    secure.on('data', (d: Buffer) => {
+      got += d.toString('utf8');
+      const m = /<stream:features(?:\/>|[\s\S]*?<\/stream:features>)/.exec(got);
+      if (m) {
+        clearTimeout(t);
+        resolve(m[0]);
+      }
+    });
+    secure.on('error', reject);
+    secure.write(header);
+  });
+}
+
+describe.skipIf(!PROSODY)('XMPP client role against a real Prosody', () => {
+  let prosody: Prosody;
+  beforeAll(async () => {
+    prosody = await startProsody();
+  }, 30_000);
+  afterAll(async () => {
+    await prosody?.stop();
+  }, 30_000);
+
+  it('c2s: STARTTLS offered and taken; inside TLS the new stream has no <starttls/>, SASL now', async () => {
+    const out = await drive(prosody.c2s, newSession('c2s'));
+    expect(out.type).toBe('starttls');
+    if (out.type !== 'starttls') return;
+    const go = out.actions.find((a) => a.type === 'starttls');
+    // Before TLS Prosody (c2s_require_encryption) offers STARTTLS alone.
+    expect(go).toMatchObject({
+      toLocal: new Uint8Array(0),
+      state: { streamType: 'c2s', from: 'localhost', features: [`{${TLS_NS}}starttls`] },
+    });
+    const secure = await handshake(out.socket);
+    expect(secure.authorized).toBe(true);
+    const features = await postTlsFeatures(
+      secure,
+      "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>",
+    );
+    console.log(`Prosody c2s features over TLS: ${features}`);
+    expect(features).not.toContain('starttls');
+    expect(features).toContain('urn:ietf:params:xml:ns:xmpp-sasl');
+    expect(features).toContain('<mechanism>PLAIN</mechanism>');
+    secure.end('</stream:stream>');
+  });
+
+  it('s2s: STARTTLS offered and taken; inside TLS the new stream has no <starttls/>', async () => {
+    const out = await drive(prosody.s2s, newSession('s2s'));
+    expect(out.type).toBe('starttls');
+    if (out.type !== 'starttls') return;
+    expect(out.actions.find((a) => a.type === 'starttls')).toMatchObject({
+      state: { streamType: 's2s', features: expect.arrayContaining([`{${TLS_NS}}starttls`]) },
+    });
+    const secure = await handshake(out.socket);
+    expect(secure.authorized).toBe(true);
+    const features = await postTlsFeatures(
+      secure,
+      "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' to='localhost' from='client.example.test' version='1.0'>",
+    );
+    console.log(`Prosody s2s features over TLS: ${features}`);
+    expect(features).not.toContain('starttls');
+    secure.end('</stream:stream>');
+  });
+
+  it('c2s to a domain Prosody does not serve: its stream error closes, never starttls', async () => {
+    const s = client.create({
+      options: {},
+      limits: {},
+      hostname: 'client.example.test',
+      serverName: 'nowhere.example.test',
+      connectionId: 'interop',
+    });
+    const out = await drive(prosody.c2s, s);
+    expect(out).toMatchObject({ type: 'close', reason: 'server stream error: host-unknown' });
+  });
+
+  it('verified against the wrong name the handshake fails (fail closed)', async () => {
+    const out = await drive(prosody.c2s, newSession('c2s'));
+    expect(out.type).toBe('starttls');
+    if (out.type !== 'starttls') return;
+    const secure = tls.connect({ socket: out.socket, ca: CA, servername: 'xmpp.wrong.test' });
+    const err = await new Promise<Error>((r) => {
+      secure.once('error', r);
+      secure.once('secureConnect', () => r(new Error('connected')));
+    });
+    expect(err.message).toMatch(/altnames|Hostname/i);
+    secure.destroy();
+  });
+});
