@@ -8,6 +8,7 @@ import {
   type Metrics,
   noConnectionMetrics,
   type Outcome,
+  type Role,
 } from './metrics.js';
 
 /** A command name a dialect reports is logged only if it looks like one (never arguments). */
@@ -21,6 +22,7 @@ export class ConnectionLog {
   readonly #logger: Logger;
   readonly #conn: string;
   readonly #dialect: string;
+  readonly #role: Role;
   readonly #t0 = performance.now();
   #ended = false;
   /** Bytes the client sent before TLS. */
@@ -30,16 +32,25 @@ export class ConnectionLog {
   /** Commands the dialect reported. */
   commands = 0;
 
-  constructor(logger: Logger, conn: string, dialect: string, metrics: Metrics | undefined) {
+  constructor(
+    logger: Logger,
+    conn: string,
+    dialect: string,
+    metrics: Metrics | undefined,
+    role: Role = 'server',
+  ) {
     this.#logger = logger;
     this.#conn = conn;
     this.#dialect = dialect;
-    this.m = metrics?.connection(dialect) ?? noConnectionMetrics;
+    this.#role = role;
+    this.m = metrics?.connection(dialect, role) ?? noConnectionMetrics;
     this.m.stage('preamble');
   }
 
   log(level: LogLevel, msg: string, fields: Record<string, unknown> = {}): void {
-    this.#logger.log(level, msg, { conn: this.#conn, dialect: this.#dialect, ...fields });
+    // The client role says so on every line; the server role's lines stay as they were.
+    const role = this.#role === 'client' ? { role: 'client' } : {};
+    this.#logger.log(level, msg, { conn: this.#conn, dialect: this.#dialect, ...role, ...fields });
   }
 
   get ended(): boolean {

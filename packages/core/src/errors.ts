@@ -11,7 +11,8 @@ export type CoreErrorCode =
   | 'TLSPROXY_ERR_DIALECT_NOT_FOUND'
   | 'TLSPROXY_ERR_LISTEN'
   | 'TLSPROXY_ERR_BACKEND'
-  | 'TLSPROXY_ERR_CONFIG';
+  | 'TLSPROXY_ERR_CONFIG'
+  | 'TLSPROXY_ERR_NO_CLIENT_ROLE';
 
 export class CoreError extends TlsproxyError<CoreErrorCode> {
   constructor(code: CoreErrorCode, message: string, options?: { cause?: unknown }) {

@@ -16,6 +16,8 @@ export type {
   UnixBackendOptions,
 } from './backend.js';
 export { parseBackend, UnixBackend } from './backend.js';
+export type { ClientSessionConfig } from './client-session.js';
+export { ClientSession, DEFAULT_CONNECT_TIMEOUT_MS } from './client-session.js';
 export type { ClusterMetricsServer } from './cluster-metrics.js';
 export { serveClusterMetrics, shareMetricsWithPrimary } from './cluster-metrics.js';
 export type {
@@ -27,9 +29,17 @@ export { ConnectBackend, parseConnect, proxyHeaderInput } from './connect-backen
 export * from './dialect-api.js';
 export type { InboundProxyConfig } from './inbound-proxy.js';
 export { readInboundProxy, trustList } from './inbound-proxy.js';
-export type { LimitDeclaration, LimitGroup, ListenerLimitName } from './limits.js';
+export type {
+  ClientListenerLimitName,
+  LimitDeclaration,
+  LimitGroup,
+  ListenerLimitName,
+} from './limits.js';
 export {
   BACKEND_LIBRARY_LIMITS,
+  CLIENT_LISTENER_LIMIT_NAMES,
+  CLIENT_LISTENER_LIMITS,
+  CLIENT_ROLE_LIMITS,
   CONNECT_BACKEND_LIMITS,
   ENGINE_LIMITS,
   LIMIT_GROUPS,
@@ -39,6 +49,8 @@ export {
   POOL_LIMITS,
   UNIX_BACKEND_LIMITS,
 } from './limits.js';
+export type { ClientTlsConfig, ListenerTlsConfig } from './listener.js';
+export { parseServerAddress } from './listener.js';
 export { loadDialect } from './load.js';
 export type {
   Level,
@@ -55,7 +67,14 @@ export {
   pinoLogger,
   silentLogger,
 } from './logger.js';
-export type { ConnectionMetrics, Direction, MetricsOptions, Outcome, Stage } from './metrics.js';
+export type {
+  ConnectionMetrics,
+  Direction,
+  MetricsOptions,
+  Outcome,
+  Role,
+  Stage,
+} from './metrics.js';
 export { Metrics } from './metrics.js';
 export type { ListenerConfig, ProxyOptions, RunningListener } from './proxy.js';
 export { LISTENER_DEFAULTS, TlsProxy } from './proxy.js';

@@ -12,6 +12,7 @@
 // else; its length is the number of limits, and one list is what a reader wants to scan.
 import type { LimitPhase, LimitUnit } from '@tlsproxy/dialect-kit';
 import { FDPASS_LIMITS } from '@tlsproxy/fdpass';
+import { DEFAULT_CONNECT_TIMEOUT_MS } from './client-session.js';
 import { CLOSE_LINGER_MS, FLUSH_TIMEOUT_MS } from './connection.js';
 import { DEFAULT_PROXY_HEADER_TIMEOUT_MS } from './inbound-proxy.js';
 import { DEFAULT_MAX_V2_LENGTH, V1_MAX_LENGTH } from './proxy-protocol.js';
@@ -190,6 +191,47 @@ export const ENGINE_LIMITS: readonly LimitDeclaration[] = Object.freeze([
     where: 'constant `V1_MAX_LENGTH` (`proxy-protocol.ts`)',
     past: '`PROXY v1 line too long`: refused, connection destroyed.',
     source: 'HAProxy proxy-protocol.txt §2.1',
+  },
+]);
+
+/**
+ * The client role (`role: client`, packages/core/src/client-session.ts): the limits of its own.
+ * The listener keys above apply too, counted the same way: `maxConnections`,
+ * `maxConnectionsPerAddress` (local clients), `maxHandshakes` (handshakes with servers),
+ * `preambleTimeoutMs` and `maxPreambleBytes` (the SERVER's preamble, up to its go-ahead),
+ * `idleTimeoutMs` (the relay), and `tls.handshakeTimeoutMs`.
+ */
+export const CLIENT_ROLE_LIMITS: readonly LimitDeclaration[] = Object.freeze([
+  {
+    title: 'Connect to the server',
+    name: 'connectTimeoutMs',
+    default: DEFAULT_CONNECT_TIMEOUT_MS,
+    unit: 'ms',
+    phase: 'accept',
+    note: '(role client)',
+    where: 'listener key `connectTimeoutMs` (`client-session.ts`)',
+    past: 'Log `cannot connect to the server, closing the local connection` (also for a refused or unreachable server); the local client is closed without a word; outcome `connect_failed`.',
+    source: "stunnel's `TIMEOUTconnect` (10 s)",
+  },
+  {
+    title: "Server's preamble (role client)",
+    name: 'maxPreambleBytes',
+    default: 64 * 1024,
+    unit: 'bytes',
+    phase: 'preamble',
+    where: 'listener key `maxPreambleBytes` (the same key as above)',
+    past: 'Bytes the server sends before its STARTTLS go-ahead. Log `server sent too many bytes before TLS, closing`; both connections closed; outcome `preamble_too_large`.',
+    source: 'tlsproxy choice (the same default as the server role)',
+  },
+  {
+    title: 'Bytes after the go-ahead (role client)',
+    name: 'injectedAfterGoAhead',
+    default: 0,
+    unit: 'bytes',
+    phase: 'handshake',
+    where: "fixed (`client-session.ts`); the dialect refuses bytes in the go-ahead's own read",
+    past: 'Any byte the server sends after its go-ahead and before our ClientHello (not TLS: the response-injection attack class). Log `server sent bytes after its STARTTLS go-ahead (never relayed); closing`; counted in `tlsproxy_injection_attempts_total`; both connections closed; the local client gets none of it.',
+    source: 'RFC 3207 §4.2, RFC 2595 §3.1: no plaintext after the go-ahead',
   },
 ]);
 
@@ -440,6 +482,21 @@ export const LISTENER_LIMIT_NAMES = [
 ] as const;
 export type ListenerLimitName = (typeof LISTENER_LIMIT_NAMES)[number];
 
+/** Listener keys of the client role only (role: client). */
+export const CLIENT_LISTENER_LIMIT_NAMES = ['connectTimeoutMs'] as const;
+export type ClientListenerLimitName = (typeof CLIENT_LISTENER_LIMIT_NAMES)[number];
+
+/** The client role's own listener keys, by name. */
+export const CLIENT_LISTENER_LIMITS: ReadonlyMap<ClientListenerLimitName, LimitDeclaration> =
+  new Map(
+    CLIENT_LISTENER_LIMIT_NAMES.map((name) => {
+      const d = CLIENT_ROLE_LIMITS.find((l) => l.name === name);
+      if (!d || typeof d.default !== 'number')
+        throw new Error(`no numeric declaration for ${name}`);
+      return [name, d] as const;
+    }),
+  );
+
 /** ipv6Prefix is part of the per-client row in the docs; declared here for the defaults. */
 const IPV6_PREFIX: LimitDeclaration = {
   title: 'IPv6 client network',
@@ -465,6 +522,10 @@ export const LISTENER_LIMITS: ReadonlyMap<ListenerLimitName, LimitDeclaration> =
 /** Every group of limits outside the dialects, in the order of docs/limits.md. */
 export const LIMIT_GROUPS: readonly LimitGroup[] = Object.freeze([
   { title: 'Engine (`@tlsproxy/core`)', limits: ENGINE_LIMITS },
+  {
+    title: 'Client role (`role: client`, `packages/core/src/client-session.ts`)',
+    limits: CLIENT_ROLE_LIMITS,
+  },
   {
     title: 'Backends that take descriptors (`unix:`, `packages/core/src/backend.ts`)',
     limits: UNIX_BACKEND_LIMITS,

@@ -3,7 +3,7 @@
 // connection is refused at accept. The accept path itself is TlsProxy.listen() in proxy.ts.
 import type net from 'node:net';
 import { listenFds, type OwnedFd } from '@tlsproxy/fdpass';
-import type { EngineOptions, HandshakeRequest, TlsEngineApi } from '@tlsproxy/pool';
+import type { ConnectRequest, EngineOptions, HandshakeRequest, TlsEngineApi } from '@tlsproxy/pool';
 import type { HandoffTarget } from './backend.js';
 import type { ConnectBackendSpec } from './connect-backend.js';
 import type { BusyLimit, Dialect } from './dialect.js';
@@ -14,20 +14,54 @@ import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import type { SessionConfig } from './session.js';
 
+/**
+ * The client role's TLS settings (`role: client`): how the server's certificate is checked and
+ * what we present. The chain is verified against `ca` and the name against `serverName`, always.
+ */
+export interface ClientTlsConfig {
+  /** Trusted CAs (PEM); absent: Node's bundled root certificates. */
+  ca?: string | Buffer;
+  /** The name the server's certificate must match, also sent as SNI; default: the `connect` host. */
+  serverName?: string;
+  /** Name of an identity the TLS engine holds, presented as our client certificate. */
+  clientIdentity?: string;
+  alpn?: string[];
+  /** Lowest TLS version accepted from the server; default TLSv1.2. */
+  minVersion?: ConnectRequest['minVersion'];
+  handshakeTimeoutMs?: number;
+}
+
+/** A listener's `tls`: the server role's handshake settings, or the client role's. */
+export type ListenerTlsConfig = Omit<HandshakeRequest, 'checkServerName' | 'connectionId'> &
+  ClientTlsConfig;
+
 export interface ListenerConfig {
+  /**
+   * 'server' (default): clients do STARTTLS with us and are handed to `backend`. 'client': a
+   * local client speaks plaintext to us; we connect to `connect`, do the protocol's STARTTLS
+   * there as a client (the dialect's `client` side), verify the server's certificate and relay
+   * the local client through TLS (stunnel's `client = yes`).
+   */
+  role?: 'server' | 'client';
+  /** Role client: the server, 'host:port' or '[v6]:port'. */
+  connect?: string;
+  /** Role client: TCP connect to the server within this long; default 10 s (stunnel's TIMEOUTconnect). */
+  connectTimeoutMs?: number;
   /** Dialect: a built-in name ('tls'), a short name ('imap' → @tlsproxy/dialect-imap), a package name, a module path, or a Dialect object. */
   dialect: string | Dialect<unknown>;
   /** 'host:port', '[::1]:port', a port number, or 'systemd:NAME' */
   listen: string | number;
   /** 'unix:/path' (a backend running @tlsproxy/backend), a HandoffTarget, or a legacy server to
-   * connect to after TLS: `{ connect: 'tcp:HOST:PORT' | 'unix:/path', proxyProtocol?: 'v1' | 'v2' | false }`. */
-  backend: string | HandoffTarget | ConnectBackendSpec;
+   * connect to after TLS: `{ connect: 'tcp:HOST:PORT' | 'unix:/path', proxyProtocol?: 'v1' | 'v2' | false }`.
+   * Required in the server role; not used in the client role. */
+  backend?: string | HandoffTarget | ConnectBackendSpec;
   /** 'plain' (default): the TLS engine terminates TLS; 'crypt': pass the raw TCP descriptor after the go-ahead. */
   handoff?: 'plain' | 'crypt';
   options?: Record<string, unknown>;
   limits?: Record<string, unknown>;
-  /** Per-listener TLS settings (client certificates, ALPN, handshake timeout). */
-  tls?: Omit<HandshakeRequest, 'checkServerName' | 'connectionId'>;
+  /** Per-listener TLS settings. Server role: client certificates, ALPN, handshake timeout. Client
+   * role: trusted CAs, the server's name, our client identity, ALPN, lowest version, timeout. */
+  tls?: ListenerTlsConfig;
   /** Ask the backend about every SNI name (its onServerName) before the handshake goes on, even
    * if it did not ask for it. Without it the backend is asked whenever it declared on its channel
    * that it checks names (a `@tlsproxy/backend` listen() with `onServerName` does). */
@@ -86,6 +120,23 @@ export interface RunningListener {
   config: ListenerConfig;
   /** New dialect options, limits, backend… for connections accepted from now on. */
   update(config: ListenerConfig): Promise<void>;
+}
+
+/**
+ * A client-role `connect` address: 'host:port' or '[v6]:port' (a `tcp:` prefix is accepted too);
+ * errors as CoreError TLSPROXY_ERR_CONFIG saying what is expected.
+ */
+export function parseServerAddress(spec: string): { host: string; port: number } {
+  const s = typeof spec === 'string' && spec.startsWith('tcp:') ? spec.slice(4) : spec;
+  const m =
+    typeof s === 'string' ? /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]\s/]+)):(\d{1,5})$/.exec(s) : null;
+  const port = m ? Number(m[3]) : Number.NaN;
+  if (!m || !(port > 0 && port < 65536))
+    throw new CoreError(
+      'TLSPROXY_ERR_CONFIG',
+      `connect address ${JSON.stringify(spec)} is not host:port or [v6]:port (port 1-65535)`,
+    );
+  return { host: (m[1] ?? m[2])!, port };
 }
 
 function parseListen(spec: string | number): { host?: string; port?: number; systemd?: string } {
@@ -149,7 +200,11 @@ export async function bindListener(server: net.Server, listen: string | number):
 }
 
 /** Past a limit: the dialect's "busy" reply (if it has one), then close; existing sessions are unaffected. */
-export function refuse(socket: net.Socket, config: SessionConfig, limit: BusyLimit): void {
+export function refuse(
+  socket: net.Socket,
+  config: Pick<SessionConfig, 'dialect' | 'hostname'>,
+  limit: BusyLimit,
+): void {
   socket.on('error', () => {});
   let reply: Uint8Array | undefined;
   try {

@@ -29,10 +29,20 @@ export type Outcome =
   /** The dialect threw (a bug in the dialect). */
   | 'dialect_error'
   /** The proxy shut down while the connection was in its preamble. */
-  | 'shutdown';
+  | 'shutdown'
+  /** Client role: TLS with the server was up and the local client was relayed until the end. */
+  | 'relayed'
+  /** Client role: relayed without TLS because the dialect's opt-in policy allowed it (SMTP `may`). */
+  | 'relayed_plaintext'
+  /** Client role: the server could not be reached (refused, unreachable, connect timeout). */
+  | 'connect_failed';
 
-/** Connection stages with a gauge of their own (label `stage`). */
-export type Stage = 'preamble' | 'handshake' | 'handoff';
+/** Which side of STARTTLS the proxy plays for a connection (label `role`). */
+export type Role = 'server' | 'client';
+
+/** Connection stages with a gauge of their own (label `stage`); `relay` is the client role's
+ * relay in this process (the server role's relay is the TLS engine's, after the hand-off). */
+export type Stage = 'preamble' | 'handshake' | 'handoff' | 'relay';
 
 /** Direction of relayed application bytes (label `direction`). */
 export type Direction = 'in' | 'out';
@@ -83,8 +93,8 @@ export function parseAddress(spec: string | number): { host: string; port: numbe
 
 export class Metrics {
   readonly registry = new Registry();
-  readonly connections: Counter<'dialect' | 'outcome'>;
-  readonly active: Gauge<'dialect' | 'stage'>;
+  readonly connections: Counter<'dialect' | 'outcome' | 'role'>;
+  readonly active: Gauge<'dialect' | 'stage' | 'role'>;
   readonly starttlsSeconds: Histogram<'dialect'>;
   readonly handshakeSeconds: Histogram<'dialect' | 'result'>;
   readonly relayedBytes: Counter<'dialect' | 'direction'>;
@@ -100,14 +110,14 @@ export class Metrics {
     const registers = [this.registry];
     this.connections = new Counter({
       name: 'tlsproxy_connections_total',
-      help: 'Client connections that ended, by dialect and outcome.',
-      labelNames: ['dialect', 'outcome'],
+      help: 'Client connections that ended, by dialect, outcome and role (server: STARTTLS served; client: STARTTLS done with a server for a local client).',
+      labelNames: ['dialect', 'outcome', 'role'],
       registers,
     });
     this.active = new Gauge({
       name: 'tlsproxy_active_connections',
-      help: 'Connections in progress, by stage (preamble, handshake, handoff).',
-      labelNames: ['dialect', 'stage'],
+      help: 'Connections in progress, by stage (preamble, handshake, handoff, relay) and role.',
+      labelNames: ['dialect', 'stage', 'role'],
       registers,
     });
     this.starttlsSeconds = new Histogram({
@@ -162,16 +172,16 @@ export class Metrics {
     return this.registry.metrics();
   }
 
-  /** Per-connection reporting for a session of `dialect`. */
-  connection(dialect: string): ConnectionMetrics {
+  /** Per-connection reporting for a session of `dialect` in `role` (default server). */
+  connection(dialect: string, role: Role = 'server'): ConnectionMetrics {
     let current: Stage | null = null;
     const inBytes = this.relayedBytes.labels(dialect, 'in');
     const outBytes = this.relayedBytes.labels(dialect, 'out');
     return {
       stage: (s) => {
         if (s === current) return;
-        if (current) this.active.dec({ dialect, stage: current });
-        if (s) this.active.inc({ dialect, stage: s });
+        if (current) this.active.dec({ dialect, stage: current, role });
+        if (s) this.active.inc({ dialect, stage: s, role });
         current = s;
       },
       starttls: (sec) => this.starttlsSeconds.observe({ dialect }, sec),
@@ -182,7 +192,7 @@ export class Metrics {
       },
       badCommand: () => this.badCommands.inc({ dialect }),
       backendUnavailable: (at) => this.backendUnavailable.inc({ dialect, at }),
-      ended: (outcome) => this.connections.inc({ dialect, outcome }),
+      ended: (outcome) => this.connections.inc({ dialect, outcome, role }),
       onBytes: (direction, n) => (direction === 'in' ? inBytes : outBytes).inc(n),
     };
   }

@@ -9,6 +9,11 @@ import { hostname as osHostname } from 'node:os';
 import { type EngineOptions, RemoteTlsEngine, TlsEngine, type TlsEngineApi } from '@tlsproxy/pool';
 import { type AddressMatcher, addressKey, parseAddressMatcher } from './addresses.js';
 import { type HandoffTarget, UnixBackend } from './backend.js';
+import {
+  ClientSession,
+  type ClientSessionConfig,
+  DEFAULT_CONNECT_TIMEOUT_MS,
+} from './client-session.js';
 import { ConnectBackend, type ConnectBackendSpec } from './connect-backend.js';
 import { resolveLimits, resolveOptions } from './define.js';
 import type { Dialect } from './dialect.js';
@@ -19,6 +24,7 @@ import {
   LISTENER_DEFAULTS,
   type ListenerConfig,
   type ProxyOptions,
+  parseServerAddress,
   type RunningListener,
   refuse,
 } from './listener.js';
@@ -30,11 +36,15 @@ import { Session, type SessionAddresses, type SessionConfig } from './session.js
 export type { ListenerConfig, ProxyOptions, RunningListener } from './listener.js';
 export { LISTENER_DEFAULTS } from './listener.js';
 
+/** What the proxy needs of a connection in either role. */
+type AnySession = Session | ClientSession;
+type AnySessionConfig = SessionConfig | ClientSessionConfig;
+
 export class TlsProxy {
   readonly pool: TlsEngineApi;
   readonly logger: Logger;
   readonly listeners: RunningListener[] = [];
-  readonly #sessions = new Set<Session>();
+  readonly #sessions = new Set<AnySession>();
   #fdWatch: NodeJS.Timeout | undefined;
   readonly #backendUids: number[] | undefined;
   readonly #backends = new Map<string, HandoffTarget>();
@@ -112,7 +122,15 @@ export class TlsProxy {
   }
 
   /** Everything a listener's sessions need, from its config; throws before anything changes. */
-  async #sessionConfig(config: ListenerConfig): Promise<SessionConfig> {
+  async #sessionConfig(config: ListenerConfig): Promise<AnySessionConfig> {
+    if (config.role === 'client') return this.#clientConfig(config);
+    if (config.role !== undefined && config.role !== 'server')
+      throw new CoreError(
+        'TLSPROXY_ERR_CONFIG',
+        `role must be 'server' or 'client', not ${JSON.stringify(config.role)}`,
+      );
+    if (config.backend === undefined)
+      throw new CoreError('TLSPROXY_ERR_CONFIG', 'a server-role listener needs a backend');
     const dialect = await loadDialect(config.dialect);
     // A daemon's certificate names are learnt on connect: try once so dialects get them.
     await this.pool.available?.();
@@ -138,10 +156,64 @@ export class TlsProxy {
     };
   }
 
+  /** The client role's session config: the dialect's client side, the server, the TLS request. */
+  async #clientConfig(config: ListenerConfig): Promise<ClientSessionConfig> {
+    if (config.connect === undefined)
+      throw new CoreError('TLSPROXY_ERR_CONFIG', 'a client-role listener needs connect: HOST:PORT');
+    const server = parseServerAddress(config.connect);
+    const dialect = await loadDialect(config.dialect);
+    const client = dialect.client;
+    if (!client)
+      throw new CoreError(
+        'TLSPROXY_ERR_NO_CLIENT_ROLE',
+        `dialect "${dialect.name}" has no client side: it cannot be used with role: client`,
+      );
+    if (!this.pool.connect)
+      throw new CoreError(
+        'TLSPROXY_ERR_NO_CLIENT_ROLE',
+        'this TLS engine has no client side (connect): it cannot serve role: client',
+      );
+    const side = { name: dialect.name, options: client.options, limits: client.limits };
+    const options = resolveOptions(side as Dialect<unknown>, config.options);
+    const limits = resolveLimits(side, config.limits);
+    const t = config.tls ?? {};
+    const ca = t.ca === undefined ? undefined : String(t.ca);
+    const serverName = t.serverName ?? server.host;
+    if (typeof serverName !== 'string' || serverName === '' || /[\s\x00-\x1f]/.test(serverName))
+      throw new CoreError('TLSPROXY_ERR_CONFIG', 'tls.serverName must be a host name or address');
+    const connectTimeoutMs = config.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    if (!(Number.isFinite(connectTimeoutMs) && connectTimeoutMs > 0))
+      throw new CoreError('TLSPROXY_ERR_CONFIG', 'connectTimeoutMs must be a number of ms > 0');
+    return {
+      role: 'client',
+      dialect,
+      client,
+      options,
+      limits,
+      hostname: config.hostname ?? osHostname(),
+      server,
+      serverName,
+      tls: {
+        ...(ca !== undefined ? { ca } : {}),
+        ...(t.clientIdentity !== undefined ? { clientIdentity: t.clientIdentity } : {}),
+        ...(t.alpn !== undefined ? { alpn: t.alpn } : {}),
+        ...(t.minVersion !== undefined ? { minVersion: t.minVersion } : {}),
+        ...(t.handshakeTimeoutMs !== undefined ? { handshakeTimeoutMs: t.handshakeTimeoutMs } : {}),
+      },
+      pool: this.pool,
+      connectTimeoutMs,
+      preambleTimeoutMs: config.preambleTimeoutMs ?? LISTENER_DEFAULTS.preambleTimeoutMs,
+      maxPreambleBytes: config.maxPreambleBytes ?? LISTENER_DEFAULTS.maxPreambleBytes,
+      ...(config.idleTimeoutMs ? { idleTimeoutMs: config.idleTimeoutMs } : {}),
+      logger: this.logger,
+      metrics: this.metrics,
+    };
+  }
+
   /** Start one listener; resolves once it is bound. */
   async listen(config: ListenerConfig): Promise<RunningListener> {
     const state: {
-      sessionConfig: SessionConfig;
+      sessionConfig: AnySessionConfig;
       config: ListenerConfig;
       trust?: BlockList;
       exempt: AddressMatcher;
@@ -152,7 +224,6 @@ export class TlsProxy {
     };
     if (config.proxyProtocol) state.trust = trustList(config.proxyProtocol.trusted);
     const dialect = state.sessionConfig.dialect;
-    const backend = state.sessionConfig.backend;
     const sessionConfig = state.sessionConfig;
     // What this listener holds now, counted from accept until the connection is gone from this
     // process (preamble, handshake, and the relay when the TLS engine or a connect-mode backend
@@ -214,8 +285,12 @@ export class TlsProxy {
           refuse(socket, sessionConfig, 'maxConnectionsPerAddress');
           return;
         }
-        // The session resumes reading itself, unless its dialect asked for TLS at once.
-        const s = new Session(socket, sessionConfig, addresses);
+        // The session resumes reading itself, unless its dialect asked for TLS at once; in the
+        // client role the local socket stays paused until TLS with the server is up.
+        const s =
+          'role' in sessionConfig
+            ? new ClientSession(socket, sessionConfig, addresses)
+            : new Session(socket, sessionConfig, addresses);
         this.#sessions.add(s);
         if (key !== undefined) held.perClient.set(key, (held.perClient.get(key) ?? 0) + 1);
         void s.done.then(() => this.#sessions.delete(s));
@@ -280,14 +355,27 @@ export class TlsProxy {
       },
     };
     this.listeners.push(l);
-    this.logger.log('info', 'listening', {
-      dialect: dialect.name,
-      address: typeof address === 'string' ? address : `${address.address}:${address.port}`,
-      backend: backend.description,
-      handoff: sessionConfig.handoff,
-      // Who decides about SNI names: every name is put to the backend, or only when it asks.
-      serverNameCheck: sessionConfig.checkServerName ? 'always' : 'when the backend asks',
-    });
+    const at = typeof address === 'string' ? address : `${address.address}:${address.port}`;
+    if ('role' in sessionConfig) {
+      this.logger.log('info', 'listening', {
+        dialect: dialect.name,
+        role: 'client',
+        address: at,
+        connect: config.connect,
+        serverName: sessionConfig.serverName,
+        ca: sessionConfig.tls.ca === undefined ? 'bundled roots' : 'configured',
+        clientIdentity: sessionConfig.tls.clientIdentity,
+      });
+    } else {
+      this.logger.log('info', 'listening', {
+        dialect: dialect.name,
+        address: at,
+        backend: sessionConfig.backend.description,
+        handoff: sessionConfig.handoff,
+        // Who decides about SNI names: every name is put to the backend, or only when it asks.
+        serverNameCheck: sessionConfig.checkServerName ? 'always' : 'when the backend asks',
+      });
+    }
     return l;
   }
 
@@ -369,7 +457,8 @@ export class TlsProxy {
     await this.close();
   }
 
-  /** Stop listening, end sessions still in preamble, close backends and the embedded engine. */
+  /** Stop listening, end sessions still in preamble (and the client role's relays), close
+   * backends and the embedded engine. */
   async close(): Promise<void> {
     const closing = this.listeners.map((l) => new Promise<void>((r) => l.server.close(() => r())));
     // server.close() waits for its connections: end those still in preamble so it can finish.
