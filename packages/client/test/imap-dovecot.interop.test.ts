@@ -1,0 +1,236 @@
+// connectStartTls against a real Dovecot on loopback (issue 18): the IMAP client dialect does the
+// preamble, the engine (embedded, or a tlspool daemon) the verified handshake, and inside TLS
+// Dovecot's CAPABILITY no longer lists STARTTLS and LOGIN works: the session is encrypted. A
+// wrong name or CA fails closed; a Dovecot without TLS fails closed. The Dovecot recipe is
+// fixtures/record/dovecot.sh's. Skipped when Dovecot is missing, except under CI (CI=1).
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir, userInfo } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { PoolDaemon, type PoolError, RemoteTlsEngine, TlsEngine } from '@tlsproxy/pool';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type ClientError, connectStartTls } from '../src/index.js';
+import { certs } from './toy.js';
+
+const certDir = fileURLToPath(new URL('../../../fixtures/certs/', import.meta.url));
+
+function findDovecot(): string | undefined {
+  const forced = process.env.TLSPROXY_DOVECOT;
+  if (forced !== undefined) return existsSync(forced) ? forced : undefined;
+  for (const p of ['/usr/sbin/dovecot', '/usr/local/sbin/dovecot']) if (existsSync(p)) return p;
+  try {
+    return execFileSync('which', ['dovecot'], { encoding: 'utf8' }).trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+const bin = findDovecot();
+if (!bin && process.env.CI) throw new Error('Dovecot is missing: apt-get install dovecot-imapd');
+
+async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+interface Server {
+  port: number;
+  stop(): Promise<void>;
+}
+
+/** A throwaway Dovecot with TLS on or off, IMAP only, static password "secret". */
+async function startDovecot(ssl: boolean): Promise<Server> {
+  const dir = mkdtempSync(join(tmpdir(), 'tlsproxy-client-dovecot-'));
+  for (const d of ['run', 'state', 'home']) mkdirSync(join(dir, d));
+  const root = process.getuid?.() === 0;
+  const me = userInfo().username;
+  const port = await freePort();
+  const dh = '/usr/share/dovecot/dh.pem';
+  writeFileSync(
+    join(dir, 'dovecot.conf'),
+    `base_dir = ${dir}/run
+state_dir = ${dir}/state
+log_path = ${dir}/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+${ssl ? `ssl = required\nssl_cert = <${certDir}server.pem\nssl_key = <${certDir}server.key\n${existsSync(dh) ? `ssl_dh = <${dh}\n` : ''}` : 'ssl = no\n'}
+disable_plaintext_auth = yes
+auth_mechanisms = plain login
+${root ? '' : `default_internal_user = ${me}\ndefault_login_user = ${me}\n`}
+passdb {
+  driver = static
+  args = password=secret
+}
+userdb {
+  driver = static
+  args = uid=${root ? 'nobody' : me} gid=${root ? 'nogroup' : userInfo().gid} home=${dir}/home/%u
+}
+mail_location = maildir:~/Maildir
+service imap-login {
+  ${root ? '' : 'chroot ='}
+  inet_listener imap {
+    address = 127.0.0.1
+    port = ${port}
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}
+${root ? '' : 'service anvil {\n  chroot =\n}\n'}
+`,
+  );
+  const child: ChildProcess = spawn(bin!, ['-F', '-c', join(dir, 'dovecot.conf')], {
+    stdio: 'ignore',
+  });
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  const log = () => {
+    try {
+      return readFileSync(join(dir, 'dovecot.log'), 'utf8');
+    } catch {
+      return '';
+    }
+  };
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(t);
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  for (let i = 0; ; i++) {
+    if (child.exitCode !== null || i > 100) {
+      const why = log();
+      await stop();
+      throw new Error(`Dovecot did not start: ${why}`);
+    }
+    if (/starting up/.test(log())) {
+      const up = await new Promise<boolean>((r) => {
+        const s = net.connect(port, '127.0.0.1');
+        s.once('connect', () => {
+          s.destroy();
+          r(true);
+        });
+        s.once('error', () => r(false));
+      });
+      if (up) return { port, stop };
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Send a tagged command and collect the lines up to its tagged reply. */
+function command(s: net.Socket, tag: string, cmd: string): Promise<string> {
+  return new Promise((resolve) => {
+    let buf = '';
+    const on = (d: Buffer) => {
+      buf += d.toString('latin1');
+      if (new RegExp(`(^|\\n)${tag} [A-Z]+[^\\n]*\\n`).test(buf)) {
+        s.off('data', on);
+        resolve(buf);
+      }
+    };
+    s.on('data', on);
+    s.write(`${tag} ${cmd}\r\n`);
+  });
+}
+
+function firstLine(s: net.Socket): Promise<string> {
+  return new Promise((resolve) => {
+    let buf = '';
+    const on = (d: Buffer) => {
+      buf += d.toString('latin1');
+      const i = buf.indexOf('\r\n');
+      if (i >= 0) {
+        s.off('data', on);
+        // Anything after the first line stays for the next reader.
+        if (i + 2 < buf.length) s.unshift(Buffer.from(buf.slice(i + 2), 'latin1'));
+        resolve(buf.slice(0, i + 2));
+      }
+    };
+    s.on('data', on);
+  });
+}
+
+describe.skipIf(!bin)('connectStartTls against a real Dovecot', () => {
+  let withTls: Server;
+  let withoutTls: Server;
+  const dir = mkdtempSync(join(tmpdir(), 'tlsproxy-client-pool-'));
+  let daemon: PoolDaemon;
+  let remote: RemoteTlsEngine;
+  beforeAll(async () => {
+    [withTls, withoutTls] = await Promise.all([startDovecot(true), startDovecot(false)]);
+    daemon = new PoolDaemon(new TlsEngine({ identities: [], connectOnly: true }), {
+      path: join(dir, 'pool.sock'),
+    });
+    remote = new RemoteTlsEngine({ socket: join(dir, 'pool.sock') });
+  }, 30_000);
+  afterAll(async () => {
+    await remote?.close();
+    await daemon?.close();
+    await Promise.all([withTls?.stop(), withoutTls?.stop()]);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  for (const via of ['embedded', 'daemon'] as const) {
+    it(`STARTTLS, verified, no STARTTLS inside, LOGIN works (${via} engine)`, async () => {
+      const r = await connectStartTls({
+        dialect: 'imap',
+        host: '127.0.0.1',
+        port: withTls.port,
+        serverName: 'imap.example.test',
+        ca: certs.ca,
+        ...(via === 'daemon' ? { engine: remote } : {}),
+      });
+      expect(r.info.serverIdentity.san.dns).toContain('imap.example.test');
+      expect(r.info.version).toMatch(/^TLSv1\.[23]$/);
+      // The greeting without its pre-TLS CAPABILITY code, as the IMAP dialect documents.
+      expect(await firstLine(r.socket)).toMatch(/^\* OK (?!\[CAPABILITY)[^\r\n]*ready\.\r\n$/);
+      const caps = await command(r.socket, 'b1', 'CAPABILITY');
+      expect(caps).toMatch(/^\* CAPABILITY IMAP4rev1 /);
+      expect(caps).not.toMatch(/STARTTLS/);
+      expect(await command(r.socket, 'b2', 'LOGIN alice secret')).toMatch(/^b2 OK /m);
+      expect(await command(r.socket, 'b3', 'LOGOUT')).toMatch(/^\* BYE /);
+      r.socket.destroy();
+    }, 20_000);
+  }
+
+  it('a name the certificate does not carry, or a wrong CA: fails closed', async () => {
+    const base = { dialect: 'imap', host: '127.0.0.1', port: withTls.port, ca: certs.ca };
+    const name = await connectStartTls({ ...base, serverName: 'imap.example.org' }).then(
+      () => null,
+      (e: PoolError) => e,
+    );
+    expect([name?.code, name?.reason]).toEqual(['TLSPROXY_ERR_POOL_VERIFY', 'name-mismatch']);
+    const ca = await connectStartTls({
+      ...base,
+      serverName: 'imap.example.test',
+      ca: certs.rogue.cert,
+      engine: remote,
+    }).then(
+      () => null,
+      (e: PoolError) => e,
+    );
+    expect([ca?.code, ca?.reason]).toEqual(['TLSPROXY_ERR_POOL_VERIFY', 'unknown-ca']);
+  }, 20_000);
+
+  it('a Dovecot without TLS: no STARTTLS offered, fails closed', async () => {
+    const err = await connectStartTls({
+      dialect: 'imap',
+      host: '127.0.0.1',
+      port: withoutTls.port,
+      serverName: 'imap.example.test',
+      ca: certs.ca,
+    }).then(
+      () => null,
+      (e: ClientError) => e,
+    );
+    expect(err?.code).toBe('TLSPROXY_ERR_CLIENT_REFUSED');
+    expect(err?.reason).toMatch(/STARTTLS/);
+  }, 20_000);
+});
