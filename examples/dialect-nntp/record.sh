@@ -1,24 +1,36 @@
 #!/usr/bin/env bash
-# Record examples/dialect-nntp/transcripts/ from Debian's INN 2.7 (nnrpd) on loopback, as root:
+# Record transcripts/ from Debian's INN 2.7 (nnrpd) on loopback, as root:
 #
 #   DEBIAN_FRONTEND=noninteractive apt-get install -y inn2   # needs "domain:" in inn.conf, see below
-#   examples/dialect-nntp/record.sh
+#   ./record.sh                                  # in this repository: its test certificate
+#   CERT=server.pem KEY=server.key CA=ca.pem ./record.sh   # anywhere else: your own
 #
 # A throwaway nnrpd (INN's reader daemon, which implements STARTTLS, RFC 4642) runs in the
-# foreground of this script on 127.0.0.1:$NNRPD_PORT with a private inn.conf (the repository's
-# test certificate, a private overview directory) and a readers.conf that lets anyone read. Each
-# case is one connection relayed by `tlsproxy-conformance record`; the server is stopped by its
-# process id when the script ends, whatever happens.
+# foreground of this script on the loopback alias 127.0.0.2 (all of 127/8 is loopback on Linux,
+# nothing to configure), so the recorder's connection to it comes from another address than the
+# server's own: servers that trust "local" clients (Dovecot treats a client on its own address
+# as secure and offers AUTH= before TLS) then behave as they do for a remote client. It has a
+# private inn.conf (CERT/KEY as tlscertfile/tlskeyfile, a private overview directory) and a
+# readers.conf that lets anyone read. Each case is one connection relayed by
+# `tlsproxy-conformance record` from 127.0.0.1:$RELAY_PORT; the clients verify the server's
+# certificate against CA. The server is stopped by its process id when the script ends,
+# whatever happens. OUT=DIR records somewhere else than transcripts/.
 #
 # Debian's inn2 post-install script fails on a host whose name has no domain: set one with
 #   sed -i 's/^#domain:$/domain: example.net/' /etc/news/inn.conf && dpkg --configure inn2
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
 out=${OUT:-$here/transcripts}
-recorder="$root/packages/conformance/bin/tlsproxy-conformance.js"
-drive="$root/fixtures/record/drive.mjs"
-ca="$root/fixtures/certs/ca.pem"
+certs="$here/../../fixtures/certs" # this repository's test PKI, when run inside it
+cert=${CERT:-$certs/server.pem}
+key=${KEY:-$certs/server.key}
+ca=${CA:-$certs/ca.pem}
+for f in "$cert" "$key" "$ca"; do
+  [ -r "$f" ] || { echo "record.sh: $f missing: set CERT, KEY and CA" >&2; exit 1; }
+done
+server_ip=127.0.0.2
+# The recorder of the installed @tlsproxy/conformance (a dev dependency, or this workspace's).
+recorder=$(cd "$here" && node -p "require('node:path').join(require.resolve('@tlsproxy/conformance/package.json'), '../bin/tlsproxy-conformance.js')")
 up=${NNRPD_PORT:-11119}
 P=${RELAY_PORT:-11998}
 nnrpd=/usr/lib/news/bin/nnrpd
@@ -34,12 +46,14 @@ trap cleanup EXIT
 
 # --- a private INN configuration ------------------------------------------------------------
 chmod 755 "$state"
-mkdir -p "$state/overview"
-cp "$root/fixtures/certs/server.pem" "$root/fixtures/certs/server.key" "$state/"
+mkdir -p "$state/overview" "$state/run" "$state/tmp"
+cp "$cert" "$state/server.pem"
+cp "$key" "$state/server.key"
 chmod 600 "$state/server.key"
 sed -e "s|^#tlscertfile:.*|tlscertfile: $state/server.pem|" \
   -e "s|^#tlskeyfile:.*|tlskeyfile: $state/server.key|" \
   -e "s|^pathoverview:.*|pathoverview: $state/overview|" \
+  -e "s|^pathrun:.*|pathrun: $state/run|" -e "s|^pathtmp:.*|pathtmp: $state/tmp|" \
   -e 's|^#domain:$|domain: example.net|' /etc/news/inn.conf >"$state/inn.conf"
 cat >"$state/readers.conf" <<'EOF'
 auth "anyone" {
@@ -56,10 +70,10 @@ chown -R news:news "$state"
 export INNCONF=$state/inn.conf
 # nnrpd opens the overview read-only; build an empty one (no articles) for it.
 su news -s /bin/sh -c "INNCONF=$INNCONF timeout 60 /usr/lib/news/bin/makehistory -O -x -F"
-(cd "$state" && exec timeout 900 "$nnrpd" -D -f -n -o -4 127.0.0.1 -p "$up" -c "$state/readers.conf") &
+(cd "$state" && exec timeout 900 "$nnrpd" -D -f -n -o -4 "$server_ip" -p "$up" -c "$state/readers.conf") &
 pid=$!
-for _ in $(seq 50); do (echo >/dev/tcp/127.0.0.1/"$up") 2>/dev/null && break; sleep 0.1; done
-version=$(printf 'QUIT\r\n' | timeout 5 bash -c "exec 3<>/dev/tcp/127.0.0.1/$up; cat <&0 >&3 & head -1 <&3" |
+for _ in $(seq 50); do (echo >/dev/tcp/"$server_ip"/"$up") 2>/dev/null && break; sleep 0.1; done
+version=$(printf 'QUIT\r\n' | timeout 5 bash -c "exec 3<>/dev/tcp/$server_ip/$up; cat <&0 >&3 & head -1 <&3" |
   sed -n 's/.*\(INN [0-9.]*\).*/\1/p')
 server="$version (nnrpd -D, Debian $(dpkg-query -W -f='${Version}' inn2)) on Debian $(cat /etc/debian_version), tlscertfile set, readers.conf: anyone may read and post"
 
@@ -70,7 +84,7 @@ record_one() {
   shift 3
   local log
   log=$(mktemp)
-  node "$recorder" record --listen "127.0.0.1:$P" --upstream "127.0.0.1:$up" --dialect nntp \
+  node "$recorder" record --listen "127.0.0.1:$P" --upstream "$server_ip:$up" --dialect nntp \
     --out "$out/$name.txt" --server "$server" --client "$client" >"$log" 2>&1 &
   local rec=$!
   for _ in $(seq 50); do grep -q listening "$log" && break; sleep 0.1; done
@@ -97,12 +111,12 @@ annotate() {
 }
 
 mkdir -p "$out"
-drive() { echo "node fixtures/record/drive.mjs PORT $*"; }
+drive() { echo "node drive.mjs --ca CA.pem PORT $*"; }
 
 record_one openssl-s_client \
-  "timeout 10 openssl s_client -starttls nntp -connect 127.0.0.1:PORT -CAfile fixtures/certs/ca.pem -servername localhost </dev/null" -- \
+  "timeout 10 openssl s_client -starttls nntp -connect 127.0.0.1:PORT -CAfile CA.pem -servername localhost </dev/null" -- \
   timeout 10 openssl s_client -starttls nntp -connect "127.0.0.1:$P" -CAfile "$ca" -servername localhost
-record_one python-nntplib "python3 examples/dialect-nntp/nntplib-client.py PORT fixtures/certs/ca.pem (Python $(python3 -c 'import sys; print(sys.version.split()[0])') nntplib)" -- \
+record_one python-nntplib "python3 nntplib-client.py PORT CA.pem (Python $(python3 -c 'import sys; print(sys.version.split()[0])') nntplib)" -- \
   timeout 10 python3 "$here/nntplib-client.py" "$P" "$ca"
 
 # name | steps for drive.mjs (a real exchange, then a TLS handshake or QUIT)
@@ -122,5 +136,5 @@ cases=(
 for c in "${cases[@]}"; do
   name=${c%%|*}
   IFS='|' read -r -a steps <<<"${c#*|}"
-  record_one "$name" "$(drive "${steps[@]}")" -- node "$drive" "$P" "${steps[@]}"
+  record_one "$name" "$(drive "${steps[@]}")" -- node "$here/drive.mjs" --ca "$ca" "$P" "${steps[@]}"
 done
