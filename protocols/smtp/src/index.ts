@@ -11,6 +11,7 @@ import {
 } from '@tlsproxy/dialect-kit';
 import { backendGreeting } from './backend-greeting.js';
 import { backendReplay } from './backend-replay.js';
+import { client } from './client.js';
 import type { PlaintextMode } from './commands.js';
 import { type SessionConfig, SmtpSession } from './session.js';
 
@@ -177,6 +178,7 @@ export const dialect: Dialect<Partial<SmtpOptions>> = {
   create: (context) => new SmtpSession(sessionConfig(context)),
   backendGreeting,
   backendReplay,
+  client,
   // RFC 5321 §3.8: a server that cannot serve answers the connection with 421 (Postfix: too many connections).
   // Which limit: per address (Postfix: "too many connections from …") or the whole listener.
   busy: ({ hostname, limit }) =>
