@@ -137,6 +137,19 @@ describe('native binding: hostile arguments from JS', () => {
     peer.close();
   });
 
+  // Found by the fuzzer: an empty context Buffer has no data pointer, and copying zero bytes
+  // from NULL is undefined behaviour (UBSan: "null pointer passed as argument 2").
+  it('exporter: an empty context is copied without touching its (null) data', () => {
+    const [mine, peer] = socketpair();
+    const handle = b.submit(engine, store, mine.take(), 2, 0, null, 1000, 0, false, false);
+    expect(handle).toBeTruthy();
+    expect(b.exporter(engine, handle!, 1, 'EXPORTER-x', Buffer.alloc(0), 16)).toBe(true);
+    expect(b.exporter(engine, handle!, 2, 'EXPORTER-x', new Uint8Array(0) as Buffer, 16)).toBe(
+      true,
+    );
+    peer.close();
+  });
+
   it('a handle of the wrong kind is a TypeError', () => {
     expect(() => b.engineRef(store as never, true)).toThrow(TypeError);
     expect(() => b.closeSession(engine, store as never)).toThrow(TypeError);

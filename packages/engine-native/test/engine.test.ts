@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes, X509Certificate } from 'node:crypto';
 import type net from 'node:net';
 import tls from 'node:tls';
@@ -543,5 +544,50 @@ describe('NativeTlsEngine: control', () => {
     });
     b.destroy();
     c.socket.destroy();
+  });
+});
+
+describe('NativeTlsEngine: a renegotiation cut short', () => {
+  // Found while writing the fuzzer's check that every control call settles: a session that
+  // ended while a renegotiation the backend asked for was pending never answered it (the
+  // control call waited forever; 'still pending' here before the fix).
+  it('the client resets while the renegotiation waits: control rejects at once', async () => {
+    const engine = new NativeTlsEngine({
+      identities: [certs.server],
+      ca: certs.ca,
+      threads: 1,
+      handshakeTimeoutMs: 60_000,
+    });
+    const served = await serve(engine);
+    try {
+      // openssl s_client, then stopped (SIGSTOP): the HelloRequest is never answered; then
+      // killed, so the kernel resets the connection (the HelloRequest is unread).
+      const sc = spawn(
+        'openssl',
+        ['s_client', '-connect', `127.0.0.1:${served.port}`, '-tls1_2', '-quiet'],
+        {
+          stdio: ['pipe', 'ignore', 'ignore'],
+        },
+      );
+      const r = await served.next();
+      sc.kill('SIGSTOP');
+      const reneg = engine.control(r.controlKey, 'renegotiate');
+      reneg.catch(() => {});
+      await new Promise((res) => setTimeout(res, 200));
+      sc.kill('SIGKILL');
+      await until(() => engine.sessionCount === 0, 5000, 'session end');
+      const settled = await Promise.race([
+        reneg.then(
+          () => 'resolved',
+          (err: { code?: string }) => err.code,
+        ),
+        new Promise((res) => setTimeout(() => res('still pending'), 3000)),
+      ]);
+      expect(settled).toBe('TLSPROXY_ERR_POOL_UNKNOWN_KEY');
+      r.plaintext.close();
+    } finally {
+      await served.close();
+      await engine.close();
+    }
   });
 });

@@ -576,7 +576,7 @@ static napi_value js_exporter(napi_env env, napi_callback_info info) {
       free(k.label);
       return throw_type(env, "out of memory");
     }
-    memcpy(k.context, p, n);
+    if (n) memcpy(k.context, p, n); // an empty Buffer's data may be NULL
     k.context_len = n;
     k.has_context = 1;
   }
@@ -618,10 +618,16 @@ static napi_value js_openssl(napi_env env, napi_callback_info info) {
   return o;
 }
 
+// Defined only when AddressSanitizer's runtime is in the process (the test:asan and fuzz
+// builds), whose allocator glibc's mallinfo2 knows nothing about.
+extern size_t __sanitizer_get_current_allocated_bytes(void) __attribute__((weak));
+
 // mallocBytes() → bytes allocated by malloc in the whole process, all arenas (glibc
 // mallinfo2): what the C side (this addon, OpenSSL) holds, for memory measurements.
 static napi_value js_malloc_bytes(napi_env env, napi_callback_info info) {
   (void)info;
+  if (__sanitizer_get_current_allocated_bytes)
+    return num(env, (double)__sanitizer_get_current_allocated_bytes());
   struct mallinfo2 m = mallinfo2();
   return num(env, (double)m.uordblks + (double)m.hblkhd);
 }

@@ -196,8 +196,13 @@ static void list_remove(loop *L, conn *c) {
 
 // Release everything but the struct; the struct goes after this epoll batch (events for it may
 // still be in the batch) when its last reference is dropped.
+static void reneg_answer(loop *L, conn *c, const char *code, const char *text);
+
 static void conn_close(loop *L, conn *c) {
   if (c->state == ST_CLOSED) return;
+  // A renegotiation the backend asked for gets its answer even when the session ends first
+  // (client reset or close, error): otherwise its control call would wait forever.
+  if (c->reneg_pending) reneg_answer(L, c, "TLSPROXY_ERR_POOL_UNKNOWN_KEY", "session ended");
   c->state = ST_CLOSED;
   unreg(L, c, 0);
   unreg(L, c, 1);
