@@ -14,6 +14,8 @@ export type XmppErrorCode =
   | 'TLSPROXY_ERR_XMPP_IMPROPER_ADDRESSING'
   | 'TLSPROXY_ERR_XMPP_HOST_UNKNOWN'
   | 'TLSPROXY_ERR_XMPP_TLS_REQUIRED'
+  | 'TLSPROXY_ERR_XMPP_UNSUPPORTED_STANZA_TYPE'
+  | 'TLSPROXY_ERR_XMPP_TOO_MANY_BAD'
   | 'TLSPROXY_ERR_XMPP_TOO_BIG'
   | 'TLSPROXY_ERR_XMPP_TOO_DEEP'
   | 'TLSPROXY_ERR_XMPP_TOO_MANY_ATTRIBUTES'
@@ -27,10 +29,12 @@ export type StreamCondition =
   | 'improper-addressing'
   | 'internal-server-error'
   | 'invalid-namespace'
+  | 'not-authorized'
   | 'not-well-formed'
   | 'policy-violation'
   | 'restricted-xml'
   | 'unsupported-encoding'
+  | 'unsupported-stanza-type'
   | 'unsupported-version';
 
 /** The client broke the protocol; the stream is closed with `condition` (and `text`). */

@@ -63,7 +63,12 @@ const options: Record<keyof XmppOptions, OptionSpec> = {
   },
 };
 
-type LimitName = 'maxStanzaSize' | 'maxDepth' | 'maxAttributes' | 'idleTimeoutMs';
+type LimitName =
+  | 'maxStanzaSize'
+  | 'maxDepth'
+  | 'maxAttributes'
+  | 'maxBadCommands'
+  | 'idleTimeoutMs';
 
 const limits: Record<LimitName, LimitSpec> = {
   maxStanzaSize: {
@@ -88,6 +93,15 @@ const limits: Record<LimitName, LimitSpec> = {
     phase: 'preamble',
     description: 'Attributes on one element, xmlns declarations included; more: policy-violation.',
     source: 'tlsproxy: a stream header has about 7 (to, from, version, xml:lang, id, 2 xmlns)',
+  },
+  maxBadCommands: {
+    default: 10,
+    unit: 'count',
+    phase: 'preamble',
+    description:
+      'Refused SASL <auth/> elements before STARTTLS (each gets <failure><encryption-required/>); the Nth is followed by policy-violation and close.',
+    source:
+      'tlsproxy: RFC 6120 section 6.4.5 keeps the stream open after a SASL failure and Prosody sets no bound before TLS; 10 as in the other tlsproxy dialects',
   },
   idleTimeoutMs: {
     default: 60_000,

@@ -11,7 +11,12 @@
 //           | open (bad header)             | our header + <stream:error> + </stream:stream>
 //   stream  | start <starttls xmlns=tls>    | wait for its end
 //           | end <starttls/>               | starttls action (proceed / failure) -> tls
-//           | start (anything else)         | policy-violation "Use of STARTTLS required"
+//           | start <auth xmlns=sasl>       | wait for its end (its content is never read)
+//           | end <auth/>                   | SASL <failure><encryption-required/>, stream open
+//           |                               | (the maxBadCommands-th: + policy-violation, close)
+//           | start <iq|message|presence>   | not-authorized "Use of STARTTLS required"
+//           |   in the content namespace    |
+//           | start (anything else)         | unsupported-stanza-type
 //           | close (</stream:stream>)      | </stream:stream>, close
 //   any     | XML / limit error             | (header if not sent) + stream error, close
 //           | timer(now) past deadline      | connection-timeout stream error, close
@@ -39,6 +44,25 @@ import {
 
 export const NS_CLIENT = 'jabber:client';
 export const NS_SERVER = 'jabber:server';
+export const NS_SASL = 'urn:ietf:params:xml:ns:xmpp-sasl';
+
+/**
+ * Names reported to the engine's logs and `tlsproxy_bad_commands_total` (act.command): the
+ * stream header and the first-level elements this dialect knows. Any other element name is
+ * reported as `unknown`, so nothing a client chose reaches a log.
+ */
+const KNOWN = new Set([
+  'STREAM',
+  'STARTTLS',
+  'AUTH',
+  'IQ',
+  'MESSAGE',
+  'PRESENCE',
+  'RESULT',
+  'VERIFY',
+]);
+/** RFC 6120 section 8: the three stanza kinds, in the stream's content namespace. */
+const STANZAS = new Set(['iq', 'message', 'presence']);
 
 export type StreamType = 'c2s' | 's2s';
 
@@ -50,6 +74,8 @@ export interface SessionConfig extends XmlLimits {
   streamId: string;
   /** xml:lang of our stream header when the client's is unusable. */
   lang: string;
+  /** Refused <auth/> elements before the stream is closed with policy-violation. */
+  maxBadCommands: number;
   /** 0 disables the timer. */
   idleTimeoutMs: number;
 }
@@ -77,7 +103,9 @@ export class XmppSession implements DialectSession {
   private headerSent = false;
   private streamType: StreamType = 'c2s';
   private state: XmppState | null = null;
-  private inStartTls = false;
+  /** The top-level element whose end is awaited: <starttls/> or a SASL <auth/>. */
+  private pending: 'starttls' | 'auth' | null = null;
+  private bad = 0;
 
   constructor(private readonly config: SessionConfig) {
     this.reader = new StreamReader(config);
@@ -165,18 +193,12 @@ export class XmppSession implements DialectSession {
         this.open(event.element, out);
         return;
       case 'start':
-        if (event.element.local === 'starttls' && event.element.uri === NS_TLS) {
-          this.inStartTls = true;
-          return;
-        }
-        // ejabberd and MongooseIM (ejabberd_c2s wait_for_feature_request, s2s_in) answer any
-        // other element before TLS on a TLS-required stream this way.
-        throw new XmppStreamError('TLSPROXY_ERR_XMPP_TLS_REQUIRED', 'policy-violation', {
-          text: TLS_REQUIRED,
-          detail: `<${event.element.name}> before STARTTLS`,
-        });
+        this.firstLevel(event.element, out);
+        return;
       case 'end':
-        if (this.inStartTls) this.startTls(out);
+        if (this.pending === 'starttls') this.startTls(out);
+        else if (this.pending === 'auth') this.refuseAuth(out);
+        this.pending = null;
         return;
       case 'close':
         // RFC 6120 section 4.4: answer the closing tag with ours, then close.
@@ -186,8 +208,64 @@ export class XmppSession implements DialectSession {
     }
   }
 
+  /** A first-level element started: the table at the top of this file. */
+  private firstLevel(element: XmlElement, out: Action[]): void {
+    const name = element.local.toUpperCase();
+    if (element.local === 'starttls' && element.uri === NS_TLS) {
+      out.push(act.command(name, false, KNOWN));
+      this.pending = 'starttls';
+      return;
+    }
+    out.push(act.command(name, true, KNOWN));
+    if (element.local === 'auth' && element.uri === NS_SASL) {
+      // RFC 6120 section 6.4.5 and Prosody: answered at its end, the stream stays open. The
+      // reader gives us no character data, so a credential inside is never read.
+      this.pending = 'auth';
+      return;
+    }
+    const content = this.streamType === 's2s' ? NS_SERVER : NS_CLIENT;
+    if (STANZAS.has(element.local) && element.uri === content) {
+      // RFC 6120 section 4.9.3.12: stanzas before the stream is authenticated (here: before
+      // TLS, so before SASL too). Prosody routes them and answers a stanza error per stanza,
+      // keeping the stream open; that would echo the client's id and addresses, and a proxy
+      // routes nothing.
+      throw new XmppStreamError('TLSPROXY_ERR_XMPP_TLS_REQUIRED', 'not-authorized', {
+        text: TLS_REQUIRED,
+        detail: `<${element.local}> before STARTTLS`,
+      });
+    }
+    // RFC 6120 section 4.9.3.24, and Prosody's answer: <starttls/> or <auth/> in another
+    // namespace, dialback (not offered before TLS), <stream:features/>, anything unknown.
+    throw new XmppStreamError(
+      'TLSPROXY_ERR_XMPP_UNSUPPORTED_STANZA_TYPE',
+      'unsupported-stanza-type',
+      { detail: `first-level element {${element.uri}}${element.local} before STARTTLS` },
+    );
+  }
+
+  /** RFC 6120 section 6.4.5: SASL needs TLS first; the client may still send <starttls/>. */
+  private refuseAuth(out: Action[]): void {
+    out.push(act.send(`<failure xmlns='${NS_SASL}'><encryption-required/></failure>`));
+    if (++this.bad >= this.config.maxBadCommands) {
+      throw new XmppStreamError('TLSPROXY_ERR_XMPP_TOO_MANY_BAD', 'policy-violation', {
+        text: 'Too many failed requests before STARTTLS',
+        detail: `${this.bad} refused <auth/> elements`,
+      });
+    }
+  }
+
   /** RFC 6120 sections 4.7 and 4.8: check the client's stream header and answer it. */
   private open(header: XmlElement, out: Action[]): void {
+    try {
+      this.openUnchecked(header, out);
+    } catch (err) {
+      if (isXmppStreamError(err)) out.push(act.command('STREAM', true, KNOWN));
+      throw err;
+    }
+    out.push(act.command('STREAM', false, KNOWN));
+  }
+
+  private openUnchecked(header: XmlElement, out: Action[]): void {
     const content = header.ns[''];
     if (content === NS_SERVER) this.streamType = 's2s';
     if (header.local !== 'stream' || header.uri !== NS_STREAMS) {

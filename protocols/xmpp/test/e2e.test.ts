@@ -208,8 +208,13 @@ describe('XMPP STARTTLS end to end', () => {
     c.socket.write(
       "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGEAYg==</auth>",
     );
+    // RFC 6120 section 6.4.5, as Prosody: a SASL failure, and the stream stays open
+    expect(await c.until(/<\/failure>/)).toBe(
+      "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><encryption-required/></failure>",
+    );
+    c.socket.write('<presence/>');
     expect(await c.until(/<\/stream:stream>/)).toBe(
-      "<stream:error><policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/><text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>Use of STARTTLS required</text></stream:error></stream:stream>",
+      "<stream:error><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/><text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>Use of STARTTLS required</text></stream:error></stream:stream>",
     );
     await waitFor(() => (c.closed ? true : undefined));
 

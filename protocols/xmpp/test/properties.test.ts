@@ -85,9 +85,10 @@ function checkActions(actions: Action[]): void {
   const close = actions.findIndex((a) => a.type === 'close');
   if (close >= 0) expect(close).toBe(actions.length - 1); // nothing after close
   checkContract(actions, {
+    // Our header with the features, or the SASL failure that refuses an <auth/> (issue 17).
     send: (a) =>
       expect(dec(a.data)).toMatch(
-        /^<\?xml version='1.0'\?><stream:stream [\s\S]*<\/stream:features>$/,
+        /^(<\?xml version='1.0'\?><stream:stream [\s\S]*<\/stream:features>|<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><encryption-required\/><\/failure>)$/,
       ),
     close: (a) => {
       if (a.data) expect(dec(a.data)).toMatch(/<\/stream:stream>$/);
@@ -208,7 +209,13 @@ describe('XML bombs and abuse, any chunking', () => {
       /<restricted-xml /,
     ],
     ['undefined entity in the stream', `${HEADER_C2S}&xxe;<x/>`, /<restricted-xml /],
-    ['deep nesting', `${HEADER_C2S}${'<a>'.repeat(100_000)}`, /<policy-violation /],
+    // inside a SASL <auth/>, whose end is awaited (any other first-level element is refused at
+    // once with unsupported-stanza-type, before any depth)
+    [
+      'deep nesting',
+      `${HEADER_C2S}<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>${'<a>'.repeat(100_000)}`,
+      /<policy-violation /,
+    ],
     [
       'huge attribute',
       `${HEADER_C2S}<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls' a='${'x'.repeat(1_000_000)}'/>`,
@@ -286,7 +293,9 @@ describe("an element ends at its '>', whatever the '>'s inside it", () => {
 });
 
 // Issue 14: before TLS no SASL exchange is ever started: no <mechanisms/> in the features, and
-// <auth/> (with or without an initial response) never gets a <challenge/> or <success/>.
+// <auth/> (with or without an initial response) never gets a <challenge/> or <success/>. Issue
+// 17: it gets <failure><encryption-required/></failure> (RFC 6120 section 6.4.5) and the stream
+// stays open for <starttls/>; any other SASL element closes it (unsupported-stanza-type).
 describe('no credential is invited before TLS', () => {
   const SASL = "xmlns='urn:ietf:params:xml:ns:xmpp-sasl'";
   const AUTH = [
@@ -318,7 +327,17 @@ describe('no credential is invited before TLS', () => {
           }
           const text = written(actions);
           expect(text).not.toMatch(/<mechanisms|<challenge|<success/);
-          expect(actions.some((a) => a.type === 'close')).toBe(true);
+          if (auth.startsWith('<auth')) {
+            expect(
+              text.endsWith(
+                "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><encryption-required/></failure>",
+              ),
+            ).toBe(true);
+            expect(actions.some((a) => a.type === 'close')).toBe(false);
+          } else {
+            expect(text).toMatch(/<unsupported-stanza-type /);
+            expect(actions.some((a) => a.type === 'close')).toBe(true);
+          }
         },
       ),
       TIME,

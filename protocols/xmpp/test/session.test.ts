@@ -199,22 +199,43 @@ describe('restricted and bad XML (RFC 6120 section 11)', () => {
 });
 
 describe('before TLS', () => {
-  it('anything but <starttls/> is policy-violation "Use of STARTTLS required", then close', () => {
+  // Issue 17 (more in real-servers.test.ts): SASL <auth/> gets <encryption-required/> and the
+  // stream stays open; stanzas: not-authorized; anything else: unsupported-stanza-type.
+  it('stanzas are not-authorized "Use of STARTTLS required", then close', () => {
     for (const stanza of [
-      "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHNlY3JldA==</auth>",
       "<iq type='get' id='1'><query xmlns='jabber:iq:version'/></iq>",
       '<message to="a@localhost"><body>hi</body></message>',
       '<presence/>',
+    ]) {
+      const { text, actions } = feed([HEADER_C2S, stanza]);
+      expect(text).toBe(
+        OUR_HEADER_C2S + FEATURES + streamError('not-authorized', 'Use of STARTTLS required'),
+      );
+      expect(actions.at(-1)?.type).toBe('close');
+    }
+  });
+
+  it('other elements are unsupported-stanza-type, then close', () => {
+    for (const element of [
       "<starttls xmlns='jabber:client'/>",
       '<starttls/>',
       "<db:result xmlns:db='jabber:server:dialback' to='x' from='y'>key</db:result>",
     ]) {
-      const { text, actions } = feed([HEADER_C2S, stanza]);
-      expect(text).toBe(
-        OUR_HEADER_C2S + FEATURES + streamError('policy-violation', 'Use of STARTTLS required'),
-      );
+      const { text, actions } = feed([HEADER_C2S, element]);
+      expect(text).toBe(OUR_HEADER_C2S + FEATURES + streamError('unsupported-stanza-type'));
       expect(actions.at(-1)?.type).toBe('close');
     }
+  });
+
+  it('SASL <auth/> gets <failure><encryption-required/></failure>; the stream stays open', () => {
+    const { text, actions } = feed([
+      HEADER_C2S,
+      "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHNlY3JldA==</auth>",
+    ]);
+    expect(text).toBe(
+      `${OUR_HEADER_C2S + FEATURES}<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><encryption-required/></failure>`,
+    );
+    expect(only(actions, 'close')).toHaveLength(0);
   });
 
   it('whitespace keepalives between elements are ignored', () => {
@@ -287,7 +308,12 @@ describe('STARTTLS (RFC 6120 section 5.4)', () => {
     const [st] = only(acts, 'starttls');
     expect(dec(st!.trailing)).toBe("<iq type='set'/>&bad;<!DOCTYPE x>");
     expect(written(acts)).toBe('');
-    expect(acts.map((a) => a.type)).toEqual(['starttls', 'log']);
+    // (the first log is the STARTTLS command report, issue 17)
+    expect(acts.map((a) => (a.type === 'log' && a.event ? a.event : a.type))).toEqual([
+      'command',
+      'starttls',
+      'log',
+    ]);
     const later = s.receive(enc('<message/>'), 1);
     expect(later).toEqual([
       { type: 'log', level: 'warn', message: expect.stringMatching(/discarded 10 bytes/) },
@@ -402,10 +428,8 @@ describe('Object.prototype names in the stream', () => {
     // as an attribute of the stream header: an attribute like any other
     const header = HEADER_C2S.replace(" version='1.0'>", ` version='1.0' ${name}='x'>`);
     expect(feed([header]).text).toBe(OUR_HEADER_C2S + FEATURES);
-    // as an element before TLS: refused like any other stanza
+    // as an element before TLS: refused like any other unknown element
     const { text } = feed([HEADER_C2S, `<${name}/>`]);
-    expect(text).toBe(
-      OUR_HEADER_C2S + FEATURES + streamError('policy-violation', 'Use of STARTTLS required'),
-    );
+    expect(text).toBe(OUR_HEADER_C2S + FEATURES + streamError('unsupported-stanza-type'));
   });
 });
