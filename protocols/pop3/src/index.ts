@@ -93,7 +93,7 @@ const limits: Record<keyof Omit<SessionConfig, 'greeting' | 'capa'>, LimitSpec> 
     unit: 'bytes',
     phase: 'preamble',
     description:
-      'Longest command line in octets, CRLF included; longer: "-ERR", discarded to its line end.',
+      'Longest command line in octets, CRLF included; longer: "-ERR Command line too long." and close (as Dovecot).',
     source:
       'RFC 2449 section 4: "The maximum length of a command is increased ... to 255 octets, including the terminating CRLF"',
   },
@@ -108,7 +108,8 @@ const limits: Record<keyof Omit<SessionConfig, 'greeting' | 'capa'>, LimitSpec> 
     default: 10,
     unit: 'count',
     phase: 'preamble',
-    description: 'Bad commands before "-ERR Too many bad commands." and close.',
+    description:
+      'Bad commands in a row (a +OK answer resets the count, as Dovecot) before "-ERR Too many bad commands." and close.',
     source:
       'Dovecot pop3-login closes after 3 (CLIENT_MAX_BAD_COMMANDS); 10 leaves room for people typing',
   },
