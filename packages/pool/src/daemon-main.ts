@@ -5,9 +5,13 @@ import { PoolDaemon } from './daemon.js';
 import { type ClientCertPolicy, type EngineOptions, TlsEngine } from './engine.js';
 
 export const USAGE = `Usage: tlspool --socket PATH --cert CERT.pem --key KEY.pem [options]
+       tlspool --socket PATH --connect-only [--cert CLIENT.pem --key CLIENT.key] [options]
 
   --socket PATH           SEQPACKET socket to listen on (proxies and backends connect here)
-  --cert FILE --key FILE  certificate chain and key; repeat for more identities (chosen by SNI)
+  --cert FILE --key FILE  certificate chain and key; repeat for more identities (chosen by SNI;
+                          a client's connect request names one as its client certificate by
+                          one of its names: DNS subjectAltNames, else the CN, lower-cased)
+  --connect-only          client role only: no --cert needed, handshake requests are refused
   --ca FILE               CAs trusted for client certificates
   --client-cert MODE      none (default) | optional | required
   --alpn LIST             comma-separated ALPN protocols
@@ -36,6 +40,7 @@ export async function main(argv: string[]): Promise<number> {
         'idle-timeout': { type: 'string' },
         'allow-uid': { type: 'string', multiple: true },
         mode: { type: 'string' },
+        'connect-only': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -49,8 +54,11 @@ export async function main(argv: string[]): Promise<number> {
   }
   const certs = (values.cert as string[] | undefined) ?? [];
   const keys = (values.key as string[] | undefined) ?? [];
-  if (!values.socket || certs.length === 0 || certs.length !== keys.length) {
-    process.stderr.write(`tlspool: need --socket and one --key per --cert\n\n${USAGE}`);
+  const connectOnly = values['connect-only'] === true;
+  if (!values.socket || (certs.length === 0 && !connectOnly) || certs.length !== keys.length) {
+    process.stderr.write(
+      `tlspool: need --socket and one --key per --cert (at least one, unless --connect-only)\n\n${USAGE}`,
+    );
     return 2;
   }
   const idle = values['idle-timeout'] === undefined ? 0 : Number(values['idle-timeout']);
@@ -67,6 +75,7 @@ export async function main(argv: string[]): Promise<number> {
     clientCert: ((values['client-cert'] as string | undefined) ?? 'none') as ClientCertPolicy,
     ...(values.alpn ? { alpn: (values.alpn as string).split(',') } : {}),
     ...(idle > 0 ? { idleTimeoutMs: idle } : {}),
+    ...(connectOnly ? { connectOnly: true } : {}),
   });
   let daemon: PoolDaemon;
   let engine: TlsEngine;

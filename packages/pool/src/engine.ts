@@ -413,7 +413,8 @@ export class TlsEngine implements TlsEngineApi {
         secureContext: context,
         // No SNI for an IP address (RFC 6066 §3: "Literal IPv4 and IPv6 addresses are not
         // permitted"); the certificate is still checked against the address.
-        ...(net.isIP(serverName) ? {} : { servername: serverName }),
+        // A trailing dot is not sent in SNI (RFC 6066 §3: "without a trailing dot").
+        ...(net.isIP(serverName) ? {} : { servername: serverName.replace(/\.$/, '') }),
         ...(alpn && alpn.length > 0 ? { ALPNProtocols: alpn } : {}),
         // Verification is not optional: an unverified server is a failed handshake.
         rejectUnauthorized: true,

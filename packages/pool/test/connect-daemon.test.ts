@@ -2,9 +2,11 @@
 // descriptor and the request's data ('connect', the CAs as the attachment, only the client
 // identity's NAME) and gets the plaintext end, the control key and the server's identity back.
 // Real node:tls servers on loopback; the daemon runs in this process on a real socket.
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { connect, defineProtocol, listen, type Peer } from '@tlsproxy/fdpass';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -306,4 +308,51 @@ describe('the daemon and hostile connect requests', () => {
       srv.close();
     }
   });
+});
+
+describe('tlspool --connect-only, a separate process holding the client key', () => {
+  it('connects with the identity it names, and refuses server-side handshakes', async () => {
+    const bin = fileURLToPath(new URL('../bin/tlspool.js', import.meta.url));
+    const certDir = fileURLToPath(new URL('../../../fixtures/certs/', import.meta.url));
+    const path = join(dir, 'client-pool.sock');
+    const child = spawn(
+      process.execPath,
+      [
+        bin,
+        '--socket',
+        path,
+        '--connect-only',
+        '--cert',
+        join(certDir, 'client.pem'),
+        '--key',
+        join(certDir, 'client.key'),
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let log = '';
+    child.stderr!.setEncoding('utf8');
+    child.stderr!.on('data', (d: string) => {
+      log += d;
+    });
+    const pool = new RemoteTlsEngine({ socket: path });
+    try {
+      await until(() => log.includes('tlspool listening'), 5000, 'tlspool to listen');
+      // The client certificate's CN is its name (it has no DNS subjectAltName).
+      const r = await pool.connect(await tcp(strict.port, 'fd'), {
+        serverName: 'localhost',
+        ca: certs.ca,
+        clientIdentity: 'alice',
+      });
+      const plain = r.plaintext.toSocket();
+      expect(await nextData(plain)).toBe('hello\n');
+      expect(strict.clientNames.at(-1)).toBe('alice');
+      plain.destroy();
+      const refused = await failure(pool.handshake(await tcp(server.port, 'fd')));
+      expect(refused.code).toBe('TLSPROXY_ERR_POOL_CONFIG');
+      expect(refused.message).toMatch(/only connects/);
+    } finally {
+      await pool.close();
+      child.kill('SIGTERM');
+    }
+  }, 20_000);
 });

@@ -18,6 +18,8 @@ export interface TlsServer {
   received: string[];
   /** Peer certificates (client certificates) of accepted connections, CN or null. */
   clientNames: Array<string | null>;
+  /** The SNI name of each accepted connection (false: none sent). */
+  sni: Array<string | false>;
   close(): Promise<void>;
 }
 
@@ -31,12 +33,14 @@ export async function tlsServer(
 ): Promise<TlsServer> {
   const received: string[] = [];
   const clientNames: Array<string | null> = [];
+  const sni: Array<string | false> = [];
   const sockets = new Set<net.Socket>();
   const server = tls.createServer(options, (s) => {
     sockets.add(s);
     s.on('close', () => sockets.delete(s));
     const cert = s.getPeerCertificate();
     clientNames.push(cert && typeof cert.subject?.CN === 'string' ? cert.subject.CN : null);
+    sni.push((s as unknown as { servername: string | false }).servername);
     let got = '';
     s.on('error', () => {});
     s.on('data', (d: Buffer) => {
@@ -55,6 +59,7 @@ export async function tlsServer(
     port: (server.address() as net.AddressInfo).port,
     received,
     clientNames,
+    sni,
     close: () =>
       new Promise<void>((r) => {
         for (const s of sockets) s.destroy();

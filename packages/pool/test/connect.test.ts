@@ -88,6 +88,25 @@ describe('TlsEngine.connect: verification', () => {
     expect(err.reason).toBe('name-mismatch');
   });
 
+  it('SNI: the name without a trailing dot; none for an IP address', async () => {
+    // The server's side of a TLS 1.3 handshake may finish after ours: wait for its record.
+    const n = server.sni.length;
+    const a = await engine.connect(await tcp(server.port, 'fd'), {
+      serverName: 'Localhost.',
+      ca: certs.ca,
+    });
+    await until(() => server.sni.length > n, 3000, 'the server side');
+    expect(server.sni[n]).toBe('Localhost');
+    a.plaintext.close();
+    const b = await engine.connect(await tcp(server.port, 'fd'), {
+      serverName: '127.0.0.1',
+      ca: certs.ca,
+    });
+    await until(() => server.sni.length > n + 1, 3000, 'the server side');
+    expect(server.sni[n + 1]).toBe(false);
+    b.plaintext.close();
+  });
+
   it('a CA that did not issue the certificate fails closed (unknown-ca)', async () => {
     const err = await failure(
       engine.connect(await tcp(server.port, 'fd'), {
