@@ -3,10 +3,12 @@
 // go-ahead in the same read always close (never starttls) and never reach the local client;
 // garbage never throws. Last, the response-injection case over a real loopback socket.
 import net from 'node:net';
+import type { DialectSession } from '@tlsproxy/dialect-kit';
 import { type ClientAction, type ClientCloseAction, dialectProblems } from '@tlsproxy/dialect-kit';
 import {
   clientContext,
   dec,
+  describePendingCost,
   enc,
   feedClient,
   runClientSession,
@@ -103,6 +105,13 @@ describe('IMAP client: no TLS, close', () => {
     expect(text(c.data)).toBe('a3 LOGOUT\r\n');
     expect(text(c.toLocal)).toBe('* BYE [PRIVACYREQUIRED] TLS unavailable.\r\n');
     expect(r.sent).toBe('a3 LOGOUT\r\n');
+  });
+
+  it('only the atom STARTTLS counts, not one that contains it', () => {
+    for (const caps of ['XSTARTTLS', 'STARTTLSX', 'X-STARTTLS', 'STARTTLS=1']) {
+      const r = run([`* OK [CAPABILITY IMAP4rev1 ${caps}] hi\r\n`]);
+      expect(closed(r.actions).reason, caps).toBe('server does not offer STARTTLS');
+    }
   });
 
   it('STARTTLS not in the CAPABILITY reply: close', () => {
@@ -333,6 +342,29 @@ describe('IMAP client: properties', () => {
     );
   });
 });
+
+// ---------------------------------------------------------------------------------------------
+// Memory and CPU (issue 14's bounds, from the kit): a pending reply line costs O(its length),
+// and a long one sent an octet at a time costs O(octets). The kit's helper drives any session
+// with receive(); a client session is one for that purpose.
+
+/** A session past the greeting, waiting for a reply line. */
+function waiting(limits: Record<string, number> = {}): DialectSession {
+  const s = open(limits);
+  s.start(0);
+  s.receive(enc(DOVECOT_GREETING), 0);
+  return s as unknown as DialectSession;
+}
+
+describePendingCost(
+  { describe, it },
+  {
+    what: 'server reply line',
+    open: () => waiting({ maxLineLength: 200_000 }),
+    pending: enc(`${'* OK [ALERT] '}${'x'.repeat(8192 - 10)}`),
+    long: enc(`${'* OK [ALERT] '}${'x'.repeat(100_500)}`),
+  },
+);
 
 // ---------------------------------------------------------------------------------------------
 // Over a real loopback socket: a server that writes its go-ahead and a forged response in ONE

@@ -81,6 +81,8 @@ type Phase = 'greeting' | 'capa' | 'list' | 'stls' | 'done';
 const CRLF = '\r\n';
 const QUIT = `QUIT${CRLF}`;
 const KNOWN: ReadonlySet<string> = new Set(['CAPA', 'STLS']);
+/** Octets of each CAPA line kept for `starttls.state` (logs). */
+const STATE_CHARS = 64;
 
 /** `+OK` or `-ERR` (as a whole word, any case), or null for anything else. */
 function status(line: string): '+OK' | '-ERR' | null {
@@ -189,8 +191,10 @@ export class Pop3ClientSession implements ClientDialectSession {
           this.fail(out, 'too many CAPA lines', 'SYS/TEMP', 'Bad response.');
           return;
         }
-        // RFC 1939 section 3: a line starting with "." was byte-stuffed.
-        this.capabilities.push(text.startsWith('.') ? text.slice(1) : text);
+        // RFC 1939 section 3: a line starting with "." was byte-stuffed. Kept for logs only,
+        // cut to STATE_CHARS, so the list costs little whatever the server sends (the check
+        // reads the first word, which a cut at 64 cannot turn into STLS).
+        this.capabilities.push((text.startsWith('.') ? text.slice(1) : text).slice(0, STATE_CHARS));
         return;
       }
       case 'stls':

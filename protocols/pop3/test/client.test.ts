@@ -3,10 +3,12 @@
 // go-ahead in the same read always close (never starttls) and never reach the local client;
 // garbage never throws. Last, the response-injection case over a real loopback socket.
 import net from 'node:net';
+import type { DialectSession } from '@tlsproxy/dialect-kit';
 import { type ClientAction, type ClientCloseAction, dialectProblems } from '@tlsproxy/dialect-kit';
 import {
   clientContext,
   dec,
+  describePendingCost,
   enc,
   feedClient,
   runClientSession,
@@ -284,6 +286,29 @@ describe('POP3 client: properties', () => {
     );
   });
 });
+
+// ---------------------------------------------------------------------------------------------
+// Memory and CPU (issue 14's bounds, from the kit): a pending reply line costs O(its length),
+// and a long one sent an octet at a time costs O(octets). The kit's helper drives any session
+// with receive(); a client session is one for that purpose.
+
+/** A session past the greeting, waiting for a reply line. */
+function waiting(limits: Record<string, number> = {}): DialectSession {
+  const s = open(limits);
+  s.start(0);
+  s.receive(enc(GREETING), 0);
+  return s as unknown as DialectSession;
+}
+
+describePendingCost(
+  { describe, it },
+  {
+    what: 'server reply line',
+    open: () => waiting({ maxLineLength: 200_000 }),
+    pending: enc(`${'+OK '}${'x'.repeat(4096 - 10)}`),
+    long: enc(`${'+OK '}${'x'.repeat(100_500)}`),
+  },
+);
 
 // ---------------------------------------------------------------------------------------------
 // Over a real loopback socket: a server that writes its go-ahead and a forged reply in ONE

@@ -95,6 +95,8 @@ type Phase = 'greeting' | 'ehlo' | 'starttls' | 'done';
 const CRLF = '\r\n';
 const QUIT = `QUIT${CRLF}`;
 const KNOWN: ReadonlySet<string> = new Set(['EHLO', 'STARTTLS']);
+/** Octets of each EHLO line kept for `starttls.state` (logs). */
+const STATE_CHARS = 64;
 
 // Reply-line = Reply-code [ ( "-" / SP ) textstring ] CRLF; Reply-code = %x32-35 %x30-35 %x30-39
 // (RFC 5321 section 4.2).
@@ -208,7 +210,9 @@ export class SmtpClientSession implements ClientDialectSession {
     this.code = m[1]!;
     // Only the greeting is kept whole (for the local client); of the EHLO reply, its keywords.
     if (this.phase === 'greeting') this.lines.push(text);
-    else if (this.phase === 'ehlo') this.lines.push(this.lines.length === 0 ? '' : (m[3] ?? ''));
+    // (cut to STATE_CHARS: they are for logs, and a cut at 64 cannot make a first word STARTTLS).
+    else if (this.phase === 'ehlo')
+      this.lines.push(this.lines.length === 0 ? '' : (m[3] ?? '').slice(0, STATE_CHARS));
     else this.lines.push('');
     if (m[2] === '-') return;
     const code = this.code;

@@ -3,6 +3,7 @@
 // go-ahead in the same read always close (never starttls) and never reach the local client;
 // garbage never throws. Last, the response-injection case over a real loopback socket.
 import net from 'node:net';
+import type { DialectSession } from '@tlsproxy/dialect-kit';
 import {
   type ClientAction,
   type ClientCloseAction,
@@ -12,6 +13,7 @@ import {
 import {
   clientContext,
   dec,
+  describePendingCost,
   enc,
   feedClient,
   runClientSession,
@@ -104,6 +106,13 @@ describe('SMTP client: STARTTLS', () => {
     expect(dec(r.outcome.toLocal)).toBe(
       '220-mx.example.test ESMTP\r\n220-second line\r\n220 ready\r\n',
     );
+  });
+
+  it('only the keyword STARTTLS counts, not a word that contains it or a parameter', () => {
+    for (const ext of ['XSTARTTLS', 'STARTTLSX', 'X-STARTTLS', 'SIZE STARTTLS', 'starttls-ish']) {
+      const r = run([GREETING, `250-mx.example.test\r\n250 ${ext}\r\n`]);
+      expect(closed(r.actions).reason, ext).toBe('server does not offer STARTTLS');
+    }
   });
 
   it('the first EHLO line is the server’s name, never a keyword', () => {
@@ -384,6 +393,29 @@ describe('SMTP client: properties', () => {
     );
   });
 });
+
+// ---------------------------------------------------------------------------------------------
+// Memory and CPU (issue 14's bounds, from the kit): a pending reply line costs O(its length),
+// and a long one sent an octet at a time costs O(octets). The kit's helper drives any session
+// with receive(); a client session is one for that purpose.
+
+/** A session past the greeting, waiting for a reply line. */
+function waiting(limits: Record<string, number> = {}): DialectSession {
+  const s = open({}, limits);
+  s.start(0);
+  s.receive(enc(GREETING), 0);
+  return s as unknown as DialectSession;
+}
+
+describePendingCost(
+  { describe, it },
+  {
+    what: 'server reply line',
+    open: () => waiting({ maxLineLength: 200_000 }),
+    pending: enc(`${'250-'}${'x'.repeat(2048 - 10)}`),
+    long: enc(`${'250-'}${'x'.repeat(100_500)}`),
+  },
+);
 
 // ---------------------------------------------------------------------------------------------
 // Over a real loopback socket: a server that writes its go-ahead and a forged reply in ONE
