@@ -2,9 +2,9 @@
 // tests for each path of the state table in src/client.ts, then properties: any chunking of a
 // server script gives the same actions; any octet after the 101 head in the same read is a close
 // (response injection), never starttls; garbage never throws.
-import type { ClientAction } from '@tlsproxy/dialect-kit';
+import type { ClientAction, DialectSession } from '@tlsproxy/dialect-kit';
 import { dialectProblems } from '@tlsproxy/dialect-kit';
-import { dec, enc, splitAt } from '@tlsproxy/dialect-kit/testing';
+import { dec, enc, pendingCost, splitAt } from '@tlsproxy/dialect-kit/testing';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { client, INJECTION_REASON, upgradeAnswerLength } from '../src/client.js';
@@ -379,5 +379,29 @@ describe('HTTP Upgrade client properties', () => {
       ),
       TIME,
     );
+  });
+});
+
+describe('HTTP Upgrade client: a pending line costs O(its length)', () => {
+  // Issue 14's rule for the client side: the kit's LineFramer keeps a pending line once and
+  // scans it once; completed lines are not kept.
+  const open = (maxLineLength: number) => () => {
+    const s = session({}, { maxLineLength, maxHeaderSize: 1 << 20 });
+    s.start(0);
+    return s as unknown as DialectSession;
+  };
+  const pending = (n: number) => enc(`HTTP/1.1 101 S\r\nX-Long: ${'y'.repeat(n)}`);
+  for (const chunk of [1, 7, 100]) {
+    it(`memory, ${chunk} octet(s) per read`, () => {
+      const p = pending(8000);
+      const { perSession, closed } = pendingCost(open(8192), p, chunk);
+      expect(closed).toBe(0);
+      expect(perSession).toBeLessThan(2 * p.length + 8192);
+    });
+  }
+  it('CPU: a 120,000-octet field line, one octet per read', () => {
+    const { ms, closed } = pendingCost(open(200_000), pending(120_000), 1, 2);
+    expect(closed).toBe(0);
+    expect(ms).toBeLessThan(1000);
   });
 });

@@ -2,9 +2,9 @@
 // each path of the state table in src/client.ts, then properties: any chunking of a server
 // script gives the same actions; any octet after the StartTLS response in the same read is a
 // close (response injection), never starttls; garbage never throws.
-import type { ClientAction } from '@tlsproxy/dialect-kit';
+import type { ClientAction, DialectSession } from '@tlsproxy/dialect-kit';
 import { dialectProblems } from '@tlsproxy/dialect-kit';
-import { splitAt } from '@tlsproxy/dialect-kit/testing';
+import { pendingCost, splitAt } from '@tlsproxy/dialect-kit/testing';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { int, seq, str, tlv } from '../src/ber.js';
@@ -322,5 +322,30 @@ describe('LDAP client properties', () => {
       ),
       TIME,
     );
+  });
+});
+
+describe('LDAP client: a pending response costs O(its length)', () => {
+  // Issue 14's rule for the client side: the server side's Framer keeps a pending PDU once.
+  const open = (maxPduSize: number) => () => {
+    const s = session({ maxPduSize });
+    s.start(0);
+    return s as unknown as DialectSession;
+  };
+  /** The header of an n-octet PDU and n - 1 of its octets: never complete. */
+  const pending = (n: number) =>
+    Uint8Array.from([0x30, 0x83, n >> 16, (n >> 8) & 0xff, n & 0xff, ...new Uint8Array(n - 1)]);
+  for (const chunk of [1, 7, 100]) {
+    it(`memory, ${chunk} octet(s) per read`, () => {
+      const p = pending(60_000);
+      const { perSession, closed } = pendingCost(open(65_536), p, chunk);
+      expect(closed).toBe(0);
+      expect(perSession).toBeLessThan(2 * p.length + 8192);
+    });
+  }
+  it('CPU: a 120,000-octet response, one octet per read', () => {
+    const { ms, closed } = pendingCost(open(200_000), pending(120_000), 1, 2);
+    expect(closed).toBe(0);
+    expect(ms).toBeLessThan(1000);
   });
 });

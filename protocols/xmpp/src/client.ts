@@ -88,13 +88,13 @@ export const clientOptions: Record<keyof XmppClientOptions, OptionSpec> = {
 
 export const clientLimits: Record<keyof XmppClientConfig, LimitSpec> = {
   maxStanzaSize: {
-    default: 65_536,
+    default: 16_384,
     unit: 'bytes',
     phase: 'preamble',
     description:
-      'Octets of one top-level element from the server (or its prolog and stream header) before TLS; more: close.',
+      "Octets of one top-level element from the server (or its prolog and stream header) before TLS; more: close. A pending <stream:features/> is held twice (the reader's queue and the copy read for its children): at most about 4 times this per connection.",
     source:
-      'tlsproxy: Prosody pre-TLS features are ~100 octets; RFC 6120 section 13.12 sets 10000 as the least a server accepts, a client may allow more',
+      'tlsproxy: Prosody and ejabberd pre-TLS features are 100-2000 octets; RFC 6120 section 13.12 asks servers to accept 10000-octet stanzas, so 16 KiB',
   },
   maxDepth: {
     default: 16,

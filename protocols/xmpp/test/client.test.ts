@@ -3,9 +3,9 @@
 // properties: any chunking of a server script gives the same actions; any octet after
 // <proceed/> in the same read is a close (response injection), never starttls; garbage never
 // throws.
-import type { ClientAction } from '@tlsproxy/dialect-kit';
+import type { ClientAction, DialectSession } from '@tlsproxy/dialect-kit';
 import { dialectProblems } from '@tlsproxy/dialect-kit';
-import { decUtf8, encUtf8, splitAt } from '@tlsproxy/dialect-kit/testing';
+import { decUtf8, encUtf8, pendingCost, splitAt } from '@tlsproxy/dialect-kit/testing';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { client, INJECTION_REASON, STARTTLS_COMMAND } from '../src/client.js';
@@ -363,5 +363,32 @@ describe('XMPP client properties', () => {
       ),
       TIME,
     );
+  });
+});
+
+describe('XMPP client: a pending element costs O(its length)', () => {
+  // Issue 14's rule for the client side. A pending <stream:features/> is held twice (the reader's
+  // queue until a '>' and the copy read again for its children), each in a doubling buffer: at
+  // most 4 times its length plus a constant.
+  const open = (maxStanzaSize: number) => () => {
+    const s = session({}, { maxStanzaSize });
+    s.start(0);
+    s.receive(encUtf8(H), 0);
+    // pendingCost drives receive() only; a client session has the same receive().
+    return s as unknown as DialectSession;
+  };
+  const pending = (n: number) => encUtf8(`<stream:features><x xmlns='urn:x' a='${'x'.repeat(n)}`);
+  for (const chunk of [1, 7, 100]) {
+    it(`memory, ${chunk} octet(s) per read`, () => {
+      const p = pending(16_000);
+      const { perSession, closed } = pendingCost(open(16_384), p, chunk);
+      expect(closed).toBe(0);
+      expect(perSession).toBeLessThan(4 * p.length + 8192);
+    });
+  }
+  it('CPU: a 120,000-octet features element, one octet per read', () => {
+    const { ms, closed } = pendingCost(open(200_000), pending(120_000), 1, 2);
+    expect(closed).toBe(0);
+    expect(ms).toBeLessThan(1000);
   });
 });
