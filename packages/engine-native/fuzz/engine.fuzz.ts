@@ -6,7 +6,7 @@
 // what a crash-free engine can still get wrong: every handshake and control promise settles,
 // every refused client sees its connection closed, every established session ends, no
 // descriptor is left open, and malloc'd memory is back near its baseline at the end.
-import { mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -271,7 +271,7 @@ interface BytesCase {
 }
 
 interface ClientOp {
-  op: 'write' | 'pause' | 'resume' | 'end' | 'rst' | 'renegotiate' | 'wait';
+  op: 'write' | 'pause' | 'resume' | 'end' | 'rst' | 'renegotiate' | 'wait' | 'junk' | 'record';
   n: number;
 }
 
@@ -385,9 +385,23 @@ function caseArb(hellos: Buffer[]): fc.Arbitrary<Case> {
       }),
       { freq: 2 },
     ),
-    clientCert: fc.constantFrom<'none' | 'client' | 'rogue'>('none', 'client', 'rogue'),
-    policy: fc.constantFrom<'none' | 'optional' | 'required'>('none', 'optional', 'required'),
-    sni,
+    clientCert: fc.constantFrom<'none' | 'client' | 'rogue'>('none', 'client', 'client', 'rogue'),
+    policy: fc.constantFrom<'none' | 'optional' | 'required'>(
+      'none',
+      'none',
+      'optional',
+      'required',
+    ),
+    sni: fc.constantFrom<SniMode>(
+      'absent',
+      'absent',
+      'accept',
+      'accept',
+      'refuse',
+      'throw',
+      'late',
+      'never',
+    ),
     vanish: fc.option(
       fc.record({
         afterMs: fc.constantFrom(0, 1, 2, 5, 10, 30),
@@ -406,6 +420,8 @@ function caseArb(hellos: Buffer[]): fc.Arbitrary<Case> {
           'rst',
           'renegotiate',
           'wait',
+          'junk',
+          'record',
         ),
         n: fc.oneof(fc.integer({ min: 0, max: 100 }), fc.integer({ min: 1, max: 400_000 })),
       }),
@@ -666,6 +682,17 @@ async function runTls(w: World, c: TlsCase): Promise<void> {
       case 'wait':
         await sleep(op.n % 200);
         break;
+      case 'junk':
+        // Bytes that are not TLS, in the middle of the record stream.
+        rawClient.write(Buffer.alloc(1 + (op.n % 300), op.n & 0xff));
+        break;
+      case 'record':
+        // An application-data record header announcing more than a record may hold, or a
+        // plausible one cut short (the rest never comes).
+        rawClient.write(
+          Buffer.from([0x17, 3, 3, (op.n >> 8) & 0xff, op.n & 0xff, 1, 2, 3, 4, 5, 6, 7]),
+        );
+        break;
     }
   }
   await sleep(50);
@@ -902,7 +929,7 @@ describe(`native engine fuzz (seed ${SEED}, ${SECONDS} s)`, () => {
       {
         seed: SEED,
         numRuns: 1_000_000,
-        interruptAfterTimeLimit: budget(0.55),
+        interruptAfterTimeLimit: budget(0.6),
         markInterruptAsFailure: false,
         endOnFailure: true,
       },
@@ -1019,7 +1046,18 @@ async function runBindingPhase(ms: number): Promise<void> {
   const live = rawEngine(2);
   const handleArb = fc.record({
     threads: fc.integer({ min: 1, max: 3 }),
-    alpn: fc.option(fc.uint8Array({ maxLength: 40 }).map(u8)),
+    // Mostly well-formed wire lists (what the wrapper sends), sometimes anything.
+    alpn: fc.option(
+      fc.oneof(
+        {
+          weight: 4,
+          arbitrary: fc
+            .array(fc.uint8Array({ minLength: 1, maxLength: 12 }), { minLength: 1, maxLength: 3 })
+            .map((l) => Buffer.concat(l.flatMap((p) => [Buffer.from([p.length]), u8(p)]))),
+        },
+        { weight: 1, arbitrary: fc.uint8Array({ maxLength: 40 }).map(u8) },
+      ),
+    ),
     policy: fc.constantFrom(0, 1, 2),
     calls: fc.array(
       fc.tuple(
@@ -1067,18 +1105,19 @@ async function runBindingPhase(ms: number): Promise<void> {
         default:
           fd = 1_000_000; // beyond any open descriptor
       }
-      const h = b.submit(
-        old.engine,
-        store,
-        fd,
-        1,
-        k.policy as 0 | 1 | 2,
-        k.alpn,
-        200,
-        0,
-        true,
-        true,
-      );
+      let h: ReturnType<typeof b.submit>;
+      try {
+        h = b.submit(old.engine, store, fd, 1, k.policy as 0 | 1 | 2, k.alpn, 200, 0, true, true);
+      } catch (err) {
+        // Refused (a malformed ALPN list): the descriptor is still ours.
+        expect(err).toBeInstanceOf(TypeError);
+        count('binding submit refused');
+        if (fd !== 1_000_000) closeSync(fd);
+        b.engineClose(old.engine);
+        if (peer instanceof OwnedFd) peer.close();
+        else peer?.destroy();
+        return;
+      }
       if (!h) throw new Error('submit refused on an idle engine');
       // Calls on a live handle, with its own engine and with another one.
       for (const [name, args] of k.calls) {

@@ -3,7 +3,7 @@
 // in vitest against build-asan/ (reused when it is newer than the C sources, else built), with a
 // seed printed first and last and, on failure, the command that replays the same cases.
 // Usage: node scripts/fuzz.mjs [--seconds N] [--seed S] [--no-asan] [--rebuild]
-//   --seconds N  fuzzing time (default 75; the whole run is killed at N + 60 s)
+//   --seconds N  fuzzing time (default 75; the whole run is killed at N + 40 s)
 //   --seed S     fast-check seed (default: random); the same seed generates the same cases
 //   --no-asan    use the normal build (quicker, finds crashes and leaks but not memory errors)
 //   --rebuild    build build-asan/ even if it looks fresh
@@ -50,7 +50,7 @@ const r = spawnSync(
   [
     '-k',
     '10',
-    String(Math.ceil(seconds + 60)),
+    String(Math.ceil(seconds + 40)),
     process.execPath,
     vitestBin(createRequire(import.meta.url)),
     'run',
