@@ -38,7 +38,10 @@ function findDovecot(): string | undefined {
   }
 }
 const bin = findDovecot();
-if (!bin && process.env.CI) {
+// dovecot-core alone has no POP3 (Debian: dovecot-pop3d brings pop3-login).
+const pop3 = ['/usr/lib/dovecot/pop3-login', '/usr/libexec/dovecot/pop3-login'].some(existsSync);
+const usable = bin !== undefined && (pop3 || process.env.TLSPROXY_DOVECOT !== undefined);
+if (!usable && process.env.CI) {
   throw new Error('Dovecot is missing: apt-get install dovecot-core dovecot-pop3d');
 }
 
@@ -173,7 +176,7 @@ function startTls(socket: net.Socket, servername: string): Promise<tls.TLSSocket
 
 const open = () => dialect.client!.create(clientContext({}, {}, { serverName: 'localhost' }));
 
-describe.skipIf(!bin)('POP3 client role against a real Dovecot', () => {
+describe.skipIf(!usable)('POP3 client role against a real Dovecot', () => {
   let withTls: Server;
   let withoutTls: Server;
   beforeAll(async () => {
