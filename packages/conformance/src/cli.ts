@@ -100,16 +100,29 @@ async function mutateCommand(args: string[], print: (s: string) => void): Promis
     throw usage('transcripts can be given for one --dialect only');
   const options = readOptions(values.options);
   const reports: MutationReport[] = [];
+  const skipped: string[] = [];
   for (const spec of dialects) {
-    const { dialect, transcripts } = await loadSuite({
-      dialect: spec,
-      transcripts: positionals,
-      ...(values.transcripts ? { transcriptDir: values.transcripts } : {}),
-    });
-    reports.push(mutationCheck(dialect, transcripts, options, { maxPoints }));
+    let suite: Awaited<ReturnType<typeof loadSuite>>;
+    try {
+      suite = await loadSuite({
+        dialect: spec,
+        transcripts: positionals,
+        ...(values.transcripts ? { transcriptDir: values.transcripts } : {}),
+      });
+    } catch (err) {
+      // With no --dialect, the built-in dialects that are installed are checked.
+      if (values.dialect || (err as { code?: string }).code !== 'TLSPROXY_ERR_DIALECT_NOT_FOUND')
+        throw err;
+      skipped.push(spec);
+      continue;
+    }
+    reports.push(mutationCheck(suite.dialect, suite.transcripts, options, { maxPoints }));
   }
+  if (reports.length === 0)
+    throw usage(`none of the built-in dialects is installed (${BUILT_IN.join(', ')})`);
+  if (skipped.length > 0 && !values.json) print(`not installed, not checked: ${skipped.join(', ')}\n`);
   const ok = reports.every((r) => r.rate * 100 >= min);
-  if (values.json) print(JSON.stringify({ ok, min, reports }, null, 2));
+  if (values.json) print(JSON.stringify({ ok, min, skipped, reports }, null, 2));
   else {
     print(reports.map(formatMutationReport).join('\n\n'));
     print(
