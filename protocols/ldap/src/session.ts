@@ -17,9 +17,10 @@
 // the handshake; CVE-2011-0411 class). Malformed BER, an unknown request or a decoding error
 // ends the session with the Notice of Disconnection (protocolError), as RFC 4511 4.1.1 says.
 import type { Action, DialectSession } from '@tlsproxy/dialect-kit';
+import { act } from '@tlsproxy/dialect-kit';
 import { BerError, Framer, parse } from './ber.js';
 import { isLdapProtocolError, LdapProtocolError } from './errors.js';
-import { decodeMessage, noticeOfDisconnection, RESULT } from './messages.js';
+import { decodeMessage, noticeOfDisconnection, OID, OP, RESULT } from './messages.js';
 import { answer, type Outcome, type ReplyConfig } from './operations.js';
 
 export interface SessionConfig extends ReplyConfig {
@@ -32,6 +33,43 @@ export interface SessionConfig extends ReplyConfig {
 }
 
 type Phase = 'preamble' | 'tls' | 'closed';
+
+/**
+ * Operation names reported to the engine's logs and `tlsproxy_bad_commands_total`
+ * (act.command; the engine accepts [A-Za-z0-9_-] only, so "MODDN", not "modDN"). A PDU that
+ * cannot be decoded is reported as `unknown`.
+ */
+const KNOWN = new Set([
+  'BIND',
+  'UNBIND',
+  'SEARCH',
+  'MODIFY',
+  'ADD',
+  'DELETE',
+  'MODDN',
+  'COMPARE',
+  'ABANDON',
+  'EXTENDED',
+  'STARTTLS',
+]);
+const UPDATE_NAMES = new Map<number, string>([
+  [OP.modifyResponse, 'MODIFY'],
+  [OP.addResponse, 'ADD'],
+  [OP.delResponse, 'DELETE'],
+  [OP.modDNResponse, 'MODDN'],
+  [OP.compareResponse, 'COMPARE'],
+]);
+
+function operationName(request: ReturnType<typeof decodeMessage>['request']): string {
+  switch (request.op) {
+    case 'extended':
+      return request.name === OID.startTls ? 'STARTTLS' : 'EXTENDED';
+    case 'update':
+      return UPDATE_NAMES.get(request.responseTag) ?? 'unknown';
+    default:
+      return request.op.toUpperCase();
+  }
+}
 
 const log = (level: 'debug' | 'info' | 'warn' | 'error', message: string): Action => ({
   type: 'log',
@@ -108,6 +146,12 @@ export class LdapSession implements DialectSession {
         this.pdu(event.pdu, out);
       } catch (err) {
         if (!isLdapProtocolError(err)) throw err;
+        if (
+          err.code === 'TLSPROXY_ERR_LDAP_MALFORMED' ||
+          err.code === 'TLSPROXY_ERR_LDAP_UNKNOWN_REQUEST'
+        ) {
+          out.push(act.command(null, true, KNOWN));
+        }
         out.push(log('info', `${err.code}: ${err.message}`));
         this.closeWith(out, err.reply, err.code);
       }
@@ -132,17 +176,20 @@ export class LdapSession implements DialectSession {
       }
       throw malformed(err.message);
     }
+    const name = operationName(message.request);
     if (++this.pdus > this.config.maxPdus) {
+      out.push(act.command(name, true, KNOWN));
       throw new LdapProtocolError(
         'TLSPROXY_ERR_LDAP_TOO_MANY_PDUS',
         `more than ${this.config.maxPdus} requests before StartTLS`,
         noticeOfDisconnection(RESULT.adminLimitExceeded, 'too many requests before StartTLS'),
       );
     }
-    this.complete(answer(message, this.config), out);
+    this.complete(answer(message, this.config), out, name);
   }
 
-  private complete(outcome: Outcome, out: Action[]): void {
+  private complete(outcome: Outcome, out: Action[], name: string): void {
+    out.push(act.command(name, outcome.kind === 'reply' && outcome.bad, KNOWN));
     switch (outcome.kind) {
       case 'none':
         return;
