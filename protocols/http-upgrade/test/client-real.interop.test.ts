@@ -22,7 +22,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
-import type { ClientAction, ClientDialectSession } from '@tlsproxy/dialect-kit';
+import type { ClientDialectSession } from '@tlsproxy/dialect-kit';
+import { runClientSession } from '@tlsproxy/dialect-kit/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { client } from '../src/client.js';
 
@@ -135,53 +136,11 @@ Printcap ${dir}/printcap
   };
 }
 
-type Outcome =
-  | { type: 'starttls'; socket: net.Socket; actions: ClientAction[] }
-  | { type: 'close'; reason: string; actions: ClientAction[] };
-
-/** What the engine does for a client dialect over a real socket (see the LDAP twin). */
-function drive(port: number, session: ClientDialectSession): Promise<Outcome> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(port, '127.0.0.1');
-    const actions: ClientAction[] = [];
-    let timer: NodeJS.Timeout | undefined;
-    let done = false;
-    const apply = (list: ClientAction[]) => {
-      for (const a of list) {
-        if (done) return;
-        actions.push(a);
-        if (a.type === 'send') socket.write(a.data);
-        else if (a.type === 'timer') {
-          clearTimeout(timer);
-          timer = setTimeout(
-            () => apply(session.timer(Date.now())),
-            Math.max(0, a.at - Date.now()),
-          );
-        } else if (a.type === 'starttls') {
-          finish();
-          resolve({ type: 'starttls', socket, actions });
-        } else if (a.type === 'close' || a.type === 'plaintext') {
-          finish();
-          if (a.type === 'close' && a.data) socket.end(a.data);
-          else socket.end();
-          resolve({ type: 'close', reason: a.reason, actions });
-        }
-      }
-    };
-    const onData = (d: Buffer) => apply(session.receive(new Uint8Array(d), Date.now()));
-    const finish = () => {
-      done = true;
-      clearTimeout(timer);
-      socket.off('data', onData);
-      socket.pause();
-    };
-    socket.on('data', onData);
-    socket.on('end', () => apply(session.eof?.(Date.now()) ?? []));
-    socket.on('error', (err) => {
-      if (!done) reject(err);
-    });
-    socket.once('connect', () => apply(session.start(Date.now())));
-  });
+/** The engine's part, over a real socket: the kit's driver (lets go of the socket on starttls). */
+async function drive(port: number, session: ClientDialectSession) {
+  const socket = net.connect(port, '127.0.0.1');
+  const run = await runClientSession(session, socket);
+  return { ...run, socket };
 }
 
 const newSession = () =>
@@ -264,9 +223,8 @@ describe.skipIf(!CUPSD)('HTTP Upgrade client role against a real cupsd', () => {
 
   it('101, a verified TLS handshake, the OPTIONS answer over TLS dropped, then requests get HTTP answers', async () => {
     const out = await drive(cupsd.port, newSession());
-    expect(out.type).toBe('starttls');
-    if (out.type !== 'starttls') return;
-    const go = out.actions.find((a) => a.type === 'starttls');
+    expect(out.outcome.type).toBe('starttls');
+    const go = out.outcome;
     expect(go).toMatchObject({ toLocal: new Uint8Array(0), state: { status: 101 } });
     const secure = tls.connect({ socket: out.socket, ca: CA, servername: 'localhost' });
     await new Promise<void>((r, j) => {
@@ -309,8 +267,7 @@ describe.skipIf(!CUPSD)('HTTP Upgrade client role against a real cupsd', () => {
 
   it('verified against the wrong CA the handshake fails (fail closed)', async () => {
     const out = await drive(cupsd.port, newSession());
-    expect(out.type).toBe('starttls');
-    if (out.type !== 'starttls') return;
+    expect(out.outcome.type).toBe('starttls');
     const other = readFileSync(join(certs, 'rogue.pem'));
     const secure = tls.connect({ socket: out.socket, ca: other, servername: 'localhost' });
     const err = await new Promise<Error>((r) => {

@@ -13,7 +13,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
-import type { ClientAction, ClientDialectSession } from '@tlsproxy/dialect-kit';
+import type { ClientDialectSession } from '@tlsproxy/dialect-kit';
+import { runClientSession } from '@tlsproxy/dialect-kit/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Framer, int, parse, seq, str, type Tlv, text, tlv } from '../src/ber.js';
 import { client } from '../src/client.js';
@@ -106,63 +107,11 @@ directory ${dir}
   };
 }
 
-type Outcome =
-  | { type: 'starttls'; socket: net.Socket; actions: ClientAction[] }
-  | { type: 'close'; reason: string; actions: ClientAction[]; toServer?: Uint8Array };
-
-/**
- * What the engine does for a client dialect, over a real socket: write `send` data, call
- * timer() when asked, feed every read to receive(), and stop reading plaintext at the first
- * starttls or close (the socket is then handed over or closed).
- */
-function drive(port: number, session: ClientDialectSession): Promise<Outcome> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(port, '127.0.0.1');
-    const actions: ClientAction[] = [];
-    let timer: NodeJS.Timeout | undefined;
-    let done = false;
-    const apply = (list: ClientAction[]) => {
-      for (const a of list) {
-        if (done) return;
-        actions.push(a);
-        if (a.type === 'send') socket.write(a.data);
-        else if (a.type === 'timer') {
-          clearTimeout(timer);
-          timer = setTimeout(
-            () => apply(session.timer(Date.now())),
-            Math.max(0, a.at - Date.now()),
-          );
-        } else if (a.type === 'starttls') {
-          finish();
-          resolve({ type: 'starttls', socket, actions });
-        } else if (a.type === 'close' || a.type === 'plaintext') {
-          finish();
-          const reason = a.reason;
-          if (a.type === 'close' && a.data) socket.end(a.data);
-          else socket.end();
-          resolve({
-            type: 'close',
-            reason,
-            actions,
-            toServer: a.type === 'close' ? a.data : undefined,
-          });
-        }
-      }
-    };
-    const onData = (d: Buffer) => apply(session.receive(new Uint8Array(d), Date.now()));
-    const finish = () => {
-      done = true;
-      clearTimeout(timer);
-      socket.off('data', onData);
-      socket.pause();
-    };
-    socket.on('data', onData);
-    socket.on('end', () => apply(session.eof?.(Date.now()) ?? []));
-    socket.on('error', (err) => {
-      if (!done) reject(err);
-    });
-    socket.once('connect', () => apply(session.start(Date.now())));
-  });
+/** The engine's part, over a real socket: the kit's driver (lets go of the socket on starttls). */
+async function drive(port: number, session: ClientDialectSession) {
+  const socket = net.connect(port, '127.0.0.1');
+  const run = await runClientSession(session, socket);
+  return { ...run, socket };
 }
 
 const newSession = () =>
@@ -217,9 +166,8 @@ describe.skipIf(!SLAPD)('LDAP client role against a real slapd', () => {
 
   it('StartTLS, then a verified TLS handshake; Who am I? and the root DSE work inside TLS', async () => {
     const out = await drive(slapd.port, newSession());
-    expect(out.type).toBe('starttls');
-    if (out.type !== 'starttls') return;
-    const start = out.actions.find((a) => a.type === 'starttls');
+    expect(out.outcome.type).toBe('starttls');
+    const start = out.outcome;
     expect(start).toMatchObject({ toLocal: new Uint8Array(0), state: { messageId: 1 } });
     const secure = tls.connect({ socket: out.socket, ca: CA, servername: 'localhost' });
     await new Promise<void>((r, j) => {
@@ -261,8 +209,7 @@ describe.skipIf(!SLAPD)('LDAP client role against a real slapd', () => {
 
   it('the same session verified against the wrong name fails the handshake (fail closed)', async () => {
     const out = await drive(slapd.port, newSession());
-    expect(out.type).toBe('starttls');
-    if (out.type !== 'starttls') return;
+    expect(out.outcome.type).toBe('starttls');
     const secure = tls.connect({ socket: out.socket, ca: CA, servername: 'wrong.example.test' });
     const err = await new Promise<Error>((r) => {
       secure.once('error', r);
@@ -274,11 +221,13 @@ describe.skipIf(!SLAPD)('LDAP client role against a real slapd', () => {
 
   it('a slapd without TLS refuses StartTLS: close with Unbind, never starttls', async () => {
     const out = await drive(plain.port, newSession());
-    expect(out.type).toBe('close');
-    if (out.type !== 'close') return;
-    console.log(`slapd without a certificate: ${out.reason}`);
-    expect(out.reason).toMatch(/^server refused StartTLS: resultCode \d+/);
+    const close = out.outcome;
+    if (close.type !== 'close') throw new Error(`expected a close, got ${close.type}`);
+    console.log(`slapd without a certificate: ${close.reason}`);
+    expect(close.reason).toMatch(/^server refused StartTLS: resultCode \d+/);
     expect(out.actions.some((a) => a.type === 'starttls')).toBe(false);
-    expect(out.toServer?.[out.toServer.length - 2]).toBe(0x42);
+    // The UnbindRequest (…42 00) went to the server.
+    expect(close.data?.[close.data.length - 2]).toBe(0x42);
+    expect(out.sent.at(-2)).toBe(0x42);
   });
 });

@@ -14,7 +14,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
-import type { ClientAction, ClientDialectSession } from '@tlsproxy/dialect-kit';
+import type { ClientDialectSession } from '@tlsproxy/dialect-kit';
+import { runClientSession } from '@tlsproxy/dialect-kit/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { client } from '../src/client.js';
 
@@ -118,53 +119,11 @@ VirtualHost "localhost"
   return { c2s, s2s, stop };
 }
 
-type Outcome =
-  | { type: 'starttls'; socket: net.Socket; actions: ClientAction[] }
-  | { type: 'close'; reason: string; actions: ClientAction[] };
-
-/** What the engine does for a client dialect over a real socket (see the LDAP twin). */
-function drive(port: number, session: ClientDialectSession): Promise<Outcome> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(port, '127.0.0.1');
-    const actions: ClientAction[] = [];
-    let timer: NodeJS.Timeout | undefined;
-    let done = false;
-    const apply = (list: ClientAction[]) => {
-      for (const a of list) {
-        if (done) return;
-        actions.push(a);
-        if (a.type === 'send') socket.write(a.data);
-        else if (a.type === 'timer') {
-          clearTimeout(timer);
-          timer = setTimeout(
-            () => apply(session.timer(Date.now())),
-            Math.max(0, a.at - Date.now()),
-          );
-        } else if (a.type === 'starttls') {
-          finish();
-          resolve({ type: 'starttls', socket, actions });
-        } else if (a.type === 'close' || a.type === 'plaintext') {
-          finish();
-          if (a.type === 'close' && a.data) socket.end(a.data);
-          else socket.end();
-          resolve({ type: 'close', reason: a.reason, actions });
-        }
-      }
-    };
-    const onData = (d: Buffer) => apply(session.receive(new Uint8Array(d), Date.now()));
-    const finish = () => {
-      done = true;
-      clearTimeout(timer);
-      socket.off('data', onData);
-      socket.pause();
-    };
-    socket.on('data', onData);
-    socket.on('end', () => apply(session.eof?.(Date.now()) ?? []));
-    socket.on('error', (err) => {
-      if (!done) reject(err);
-    });
-    socket.once('connect', () => apply(session.start(Date.now())));
-  });
+/** The engine's part, over a real socket: the kit's driver (lets go of the socket on starttls). */
+async function drive(port: number, session: ClientDialectSession) {
+  const socket = net.connect(port, '127.0.0.1');
+  const run = await runClientSession(session, socket);
+  return { ...run, socket };
 }
 
 const newSession = (mode: 'c2s' | 's2s') =>
@@ -215,9 +174,8 @@ describe.skipIf(!PROSODY)('XMPP client role against a real Prosody', () => {
 
   it('c2s: STARTTLS offered and taken; inside TLS the new stream has no <starttls/>, SASL now', async () => {
     const out = await drive(prosody.c2s, newSession('c2s'));
-    expect(out.type).toBe('starttls');
-    if (out.type !== 'starttls') return;
-    const go = out.actions.find((a) => a.type === 'starttls');
+    expect(out.outcome.type).toBe('starttls');
+    const go = out.outcome;
     // Before TLS Prosody (c2s_require_encryption) offers STARTTLS alone.
     expect(go).toMatchObject({
       toLocal: new Uint8Array(0),
@@ -238,9 +196,8 @@ describe.skipIf(!PROSODY)('XMPP client role against a real Prosody', () => {
 
   it('s2s: STARTTLS offered and taken; inside TLS the new stream has no <starttls/>', async () => {
     const out = await drive(prosody.s2s, newSession('s2s'));
-    expect(out.type).toBe('starttls');
-    if (out.type !== 'starttls') return;
-    expect(out.actions.find((a) => a.type === 'starttls')).toMatchObject({
+    expect(out.outcome.type).toBe('starttls');
+    expect(out.outcome).toMatchObject({
       state: { streamType: 's2s', features: expect.arrayContaining([`{${TLS_NS}}starttls`]) },
     });
     const secure = await handshake(out.socket);
@@ -263,13 +220,16 @@ describe.skipIf(!PROSODY)('XMPP client role against a real Prosody', () => {
       connectionId: 'interop',
     });
     const out = await drive(prosody.c2s, s);
-    expect(out).toMatchObject({ type: 'close', reason: 'server stream error: host-unknown' });
+    expect(out.outcome).toMatchObject({
+      type: 'close',
+      reason: 'server stream error: host-unknown',
+    });
+    out.socket.destroy();
   });
 
   it('verified against the wrong name the handshake fails (fail closed)', async () => {
     const out = await drive(prosody.c2s, newSession('c2s'));
-    expect(out.type).toBe('starttls');
-    if (out.type !== 'starttls') return;
+    expect(out.outcome.type).toBe('starttls');
     const secure = tls.connect({ socket: out.socket, ca: CA, servername: 'xmpp.wrong.test' });
     const err = await new Promise<Error>((r) => {
       secure.once('error', r);
