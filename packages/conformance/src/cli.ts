@@ -120,7 +120,8 @@ async function mutateCommand(args: string[], print: (s: string) => void): Promis
   }
   if (reports.length === 0)
     throw usage(`none of the built-in dialects is installed (${BUILT_IN.join(', ')})`);
-  if (skipped.length > 0 && !values.json) print(`not installed, not checked: ${skipped.join(', ')}\n`);
+  if (skipped.length > 0 && !values.json)
+    print(`not installed, not checked: ${skipped.join(', ')}\n`);
   const ok = reports.every((r) => r.rate * 100 >= min);
   if (values.json) print(JSON.stringify({ ok, min, skipped, reports }, null, 2));
   else {

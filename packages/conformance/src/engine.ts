@@ -12,7 +12,7 @@ import type { Dialect } from '@tlsproxy/dialect-kit';
 import { concat, show } from './bytes.js';
 import { ConformanceError } from './errors.js';
 import { formatMismatch, matchOutput } from './pattern.js';
-import { contextFor } from './replay.js';
+import { contextFor, outputProblems } from './replay.js';
 import type { CheckResult } from './runner.js';
 import { serverSegments, type Transcript } from './transcript.js';
 
@@ -155,8 +155,10 @@ async function playOne(
       socket.off('data', onData);
       problems.push(...(await afterGoAhead(socket, target, t)));
     }
-    const mismatch = matchOutput(serverSegments(t), concat(received));
+    const output = concat(received);
+    const mismatch = matchOutput(serverSegments(t), output);
     if (mismatch) problems.unshift(`client-side output differs:\n${formatMismatch(mismatch)}`);
+    else problems.unshift(...outputProblems(t, output, dialect.name));
   } catch (err) {
     problems.push(`engine replay failed: ${(err as Error).message}`);
   } finally {

@@ -273,6 +273,29 @@ function replyProblem(t: Transcript, rules: ReplyRules, output: Uint8Array): str
 }
 
 /**
+ * The strict checks on what a client read (reply classes, no authentication before TLS), for
+ * the sans-I/O replay and the engine replay alike. Empty for a dialect without reply rules.
+ */
+export function outputProblems(t: Transcript, output: Uint8Array, dialectName: string): string[] {
+  const rules = REPLY_RULES.get(dialectName);
+  if (!rules) return [];
+  const problems: string[] = [];
+  const replies = replyProblem(t, rules, output);
+  if (replies) problems.push(replies);
+  if (!t.allow.includes('auth-before-tls')) {
+    const out = text(output);
+    const client = text(concat(t.steps.flatMap((s) => (s.type === 'client' ? [s.bytes] : []))));
+    const auth = rules.authBeforeTls(out, rules.replies(out), client);
+    if (auth) {
+      problems.push(
+        `security: the dialect ${auth} (a transcript of a server that does so says !allow auth-before-tls)`,
+      );
+    }
+  }
+  return problems;
+}
+
+/**
  * Judge an observation against the transcript; each problem is one readable paragraph.
  * `dialectName` selects the reply rules (REPLY_RULES); without rules only the byte pattern and
  * the session's ending are judged.
@@ -292,18 +315,7 @@ export function judge(
   // mutation check can show what the strict checks add.
   const rules = strict ? REPLY_RULES.get(dialectName) : undefined;
   if (rules) {
-    const replies = replyProblem(t, rules, obs.output);
-    if (replies) problems.push(replies);
-    if (!t.allow.includes('auth-before-tls')) {
-      const out = text(obs.output);
-      const client = text(concat(t.steps.flatMap((s) => (s.type === 'client' ? [s.bytes] : []))));
-      const auth = rules.authBeforeTls(out, rules.replies(out), client);
-      if (auth) {
-        problems.push(
-          `security: the dialect ${auth} (a transcript of a server that does so says !allow auth-before-tls)`,
-        );
-      }
-    }
+    problems.push(...outputProblems(t, obs.output, dialectName));
     if (obs.unavailable) {
       const u = text(obs.unavailable);
       const r = rules.replies(u);

@@ -26,9 +26,28 @@ describe('transcripts shipped by a dialect package', () => {
     expect(packageTranscriptDir(pkg({}, []), '/')).toBeUndefined();
     expect(packageTranscriptDir('no-such-package-anywhere', '/')).toBeUndefined();
   });
-  it('finds an installed package by name', () => {
-    // dialect-imap is a devDependency here; in the workspace it has no transcripts/ of its own
-    // until it is packed, so only check that the lookup by name does not throw.
-    expect(() => packageTranscriptDir('@tlsproxy/dialect-imap', process.cwd())).not.toThrow();
+  it('finds an installed package by name, and a built-in dialect by its short name', () => {
+    // An installed copy (under node_modules) uses what the package ships.
+    const root = mkdtempSync(join(tmpdir(), 'conf-app-'));
+    const pkgDir = join(root, 'node_modules', '@tlsproxy', 'dialect-demo');
+    mkdirSync(join(pkgDir, 'transcripts'), { recursive: true });
+    writeFileSync(
+      join(pkgDir, 'package.json'),
+      JSON.stringify({ name: '@tlsproxy/dialect-demo', tlsproxy: { transcripts: 'transcripts' } }),
+    );
+    expect(packageTranscriptDir('@tlsproxy/dialect-demo', root)).toBe(join(pkgDir, 'transcripts'));
+    // `--dialect demo` is the built-in shorthand for @tlsproxy/dialect-demo, as the loader has it.
+    expect(packageTranscriptDir('demo', root, 'demo')).toBe(join(pkgDir, 'transcripts'));
+  });
+
+  it("a workspace package takes its checkout's fixtures, not a stale packed copy", () => {
+    const repo = join(import.meta.dirname, '../../..');
+    // protocols/imap/transcripts/ is what `npm pack` copies there (and leaves behind).
+    expect(packageTranscriptDir('@tlsproxy/dialect-imap', repo, 'imap')).toBe(
+      join(repo, 'fixtures/transcripts/imap'),
+    );
+    expect(packageTranscriptDir('imap', repo, 'imap')).toBe(
+      join(repo, 'fixtures/transcripts/imap'),
+    );
   });
 });
