@@ -134,6 +134,9 @@ export class HttpUpgradeSession implements DialectSession {
     } catch (err) {
       if (!isHttpProtocolError(err)) throw err;
       if (this.framer.ambiguous) out.push(act.log('error', 'HTTP grammar is ambiguous'));
+      // The refused request, by method (`unknown` when there is no head or the method is not
+      // one of RFC 9110's): counted by the engine in tlsproxy_bad_commands_total.
+      out.push(act.command(this.head?.request.method ?? null, true, METHODS));
       out.push(...this.fail(err, now));
     }
     return out;
@@ -153,6 +156,7 @@ export class HttpUpgradeSession implements DialectSession {
         );
       }
       this.phase = 'done';
+      out.push(act.command(head.request.method, false, METHODS));
       // Everything received goes to the backend, which reads the content (if any) itself.
       out.push({
         type: 'plaintext',
@@ -181,6 +185,8 @@ export class HttpUpgradeSession implements DialectSession {
         'request content too large for the hand-off',
       );
     }
+    // Reported now, before the starttls action (the engine drops actions after it).
+    out.push(act.command(head.request.method, false, METHODS));
     if (decision.expectContinue) out.push(act.send(CONTINUE));
     this.phase = 'body';
   }
@@ -232,6 +238,23 @@ export class HttpUpgradeSession implements DialectSession {
     ];
   }
 }
+
+/**
+ * Methods reported by name to the engine's logs and metrics (act.command): RFC 9110 section 9
+ * and PATCH (RFC 5789); PRI is the HTTP/2 preface. Any other token is reported as `unknown`.
+ */
+const METHODS = new Set([
+  'GET',
+  'HEAD',
+  'POST',
+  'PUT',
+  'DELETE',
+  'CONNECT',
+  'OPTIONS',
+  'TRACE',
+  'PATCH',
+  'PRI',
+]);
 
 function requestState(head: Head): RequestState {
   const { method, target, version } = head.request;

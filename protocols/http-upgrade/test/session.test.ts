@@ -179,8 +179,10 @@ describe('responses', () => {
         'Upgrade: TLS/1.0, HTTP/1.1\r\nConnection: Upgrade, close\r\n' +
         `Content-Type: text/plain; charset=utf-8\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
     );
-    expect(acts).toHaveLength(1);
-    expect(acts[0]).toMatchObject({ type: 'close', reason: expect.stringMatching(/UPGRADE_REQ/) });
+    // the method report (test/commands.test.ts), then the close
+    expect(acts).toHaveLength(2);
+    expect(acts[0]).toMatchObject({ type: 'log', event: 'bad-command', command: 'GET' });
+    expect(acts[1]).toMatchObject({ type: 'close', reason: expect.stringMatching(/UPGRADE_REQ/) });
   });
 
   it('answers HEAD without content but with its Content-Length', () => {
