@@ -2,7 +2,7 @@
 // runs the server side of the handshake, and returns the plaintext end of a socketpair plus a
 // 128-bit control key. After that it alone relays bytes between TLS and the plaintext end.
 // Embedded in the proxy by default; the same interface is served over fdpass by the daemon.
-import { createHash, randomBytes, timingSafeEqual, X509Certificate } from 'node:crypto';
+import { constants, createHash, randomBytes, timingSafeEqual, X509Certificate } from 'node:crypto';
 import { writeSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
@@ -492,6 +492,9 @@ export class TlsEngine implements TlsEngineApi {
       minVersion,
       // The same suite policy as the server side.
       ciphers: this.#options.ciphers ?? TLS12_CIPHERS,
+      // A TLS 1.2 server's renegotiation is refused: node:tls checks the server's certificate
+      // (chain and name) after the first handshake only, and a renegotiation could bring another.
+      secureOptions: constants.SSL_OP_NO_RENEGOTIATION,
     });
     if (this.#clientContexts.size >= CLIENT_CONTEXTS)
       this.#clientContexts.delete(this.#clientContexts.keys().next().value as string);

@@ -3,6 +3,7 @@
 // plaintext end it returns, with the server side's relay. Real node:tls servers on loopback.
 import { X509Certificate } from 'node:crypto';
 import type net from 'node:net';
+import tls from 'node:tls';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ConnectRequest, PoolError, TlsEngine } from '../src/index.js';
@@ -295,6 +296,38 @@ describe('TlsEngine.connect: client certificates, ALPN, versions', () => {
       r.plaintext.close();
     } finally {
       await server.close();
+    }
+  });
+
+  it('a TLS 1.2 server that asks to renegotiate is refused (its certificate was checked once)', async () => {
+    let renegotiated: string | undefined;
+    const raw = tls.createServer({ ...certs.server, maxVersion: 'TLSv1.2' }, (s) => {
+      // Refused, node:tls reports it as an error on the socket, not to the callback.
+      s.on('error', (err) => {
+        renegotiated ??= `refused: ${err.message}`;
+      });
+      s.renegotiate({ requestCert: true, rejectUnauthorized: false }, (err) => {
+        renegotiated = err ? `refused: ${err.message}` : 'done';
+      });
+    });
+    await new Promise<void>((r) => raw.listen(0, '127.0.0.1', r));
+    try {
+      let ended = false;
+      const r = await engine.connect(await tcp((raw.address() as net.AddressInfo).port, 'fd'), {
+        serverName: 'localhost',
+        ca: certs.ca,
+        onEnd: () => {
+          ended = true;
+        },
+      });
+      const plain = r.plaintext.toSocket();
+      plain.resume();
+      await until(() => ended || renegotiated === 'done', 5000, 'the session to end');
+      expect(renegotiated).not.toBe('done');
+      expect(ended).toBe(true);
+      plain.destroy();
+    } finally {
+      raw.close();
     }
   });
 
