@@ -509,3 +509,65 @@ export function runClientSession(
     apply(session.start(now()));
   });
 }
+
+/**
+ * The chunks of a server script whose last octet ends the go-ahead, cut at `cuts` anywhere before
+ * that octet, with `extra` in the same chunk as the last octet: a server (or a man in the middle)
+ * that sends `extra` in the same read as its go-ahead. The client must close, never starttls.
+ */
+export function withTrailing(
+  script: Uint8Array,
+  extra: Uint8Array,
+  cuts: readonly number[],
+): Uint8Array[] {
+  if (script.length === 0) return [extra];
+  const last = script.length - 1;
+  const chunks = splitAt(script.subarray(0, last), cuts).filter((c) => c.length > 0);
+  chunks.push(concat([script.subarray(last), extra]));
+  return chunks;
+}
+
+/**
+ * The client contract's rules for every action: a known type, octets where octets are due
+ * (`send` data, `toLocal` on every outcome, a close's `data`), a string reason, a finite timer,
+ * no `error` log (an internal error), and at most one outcome (starttls, close or plaintext).
+ * `plaintext` only when `allowPlaintext` (SMTP's `tls: may`). Throws (node:assert).
+ */
+export function checkClientActions(
+  actions: readonly ClientAction[],
+  opts: { allowPlaintext?: boolean } = {},
+): void {
+  let outcomes = 0;
+  for (const a of actions) {
+    switch (a.type) {
+      case 'send':
+        assert.ok(a.data instanceof Uint8Array, 'send data must be octets');
+        break;
+      case 'timer':
+        assert.ok(Number.isFinite(a.at), `timer at ${a.at}`);
+        break;
+      case 'log':
+        assert.notEqual(a.level, 'error', `error log: ${a.message}`);
+        break;
+      case 'close':
+        assert.equal(typeof a.reason, 'string', 'close needs a reason');
+        assert.ok(a.data === undefined || a.data instanceof Uint8Array, 'close data: octets');
+        assert.ok(a.toLocal === undefined || a.toLocal instanceof Uint8Array, 'toLocal: octets');
+        outcomes++;
+        break;
+      case 'starttls':
+        assert.ok(a.toLocal instanceof Uint8Array, 'starttls toLocal must be octets');
+        outcomes++;
+        break;
+      case 'plaintext':
+        assert.ok(opts.allowPlaintext, 'unexpected plaintext fallback');
+        assert.ok(a.toLocal instanceof Uint8Array, 'plaintext toLocal must be octets');
+        assert.equal(typeof a.reason, 'string', 'plaintext needs a reason');
+        outcomes++;
+        break;
+      default:
+        assert.fail(`unexpected action ${(a as ClientAction).type}`);
+    }
+  }
+  assert.ok(outcomes <= 1, `${outcomes} outcomes (starttls/close/plaintext) in one session`);
+}
