@@ -104,6 +104,12 @@ const ADVERTISE_USER: Rewrites = new Map([
   ['imap', (s) => (/CAPABILITY/i.test(s) ? s.replace(/ LOGINDISABLED/g, '') : s)],
 ]);
 
+/** Authenticated or offered from the greeting on: IMAP PREAUTH, a POP3 APOP timestamp. */
+const GREET_AUTH: Rewrites = new Map([
+  ['imap', (s) => s.replace(/^\* OK /, '* PREAUTH ')],
+  ['pop3', (s) => s.replace(/^(\+OK [^\r\n]*)\r\n$/, '$1 <1896.697170952@mail.example.test>\r\n')],
+]);
+
 /** BER: the k-th LDAPResult's resultCode in a response PDU, as [offset] of its value byte. */
 function ldapResultOffsets(s: string, rules: ReplyRules | undefined): number[] {
   if (!rules) return [];
@@ -278,6 +284,16 @@ export const MUTANT_CLASSES: readonly MutantClass[] = [
     apply: (a, site) => {
       const f = ADVERTISE_USER.get(site.dialect);
       return f && a.type === 'send' ? rewrite(a, (s) => f(s, site.input)) : undefined;
+    },
+  },
+  {
+    name: 'greet-authenticated',
+    description: 'greets with IMAP PREAUTH or a POP3 APOP timestamp before TLS',
+    apply: (a, site) => {
+      const f = GREET_AUTH.get(site.dialect);
+      return f && a.type === 'send' && site.input === ''
+        ? rewrite(a, (s) => f(s, site.input))
+        : undefined;
     },
   },
   {

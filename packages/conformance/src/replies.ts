@@ -89,6 +89,8 @@ const imap: ReplyRules = {
     })),
   refusal: (cls) => / (NO|BAD)$/.test(cls) || cls === 'untagged BYE',
   authBeforeTls(text, replies, client) {
+    // RFC 9051 §7.1.4: PREAUTH greets a client that is already authenticated.
+    if (replies.some((r) => r.cls === 'untagged PREAUTH')) return 'greets with PREAUTH before TLS';
     for (const caps of imapCapabilities(text)) {
       const upper = caps.map((c) => c.toUpperCase());
       const auth = upper.find((c) => c.startsWith('AUTH='));
@@ -139,6 +141,10 @@ const pop3: ReplyRules = {
   },
   refusal: (cls) => cls === '-ERR',
   authBeforeTls(text, replies, client) {
+    // RFC 1939 §7: a timestamp `<…@…>` in the greeting offers APOP.
+    const greeting = replies[0] ? text.slice(replies[0].start, replies[0].end) : '';
+    if (/^\+OK .*<[^<>\s]*@[^<>\s]*>/.test(greeting))
+      return 'offers APOP (a greeting timestamp) before TLS';
     for (const r of replies) {
       if (r.cls !== '+OK multi') continue;
       for (const l of lines(text.slice(r.start, r.end)).slice(1)) {
@@ -288,8 +294,16 @@ const ldap: ReplyRules = {
     return out;
   },
   refusal: (cls) => / result [0-9]+$/.test(cls) && !cls.endsWith(' result 0'),
-  authBeforeTls(_text, replies) {
+  authBeforeTls(text, replies) {
     for (const r of replies) {
+      // A root DSE entry listing SASL mechanisms (RFC 4512 §5.1) offers them.
+      if (/ searchResEntry$/.test(r.cls)) {
+        const pdu = text.slice(r.start, r.end);
+        const at = pdu.indexOf('supportedSASLMechanisms');
+        const set = at + 'supportedSASLMechanisms'.length;
+        if (at >= 0 && pdu.charCodeAt(set) === 0x31 && (berLength(pdu, set + 1)?.[0] ?? 0) > 0)
+          return 'lists supportedSASLMechanisms before TLS';
+      }
       const m = / bindResponse result ([0-9]+)$/.exec(r.cls);
       // success (0) or saslBindInProgress (14): the bind goes ahead in plaintext.
       if (m && (m[1] === '0' || m[1] === '14'))
@@ -381,6 +395,9 @@ const xmpp: ReplyRules = {
   closing: (cls) => cls === 'stream end',
   authBeforeTls(text) {
     if (/<(?:[a-z]+:)?mechanisms[\s>/]/.test(text)) return 'offers SASL <mechanisms/> before TLS';
+    // XEP-0078 (obsolete, still served): legacy iq-auth offered as a stream feature.
+    if (/<auth\s+xmlns=['"]http:\/\/jabber\.org\/features\/iq-auth['"]/.test(text))
+      return 'offers legacy iq-auth before TLS';
     if (/<(?:[a-z]+:)?(success|challenge)[\s>/]/.test(text))
       return 'goes on with SASL before TLS (<success/> or <challenge/>)';
     return undefined;

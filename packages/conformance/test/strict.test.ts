@@ -10,6 +10,7 @@ import { main } from '../src/cli.js';
 import { engineReplay } from '../src/engine.js';
 import { runProperties } from '../src/properties.js';
 import { contextFor, inputsOf, observe, replay } from '../src/replay.js';
+import { REPLY_RULES } from '../src/replies.js';
 import { loadSuite, rerunCommand, runConformance } from '../src/runner.js';
 import { parseTranscript, type Transcript } from '../src/transcript.js';
 
@@ -251,6 +252,50 @@ describe('no authentication before TLS', () => {
     expect(replay(accepts, login).problems.join('\n')).toMatch(
       /accepts authentication before TLS \(a OK\)/,
     );
+  });
+
+  it("each protocol's other ways to authenticate before TLS are caught too", () => {
+    const check = (dialect: string, server: string, client = '') => {
+      const rules = REPLY_RULES.get(dialect)!;
+      return rules.authBeforeTls(server, rules.replies(server), client);
+    };
+    // IMAP PREAUTH: the client is logged in before TLS.
+    expect(check('imap', '* PREAUTH [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] hi\r\n')).toMatch(
+      /PREAUTH/,
+    );
+    expect(
+      check('imap', '* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] hi\r\n'),
+    ).toBeUndefined();
+    // POP3 APOP: a timestamp in the greeting offers APOP.
+    expect(check('pop3', '+OK ready <1896.697170952@dbc.mtview.ca.us>\r\n')).toMatch(/APOP/);
+    expect(check('pop3', '+OK Dovecot (Debian) ready.\r\n')).toBeUndefined();
+    // SMTP: the old AUTH= form in EHLO.
+    expect(check('smtp', '220 x\r\n250-x\r\n250 AUTH=LOGIN PLAIN\r\n')).toMatch(/AUTH/);
+    // XMPP: legacy iq-auth (XEP-0078) offered as a stream feature.
+    expect(
+      check(
+        'xmpp',
+        "<stream:features><auth xmlns='http://jabber.org/features/iq-auth'/></stream:features>",
+      ),
+    ).toMatch(/iq-auth/);
+    // LDAP: supportedSASLMechanisms with values in a root DSE entry.
+    const attr = (name: string, values: string[]) => {
+      const vals = values.map((v) => `\x04${String.fromCharCode(v.length)}${v}`).join('');
+      const set = `\x31${String.fromCharCode(vals.length)}${vals}`;
+      const seq = `\x04${String.fromCharCode(name.length)}${name}${set}`;
+      return `\x30${String.fromCharCode(seq.length)}${seq}`;
+    };
+    const entry = (attrs: string) => {
+      const body = `\x04\x00\x30${String.fromCharCode(attrs.length)}${attrs}`;
+      const op = `\x64${String.fromCharCode(body.length)}${body}`;
+      const msg = `\x02\x01\x01${op}`;
+      return `\x30${String.fromCharCode(msg.length)}${msg}`;
+    };
+    expect(check('ldap', entry(attr('supportedSASLMechanisms', ['PLAIN'])))).toMatch(
+      /supportedSASLMechanisms/,
+    );
+    expect(check('ldap', entry(attr('supportedSASLMechanisms', [])))).toBeUndefined();
+    expect(check('ldap', entry(attr('supportedLDAPVersion', ['3'])))).toBeUndefined();
   });
 
   it('`!allow` takes known names only', () => {
