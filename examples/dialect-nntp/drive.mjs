@@ -80,10 +80,15 @@ for (const step of steps) {
   } else if (kind === 'tls') {
     socket.removeAllListeners('data');
     const t = tls.connect({ socket, ca, servername: values.servername });
+    let up = false;
     const ok = await new Promise((r) => {
-      t.once('secureConnect', () => r(true));
-      t.once('error', (e) => {
-        console.error(`\ndrive: TLS failed: ${e.message}`);
+      t.once('secureConnect', () => {
+        up = true;
+        r(true);
+      });
+      // After the handshake, an alert as we hang up (INN sends one) is not a failed handshake.
+      t.on('error', (e) => {
+        if (!up) console.error(`\ndrive: TLS failed: ${e.message}`);
         r(false);
       });
     });
