@@ -357,10 +357,12 @@ const xmpp: ReplyRules = {
     let cur: { start: number; name: string; child?: string } | undefined;
     for (const t of tags) {
       if (t.kind === 'decl') {
-        if (t.name === '') out.push({ start: t.start, end: t.end, cls: 'partial' });
+        // A tag cut off at the end: its own partial reply, or part of the open element's.
+        if (t.name === '' && !cur) out.push({ start: t.start, end: t.end, cls: 'partial' });
         continue;
       }
-      if (t.name === 'stream:stream' || t.name === 'stream') {
+      // The stream header and its end only at the top (inside an element they are content).
+      if ((t.name === 'stream:stream' || t.name === 'stream') && !cur) {
         // The stream header opens depth 1; its end closes the stream.
         if (t.kind === 'open') {
           out.push({ start: t.start, end: t.end, cls: 'stream header' });
@@ -380,7 +382,7 @@ const xmpp: ReplyRules = {
           cur = undefined;
         }
       } else {
-        depth--;
+        depth = Math.max(0, depth - 1);
         if (depth <= 1 && cur) {
           const cls = cur.child === undefined ? cur.name : `${cur.name} ${cur.child}`;
           out.push({ start: cur.start, end: t.end, cls });
