@@ -126,7 +126,8 @@ export class ImapSession implements DialectSession {
 
   private handle(event: FrameEvent, out: Action[]): void {
     if (event.type !== 'literal') this.prefix = null;
-    if (this.discarding && event.type !== 'fatal') {
+    // An overlong line ends the session (BYE) even while discarding: nothing of it is read.
+    if (this.discarding && event.type !== 'fatal' && event.type !== 'tooLong') {
       if (!this.plausible(event)) {
         this.discard(event, out);
         return;

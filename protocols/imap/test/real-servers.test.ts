@@ -80,3 +80,28 @@ describe('bad commands (Dovecot imap-login: the 3rd is replaced by BYE, good one
     expect(actions.at(-1)?.type).toBe('close');
   });
 });
+
+describe('an overlong line while discarding after a refused LOGIN literal', () => {
+  it('still gets * BYE and a close (nothing of it is echoed)', () => {
+    const { actions, text } = feed(
+      ['a LOGIN {5}\r\n', `alice ${'x'.repeat(100)}secret\r\n`],
+      {},
+      { maxLineLength: 50 },
+    );
+    expect(text).toMatch(
+      /^a NO \[PRIVACYREQUIRED\] [^\r\n]+\r\n\* BYE Command line too long\.\r\n$/,
+    );
+    expect(text).not.toContain('alice');
+    expect(actions.at(-1)?.type).toBe('close');
+  });
+});
+
+describe('the documented number of bad commands (README: maxBadCommands 10)', () => {
+  it('the 10th BAD is replaced by * BYE and a close', () => {
+    const { actions, text } = feed(['x FROB\r\n'.repeat(11)]);
+    expect(text).toBe(
+      `${'x BAD Unknown command.\r\n'.repeat(9)}* BYE Too many invalid IMAP commands.\r\n`,
+    );
+    expect(actions.at(-1)?.type).toBe('close');
+  });
+});
