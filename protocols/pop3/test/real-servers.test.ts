@@ -86,3 +86,11 @@ describe('STLS spelled like Dovecot accepts it', () => {
     }
   });
 });
+
+describe('the documented number of bad commands (README: maxBadCommands 10)', () => {
+  it('the 10th bad command in a row gets its -ERR, then -ERR Too many bad commands. and a close', () => {
+    const { actions, text } = feed(['FROB\r\n'.repeat(11)]);
+    expect(text).toBe(`${UNKNOWN.repeat(10)}-ERR Too many bad commands.\r\n`);
+    expect(actions.at(-1)?.type).toBe('close');
+  });
+});
