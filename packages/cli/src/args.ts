@@ -4,9 +4,20 @@ import { parseArgs } from 'node:util';
 import { TlsproxyError } from '@tlsproxy/dialect-kit';
 
 export interface CliArgs {
+  /** 'server' (default): STARTTLS served to clients; 'client': done with a server for local clients. */
+  role: 'server' | 'client';
   dialect: string;
   listen: string;
+  /** Server role: the backend. Client role: '' (not used). */
   backend: string;
+  /** Client role: the server, HOST:PORT. */
+  connect?: string;
+  /** Client role: the name the server's certificate must match (default: the connect host). */
+  serverName?: string;
+  /** Client role: lowest TLS version accepted from the server. */
+  minVersion?: 'TLSv1.2' | 'TLSv1.3';
+  /** Client role: an identity the tlspool daemon holds, presented as our certificate. */
+  clientIdentity?: string;
   cert: string[];
   workers?: number;
   poolSocket?: string;
@@ -26,6 +37,7 @@ export interface CliArgs {
 }
 
 export const USAGE = `Usage: tlsproxy --dialect NAME --listen HOST:PORT --backend unix:/PATH --cert CERT.pem --key KEY.pem [options]
+       tlsproxy --role client --dialect NAME --listen HOST:PORT --connect HOST:PORT [--ca CA.pem] [options]
 
   --dialect NAME          imap, pop3, smtp, ldap, xmpp, http-upgrade, tls (implicit TLS),
                           a package name, or a module path (./my-dialect.js)
@@ -49,6 +61,18 @@ export const USAGE = `Usage: tlsproxy --dialect NAME --listen HOST:PORT --backen
   --log-format FORMAT     text (default) | json (one pino JSON object per line)
   --log-level LEVEL       debug | info (default) | warn | error
   -h, --help              this text
+
+Client role (--role client: local clients speak plaintext to --listen; tlsproxy connects to the
+server, does the protocol's STARTTLS there, verifies the server's certificate, relays through TLS):
+  --connect HOST:PORT     the server ([v6]:PORT for IPv6)
+  --ca FILE               CAs trusted for the server's certificate (default: Node's bundled roots)
+  --server-name NAME      the name its certificate must match, and SNI (default: the --connect host)
+  --cert FILE --key FILE  our client certificate and key (optional; one pair)
+  --client-identity NAME  with --pool-socket: the daemon's identity to present as our certificate
+  --alpn LIST             ALPN protocols to offer
+  --min-version VERSION   TLSv1.2 (default) | TLSv1.3
+  --option KEY=VALUE      an option of the dialect's client side
+  (--backend, --handoff, --client-cert, --check-server-name are for the server role only)
 `;
 
 /** A bad command line: main prints it with the usage text and exits 2. */
@@ -67,12 +91,111 @@ function parseValue(v: string): unknown {
   }
 }
 
+type Values = Record<string, string | boolean | string[] | undefined>;
+
+function parseOptions(values: Values): Record<string, unknown> {
+  const options: Record<string, unknown> = {};
+  for (const o of (values.option as string[] | undefined) ?? []) {
+    const i = o.indexOf('=');
+    if (i <= 0) throw new UsageError(`--option ${o}: expected KEY=VALUE`);
+    options[o.slice(0, i)] = parseValue(o.slice(i + 1));
+  }
+  return options;
+}
+
+function logFlags(values: Values): Pick<CliArgs, 'logLevel' | 'logFormat'> {
+  const logLevel = (values['log-level'] ?? 'info') as string;
+  if (!['debug', 'info', 'warn', 'error'].includes(logLevel))
+    throw new UsageError('--log-level must be debug, info, warn or error');
+  if (
+    values['log-format'] !== undefined &&
+    !['json', 'text'].includes(values['log-format'] as string)
+  ) {
+    throw new UsageError('--log-format must be json or text');
+  }
+  return {
+    logLevel: logLevel as CliArgs['logLevel'],
+    logFormat: values['log-format'] === 'json' ? 'json' : 'text',
+  };
+}
+
+/** `--role client`: one listener for local clients, one server to connect to. */
+function clientArgs(values: Values): CliArgs {
+  const missing = ['dialect', 'listen', 'connect'].filter((k) => values[k] === undefined);
+  if (missing.length > 0)
+    throw new UsageError(`--role client needs ${missing.map((m) => `--${m}`).join(', ')}`);
+  for (const flag of ['backend', 'handoff', 'client-cert', 'check-server-name']) {
+    if (values[flag] !== undefined)
+      throw new UsageError(`--${flag} is for the server role, not --role client`);
+  }
+  const cert = (values.cert as string[] | undefined) ?? [];
+  const key = (values.key as string[] | undefined) ?? [];
+  if (cert.length !== key.length) throw new UsageError('give --cert and --key together');
+  if (cert.length > 1) throw new UsageError('--role client takes one --cert/--key pair');
+  if (values['client-identity'] !== undefined && !values['pool-socket'])
+    throw new UsageError(
+      '--client-identity names an identity of the tlspool daemon: give --pool-socket (or --cert and --key)',
+    );
+  if (values['client-identity'] !== undefined && cert.length > 0)
+    throw new UsageError('give --cert/--key or --client-identity, not both');
+  if (values['pool-socket'] && cert.length > 0)
+    throw new UsageError(
+      'with --pool-socket the daemon holds the keys: use --client-identity NAME',
+    );
+  const minVersion = values['min-version'] as string | undefined;
+  if (minVersion !== undefined && minVersion !== 'TLSv1.2' && minVersion !== 'TLSv1.3')
+    throw new UsageError('--min-version must be TLSv1.2 or TLSv1.3');
+  const engine = (values.engine ?? 'node') as string;
+  if (engine !== 'node')
+    throw new UsageError(
+      '--role client runs on the node:tls engine (the native engine has no client side yet)',
+    );
+  if (values.workers !== undefined) {
+    const n = Number(values.workers);
+    if (!Number.isInteger(n) || n < 1 || n > 256) throw new UsageError('--workers must be 1..256');
+  }
+  const out: CliArgs = {
+    role: 'client',
+    dialect: values.dialect as string,
+    listen: values.listen as string,
+    backend: '',
+    connect: values.connect as string,
+    cert,
+    key,
+    clientCert: 'none',
+    handoff: 'plain',
+    checkServerName: false,
+    alpn: values.alpn
+      ? (values.alpn as string)
+          .split(',')
+          .map((s) => s.trim())
+          .filter(Boolean)
+      : [],
+    options: parseOptions(values),
+    ...logFlags(values),
+    engine: 'node',
+  };
+  if (values.workers !== undefined) out.workers = Number(values.workers);
+  if (values.ca) out.ca = values.ca as string;
+  if (values['pool-socket']) out.poolSocket = values['pool-socket'] as string;
+  if (values.hostname) out.hostname = values.hostname as string;
+  if (values['server-name']) out.serverName = values['server-name'] as string;
+  if (minVersion) out.minVersion = minVersion as CliArgs['minVersion'];
+  if (values['client-identity']) out.clientIdentity = values['client-identity'] as string;
+  return out;
+}
+
 export function parseCli(argv: string[]): CliArgs | 'help' {
   let values: Record<string, string | boolean | string[] | undefined>;
   try {
     ({ values } = parseArgs({
       args: argv,
       options: {
+        role: { type: 'string' },
+        connect: { type: 'string' },
+        'server-name': { type: 'string' },
+        'min-version': { type: 'string' },
+        'client-identity': { type: 'string' },
         dialect: { type: 'string' },
         listen: { type: 'string' },
         backend: { type: 'string' },
@@ -99,6 +222,13 @@ export function parseCli(argv: string[]): CliArgs | 'help' {
     throw new UsageError((err as Error).message);
   }
   if (values.help) return 'help';
+  const role = (values.role ?? 'server') as string;
+  if (role !== 'server' && role !== 'client')
+    throw new UsageError('--role must be server or client');
+  if (role === 'client') return clientArgs(values);
+  for (const flag of ['connect', 'server-name', 'min-version', 'client-identity']) {
+    if (values[flag] !== undefined) throw new UsageError(`--${flag} goes with --role client`);
+  }
   const required = values['pool-socket']
     ? ['dialect', 'backend']
     : ['dialect', 'backend', 'cert', 'key'];
@@ -125,13 +255,9 @@ export function parseCli(argv: string[]): CliArgs | 'help' {
   ) {
     throw new UsageError('--log-format must be json or text');
   }
-  const options: Record<string, unknown> = {};
-  for (const o of (values.option as string[] | undefined) ?? []) {
-    const i = o.indexOf('=');
-    if (i <= 0) throw new UsageError(`--option ${o}: expected KEY=VALUE`);
-    options[o.slice(0, i)] = parseValue(o.slice(i + 1));
-  }
+  const options = parseOptions(values);
   const out: CliArgs = {
+    role: 'server',
     dialect: values.dialect as string,
     listen: (values.listen as string | undefined) ?? '',
     backend: values.backend as string,

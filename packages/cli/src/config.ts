@@ -5,9 +5,14 @@ import { createPrivateKey, type KeyObject, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, resolve } from 'node:path';
-import { addressProblem, type ListenerConfig, type ProxyOptions } from '@tlsproxy/core';
+import {
+  addressProblem,
+  type ListenerConfig,
+  type ProxyOptions,
+  parseServerAddress,
+} from '@tlsproxy/core';
 import { TlsproxyError } from '@tlsproxy/dialect-kit';
-import type { EngineOptions } from '@tlsproxy/pool';
+import { certificateNames, type EngineOptions, type IdentityConfig } from '@tlsproxy/pool';
 import { Ajv, type ErrorObject } from 'ajv';
 import { isMap, isScalar, LineCounter, type Node, parseDocument } from 'yaml';
 
@@ -38,13 +43,42 @@ export interface ConfigFile {
   backendUids?: number[];
   backends?: Record<string, BackendSpec>;
   listeners: Array<
-    Omit<ListenerConfig, 'backend' | 'dialect'> & { dialect: string; backend: string | BackendSpec }
+    Omit<ListenerConfig, 'backend' | 'dialect' | 'tls'> & {
+      dialect: string;
+      backend?: string | BackendSpec;
+      tls?: ListenerTlsFile;
+    }
   >;
   logging?: { level?: 'debug' | 'info' | 'warn' | 'error'; format?: 'json' | 'text' };
   metrics?: { listen?: string };
   shutdownTimeoutMs?: number;
   workers?: number;
 }
+
+/** A listener's `tls` as written in the file: the server role's keys, or the client role's (file
+ * paths for `ca`, `cert`, `key`). */
+export interface ListenerTlsFile {
+  clientCert?: 'none' | 'optional' | 'required';
+  alpn?: string[];
+  handshakeTimeoutMs?: number;
+  ca?: string;
+  serverName?: string;
+  cert?: string;
+  key?: string;
+  clientIdentity?: string;
+  minVersion?: 'TLSv1.2' | 'TLSv1.3';
+}
+
+/** Keys of a listener's `tls` that only the client role takes, and those only the server role takes. */
+const CLIENT_TLS_KEYS = ['ca', 'serverName', 'cert', 'key', 'clientIdentity', 'minVersion'];
+const SERVER_TLS_KEYS = ['clientCert'];
+/** Listener keys of one role only. */
+const CLIENT_ONLY_KEYS = ['connect', 'connectTimeoutMs'];
+const SERVER_ONLY_KEYS = ['backend', 'handoff', 'checkServerName', 'serverNames'];
+
+/** The engine identity a client-role listener's `tls.cert`/`tls.key` become: a name that no SNI
+ * name or XMPP domain can be, so the server role never serves it. */
+export const clientIdentityName = (i: number) => `client:listeners.${i}`;
 
 /** What a loaded config turns into: TlsProxy's options and its listeners. */
 export interface LoadedConfig {
@@ -116,6 +150,84 @@ function addressProblems(data: unknown, place: (path: (string | number)[]) => st
 
 type ListenerShape = { proxyProtocol?: { trusted?: unknown }; exempt?: unknown };
 
+/**
+ * Keys that belong to the other role, and the client role's own checks (the server address, a
+ * certificate without its key), each placed at its file:line:col. Runs on a config the schema
+ * may still reject; only what the schema cannot say.
+ */
+function roleProblems(data: unknown, place: (path: (string | number)[]) => string): string[] {
+  const out: string[] = [];
+  const listeners = (data as { listeners?: unknown } | null)?.listeners;
+  if (!Array.isArray(listeners)) return out;
+  const say = (path: (string | number)[], why: string) =>
+    out.push(`${place(path)}: ${path.join('.')}: ${why}`);
+  listeners.forEach((l: unknown, i) => {
+    if (typeof l !== 'object' || l === null) return;
+    const o = l as Record<string, unknown>;
+    const client = o.role === 'client';
+    const tls =
+      typeof o.tls === 'object' && o.tls !== null ? (o.tls as Record<string, unknown>) : {};
+    for (const k of client ? SERVER_ONLY_KEYS : CLIENT_ONLY_KEYS) {
+      if (k in o)
+        say(
+          ['listeners', i, k],
+          client
+            ? 'not used with role: client (the proxy connects to `connect` itself)'
+            : 'only with role: client',
+        );
+    }
+    for (const k of client ? SERVER_TLS_KEYS : CLIENT_TLS_KEYS) {
+      if (k in tls)
+        say(
+          ['listeners', i, 'tls', k],
+          client
+            ? 'not used with role: client'
+            : k === 'ca'
+              ? 'only with role: client (the CAs for client certificates are the top-level tls.ca)'
+              : 'only with role: client',
+        );
+    }
+    if (!client) return;
+    if (typeof o.connect === 'string') {
+      try {
+        parseServerAddress(o.connect);
+      } catch (err) {
+        say(['listeners', i, 'connect'], (err as Error).message);
+      }
+    }
+    if ('cert' in tls !== 'key' in tls)
+      say(
+        ['listeners', i, 'tls', 'cert' in tls ? 'cert' : 'key'],
+        'give tls.cert and tls.key together',
+      );
+    if ('clientIdentity' in tls && 'cert' in tls)
+      say(
+        ['listeners', i, 'tls', 'clientIdentity'],
+        'give tls.cert/tls.key or tls.clientIdentity, not both',
+      );
+  });
+  return out;
+}
+
+/**
+ * Whether a file of trusted CAs is usable: at least one PEM certificate, each of which parses.
+ * 'PATH has no PEM certificate' / 'PATH: …' or undefined.
+ */
+export function caProblem(pem: Buffer, path: string): string | undefined {
+  const blocks = pem
+    .toString('latin1')
+    .match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g);
+  if (!blocks || blocks.length === 0) return `${path} has no PEM certificate`;
+  for (const b of blocks) {
+    try {
+      new X509Certificate(b);
+    } catch (err) {
+      return `${path}: a certificate does not parse (${firstLine(err)})`;
+    }
+  }
+  return undefined;
+}
+
 /** Parse and check a config file's text; throws ConfigError listing every problem with its place. */
 export function parseConfig(text: string, file: string): ConfigFile {
   const lines = new LineCounter();
@@ -131,9 +243,9 @@ export function parseConfig(text: string, file: string): ConfigFile {
   const data = doc.toJS() as unknown;
   // Address lists are checked here, not when a connection arrives: a bad entry used to pass
   // check-config and crash the proxy on the first connection (issue 14).
-  const badAddresses = addressProblems(data, (path) =>
-    where(file, lines, doc.getIn(path, true) as Node | undefined),
-  );
+  const place = (path: (string | number)[]) =>
+    where(file, lines, doc.getIn(path, true) as Node | undefined);
+  const badAddresses = [...addressProblems(data, place), ...roleProblems(data, place)];
   if (validate(data)) {
     if (badAddresses.length > 0) throw new ConfigError(badAddresses);
     return data as ConfigFile;
@@ -204,6 +316,23 @@ export function identityProblem(
 
 const firstLine = (err: unknown) => String((err as Error).message ?? err).split('\n')[0];
 
+/** Every name the engine's identities answer to (as given, or the certificate's own). */
+function identityNames(identities: IdentityConfig[]): Set<string> {
+  const out = new Set<string>();
+  for (const id of identities) {
+    let names = id.names;
+    if (!names) {
+      try {
+        names = certificateNames(id.cert);
+      } catch {
+        names = [];
+      }
+    }
+    for (const n of names) out.add(n.toLowerCase());
+  }
+  return out;
+}
+
 /** Load a config file: parse, check, read the certificate files, resolve backends. */
 export function loadConfig(file: string): LoadedConfig {
   let text: string;
@@ -224,7 +353,9 @@ export function loadConfig(file: string): LoadedConfig {
       ...(raw.pool.allowUids ? { allowUids: raw.pool.allowUids } : {}),
     };
   } else {
-    if (!raw.identities || raw.identities.length === 0) {
+    // Client-role listeners need no certificate of ours (one given as tls.cert/key is added below).
+    const serving = raw.listeners.some((l) => l.role !== 'client');
+    if (serving && (!raw.identities || raw.identities.length === 0)) {
       problems.push(`${file}: identities: needed unless pool.socket names a tlspool daemon`);
     }
     const identities = (raw.identities ?? []).map((id, i) => {
@@ -241,7 +372,8 @@ export function loadConfig(file: string): LoadedConfig {
         ...(id.default ? { default: true } : {}),
       };
     });
-    const engine: EngineOptions = { identities };
+    // Only client-role listeners: the engine only connects (it may hold no certificate at all).
+    const engine: EngineOptions = serving ? { identities } : { identities, connectOnly: true };
     if (raw.tls?.ca) {
       const ca = readText(abs(raw.tls.ca), `${file}: tls.ca`, problems);
       if (ca) engine.ca = ca;
@@ -256,7 +388,63 @@ export function loadConfig(file: string): LoadedConfig {
     pool = engine;
   }
 
+  // Client role: the CA file is read here (the engine gets PEM text), a certificate and key
+  // become an engine identity the listener names, and a named identity must exist.
+  const clientTls = new Map<number, NonNullable<ListenerConfig['tls']>>();
+  raw.listeners.forEach((l, i) => {
+    if (l.role !== 'client') return;
+    const t = l.tls ?? {};
+    const at = `${file}: listeners.${i}.tls`;
+    const out: NonNullable<ListenerConfig['tls']> = {};
+    if (t.ca !== undefined) {
+      const ca = readText(abs(t.ca), `${at}.ca`, problems);
+      const p = ca && caProblem(ca, abs(t.ca));
+      if (p) problems.push(`${at}.ca: ${p}`);
+      if (ca) out.ca = ca.toString('utf8');
+    }
+    if (t.serverName !== undefined) out.serverName = t.serverName;
+    if (t.alpn !== undefined) out.alpn = t.alpn;
+    if (t.minVersion !== undefined) out.minVersion = t.minVersion;
+    if (t.handshakeTimeoutMs !== undefined) out.handshakeTimeoutMs = t.handshakeTimeoutMs;
+    if (t.cert !== undefined && t.key !== undefined) {
+      if (!('identities' in pool)) {
+        problems.push(
+          `${at}.cert: with pool.socket the daemon holds the keys: name one of its identities in tls.clientIdentity`,
+        );
+      } else {
+        const cert = readText(abs(t.cert), `${at}.cert`, problems);
+        const key = readText(abs(t.key), `${at}.key`, problems);
+        if (cert && key) {
+          const p = identityProblem(cert, key, abs(t.cert), abs(t.key));
+          if (p) problems.push(`${at}.${p}`);
+          else
+            (pool.identities as IdentityConfig[]).push({
+              cert,
+              key,
+              names: [clientIdentityName(i)],
+            });
+        }
+        out.clientIdentity = clientIdentityName(i);
+      }
+    } else if (t.clientIdentity !== undefined) {
+      out.clientIdentity = t.clientIdentity;
+      if (
+        'identities' in pool &&
+        !identityNames(pool.identities).has(t.clientIdentity.toLowerCase())
+      )
+        problems.push(
+          `${at}.clientIdentity: no identity named "${t.clientIdentity}" (identities[].names)`,
+        );
+    }
+    clientTls.set(i, out);
+  });
+
   const listeners: ListenerConfig[] = raw.listeners.map((l, i) => {
+    if (l.role === 'client') {
+      const { tls: _file, ...rest } = l;
+      const dialect = l.dialect.startsWith('.') ? abs(l.dialect) : l.dialect;
+      return { ...rest, dialect, tls: clientTls.get(i) ?? {} } as ListenerConfig;
+    }
     let backend: ListenerConfig['backend'];
     const spec = l.backend;
     const named =
@@ -264,8 +452,9 @@ export function loadConfig(file: string): LoadedConfig {
     if (typeof spec === 'string' && !spec.includes(':') && !named) {
       problems.push(`${file}: listeners.${i}.backend: no backend named "${spec}" in backends`);
     }
-    const b: string | BackendSpec = named ?? spec;
+    const b: string | BackendSpec | undefined = named ?? spec;
     if (typeof b === 'string') backend = b;
+    else if (b === undefined) backend = undefined;
     else if (b.handoff) backend = b.handoff;
     else
       backend = {

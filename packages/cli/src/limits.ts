@@ -9,6 +9,8 @@
 // lets through at most N - 1 more than the total).
 import type { Dialect, LimitDeclaration, ListenerConfig } from '@tlsproxy/core';
 import {
+  CLIENT_LISTENER_LIMIT_NAMES,
+  CLIENT_LISTENER_LIMITS,
   LISTENER_DEFAULTS as CORE_DEFAULTS,
   ENGINE_LIMITS,
   LISTENER_LIMIT_NAMES,
@@ -67,7 +69,12 @@ export function describeLimits(
   const raw = config.raw;
   config.listeners.forEach((l, i) => {
     const d = dialects[i]!;
-    out.push(`listeners.${i}: ${d.name} on ${String(l.listen)}`);
+    const client = l.role === 'client';
+    out.push(
+      client
+        ? `listeners.${i}: ${d.name} client on ${String(l.listen)} → ${String(l.connect)}`
+        : `listeners.${i}: ${d.name} on ${String(l.listen)}`,
+    );
     const row = (name: string, value: string, isDefault: boolean) =>
       out.push(
         `  ${name.padEnd(Math.max(27, name.length + 1))}${value}${isDefault ? ' (default)' : ''}`,
@@ -88,6 +95,12 @@ export function describeLimits(
       if (key === 'ipv6Prefix')
         row('exempt', l.exempt && l.exempt.length > 0 ? l.exempt.join(', ') : 'none', false);
     }
+    if (client) {
+      for (const key of CLIENT_LISTENER_LIMIT_NAMES) {
+        const v = l[key];
+        row(key, String(v ?? CLIENT_LISTENER_LIMITS.get(key)!.default), v === undefined);
+      }
+    }
     num('handshakeTimeoutMs', l.tls?.handshakeTimeoutMs ?? raw.tls?.handshakeTimeoutMs);
     if (l.proxyProtocol) {
       row('proxyProtocol.trusted', l.proxyProtocol.trusted.join(', ') || 'none', false);
@@ -97,7 +110,9 @@ export function describeLimits(
         l.proxyProtocol.timeoutMs === undefined,
       );
     }
-    const limits = resolveLimits(d, l.limits);
+    // The client role's dialect limits are its client side's (preflight said if it has none).
+    const side = client && d.client ? { name: d.name, limits: d.client.limits } : d;
+    const limits = resolveLimits(side, l.limits);
     for (const [name, value] of Object.entries(limits)) {
       row(`limits.${name}`, String(value), !(l.limits && name in l.limits));
     }

@@ -13,7 +13,7 @@ import { type CliArgs, parseCli, USAGE, UsageError } from './args.js';
 import { ConfigError, type LoadedConfig, loadConfig } from './config.js';
 import { embeddedEngine } from './engine.js';
 import { describeLimits, perWorker } from './limits.js';
-import { preflight, reportPreflight } from './preflight.js';
+import { preflight, reportPreflight, sideOf } from './preflight.js';
 import { ConfigRunner } from './run-config.js';
 import { defaultWorkers, isWorker, runPrimary, workerShare } from './workers.js';
 
@@ -35,8 +35,49 @@ function read(path: string, what: string): Buffer {
   }
 }
 
+/** The engine identity `--role client --cert/--key` become: a name no SNI or XMPP domain can be. */
+export const CLI_CLIENT_IDENTITY = 'client:--cert';
+
+/** `--role client`: a connect-only engine (with our certificate, if given) and one listener. */
+async function startClient(args: CliArgs): Promise<TlsProxy> {
+  const logger = createLogger({ level: args.logLevel, format: args.logFormat });
+  const identities = args.cert.map((c, i) => ({
+    cert: read(c, '--cert'),
+    key: read(args.key[i]!, '--key'),
+    names: [CLI_CLIENT_IDENTITY],
+  }));
+  const proxy = new TlsProxy({
+    logger,
+    pool: args.poolSocket ? { socket: args.poolSocket } : { identities, connectOnly: true },
+  });
+  const clientIdentity = identities.length > 0 ? CLI_CLIENT_IDENTITY : args.clientIdentity;
+  const listener: ListenerConfig = {
+    role: 'client',
+    dialect: args.dialect,
+    listen: args.listen,
+    connect: args.connect!,
+    options: args.options,
+    tls: {
+      ...(args.ca ? { ca: read(args.ca, '--ca').toString('utf8') } : {}),
+      ...(args.serverName ? { serverName: args.serverName } : {}),
+      ...(clientIdentity ? { clientIdentity } : {}),
+      ...(args.alpn.length > 0 ? { alpn: args.alpn } : {}),
+      ...(args.minVersion ? { minVersion: args.minVersion } : {}),
+    },
+    ...(args.hostname ? { hostname: args.hostname } : {}),
+  };
+  try {
+    await proxy.listen(perWorker(listener, workerShare()));
+  } catch (err) {
+    await proxy.close();
+    throw err;
+  }
+  return proxy;
+}
+
 /** Start the proxy for parsed flags; resolves to the running TlsProxy. */
 export async function start(args: CliArgs): Promise<TlsProxy> {
+  if (args.role === 'client') return startClient(args);
   const logger = createLogger({ level: args.logLevel, format: args.logFormat });
   const identities = args.cert.map((c, i) => ({
     cert: read(c, '--cert'),
@@ -97,10 +138,16 @@ export async function checkConfig(file: string | undefined): Promise<number> {
   try {
     const config = loadConfig(file);
     const dialects: Dialect<unknown>[] = [];
-    for (const l of config.listeners) {
+    for (const [i, l] of config.listeners.entries()) {
       const d = await loadDialect(l.dialect);
-      resolveOptions(d, l.options);
-      resolveLimits(d, l.limits);
+      let side: Dialect<unknown>;
+      try {
+        side = sideOf(d, l.role);
+      } catch (err) {
+        throw new ConfigError([`${file}: listeners.${i}.dialect: ${(err as Error).message}`]);
+      }
+      resolveOptions(side, l.options);
+      resolveLimits(side, l.limits);
       dialects.push(d);
     }
     process.stdout.write(
@@ -175,6 +222,13 @@ export async function main(argv: string[]): Promise<number> {
           dialect: l.dialect,
           ...(l.options ? { options: l.options } : {}),
           ...(l.limits ? { limits: l.limits } : {}),
+          // The CA file was read when the config was loaded; the rest is checked here.
+          ...(l.role === 'client'
+            ? {
+                role: 'client' as const,
+                connect: { name: `${file}: listeners.${i}.connect`, value: String(l.connect) },
+              }
+            : {}),
         })),
         listen: c.listeners.map((l, i) => ({ name: `${file}: listeners.${i}`, listen: l.listen })),
         engine: c.engine,
@@ -225,7 +279,21 @@ export async function main(argv: string[]): Promise<number> {
   const workers = args.listen.startsWith('systemd:') ? 1 : (args.workers ?? defaultWorkers());
   if (!isWorker()) {
     const problems = await preflight({
-      listeners: [{ name: '--dialect', dialect: args.dialect, options: args.options }],
+      listeners: [
+        {
+          name: '--dialect',
+          dialect: args.dialect,
+          options: args.options,
+          ...(args.role === 'client'
+            ? {
+                role: 'client' as const,
+                connect: { name: '--connect', value: args.connect! },
+                ...(args.ca ? { ca: { name: '--ca', path: args.ca } } : {}),
+                ...(args.serverName ? { serverName: args.serverName } : {}),
+              }
+            : {}),
+        },
+      ],
       identities: args.cert.map((cert, i) => ({
         name: `--cert/--key pair ${i + 1}`,
         cert,

@@ -4,9 +4,15 @@
 // match its certificate was reported by every worker, with a stack trace from some of them.
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
-import { type Dialect, loadDialect, resolveLimits, resolveOptions } from '@tlsproxy/core';
+import {
+  type Dialect,
+  loadDialect,
+  parseServerAddress,
+  resolveLimits,
+  resolveOptions,
+} from '@tlsproxy/core';
 import { checkAddon, socketpair } from '@tlsproxy/fdpass';
-import { identityProblem } from './config.js';
+import { caProblem, identityProblem } from './config.js';
 
 export interface PreflightInput {
   /** Each listener's dialect spec with its options and limits, named for the messages. */
@@ -15,6 +21,12 @@ export interface PreflightInput {
     dialect: string | Dialect<unknown>;
     options?: Record<string, unknown>;
     limits?: Record<string, unknown>;
+    /** role client: the dialect must have a client side, and its options and limits are the
+     * client side's; the server address, the CA file and the server name are checked. */
+    role?: 'server' | 'client';
+    connect?: { name: string; value: string };
+    ca?: { name: string; path: string };
+    serverName?: string;
   }>;
   /** Certificate and key files (flags; a config file's are checked when it is loaded). */
   identities?: Array<{ name: string; cert: string; key: string }>;
@@ -82,6 +94,10 @@ export async function preflight(input: PreflightInput): Promise<string[]> {
       }
       loaded.set(key, d);
     }
+    if (l.role === 'client') {
+      problems.push(...clientProblems(l, d, input.engine));
+      continue;
+    }
     if (!d) continue;
     try {
       resolveOptions(d, l.options);
@@ -114,6 +130,70 @@ export async function preflight(input: PreflightInput): Promise<string[]> {
     }
     const p = identityProblem(cert, key, id.cert, id.key);
     if (p) problems.push(`${id.name}: ${p}`);
+  }
+  return problems;
+}
+
+/**
+ * The side of a dialect a listener runs: the dialect itself (server role), or its `client` side
+ * (name, options, limits) for role: client — throwing, naming the dialect, when it has none.
+ */
+export function sideOf(
+  d: Dialect<unknown>,
+  role: 'server' | 'client' | undefined,
+): Dialect<unknown> {
+  if (role !== 'client') return d;
+  if (!d.client)
+    throw new Error(`dialect "${d.name}" has no client side: it cannot be used with role: client`);
+  return { ...d, options: d.client.options, limits: d.client.limits };
+}
+
+/** A client-role listener: what would stop it (dialect without a client side, a bad server
+ * address, an unreadable or empty CA file, a bad server name, an engine without connect()). */
+export function clientProblems(
+  l: PreflightInput['listeners'][number],
+  d: Dialect<unknown> | undefined,
+  engine: 'node' | 'native' | undefined,
+): string[] {
+  const problems: string[] = [];
+  if (engine === 'native')
+    problems.push(
+      `${l.name}: role: client needs the node:tls engine (engine: node); the native engine has no client side (connect) yet`,
+    );
+  if (l.connect) {
+    try {
+      parseServerAddress(l.connect.value);
+    } catch (err) {
+      problems.push(`${l.connect.name}: ${firstLine(err)}`);
+    }
+  }
+  if (l.serverName !== undefined && !/^[^\s\x00-\x1f/]+$/.test(l.serverName))
+    problems.push(
+      `${l.name}: the server name ${JSON.stringify(l.serverName)} is not a host name or address`,
+    );
+  if (l.ca) {
+    let pem: Buffer | undefined;
+    try {
+      pem = readFileSync(l.ca.path);
+    } catch (err) {
+      problems.push(`${l.ca.name}: cannot read ${firstLine(err)}`);
+    }
+    const p = pem && caProblem(pem, l.ca.path);
+    if (p) problems.push(`${l.ca.name}: ${p}`);
+  }
+  if (!d) return problems;
+  if (!d.client) {
+    problems.push(
+      `${l.name}: dialect "${d.name}" has no client side: it cannot be used with role: client`,
+    );
+    return problems;
+  }
+  try {
+    const side = sideOf(d, 'client');
+    resolveOptions(side, l.options);
+    resolveLimits(side, l.limits);
+  } catch (err) {
+    problems.push(`${l.name}: ${firstLine(err)}`);
   }
   return problems;
 }

@@ -16,6 +16,7 @@ import type { EngineOptions } from '@tlsproxy/pool';
 import { ConfigError, type LoadedConfig, loadConfig } from './config.js';
 import { embeddedEngine } from './engine.js';
 import { perWorker, SPLIT_OVER_WORKERS } from './limits.js';
+import { sideOf } from './preflight.js';
 import { isWorker, workerShare } from './workers.js';
 
 /** The config as this process runs it: in one of N workers, each listener's connection limits
@@ -102,9 +103,9 @@ export class ConfigRunner {
         next = share(loadConfig(this.file));
         // Check every listener's dialect, options and limits before touching anything.
         for (const l of next.listeners) {
-          const d = await loadDialect(l.dialect);
-          resolveOptions(d, l.options);
-          resolveLimits(d, l.limits);
+          const side = sideOf(await loadDialect(l.dialect), l.role);
+          resolveOptions(side, l.options);
+          resolveLimits(side, l.limits);
         }
         if ('identities' in next.pool) this.proxy.reloadPool(next.pool as EngineOptions);
         else if (JSON.stringify(next.pool) !== JSON.stringify(this.#config.pool)) {
