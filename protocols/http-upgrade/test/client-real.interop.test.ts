@@ -143,6 +143,47 @@ async function drive(port: number, session: ClientDialectSession) {
   return { ...run, socket };
 }
 
+/**
+ * A man in the middle on loopback: relays between us and the real server, and appends `inject`
+ * to the first chunk from the server that `match` picks, in the same write (so in the same read
+ * on our side): the response-injection attack of the NO STARTTLS study, with the real server's
+ * real go-ahead.
+ */
+async function mitm(
+  serverPort: number,
+  match: (chunk: Buffer) => boolean,
+  inject: Uint8Array,
+): Promise<{ port: number; close: () => Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((ours) => {
+    const theirs = net.connect(serverPort, '127.0.0.1');
+    let injected = false;
+    for (const s of [ours, theirs]) {
+      sockets.add(s);
+      s.on('error', () => {});
+      s.on('close', () => {
+        ours.destroy();
+        theirs.destroy();
+      });
+    }
+    ours.on('data', (d) => theirs.write(d));
+    theirs.on('data', (d) => {
+      if (!injected && match(d)) {
+        injected = true;
+        ours.write(Buffer.concat([d, inject]));
+      } else ours.write(d);
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => server.close(r));
+    },
+  };
+}
+
 const newSession = () =>
   client.create({
     options: {},
@@ -225,7 +266,8 @@ describe.skipIf(!CUPSD)('HTTP Upgrade client role against a real cupsd', () => {
     const out = await drive(cupsd.port, newSession());
     expect(out.outcome.type).toBe('starttls');
     const go = out.outcome;
-    expect(go).toMatchObject({ toLocal: new Uint8Array(0), state: { status: 101 } });
+    expect(go).toMatchObject({ state: { status: 101 } });
+    expect(go.type === 'starttls' && go.toLocal.length).toBe(0);
     const secure = tls.connect({ socket: out.socket, ca: CA, servername: 'localhost' });
     await new Promise<void>((r, j) => {
       secure.once('secureConnect', () => r());
@@ -263,6 +305,24 @@ describe.skipIf(!CUPSD)('HTTP Upgrade client role against a real cupsd', () => {
     // The second is the IPP answer: application/ipp, version 2.0, status successful-ok.
     expect(text).toMatch(/Content-Type: application\/ipp/i);
     secure.destroy();
+  });
+
+  it('a man in the middle appends a forged answer to the real 101: close, never starttls', async () => {
+    const forged = Buffer.from('HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n');
+    const relay = await mitm(cupsd.port, (d) => d.includes(' 101 '), forged);
+    try {
+      const out = await drive(relay.port, newSession());
+      expect(out.actions.some((a) => a.type === 'starttls')).toBe(false);
+      expect(out.outcome).toMatchObject({
+        type: 'close',
+        reason: expect.stringMatching(
+          new RegExp(`^response injection: .*: ${forged.length} octets$`),
+        ),
+      });
+      out.socket.destroy();
+    } finally {
+      await relay.close();
+    }
   });
 
   it('verified against the wrong CA the handshake fails (fail closed)', async () => {

@@ -114,6 +114,47 @@ async function drive(port: number, session: ClientDialectSession) {
   return { ...run, socket };
 }
 
+/**
+ * A man in the middle on loopback: relays between us and the real server, and appends `inject`
+ * to the first chunk from the server that `match` picks, in the same write (so in the same read
+ * on our side): the response-injection attack of the NO STARTTLS study, with the real server's
+ * real go-ahead.
+ */
+async function mitm(
+  serverPort: number,
+  match: (chunk: Buffer) => boolean,
+  inject: Uint8Array,
+): Promise<{ port: number; close: () => Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((ours) => {
+    const theirs = net.connect(serverPort, '127.0.0.1');
+    let injected = false;
+    for (const s of [ours, theirs]) {
+      sockets.add(s);
+      s.on('error', () => {});
+      s.on('close', () => {
+        ours.destroy();
+        theirs.destroy();
+      });
+    }
+    ours.on('data', (d) => theirs.write(d));
+    theirs.on('data', (d) => {
+      if (!injected && match(d)) {
+        injected = true;
+        ours.write(Buffer.concat([d, inject]));
+      } else ours.write(d);
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => server.close(r));
+    },
+  };
+}
+
 const newSession = () =>
   client.create({
     options: {},
@@ -168,7 +209,9 @@ describe.skipIf(!SLAPD)('LDAP client role against a real slapd', () => {
     const out = await drive(slapd.port, newSession());
     expect(out.outcome.type).toBe('starttls');
     const start = out.outcome;
-    expect(start).toMatchObject({ toLocal: new Uint8Array(0), state: { messageId: 1 } });
+    expect(start).toMatchObject({ state: { messageId: 1 } });
+    // (toMatchObject takes any typed array for an empty one: check the length itself.)
+    expect(start.type === 'starttls' && start.toLocal.length).toBe(0);
     const secure = tls.connect({ socket: out.socket, ca: CA, servername: 'localhost' });
     await new Promise<void>((r, j) => {
       secure.once('secureConnect', () => r());
@@ -217,6 +260,24 @@ describe.skipIf(!SLAPD)('LDAP client role against a real slapd', () => {
     });
     expect(err.message).toMatch(/altnames|Hostname/i);
     secure.destroy();
+  });
+
+  it('a man in the middle appends a forged PDU to the real StartTLS response: close, never starttls', async () => {
+    const forged = seq(int(2), tlv(0x65, int(0, 0x0a), str(''), str('')));
+    const relay = await mitm(slapd.port, () => true, forged);
+    try {
+      const out = await drive(relay.port, newSession());
+      expect(out.actions.some((a) => a.type === 'starttls')).toBe(false);
+      expect(out.outcome).toMatchObject({
+        type: 'close',
+        reason: expect.stringMatching(
+          new RegExp(`^response injection: .*: ${forged.length} octets$`),
+        ),
+      });
+      out.socket.destroy();
+    } finally {
+      await relay.close();
+    }
   });
 
   it('a slapd without TLS refuses StartTLS: close with Unbind, never starttls', async () => {

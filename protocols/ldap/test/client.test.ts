@@ -140,7 +140,10 @@ describe('LDAP client: refusals close with Unbind and a Notice for the local cli
 
   it('protocolError (2) for a server that does not know StartTLS', () => {
     const { actions } = run([extendedResponse(1, 2, 'unsupported extended operation')]);
-    expect(actions[0]).toMatchObject({ type: 'close', reason: /resultCode 2/ });
+    expect(actions[0]).toMatchObject({
+      type: 'close',
+      reason: expect.stringMatching(/resultCode 2/),
+    });
   });
 
   it('a Notice of Disconnection: close, no Unbind (the server is gone)', () => {
@@ -156,7 +159,10 @@ describe('LDAP client: refusals close with Unbind and a Notice for the local cli
 
   it('another unsolicited notification (id 0) is refused', () => {
     const { actions } = run([extendedResponse(0, 0, '', '1.2.3')]);
-    expect(actions[0]).toMatchObject({ type: 'close', reason: /unsolicited notification/ });
+    expect(actions[0]).toMatchObject({
+      type: 'close',
+      reason: expect.stringMatching(/unsolicited notification/),
+    });
   });
 
   it('a response for another message id', () => {
@@ -170,33 +176,51 @@ describe('LDAP client: refusals close with Unbind and a Notice for the local cli
 
   it('another protocolOp for message id 1 (a BindResponse)', () => {
     const { actions } = run([result(1, 0x61, 0, '')]);
-    expect(actions[0]).toMatchObject({ type: 'close', reason: /0x61 instead of ExtendedResponse/ });
+    expect(actions[0]).toMatchObject({
+      type: 'close',
+      reason: expect.stringMatching(/0x61 instead of ExtendedResponse/),
+    });
   });
 
   it('a success response named with another OID', () => {
     const { actions } = run([extendedResponse(1, 0, '', '1.2.3')]);
-    expect(actions[0]).toMatchObject({ type: 'close', reason: /named "1\.2\.3"/ });
+    expect(actions[0]).toMatchObject({
+      type: 'close',
+      reason: expect.stringMatching(/named "1\.2\.3"/),
+    });
   });
 
   it('not a SEQUENCE, an indefinite length, an oversized length: close before buffering', () => {
     for (const bytes of [hex('31 00'), hex('30 80'), hex('30 84 7f ff ff ff')]) {
       const { actions } = run([bytes]);
-      expect(actions[0]).toMatchObject({ type: 'close', reason: /malformed response/ });
+      expect(actions[0]).toMatchObject({
+        type: 'close',
+        reason: expect.stringMatching(/malformed response/),
+      });
     }
     const { actions } = run([hex('30 83 01 00 01')], { maxPduSize: 65_536 });
-    expect(actions[0]).toMatchObject({ type: 'close', reason: /over the 65536 limit/ });
+    expect(actions[0]).toMatchObject({
+      type: 'close',
+      reason: expect.stringMatching(/over the 65536 limit/),
+    });
   });
 
   it('a decoding error inside the PDU (resultCode not ENUMERATED)', () => {
     const pdu = seq(int(1), tlv(0x78, int(0), str(''), str('')));
-    expect(run([pdu]).actions[0]).toMatchObject({ type: 'close', reason: /resultCode/ });
+    expect(run([pdu]).actions[0]).toMatchObject({
+      type: 'close',
+      reason: expect.stringMatching(/resultCode/),
+    });
   });
 
   it('nesting deeper than maxDepth', () => {
     let deep = str('');
     for (let i = 0; i < 20; i++) deep = seq(deep);
     const pdu = seq(int(1), tlv(0x78, int(0, 0x0a), str(''), str(''), tlv(0xa3, deep)));
-    expect(run([pdu]).actions[0]).toMatchObject({ type: 'close', reason: /nesting deeper/ });
+    expect(run([pdu]).actions[0]).toMatchObject({
+      type: 'close',
+      reason: expect.stringMatching(/nesting deeper/),
+    });
   });
 });
 

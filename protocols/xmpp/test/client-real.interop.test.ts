@@ -126,6 +126,47 @@ async function drive(port: number, session: ClientDialectSession) {
   return { ...run, socket };
 }
 
+/**
+ * A man in the middle on loopback: relays between us and the real server, and appends `inject`
+ * to the first chunk from the server that `match` picks, in the same write (so in the same read
+ * on our side): the response-injection attack of the NO STARTTLS study, with the real server's
+ * real go-ahead.
+ */
+async function mitm(
+  serverPort: number,
+  match: (chunk: Buffer) => boolean,
+  inject: Uint8Array,
+): Promise<{ port: number; close: () => Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((ours) => {
+    const theirs = net.connect(serverPort, '127.0.0.1');
+    let injected = false;
+    for (const s of [ours, theirs]) {
+      sockets.add(s);
+      s.on('error', () => {});
+      s.on('close', () => {
+        ours.destroy();
+        theirs.destroy();
+      });
+    }
+    ours.on('data', (d) => theirs.write(d));
+    theirs.on('data', (d) => {
+      if (!injected && match(d)) {
+        injected = true;
+        ours.write(Buffer.concat([d, inject]));
+      } else ours.write(d);
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => server.close(r));
+    },
+  };
+}
+
 const newSession = (mode: 'c2s' | 's2s') =>
   client.create({
     options: { mode },
@@ -178,9 +219,9 @@ describe.skipIf(!PROSODY)('XMPP client role against a real Prosody', () => {
     const go = out.outcome;
     // Before TLS Prosody (c2s_require_encryption) offers STARTTLS alone.
     expect(go).toMatchObject({
-      toLocal: new Uint8Array(0),
       state: { streamType: 'c2s', from: 'localhost', features: [`{${TLS_NS}}starttls`] },
     });
+    expect(go.type === 'starttls' && go.toLocal.length).toBe(0);
     const secure = await handshake(out.socket);
     expect(secure.authorized).toBe(true);
     const features = await postTlsFeatures(
@@ -209,6 +250,24 @@ describe.skipIf(!PROSODY)('XMPP client role against a real Prosody', () => {
     console.log(`Prosody s2s features over TLS: ${features}`);
     expect(features).not.toContain('starttls');
     secure.end('</stream:stream>');
+  });
+
+  it('a man in the middle appends a forged stream to the real <proceed/>: close, never starttls', async () => {
+    const forged = new TextEncoder().encode(
+      "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' from='localhost' version='1.0'><stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>PLAIN</mechanism></mechanisms></stream:features>",
+    );
+    const relay = await mitm(prosody.c2s, (d) => d.includes('<proceed'), forged);
+    try {
+      const out = await drive(relay.port, newSession('c2s'));
+      expect(out.actions.some((a) => a.type === 'starttls')).toBe(false);
+      expect(out.outcome).toMatchObject({
+        type: 'close',
+        reason: `response injection: the server sent octets after <proceed/> in the same read (plaintext that would be taken as protected; NO STARTTLS response-injection attack): ${forged.length} octets`,
+      });
+      out.socket.destroy();
+    } finally {
+      await relay.close();
+    }
   });
 
   it('c2s to a domain Prosody does not serve: its stream error closes, never starttls', async () => {

