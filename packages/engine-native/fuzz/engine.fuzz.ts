@@ -51,6 +51,9 @@ function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([p, timer]).finally(() => clearTimeout(t));
 }
 
+/** ClientHellos for the API cases (filled in beforeAll). */
+const hellosForApi: Buffer[] = [];
+
 const REFUSALS = new Set([
   'TLSPROXY_ERR_POOL_HANDSHAKE',
   'TLSPROXY_ERR_POOL_TIMEOUT',
@@ -308,7 +311,8 @@ interface ApiCase {
     | 'bad-request'
     | 'read-socket'
     | 'bad-control'
-    | 'reload';
+    | 'reload'
+    | 'engine-close';
   n: number;
   junk: Uint8Array;
   value: unknown;
@@ -451,6 +455,7 @@ function caseArb(hellos: Buffer[]): fc.Arbitrary<Case> {
       'read-socket',
       'bad-control',
       'reload',
+      'engine-close',
     ),
     n: fc.nat({ max: 1000 }),
     junk: fc.uint8Array({ maxLength: 300 }),
@@ -802,6 +807,59 @@ async function runApi(w: World, c: ApiCase): Promise<void> {
       for (const k of keys) await settle(w.engine.control(k, 'info'), 'control with a bad key');
       break;
     }
+    case 'engine-close': {
+      // An engine closed (twice) with a relayed session moving bytes, a handshake in progress,
+      // one waiting for its SNI answer, and control calls in flight: everything settles, every
+      // client is closed, every descriptor is released (checked at the end of the run).
+      const engine = new NativeTlsEngine({ ...w.options, threads: 1 + (c.n % 3) });
+      const ends: Array<Promise<unknown>> = [];
+      const clients: net.Socket[] = [];
+      try {
+        const one = await w.acceptor.pair();
+        const p1 = engine.handshake(detachSocket(one.server).fd, {});
+        p1.catch(() => {});
+        const tc = tls.connect({ socket: one.client, ca: certs.ca, servername: 'localhost' });
+        tc.on('error', () => {});
+        const r = await within(p1, HS_LONG + 5000, 'handshake before close');
+        const back = r.plaintext.toSocket({ allowHalfOpen: true });
+        back.on('error', () => {});
+        back.on('data', (d) => back.write(d));
+        tc.write(Buffer.alloc(200_000, 1));
+        ends.push(closed(tc), closed(back));
+        for (const op of ['exporter', 'renegotiate', 'info', 'close'] as const) {
+          const k = engine.control(r.controlKey, op, { label: 'EXPORTER-x', length: 8 });
+          k.catch(() => {});
+          ends.push(k.catch(() => undefined));
+        }
+        const two = await w.acceptor.pair();
+        clients.push(two.client);
+        two.client.write(c.junk.subarray(0, 3));
+        ends.push(engine.handshake(detachSocket(two.server).fd, {}).catch(() => undefined));
+        const three = await w.acceptor.pair();
+        clients.push(three.client);
+        ends.push(
+          engine
+            .handshake(detachSocket(three.server).fd, {
+              checkServerName: () => new Promise(() => {}),
+            })
+            .catch(() => undefined),
+        );
+        three.client.write(hellosForApi[c.n % hellosForApi.length]!);
+        await sleep(c.n % 50);
+      } finally {
+        await engine.close();
+        await engine.close();
+      }
+      await within(Promise.all(ends), 10_000, 'everything after engine.close()');
+      for (const s of clients) s.resume(); // a paused socket never sees the FIN
+      await within(
+        Promise.all(clients.map((s) => closed(s))),
+        10_000,
+        'clients closed by engine.close()',
+      );
+      count('api engine closed with live sessions');
+      break;
+    }
     case 'reload': {
       const bad = BAD_PEMS[c.n % BAD_PEMS.length]!;
       try {
@@ -839,6 +897,7 @@ describe(`native engine fuzz (seed ${SEED}, ${SECONDS} s)`, () => {
       await captureClientHello({ servername: 'x.wild.example.test', maxVersion: 'TLSv1.2' }),
       await captureClientHello({ minVersion: 'TLSv1.3' }),
     ];
+    hellosForApi.push(...hellos);
     world.dir = mkdtempSync(join(tmpdir(), 'engine-fuzz-'));
     writeFileSync(join(world.dir, 'empty'), '');
     world.options = {
