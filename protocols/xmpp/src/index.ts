@@ -99,7 +99,7 @@ const limits: Record<LimitName, LimitSpec> = {
     unit: 'count',
     phase: 'preamble',
     description:
-      'Refused SASL <auth/> elements before STARTTLS (each gets <failure><encryption-required/>); the Nth is followed by policy-violation and close.',
+      'Refused SASL auth elements before STARTTLS, each answered with the SASL failure encryption-required; the Nth is followed by policy-violation and close.',
     source:
       'tlsproxy: RFC 6120 section 6.4.5 keeps the stream open after a SASL failure and Prosody sets no bound before TLS; 10 as in the other tlsproxy dialects',
   },
