@@ -427,6 +427,10 @@ export class TlsEngine implements TlsEngineApi {
     } catch (err) {
       return fail(resourceOr(err, 'TLSPROXY_ERR_POOL_HANDSHAKE', 'cannot start the TLS handshake'));
     }
+    // A server that closes mid-handshake is reported as 'end' and then, on the next tick, as an
+    // 'error' (tls.connect's own 'end' handler): by then connectDone has decided and let go.
+    // An error with no listener would throw out of the event loop; the relay adds its own.
+    t.on('error', () => {});
     const timeoutMs = Math.min(
       request.handshakeTimeoutMs ?? this.#options.handshakeTimeoutMs ?? 10_000,
       MAX_TIMER_MS,
@@ -445,8 +449,6 @@ export class TlsEngine implements TlsEngineApi {
       const { clientIdentity: _none, ...rest } = negotiated(t);
       info = { ...rest, serverName, serverIdentity: identityFromCertificate(x) };
     } catch (err) {
-      // Nothing is listening for this socket's errors any more; a late one must not throw.
-      t.on('error', () => {});
       t.destroy();
       socket.destroy();
       throw resourceOr(err, 'TLSPROXY_ERR_POOL_HANDSHAKE', 'TLS handshake failed');

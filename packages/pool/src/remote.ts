@@ -112,6 +112,15 @@ export class RemoteTlsEngine implements TlsEngineApi {
     const timer = setTimeout(() => peer.close(), timeoutMs);
     try {
       await peer.ready;
+    } catch (err) {
+      // Closed (or refused) before its hello: as unreachable as a refused connect, and the
+      // caller's descriptor is closed by the caller on this error like on that one.
+      peer.close();
+      throw new PoolError(
+        'TLSPROXY_ERR_POOL_HANDSHAKE',
+        `TLS engine at ${this.#options.socket} unreachable: ${(err as Error).message}`,
+        { cause: err },
+      );
     } finally {
       clearTimeout(timer);
     }

@@ -18,7 +18,7 @@ import {
   RemoteTlsEngine,
   TlsEngine,
 } from '../src/index.js';
-import { silentServer, type TlsServer, tcp, tlsServer } from './connect-helpers.js';
+import { netServer, silentServer, type TlsServer, tcp, tlsServer } from './connect-helpers.js';
 import { certs, fdCount, nextData, readAll, until } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'tlspool-connect-'));
@@ -278,6 +278,31 @@ describe('the daemon and hostile connect requests', () => {
     r.plaintext.close();
   });
 
+  it('a daemon that hangs up before its hello: a PoolError, and the socket closed', async () => {
+    const path = join(dir, 'rude.sock');
+    const srv = listen({ path });
+    srv.on('connection', (ch) => ch.close());
+    const rude = new RemoteTlsEngine({ socket: path });
+    try {
+      const before = fdCount();
+      for (const call of [
+        async () => rude.connect(await tcp(server.port, 'fd'), { serverName: 'localhost' }),
+        async () => rude.handshake(await tcp(server.port, 'fd')),
+      ]) {
+        const err = await call().then(
+          () => null,
+          (e: unknown) => e,
+        );
+        expect(err).toBeInstanceOf(PoolError);
+        expect((err as PoolError).code).toBe('TLSPROXY_ERR_POOL_HANDSHAKE');
+      }
+      await until(() => fdCount() <= before, 3000, 'descriptors back');
+    } finally {
+      await rude.close();
+      srv.close();
+    }
+  });
+
   it('a daemon older than connect: TLSPROXY_ERR_POOL_UNSUPPORTED, socket closed', async () => {
     // The same protocol name and version without the 'connect' message, as before issue 18.
     const messages = Object.fromEntries(
@@ -350,6 +375,30 @@ describe('tlspool --connect-only, a separate process holding the client key', ()
       const refused = await failure(pool.handshake(await tcp(server.port, 'fd')));
       expect(refused.code).toBe('TLSPROXY_ERR_POOL_CONFIG');
       expect(refused.message).toMatch(/only connects/);
+      // A server that hangs up on the ClientHello (FIN, then a reset): the daemon must survive
+      // it (it once threw out of its event loop here) and go on serving.
+      for (const reset of [false, true]) {
+        const rude = netServer((s) => {
+          s.on('error', () => {});
+          s.once('data', () => (reset ? s.resetAndDestroy() : s.end()));
+        });
+        const port = await rude.listening;
+        try {
+          const err = await failure(
+            pool.connect(await tcp(port, 'fd'), { serverName: 'localhost', ca: certs.ca }),
+          );
+          expect(err.code).toBe('TLSPROXY_ERR_POOL_HANDSHAKE');
+        } finally {
+          await rude.close();
+        }
+      }
+      const again = await pool.connect(await tcp(strict.port, 'fd'), {
+        serverName: 'localhost',
+        ca: certs.ca,
+        clientIdentity: 'alice',
+      });
+      again.plaintext.close();
+      expect(child.exitCode).toBeNull();
     } finally {
       await pool.close();
       child.kill('SIGTERM');

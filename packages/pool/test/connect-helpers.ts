@@ -151,3 +151,27 @@ export function expiredCertificate(): { cert: string; key: string } {
     rmSync(dir, { recursive: true, force: true });
   }
 }
+
+/** A plain TCP server running `handler` per connection; `listening` resolves with its port. */
+export function netServer(handler: (s: net.Socket) => void): {
+  listening: Promise<number>;
+  close(): Promise<void>;
+} {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+    handler(s);
+  });
+  const listening = new Promise<number>((r) =>
+    server.listen(0, '127.0.0.1', () => r((server.address() as net.AddressInfo).port)),
+  );
+  return {
+    listening,
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
+  };
+}

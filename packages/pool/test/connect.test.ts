@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ConnectRequest, PoolError, TlsEngine } from '../src/index.js';
 import {
   expiredCertificate,
+  netServer,
   silentServer,
   type TlsServer,
   tcp,
@@ -449,6 +450,55 @@ describe('TlsEngine.connect: timeouts and descriptors', () => {
       expect(performance.now() - started).toBeGreaterThanOrEqual(250);
     } finally {
       await silent.close();
+      await engine.close();
+    }
+  });
+
+  it('property: whatever a server that is not a TLS server sends, connect() fails with a PoolError', async () => {
+    const engine = new TlsEngine({ identities: [], connectOnly: true });
+    let reply = Buffer.alloc(0);
+    let reset = false;
+    const bogus = netServer((s) => {
+      s.on('error', () => {});
+      s.once('data', () => {
+        if (reset) s.resetAndDestroy();
+        else s.end(reply);
+      });
+    });
+    const port = await bogus.listening;
+    try {
+      await fc.assert(
+        fc.asyncProperty(
+          fc.oneof(
+            fc.uint8Array({ maxLength: 64 }),
+            // A TLS record header that promises more than comes (handshake type, TLS 1.2).
+            fc
+              .uint8Array({ maxLength: 32 })
+              .map((b) => Uint8Array.from([0x16, 0x03, 0x03, 0x40, 0x00, ...b])),
+            // An alert record.
+            fc.constant(Uint8Array.from([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28])),
+          ),
+          fc.boolean(),
+          async (bytes, doReset) => {
+            reply = Buffer.from(bytes);
+            reset = doReset;
+            const err = await failure(
+              engine.connect(await tcp(port, 'fd'), {
+                serverName: 'localhost',
+                ca: certs.ca,
+                handshakeTimeoutMs: 2000,
+              }),
+            );
+            expect(['TLSPROXY_ERR_POOL_HANDSHAKE', 'TLSPROXY_ERR_POOL_TIMEOUT']).toContain(
+              err.code,
+            );
+          },
+        ),
+        { numRuns: 40 },
+      );
+      expect(engine.sessionCount).toBe(0);
+    } finally {
+      await bogus.close();
       await engine.close();
     }
   });
