@@ -252,7 +252,8 @@ export interface ClientStartTlsAction {
   /**
    * Written to the local client once the handshake succeeded and the server's certificate was
    * verified, before any relayed byte. Per dialect and documented: IMAP/POP3/SMTP the server's
-   * greeting (what stunnel's client mode forwards; IMAP without its pre-TLS CAPABILITY code,
+   * greeting, held until TLS is verified (stunnel's client mode instead writes to the local
+   * client before TLS, and its IMAP client a fixed `* OK Connected.`; IMAP here is sent without its pre-TLS CAPABILITY code,
    * which would advertise STARTTLS/LOGINDISABLED to a client that will never see TLS), empty for
    * LDAP, XMPP (the local client opens its own stream inside) and HTTP Upgrade.
    */
