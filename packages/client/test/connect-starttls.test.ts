@@ -216,6 +216,26 @@ describe('connectStartTls: no TLS, no connection', () => {
     }
   });
 
+  it('a server that hangs up on the ClientHello: the engine’s TLSPROXY_ERR_POOL_HANDSHAKE', async () => {
+    const rude = net.createServer((s) => {
+      s.on('error', () => {});
+      s.write('+READY STARTTLS\r\n');
+      s.on('data', (d) => {
+        if (d.toString() === 'STARTTLS\r\n') s.write('+GO\r\n');
+        else s.end();
+      });
+    });
+    await new Promise<void>((r) => rude.listen(0, '127.0.0.1', r));
+    try {
+      const err = await rejection<PoolError>(
+        connectStartTls(base((rude.address() as net.AddressInfo).port)),
+      );
+      expect(err.code).toBe('TLSPROXY_ERR_POOL_HANDSHAKE');
+    } finally {
+      rude.close();
+    }
+  });
+
   it('nothing listening: TLSPROXY_ERR_CLIENT_CONNECT', async () => {
     const s = net.createServer();
     await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
