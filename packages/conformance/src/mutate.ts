@@ -1,15 +1,17 @@
 // The mutation self-check (issue 17, item 3): does the runner catch real mistakes?
 //
-// Take a real dialect, wrap its sessions so that one output action — the k-th send, close or
-// starttls of every session — is changed the way a buggy dialect would change it (advertise
-// AUTH before TLS, accept a login, answer with the wrong status, send one reply too many, give
-// the go-ahead where the server refused, never close, echo pipelined bytes ...), replay the
-// dialect's own transcripts against the mutant with the runner's sans-I/O judge, and count the
-// mutants some transcript fails. A mutant that changes nothing in any transcript (no k-th
-// action, or nothing for its class to change there) is not applicable and not counted.
+// Take a real dialect and one transcript it passes. Wrap the dialect's session so that one
+// output action — the k-th send, close or starttls of that session — is changed the way a buggy
+// dialect would change it (advertise AUTH before TLS, accept a login, answer with the wrong
+// status, send one reply too many, give the go-ahead where the server refused, never close,
+// echo pipelined bytes ...), replay that transcript against the mutant with the runner's
+// sans-I/O judge, and count it killed when the runner fails it. Every class, every k, every
+// transcript: a mutant that changes nothing there (no k-th action, or nothing of its kind to
+// change) is not applicable and not counted. Each transcript must catch the mistakes made in
+// its own conversation, so a survivor names the transcript (and the check) that let it through.
 //
 // Everything here is sans-I/O and deterministic: the same dialect and transcripts give the same
-// mutants, the same points and the same kill rate.
+// mutants and the same kill rate.
 import type { Action, Dialect, DialectSession } from '@tlsproxy/dialect-kit';
 import { fromLatin1, latin1 } from './bytes.js';
 import { contextFor, inputsOf, judge, observe } from './replay.js';
