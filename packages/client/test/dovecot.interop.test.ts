@@ -1,10 +1,19 @@
-// connectStartTls against a real Dovecot on loopback (issue 18): the IMAP client dialect does the
-// preamble, the engine (embedded, or a tlspool daemon) the verified handshake, and inside TLS
-// Dovecot's CAPABILITY no longer lists STARTTLS and LOGIN works: the session is encrypted. A
-// wrong name or CA fails closed; a Dovecot without TLS fails closed. The Dovecot recipe is
-// fixtures/record/dovecot.sh's. Skipped when Dovecot is missing, except under CI (CI=1).
+// connectStartTls against a real Dovecot on loopback (issue 18): the IMAP (and POP3) client
+// dialect does the preamble, the engine (embedded, or a tlspool daemon) the verified handshake,
+// and inside TLS Dovecot's CAPABILITY (CAPA) no longer lists STARTTLS (STLS) and LOGIN (USER/PASS)
+// works: the session is encrypted. A wrong name or CA fails closed; a Dovecot without TLS fails
+// closed. The Dovecot recipe is fixtures/record/dovecot.sh's. Skipped when Dovecot is missing
+// (POP3: when it has no pop3-login), except under CI (CI=1).
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import net from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
@@ -28,6 +37,13 @@ function findDovecot(): string | undefined {
 }
 const bin = findDovecot();
 if (!bin && process.env.CI) throw new Error('Dovecot is missing: apt-get install dovecot-imapd');
+// dovecot-core alone has no POP3 (Debian: dovecot-pop3d brings pop3-login).
+const hasPop3 =
+  bin !== undefined &&
+  (['/usr/lib/dovecot/pop3-login', '/usr/libexec/dovecot/pop3-login'].some(existsSync) ||
+    process.env.TLSPROXY_DOVECOT !== undefined);
+if (!hasPop3 && process.env.CI)
+  throw new Error('Dovecot has no POP3: apt-get install dovecot-pop3d');
 
 async function freePort(): Promise<number> {
   const s = net.createServer();
@@ -42,10 +58,13 @@ interface Server {
   stop(): Promise<void>;
 }
 
-/** A throwaway Dovecot with TLS on or off, IMAP only, static password "secret". */
-async function startDovecot(ssl: boolean): Promise<Server> {
+/** A throwaway Dovecot with TLS on or off, one protocol, static password "secret". */
+async function startDovecot(ssl: boolean, protocol: 'imap' | 'pop3' = 'imap'): Promise<Server> {
   const dir = mkdtempSync(join(tmpdir(), 'tlsproxy-client-dovecot-'));
   for (const d of ['run', 'state', 'home']) mkdirSync(join(dir, d));
+  // POP3's PASS opens the mailbox as nobody (as root) or as us: it must reach the homes.
+  chmodSync(dir, 0o755);
+  chmodSync(join(dir, 'home'), 0o1777);
   const root = process.getuid?.() === 0;
   const me = userInfo().username;
   const port = await freePort();
@@ -55,7 +74,7 @@ async function startDovecot(ssl: boolean): Promise<Server> {
     `base_dir = ${dir}/run
 state_dir = ${dir}/state
 log_path = ${dir}/dovecot.log
-protocols = imap
+protocols = ${protocol}
 listen = 127.0.0.1
 ${ssl ? `ssl = required\nssl_cert = <${certDir}server.pem\nssl_key = <${certDir}server.key\n${existsSync(dh) ? `ssl_dh = <${dh}\n` : ''}` : 'ssl = no\n'}
 disable_plaintext_auth = yes
@@ -70,13 +89,13 @@ userdb {
   args = uid=${root ? 'nobody' : me} gid=${root ? 'nogroup' : userInfo().gid} home=${dir}/home/%u
 }
 mail_location = maildir:~/Maildir
-service imap-login {
+service ${protocol}-login {
   ${root ? '' : 'chroot ='}
-  inet_listener imap {
+  inet_listener ${protocol} {
     address = 127.0.0.1
     port = ${port}
   }
-  inet_listener imaps {
+  inet_listener ${protocol}s {
     port = 0
   }
 }
@@ -232,5 +251,69 @@ describe.skipIf(!bin)('connectStartTls against a real Dovecot', () => {
     );
     expect(err?.code).toBe('TLSPROXY_ERR_CLIENT_REFUSED');
     expect(err?.reason).toMatch(/STARTTLS/);
+  }, 20_000);
+});
+
+/** Send a POP3 command and collect its answer (one line, or a multi-line one up to "."). */
+function pop3Command(s: net.Socket, cmd: string, multi = false): Promise<string> {
+  return new Promise((resolve) => {
+    let buf = '';
+    const on = (d: Buffer) => {
+      buf += d.toString('latin1');
+      const done = multi ? /^-ERR|\r\n\.\r\n$/.test(buf) : buf.endsWith('\r\n');
+      if (done) {
+        s.off('data', on);
+        resolve(buf);
+      }
+    };
+    s.on('data', on);
+    s.write(`${cmd}\r\n`);
+  });
+}
+
+describe.skipIf(!hasPop3)('connectStartTls against a real Dovecot POP3', () => {
+  let withTls: Server;
+  let withoutTls: Server;
+  beforeAll(async () => {
+    [withTls, withoutTls] = await Promise.all([
+      startDovecot(true, 'pop3'),
+      startDovecot(false, 'pop3'),
+    ]);
+  }, 30_000);
+  afterAll(async () => {
+    await Promise.all([withTls?.stop(), withoutTls?.stop()]);
+  });
+
+  it('STLS, verified, the greeting first, no STLS in CAPA inside TLS, USER/PASS works', async () => {
+    const r = await connectStartTls({
+      dialect: 'pop3',
+      host: '127.0.0.1',
+      port: withTls.port,
+      serverName: 'localhost',
+      ca: certs.ca,
+    });
+    expect(r.info.serverIdentity.san.dns).toContain('localhost');
+    expect(await firstLine(r.socket)).toMatch(/^\+OK .*\r\n$/);
+    const capa = await pop3Command(r.socket, 'CAPA', true);
+    expect(capa).toMatch(/^\+OK/);
+    expect(capa).not.toMatch(/\bSTLS\b/);
+    expect(await pop3Command(r.socket, 'USER alice')).toMatch(/^\+OK/);
+    expect(await pop3Command(r.socket, 'PASS secret')).toMatch(/^\+OK/);
+    expect(await pop3Command(r.socket, 'QUIT')).toMatch(/^\+OK/);
+    r.socket.destroy();
+  }, 20_000);
+
+  it('a Dovecot POP3 without TLS: fails closed', async () => {
+    const err = await connectStartTls({
+      dialect: 'pop3',
+      host: '127.0.0.1',
+      port: withoutTls.port,
+      serverName: 'localhost',
+      ca: certs.ca,
+    }).then(
+      () => null,
+      (e: ClientError) => e,
+    );
+    expect(err?.code).toBe('TLSPROXY_ERR_CLIENT_REFUSED');
   }, 20_000);
 });
