@@ -17,11 +17,13 @@
 //    response-injection class; the dialect already refuses bytes in the go-ahead's own read).
 //    Then `TlsEngineApi.connect()`: on failure the local client is closed with a log line saying
 //    why; there is no plaintext fallback.
-// 5. relay: `toLocal` (the server's greeting, per dialect) to the local client, then local socket
+// 5. after TLS, for a dialect with `afterTls` (HTTP Upgrade): the server's own answer to the
+//    upgrading request (RFC 2817 §3.3) is read and dropped, bounded in time and size.
+// 6. relay: `toLocal` (the server's greeting, per dialect) to the local client, then local socket
 //    ↔ the engine's plaintext end, both ways, with half-close, backpressure (pipe) and an idle
 //    timeout; the control key is forgotten when the session ends.
 //
-// Why one file of ~450 lines: the phases above share the same three sockets, timers and one
+// Why one file of ~700 lines: the phases above share the same three sockets, timers and one
 // closing line; split up they would pass all of it around. The relay is the last third.
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
@@ -44,6 +46,18 @@ import type { SessionAddresses } from './session.js';
 
 /** TCP connect to the server, default: stunnel's TIMEOUTconnect (10 s). */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+
+/**
+ * The server's first answer over TLS that a dialect's `afterTls` judges (HTTP Upgrade: the answer
+ * to the upgrading request, RFC 2817 §3.3) is waited for at most this long and this large; past
+ * either the connection is closed (the local client must not take it for its own answer).
+ */
+export const AFTER_TLS_TIMEOUT_MS = 10_000;
+export const MAX_AFTER_TLS_BYTES = 64 * 1024;
+
+/** A dialect's judge of the server's first bytes over TLS: backendGreeting's contract. The kit's
+ * ClientDialect does not declare it yet; http-upgrade's client side has it. */
+type AfterTls = (data: Uint8Array) => number | null;
 
 /** Server text (a close reason) is logged escaped by the logger and cut to this length. */
 const MAX_REASON_CHARS = 300;
@@ -494,7 +508,74 @@ export class ClientSession {
       return;
     }
     this.#own(plain);
-    this.#relay(plain, 'relayed', a.toLocal);
+    const afterTls = (c.client as { afterTls?: unknown }).afterTls;
+    if (typeof afterTls !== 'function') {
+      this.#relay(plain, 'relayed', a.toLocal);
+      return;
+    }
+    let rest: Buffer;
+    try {
+      rest = await this.#afterTls(plain, afterTls as AfterTls);
+    } catch (err) {
+      log.log('warn', 'server’s first answer over TLS not as expected, closing', {
+        error: short((err as Error).message),
+      });
+      this.#end('closed_in_preamble', (err as Error).message);
+      plain.destroy();
+      this.#endLocal(undefined);
+      return;
+    }
+    this.#relay(plain, 'relayed', a.toLocal, rest);
+  }
+
+  /**
+   * Read the server's first bytes over TLS until the dialect's `afterTls` says how many of them
+   * to drop (the answer to the upgrading request); resolve with the bytes after them, which are
+   * relayed. Bounded in time and size; the server closing first is an error.
+   */
+  #afterTls(plain: net.Socket, judge: AfterTls): Promise<Buffer> {
+    return new Promise((resolve, reject) => {
+      let acc: Buffer = Buffer.alloc(0);
+      const done = (err: Error | undefined, rest?: Buffer) => {
+        clearTimeout(t);
+        plain.off('data', onData);
+        plain.off('end', onEnd);
+        plain.off('close', onEnd);
+        plain.off('error', onError);
+        plain.pause();
+        if (err) reject(err);
+        else resolve(rest!);
+      };
+      const onData = (d: Buffer) => {
+        acc = acc.length === 0 ? d : Buffer.concat([acc, d]);
+        let n: number | null;
+        try {
+          n = judge(new Uint8Array(acc));
+        } catch (err) {
+          return done(new Error(`dialect's afterTls threw: ${(err as Error).message}`));
+        }
+        if (n === null) {
+          if (acc.length >= MAX_AFTER_TLS_BYTES)
+            done(new Error(`server's first answer over TLS over ${MAX_AFTER_TLS_BYTES} octets`));
+          return;
+        }
+        if (!Number.isInteger(n) || n < 0 || n > acc.length)
+          return done(new Error(`dialect's afterTls returned ${n} for ${acc.length} octets`));
+        if (n > 0)
+          this.#log.log('debug', 'dropped the server’s answer to the upgrade', { bytes: n });
+        done(undefined, acc.subarray(n));
+      };
+      const onEnd = () => done(new Error('server closed before its first answer over TLS'));
+      const onError = (err: Error) => done(err);
+      const t = setTimeout(
+        () => done(new Error(`no first answer over TLS within ${AFTER_TLS_TIMEOUT_MS} ms`)),
+        AFTER_TLS_TIMEOUT_MS,
+      );
+      plain.on('data', onData);
+      plain.once('end', onEnd);
+      plain.once('close', onEnd);
+      plain.once('error', onError);
+    });
   }
 
   #acquireHandshake(): boolean {
@@ -536,7 +617,12 @@ export class ClientSession {
    * both are closed. pipe() carries backpressure and turns one side's FIN into the other's
    * (half-close); a side that is gone for good takes the other with it after a short linger.
    */
-  #relay(far: net.Socket, outcome: 'relayed' | 'relayed_plaintext', toLocal: Uint8Array): void {
+  #relay(
+    far: net.Socket,
+    outcome: 'relayed' | 'relayed_plaintext',
+    toLocal: Uint8Array,
+    rest: Uint8Array = new Uint8Array(0),
+  ): void {
     const local = this.#local;
     const log = this.#log;
     this.#phase = 'relay';
@@ -603,6 +689,11 @@ export class ClientSession {
     local.once('close', onClose);
     far.once('close', onClose);
     if (toLocal.length > 0) local.write(toLocal);
+    if (rest.length > 0) {
+      bytesIn += rest.length;
+      onBytes?.('in', rest.length);
+      local.write(rest);
+    }
     local.pipe(far);
     far.pipe(local);
   }

@@ -107,6 +107,22 @@ export const toyDialect: Dialect = {
   },
 };
 
+/** The toy dialect whose client side drops the server's first line over TLS if it is `PRELUDE …`
+ * (`afterTls`, backendGreeting's contract, as http-upgrade's client side has it). */
+export const toyAfterTlsDialect: Dialect = {
+  ...toyDialect,
+  name: 'toyafter',
+  client: {
+    ...toyDialect.client!,
+    afterTls: (data: Uint8Array) => {
+      const s = latin1(data);
+      if (!'PRELUDE'.startsWith(s.slice(0, 7))) return 0;
+      const i = s.indexOf('\r\n');
+      return i < 0 ? null : i + 2;
+    },
+  } as NonNullable<Dialect['client']>,
+};
+
 export interface ToyServerOptions {
   /** Offer STARTTLS (default true). */
   starttls?: boolean;
@@ -119,6 +135,8 @@ export interface ToyServerOptions {
   refuse?: string;
   /** Ask for a client certificate (trusting the test CA) and record its subject in `peers`. */
   requestCert?: boolean;
+  /** Written first over TLS, right after the handshake (as cupsd answers the upgrade itself). */
+  prelude?: string;
 }
 
 export interface ToyServer {
@@ -171,6 +189,7 @@ export async function startToyServer(options: ToyServerOptions = {}): Promise<To
           : {}),
       });
       t.on('error', () => {});
+      if (options.prelude !== undefined) t.once('secure', () => t.write(options.prelude!));
       if (options.requestCert)
         t.once('secure', () => {
           const x = t.getPeerX509Certificate();

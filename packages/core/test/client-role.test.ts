@@ -9,7 +9,13 @@ import net from 'node:net';
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type ListenerConfig, Metrics, TlsProxy } from '../src/index.js';
-import { LocalClient, startToyServer, type ToyServer, toyDialect } from './client-helpers.js';
+import {
+  LocalClient,
+  startToyServer,
+  type ToyServer,
+  toyAfterTlsDialect,
+  toyDialect,
+} from './client-helpers.js';
 import { cert, fdCount, quietLogger, sleep } from './helpers.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -99,6 +105,16 @@ describe('client role: through TLS', () => {
     c.socket.write('PING id\r\n');
     await c.until(/PONG id/);
     expect(server.peers).toEqual([expect.stringMatching(/CN=alice/)]);
+  });
+
+  it('a dialect’s afterTls drops the server’s own first answer over TLS (RFC 2817 §3.3)', async () => {
+    const server = await toy({ prelude: 'PRELUDE answer to the upgrade\r\n* 1 EXISTS\r\n' });
+    const { port } = await proxyTo(server.port, { dialect: toyAfterTlsDialect });
+    const c = new LocalClient(port);
+    c.socket.write('PING a\r\n');
+    await c.until(/PONG a\r\n/);
+    // What followed the dropped answer in the same read is relayed, in order.
+    expect(c.text).toBe('* OK [STARTTLS] toy server ready\r\n* 1 EXISTS\r\nPONG a\r\n');
   });
 
   it('the server name defaults to the connect host (an IP address, in the certificate)', async () => {
