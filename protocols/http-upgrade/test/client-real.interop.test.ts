@@ -4,7 +4,8 @@
 // socket; on `starttls` node:tls runs the client handshake on the same socket, verified against
 // fixtures/certs/ca.pem for `localhost`. Over TLS cupsd first answers the upgrading OPTIONS *
 // (RFC 2817 section 3.3), which the client's afterTls drops; then an OPTIONS and an IPP
-// CUPS-Get-Printers request get their HTTP answers. (No plaintext contrast: cupsd does not
+// CUPS-Get-Printers request get their HTTP answers. A man in the middle appending bytes to the
+// real 101 gets the connection closed; Python's http.server (no RFC 2817) gets a close and a 502. (No plaintext contrast: cupsd does not
 // enforce `Encryption Required` on loopback connections, httpAddrLocalhost.) Skipped when cupsd is not installed (apt-get install cups-daemon); cupsd needs root.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import {
@@ -336,5 +337,57 @@ describe.skipIf(!CUPSD)('HTTP Upgrade client role against a real cupsd', () => {
     });
     expect(err.message).toMatch(/certificate/i);
     secure.destroy();
+  });
+});
+
+// A real HTTP server that knows nothing of RFC 2817 (cupsd upgrades whatever its DefaultEncryption
+// says, so it cannot play this part): Python's http.server answers OPTIONS with 501.
+function findPython(): string | undefined {
+  try {
+    return execFileSync('which', ['python3'], { encoding: 'utf8' }).trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+const PYTHON = findPython();
+
+describe.skipIf(!PYTHON)('HTTP Upgrade client role against a server without RFC 2817', () => {
+  it("Python's http.server answers 501: the client closes, 502 for the local client, never starttls", async () => {
+    const port = await freePort();
+    const dir = mkdtempSync(join(tmpdir(), 'tlsproxy-http-plain-'));
+    const child = spawn(PYTHON!, ['-m', 'http.server', '--bind', '127.0.0.1', String(port)], {
+      cwd: dir,
+      stdio: 'ignore',
+    });
+    const exited = new Promise<void>((r) => child.once('exit', () => r()));
+    try {
+      for (let i = 0; ; i++) {
+        const up = await new Promise<boolean>((r) => {
+          const s = net.connect(port, '127.0.0.1', () => {
+            s.destroy();
+            r(true);
+          });
+          s.on('error', () => r(false));
+        });
+        if (up) break;
+        if (i > 100 || child.exitCode !== null) throw new Error('http.server did not start');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const out = await drive(port, newSession());
+      console.log(
+        `http.server: ${out.outcome.type === 'close' ? out.outcome.reason : out.outcome.type}`,
+      );
+      expect(out.outcome).toMatchObject({
+        type: 'close',
+        reason: expect.stringMatching(/^server answered 501 .*instead of 101$/),
+      });
+      const local = out.outcome.type === 'close' ? out.outcome.toLocal : undefined;
+      expect(Buffer.from(local ?? []).toString('latin1')).toMatch(/^HTTP\/1\.1 502 /);
+      out.socket.destroy();
+    } finally {
+      child.kill('SIGTERM');
+      await exited;
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -64,7 +64,8 @@ interface Prosody {
   stop(): Promise<void>;
 }
 
-async function startProsody(): Promise<Prosody> {
+/** `withTls` false: mod_tls disabled and encryption not required, so no STARTTLS is offered. */
+async function startProsody(withTls = true): Promise<Prosody> {
   const dir = mkdtempSync(join(tmpdir(), 'tlsproxy-xmpp-client-'));
   mkdirSync(join(dir, 'data'));
   const [c2s, s2s] = [await freePort(), await freePort()];
@@ -81,12 +82,13 @@ c2s_direct_tls_ports = {}
 http_ports = {}
 https_ports = {}
 component_ports = {}
-c2s_require_encryption = true
-s2s_require_encryption = true
+c2s_require_encryption = ${withTls}
+s2s_require_encryption = ${withTls}
 s2s_secure_auth = false
 authentication = "internal_plain"
-modules_enabled = { "tls", "saslauth", "dialback", "disco", "ping" }
-modules_disabled = { "posix" }
+modules_enabled = { ${withTls ? '"tls", ' : ''}"saslauth", "dialback", "disco", "ping" }
+modules_disabled = { "posix"${withTls ? '' : ', "tls"'} }
+allow_unencrypted_plain_auth = ${!withTls}
 log = { info = "${dir}/prosody.log" }
 ssl = { certificate = "${certs}/server.pem", key = "${certs}/server.key" }
 VirtualHost "localhost"
@@ -206,12 +208,27 @@ function postTlsFeatures(secure: tls.TLSSocket, header: string): Promise<string>
 
 describe.skipIf(!PROSODY)('XMPP client role against a real Prosody', () => {
   let prosody: Prosody;
+  let plain: Prosody;
   beforeAll(async () => {
-    prosody = await startProsody();
+    [prosody, plain] = await Promise.all([startProsody(), startProsody(false)]);
   }, 30_000);
   afterAll(async () => {
     await prosody?.stop();
+    await plain?.stop();
   }, 30_000);
+
+  it('a Prosody without mod_tls offers no STARTTLS: the client closes, never starttls', async () => {
+    const out = await drive(plain.c2s, newSession('c2s'));
+    console.log(
+      `Prosody without TLS: ${out.outcome.type === 'close' ? out.outcome.reason : out.outcome.type}`,
+    );
+    expect(out.outcome).toMatchObject({
+      type: 'close',
+      reason: expect.stringMatching(/^the server does not offer STARTTLS \(features: .*xmpp-sasl/),
+    });
+    expect(new TextDecoder().decode(out.sent)).toMatch(/<\/stream:stream>$/);
+    out.socket.destroy();
+  });
 
   it('c2s: STARTTLS offered and taken; inside TLS the new stream has no <starttls/>, SASL now', async () => {
     const out = await drive(prosody.c2s, newSession('c2s'));
