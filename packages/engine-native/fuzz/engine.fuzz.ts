@@ -159,9 +159,115 @@ const record = (type: number, body: Buffer, version = 0x0301) =>
     body,
   ]);
 
+/**
+ * The ClientHello (one record, as captured) with extension `type`'s body replaced by `body` (or
+ * the extension added), every enclosing length fixed up: what reaches the engine's own SNI
+ * parser and OpenSSL's extension parsers is then exactly the fuzzed part.
+ */
+function withExtension(hello: Buffer, type: number, body: Buffer, twice = false): Buffer {
+  const hs = hello.subarray(9, 5 + hello.readUInt16BE(3)); // after record and handshake headers
+  let at = 2 + 32;
+  at += 1 + hs[at]!; // session id
+  at += 2 + hs.readUInt16BE(at); // cipher suites
+  at += 1 + hs[at]!; // compression methods
+  const fixed = hs.subarray(0, at);
+  const extEnd = at + 2 + hs.readUInt16BE(at);
+  const exts: Buffer[] = [];
+  let replaced = false;
+  for (let i = at + 2; i + 4 <= extEnd; ) {
+    const t = hs.readUInt16BE(i);
+    const n = hs.readUInt16BE(i + 2);
+    const ext = hs.subarray(i, i + 4 + n);
+    i += 4 + n;
+    if (t === type) {
+      if (replaced) continue;
+      replaced = true;
+      const head = Buffer.alloc(4);
+      head.writeUInt16BE(type, 0);
+      head.writeUInt16BE(Math.min(body.length, 0xffff), 2);
+      exts.push(head, body);
+      if (twice) exts.push(head, body);
+    } else exts.push(ext);
+  }
+  if (!replaced) {
+    const head = Buffer.alloc(4);
+    head.writeUInt16BE(type, 0);
+    head.writeUInt16BE(Math.min(body.length, 0xffff), 2);
+    exts.unshift(head, body);
+  }
+  const extBlock = Buffer.concat(exts);
+  const extLen = Buffer.alloc(2);
+  extLen.writeUInt16BE(extBlock.length & 0xffff);
+  const msg = Buffer.concat([fixed, extLen, extBlock]);
+  const hsHead = Buffer.from([
+    1,
+    (msg.length >> 16) & 0xff,
+    (msg.length >> 8) & 0xff,
+    msg.length & 0xff,
+  ]);
+  return record(0x16, Buffer.concat([hsHead, msg]));
+}
+
+/** server_name extension bodies (RFC 6066 §3): well-formed, subtly wrong, and anything. */
+const sniBody: fc.Arbitrary<Buffer> = fc.oneof(
+  fc.uint8Array({ maxLength: 300 }).map(u8),
+  fc
+    .tuple(
+      fc.array(
+        fc.tuple(
+          fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 255 })),
+          fc.oneof(
+            fc.constantFrom(
+              'localhost',
+              'LOCALHOST.',
+              'a.wild.example.test',
+              '.',
+              '',
+              'x..y',
+              '*.wild.example.test',
+            ),
+            fc.string({ maxLength: 40 }),
+            fc.constant('a'.repeat(255)),
+            fc.constant('b'.repeat(256)),
+            fc.constant('nul\u0000in.name'),
+            fc.uint8Array({ maxLength: 60 }).map((a) => Buffer.from(a).toString('latin1')),
+          ),
+          fc.integer({ min: -2, max: 2 }),
+        ),
+        { maxLength: 3 },
+      ),
+      fc.integer({ min: -2, max: 2 }),
+    )
+    .map(([entries, listSkew]) => {
+      const parts = entries.map(([t, name, skew]) => {
+        const n = Buffer.from(name, 'latin1');
+        const head = Buffer.from([t, 0, 0]);
+        head.writeUInt16BE(Math.max(0, n.length + skew) & 0xffff, 1);
+        return Buffer.concat([head, n]);
+      });
+      const list = Buffer.concat(parts);
+      const head = Buffer.alloc(2);
+      head.writeUInt16BE(Math.max(0, list.length + listSkew) & 0xffff);
+      return Buffer.concat([head, list]);
+    }),
+);
+
 function helloArb(hellos: Buffer[]): fc.Arbitrary<Buffer> {
   const hello = fc.constantFrom(...hellos);
   return fc.oneof(
+    // the engine's own parser: server_name bodies of every shape (twice: a duplicate extension)
+    fc
+      .tuple(hello, sniBody, fc.boolean())
+      .map(([h, body, twice]) => withExtension(h, 0, body, twice)),
+    fc.tuple(hello, sniBody).map(([h, body]) => withExtension(h, 0, body)),
+    // and OpenSSL's: ALPN, supported versions, key shares, signature algorithms, anything
+    fc
+      .tuple(
+        hello,
+        fc.constantFrom(16, 43, 51, 13, 10, 41, 45, 0xff01, 0x1234),
+        fc.uint8Array({ maxLength: 200 }),
+      )
+      .map(([h, type, body]) => withExtension(h, type, u8(body))),
     // garbage instead of a ClientHello
     fc.uint8Array({ maxLength: 3000 }).map(u8),
     // a handshake record header with anything after it
@@ -245,9 +351,19 @@ type Ending = 'fin' | 'rst' | 'stall' | 'destroy' | 'junk';
 type SniMode = 'absent' | 'accept' | 'refuse' | 'throw' | 'late' | 'never';
 
 function sniCheck(mode: SniMode, lateMs: number): HandshakeRequest['checkServerName'] {
+  if (mode === 'absent') return undefined;
+  const check = sniAnswer(mode, lateMs);
+  return (name: string) => {
+    count(`SNI question → ${mode}`);
+    return check(name);
+  };
+}
+
+function sniAnswer(
+  mode: Exclude<SniMode, 'absent'>,
+  lateMs: number,
+): (name: string) => Promise<boolean> {
   switch (mode) {
-    case 'absent':
-      return undefined;
     case 'accept':
       return async () => true;
     case 'refuse':
@@ -930,6 +1046,26 @@ describe(`native engine fuzz (seed ${SEED}, ${SECONDS} s)`, () => {
       viaSocket: false,
       onBytes: false,
     });
+    // The generator's own check: a ClientHello rebuilt around a well-formed server_name reaches
+    // the engine's SNI question with that name (so the fuzzed bodies land where intended).
+    {
+      const name = Buffer.from('Rebuilt.Example');
+      const sni = Buffer.concat([Buffer.from([0, name.length + 3, 0, 0, name.length]), name]);
+      const asked: string[] = [];
+      const { client, server } = await world.acceptor.pair();
+      client.resume();
+      const p = handshake(world, server, false, {
+        handshakeTimeoutMs: HS_SHORT,
+        checkServerName: async (n) => {
+          asked.push(n);
+          return false;
+        },
+      });
+      client.write(withExtension(hellos[0]!, 0, sni));
+      await expect(p).rejects.toMatchObject({ code: 'TLSPROXY_ERR_POOL_SERVER_NAME_REFUSED' });
+      expect(asked).toEqual(['Rebuilt.Example']);
+      client.destroy();
+    }
     await collect();
     fdBase = fdCount();
     memBase = b.mallocBytes();
