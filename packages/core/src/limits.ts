@@ -12,7 +12,11 @@
 // else; its length is the number of limits, and one list is what a reader wants to scan.
 import type { LimitPhase, LimitUnit } from '@tlsproxy/dialect-kit';
 import { FDPASS_LIMITS } from '@tlsproxy/fdpass';
-import { DEFAULT_CONNECT_TIMEOUT_MS } from './client-session.js';
+import {
+  AFTER_TLS_TIMEOUT_MS,
+  DEFAULT_CONNECT_TIMEOUT_MS,
+  MAX_AFTER_TLS_BYTES,
+} from './client-session.js';
 import { CLOSE_LINGER_MS, FLUSH_TIMEOUT_MS } from './connection.js';
 import { DEFAULT_PROXY_HEADER_TIMEOUT_MS } from './inbound-proxy.js';
 import { DEFAULT_MAX_V2_LENGTH, V1_MAX_LENGTH } from './proxy-protocol.js';
@@ -232,6 +236,19 @@ export const CLIENT_ROLE_LIMITS: readonly LimitDeclaration[] = Object.freeze([
     where: "fixed (`client-session.ts`); the dialect refuses bytes in the go-ahead's own read",
     past: 'Any byte the server sends after its go-ahead and before our ClientHello (not TLS: the response-injection attack class). Log `server sent bytes after its STARTTLS go-ahead (never relayed); closing`; counted in `tlsproxy_injection_attempts_total`; both connections closed; the local client gets none of it.',
     source: 'RFC 3207 §4.2, RFC 2595 §3.1: no plaintext after the go-ahead',
+  },
+  {
+    title: "Server's answer to the upgrade, over TLS (role client)",
+    name: 'AFTER_TLS_TIMEOUT_MS',
+    default: AFTER_TLS_TIMEOUT_MS,
+    unit: 'ms',
+    phase: 'relay',
+    note: `and ${MAX_AFTER_TLS_BYTES} bytes (\`MAX_AFTER_TLS_BYTES\`)`,
+    where:
+      'constants (`client-session.ts`); only for a dialect whose client side has `afterTls` (HTTP Upgrade)',
+    past: "The server's own answer to the upgrading request (RFC 2817 §3.3), which must not reach the local client, is not complete in time or size: log `server’s first answer over TLS not as expected, closing`; both connections closed.",
+    source:
+      "as the connect-mode greeting swallow (10 s); 64 KiB above the HTTP dialect's 16 KiB head bound",
   },
 ]);
 
