@@ -247,7 +247,13 @@ describe.skipIf(!SLAPD)('LDAP client role against a real slapd', () => {
     const ext = attrs.find((a) => text(a.children[0]!) === 'supportedExtension');
     expect(ext?.children[1]?.children.map(text)).toContain('1.3.6.1.4.1.4203.1.11.3');
     expect(resultCode(done!)).toBe(0);
-    secure.end(seq(int(4), tlv(0x42)));
+    // The local client must not ask for StartTLS again (README): slapd refuses it inside TLS.
+    const again = readPdus(secure, 1);
+    secure.write(seq(int(4), tlv(0x77, str('1.3.6.1.4.1.1466.20037', 0x80))));
+    const [second] = await again;
+    console.log(`slapd, StartTLS inside TLS: resultCode ${resultCode(second!)}`);
+    expect(resultCode(second!)).not.toBe(0);
+    secure.end(seq(int(5), tlv(0x42)));
   });
 
   it('the same session verified against the wrong name fails the handshake (fail closed)', async () => {
