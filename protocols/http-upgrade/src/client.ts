@@ -26,8 +26,9 @@
 //
 // What the local client sees. On success nothing (`toLocal` empty): the local client then sends
 // its own requests over TLS. RFC 2817 section 3.3 has the server answer the OPTIONS request
-// itself over TLS once the handshake is done; whether that answer reaches the local client is
-// the engine's business after the hand-over (see the README's "Client role" section). On
+// itself over TLS once the handshake is done (cupsd does, before anything is asked): that answer
+// must not reach the local client, and `afterTls` (upgradeAnswerLength, below) tells the engine
+// which of the server's first octets over TLS form it (see the README's "Client role"). On
 // failure a `502 Bad Gateway` with `Connection: close` (RFC 9110 section 15.6.3: the gateway got
 // no acceptable answer from the server), written before the local client has asked anything, as
 // servers write an unsolicited 408; no word of the server's is echoed. HTTP has no polite
