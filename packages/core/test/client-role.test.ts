@@ -6,6 +6,7 @@
 // the limits, logs and metrics work as for the server role.
 import { spawn } from 'node:child_process';
 import net from 'node:net';
+import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type ListenerConfig, Metrics, TlsProxy } from '../src/index.js';
@@ -16,7 +17,10 @@ import {
   toyAfterTlsDialect,
   toyDialect,
 } from './client-helpers.js';
-import { cert, fdCount, quietLogger, sleep } from './helpers.js';
+import { cert, fdCount, quietLogger, sleep, tmpSock } from './helpers.js';
+
+const tlspool = fileURLToPath(new URL('../../pool/bin/tlspool.js', import.meta.url));
+const certs = fileURLToPath(new URL('../../../fixtures/certs/', import.meta.url));
 
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
@@ -116,6 +120,54 @@ describe('client role: through TLS', () => {
     // What followed the dropped answer in the same read is relayed, in order.
     expect(c.text).toBe('* OK [STARTTLS] toy server ready\r\n* 1 EXISTS\r\nPONG a\r\n');
   });
+
+  it('with a tlspool daemon: the handshake and the client key stay in the daemon', async () => {
+    const server = await toy({ requestCert: true });
+    const path = tmpSock('pool');
+    const daemon = spawn(
+      process.execPath,
+      [
+        tlspool,
+        '--socket',
+        path,
+        '--connect-only',
+        '--cert',
+        `${certs}client.pem`,
+        '--key',
+        `${certs}client.key`,
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    cleanups.push(async () => {
+      const gone = new Promise((r) => daemon.once('exit', r));
+      daemon.kill();
+      await gone;
+    });
+    let err = '';
+    daemon.stderr!.on('data', (d) => {
+      err += d;
+    });
+    await waitFor(() => err.includes('listening'), 'the daemon');
+    const logger = quietLogger();
+    const proxy = new TlsProxy({ logger, pool: { socket: path } });
+    cleanups.push(() => proxy.close());
+    const l = await proxy.listen({
+      role: 'client',
+      dialect: toyDialect,
+      listen: '127.0.0.1:0',
+      connect: `127.0.0.1:${server.port}`,
+      // The daemon names a --cert identity by its DNS names, else its CN.
+      tls: { ca: cert('ca.pem'), serverName: 'localhost', clientIdentity: 'alice' },
+    });
+    const c = new LocalClient((l.server.address() as net.AddressInfo).port);
+    c.socket.write('PING d\r\n');
+    await c.until(/PONG d/);
+    expect(server.peers).toEqual([expect.stringMatching(/CN=alice/)]);
+    c.socket.end();
+    await c.closed;
+    await waitFor(() => ended(logger.lines).length === 1, 'the closing line');
+    expect(ended(logger.lines)[0]).toMatch(/"outcome":"relayed"/);
+  }, 20_000);
 
   it('the server name defaults to the connect host (an IP address, in the certificate)', async () => {
     const server = await toy();
