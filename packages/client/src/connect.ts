@@ -195,8 +195,26 @@ async function run(options: ConnectStartTlsOptions): Promise<StartTlsFdResult | 
     }
     return { encrypted: false, socket: fresh, info: null, reason: outcome.reason };
   }
-  // starttls: the socket is paused and no listener reads it. Take the descriptor; anything Node
-  // had already read past the go-ahead came in a later read, before our ClientHello.
+  // starttls: the socket is paused and no listener reads it. Whatever the dialect wrote must be
+  // on the wire first (detaching destroys this socket object, and with it unsent writes).
+  if (socket.writableLength > 0) {
+    const flushed = await new Promise<boolean>((resolve) => {
+      const t = setTimeout(() => resolve(false), timeoutMs);
+      socket.once('drain', () => {
+        clearTimeout(t);
+        resolve(true);
+      });
+    });
+    if (!flushed) {
+      socket.destroy();
+      throw new ClientError(
+        'TLSPROXY_ERR_CLIENT_TIMEOUT',
+        'the server did not take our last command',
+      );
+    }
+  }
+  // Take the descriptor; anything Node had already read past the go-ahead came in a later
+  // read, before our ClientHello.
   let fd: OwnedFd;
   let buffered: Buffer;
   try {

@@ -5,6 +5,8 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import tls from 'node:tls';
+import { defineDialect } from '@tlsproxy/dialect-kit';
 import { PoolDaemon, PoolError, RemoteTlsEngine, TlsEngine } from '@tlsproxy/pool';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -233,6 +235,57 @@ describe('connectStartTls: no TLS, no connection', () => {
       expect(err.code).toBe('TLSPROXY_ERR_POOL_HANDSHAKE');
     } finally {
       rude.close();
+    }
+  });
+
+  it('what the dialect wrote reaches the server before TLS, however much it was', async () => {
+    // A dialect that sends 4 MiB and asks for TLS at once (more than the socket takes at
+    // once): the writes must be flushed before the descriptor goes to the engine.
+    const size = 4 * 1024 * 1024;
+    const bulky = defineDialect({
+      ...toy,
+      client: {
+        options: {},
+        limits: {},
+        create: () => ({
+          start: () => [
+            { type: 'send', data: new Uint8Array(size).fill(0x61) },
+            { type: 'starttls', toLocal: new Uint8Array(0), state: {} },
+          ],
+          receive: () => [],
+          timer: () => [],
+        }),
+      },
+    });
+    let got = 0;
+    const sink = net.createServer((s) => {
+      s.on('error', () => {});
+      const onData = (d: Buffer) => {
+        got += d.length;
+        if (got < size) return;
+        s.off('data', onData);
+        s.pause();
+        // The ClientHello may follow in the same read: it belongs to TLS.
+        if (got > size) s.unshift(d.subarray(d.length - (got - size)));
+        got = Math.min(got, size);
+        const t = new tls.TLSSocket(s, { isServer: true, ...certs.server });
+        t.on('error', () => {});
+        t.on('secure', () => t.write('welcome\n'));
+      };
+      s.on('data', onData);
+    });
+    await new Promise<void>((r) => sink.listen(0, '127.0.0.1', r));
+    try {
+      const r = await connectStartTls({
+        ...base((sink.address() as net.AddressInfo).port),
+        dialect: bulky,
+        handshakeTimeoutMs: 3000,
+      });
+      expect(got).toBe(size);
+      expect(await nextData(r.socket)).toBe('welcome\n');
+      r.socket.destroy();
+    } finally {
+      sink.close();
     }
   });
 

@@ -396,6 +396,16 @@ export class TlsEngine implements TlsEngineApi {
       );
     const problem = connectRequestProblem(request);
     if (problem) fail(new PoolError('TLSPROXY_ERR_POOL_CONFIG', problem));
+    // Bytes the caller's socket read and nobody consumed came from the server after its
+    // go-ahead, before our ClientHello: a real server waits for the ClientHello, so this is
+    // the response-injection class; refuse it by name rather than as a garbled handshake.
+    if (socket.readableLength > 0)
+      fail(
+        new PoolError(
+          'TLSPROXY_ERR_POOL_HANDSHAKE',
+          `the server sent ${socket.readableLength} bytes before the TLS handshake (after its go-ahead)`,
+        ),
+      );
     const { serverName, alpn } = request;
     const idleTimeoutMs = request.idleTimeoutMs ?? this.#options.idleTimeoutMs ?? 0;
     let context: tls.SecureContext;

@@ -165,6 +165,30 @@ describe('TlsEngine.connect: verification', () => {
     }
   });
 
+  it('a net.Socket holding unread bytes from the server (sent after its go-ahead) is refused', async () => {
+    // The server says something before TLS, then would run TLS: a client must not start TLS
+    // over bytes it has not accounted for (the response-injection class).
+    const early = netServer((s) => {
+      s.on('error', () => {});
+      s.write('* OK injected\r\n', () => {
+        const t = new tls.TLSSocket(s, { isServer: true, ...certs.server });
+        t.on('error', () => {});
+      });
+    });
+    const port = await early.listening;
+    try {
+      const socket = await tcp(port, 'socket');
+      socket.pause();
+      await until(() => socket.readableLength > 0, 3000, 'the early bytes');
+      const err = await failure(engine.connect(socket, { serverName: 'localhost', ca: certs.ca }));
+      expect(err.code).toBe('TLSPROXY_ERR_POOL_HANDSHAKE');
+      expect(err.message).toMatch(/before the TLS handshake/);
+      expect(socket.destroyed).toBe(true);
+    } finally {
+      await early.close();
+    }
+  });
+
   it('bad requests are refused before any byte is sent, and the socket is closed', async () => {
     const cases: Array<[Partial<ConnectRequest>, RegExp]> = [
       [{ serverName: '' }, /serverName/],
