@@ -112,6 +112,33 @@ const GREET_AUTH: Rewrites = new Map([
   ['pop3', (s) => s.replace(/^(\+OK [^\r\n]*)\r\n$/, '$1 <1896.697170952@mail.example.test>\r\n')],
 ]);
 
+/** STARTTLS left out of what the server offers. */
+const HIDE_STARTTLS = new Map<string, (s: string) => string>([
+  ['imap', (s) => (/CAPABILITY/i.test(s) ? s.replace(/ STARTTLS\b/g, '') : s)],
+  [
+    'pop3',
+    (s) => (/^\+OK/.test(s) && /\r\n\.\r\n$/.test(s) ? s.replace(/\r\nSTLS\r\n/, '\r\n') : s),
+  ],
+  [
+    'smtp',
+    (s) =>
+      s
+        .replace(/^250-STARTTLS\r\n/m, '')
+        .replace(
+          /^(250-[^\r\n]*\r\n)250 STARTTLS\r\n/m,
+          (_m, prev: string) => `250 ${prev.slice(4)}`,
+        ),
+  ],
+  [
+    'xmpp',
+    (s) =>
+      s.replace(
+        /<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'>(<required\/>)?<\/starttls>|<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'\/>/,
+        '',
+      ),
+  ],
+]);
+
 /** BER: the k-th LDAPResult's resultCode in a response PDU, as [offset] of its value byte. */
 function ldapResultOffsets(s: string, rules: ReplyRules | undefined): number[] {
   if (!rules) return [];
@@ -363,6 +390,34 @@ export const MUTANT_CLASSES: readonly MutantClass[] = [
     description: 'answers "no backend can take the connection" with the go-ahead',
     apply: (a) =>
       a.type === 'starttls' ? { actions: [{ ...a, unavailable: a.goAhead }] } : undefined,
+  },
+  {
+    name: 'plaintext-instead-of-tls',
+    description: 'hands the connection over in plaintext where it should start TLS',
+    apply: (a) =>
+      a.type === 'starttls'
+        ? {
+            actions: [
+              { type: 'send', data: a.goAhead },
+              {
+                type: 'plaintext',
+                buffered: a.trailing,
+                state: a.state,
+                unavailable: a.unavailable,
+              },
+            ],
+            after: 'silent',
+          }
+        : undefined,
+  },
+  {
+    name: 'hide-starttls',
+    description:
+      'leaves STARTTLS out of what it offers (capabilities, EHLO, CAPA, stream features)',
+    apply: (a, site) => {
+      const f = HIDE_STARTTLS.get(site.dialect);
+      return f && a.type === 'send' ? rewrite(a, f) : undefined;
+    },
   },
   {
     name: 'never-close',

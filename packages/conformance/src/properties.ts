@@ -41,9 +41,9 @@ function summary(o: Observation, fold = false): string {
   const end =
     f.type === 'starttls'
       ? `starttls ${JSON.stringify(f.state)}`
-      : f.type === 'close'
-        ? 'close'
-        : 'open';
+      : f.type === 'plaintext'
+        ? `plaintext ${JSON.stringify(f.state)}`
+        : f.type;
   const s = `${latin1(o.output)}\n${end}`;
   return fold ? s.toLowerCase() : s;
 }

@@ -31,6 +31,8 @@ export interface Observation {
         /** Index of the input being handled (-1: start). */
         input: number;
       }
+    /** Handed over without TLS (the `plaintext` action: SMTP MX mode). */
+    | { type: 'plaintext'; state: Record<string, unknown>; buffered: Uint8Array; input: number }
     | { type: 'open' };
   /** The starttls action's `unavailable` reply, when there was one. */
   unavailable?: Uint8Array;
@@ -142,7 +144,7 @@ export function observe(
         obs.final = { type: 'starttls', state: a.state, trailing: a.trailing, input };
         obs.unavailable = a.unavailable;
       } else if (a.type === 'plaintext') {
-        obs.final = { type: 'close', reason: 'plaintext hand-off', on, input };
+        obs.final = { type: 'plaintext', state: a.state, buffered: a.buffered, input };
       }
     }
   };
@@ -153,7 +155,7 @@ export function observe(
       const now = clock(i + 1);
       if (obs.final.type === 'starttls' && input.type === 'data')
         obs.discarded += input.bytes.length;
-      if (obs.final.type === 'close') return;
+      if (obs.final.type === 'close' || obs.final.type === 'plaintext') return;
       if (input.type === 'data') take(session.receive(input.bytes, now), i, 'data');
       else take(session.eof?.(now) ?? [{ type: 'close', reason: 'client closed' }], i, 'eof');
     });
@@ -339,6 +341,11 @@ export function judge(
   if (!wantTls && obs.final.type === 'starttls') {
     problems.push('the dialect started TLS; the server did not');
   }
+  if (!wantTls && obs.final.type === 'plaintext') {
+    // No transcript of a server that starts TLS can want this; none records a plaintext
+    // hand-off (the engine's MX-mode tests cover it).
+    problems.push('the dialect handed the connection over in plaintext; the server did not');
+  }
   if (wantClose && obs.final.type === 'open') {
     problems.push('the server closed the connection; the dialect kept it open');
   }
@@ -389,7 +396,9 @@ function describe(f: Observation['final']): string {
     ? `by closing (${f.reason})`
     : f.type === 'open'
       ? 'still open'
-      : 'in TLS';
+      : f.type === 'plaintext'
+        ? 'by handing the connection over in plaintext, without TLS'
+        : 'in TLS';
 }
 
 export function replay(

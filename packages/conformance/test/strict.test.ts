@@ -206,6 +206,45 @@ describe('no extra replies or PDUs', () => {
   });
 });
 
+describe('TLS or close', () => {
+  it('a plaintext hand-off is neither: it fails a transcript that allows TLS or close', async () => {
+    const { dialect } = await real('imap');
+    const t = await load('imap', 'pipelined-after-starttls');
+    expect(t.steps.some((s) => s.type === 'tls-or-close')).toBe(true);
+    expect(replay(dialect, t).problems).toEqual([]);
+    const plaintext: Dialect<unknown> = {
+      ...dialect,
+      create(c) {
+        const s = dialect.create(c);
+        const swap = (as: Action[]): Action[] =>
+          as.flatMap((a): Action[] =>
+            a.type === 'starttls'
+              ? [
+                  { type: 'send', data: a.goAhead },
+                  {
+                    type: 'plaintext',
+                    buffered: a.trailing,
+                    state: a.state,
+                    unavailable: a.unavailable,
+                  },
+                ]
+              : [a],
+          );
+        return {
+          start: (now) => s.start(now),
+          receive: (d, now) => swap(s.receive(d, now)),
+          timer: (now) => s.timer(now),
+          tlsUnavailable: (now) => s.tlsUnavailable(now),
+        };
+      },
+    };
+    // Before: taken for a close, which !tls-or-close accepts.
+    expect(replay(plaintext, t).problems.join('\n')).toMatch(
+      /handing the connection over in plaintext/,
+    );
+  });
+});
+
 describe('reply classes', () => {
   it('a status line hidden in a POP3 capability list (inside a recorded any-placeholder) fails', async () => {
     const { dialect } = await real('pop3');
