@@ -17,6 +17,7 @@ export const REASONS: Readonly<Record<number, string>> = {
   426: 'Upgrade Required',
   431: 'Request Header Fields Too Large',
   500: 'Internal Server Error',
+  502: 'Bad Gateway',
   503: 'Service Unavailable',
   505: 'HTTP Version Not Supported',
 };
