@@ -323,4 +323,14 @@ export interface ClientDialect<O = Record<string, unknown>> {
   options: Record<string, OptionSpec>;
   limits: Record<string, LimitSpec>;
   create(context: ClientContext<O>): ClientDialectSession;
+  /**
+   * What the server sends FIRST inside TLS that answers the preamble rather than the local
+   * client, and must be dropped before relaying: CUPS answers the RFC 2817 `OPTIONS *` again
+   * after the handshake (a `200 OK` the local HTTP client would take for the answer to its own
+   * first request). `backendGreeting`'s contract: given every decrypted byte so far, the number
+   * of octets to drop once complete, `null` while more are needed, 0 for nothing to drop. The
+   * engine bounds the wait and the size as for `backendGreeting`. Pure; must not throw.
+   * Absent: every byte is relayed.
+   */
+  afterTls?: (data: Uint8Array) => number | null;
 }
