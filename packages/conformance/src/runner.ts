@@ -176,7 +176,7 @@ export function rerunCommand(opts: RunOptions, dialectName: string, seed: number
 /** Load the dialect and its transcripts as `run` and `mutate` find them. */
 export async function loadSuite(
   opts: Pick<RunOptions, 'dialect' | 'transcripts' | 'transcriptDir' | 'cwd'>,
-): Promise<{ dialect: Dialect<unknown>; transcripts: Transcript[] }> {
+): Promise<{ dialect: Dialect<unknown>; transcripts: Transcript[]; found?: string }> {
   const cwd = opts.cwd ?? process.cwd();
   const dialect = (await loadDialect(opts.dialect as string, cwd)) as Dialect<unknown>;
   let paths = opts.transcripts ?? [];
@@ -200,11 +200,15 @@ export async function loadSuite(
   if (files.length === 0) {
     throw new ConformanceError('TLSPROXY_ERR_CONFORMANCE_USAGE', `no .txt transcripts in ${paths}`);
   }
-  return { dialect, transcripts: files.map(loadTranscript) };
+  const transcripts = files.map(loadTranscript);
+  // The folder found by looking (none was given), so a reproduce line need not look again.
+  return opts.transcripts?.length || opts.transcriptDir
+    ? { dialect, transcripts }
+    : { dialect, transcripts, found: resolve(cwd, paths[0]!) };
 }
 
 export async function runConformance(opts: RunOptions): Promise<Report> {
-  const { dialect, transcripts } = await loadSuite(opts);
+  const { dialect, transcripts, found } = await loadSuite(opts);
   const seed = opts.seed ?? Math.floor(Math.random() * 0x7fffffff);
   const options = opts.options ?? {};
   const results: CheckResult[] = [];
@@ -236,6 +240,6 @@ export async function runConformance(opts: RunOptions): Promise<Report> {
       client: t.headers.client ?? '',
     })),
     results,
-    rerun: rerunCommand(opts, dialect.name, seed),
+    rerun: rerunCommand(found ? { ...opts, transcriptDir: found } : opts, dialect.name, seed),
   };
 }

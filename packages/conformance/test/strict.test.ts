@@ -391,6 +391,19 @@ describe('the reproduce line', () => {
     );
   });
 
+  it('names the transcript folder it found, so the line does not depend on where it is run', async () => {
+    const report = await runConformance({
+      dialect: 'imap',
+      cwd: repo,
+      seed: 3,
+      seconds: 1,
+      engine: false,
+    });
+    expect(report.rerun).toBe(
+      `tlsproxy-conformance run --dialect imap --transcripts ${join(repo, 'fixtures/transcripts/imap')} --seed 3 --seconds 1 --no-engine`,
+    );
+  }, 30_000);
+
   it('the printed line reproduces the run', async () => {
     const rel = 'fixtures/transcripts/imap/capability-noop-logout.txt';
     const report = await runConformance({
