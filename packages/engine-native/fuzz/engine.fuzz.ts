@@ -415,6 +415,8 @@ interface TlsCase {
   controls: ControlCall[];
   viaSocket: boolean;
   onBytes: boolean;
+  /** how long the session lives after the client's operations, before the teardown */
+  holdMs: number;
 }
 
 interface ApiCase {
@@ -481,6 +483,7 @@ function caseArb(hellos: Buffer[]): fc.Arbitrary<Case> {
       'info',
       'exporter',
       'exporter',
+      'renegotiate',
       'renegotiate',
       'close',
       'bogus',
@@ -559,6 +562,7 @@ function caseArb(hellos: Buffer[]): fc.Arbitrary<Case> {
     controls: fc.array(control, { maxLength: 4 }),
     viaSocket: fc.boolean(),
     onBytes: fc.boolean(),
+    holdMs: fc.constantFrom(20, 100, 600),
   });
   const api: fc.Arbitrary<ApiCase> = fc.record({
     kind: fc.constant('api' as const),
@@ -769,7 +773,8 @@ async function runTls(w: World, c: TlsCase): Promise<void> {
       );
       count(`control ${k.op} → ok`);
     } catch (err) {
-      if (err instanceof PoolError) count(`control ${k.op} → ${err.code}`);
+      if (err instanceof PoolError)
+        count(`control ${k.op} → ${err.code}${k.op === 'renegotiate' ? `: ${err.message}` : ''}`);
       else throw err;
     }
   });
@@ -816,7 +821,7 @@ async function runTls(w: World, c: TlsCase): Promise<void> {
         break;
     }
   }
-  await sleep(50);
+  await sleep(c.holdMs);
   // Tear down: the client goes (both ways), then the backend.
   if (Math.random() < 0.5) rawClient.resetAndDestroy();
   else tc.destroy();
@@ -1045,6 +1050,7 @@ describe(`native engine fuzz (seed ${SEED}, ${SECONDS} s)`, () => {
       controls: [],
       viaSocket: false,
       onBytes: false,
+      holdMs: 20,
     });
     // The generator's own check: a ClientHello rebuilt around a well-formed server_name reaches
     // the engine's SNI question with that name (so the fuzzed bodies land where intended).
