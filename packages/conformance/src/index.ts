@@ -2,6 +2,27 @@
 export { ANNOTATORS, annotateLine, type Rule } from './annotate.js';
 export { escapeBytes } from './bytes.js';
 export { main } from './cli.js';
+export { runClientProperties } from './client-properties.js';
+// The client side (issue 18): client transcripts, their replay, properties and run.
+export {
+  type ClientInput,
+  type ClientObservation,
+  clientInputs,
+  judgeClient,
+  observeClient,
+  replayClient,
+} from './client-replay.js';
+export {
+  type ClientRunOptions,
+  loadClientSuite,
+  runClientConformance,
+} from './client-runner.js';
+export {
+  type ClientStep,
+  type ClientTranscript,
+  loadClientTranscript,
+  parseClientTranscript,
+} from './client-transcript.js';
 export { engineReplay } from './engine.js';
 export { ConformanceError, type ConformanceErrorCode } from './errors.js';
 export {

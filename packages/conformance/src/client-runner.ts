@@ -1,0 +1,279 @@
+// `tlsproxy-conformance run --role client`: a dialect's client side (issue 18) against its
+// client transcripts — the sans-I/O replay (client-replay.ts) and the property suite
+// (client-properties.ts) — with the same report, exit codes and reproduce line as the server
+// side's run.
+import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join, resolve, sep } from 'node:path';
+import { parseArgs } from 'node:util';
+import { type Dialect, loadDialect } from '@tlsproxy/dialect-kit';
+import { runClientProperties } from './client-properties.js';
+import { replayClient } from './client-replay.js';
+import { type ClientTranscript, loadClientTranscript } from './client-transcript.js';
+import { ConformanceError } from './errors.js';
+import { formatReport } from './report.js';
+import type { CheckResult, Report } from './runner.js';
+
+export interface ClientRunOptions {
+  /** Package name, short name ('imap'), module path, or a Dialect object with a `client`. */
+  dialect: string | Dialect<unknown>;
+  options?: Record<string, unknown>;
+  /** Client transcript files or directories; empty: found as the README says. */
+  transcripts?: string[];
+  transcriptDir?: string;
+  seconds?: number;
+  seed?: number;
+  cwd?: string;
+  /** For the reproduce line only. */
+  optionsFile?: string;
+  json?: boolean;
+}
+
+/** fixtures/client-transcripts/<name>, searched upwards from `cwd`. */
+export function defaultClientTranscriptDir(name: string, cwd: string): string | undefined {
+  for (let dir = resolve(cwd); ; dir = dirname(dir)) {
+    const candidate = join(dir, 'fixtures', 'client-transcripts', name);
+    if (existsSync(candidate)) return candidate;
+    if (dirname(dir) === dir) return undefined;
+  }
+}
+
+/** The package.json of what --dialect named, as the kit's loader finds it (runner.ts alike). */
+function dialectPackageJson(spec: string, cwd: string): string | undefined {
+  const asPath = resolve(cwd, spec);
+  if (existsSync(join(asPath, 'package.json'))) return join(asPath, 'package.json');
+  const req = createRequire(join(resolve(cwd), 'noop.js'));
+  const names = [spec];
+  if (/^[a-z0-9][a-z0-9-]*$/.test(spec)) names.push(`@tlsproxy/dialect-${spec}`);
+  for (const name of names) {
+    try {
+      return req.resolve(`${name}/package.json`);
+    } catch {
+      // not installed under this name; try the next
+    }
+  }
+  return undefined;
+}
+
+/**
+ * The client transcripts a dialect package ships: the folder its package.json names in
+ * `"tlsproxy": { "clientTranscripts": "…" }`, else its `client-transcripts/` folder. A package
+ * that is not installed (a workspace package of a checkout) takes its checkout's
+ * `fixtures/client-transcripts/<name>/` first, as the server side does.
+ */
+export function packageClientTranscriptDir(
+  spec: string,
+  cwd: string,
+  name?: string,
+): string | undefined {
+  const pkgJson = dialectPackageJson(spec, cwd);
+  if (!pkgJson) return undefined;
+  let declared: unknown;
+  try {
+    const pkg = JSON.parse(readFileSync(pkgJson, 'utf8')) as {
+      tlsproxy?: { clientTranscripts?: unknown };
+    };
+    declared = pkg.tlsproxy?.clientTranscripts;
+  } catch {
+    return undefined;
+  }
+  const root = dirname(pkgJson);
+  if (name && !realpathSync(root).split(sep).includes('node_modules')) {
+    const checkout = defaultClientTranscriptDir(name, root);
+    if (checkout) return checkout;
+  }
+  const dir = join(root, typeof declared === 'string' ? declared : 'client-transcripts');
+  return existsSync(dir) ? dir : undefined;
+}
+
+function transcriptFiles(paths: string[]): string[] {
+  const out: string[] = [];
+  for (const p of paths) {
+    if (!existsSync(p)) {
+      throw new ConformanceError('TLSPROXY_ERR_CONFORMANCE_USAGE', `no such transcript: ${p}`);
+    }
+    try {
+      out.push(
+        ...readdirSync(p)
+          .filter((f) => f.endsWith('.txt'))
+          .sort()
+          .map((f) => join(p, f)),
+      );
+    } catch {
+      out.push(p);
+    }
+  }
+  return out;
+}
+
+type ClientSide = Dialect<unknown> & Required<Pick<Dialect<unknown>, 'client'>>;
+
+/** Load the dialect (it must have a client side) and its client transcripts. */
+export async function loadClientSuite(
+  opts: Pick<ClientRunOptions, 'dialect' | 'transcripts' | 'transcriptDir' | 'cwd'>,
+): Promise<{ dialect: ClientSide; transcripts: ClientTranscript[] }> {
+  const cwd = opts.cwd ?? process.cwd();
+  const dialect = (await loadDialect(opts.dialect as string, cwd)) as Dialect<unknown>;
+  if (!dialect.client) {
+    throw new ConformanceError(
+      'TLSPROXY_ERR_CONFORMANCE_USAGE',
+      `dialect "${dialect.name}" has no client side (dialect.client): nothing to run with --role client`,
+    );
+  }
+  let paths = opts.transcripts ?? [];
+  if (paths.length === 0) {
+    const dir =
+      opts.transcriptDir ??
+      (typeof opts.dialect === 'string'
+        ? packageClientTranscriptDir(opts.dialect, cwd, dialect.name)
+        : undefined) ??
+      defaultClientTranscriptDir(dialect.name, cwd);
+    if (!dir) {
+      throw new ConformanceError(
+        'TLSPROXY_ERR_CONFORMANCE_USAGE',
+        `no client transcripts given, none shipped by the dialect's package ("tlsproxy": { "clientTranscripts": DIR } in its package.json, or a client-transcripts/ folder) and no fixtures/client-transcripts/${dialect.name}/ found from ${cwd}`,
+      );
+    }
+    paths = [dir];
+  }
+  const files = transcriptFiles(paths.map((p) => resolve(cwd, p)));
+  if (files.length === 0) {
+    throw new ConformanceError('TLSPROXY_ERR_CONFORMANCE_USAGE', `no .txt transcripts in ${paths}`);
+  }
+  return { dialect: dialect as ClientSide, transcripts: files.map(loadClientTranscript) };
+}
+
+function shellWord(s: string): string {
+  return /^[A-Za-z0-9_/.:@%+=,-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** The command that repeats this run exactly: every argument, paths made absolute. */
+export function clientRerunCommand(opts: ClientRunOptions, name: string, seed: number): string {
+  const cwd = opts.cwd ?? process.cwd();
+  const spec =
+    typeof opts.dialect !== 'string'
+      ? name
+      : opts.dialect.startsWith('.') ||
+          opts.dialect.startsWith('/') ||
+          existsSync(resolve(cwd, opts.dialect))
+        ? resolve(cwd, opts.dialect)
+        : opts.dialect;
+  const args = ['tlsproxy-conformance', 'run', '--role', 'client', '--dialect', spec];
+  if (opts.optionsFile) args.push('--options', resolve(cwd, opts.optionsFile));
+  else if (opts.options && Object.keys(opts.options).length > 0)
+    args.push('--options', JSON.stringify(opts.options));
+  if (opts.transcriptDir) args.push('--transcripts', resolve(cwd, opts.transcriptDir));
+  args.push('--seed', String(seed), '--seconds', String(opts.seconds ?? 5));
+  if (opts.json) args.push('--json');
+  for (const t of opts.transcripts ?? []) args.push(resolve(cwd, t));
+  return args.map(shellWord).join(' ');
+}
+
+export async function runClientConformance(opts: ClientRunOptions): Promise<Report> {
+  const { dialect, transcripts } = await loadClientSuite(opts);
+  const seed = opts.seed ?? Math.floor(Math.random() * 0x7fffffff);
+  const options = opts.options ?? {};
+  const results: CheckResult[] = [];
+  for (const t of transcripts) {
+    const r = replayClient(dialect, t, options);
+    results.push({
+      name: t.name,
+      kind: 'replay',
+      ok: r.problems.length === 0,
+      problems: r.problems,
+    });
+  }
+  results.push(
+    ...runClientProperties(dialect, transcripts, options, { seed, seconds: opts.seconds ?? 5 }),
+  );
+  return {
+    ok: results.every((r) => r.ok),
+    dialect: `${dialect.name} (client side)`,
+    seed,
+    transcripts: transcripts.map((t) => ({
+      file: t.file,
+      server: t.headers.server ?? '',
+      client: t.headers.client ?? '',
+    })),
+    results,
+    rerun: clientRerunCommand(opts, dialect.name, seed),
+  };
+}
+
+export const CLIENT_USAGE = `  tlsproxy-conformance run --role client --dialect <package-or-path> [--options FILE|JSON]
+                           [--json] [--seconds N] [--seed N] [--transcripts DIR] [TRANSCRIPT...]
+      The dialect's client side (dialect.client) against client transcripts: with no
+      TRANSCRIPT, --transcripts DIR, else the package's ("tlsproxy": { "clientTranscripts":
+      DIR }, or its client-transcripts/), else fixtures/client-transcripts/<dialect name>/.
+`;
+
+const usage = (message: string): ConformanceError =>
+  new ConformanceError('TLSPROXY_ERR_CONFORMANCE_USAGE', `${message}\n\n${CLIENT_USAGE}`);
+
+/**
+ * The role `run` was given: `--role client` or `--role=client` (anywhere in its arguments), and
+ * the arguments without it, so the server side's run never sees the flag.
+ */
+export function splitRole(args: readonly string[]): { role: string; rest: string[] } {
+  const rest: string[] = [];
+  let role = 'server';
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '--') {
+      rest.push(...args.slice(i));
+      break;
+    }
+    if (a === '--role') {
+      if (i + 1 >= args.length) throw usage('--role needs a value: client or server');
+      role = args[++i]!;
+    } else if (a.startsWith('--role=')) role = a.slice('--role='.length);
+    else rest.push(a);
+  }
+  if (role !== 'client' && role !== 'server') throw usage(`--role ${role}: client or server`);
+  return { role, rest };
+}
+
+/** `run --role client` (the role flag already taken out by splitRole). */
+export async function runClientCommand(
+  args: string[],
+  print: (s: string) => void,
+): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      dialect: { type: 'string' },
+      options: { type: 'string' },
+      json: { type: 'boolean', default: false },
+      seconds: { type: 'string' },
+      seed: { type: 'string' },
+      transcripts: { type: 'string' },
+    },
+  });
+  if (!values.dialect) throw usage('--dialect is required');
+  const seconds = values.seconds === undefined ? 5 : Number(values.seconds);
+  if (!(seconds > 0)) throw usage('--seconds must be a positive number');
+  const seed = values.seed === undefined ? undefined : Number(values.seed);
+  if (seed !== undefined && !Number.isInteger(seed)) throw usage('--seed must be an integer');
+  const inline = values.options?.trimStart().startsWith('{') ?? false;
+  let options: Record<string, unknown> = {};
+  if (values.options) {
+    try {
+      options = JSON.parse(inline ? values.options : readFileSync(values.options, 'utf8'));
+    } catch (err) {
+      throw usage(`--options ${values.options}: ${(err as Error).message}`);
+    }
+  }
+  const report = await runClientConformance({
+    dialect: values.dialect,
+    options,
+    transcripts: positionals,
+    ...(values.transcripts ? { transcriptDir: values.transcripts } : {}),
+    seconds,
+    ...(seed !== undefined ? { seed } : {}),
+    ...(values.options && !inline ? { optionsFile: values.options } : {}),
+    json: values.json,
+  });
+  print(values.json ? JSON.stringify(report, null, 2) : formatReport(report));
+  return report.ok ? 0 : 1;
+}
