@@ -336,7 +336,7 @@ export class ClientSession {
           break;
         case 'log':
           if (a.event) this.#log.command(a);
-          else this.#log.log(a.level, a.message);
+          else this.#log.log(a.level, short(a.message));
           break;
         case 'timer':
           this.#setTimer(a.at);

@@ -9,7 +9,7 @@ import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type ListenerConfig, Metrics, TlsProxy } from '../src/index.js';
+import { consoleLogger, type ListenerConfig, Metrics, TlsProxy } from '../src/index.js';
 import {
   LocalClient,
   startToyServer,
@@ -236,6 +236,36 @@ describe('client role: fails closed', () => {
     await waitFor(() => ended(logger.lines).length === 1, 'the closing line');
     expect(ended(logger.lines)[0]).toMatch(/STARTTLS not offered/);
     expect(ended(logger.lines)[0]).toMatch(/"outcome":"closed_in_preamble"/);
+  });
+
+  it('server text in log lines is escaped and bounded (text format)', async () => {
+    const evil = net.createServer((s) => {
+      s.on('error', () => {});
+      s.resume();
+      s.write(Buffer.from(`* OK \x1b[31mred\x9bforged line ${'y'.repeat(1000)}\r\n`, 'latin1'));
+    });
+    await new Promise<void>((r) => evil.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise<void>((r) => evil.close(() => r())));
+    const out: string[] = [];
+    const proxy = new TlsProxy({
+      logger: consoleLogger('debug', (l) => out.push(l)),
+      pool: { identities: [], connectOnly: true },
+    });
+    cleanups.push(() => proxy.close());
+    const l = await proxy.listen({
+      role: 'client',
+      dialect: toyDialect,
+      listen: '127.0.0.1:0',
+      connect: `127.0.0.1:${(evil.address() as net.AddressInfo).port}`,
+      tls: { ca: cert('ca.pem'), serverName: 'localhost' },
+    });
+    const c = new LocalClient((l.server.address() as net.AddressInfo).port);
+    await c.closed;
+    await waitFor(() => out.some((x) => x.includes('connection ended')), 'the closing line');
+    const line = out.find((x) => x.includes('connection ended'))!;
+    expect(line).toContain('\\u001b[31mred\\x9bforged');
+    expect(out.join('\n')).not.toMatch(/[\x1b\x9b]/);
+    expect(line.length).toBeLessThan(700);
   });
 
   it('a server that refuses STARTTLS: closed', async () => {
