@@ -53,7 +53,7 @@ const total = (text: string, outcome: string) =>
   Number(
     text.match(
       new RegExp(
-        `^tlsproxy_connections_total\\{dialect="imap",outcome="${outcome}"\\} (\\d+)`,
+        `^tlsproxy_connections_total\\{dialect="imap",outcome="${outcome}",role="server"\\} (\\d+)`,
         'm',
       ),
     )?.[1] ?? 0,
