@@ -2,6 +2,7 @@
 // engine replay, property suite → report, exit code).
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { CLIENT_USAGE, runClientCommand, splitRole } from './client-runner.js';
 import { ConformanceError } from './errors.js';
 import { formatMutationReport, type MutationReport, mutationCheck } from './mutate.js';
 import { parseHostPort, record } from './record.js';
@@ -18,7 +19,7 @@ const USAGE = `usage:
       ships ("tlsproxy": { "transcripts": DIR } in its package.json, or its transcripts/),
       else fixtures/transcripts/<dialect name>/ searched upwards from the current directory.
       --options takes a JSON file or inline JSON ('{"key": 1}').
-  tlsproxy-conformance mutate [--dialect <package-or-path>]... [--options FILE|JSON]
+${CLIENT_USAGE}  tlsproxy-conformance mutate [--dialect <package-or-path>]... [--options FILE|JSON]
                            [--transcripts DIR] [--min PERCENT] [--max-points N] [--json]
                            [TRANSCRIPT...]
       The mutation self-check: each dialect (default: the built-in ones) with its sessions
@@ -190,7 +191,13 @@ export async function main(
 ): Promise<number> {
   const [command, ...rest] = argv;
   try {
-    if (command === 'run') return await runCommand(rest, print);
+    if (command === 'run') {
+      // --role client: the dialect's client side against client transcripts (client-runner.ts).
+      const { role, rest: args } = splitRole(rest);
+      return role === 'client'
+        ? await runClientCommand(args, print)
+        : await runCommand(args, print);
+    }
     if (command === 'record') return await recordCommand(rest, print);
     if (command === 'mutate') return await mutateCommand(rest, print);
     if (command === '--help' || command === 'help') {
