@@ -36,6 +36,7 @@ import {
   TlsEngine,
   type TlsEngineApi,
 } from '@tlsproxy/pool';
+import { dropAfterTls } from './after-tls.js';
 import { ClientError } from './errors.js';
 
 export interface ConnectStartTlsOptions {
@@ -252,10 +253,19 @@ async function run(options: ConnectStartTlsOptions): Promise<StartTlsFdResult | 
   };
   // The engine owns the descriptor from here: closed on every failure.
   const r = await setup.engine.connect!(fd, request);
+  let plaintext = r.plaintext;
+  let toLocal = Buffer.from(outcome.toLocal);
+  if (setup.afterTls) {
+    // The server's answer to the preamble inside TLS (CUPS re-answers OPTIONS *) is dropped;
+    // whatever followed it comes right after `toLocal`.
+    const dropped = await dropAfterTls(plaintext, setup.afterTls, timeoutMs);
+    plaintext = dropped.fd;
+    toLocal = Buffer.concat([toLocal, dropped.rest]);
+  }
   return {
     encrypted: true,
-    fd: r.plaintext,
-    toLocal: Buffer.from(outcome.toLocal),
+    fd: plaintext,
+    toLocal,
     info: r.info,
     controlKey: r.controlKey,
     engine: setup.engine,
@@ -269,6 +279,7 @@ interface Setup {
   serverName: string;
   ca: string | undefined;
   identityName: string | undefined;
+  afterTls: ((data: Uint8Array) => number | null) | undefined;
 }
 
 /** Everything checked before a connection is made, so a bad call opens nothing. */
@@ -361,7 +372,7 @@ async function prepare(options: ConnectStartTlsOptions): Promise<Setup> {
       },
     );
   }
-  return { session, engine, serverName, ca, identityName };
+  return { session, engine, serverName, ca, identityName, afterTls: client.afterTls };
 }
 
 let connections = 0;

@@ -370,13 +370,11 @@ function headEnd(data: Uint8Array, from: number): { end: number } | null {
 }
 
 /**
- * `dialect.client`: RFC 2817 upgrade as a client. `afterTls` is `upgradeAnswerLength`: what the
- * engine drops from the server's first octets over TLS (not in the kit's contract yet; see the
- * README's "Client role" section).
+ * `dialect.client`: RFC 2817 upgrade as a client. `afterTls` (the kit's ClientDialect.afterTls)
+ * is `upgradeAnswerLength`: what the engine drops from the server's first octets over TLS (see
+ * the README's "Client role" section).
  */
-export const client: ClientDialect<Partial<HttpUpgradeClientOptions>> & {
-  afterTls: (data: Uint8Array) => number | null;
-} = {
+export const client: ClientDialect<Partial<HttpUpgradeClientOptions>> = {
   options: clientOptions,
   limits: clientLimits,
   create: (context) => new HttpUpgradeClientSession(clientConfig(context), hostField(context)),

@@ -26,7 +26,7 @@ import { fileURLToPath } from 'node:url';
 import type { ClientDialectSession } from '@tlsproxy/dialect-kit';
 import { runClientSession } from '@tlsproxy/dialect-kit/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { client } from '../src/client.js';
+import { client, upgradeAnswerLength } from '../src/client.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 const certs = join(root, 'fixtures/certs');
@@ -284,7 +284,7 @@ describe.skipIf(!CUPSD)('HTTP Upgrade client role against a real cupsd', () => {
       const t = setTimeout(() => reject(new Error(`no OPTIONS answer: ${first.toString()}`)), 5000);
       const onData = (d: Buffer) => {
         first = Buffer.concat([first, d]);
-        drop = client.afterTls(new Uint8Array(first));
+        drop = upgradeAnswerLength(new Uint8Array(first));
         if (drop === null) return;
         clearTimeout(t);
         secure.off('data', onData);
