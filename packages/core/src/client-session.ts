@@ -55,9 +55,9 @@ export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 export const AFTER_TLS_TIMEOUT_MS = 10_000;
 export const MAX_AFTER_TLS_BYTES = 64 * 1024;
 
-/** A dialect's judge of the server's first bytes over TLS: backendGreeting's contract. The kit's
- * ClientDialect does not declare it yet; http-upgrade's client side has it. */
-type AfterTls = (data: Uint8Array) => number | null;
+/** A dialect's judge of the server's first bytes over TLS (`ClientDialect.afterTls`):
+ * backendGreeting's contract. */
+type AfterTls = NonNullable<ClientDialect['afterTls']>;
 
 /** Server text (a close reason) is logged escaped by the logger and cut to this length. */
 const MAX_REASON_CHARS = 300;
@@ -508,14 +508,14 @@ export class ClientSession {
       return;
     }
     this.#own(plain);
-    const afterTls = (c.client as { afterTls?: unknown }).afterTls;
+    const afterTls = c.client.afterTls;
     if (typeof afterTls !== 'function') {
       this.#relay(plain, 'relayed', a.toLocal);
       return;
     }
     let rest: Buffer;
     try {
-      rest = await this.#afterTls(plain, afterTls as AfterTls);
+      rest = await this.#afterTls(plain, afterTls.bind(c.client));
     } catch (err) {
       log.log('warn', 'server’s first answer over TLS not as expected, closing', {
         error: short((err as Error).message),

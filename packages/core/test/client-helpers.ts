@@ -120,7 +120,7 @@ export const toyAfterTlsDialect: Dialect = {
       const i = s.indexOf('\r\n');
       return i < 0 ? null : i + 2;
     },
-  } as NonNullable<Dialect['client']>,
+  },
 };
 
 export interface ToyServerOptions {
