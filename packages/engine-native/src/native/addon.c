@@ -457,7 +457,7 @@ static conn *get_conn(napi_env env, engine_box *b, napi_value v) {
     throw_type(env, "not a session handle");
     return NULL;
   }
-  if (c->engine_id != b->e.id) {
+  if (!conn_of(&b->e, c)) {
     throw_type(env, "session handle of another engine");
     return NULL;
   }

@@ -194,10 +194,10 @@ static void list_remove(loop *L, conn *c) {
   L->nconns--;
 }
 
-// Release everything but the struct; the struct goes after this epoll batch (events for it may
-// still be in the batch) when its last reference is dropped.
 static void reneg_answer(loop *L, conn *c, const char *code, const char *text);
 
+// Release everything but the struct; the struct goes after this epoll batch (events for it may
+// still be in the batch) when its last reference is dropped.
 static void conn_close(loop *L, conn *c) {
   if (c->state == ST_CLOSED) return;
   // A renegotiation the backend asked for gets its answer even when the session ends first
