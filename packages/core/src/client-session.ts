@@ -27,7 +27,7 @@
 // closing line; split up they would pass all of it around. The relay is the last third.
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
-import { detachSocket, type OwnedFd, peekPending } from '@tlsproxy/fdpass';
+import { detachSocket, type OwnedFd, peekPending, socketFd } from '@tlsproxy/fdpass';
 import type { ConnectRequest, ConnectResult, TlsEngineApi } from '@tlsproxy/pool';
 import { CLOSE_LINGER_MS } from './connection.js';
 import { ConnectionLog } from './connection-log.js';
@@ -58,6 +58,13 @@ export const MAX_AFTER_TLS_BYTES = 64 * 1024;
 /** A dialect's judge of the server's first bytes over TLS (`ClientDialect.afterTls`):
  * backendGreeting's contract. */
 type AfterTls = NonNullable<ClientDialect['afterTls']>;
+
+/**
+ * How often the unread local socket is looked at (MSG_PEEK) before TLS is up: a local client that
+ * went away (a health check's connect-and-close) then ends the session, instead of holding a
+ * server connection and a TLS handshake until `preambleTimeoutMs`.
+ */
+export const LOCAL_PROBE_MS = 1000;
 
 /** Server text (a close reason) is logged escaped by the logger and cut to this length. */
 const MAX_REASON_CHARS = 300;
@@ -114,6 +121,7 @@ export class ClientSession {
   /** The engine session's key while it lives (for control requests); forgotten at its end. */
   #controlKey: Buffer | undefined;
   #finished = false;
+  #probe: NodeJS.Timeout | undefined;
 
   constructor(local: net.Socket, config: ClientSessionConfig, addresses?: SessionAddresses) {
     this.#config = config;
@@ -152,7 +160,32 @@ export class ClientSession {
       this.#end('preamble_timeout', 'preamble with the server took too long');
       this.#destroyAll();
     }, config.preambleTimeoutMs);
+    this.#probe = setInterval(() => this.#probeLocal(), LOCAL_PROBE_MS);
+    this.#probe.unref();
     this.#connect();
+  }
+
+  /** Before TLS the local socket is not read; peek at it: EOF with nothing queued, or an error
+   * (reset), means the local client is gone. Bytes it sent and then a FIN are not "gone". */
+  #probeLocal(): void {
+    const before =
+      this.#phase === 'connecting' || this.#phase === 'preamble' || this.#phase === 'handshake';
+    if (!before) {
+      clearInterval(this.#probe);
+      return;
+    }
+    let gone = this.#local.destroyed;
+    if (!gone) {
+      try {
+        gone = peekPending(socketFd(this.#local), 1)?.length === 0;
+      } catch {
+        gone = true;
+      }
+    }
+    if (!gone) return;
+    this.#log.log('info', 'local client went away before TLS, closing');
+    this.#end('closed_in_preamble', 'local client went away before TLS');
+    this.#destroyAll();
   }
 
   /** Track a socket until it closes; the session is done when none is left after the end. */
@@ -179,6 +212,7 @@ export class ClientSession {
   }
 
   #clearTimers(): void {
+    clearInterval(this.#probe);
     clearTimeout(this.#timer);
     clearTimeout(this.#deadline);
     clearTimeout(this.#connectTimer);

@@ -410,6 +410,33 @@ describe.skipIf(!embeddedConnects)('client role: limits, plaintext policy, shutd
     expect(ended(logger.lines)[0]).toMatch(/"outcome":"preamble_timeout"/);
   });
 
+  it('a local client that goes away before TLS is noticed: the server connection is closed', async () => {
+    // A server that never greets: without a look at the (unread) local socket, the session
+    // would hold its server connection until preambleTimeoutMs.
+    const serverSides: net.Socket[] = [];
+    const silent = net.createServer((s) => {
+      s.on('error', () => {});
+      s.resume();
+      serverSides.push(s);
+    });
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    cleanups.push(
+      () =>
+        new Promise<void>((r) => {
+          for (const s of serverSides) s.destroy();
+          silent.close(() => r());
+        }),
+    );
+    const { port, logger } = await proxyTo((silent.address() as net.AddressInfo).port);
+    const c = new LocalClient(port);
+    await waitFor(() => serverSides.length === 1, 'the server connection');
+    const serverClosed = new Promise((r) => serverSides[0]!.once('close', r));
+    c.socket.destroy();
+    await serverClosed;
+    await waitFor(() => ended(logger.lines).length === 1, 'the closing line');
+    expect(ended(logger.lines)[0]).toMatch(/local client went away before TLS/);
+  });
+
   it('maxPreambleBytes: a server that talks too much before TLS is cut off', async () => {
     const chatty = net.createServer((s) => {
       s.on('error', () => {});
