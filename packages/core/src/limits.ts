@@ -15,6 +15,7 @@ import { FDPASS_LIMITS } from '@tlsproxy/fdpass';
 import {
   AFTER_TLS_TIMEOUT_MS,
   DEFAULT_CONNECT_TIMEOUT_MS,
+  LOCAL_PROBE_MS,
   MAX_AFTER_TLS_BYTES,
 } from './client-session.js';
 import { CLOSE_LINGER_MS, FLUSH_TIMEOUT_MS } from './connection.js';
@@ -236,6 +237,17 @@ export const CLIENT_ROLE_LIMITS: readonly LimitDeclaration[] = Object.freeze([
     where: "fixed (`client-session.ts`); the dialect refuses bytes in the go-ahead's own read",
     past: 'Any byte the server sends after its go-ahead and before our ClientHello (not TLS: the response-injection attack class). Log `server sent bytes after its STARTTLS go-ahead (never relayed); closing`; counted in `tlsproxy_injection_attempts_total`; both connections closed; the local client gets none of it.',
     source: 'RFC 3207 §4.2, RFC 2595 §3.1: no plaintext after the go-ahead',
+  },
+  {
+    title: 'Local client gone before TLS (role client)',
+    name: 'LOCAL_PROBE_MS',
+    default: LOCAL_PROBE_MS,
+    unit: 'ms',
+    phase: 'preamble',
+    note: 'between looks',
+    where: 'constant (`client-session.ts`)',
+    past: 'The local socket is not read before TLS; it is peeked at this often until the handshake starts. EOF with nothing queued, or a reset: log `local client went away before TLS, closing`; the server connection is closed; outcome `closed_in_preamble`.',
+    source: "as the TLS engine's probe of a paused relay side (`PROBE_MS`, 1 s)",
   },
   {
     title: "Server's answer to the upgrade, over TLS (role client)",
