@@ -35,6 +35,7 @@ import {
   readOptions,
   upperAscii,
 } from '@tlsproxy/dialect-kit';
+import { client } from './client.mjs';
 
 /** @typedef {import('@tlsproxy/dialect-kit').Action} Action */
 /** @typedef {import('@tlsproxy/dialect-kit').DialectSession} DialectSession */
@@ -450,6 +451,8 @@ export const dialect = defineDialect({
   options,
   limits,
   create: (context) => new NntpSession(sessionConfig(context)),
+  // The client role (`role: client`): STARTTLS to a real news server, in client.mjs.
+  client,
 });
 
 export default dialect;
