@@ -6,6 +6,7 @@
 // started, the connection is closed, and nothing of the injected bytes reaches the local client
 // (it may get the dialect's own error, never the server's bytes).
 import net from 'node:net';
+import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadDialect, TlsProxy } from '../src/index.js';
 import { LocalClient } from './client-helpers.js';
@@ -94,13 +95,40 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function fakeServer(greeting: string, steps: Step[]): Promise<number> {
+/**
+ * A fake server. `split`: cut every write at these fractions of its length, and `gapMs` between
+ * the pieces (the proxy then reads the greeting, the answers and the go-ahead + injection in
+ * other chunks); without it each reply leaves in one write.
+ */
+/** Go-aheads the fake servers have written (the last step of their script). */
+let goAheads = 0;
+
+async function fakeServer(
+  greeting: string,
+  steps: Step[],
+  split: number[] = [],
+  gapMs = 0,
+): Promise<number> {
+  const write = async (s: net.Socket, data: string | Buffer) => {
+    const b = Buffer.isBuffer(data) ? data : Buffer.from(data, 'latin1');
+    const cuts = [...new Set(split.map((f) => Math.floor(f * b.length)))]
+      .filter((n) => n > 0 && n < b.length)
+      .sort((x, y) => x - y);
+    let at = 0;
+    for (const cut of [...cuts, b.length]) {
+      if (s.destroyed) return;
+      s.write(b.subarray(at, cut));
+      at = cut;
+      if (gapMs > 0 && cut < b.length) await new Promise((r) => setTimeout(r, gapMs));
+    }
+  };
   const sockets = new Set<net.Socket>();
   const server = net.createServer((s) => {
     sockets.add(s);
     s.on('close', () => sockets.delete(s));
     s.on('error', () => {});
-    if (greeting) s.write(greeting);
+    s.setNoDelay(true);
+    let chain: Promise<void> = greeting ? write(s, greeting) : Promise.resolve();
     let read = Buffer.alloc(0);
     let step = 0;
     s.on('data', (d: Buffer) => {
@@ -110,10 +138,11 @@ async function fakeServer(greeting: string, steps: Step[]): Promise<number> {
       const m = read.toString('latin1').match(next[0]);
       if (!m) return;
       step++;
+      if (step === steps.length) goAheads++;
       const reply = next[1](m, read);
       read = Buffer.alloc(0);
-      // One write: the go-ahead and the injected bytes leave in the same segment.
-      s.write(reply);
+      // Without `split`, one write: the go-ahead and the injected bytes leave together.
+      chain = chain.then(() => write(s, reply));
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -174,6 +203,55 @@ describe.skipIf(!embeddedConnects)(
           /"outcome":"closed_in_preamble"/,
         );
       });
+    }
+  },
+);
+
+describe.skipIf(!embeddedConnects)(
+  'however the server’s bytes are cut and spaced, the injection is never relayed (property)',
+  () => {
+    for (const { dialect, greeting, steps } of CASES) {
+      it(`${dialect}`, async (ctx) => {
+        const d = await loadDialect(dialect).catch(() => undefined);
+        if (!d?.client) {
+          ctx.skip();
+          return;
+        }
+        await fc.assert(
+          fc.asyncProperty(
+            fc.array(fc.double({ min: 0, max: 1, noNaN: true }), { maxLength: 4 }),
+            fc.integer({ min: 0, max: 15 }),
+            async (split, gapMs) => {
+              const before = goAheads;
+              const port = await fakeServer(greeting, steps, split, gapMs);
+              const logger = quietLogger();
+              const proxy = new TlsProxy({ logger, pool: { identities: [], connectOnly: true } });
+              try {
+                const l = await proxy.listen({
+                  role: 'client',
+                  dialect,
+                  listen: '127.0.0.1:0',
+                  connect: `127.0.0.1:${port}`,
+                  tls: { ca: cert('ca.pem'), serverName: 'localhost', handshakeTimeoutMs: 2000 },
+                });
+                const c = new LocalClient((l.server.address() as net.AddressInfo).port);
+                c.socket.write('hello\r\n');
+                await c.closed;
+                // Cut apart, the injection may arrive after our ClientHello: then the handshake
+                // fails on it instead. Either way it is never relayed and TLS never comes up.
+                return (
+                  goAheads === before + 1 &&
+                  !c.text.includes(INJECTED) &&
+                  !logger.lines.some((x) => /TLS established|relaying WITHOUT TLS/.test(x))
+                );
+              } finally {
+                await proxy.close();
+              }
+            },
+          ),
+          { numRuns: 8, interruptAfterTimeLimit: 20_000 },
+        );
+      }, 40_000);
     }
   },
 );
