@@ -36,6 +36,8 @@ interface Case {
   waves: Uint8Array[];
   eof: boolean;
   total: number;
+  /** Never a read boundary here: the go-ahead's end in an injection transcript. */
+  keep: number | null;
 }
 
 function wavesOf(t: ClientTranscript): Uint8Array[] {
@@ -57,8 +59,11 @@ function chunked(
   waves: readonly Uint8Array[],
   cuts: readonly number[],
   total: number,
+  /** Never a read boundary here (the go-ahead's end in an injection transcript). */
+  keep: number | null = null,
 ): Uint8Array[] {
   const points = new Set(cuts.map((c) => c % (total + 1)));
+  if (keep !== null) points.delete(keep);
   const out: Uint8Array[] = [];
   let base = 0;
   for (const w of waves) {
@@ -142,6 +147,7 @@ export function runClientProperties(
         waves,
         eof: t.steps.some((s) => s.type === 'close'),
         total: waves.reduce((n, w) => n + w.length, 0),
+        keep: t.injectedAt,
       });
     } catch (err) {
       broken.push(`${t.name}: ${(err as Error).message}`);
@@ -159,7 +165,12 @@ export function runClientProperties(
   // 1. Any chunking.
   const split = (c: Case, cs: number[], bytewise: boolean) =>
     asInputs(
-      chunked(c.waves, bytewise ? Array.from({ length: c.total + 1 }, (_, i) => i) : cs, c.total),
+      chunked(
+        c.waves,
+        bytewise ? Array.from({ length: c.total + 1 }, (_, i) => i) : cs,
+        c.total,
+        c.keep,
+      ),
       c.eof,
     );
   results.push(
@@ -194,6 +205,25 @@ export function runClientProperties(
     fc.uint8Array({ minLength: 1, maxLength: 48 }),
     ...(serverLines.length > 0 ? [fc.constantFrom(...serverLines)] : []),
   );
+  // toLocal when the go-ahead's read ends with one neutral forged octet.
+  const references = new Map<Case, Uint8Array>();
+  const reference = (c: Case): Uint8Array => {
+    let r = references.get(c);
+    if (!r) {
+      const o = observeClient(
+        dialect,
+        c.context,
+        asInputs(
+          [...c.waves.slice(0, -1), concat([c.waves.at(-1)!, new Uint8Array([0x7e])])],
+          false,
+        ),
+      );
+      const a = o.outcome?.action;
+      r = a?.type === 'close' ? (a.toLocal ?? new Uint8Array()) : new Uint8Array([0xff]);
+      references.set(c, r);
+    }
+    return r;
+  };
   const injected = (c: Case, cs: number[], extra: Uint8Array, sameRead: boolean) => {
     const chunks = chunked(c.waves, cs, c.total);
     const last = chunks.length - 1;
@@ -226,8 +256,14 @@ export function runClientProperties(
             }
             if (out.call !== due)
               return `${c.t.name}: the close did not come with the go-ahead's read`;
+            // The forged bytes must not change what the local client gets: the same toLocal
+            // as with one neutral forged octet, and none of them in it unless that has them too.
             const toLocal = out.action.toLocal ?? new Uint8Array();
-            if (extra.length >= 4 && contains(toLocal, extra)) {
+            const neutral = reference(c);
+            if (!Buffer.from(toLocal).equals(Buffer.from(neutral))) {
+              return `${c.t.name}: the injected bytes changed toLocal:\n  with them | ${escapeBytes(toLocal, false)}\n  neutral   | ${escapeBytes(neutral, false)}`;
+            }
+            if (extra.length >= 4 && contains(toLocal, extra) && !contains(neutral, extra)) {
               return `${c.t.name}: the injected bytes reached toLocal: ${escapeBytes(toLocal, false)}`;
             }
             return undefined;
@@ -242,8 +278,9 @@ export function runClientProperties(
   );
 
   // 3. The server closes early: close, never starttls or plaintext.
+  // Up to the go-ahead's end where forged bytes follow it: the server may close right there.
   const early = cases
-    .map((c) => ({ c, at: clientPlan(c.t).outcome.at }))
+    .map((c) => ({ c, at: c.keep ?? clientPlan(c.t).outcome.at }))
     .filter(({ at }) => at > 0 && at !== EOF_POSITION);
   const truncated = (c: Case, at: number, p: number, cs: number[]): ClientInput[] => {
     const keep = p % at;

@@ -168,7 +168,12 @@ export function clientInputs(t: ClientTranscript): ClientInput[] {
 /** Each C: block (its segments) and the outcome, with the position that triggers it. */
 export interface ClientPlan {
   blocks: { segments: Segment[]; line: number; at: number }[];
-  outcome: { type: ReturnType<typeof expectedOutcome>; at: number; line: number };
+  /**
+   * The outcome and where: a starttls at `at` exactly (the go-ahead's last octet ends its read);
+   * a close or plaintext anywhere in the server read that ends at `at` — from octet `from` —
+   * since the client may decide on a complete reply before the rest of that read (a body).
+   */
+  outcome: { type: ReturnType<typeof expectedOutcome>; at: number; from: number; line: number };
   /** Every server octet. */
   total: number;
 }
@@ -179,15 +184,26 @@ export function clientPlan(t: ClientTranscript): ClientPlan {
   const blocks: ClientPlan['blocks'] = [];
   let outcome: ClientPlan['outcome'] | undefined;
   const at = () => (ended ? EOF_POSITION : offset);
+  let readStart = 0;
   for (const s of t.steps) {
-    if (s.type === 'server') offset += s.bytes.length;
-    else if (s.type === 'close') ended = true;
+    if (s.type === 'server') {
+      readStart = offset;
+      offset += s.bytes.length;
+    } else if (s.type === 'close') ended = true;
     else if (s.type === 'client') blocks.push({ segments: s.segments, line: s.line, at: at() });
-    else if (!outcome) outcome = { type: expectedOutcome(t), at: at(), line: s.line };
+    else if (!outcome) {
+      const type = expectedOutcome(t);
+      const exact = type === 'starttls' || ended || t.injectedAt !== null;
+      outcome = { type, at: at(), from: exact ? at() : readStart + 1, line: s.line };
+    }
   }
+  // Forged bytes after the go-ahead (!injected): the client knows once the read that ends the
+  // go-ahead also brings the first of them, so that read is the one to close in.
+  if (outcome && t.injectedAt !== null && outcome.at !== EOF_POSITION)
+    outcome.at = t.injectedAt + 1;
   return {
     blocks,
-    outcome: outcome ?? { type: 'open', at: EOF_POSITION, line: 0 },
+    outcome: outcome ?? { type: 'open', at: EOF_POSITION, from: EOF_POSITION, line: 0 },
     total: offset,
   };
 }
@@ -248,11 +264,14 @@ export function judgeClient(t: ClientTranscript, obs: ClientObservation): string
       `outcome: expected ${want === 'open' ? 'none (still open)' : want}, got ${got === 'open' ? 'none (still open)' : got}${why}`,
     );
   } else if (obs.outcome) {
-    const due = obs.calls.findIndex((c) => covers(c, plan.outcome.at));
-    if (obs.outcome.call !== due) {
+    const { at, from } = plan.outcome;
+    const c0 = obs.calls[obs.outcome.call]!;
+    const inRead =
+      c0.kind === 'receive' && from < at && c0.from < at && c0.to >= from && c0.to > c0.from;
+    if (!covers(c0, at) && !inRead) {
       const c = obs.calls[obs.outcome.call]!;
       problems.push(
-        `${got} came in ${callName(c)}, expected at ${where(plan.outcome.at)} (line ${plan.outcome.line})` +
+        `${got} came in ${callName(c)}, expected ${from < at ? `in the server read of octets ${from - 1}..${at}` : `at ${where(at)}`} (line ${plan.outcome.line})` +
           (plan.outcome.at === EOF_POSITION
             ? ': the server closed first (!close before !eof), the client must not close before'
             : c.kind === 'eof'

@@ -13,7 +13,9 @@
 // Markers keep the recorder's meaning (they say which side did what on the wire): `!tls` our
 // client started TLS, `!eof` our client closed, `!close` the server closed (its end goes to the
 // session's eof()), `!plaintext` our client went on without TLS (an explicit opt-in such as
-// SMTP's `tls: may`).
+// SMTP's `tls: may`). `!injected`, between the go-ahead's server lines and `S|` lines that
+// continue the same read, marks where the go-ahead ends and forged bytes begin (the
+// response-injection case): the properties never cut the read there.
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { concat } from './bytes.js';
@@ -46,6 +48,8 @@ export interface ClientTranscript {
   state: { path: string; value: unknown; line: number }[];
   options: Record<string, unknown>;
   limits: Record<string, unknown>;
+  /** `!injected`: the server octet where the go-ahead ends and forged bytes in its read begin. */
+  injectedAt: number | null;
   /** The client context's names (`@hostname`, `@server-name`), as when it was recorded. */
   hostname: string;
   serverName: string;
@@ -57,7 +61,7 @@ export const CLIENT_SERVER_NAME = 'localhost';
 
 const REQUIRED_HEADERS = ['role', 'server', 'client', 'dialect'];
 const OUTCOMES = new Set(['tls', 'eof', 'plaintext']);
-const MARKERS = new Set(['tls', 'eof', 'plaintext', 'close', 'state']);
+const MARKERS = new Set(['tls', 'eof', 'plaintext', 'close', 'state', 'injected']);
 /** Placeholders a client line may hold: one line's worth each, never a line end, so an extra
  * command cannot hide inside one (`any` and `untagged` are for server text). */
 export const CLIENT_PLACEHOLDERS = new Set(['text', 'word', 'host', 'number', 'words']);
@@ -135,6 +139,10 @@ export function parseClientTranscript(
   let local: Segment[] | null = null;
   let outcomeAt = -1;
   let lastLocal = false;
+  let injectedAt: number | null = null;
+  /** Set by !injected: the next line must continue the server read above it. */
+  let injecting = false;
+  let serverOctets = 0;
   const serverParts = new Map<ClientStep, Uint8Array[]>();
   const lines = source.split('\n');
   for (let i = 0; i < lines.length; i++) {
@@ -151,8 +159,19 @@ export function parseClientTranscript(
       headers[raw.key] = raw.value;
       continue;
     }
+    if (injecting && !(raw.kind === 'data' && raw.from === 'server' && raw.cont && !isLocal)) {
+      fail(file, n, '!injected must be followed by S| lines: the forged bytes in the same read');
+    }
     if (raw.kind === 'directive') {
       lastLocal = false;
+      if (raw.name === 'injected') {
+        if (steps.at(-1)?.type !== 'server' || injectedAt !== null || outcomeAt >= 0) {
+          fail(file, n, "!injected goes once, right after the go-ahead's server lines");
+        }
+        injectedAt = serverOctets;
+        injecting = true;
+        continue;
+      }
       if (!MARKERS.has(raw.name)) {
         fail(
           file,
@@ -195,6 +214,10 @@ export function parseClientTranscript(
     }
     lastLocal = false;
     const prev = steps.at(-1);
+    if (raw.from === 'server') {
+      serverOctets += bytesOnly(segments).length;
+      injecting = false;
+    }
     if (raw.from === 'client') {
       for (const s of segments) {
         if (s.type === 'placeholder' && !CLIENT_PLACEHOLDERS.has(s.name)) {
@@ -254,6 +277,7 @@ export function parseClientTranscript(
     steps,
     local,
     state,
+    injectedAt,
     options: options as Record<string, unknown>,
     limits: limits as Record<string, unknown>,
     hostname: headers.hostname ?? CLIENT_HOSTNAME,
