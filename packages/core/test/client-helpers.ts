@@ -4,6 +4,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import type { ClientAction, Dialect } from '../src/index.js';
+import { pauseReading } from '../src/transition.js';
 import { cert } from './helpers.js';
 
 const enc = (s: string) => new TextEncoder().encode(s);
@@ -137,6 +138,8 @@ export interface ToyServerOptions {
   requestCert?: boolean;
   /** Written first over TLS, right after the handshake (as cupsd answers the upgrade itself). */
   prelude?: string;
+  /** Wait this long after the go-ahead before answering the ClientHello (a slow handshake). */
+  tlsDelayMs?: number;
 }
 
 export interface ToyServer {
@@ -180,6 +183,14 @@ export async function startToyServer(options: ToyServerOptions = {}): Promise<To
         return;
       }
       s.write(`a OK begin TLS now\r\n${options.inject ?? ''}`);
+      if (options.tlsDelayMs) {
+        // Leave the ClientHello in the kernel (a stream pause would let Node read it and lose it).
+        pauseReading(s);
+        setTimeout(() => startTls(s), options.tlsDelayMs);
+      } else startTls(s);
+    };
+    const startTls = (s: net.Socket) => {
+      if (s.destroyed) return;
       const t = new tls.TLSSocket(s, {
         isServer: true,
         cert: options.cert ?? cert('server.pem'),

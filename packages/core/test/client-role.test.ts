@@ -392,6 +392,33 @@ describe.skipIf(!embeddedConnects)('client role: limits, plaintext policy, shutd
     expect(logger.lines.join('\n')).toMatch(/connection limit reached/);
   });
 
+  it('maxConnectionsPerAddress: a second local connection from the same address gets the busy reply', async () => {
+    const server = await toy();
+    const { port, logger } = await proxyTo(server.port, { maxConnectionsPerAddress: 1 });
+    const a = new LocalClient(port);
+    await a.until(/ready/);
+    const b = new LocalClient(port);
+    await b.closed;
+    expect(b.text).toBe('* BYE busy\r\n');
+    expect(logger.lines.join('\n')).toMatch(/per-address connection limit reached/);
+  });
+
+  it('maxHandshakes: past it a go-ahead is answered by closing, the handshake in flight goes on', async () => {
+    const server = await toy({ tlsDelayMs: 800 });
+    const { port, logger } = await proxyTo(server.port, { maxHandshakes: 1 });
+    const a = new LocalClient(port);
+    await waitFor(
+      () => logger.lines.some((l) => l.includes('STARTTLS go-ahead')),
+      'the first go-ahead',
+    );
+    const b = new LocalClient(port);
+    await b.closed;
+    expect(b.text).toBe('');
+    expect(logger.lines.join('\n')).toMatch(/TLS handshake limit reached/);
+    a.socket.write('PING first\r\n');
+    await a.until(/PONG first/);
+  });
+
   it('preambleTimeoutMs: a server that never greets is given up on', async () => {
     const silent = net.createServer(() => {});
     await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
