@@ -169,7 +169,7 @@ export class XmppSession implements DialectSession {
     this.reader.push(data);
     const out: Action[] = [];
     try {
-      for (let e = this.reader.next(); e; e = this.reader.next()) {
+      for (let e = this.next(out); e; e = this.next(out)) {
         this.handle(e, out);
         if (this.finished()) return out;
       }
@@ -180,6 +180,16 @@ export class XmppSession implements DialectSession {
     }
     out.push(...this.arm(now));
     return out;
+  }
+
+  /** The reader's next event; XML it refuses is reported as a bad command (`unknown`). */
+  private next(out: Action[]): XmlEvent | null {
+    try {
+      return this.reader.next();
+    } catch (err) {
+      if (isXmppStreamError(err)) out.push(act.command(null, true, KNOWN));
+      throw err;
+    }
   }
 
   /** Whether the last event ended the preamble (handle() moves the phase). */

@@ -143,3 +143,20 @@ describe('element names are reported as commands (tlsproxy_bad_commands_total, l
     ]);
   });
 });
+
+describe('XML the reader refuses is reported as a bad command too', () => {
+  const events = (chunks: string[]) =>
+    feed(chunks).actions.flatMap((a) =>
+      a.type === 'log' && a.event ? [`${a.event} ${a.command}`] : [],
+    );
+
+  it('not-well-formed, restricted XML and a limit: one bad "unknown" command', () => {
+    expect(events([HEADER_C2S, '<a b=c>'])).toEqual(['command STREAM', 'bad-command unknown']);
+    expect(events([HEADER_C2S, '<!-- c -->'])).toEqual(['command STREAM', 'bad-command unknown']);
+    expect(events(['<!DOCTYPE x>'])).toEqual(['bad-command unknown']);
+    expect(events([HEADER_C2S, 'x'.repeat(20_000)])).toEqual([
+      'command STREAM',
+      'bad-command unknown',
+    ]);
+  });
+});
