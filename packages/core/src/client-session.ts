@@ -474,7 +474,14 @@ export class ClientSession {
     if (!this.#acquireHandshake()) {
       fd.close();
       log.log('warn', 'TLS handshake limit reached, closing');
-      return this.#failBeforeTls('TLS handshake limit reached');
+      // The local client has heard nothing yet: the dialect's "busy, try later", as at accept.
+      let busy: Uint8Array | undefined;
+      try {
+        busy = c.dialect.busy?.({ hostname: c.hostname, now: Date.now() });
+      } catch {}
+      this.#end('closed_in_preamble', 'TLS handshake limit reached');
+      this.#endLocal(busy);
+      return;
     }
     if (!c.pool.connect) {
       fd.close();
