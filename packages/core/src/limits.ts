@@ -229,6 +229,17 @@ export const CLIENT_ROLE_LIMITS: readonly LimitDeclaration[] = Object.freeze([
     source: 'tlsproxy choice (the same default as the server role)',
   },
   {
+    title: 'Handshakes at once (role client)',
+    name: 'maxHandshakes',
+    default: 1000,
+    unit: 'count',
+    phase: 'handshake',
+    note: 'per listener (a total over workers)',
+    where: 'listener key `maxHandshakes` (the same key as above)',
+    past: "TLS handshakes with servers at once. Past it, at the server's go-ahead: log `TLS handshake limit reached, closing`; the server connection is closed, the local client gets the dialect's busy reply (as past `maxConnections`); outcome `closed_in_preamble`.",
+    source: 'as for the server role',
+  },
+  {
     title: 'Bytes after the go-ahead (role client)',
     name: 'injectedAfterGoAhead',
     default: 0,
