@@ -6,6 +6,7 @@
 // what a crash-free engine can still get wrong: every handshake and control promise settles,
 // every refused client sees its connection closed, every established session ends, no
 // descriptor is left open, and malloc'd memory is back near its baseline at the end.
+import { generateKeyPairSync } from 'node:crypto';
 import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -1251,6 +1252,85 @@ async function runBindingPhase(ms: number): Promise<void> {
     },
   );
 
+  // PEM the C side parses itself (ctx.c: leaf, chain, key, CA bundle) — mutated, truncated,
+  // mismatched, encrypted, concatenated — with every error path's memory checked: malloc'd
+  // bytes after many refusals must not grow with their number.
+  const enc = generateKeyPairSync('ec', {
+    namedCurve: 'P-256',
+    publicKeyEncoding: { type: 'spki', format: 'pem' },
+    privateKeyEncoding: { type: 'pkcs8', format: 'pem', cipher: 'aes-256-cbc', passphrase: 'x' },
+  }).privateKey;
+  const pems = [
+    certs.server.cert,
+    certs.server.key,
+    certs.other.cert,
+    certs.other.key,
+    certs.ca,
+    enc,
+  ];
+  const mutatedPem = fc.oneof(
+    fc.constantFrom(...pems),
+    fc
+      .tuple(
+        fc.constantFrom(...pems),
+        fc.array(fc.tuple(fc.nat(), fc.constantFrom('A', '/', '-', '\n', '=', '\u0000', 'é')), {
+          minLength: 1,
+          maxLength: 6,
+        }),
+      )
+      .map(([pem, edits]) => {
+        const a = [...pem];
+        for (const [i, ch] of edits) a[i % a.length] = ch;
+        return a.join('');
+      }),
+    fc.tuple(fc.constantFrom(...pems), fc.nat()).map(([pem, n]) => pem.slice(0, n % pem.length)),
+    fc.array(fc.constantFrom(...pems), { minLength: 1, maxLength: 4 }).map((l) => l.join('\n')),
+    fc.string({ maxLength: 200 }),
+  );
+  const pemCase = fc.record({
+    cert: mutatedPem,
+    key: mutatedPem,
+    ca: fc.option(mutatedPem),
+    names: fc.array(
+      fc.oneof(fc.string({ maxLength: 20 }), fc.constantFrom('*.', '*', '.', '*.a.b')),
+      { maxLength: 3 },
+    ),
+  });
+  const tryStore = (k: { cert: string; key: string; ca: string | null; names: string[] }) => {
+    try {
+      b.storeCreate([{ cert: k.cert, key: k.key, names: k.names }], {
+        defaultIndex: 0,
+        minVersion: 0x0303,
+        ca: k.ca,
+        ciphers: 'DEFAULT',
+        ciphersuites: null,
+      });
+      count('storeCreate mutated PEM → ok');
+    } catch (err) {
+      expect(err).toBeInstanceOf(Error);
+      count('storeCreate mutated PEM → refused');
+    }
+  };
+  const pemSamples = fc.sample(pemCase, { seed: SEED, numRuns: 400 });
+  // Once for OpenSSL's lazy setup, then measured.
+  for (const k of pemSamples.slice(0, 50)) tryStore(k);
+  await collect();
+  const pemBefore = b.mallocBytes();
+  let tried = 0;
+  const pemDeadline = Date.now() + (deadline - Date.now()) * 0.4;
+  for (const k of pemSamples) {
+    if (Date.now() > pemDeadline) break;
+    tryStore(k);
+    tried++;
+  }
+  await collect();
+  const pemGrowth = b.mallocBytes() - pemBefore;
+  count('storeCreate mutated PEM tried', tried);
+  count('storeCreate mutated PEM malloc growth KiB', Math.round(pemGrowth / 1024));
+  expect(pemGrowth, `malloc grew by ${pemGrowth} bytes over ${tried} store builds`).toBeLessThan(
+    2 * 1024 * 1024,
+  );
+
   // Session handles outliving their engine, used with another engine; control calls with
   // hostile arguments on live, ended and foreign handles; descriptors of every kind submitted.
   const live = rawEngine(2);
@@ -1395,11 +1475,13 @@ async function pump(s: net.Socket, stop: { now: boolean }): Promise<number> {
     if (s.writableNeedDrain) {
       // Nothing more while the socket is full: what is written waits in the kernel, not here.
       await new Promise<void>((r) => {
-        const t = setTimeout(r, 100);
-        s.once('drain', () => {
+        const done = () => {
           clearTimeout(t);
+          s.off('drain', done);
           r();
-        });
+        };
+        const t = setTimeout(done, 100);
+        s.on('drain', done);
       });
       continue;
     }
