@@ -149,6 +149,16 @@ export function parseClientTranscript(
     const n = i + 1;
     let text = lines[i]!.replace(/\r$/, '');
     if (text.trim() === '' || text.startsWith('#')) continue;
+    // Judged the wrong way round, a server transcript would mislead: say so at once.
+    if (!text.startsWith('@') && headers.role !== 'client') {
+      fail(
+        file,
+        n,
+        headers.role === undefined
+          ? 'missing header @role client before the conversation (a server transcript?)'
+          : `@role ${headers.role}: a client transcript says @role client`,
+      );
+    }
     // L: / L| lines are parsed by the grammar as server lines, then given to the local side.
     const isLocal = /^L[:|] /.test(text);
     if (isLocal) text = `S${text.slice(1)}`;
