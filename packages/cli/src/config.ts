@@ -333,6 +333,22 @@ function identityNames(identities: IdentityConfig[]): Set<string> {
   return out;
 }
 
+/**
+ * `file:line:col: key.path` for a key of a file already parsed once, for problems found after
+ * parsing (a file that cannot be read, a dialect without a client side): the same form as the
+ * schema's. Falls back to `file: key.path`.
+ */
+export function placeIn(file: string, text: string, path: (string | number)[]): string {
+  const key = path.join('.');
+  try {
+    const lines = new LineCounter();
+    const doc = parseDocument(text, { lineCounter: lines });
+    return `${where(file, lines, doc.getIn(path, true) as Node | undefined)}: ${key}`;
+  } catch {
+    return `${file}: ${key}`;
+  }
+}
+
 /** Load a config file: parse, check, read the certificate files, resolve backends. */
 export function loadConfig(file: string): LoadedConfig {
   let text: string;
@@ -394,12 +410,12 @@ export function loadConfig(file: string): LoadedConfig {
   raw.listeners.forEach((l, i) => {
     if (l.role !== 'client') return;
     const t = l.tls ?? {};
-    const at = `${file}: listeners.${i}.tls`;
+    const place = (k: string) => placeIn(file, text, ['listeners', i, 'tls', k]);
     const out: NonNullable<ListenerConfig['tls']> = {};
     if (t.ca !== undefined) {
-      const ca = readText(abs(t.ca), `${at}.ca`, problems);
+      const ca = readText(abs(t.ca), place('ca'), problems);
       const p = ca && caProblem(ca, abs(t.ca));
-      if (p) problems.push(`${at}.ca: ${p}`);
+      if (p) problems.push(`${place('ca')}: ${p}`);
       if (ca) out.ca = ca.toString('utf8');
     }
     if (t.serverName !== undefined) out.serverName = t.serverName;
@@ -409,14 +425,15 @@ export function loadConfig(file: string): LoadedConfig {
     if (t.cert !== undefined && t.key !== undefined) {
       if (!('identities' in pool)) {
         problems.push(
-          `${at}.cert: with pool.socket the daemon holds the keys: name one of its identities in tls.clientIdentity`,
+          `${place('cert')}: with pool.socket the daemon holds the keys: name one of its identities in tls.clientIdentity`,
         );
       } else {
-        const cert = readText(abs(t.cert), `${at}.cert`, problems);
-        const key = readText(abs(t.key), `${at}.key`, problems);
+        const cert = readText(abs(t.cert), place('cert'), problems);
+        const key = readText(abs(t.key), place('key'), problems);
         if (cert && key) {
           const p = identityProblem(cert, key, abs(t.cert), abs(t.key));
-          if (p) problems.push(`${at}.${p}`);
+          // identityProblem says 'cert: …' or 'key: …'.
+          if (p) problems.push(`${place(p.slice(0, p.indexOf(':')))}${p.slice(p.indexOf(':'))}`);
           else
             (pool.identities as IdentityConfig[]).push({
               cert,
@@ -433,7 +450,7 @@ export function loadConfig(file: string): LoadedConfig {
         !identityNames(pool.identities).has(t.clientIdentity.toLowerCase())
       )
         problems.push(
-          `${at}.clientIdentity: no identity named "${t.clientIdentity}" (identities[].names)`,
+          `${place('clientIdentity')}: no identity named "${t.clientIdentity}" (identities[].names)`,
         );
     }
     clientTls.set(i, out);

@@ -10,7 +10,7 @@ import {
   TlsProxy,
 } from '@tlsproxy/core';
 import { type CliArgs, parseCli, USAGE, UsageError } from './args.js';
-import { ConfigError, type LoadedConfig, loadConfig } from './config.js';
+import { ConfigError, type LoadedConfig, loadConfig, placeIn } from './config.js';
 import { embeddedEngine } from './engine.js';
 import { describeLimits, perWorker } from './limits.js';
 import { preflight, reportPreflight, sideOf } from './preflight.js';
@@ -144,7 +144,10 @@ export async function checkConfig(file: string | undefined): Promise<number> {
       try {
         side = sideOf(d, l.role);
       } catch (err) {
-        throw new ConfigError([`${file}: listeners.${i}.dialect: ${(err as Error).message}`]);
+        const text = readFileSync(file, 'utf8');
+        throw new ConfigError([
+          `${placeIn(file, text, ['listeners', i, 'dialect'])}: ${(err as Error).message}`,
+        ]);
       }
       resolveOptions(side, l.options);
       resolveLimits(side, l.limits);
@@ -216,9 +219,14 @@ export async function main(argv: string[]): Promise<number> {
         }
         return fail(err);
       }
+      const text = readFileSync(file, 'utf8');
       const problems = await preflight({
         listeners: c.listeners.map((l, i) => ({
-          name: `${file}: listeners.${i}`,
+          // A client-role listener's problems are its dialect's (no client side) or its connect's.
+          name:
+            l.role === 'client'
+              ? placeIn(file, text, ['listeners', i, 'dialect'])
+              : `${file}: listeners.${i}`,
           dialect: l.dialect,
           ...(l.options ? { options: l.options } : {}),
           ...(l.limits ? { limits: l.limits } : {}),
@@ -226,7 +234,10 @@ export async function main(argv: string[]): Promise<number> {
           ...(l.role === 'client'
             ? {
                 role: 'client' as const,
-                connect: { name: `${file}: listeners.${i}.connect`, value: String(l.connect) },
+                connect: {
+                  name: placeIn(file, text, ['listeners', i, 'connect']),
+                  value: String(l.connect),
+                },
               }
             : {}),
         })),

@@ -200,10 +200,17 @@ describe('role: client in YAML', () => {
     } catch (err) {
       p = (err as ConfigError).problems;
     }
-    expect(p.join('\n')).toMatch(/listeners\.0\.tls\.ca: cannot read .*nope\.pem/);
-    expect(p.join('\n')).toMatch(/listeners\.0\.tls\.key: .*does not match the certificate/);
-    expect(p.join('\n')).toMatch(/listeners\.1\.tls\.ca: .*client\.key has no PEM certificate/);
-    expect(p.join('\n')).toMatch(/listeners\.1\.tls\.clientIdentity: no identity named "bob"/);
+    const all = p.join('\n');
+    expect(all).toMatch(/tlsproxy\.yaml:6:16: listeners\.0\.tls\.ca: cannot read .*nope\.pem/);
+    expect(all).toMatch(
+      /tlsproxy\.yaml:6:\d+: listeners\.0\.tls\.key: .*does not match the certificate/,
+    );
+    expect(all).toMatch(
+      /tlsproxy\.yaml:11:16: listeners\.1\.tls\.ca: .*client\.key has no PEM certificate/,
+    );
+    expect(all).toMatch(
+      /tlsproxy\.yaml:11:\d+: listeners\.1\.tls\.clientIdentity: no identity named "bob"/,
+    );
   });
 });
 
@@ -260,7 +267,9 @@ describe('start-up checks and check-config', () => {
     );
     const r = spawnSync(process.execPath, [bin, 'check-config', bad], { encoding: 'utf8' });
     expect(r.status).toBe(1);
-    expect(r.stderr).toMatch(/listeners\.0\.dialect: dialect "tls" has no client side/);
+    expect(r.stderr).toMatch(
+      /bad\.yaml:2:30: listeners\.0\.dialect: dialect "tls" has no client side/,
+    );
     const good = join(dir, 'good.yaml');
     writeFileSync(
       good,
