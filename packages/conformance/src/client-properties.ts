@@ -11,11 +11,14 @@
 // 3. The server closing at any point before the outcome: close, never starttls or plaintext.
 // 4. Random bytes after any prefix of a conversation: no throw, well-formed actions, nothing
 //    but log lines after the outcome.
+// 5. A silent server at any point before the outcome: the client has a deadline (a timer
+//    action) and closes when timer() is called at it, not before.
 
 import type { Dialect } from '@tlsproxy/dialect-kit';
 import fc from 'fast-check';
 import { concat, escapeBytes } from './bytes.js';
 import {
+  CLIENT_START,
   type ClientInput,
   clientContextFor,
   clientPlan,
@@ -156,7 +159,7 @@ export function runClientProperties(
   if (cases.length === 0) {
     return [{ name: 'client properties', kind: 'property', ok: false, problems: broken }];
   }
-  const settings = { seed, ms: Math.max(200, Math.floor((seconds * 1000) / 4)) };
+  const settings = { seed, ms: Math.max(200, Math.floor((seconds * 1000) / 5)) };
   const pick = fc.constantFrom(...cases);
   const cuts = fc.array(fc.nat(), { maxLength: 40 });
   const results: CheckResult[] = [];
@@ -318,6 +321,55 @@ export function runClientProperties(
               `${c.t.name}, the server closes after ${p % at} octets`,
               truncated(c, at, p, cs),
             ),
+          settings,
+        ),
+  );
+
+  // 5 (below, before 4's result is pushed last). A silent server: at any point before the
+  // outcome the client has a deadline, and when it passes the client closes.
+  const silent = (c: Case, at: number, p: number, cs: number[]) =>
+    truncated(c, at, p, cs).filter((i) => i.type === 'data');
+  results.push(
+    early.length === 0
+      ? skipped(
+          'a silent server: the timer closes',
+          'no transcript has server bytes before its outcome',
+        )
+      : check(
+          'a silent server: the timer closes',
+          fc.tuple(fc.constantFrom(...early), fc.nat(), cuts),
+          ({ 0: { c, at }, 1: p, 2: cs }) => {
+            const session = dialect.client.create(c.context);
+            let deadline = Number.POSITIVE_INFINITY;
+            let outcome: string | undefined;
+            const note = (acts: readonly { type: string; at?: number }[]) => {
+              for (const a of acts) {
+                if (a.type === 'timer') deadline = a.at!;
+                if (['starttls', 'close', 'plaintext'].includes(a.type)) outcome ??= a.type;
+              }
+            };
+            try {
+              note(session.start(CLIENT_START));
+              for (const i of silent(c, at, p, cs)) {
+                if (i.type === 'data') note(session.receive(i.bytes.slice(), CLIENT_START));
+              }
+              if (outcome) return undefined; // decided already (a refusal): nothing to wait for
+              if (deadline === Number.POSITIVE_INFINITY) {
+                return `${c.t.name}: after ${p % at} server octets the client waits with no timer`;
+              }
+              // Before the deadline: at most a new timer; at it: close.
+              note(session.timer(deadline - 1));
+              if (outcome) return `${c.t.name}: the timer fired before its deadline: ${outcome}`;
+              note(session.timer(deadline));
+              return outcome === 'close'
+                ? undefined
+                : `${c.t.name}: its deadline passed after ${p % at} server octets: expected close, got ${outcome ?? 'nothing'}`;
+            } catch (err) {
+              return `${c.t.name}: threw: ${(err as Error).message}`;
+            }
+          },
+          ({ 0: { c, at }, 1: p, 2: cs }) =>
+            `${render(`${c.t.name}, then silence until the client's deadline`, silent(c, at, p, cs))}\n# timer(deadline)`,
           settings,
         ),
   );

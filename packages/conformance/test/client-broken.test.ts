@@ -5,6 +5,7 @@
 //     does this), and hands bytes that came after the go-ahead to the local client;
 //   - IMAP with a wrong tag on its STARTTLS command;
 //   - SMTP that pipelines STARTTLS with EHLO, before it knows STARTTLS is offered;
+//   - POP3 that never arms a timer;
 //   - LDAP that starts TLS even with bytes after the go-ahead (response injection).
 import { fileURLToPath } from 'node:url';
 import imap from '@tlsproxy/dialect-imap';
@@ -168,6 +169,17 @@ describe('the client suite fails broken clients', () => {
     expect(st.ok).toBe(false);
     expect(st.problems.join('\n')).toContain('sent too early');
     expect(result(r, 'no-starttls').ok).toBe(false);
+  }, 60_000);
+
+  it('a POP3 client that never asks for a timer (a silent server holds it forever)', async () => {
+    const pop3 = await load('pop3');
+    const patient = wrap(pop3.client!, (acts) => acts.filter((a) => a.type !== 'timer'));
+    const r = await run('pop3', patient);
+    const t = result(r, 'a silent server: the timer closes');
+    expect(t.ok).toBe(false);
+    expect(t.problems.join('\n')).toContain('the client waits with no timer');
+    // Everything else it does is the real client's.
+    expect(result(r, 'starttls').ok).toBe(true);
   }, 60_000);
 
   it('an LDAP client that starts TLS with bytes after the go-ahead', async () => {
