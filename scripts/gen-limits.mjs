@@ -74,6 +74,21 @@ export async function render() {
         }),
       );
     }
+    // The client role (`role: client`) reads its own limits from the dialect's client side.
+    for (const [key, spec] of Object.entries(dialect.client?.limits ?? {})) {
+      lines.push(
+        row({
+          title: `\`${key}\` (client role)`,
+          name: key,
+          where: `\`role: client\` listener, limit \`${key}\``,
+          default: spec.default,
+          unit: spec.unit,
+          phase: spec.phase,
+          past: spec.description,
+          source: spec.source,
+        }),
+      );
+    }
   }
   const tls = core.tlsDialect;
   lines.push('| **Built-in `tls` dialect (implicit TLS)** | | | | | |');
