@@ -6,7 +6,9 @@
 #     tarballs (file: paths), installed (with its scripts: the conformance suite's engine replay
 #     loads @tlsproxy/core and its native addon), type-checked with its own tsconfig.json (no
 #     `extends` into the repository), and then, from inside it, its unit tests and
-#     `npx tlsproxy-conformance run --dialect .` — the commands docs/writing-a-dialect.md gives.
+#     `npx tlsproxy-conformance run --dialect .` — the commands docs/writing-a-dialect.md gives;
+#  4. the example packed (npm pack) and installed by name in another project: it imports, and
+#     the suite finds the transcripts it ships.
 # Every step fails loudly: a missing tarball, a workspace link instead of a tarball, a
 # transcript the suite did not find, a skipped engine replay.
 set -euo pipefail
@@ -92,4 +94,21 @@ npx tlsproxy-conformance run --dialect . --seconds 3 >"$work/run.log" 2>&1 ||
   { cat "$work/run.log"; exit 1; }
 check_run "$work/run.log"
 tail -n 3 "$work/run.log"
+
+step "the example packed as a package: installed by name in another project, with its transcripts"
+(cd "$app" && npm pack --pack-destination "$work/packs" --silent >/dev/null)
+mkdir "$work/consumer"
+cd "$work/consumer"
+npm init -y >/dev/null
+npm install --no-audit --no-fund --silent --ignore-scripts \
+  "$(tgz dialect-kit)" "$(tgz conformance)" "$(tgz example-dialect-nntp)"
+# Everything the package imports is in its tarball (package.json "files").
+node -e 'import("@tlsproxy/example-dialect-nntp").then((m) => {
+  if (typeof m.default.create !== "function" || typeof m.default.client?.create !== "function") process.exit(1);
+})'
+npx tlsproxy-conformance run --dialect @tlsproxy/example-dialect-nntp --no-engine --seconds 2 \
+  >"$work/pkg-run.log" 2>&1 || { cat "$work/pkg-run.log"; exit 1; }
+grep -q "^tlsproxy-conformance: dialect nntp, $count transcripts" "$work/pkg-run.log" ||
+  { cat "$work/pkg-run.log"; echo "the packed example did not bring its $count transcripts"; exit 1; }
+grep -qE '^all [0-9]+ checks passed' "$work/pkg-run.log" || { cat "$work/pkg-run.log"; exit 1; }
 step "ok"
