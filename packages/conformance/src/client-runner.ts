@@ -23,6 +23,8 @@ export interface ClientRunOptions {
   transcriptDir?: string;
   seconds?: number;
   seed?: number;
+  /** Also replay through a real TlsProxy `role: client` listener on loopback (default true). */
+  engine?: boolean;
   cwd?: string;
   /** For the reproduce line only. */
   optionsFile?: string;
@@ -164,6 +166,7 @@ export function clientRerunCommand(opts: ClientRunOptions, name: string, seed: n
     args.push('--options', JSON.stringify(opts.options));
   if (opts.transcriptDir) args.push('--transcripts', resolve(cwd, opts.transcriptDir));
   args.push('--seed', String(seed), '--seconds', String(opts.seconds ?? 5));
+  if (opts.engine === false) args.push('--no-engine');
   if (opts.json) args.push('--json');
   for (const t of opts.transcripts ?? []) args.push(resolve(cwd, t));
   return args.map(shellWord).join(' ');
@@ -183,6 +186,11 @@ export async function runClientConformance(opts: ClientRunOptions): Promise<Repo
       problems: r.problems,
     });
   }
+  if (opts.engine !== false) {
+    // Loaded only here: @tlsproxy/core is an optional peer dependency (--no-engine).
+    const { clientEngineReplay } = await import('./client-engine.js');
+    results.push(...(await clientEngineReplay(dialect, transcripts, options)));
+  }
   results.push(
     ...runClientProperties(dialect, transcripts, options, { seed, seconds: opts.seconds ?? 5 }),
   );
@@ -201,7 +209,8 @@ export async function runClientConformance(opts: ClientRunOptions): Promise<Repo
 }
 
 export const CLIENT_USAGE = `  tlsproxy-conformance run --role client --dialect <package-or-path> [--options FILE|JSON]
-                           [--json] [--seconds N] [--seed N] [--transcripts DIR] [TRANSCRIPT...]
+                           [--json] [--seconds N] [--seed N] [--no-engine] [--transcripts DIR]
+                           [TRANSCRIPT...]
       The dialect's client side (dialect.client) against client transcripts: with no
       TRANSCRIPT, --transcripts DIR, else the package's ("tlsproxy": { "clientTranscripts":
       DIR }, or its client-transcripts/), else fixtures/client-transcripts/<dialect name>/.
@@ -248,6 +257,7 @@ export async function runClientCommand(
       seconds: { type: 'string' },
       seed: { type: 'string' },
       transcripts: { type: 'string' },
+      'no-engine': { type: 'boolean', default: false },
     },
   });
   if (!values.dialect) throw usage('--dialect is required');
@@ -272,6 +282,7 @@ export async function runClientCommand(
     seconds,
     ...(seed !== undefined ? { seed } : {}),
     ...(values.options && !inline ? { optionsFile: values.options } : {}),
+    engine: !values['no-engine'],
     json: values.json,
   });
   print(values.json ? JSON.stringify(report, null, 2) : formatReport(report));

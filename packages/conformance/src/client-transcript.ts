@@ -48,6 +48,9 @@ export interface ClientTranscript {
   state: { path: string; value: unknown; line: number }[];
   options: Record<string, unknown>;
   limits: Record<string, unknown>;
+  /** `@after-tls BYTES`: what the server sends first inside TLS unasked (RFC 2817's answer to
+   * the upgrading OPTIONS): the engine replay's server sends it, the local client must not see it. */
+  afterTls: Uint8Array | null;
   /** `!injected`: the server octet where the go-ahead ends and forged bytes in its read begin. */
   injectedAt: number | null;
   /** The client context's names (`@hostname`, `@server-name`), as when it was recorded. */
@@ -280,7 +283,18 @@ export function parseClientTranscript(
   }
   const options = headers.options ? parseJson(file, 1, '@options', headers.options) : {};
   const limits = headers.limits ? parseJson(file, 1, '@limits', headers.limits) : {};
+  let afterTls: Uint8Array | null = null;
+  if (headers['after-tls'] !== undefined) {
+    // The value in the bytes notation of S: lines (escapes, hex runs), parsed by the same grammar.
+    const raw = parseLine(`S: ${headers['after-tls']}`);
+    if ('error' in raw || raw.kind !== 'data')
+      fail(file, 1, `@after-tls: ${'error' in raw ? raw.error : 'not bytes'}`);
+    const segs = segmentsOf(unCons(raw.items as Cons<RawItem>), (m) => fail(file, 1, m));
+    if (segs.some((x) => x.type === 'placeholder')) fail(file, 1, '@after-tls: exact bytes only');
+    afterTls = bytesOnly(segs);
+  }
   return {
+    afterTls,
     file,
     name: basename(file).replace(/\.txt$/, ''),
     headers,
