@@ -10,7 +10,7 @@ import {
   resolveOptions,
   type SessionContext,
 } from '@tlsproxy/dialect-kit';
-import { concat, latin1, show } from './bytes.js';
+import { concat, equal, latin1, show } from './bytes.js';
 import { formatMismatch, type Mismatch, matchOutput, matchSpans } from './pattern.js';
 import { REPLY_RULES, type Reply, type ReplyRules } from './replies.js';
 import { type Segment, serverSegments, type Transcript } from './transcript.js';
@@ -36,6 +36,8 @@ export interface Observation {
     | { type: 'open' };
   /** The starttls action's `unavailable` reply, when there was one. */
   unavailable?: Uint8Array;
+  /** The starttls action's go-ahead, when there was one. */
+  goAhead?: Uint8Array;
   /** Actions the dialect returned after STARTTLS or close (only log, timer, bare close allowed). */
   late: Action[];
   /** Bytes given to receive() after the STARTTLS command's chunk. */
@@ -143,6 +145,7 @@ export function observe(
         out.push(a.goAhead);
         obs.final = { type: 'starttls', state: a.state, trailing: a.trailing, input };
         obs.unavailable = a.unavailable;
+        obs.goAhead = a.goAhead;
       } else if (a.type === 'plaintext') {
         obs.final = { type: 'plaintext', state: a.state, buffered: a.buffered, input };
       }
@@ -316,6 +319,13 @@ export function judge(
   // strict: false is the runner before issue 17 (byte pattern and ending only), kept so the
   // mutation check can show what the strict checks add.
   const rules = strict ? REPLY_RULES.get(dialectName) : undefined;
+  if (strict && obs.final.type === 'starttls' && obs.unavailable && obs.goAhead) {
+    // Whatever the protocol: "no backend can take you" must not read as "go ahead".
+    if (equal(obs.unavailable, obs.goAhead) || obs.unavailable.length === 0)
+      problems.push(
+        `the starttls action's unavailable reply (written when no backend can take the connection) ${obs.unavailable.length === 0 ? 'is empty' : 'is the go-ahead itself'}: the client would start TLS with nobody`,
+      );
+  }
   if (rules) {
     problems.push(...outputProblems(t, obs.output, dialectName));
     if (obs.unavailable) {
