@@ -125,6 +125,7 @@ function scriptedServer(
           const peer: net.Socket | tls.TLSSocket = secure ?? socket;
           if (!secure) socket.removeAllListeners('data');
           peer.on('data', (d: Buffer) => peer.write(Buffer.concat([ECHO, d])));
+          peer.on('end', () => peer.end());
           sockets.push(peer as net.Socket);
           await new Promise<void>((r) => {
             peer.once('close', () => r());
