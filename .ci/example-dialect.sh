@@ -6,7 +6,8 @@
 #     tarballs (file: paths), installed (with its scripts: the conformance suite's engine replay
 #     loads @tlsproxy/core and its native addon), type-checked with its own tsconfig.json (no
 #     `extends` into the repository), and then, from inside it, its unit tests and
-#     `npx tlsproxy-conformance run --dialect .` — the commands docs/writing-a-dialect.md gives;
+#     `npx tlsproxy-conformance run --dialect .` and `run --role client --dialect .` — the
+#     commands docs/writing-a-dialect.md gives;
 #  4. the example packed (npm pack) and installed by name in another project: it imports, and
 #     the suite finds the transcripts it ships.
 # Every step fails loudly: a missing tarball, a workspace link instead of a tarball, a
@@ -30,6 +31,8 @@ check_tarballs
 # The transcripts the example ships: the suite must find and pass every one of them.
 count=$(find "$example/transcripts" -name '*.txt' | wc -l)
 [ "$count" -gt 0 ] || { echo "no transcripts in $example/transcripts"; exit 1; }
+ccount=$(find "$example/client-transcripts" -name '*.txt' | wc -l)
+[ "$ccount" -gt 0 ] || { echo "no client transcripts in $example/client-transcripts"; exit 1; }
 
 # check_run LOG: the suite loaded the dialect, replayed every transcript twice (sans-I/O and
 # through the engine on loopback) and passed everything.
@@ -41,12 +44,24 @@ check_run() {
   grep -qE '^all [0-9]+ checks passed' "$log" || { cat "$log"; echo "not every check passed"; exit 1; }
   if grep -qE '^ +(FAIL|skip)' "$log"; then cat "$log"; echo "a check failed or was skipped"; exit 1; fi
 }
+# check_client_run LOG: the same for the client side (run --role client).
+check_client_run() {
+  local log=$1
+  grep -q "^tlsproxy-conformance: dialect nntp (client side), $ccount transcripts" "$log" ||
+    { cat "$log"; echo "the suite did not find the $ccount client transcripts"; exit 1; }
+  grep -q '^engine replay' "$log" || { cat "$log"; echo "the client engine replay did not run"; exit 1; }
+  grep -qE '^all [0-9]+ checks passed' "$log" || { cat "$log"; echo "not every client check passed"; exit 1; }
+}
 
 step "tlsproxy-conformance run --dialect ./examples/dialect-nntp (from the repository root)"
 cd "$root"
 node packages/conformance/bin/tlsproxy-conformance.js run --dialect ./examples/dialect-nntp \
   --seconds 3 >"$work/root-run.log" 2>&1 || { cat "$work/root-run.log"; exit 1; }
 check_run "$work/root-run.log"
+node packages/conformance/bin/tlsproxy-conformance.js run --role client \
+  --dialect ./examples/dialect-nntp --seconds 3 >"$work/root-client.log" 2>&1 ||
+  { cat "$work/root-client.log"; exit 1; }
+check_client_run "$work/root-client.log"
 
 step "copy examples/dialect-nntp outside the workspace, depend on the tarballs"
 app="$work/dialect-nntp"
@@ -94,6 +109,10 @@ npx tlsproxy-conformance run --dialect . --seconds 3 >"$work/run.log" 2>&1 ||
   { cat "$work/run.log"; exit 1; }
 check_run "$work/run.log"
 tail -n 3 "$work/run.log"
+npx tlsproxy-conformance run --role client --dialect . --seconds 3 >"$work/client.log" 2>&1 ||
+  { cat "$work/client.log"; exit 1; }
+check_client_run "$work/client.log"
+tail -n 3 "$work/client.log"
 
 step "the example packed as a package: installed by name in another project, with its transcripts"
 (cd "$app" && npm pack --pack-destination "$work/packs" --silent >/dev/null)
@@ -111,4 +130,9 @@ npx tlsproxy-conformance run --dialect @tlsproxy/example-dialect-nntp --no-engin
 grep -q "^tlsproxy-conformance: dialect nntp, $count transcripts" "$work/pkg-run.log" ||
   { cat "$work/pkg-run.log"; echo "the packed example did not bring its $count transcripts"; exit 1; }
 grep -qE '^all [0-9]+ checks passed' "$work/pkg-run.log" || { cat "$work/pkg-run.log"; exit 1; }
+npx tlsproxy-conformance run --role client --dialect @tlsproxy/example-dialect-nntp --no-engine \
+  --seconds 2 >"$work/pkg-client.log" 2>&1 || { cat "$work/pkg-client.log"; exit 1; }
+grep -q "^tlsproxy-conformance: dialect nntp (client side), $ccount transcripts" "$work/pkg-client.log" ||
+  { cat "$work/pkg-client.log"; echo "the packed example did not bring its client transcripts"; exit 1; }
+grep -qE '^all [0-9]+ checks passed' "$work/pkg-client.log" || { cat "$work/pkg-client.log"; exit 1; }
 step "ok"

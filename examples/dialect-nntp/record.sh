@@ -70,9 +70,12 @@ chown -R news:news "$state"
 export INNCONF=$state/inn.conf
 # nnrpd opens the overview read-only; build an empty one (no articles) for it.
 su news -s /bin/sh -c "INNCONF=$INNCONF timeout 60 /usr/lib/news/bin/makehistory -O -x -F"
-(cd "$state" && exec timeout 900 "$nnrpd" -D -f -n -o -4 "$server_ip" -p "$up" -c "$state/readers.conf") &
-pid=$!
-for _ in $(seq 50); do (echo >/dev/tcp/"$server_ip"/"$up") 2>/dev/null && break; sleep 0.1; done
+start_nnrpd() {
+  (cd "$state" && exec timeout 900 "$nnrpd" -D -f -n -o -4 "$server_ip" -p "$up" -c "$state/readers.conf") &
+  pid=$!
+  for _ in $(seq 50); do (echo >/dev/tcp/"$server_ip"/"$up") 2>/dev/null && break; sleep 0.1; done
+}
+start_nnrpd
 version=$(printf 'QUIT\r\n' | timeout 5 bash -c "exec 3<>/dev/tcp/$server_ip/$up; cat <&0 >&3 & head -1 <&3" |
   sed -n 's/.*\(INN [0-9.]*\).*/\1/p')
 server="$version (nnrpd -D, Debian $(dpkg-query -W -f='${Version}' inn2)) on Debian $(cat /etc/debian_version), tlscertfile set, readers.conf: anyone may read and post"
@@ -138,3 +141,18 @@ for c in "${cases[@]}"; do
   IFS='|' read -r -a steps <<<"${c#*|}"
   record_one "$name" "$(drive "${steps[@]}")" -- node "$here/drive.mjs" --ca "$ca" "$P" "${steps[@]}"
 done
+
+# --- client transcripts: our client side (client.mjs) against the same INN -------------------
+# injection.txt and no-starttls.txt are derived from starttls.txt by hand (see their @client).
+cout=${CLIENT_OUT:-$here/client-transcripts}
+mkdir -p "$cout"
+node "$here/record-client.mjs" --ca "$ca" --upstream "$server_ip:$up" --out "$cout/starttls.txt" \
+  --server "$server"
+# Without a certificate INN still lists STARTTLS, and answers it with 580.
+kill "$pid" 2>/dev/null || true
+wait "$pid" 2>/dev/null || true
+pid=
+sed -i -e '/^tlscertfile:/d' -e '/^tlskeyfile:/d' "$state/inn.conf"
+start_nnrpd
+node "$here/record-client.mjs" --ca "$ca" --upstream "$server_ip:$up" \
+  --out "$cout/starttls-refused.txt" --server "${server/tlscertfile set/no tlscertfile (it still lists STARTTLS)}"
