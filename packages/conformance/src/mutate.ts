@@ -61,6 +61,11 @@ type Rewrites = Map<string, (s: string, input: string) => string>;
 
 const ADVERTISE_AUTH: Rewrites = new Map([
   [
+    'nntp',
+    (s) =>
+      s.startsWith('101') ? s.replace(/\r\nSTARTTLS\r\n/, '\r\nSTARTTLS\r\nAUTHINFO USER\r\n') : s,
+  ],
+  [
     'imap',
     (s) =>
       /CAPABILITY/i.test(s)
@@ -159,6 +164,13 @@ const ACCEPT_AUTH: Map<string, (s: string, input: string, rules?: ReplyRules) =>
   (s: string, input: string, rules?: ReplyRules) => string
 >([
   [
+    'nntp',
+    (s, input) =>
+      /^AUTHINFO\b/im.test(input)
+        ? s.replace(/^[45][0-9][0-9] [^\r\n]*/, '281 Authentication accepted')
+        : s,
+  ],
+  [
     'imap',
     (s, input) =>
       /^\S+ (LOGIN|AUTHENTICATE)\b/im.test(input)
@@ -204,6 +216,19 @@ const WRONG_CLASS: Map<string, (s: string, rules?: ReplyRules) => string> = new 
   string,
   (s: string, rules?: ReplyRules) => string
 >([
+  [
+    'nntp',
+    (s) => {
+      const to = new Map([
+        ['1', '5'],
+        ['2', '5'],
+        ['3', '5'],
+        ['4', '2'],
+        ['5', '2'],
+      ]).get(s[0] ?? '');
+      return to && /^[0-9]{3}/.test(s) ? to + s.slice(1) : s;
+    },
+  ],
   [
     'imap',
     (s) => {
@@ -281,7 +306,7 @@ const WRONG_CLASS: Map<string, (s: string, rules?: ReplyRules) => string> = new 
 ]);
 
 /** Text protocols whose "one more line" is a line; the others repeat their last reply unit. */
-const LINE_PROTOCOLS = new Set(['imap', 'pop3', 'smtp']);
+const LINE_PROTOCOLS = new Set(['imap', 'pop3', 'smtp', 'nntp']);
 
 function lastUnit(s: string, site: MutationSite): string | undefined {
   if (LINE_PROTOCOLS.has(site.dialect)) {

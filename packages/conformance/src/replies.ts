@@ -440,6 +440,53 @@ const http: ReplyRules = {
   },
 };
 
+// ---- NNTP (RFC 3977 §3.2, RFC 4643, RFC 4642): `ddd text` status lines; the multi-line
+// responses (§3.1.1: HELP 100, CAPABILITIES 101, LIST 215, article 220-222, OVER 224, HDR 225,
+// NEWNEWS 230, NEWGROUPS 231, LISTGROUP 211 when a body follows) run to `.`. The guide's
+// example dialect (examples/dialect-nntp) is judged by these.
+
+const NNTP_MULTI = new Set(['100', '101', '215', '220', '221', '222', '224', '225', '230', '231']);
+
+const nntp: ReplyRules = {
+  replies(text) {
+    const out: Reply[] = [];
+    const ls = lines(text);
+    for (let i = 0; i < ls.length; i++) {
+      const l = ls[i]!;
+      const code = /^([0-9]{3})(?: |$)/.exec(l.text)?.[1];
+      const complete = text[l.end - 1] === '\n';
+      if (code && NNTP_MULTI.has(code)) {
+        let j = i + 1;
+        while (j < ls.length && ls[j]!.text !== '.') j++;
+        if (j < ls.length) {
+          out.push({ start: l.start, end: ls[j]!.end, cls: `${code} multi` });
+          i = j;
+        } else out.push({ start: l.start, end: text.length, cls: `partial ${code} multi` });
+        if (j >= ls.length) break;
+        continue;
+      }
+      const cls = code ?? 'line';
+      out.push({ start: l.start, end: l.end, cls: complete ? cls : `partial ${cls}` });
+    }
+    return out;
+  },
+  refusal: (cls) => /^[45]/.test(cls),
+  authBeforeTls(text, replies) {
+    for (const r of replies) {
+      // 281 authenticated, 381 password wanted (the user name was taken), 383 SASL goes on.
+      if (/^(281|381|383)$/.test(r.cls)) return `accepts AUTHINFO before TLS (${r.cls})`;
+      if (r.cls !== '101 multi') continue;
+      for (const l of lines(text.slice(r.start, r.end)).slice(1)) {
+        const [cap, ...args] = tokens(l.text.toUpperCase());
+        // RFC 4643 §2.2: AUTHINFO with no arguments offers nothing now.
+        if ((cap === 'AUTHINFO' || cap === 'SASL') && args.length > 0)
+          return `advertises ${cap} ${args.join(' ')} before TLS`;
+      }
+    }
+    return undefined;
+  },
+};
+
 /** Reply rules by dialect name (a Map: a dialect's name never reaches an object prototype). */
 export const REPLY_RULES: ReadonlyMap<string, ReplyRules> = new Map([
   ['imap', imap],
@@ -448,4 +495,5 @@ export const REPLY_RULES: ReadonlyMap<string, ReplyRules> = new Map([
   ['ldap', ldap],
   ['xmpp', xmpp],
   ['http-upgrade', http],
+  ['nntp', nntp],
 ]);
