@@ -27,6 +27,16 @@ describe('mutation self-check', () => {
     60_000,
   );
 
+  it("a dialect loaded by path (the guide's NNTP example) is checked the same way", async () => {
+    const { dialect, transcripts } = await loadSuite({
+      dialect: './examples/dialect-nntp',
+      cwd: repo,
+    });
+    const r = mutationCheck(dialect, transcripts);
+    expect(r.applicable, formatMutationReport(r)).toBeGreaterThan(20);
+    expect(r.rate, formatMutationReport(r)).toBeGreaterThanOrEqual(0.95);
+  }, 60_000);
+
   it('every class the issue names is there', () => {
     const names = MUTANT_CLASSES.map((c) => c.name);
     for (const n of [
