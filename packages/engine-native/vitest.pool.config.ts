@@ -22,10 +22,6 @@ export default defineConfig({
   ],
   test: {
     include: ['../pool/test/**/*.test.ts'],
-    // The client role's handshake (connect(), issue 18) exists only in the node:tls engine so
-    // far: the CLI refuses `--engine native` with `--role client`. Not hidden: the README's
-    // "What it does not do yet" says so.
-    exclude: ['../pool/test/connect*.test.ts'],
     root: fileURLToPath(new URL('.', import.meta.url)),
   },
 });

@@ -2,12 +2,16 @@
 // the SNI question to the backend), C does the handshake and every byte after it on its own
 // threads (src/native/loop.c). Errors are PoolErrors with the node:tls engine's codes.
 import { createHash, randomBytes, timingSafeEqual, X509Certificate } from 'node:crypto';
-import type net from 'node:net';
+import net from 'node:net';
 import { availableParallelism } from 'node:os';
+import tls from 'node:tls';
 import { detachSocket, OwnedFd } from '@tlsproxy/fdpass';
 import {
   type ClientCertPolicy,
   type ClientIdentity,
+  type ConnectInfo,
+  type ConnectRequest,
+  type ConnectResult,
   type ControlOp,
   certificateNames,
   type EngineOptions,
@@ -19,10 +23,13 @@ import {
   identityFromCertificate as poolIdentity,
   TLS12_CIPHERS,
   type TlsEngineApi,
+  VERIFY_REASONS,
+  type VerifyReason,
 } from '@tlsproxy/pool';
 import { NativeEngineError } from './errors.js';
 import { binding } from './loader.js';
 import type {
+  ClientContextHandle,
   EngineHandle,
   NativeBinding,
   NativeEvent,
@@ -38,23 +45,32 @@ export interface NativeEngineOptions extends EngineOptions {
   threads?: number;
 }
 
-interface Pending {
+type Pending = {
   id: number;
   handle: SessionHandle;
-  request: HandshakeRequest;
-  resolve: (r: HandshakeResult) => void;
   reject: (err: Error) => void;
   /** Set when checkServerName threw: the handshake's failure reports this instead. */
   sniError?: Error;
-}
+} & (
+  | { role: 'server'; request: HandshakeRequest; resolve: (r: HandshakeResult) => void }
+  | { role: 'client'; request: ConnectRequest; resolve: (r: ConnectResult) => void }
+);
 
-interface Session {
+type Session = {
   id: number;
   key: Buffer;
   lookup: string;
   handle: SessionHandle;
-  request: HandshakeRequest;
-  info: NegotiatedInfo;
+  onEnd: (() => void) | undefined;
+  onBytes: HandshakeRequest['onBytes'];
+} & ({ role: 'server'; info: NegotiatedInfo } | { role: 'client'; info: ConnectInfo });
+
+/** A configured identity with what the client role needs to present it. */
+interface Credentials {
+  names: string[];
+  cert: string;
+  key: string;
+  fingerprint256: string;
 }
 
 const POLICY: ReadonlyMap<ClientCertPolicy, 0 | 1 | 2> = new Map([
@@ -142,12 +158,90 @@ export class NativeIdentities {
   }
 }
 
+/** Client contexts kept (by CA, identity and minimum version), as pool keeps: most use one or two. */
+const CLIENT_CONTEXTS = 32;
+/** Largest CA text a connect request may carry (pool's MAX_CA_BYTES). */
+const MAX_CA_BYTES = 1024 * 1024;
+const MIN_VERSIONS: ReadonlySet<string> = new Set(['TLSv1.2', 'TLSv1.3']);
+/** A DNS name as a certificate names it (pool's rule for serverName). */
+const DNS_NAME =
+  /^(?=.{1,253}\.?$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*\.?$/i;
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g;
+
+const isTimeout = (v: unknown): v is number =>
+  typeof v === 'number' && Number.isFinite(v) && v >= 0;
+
+/**
+ * What is wrong with a connect request, word for word as pool's connectRequestProblem (which
+ * @tlsproxy/pool does not export): its fields come from callers and the daemon's peers.
+ */
+export function connectRequestProblem(request: ConnectRequest): string | undefined {
+  if (typeof request !== 'object' || request === null) return 'request must be an object';
+  const { serverName, ca, clientIdentity, alpn, minVersion, handshakeTimeoutMs, idleTimeoutMs } =
+    request;
+  if (typeof serverName !== 'string' || !(net.isIP(serverName) || DNS_NAME.test(serverName)))
+    return 'serverName must be a DNS name or an IP address';
+  if (ca !== undefined && (typeof ca !== 'string' || ca.length > MAX_CA_BYTES))
+    return `ca must be PEM text of at most ${MAX_CA_BYTES} bytes`;
+  if (clientIdentity !== undefined && (typeof clientIdentity !== 'string' || clientIdentity === ''))
+    return "clientIdentity must be the name of one of the engine's identities";
+  if (
+    alpn !== undefined &&
+    !(
+      Array.isArray(alpn) &&
+      alpn.every((p) => typeof p === 'string' && p.length > 0 && p.length < 256)
+    )
+  )
+    return 'alpn must be a list of protocol names';
+  if (minVersion !== undefined && !(typeof minVersion === 'string' && MIN_VERSIONS.has(minVersion)))
+    return 'minVersion must be TLSv1.2 or TLSv1.3';
+  if (
+    handshakeTimeoutMs !== undefined &&
+    !(isTimeout(handshakeTimeoutMs) && handshakeTimeoutMs > 0)
+  )
+    return 'handshakeTimeoutMs must be a number of milliseconds > 0';
+  if (idleTimeoutMs !== undefined && !isTimeout(idleTimeoutMs))
+    return 'idleTimeoutMs must be a number of milliseconds ≥ 0';
+  return undefined;
+}
+
+/**
+ * Trusted CAs must be PEM certificates, at least one, each parsing (as pool checks them): OpenSSL
+ * would skip what it cannot read, and a typo would then trust nothing.
+ */
+function checkCa(ca: string): void {
+  const blocks = ca.match(PEM_CERTIFICATE) ?? [];
+  if (blocks.length === 0)
+    throw new PoolError('TLSPROXY_ERR_POOL_CONFIG', 'ca holds no PEM certificate');
+  blocks.forEach((b, i) => {
+    try {
+      new X509Certificate(b);
+    } catch (err) {
+      throw new PoolError(
+        'TLSPROXY_ERR_POOL_CONFIG',
+        `ca: certificate ${i + 1} does not parse (${(err as Error).message})`,
+        { cause: err },
+      );
+    }
+  });
+}
+
+/** Node's bundled roots as one PEM text, for a request without `ca` (built once). */
+let rootsPem: string | undefined;
+const roots = (): string => {
+  rootsPem ??= tls.rootCertificates.join('\n');
+  return rootsPem;
+};
+
 export class NativeTlsEngine implements TlsEngineApi {
   readonly #b: NativeBinding;
   readonly #engine: EngineHandle;
-  #store!: StoreHandle;
-  /** Which certificate serves which name (read-only view; reload() replaces it). */
-  identities!: NativeIdentities;
+  /** null for a connect-only engine (no identities). */
+  #store: StoreHandle | null = null;
+  #identities: NativeIdentities | null = null;
+  #creds: Credentials[] = [];
+  /** Client contexts for connect(), by request settings; emptied on reload. */
+  readonly #clientContexts = new Map<string, ClientContextHandle>();
   #options!: NativeEngineOptions;
   #nextId = 1;
   #nextReq = 1;
@@ -182,7 +276,8 @@ export class NativeTlsEngine implements TlsEngineApi {
         `clientCert "${options.clientCert}" needs trusted CAs (ca)`,
       );
     }
-    if (options.identities.length === 0)
+    const connectOnly = options.connectOnly === true;
+    if (options.identities.length === 0 && !connectOnly)
       throw new PoolError(
         'TLSPROXY_ERR_POOL_CONFIG',
         'at least one identity (certificate and key) is needed',
@@ -208,7 +303,7 @@ export class NativeTlsEngine implements TlsEngineApi {
           { cause: err },
         );
       }
-      return { cert: c.cert.toString(), key: c.key.toString(), names, fingerprint256 };
+      return { cert: pemText(c.cert), key: pemText(c.key), names, fingerprint256 };
     });
     const defaultIndex = Math.max(
       options.identities.findIndex((c) => c.default),
@@ -216,28 +311,47 @@ export class NativeTlsEngine implements TlsEngineApi {
     );
     const all = (options.ciphers ?? DEFAULT_CIPHERS).split(':').filter(Boolean);
     const tls13 = all.filter((c) => c.startsWith('TLS_'));
-    let store: StoreHandle;
+    let store: StoreHandle | null = null;
     try {
-      store = this.#b.storeCreate(ids, {
-        defaultIndex,
-        minVersion: options.minVersion === 'TLSv1.3' ? 0x0304 : 0x0303,
-        ca: options.ca ? pemText(options.ca) : null,
-        ciphers: all.filter((c) => !c.startsWith('TLS_')).join(':') || 'DEFAULT',
-        ciphersuites: tls13.length > 0 ? tls13.join(':') : null,
-      });
+      if (ids.length > 0)
+        store = this.#b.storeCreate(ids, {
+          defaultIndex,
+          minVersion: options.minVersion === 'TLSv1.3' ? 0x0304 : 0x0303,
+          ca: options.ca ? pemText(options.ca) : null,
+          ciphers: all.filter((c) => !c.startsWith('TLS_')).join(':') || 'DEFAULT',
+          ciphersuites: tls13.length > 0 ? tls13.join(':') : null,
+        });
     } catch (err) {
       throw new PoolError('TLSPROXY_ERR_POOL_CONFIG', (err as Error).message, { cause: err });
     }
     this.#store = store;
-    this.identities = new NativeIdentities(
-      ids.map((i) => ({ names: i.names, fingerprint256: i.fingerprint256 })),
-      defaultIndex,
-    );
+    this.#identities =
+      ids.length > 0
+        ? new NativeIdentities(
+            ids.map((i) => ({ names: i.names, fingerprint256: i.fingerprint256 })),
+            defaultIndex,
+          )
+        : null;
+    this.#creds = ids;
     this.#options = options;
+    this.#clientContexts.clear();
+  }
+
+  /**
+   * Which certificate serves which name (read-only view; reload() replaces it). Throws
+   * TLSPROXY_ERR_POOL_CONFIG for a connect-only engine, as pool's does.
+   */
+  get identities(): NativeIdentities {
+    if (!this.#identities)
+      throw new PoolError(
+        'TLSPROXY_ERR_POOL_CONFIG',
+        'this TLS engine has no identities (certificate and key): it can only connect',
+      );
+    return this.#identities;
   }
 
   serverNames(): string[] {
-    return this.identities.names();
+    return this.#identities?.names() ?? [];
   }
 
   /** Established sessions. */
@@ -285,6 +399,13 @@ export class NativeTlsEngine implements TlsEngineApi {
         'TLS engine is closed or at its session limit',
       );
     }
+    if (!this.#store || this.#options.connectOnly === true) {
+      owned.close();
+      throw new PoolError(
+        'TLSPROXY_ERR_POOL_CONFIG',
+        'this TLS engine only connects (connectOnly): it serves no handshakes',
+      );
+    }
     const policy = request.clientCert ?? this.#options.clientCert ?? 'none';
     const code = POLICY.get(policy);
     if (code === undefined || (policy !== 'none' && !this.#options.ca)) {
@@ -327,9 +448,167 @@ export class NativeTlsEngine implements TlsEngineApi {
     // The descriptor is C's from here on.
     owned.take();
     return new Promise<HandshakeResult>((resolve, reject) => {
-      this.#pending.set(id, { id, handle, request, resolve, reject });
+      this.#pending.set(id, { id, handle, role: 'server', request, resolve, reject });
       this.#updateRef();
     });
+  }
+
+  /**
+   * The client side (issue 18): a TLS client handshake on a connected socket whose plaintext
+   * preamble is done, run on the engine's threads like handshake(). The server's certificate is
+   * always verified — chain against `ca` (or Node's bundled roots), name against `serverName`
+   * (SSL_set1_host for DNS names, the iPAddress SANs for an address) — and failures reject
+   * with pool's codes and VerifyReason. The socket is owned from the call on: closed on every
+   * failure. After the handshake the relay is the server side's (it does not care which side
+   * the SSL is).
+   */
+  async connect(input: net.Socket | OwnedFd, request: ConnectRequest): Promise<ConnectResult> {
+    let owned: OwnedFd;
+    let early = 0;
+    if (input instanceof OwnedFd) owned = input;
+    else {
+      let d: ReturnType<typeof detachSocket>;
+      try {
+        d = detachSocket(input);
+      } catch (err) {
+        input.destroy();
+        throw new PoolError(
+          isResourceError(err) ? 'TLSPROXY_ERR_POOL_RESOURCES' : 'TLSPROXY_ERR_POOL_HANDSHAKE',
+          `cannot take the connection: ${(err as Error).message}`,
+          { cause: err },
+        );
+      }
+      owned = d.fd;
+      early = d.buffered.length;
+    }
+    const fail = (err: PoolError): never => {
+      owned.close();
+      throw err;
+    };
+    if (this.#closed || this.#pending.size + this.#sessions.size >= this.maxSessions)
+      fail(
+        new PoolError(
+          'TLSPROXY_ERR_POOL_HANDSHAKE',
+          'TLS engine is closed or at its session limit',
+        ),
+      );
+    const problem = connectRequestProblem(request);
+    if (problem) fail(new PoolError('TLSPROXY_ERR_POOL_CONFIG', problem));
+    // Bytes the caller's socket read before our ClientHello came from the server after its
+    // go-ahead: a real server waits for the ClientHello, so this is the response-injection
+    // class; refused by name rather than as a garbled handshake (as pool does).
+    if (early > 0)
+      fail(
+        new PoolError(
+          'TLSPROXY_ERR_POOL_HANDSHAKE',
+          `the server sent ${early} bytes before the TLS handshake (after its go-ahead)`,
+        ),
+      );
+    let context: ClientContextHandle;
+    try {
+      context = this.#clientContext(request);
+    } catch (err) {
+      return fail(
+        err instanceof PoolError
+          ? err
+          : new PoolError(
+              'TLSPROXY_ERR_POOL_CONFIG',
+              `cannot set up the TLS client: ${String(err)}`,
+              {
+                cause: err,
+              },
+            ),
+      );
+    }
+    const { serverName } = request;
+    const isIp = net.isIP(serverName) !== 0;
+    let handle: SessionHandle | null;
+    const id = this.#nextId++;
+    try {
+      handle = this.#b.connect(
+        this.#engine,
+        context,
+        owned.fd,
+        id,
+        alpnWire(request.alpn),
+        // A trailing dot is neither sent in SNI (RFC 6066 §3) nor part of the name checked.
+        isIp ? serverName : serverName.replace(/\.$/, ''),
+        isIp,
+        timeoutOf(
+          request.handshakeTimeoutMs ?? this.#options.handshakeTimeoutMs ?? 10_000,
+          'handshakeTimeoutMs',
+          1,
+        ),
+        timeoutOf(request.idleTimeoutMs ?? this.#options.idleTimeoutMs ?? 0, 'idleTimeoutMs', 0),
+      );
+    } catch (err) {
+      return fail(
+        err instanceof PoolError
+          ? err
+          : new PoolError(
+              'TLSPROXY_ERR_POOL_HANDSHAKE',
+              `cannot start the TLS handshake: ${(err as Error).message}`,
+              {
+                cause: err,
+              },
+            ),
+      );
+    }
+    if (handle === null) {
+      owned.close();
+      throw new NativeEngineError('TLSPROXY_ERR_NATIVE_BUSY', 'native TLS engine queue is full');
+    }
+    owned.take();
+    return new Promise<ConnectResult>((resolve, reject) => {
+      this.#pending.set(id, { id, handle, role: 'client', request, resolve, reject });
+      this.#updateRef();
+    });
+  }
+
+  /** The client context for a request's trust settings and identity (cached, as pool's). */
+  #clientContext(request: ConnectRequest): ClientContextHandle {
+    let creds: Credentials | undefined;
+    if (request.clientIdentity !== undefined) {
+      // Exactly a configured name, any case (a wildcard name only as written): pool's named().
+      const n = request.clientIdentity.toLowerCase();
+      creds = this.#creds.find((c) => c.names.includes(n));
+      if (!creds)
+        throw new PoolError(
+          'TLSPROXY_ERR_POOL_CONFIG',
+          `no identity named "${request.clientIdentity}" to present as the client certificate`,
+        );
+    }
+    const minVersion = request.minVersion ?? 'TLSv1.2';
+    const ca = request.ca;
+    const cacheKey = [
+      ca === undefined ? 'roots' : createHash('sha256').update(ca).digest('hex'),
+      creds?.fingerprint256 ?? '-',
+      minVersion,
+    ].join(' ');
+    const cached = this.#clientContexts.get(cacheKey);
+    if (cached) return cached;
+    if (ca !== undefined) checkCa(ca);
+    const all = (this.#options.ciphers ?? DEFAULT_CIPHERS).split(':').filter(Boolean);
+    const tls13 = all.filter((c) => c.startsWith('TLS_'));
+    let context: ClientContextHandle;
+    try {
+      context = this.#b.clientContextCreate({
+        // Absent: Node's bundled roots, as tls.connect uses (NODE_EXTRA_CA_CERTS is not added).
+        ca: ca ?? roots(),
+        cert: creds?.cert ?? null,
+        key: creds?.key ?? null,
+        // The same suite policy as the server side.
+        ciphers: all.filter((c) => !c.startsWith('TLS_')).join(':') || 'DEFAULT',
+        ciphersuites: tls13.length > 0 ? tls13.join(':') : null,
+        minVersion: minVersion === 'TLSv1.3' ? 0x0304 : 0x0303,
+      });
+    } catch (err) {
+      throw new PoolError('TLSPROXY_ERR_POOL_CONFIG', (err as Error).message, { cause: err });
+    }
+    if (this.#clientContexts.size >= CLIENT_CONTEXTS)
+      this.#clientContexts.delete(this.#clientContexts.keys().next().value as string);
+    this.#clientContexts.set(cacheKey, context);
+    return context;
   }
 
   #updateRef(): void {
@@ -362,6 +641,46 @@ export class NativeTlsEngine implements TlsEngineApi {
           return;
         }
         this.#pending.delete(e.id);
+        const key = randomBytes(16);
+        const base = {
+          id: e.id,
+          key,
+          lookup: lookupId(key),
+          handle: p.handle,
+          onEnd: p.request.onEnd,
+        };
+        if (p.role === 'client') {
+          // The server's identity, from the certificate OpenSSL verified (chain and name). If
+          // node's parser ever refused what OpenSSL accepted, the session is not handed out.
+          let serverIdentity: ClientIdentity;
+          try {
+            if (!e.verified || !e.peerCertificate) throw new Error('no verified certificate');
+            serverIdentity = identityFromCertificate(e.peerCertificate);
+          } catch (err) {
+            plaintext.close();
+            this.#b.closeSession(this.#engine, p.handle);
+            p.reject(
+              new PoolError(
+                'TLSPROXY_ERR_POOL_VERIFY',
+                `server certificate rejected (other): ${(err as Error).message}`,
+                { cause: err, reason: 'other' },
+              ),
+            );
+            return;
+          }
+          const info: ConnectInfo = {
+            version: e.version,
+            cipher: e.cipher,
+            alpn: e.alpn,
+            serverName: p.request.serverName,
+            serverIdentity,
+          };
+          const s: Session = { ...base, role: 'client', info, onBytes: undefined };
+          this.#sessions.set(e.id, s);
+          this.#byKey.set(s.lookup, s);
+          p.resolve({ plaintext, controlKey: key, info });
+          return;
+        }
         const info: NegotiatedInfo = {
           version: e.version,
           cipher: e.cipher,
@@ -376,15 +695,7 @@ export class NativeTlsEngine implements TlsEngineApi {
             info.clientIdentity = identityFromCertificate(e.peerCertificate);
           } catch {}
         }
-        const key = randomBytes(16);
-        const s: Session = {
-          id: e.id,
-          key,
-          lookup: lookupId(key),
-          handle: p.handle,
-          request: p.request,
-          info,
-        };
+        const s: Session = { ...base, role: 'server', info, onBytes: p.request.onBytes };
         this.#sessions.set(e.id, s);
         this.#byKey.set(s.lookup, s);
         p.resolve({ plaintext, controlKey: key, info });
@@ -394,11 +705,16 @@ export class NativeTlsEngine implements TlsEngineApi {
         const p = this.#pending.get(e.id);
         if (!p) return;
         this.#pending.delete(e.id);
+        const reason =
+          e.reason !== null && VERIFY_REASONS.has(e.reason as VerifyReason)
+            ? (e.reason as VerifyReason)
+            : undefined;
         p.reject(
           p.sniError ??
             new PoolError(
               e.code as ConstructorParameters<typeof PoolError>[0],
               e.message ?? 'TLS handshake failed',
+              reason ? { reason } : undefined,
             ),
         );
         return;
@@ -406,6 +722,7 @@ export class NativeTlsEngine implements TlsEngineApi {
       case 'sni': {
         const p = this.#pending.get(e.id);
         if (!p) return;
+        if (p.role !== 'server') return;
         const check = p.request.checkServerName;
         const answer = (ok: boolean) => {
           if (!this.#closed && this.#pending.has(e.id))
@@ -433,9 +750,9 @@ export class NativeTlsEngine implements TlsEngineApi {
         if (e.type === 'ended') this.#forget(s);
         // Counters arrive in batches (at once after a quiet time, then at most every 500 ms, and
         // at the end), not per record: a JS call per record is what this engine exists to avoid.
-        if (e.bytesIn > 0) s.request.onBytes?.('in', e.bytesIn);
-        if (e.bytesOut > 0) s.request.onBytes?.('out', e.bytesOut);
-        if (e.type === 'ended') s.request.onEnd?.();
+        if (e.bytesIn > 0) s.onBytes?.('in', e.bytesIn);
+        if (e.bytesOut > 0) s.onBytes?.('out', e.bytesOut);
+        if (e.type === 'ended') s.onEnd?.();
         return;
       }
       case 'renegotiated': {
@@ -524,6 +841,11 @@ export class NativeTlsEngine implements TlsEngineApi {
         });
       }
       case 'renegotiate': {
+        if (s.role === 'client')
+          throw new PoolError(
+            'TLSPROXY_ERR_POOL_CONTROL',
+            'renegotiate asks a client for its certificate: not for a session this engine connected',
+          );
         if (s.info.version === 'TLSv1.3') {
           throw new PoolError(
             'TLSPROXY_ERR_POOL_TLS13_RENEGOTIATE',
@@ -572,6 +894,6 @@ export class NativeTlsEngine implements TlsEngineApi {
     const sessions = [...this.#sessions.values()];
     this.#sessions.clear();
     this.#byKey.clear();
-    for (const s of sessions) s.request.onEnd?.();
+    for (const s of sessions) s.onEnd?.();
   }
 }

@@ -8,6 +8,21 @@ export interface StoreHandle {
 export interface SessionHandle {
   readonly __brand: 'SessionHandle';
 }
+export interface ClientContextHandle {
+  readonly __brand: 'ClientContextHandle';
+}
+
+/** A client context (the client role): trust, an optional client certificate, suite policy. */
+export interface ClientContextOptions {
+  /** Trusted CAs, PEM (the caller passes Node's bundled roots when a request names none). */
+  ca: string;
+  cert: string | null;
+  key: string | null;
+  ciphers: string;
+  ciphersuites: string | null;
+  /** 0x0303 (TLS 1.2) or 0x0304 (TLS 1.3) */
+  minVersion: number;
+}
 
 export interface StoreIdentity {
   cert: string;
@@ -39,7 +54,14 @@ export type NativeEvent =
       peerCertificate: Buffer | null;
       verified: boolean;
     }
-  | { type: 'failed'; id: number; code: string; message: string | null }
+  | {
+      type: 'failed';
+      id: number;
+      code: string;
+      message: string | null;
+      /** with TLSPROXY_ERR_POOL_VERIFY: pool's VerifyReason */
+      reason: string | null;
+    }
   | { type: 'sni'; id: number; name: string }
   | { type: 'ended'; id: number; bytesIn: number; bytesOut: number; reason: string | null }
   /** bytes relayed since the last report: at once after a quiet time, then at most every 500 ms */
@@ -83,6 +105,20 @@ export interface NativeBinding {
     checkServerName: boolean,
     /** report byte counts while the session lives ('bytes' events), for onBytes */
     wantBytes: boolean,
+  ): SessionHandle | null;
+  clientContextCreate(options: ClientContextOptions): ClientContextHandle;
+  /** The client role: null when the engine is busy (the caller still owns fd); otherwise C's. */
+  connect(
+    engine: EngineHandle,
+    context: ClientContextHandle,
+    fd: number,
+    id: number,
+    alpn: Buffer | null,
+    /** a DNS name without a trailing dot (checked and sent as SNI), or an IP address */
+    name: string,
+    isIp: boolean,
+    handshakeTimeoutMs: number,
+    idleTimeoutMs: number,
   ): SessionHandle | null;
   sniAnswer(engine: EngineHandle, session: SessionHandle, ok: boolean): boolean;
   exporter(

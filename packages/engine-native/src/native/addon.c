@@ -192,6 +192,7 @@ static void call_js(napi_env env, napi_value cb, void *context, void *data) {
     case EV_FAILED:
       set(env, o, "code", str(env, e->code));
       set(env, o, "message", str(env, e->text));
+      set(env, o, "reason", str(env, e->reason));
       break;
     case EV_SNI: {
       napi_value v;
@@ -524,6 +525,122 @@ static napi_value js_submit(napi_env env, napi_callback_info info) {
   return ext;
 }
 
+// ---- the client role (issue 18) ----
+
+static void cctx_finalize(napi_env env, void *data, void *hint) {
+  (void)env, (void)hint;
+  cctx_free(data); // connections made with it hold their own references to its SSL_CTX
+}
+
+// clientContextCreate({ca, cert|null, key|null, ciphers, ciphersuites|null, minVersion})
+static napi_value js_cctx_create(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (args(env, info, 1, argv)) return NULL;
+  napi_value o = argv[0], v = NULL, out = NULL;
+  napi_valuetype ot;
+  if (napi_typeof(env, o, &ot) != napi_ok || ot != napi_object)
+    return throw_type(env, "options must be an object");
+  client_params p = {0};
+  int32_t x;
+  char err[768];
+  // Every read checked, as in storeCreate: a throwing getter leaves v unset.
+  if (napi_get_named_property(env, o, "minVersion", &v) != napi_ok) goto done;
+  p.min_version = napi_get_value_int32(env, v, &x) == napi_ok ? x : TLS1_2_VERSION;
+  if (p.min_version != TLS1_2_VERSION && p.min_version != TLS1_3_VERSION) {
+    throw_type(env, "minVersion must be TLS 1.2 or 1.3");
+    goto done;
+  }
+  if (napi_get_named_property(env, o, "ca", &v) != napi_ok) goto done;
+  if (!(p.ca = get_string(env, v, "ca"))) goto done;
+  if (napi_get_named_property(env, o, "cert", &v) != napi_ok) goto done;
+  if (!is_nullish(env, v)) {
+    if (!(p.cert = get_string(env, v, "cert"))) goto done;
+    if (napi_get_named_property(env, o, "key", &v) != napi_ok) goto done;
+    if (!(p.key = get_string(env, v, "key"))) goto done;
+  }
+  if (napi_get_named_property(env, o, "ciphers", &v) != napi_ok) goto done;
+  if (!(p.ciphers = get_string(env, v, "ciphers"))) goto done;
+  if (napi_get_named_property(env, o, "ciphersuites", &v) != napi_ok) goto done;
+  if (!is_nullish(env, v) && !(p.ciphersuites = get_string(env, v, "ciphersuites"))) goto done;
+  cctx *c = cctx_create(&p, err, sizeof err);
+  if (!c) {
+    napi_throw_error(env, "TLSPROXY_ERR_NATIVE_CONFIG", err);
+    goto done;
+  }
+  if (napi_create_external(env, c, cctx_finalize, NULL, &out) != napi_ok) {
+    cctx_free(c);
+    out = NULL;
+  }
+done:
+  free((void *)p.ca);
+  free((void *)p.cert);
+  free((void *)p.key);
+  free((void *)p.ciphers);
+  free((void *)p.ciphersuites);
+  return out;
+}
+
+// connect(engine, clientContext, fd, id, alpnWire|null, name, isIp, handshakeTimeoutMs,
+//         idleTimeoutMs) → handle, or null when the engine is busy (the caller keeps the fd).
+static napi_value js_connect(napi_env env, napi_callback_info info) {
+  napi_value argv[9];
+  if (args(env, info, 9, argv)) return NULL;
+  engine_box *b = get_engine(env, argv[0]);
+  if (!b) return NULL;
+  cctx *cc = external_of(env, argv[1], MAGIC_CCTX);
+  if (!cc) return throw_type(env, "not a client context");
+  int32_t fd;
+  double id, hs, idle;
+  bool is_ip = false;
+  if (napi_get_value_int32(env, argv[2], &fd) != napi_ok || fd < 0)
+    return throw_type(env, "fd must be a non-negative integer");
+  if (napi_get_value_double(env, argv[3], &id) != napi_ok) return throw_type(env, "bad id");
+  void *alpn = NULL;
+  size_t alpn_len = 0;
+  if (!is_nullish(env, argv[4]) &&
+      (napi_get_buffer_info(env, argv[4], &alpn, &alpn_len) != napi_ok || alpn_len > 65535))
+    return throw_type(env, "alpn must be a Buffer");
+  for (size_t i = 0; i < alpn_len;) {
+    size_t n = ((const unsigned char *)alpn)[i];
+    if (n == 0 || n > alpn_len - i - 1) return throw_type(env, "alpn must be ALPN wire format");
+    i += 1 + n;
+  }
+  if (napi_get_value_bool(env, argv[6], &is_ip) != napi_ok)
+    return throw_type(env, "isIp must be a boolean");
+  if (napi_get_value_double(env, argv[7], &hs) != napi_ok || !(hs >= 1 && hs < 1e10))
+    return throw_type(env, "bad handshake timeout");
+  if (napi_get_value_double(env, argv[8], &idle) != napi_ok || !(idle >= 0 && idle < 1e12))
+    return throw_type(env, "bad idle timeout");
+  char *name = get_string(env, argv[5], "name");
+  if (!name) return NULL;
+  if (name[0] == 0 || strlen(name) > 253) {
+    free(name);
+    return throw_type(env, "name must be a DNS name or an IP address");
+  }
+  conn *c = conn_new_client(cc->ctx, fd, id, alpn, (unsigned)alpn_len, name, is_ip, (uint64_t)hs,
+                            (uint64_t)idle);
+  free(name);
+  if (!c) {
+    napi_throw_error(env, "TLSPROXY_ERR_NATIVE_SSL", "could not create the TLS session");
+    return NULL;
+  }
+  napi_value ext;
+  if (napi_create_external(env, c, conn_finalize, NULL, &ext) != napi_ok) {
+    conn_unref(c);
+    napi_throw_error(env, "TLSPROXY_ERR_NATIVE_NAPI", "napi_create_external failed");
+    return NULL;
+  }
+  conn_ref(c); // the command's
+  cmd k = {.type = CMD_NEW, .c = c};
+  if (engine_push(&b->e, &k) != 0) {
+    conn_unref(c);
+    napi_value nul;
+    napi_get_null(env, &nul);
+    return nul;
+  }
+  return ext;
+}
+
 static napi_value push_result(napi_env env, engine_box *b, cmd *k) {
   conn_ref(k->c);
   int r = engine_push(&b->e, k);
@@ -641,6 +758,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"engineRef", NULL, js_engine_ref, NULL, NULL, NULL, napi_default, NULL},
       {"storeCreate", NULL, js_store_create, NULL, NULL, NULL, napi_default, NULL},
       {"submit", NULL, js_submit, NULL, NULL, NULL, napi_default, NULL},
+      {"clientContextCreate", NULL, js_cctx_create, NULL, NULL, NULL, napi_default, NULL},
+      {"connect", NULL, js_connect, NULL, NULL, NULL, napi_default, NULL},
       {"sniAnswer", NULL, js_sni_answer, NULL, NULL, NULL, napi_default, NULL},
       {"exporter", NULL, js_exporter, NULL, NULL, NULL, napi_default, NULL},
       {"closeSession", NULL, js_close_session, NULL, NULL, NULL, napi_default, NULL},

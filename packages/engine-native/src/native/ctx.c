@@ -67,8 +67,9 @@ static int load_key(SSL_CTX *ctx, const char *pem, char *err, size_t errlen) {
   return 0;
 }
 
-// Trusted CAs for client certificates; also sent as the acceptable CA names (RFC 8446 §4.2.4).
-static int load_ca(SSL_CTX *ctx, const char *pem, char *err, size_t errlen) {
+// Trusted CAs: for client certificates (server side, also sent as the acceptable CA names,
+// RFC 8446 §4.2.4) or for the server's certificate (client side, names not sent).
+static int load_trust(SSL_CTX *ctx, const char *pem, int as_client_ca, char *err, size_t errlen) {
   BIO *bio = BIO_new_mem_buf(pem, -1);
   if (!bio) return set_err(err, errlen, "out of memory"), -1;
   X509_STORE *store = SSL_CTX_get_cert_store(ctx);
@@ -76,7 +77,7 @@ static int load_ca(SSL_CTX *ctx, const char *pem, char *err, size_t errlen) {
   for (;;) {
     X509 *x = PEM_read_bio_X509(bio, NULL, no_passphrase, NULL);
     if (!x) break;
-    if (X509_STORE_add_cert(store, x) != 1 || SSL_CTX_add_client_CA(ctx, x) != 1) {
+    if (X509_STORE_add_cert(store, x) != 1 || (as_client_ca && SSL_CTX_add_client_CA(ctx, x) != 1)) {
       X509_free(x);
       BIO_free(bio);
       return set_err(err, errlen, "ca"), -1;
@@ -120,7 +121,7 @@ static SSL_CTX *make_ctx(const store_params *p, int i, char *err, size_t errlen)
   SSL_CTX_set_session_id_context(ctx, (const unsigned char *)sid, (unsigned)sidlen);
   if (load_chain(ctx, p->certs[i], err, errlen) != 0 ||
       load_key(ctx, p->keys[i], err, errlen) != 0 ||
-      (p->ca && load_ca(ctx, p->ca, err, errlen) != 0)) {
+      (p->ca && load_trust(ctx, p->ca, 1, err, errlen) != 0)) {
     SSL_CTX_free(ctx);
     return NULL;
   }
@@ -211,4 +212,50 @@ SSL_CTX *idstore_select(const idstore *s, const char *name) {
     }
   }
   return s->ctx[s->default_index];
+}
+
+// ---- the client role (issue 18) ----
+
+// A client context: the server side's version and suite policy, verification always on (the
+// host name is set per connection: SSL_set1_host / X509_VERIFY_PARAM_set1_ip_asc), no
+// renegotiation (a TLS 1.2 server's HelloRequest is refused: its certificate was checked once,
+// and a renegotiation could bring another), no session cache (a session verified for one name is
+// never offered to another server), an optional client certificate.
+cctx *cctx_create(const client_params *p, char *err, size_t errlen) {
+  if (!p->ca) return snprintf(err, errlen, "ca: no certificate found"), NULL;
+  SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+  if (!ctx) return set_err(err, errlen, "SSL_CTX_new"), NULL;
+  SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+  SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
+                            SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+  if (SSL_CTX_set_min_proto_version(ctx, p->min_version) != 1 ||
+      SSL_CTX_set_cipher_list(ctx, p->ciphers) != 1 ||
+      (p->ciphersuites && SSL_CTX_set_ciphersuites(ctx, p->ciphersuites) != 1)) {
+    set_err(err, errlen, "ciphers or minimum version");
+    SSL_CTX_free(ctx);
+    return NULL;
+  }
+  if (load_trust(ctx, p->ca, 0, err, errlen) != 0 ||
+      (p->cert && (load_chain(ctx, p->cert, err, errlen) != 0 ||
+                   load_key(ctx, p->key ? p->key : "", err, errlen) != 0))) {
+    SSL_CTX_free(ctx);
+    return NULL;
+  }
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, conn_verify_cb);
+  cctx *c = calloc(1, sizeof *c);
+  if (!c) {
+    SSL_CTX_free(ctx);
+    return snprintf(err, errlen, "out of memory"), NULL;
+  }
+  c->magic = MAGIC_CCTX;
+  c->ctx = ctx;
+  return c;
+}
+
+void cctx_free(cctx *c) {
+  if (!c) return;
+  SSL_CTX_free(c->ctx);
+  c->magic = 0;
+  free(c);
 }

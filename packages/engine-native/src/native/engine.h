@@ -24,6 +24,7 @@
 #define MAGIC_STORE 0x53544f52u  // 'STOR'
 #define MAGIC_CONN 0x434f4e4eu   // 'CONN'
 #define MAGIC_ENGINE 0x454e4749u // 'ENGI'
+#define MAGIC_CCTX 0x43435458u   // 'CCTX'
 
 // One TLS record's worth of plaintext (RFC 8446 §5.1: at most 2^14 bytes).
 #define RELAY_CHUNK 16384
@@ -65,6 +66,28 @@ void idstore_ref(idstore *s);
 void idstore_unref(idstore *s);
 SSL_CTX *idstore_select(const idstore *s, const char *name);
 
+// ---- client contexts (ctx.c): the client role, issue 18 ----
+
+// One SSL_CTX per distinct (trusted CAs, client identity, minimum version), cached by JS. JS
+// holds it as an external; every client connection's SSL holds its own reference (SSL_new takes
+// one), so a context dropped from the cache lives on until its last session ends.
+typedef struct cctx {
+  uint32_t magic;
+  SSL_CTX *ctx;
+} cctx;
+
+typedef struct client_params {
+  const char *ca;   // PEM, required (JS passes Node's bundled roots when the request has none)
+  const char *cert; // client certificate chain, PEM, may be NULL
+  const char *key;  // its key, PEM (with cert)
+  const char *ciphers;
+  const char *ciphersuites; // may be NULL
+  int min_version;
+} client_params;
+
+cctx *cctx_create(const client_params *p, char *err, size_t errlen);
+void cctx_free(cctx *c);
+
 // ---- connections and loops (loop.c) ----
 
 enum conn_state { ST_NEW, ST_HANDSHAKE, ST_SNI_WAIT, ST_RELAY, ST_CLOSED };
@@ -91,7 +114,8 @@ typedef struct conn {
   enum conn_state state;
   int tls_fd, plain_fd;
   SSL *ssl;
-  idstore *store;
+  idstore *store; // NULL for a client connection
+  int client;     // the client role (connect()): we sent the ClientHello
 
   // Request, fixed at submit.
   enum cert_policy policy;
@@ -108,6 +132,7 @@ typedef struct conn {
   int sni_asked;
   long verify_err;
   const char *fail_code;
+  const char *fail_reason; // with TLSPROXY_ERR_POOL_VERIFY: pool's VerifyReason
 
   // Relay.
   relay_buf c2b, b2c;
@@ -159,6 +184,7 @@ typedef struct ev {
   double req;
   int fd; // EV_ESTABLISHED: the backend's end of the socketpair, owned by the event
   const char *code;
+  const char *reason; // EV_FAILED with TLSPROXY_ERR_POOL_VERIFY
   char *text; // error message, server name for EV_SNI
   char version[16];
   char cipher[64];
@@ -215,6 +241,11 @@ void ev_batch_free(ev_batch *b);
 conn *conn_new(idstore *store, int fd, double jsid, enum cert_policy policy,
                const unsigned char *alpn, unsigned alpn_len, int check_sni,
                uint64_t hs_timeout_ms, uint64_t idle_ms, int want_bytes);
+// The client role: a TLS client on fd verifying the server as `name` (a DNS name without a
+// trailing dot, SNI sent, or an IP address, no SNI).
+conn *conn_new_client(SSL_CTX *ctx, int fd, double jsid, const unsigned char *alpn,
+                      unsigned alpn_len, const char *name, int is_ip, uint64_t hs_timeout_ms,
+                      uint64_t idle_ms);
 void conn_ref(conn *c);
 // Whether c was submitted to e (and so its loop is one of e's).
 int conn_of(const engine *e, const conn *c);

@@ -26,6 +26,7 @@
 
 #include <openssl/err.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "engine.h"
 
@@ -116,9 +117,9 @@ void conn_unref(conn *c) {
   free(c);
 }
 
-conn *conn_new(idstore *store, int fd, double jsid, enum cert_policy policy,
-               const unsigned char *alpn, unsigned alpn_len, int check_sni,
-               uint64_t hs_timeout_ms, uint64_t idle_ms, int want_bytes) {
+// What both roles share: NULL when out of memory.
+static conn *conn_alloc(int fd, double jsid, const unsigned char *alpn, unsigned alpn_len,
+                        uint64_t hs_timeout_ms, uint64_t idle_ms) {
   conn *c = calloc(1, sizeof *c);
   if (!c) return NULL;
   c->magic = MAGIC_CONN;
@@ -127,18 +128,29 @@ conn *conn_new(idstore *store, int fd, double jsid, enum cert_policy policy,
   c->state = ST_NEW;
   c->tls_fd = fd;
   c->plain_fd = -1;
-  c->policy = policy;
-  c->check_sni = check_sni;
   c->hs_deadline = now_ms() + hs_timeout_ms;
   c->hs_timeout_ms = hs_timeout_ms;
-  c->want_bytes = want_bytes;
   c->idle_ms = idle_ms;
   if (alpn_len) {
     c->alpn = malloc(alpn_len);
-    if (!c->alpn) goto fail;
+    if (!c->alpn) {
+      conn_unref(c);
+      return NULL;
+    }
     memcpy(c->alpn, alpn, alpn_len);
     c->alpn_len = alpn_len;
   }
+  return c;
+}
+
+conn *conn_new(idstore *store, int fd, double jsid, enum cert_policy policy,
+               const unsigned char *alpn, unsigned alpn_len, int check_sni,
+               uint64_t hs_timeout_ms, uint64_t idle_ms, int want_bytes) {
+  conn *c = conn_alloc(fd, jsid, alpn, alpn_len, hs_timeout_ms, idle_ms);
+  if (!c) return NULL;
+  c->policy = policy;
+  c->check_sni = check_sni;
+  c->want_bytes = want_bytes;
   c->ssl = SSL_new(store->ctx[store->default_index]);
   if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1) goto fail;
   idstore_ref(store);
@@ -149,6 +161,35 @@ conn *conn_new(idstore *store, int fd, double jsid, enum cert_policy policy,
     SSL_set_verify(c->ssl,
                    SSL_VERIFY_PEER | (policy == POLICY_REQUIRED ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
                    conn_verify_cb);
+  return c;
+fail:
+  ERR_clear_error();
+  conn_unref(c);
+  return NULL;
+}
+
+// The client role. Verification is the context's (SSL_VERIFY_PEER, always); the name to check is
+// this connection's: a DNS name with SSL_set1_host (SAN dNSName, else the CN as node's
+// checkServerIdentity falls back to, wildcards only as a whole left-most label) and as SNI, or an
+// IP address against the iPAddress SANs, without SNI (RFC 6066 §3: no literal addresses).
+conn *conn_new_client(SSL_CTX *ctx, int fd, double jsid, const unsigned char *alpn,
+                      unsigned alpn_len, const char *name, int is_ip, uint64_t hs_timeout_ms,
+                      uint64_t idle_ms) {
+  conn *c = conn_alloc(fd, jsid, alpn, alpn_len, hs_timeout_ms, idle_ms);
+  if (!c) return NULL;
+  c->client = 1;
+  c->ssl = SSL_new(ctx);
+  if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1 || !(c->sni = strdup(name))) goto fail;
+  SSL_set_app_data(c->ssl, c);
+  SSL_set_connect_state(c->ssl);
+  if (is_ip) {
+    if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), name) != 1) goto fail;
+  } else {
+    SSL_set_hostflags(c->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    if (SSL_set1_host(c->ssl, name) != 1 || SSL_set_tlsext_host_name(c->ssl, name) != 1) goto fail;
+  }
+  // Offered in the caller's order; the server picks. (SSL_set_alpn_protos returns 0 on success.)
+  if (c->alpn_len && SSL_set_alpn_protos(c->ssl, c->alpn, c->alpn_len) != 0) goto fail;
   return c;
 fail:
   ERR_clear_error();
@@ -225,6 +266,7 @@ static void conn_fail(loop *L, conn *c, const char *code, const char *fmt, const
   ev *e = ev_add(L, EV_FAILED, c->jsid);
   if (e) {
     e->code = code;
+    e->reason = c->fail_reason;
     size_t n = strlen(fmt) + (detail ? strlen(detail) : 0) + 1;
     e->text = malloc(n);
     if (e->text) snprintf(e->text, n, fmt, detail ? detail : "");
@@ -242,6 +284,46 @@ static void conn_end(loop *L, conn *c, const char *why) {
   conn_close(L, c);
 }
 
+// Pool's VerifyReason for an X509_V_ERR_* (the table of pool's engine.ts, X509_REASONS), or NULL
+// where pool has none (its handshake then fails with TLSPROXY_ERR_POOL_HANDSHAKE).
+static const char *verify_reason(long v) {
+  switch (v) {
+  case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+  case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+  case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+  case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+  case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+  case X509_V_ERR_CERT_UNTRUSTED:
+    return "unknown-ca";
+  case X509_V_ERR_UNABLE_TO_GET_CRL:
+  case X509_V_ERR_UNABLE_TO_DECRYPT_CERT_SIGNATURE:
+  case X509_V_ERR_UNABLE_TO_DECRYPT_CRL_SIGNATURE:
+  case X509_V_ERR_UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY:
+  case X509_V_ERR_CERT_SIGNATURE_FAILURE:
+  case X509_V_ERR_CRL_SIGNATURE_FAILURE:
+  case X509_V_ERR_CRL_NOT_YET_VALID:
+  case X509_V_ERR_CRL_HAS_EXPIRED:
+  case X509_V_ERR_ERROR_IN_CERT_NOT_BEFORE_FIELD:
+  case X509_V_ERR_ERROR_IN_CERT_NOT_AFTER_FIELD:
+  case X509_V_ERR_ERROR_IN_CRL_LAST_UPDATE_FIELD:
+  case X509_V_ERR_ERROR_IN_CRL_NEXT_UPDATE_FIELD:
+  case X509_V_ERR_OUT_OF_MEM:
+  case X509_V_ERR_CERT_CHAIN_TOO_LONG:
+  case X509_V_ERR_INVALID_CA:
+  case X509_V_ERR_PATH_LENGTH_EXCEEDED:
+  case X509_V_ERR_INVALID_PURPOSE:
+  case X509_V_ERR_CERT_REJECTED:
+    return "bad-certificate";
+  case X509_V_ERR_CERT_HAS_EXPIRED: return "expired";
+  case X509_V_ERR_CERT_NOT_YET_VALID: return "not-yet-valid";
+  case X509_V_ERR_CERT_REVOKED: return "revoked";
+  case X509_V_ERR_HOSTNAME_MISMATCH:
+  case X509_V_ERR_IP_ADDRESS_MISMATCH:
+    return "name-mismatch";
+  }
+  return NULL;
+}
+
 // A handshake that OpenSSL gave up on: name the reason the way the node:tls engine does.
 static void handshake_failed(loop *L, conn *c, int sslerr) {
   unsigned long e = ERR_peek_last_error();
@@ -249,7 +331,25 @@ static void handshake_failed(loop *L, conn *c, int sslerr) {
   if (e) ERR_error_string_n(e, detail, sizeof detail);
   else if (sslerr == SSL_ERROR_SYSCALL && errno) snprintf(detail, sizeof detail, "%s", strerror(errno));
   ERR_clear_error();
-  if (c->fail_code) {
+  if (c->client) {
+    // The server's certificate failed verification (the first error: the callback stops there),
+    // or the handshake failed for another reason, or the server went away without a word.
+    if (c->verify_err != 0) {
+      const char *reason = verify_reason(c->verify_err);
+      char msg[320];
+      snprintf(msg, sizeof msg, reason ? "server certificate rejected (%s): %s" : "%s%s",
+               reason ? reason : "TLS handshake failed: ",
+               X509_verify_cert_error_string(c->verify_err));
+      c->fail_reason = reason;
+      conn_fail(L, c, reason ? "TLSPROXY_ERR_POOL_VERIFY" : "TLSPROXY_ERR_POOL_HANDSHAKE", "%s",
+                msg);
+    } else if (!e && (sslerr == SSL_ERROR_SYSCALL || sslerr == SSL_ERROR_ZERO_RETURN) && !errno) {
+      conn_fail(L, c, "TLSPROXY_ERR_POOL_HANDSHAKE", "server closed during the TLS handshake%s",
+                NULL);
+    } else {
+      conn_fail(L, c, "TLSPROXY_ERR_POOL_HANDSHAKE", "TLS handshake failed: %s", detail);
+    }
+  } else if (c->fail_code) {
     conn_fail(L, c, c->fail_code, "server name \"%s\" refused", c->sni);
   } else if (c->verify_err != 0 ||
              (e && ERR_GET_REASON(e) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE)) {
@@ -387,6 +487,17 @@ static void reneg_answer(loop *L, conn *c, const char *code, const char *text) {
 // ---- the handshake's end ----
 
 static int established(loop *L, conn *c) {
+  // The client role: the context verifies (SSL_VERIFY_PEER) and refuses a bad chain or name
+  // during the handshake; a finished handshake without a verified certificate is still refused
+  // rather than trusted (pool's 'other').
+  if (c->client && (!SSL_get0_peer_certificate(c->ssl) ||
+                    SSL_get_verify_result(c->ssl) != X509_V_OK)) {
+    c->fail_reason = "other";
+    conn_fail(L, c, "TLSPROXY_ERR_POOL_VERIFY",
+              "server certificate rejected (other): the server presented no verified certificate%s",
+              NULL);
+    return -1;
+  }
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0) {
     // Out of descriptors or memory ends this connection alone, with pool's code for it.
@@ -725,7 +836,7 @@ static void on_io(loop *L, conn *c, int plain, uint32_t events) {
     else c->tls_hup = 1;
     if (c->state != ST_RELAY) {
       // Before the handshake is done a hang-up means the client is gone (handshake fails).
-      if (c->state == ST_SNI_WAIT) {
+      if (c->state == ST_SNI_WAIT) { // (server side only: a client never waits for SNI)
         conn_fail(L, c, "TLSPROXY_ERR_POOL_HANDSHAKE", "client closed during the TLS handshake%s", NULL);
         return;
       }
@@ -797,14 +908,15 @@ static void on_cmd(loop *L, cmd *k) {
       }
       break;
     }
-    if (c->reneg_pending || SSL_version(c->ssl) != TLS1_2_VERSION || c->closing ||
+    if (c->client || c->reneg_pending || SSL_version(c->ssl) != TLS1_2_VERSION || c->closing ||
         c->client_eof) {
       double keep = c->reneg_req;
       int was = c->reneg_pending;
       c->reneg_req = req;
       reneg_answer(L, c, "TLSPROXY_ERR_POOL_CONTROL",
-                   was ? "a renegotiation is already under way"
-                       : "renegotiation needs an open TLS 1.2 session");
+                   c->client ? "renegotiate asks a client for its certificate: not for a session this engine connected"
+                   : was     ? "a renegotiation is already under way"
+                             : "renegotiation needs an open TLS 1.2 session");
       c->reneg_pending = was;
       c->reneg_req = keep;
       break;
