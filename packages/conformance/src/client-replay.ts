@@ -26,7 +26,7 @@ import {
 import { type ClientOutcome, checkClientActions } from '@tlsproxy/dialect-kit/testing';
 import { concat, escapeBytes } from './bytes.js';
 import { type ClientTranscript, expectedOutcome } from './client-transcript.js';
-import { formatMismatch, matchOutput, matchSpans } from './pattern.js';
+import { formatMismatch, type Mismatch, matchOutput, matchSpans } from './pattern.js';
 import type { Segment } from './transcript.js';
 
 export type ClientInput = { type: 'data'; bytes: Uint8Array } | { type: 'eof' };
@@ -208,6 +208,14 @@ export function clientPlan(t: ClientTranscript): ClientPlan {
   };
 }
 
+/** matchOutput speaks of a dialect and a server (the server side's roles): say it for a client. */
+function clientWords(m: Mismatch, what: 'C:' | 'L:'): Mismatch {
+  const reason = m.reason
+    .replace('the dialect sent more than the server did', `more than the ${what} lines`)
+    .replace('the dialect sent less than the server did', `less than the ${what} lines`);
+  return { ...m, reason };
+}
+
 const where = (at: number): string =>
   at === EOF_POSITION ? "the server's end (!close)" : at === 0 ? 'start()' : `server octet ${at}`;
 
@@ -227,7 +235,9 @@ export function judgeClient(t: ClientTranscript, obs: ClientObservation): string
   // 1. Every octet to the server.
   const mismatch = matchOutput(segments, obs.sent);
   if (mismatch)
-    problems.push(`what the client sent to the server differs:\n${formatMismatch(mismatch)}`);
+    problems.push(
+      `what the client sent to the server differs:\n${formatMismatch(clientWords(mismatch, 'C:'))}`,
+    );
   else {
     // 2. When each block was sent: in the call that delivered the server octet before it.
     const spans = matchSpans(segments, obs.sent)!;
@@ -285,7 +295,11 @@ export function judgeClient(t: ClientTranscript, obs: ClientObservation): string
     const a = obs.outcome.action;
     const toLocal = a.type === 'close' ? (a.toLocal ?? new Uint8Array()) : a.toLocal;
     const m = matchOutput(t.local ?? [], toLocal);
-    if (m) problems.push(`toLocal (what the local client is given) differs:\n${formatMismatch(m)}`);
+    if (m) {
+      problems.push(
+        `toLocal (what the local client is given) differs:\n${formatMismatch(clientWords(m, 'L:'))}`,
+      );
+    }
     if (a.type === 'starttls') {
       for (const s of t.state) {
         const actual = s.path
