@@ -9,7 +9,7 @@ import { fromLatin1, latin1 } from '../src/bytes.js';
 import { main } from '../src/cli.js';
 import { engineReplay } from '../src/engine.js';
 import { runProperties } from '../src/properties.js';
-import { contextFor, inputsOf, observe, replay } from '../src/replay.js';
+import { contextFor, inputsOf, observe, replay, START } from '../src/replay.js';
 import { REPLY_RULES } from '../src/replies.js';
 import { loadSuite, rerunCommand, runConformance } from '../src/runner.js';
 import { parseTranscript, type Transcript } from '../src/transcript.js';
@@ -355,6 +355,35 @@ describe('the clock is injected', () => {
     expect(chunking!.name).toBe('any chunking gives the same replies');
     expect(chunking!.problems).toEqual([]);
     expect(chunking!.ok).toBe(true);
+  });
+
+  it('the HTTP dialect answers a long request the same, one byte at a time or at once', async () => {
+    // With a clock that moved 1 ms per call, 1200 one-byte reads crossed a second boundary and
+    // the Date field differed from the one-read answer: the chunking property failed at random.
+    const { dialect } = await real('http-upgrade');
+    const t = await load('http-upgrade', 'get-upgrade-refused');
+    const req = fromLatin1(
+      `GET /printers/ HTTP/1.1\r\nHost: localhost\r\nX-Pad: ${'p'.repeat(1200)}\r\nConnection: Upgrade\r\nUpgrade: TLS/1.0\r\n\r\n`,
+    );
+    const ctx = contextFor(dialect, {}, t);
+    const whole = observe(dialect, ctx, [{ type: 'data', bytes: req }]);
+    const bytewise = observe(
+      dialect,
+      ctx,
+      [...req].map((b) => ({ type: 'data' as const, bytes: Uint8Array.of(b) })),
+    );
+    expect(latin1(whole.output)).toContain('\r\nDate: ');
+    expect(latin1(bytewise.output)).toBe(latin1(whole.output));
+    // The old clock (1 ms per call) shows the difference this test guards against.
+    const oldClock = (call: number) => START + call;
+    const oldBytewise = observe(
+      dialect,
+      ctx,
+      [...req].map((b) => ({ type: 'data' as const, bytes: Uint8Array.of(b) })),
+      oldClock,
+    );
+    const oldWhole = observe(dialect, ctx, [{ type: 'data', bytes: req }], oldClock);
+    expect(latin1(oldBytewise.output)).not.toBe(latin1(oldWhole.output));
   });
 
   it("HTTP's Date is the injected now", async () => {
