@@ -2,6 +2,7 @@
 // UTF-8 (ASCII for the text protocols' replies); octets pass through unchanged.
 import { ascii } from './bytes.js';
 import type { Action, CloseAction, LogAction, SendAction, TimerAction } from './contract.js';
+import { upperAscii } from './lines.js';
 
 const toBytes = (data: string | Uint8Array): Uint8Array =>
   typeof data === 'string' ? ascii(data) : data;
@@ -41,7 +42,8 @@ export function reportKnownCommand(
   bad: boolean,
   known: ReadonlySet<string>,
 ): LogAction {
-  const upper = name?.toUpperCase();
+  // ASCII-only: toUpperCase() folds 'ſtarttls' (U+017F) into STARTTLS, a name the client never sent.
+  const upper = name === null ? undefined : upperAscii(name);
   return reportCommand(upper !== undefined && known.has(upper) ? upper : 'unknown', bad);
 }
 export function bytes(s: string): Uint8Array {
