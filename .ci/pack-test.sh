@@ -5,15 +5,17 @@
 #     `tlsproxy --help`, `tlsproxy check-config` on a sample, and a real STARTTLS session with
 #     `openssl s_client` through the installed proxy to a backend built on the installed
 #     @tlsproxy/backend;
-#  3. @tlsproxy/conformance + @tlsproxy/dialect-imap with --ignore-scripts (no compiler, no
-#     native addon in the tree): the conformance suite on IMAP.
+#  3. the client role (issue 18): `tlsproxy --role client` of that install, and
+#     @tlsproxy/client's connectStartTls from its own tarball, both through the proxy of step 2;
+#  4. @tlsproxy/conformance + @tlsproxy/dialect-imap with --ignore-scripts (no compiler, no
+#     native addon in the tree): the conformance suite on IMAP and the mutation self-check.
 set -euo pipefail
 source "$(dirname "$0")/pack-lib.sh"
 pack_init pack-test
 
 step "npm pack every workspace"
 pack_workspaces
-for name in fdpass core pool backend handoff cli conformance dialect-kit dialect-imap; do
+for name in fdpass core pool backend handoff cli conformance dialect-kit dialect-imap client; do
   tgz "$name" >/dev/null
 done
 check_tarballs
@@ -65,6 +67,44 @@ out=$( (sleep 2; printf 'a NOOP\r\n'; sleep 1) | timeout 15 openssl s_client -st
 grep -q 'tls=TLSv1.3 dialect=imap' <<<"$out" || { echo "$out"; cat "$work/proxy.log"; exit 1; }
 grep -q '^a OK done' <<<"$out" || { echo "$out"; exit 1; }
 
+step "the client role of the installed CLI, through the installed proxy (issue 18)"
+cport=$(node -e "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})")
+npx tlsproxy --role client --dialect imap --listen "127.0.0.1:$cport" --connect "127.0.0.1:$port" \
+  --server-name localhost --ca "$cert/ca.pem" --workers 1 >"$work/client-role.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 50); do grep -q listening "$work/client-role.log" && break; sleep 0.2; done
+out=$( (printf 'a NOOP\r\n'; sleep 2) | timeout 15 nc 127.0.0.1 "$cport" || true)
+grep -q 'tls=TLSv1.3 dialect=imap' <<<"$out" || { echo "$out"; cat "$work/client-role.log"; exit 1; }
+grep -q '^a OK done' <<<"$out" || { echo "$out"; exit 1; }
+
+step "@tlsproxy/client from its tarball: connectStartTls through the installed proxy"
+mkdir "$work/lib"
+cd "$work/lib"
+npm init -y >/dev/null
+npm pkg set type=module
+npm install --no-audit --no-fund --silent \
+  "$(tgz client)" "$(tgz pool)" "$(tgz fdpass)" "$(tgz dialect-kit)" "$(tgz dialect-imap)"
+cat >lib.mjs <<'JS'
+import { readFileSync } from 'node:fs';
+import { connectStartTls } from '@tlsproxy/client';
+const [port, ca] = process.argv.slice(2);
+const { socket, info } = await connectStartTls({
+  dialect: 'imap', host: '127.0.0.1', port: Number(port), serverName: 'localhost',
+  ca: readFileSync(ca, 'utf8'),
+});
+let got = '';
+socket.on('data', (d) => {
+  got += d;
+  if (got.includes('tls=TLSv1.3')) {
+    console.log(`verified ${info.serverIdentity.subject} ${info.version}`);
+    socket.destroy();
+    process.exit(0);
+  }
+});
+setTimeout(() => { console.log(`timeout: ${JSON.stringify(got)}`); process.exit(1); }, 10000);
+JS
+node lib.mjs "$port" "$cert/ca.pem"
+
 step "conformance + dialect-imap with --ignore-scripts"
 mkdir "$work/dialect"
 cd "$work/dialect"
@@ -77,4 +117,8 @@ fi
 # The sans-I/O replay of the transcripts the dialect ships, and the properties (the engine
 # replay needs @tlsproxy/core and its native addon, which this install leaves out on purpose).
 npx tlsproxy-conformance run --dialect @tlsproxy/dialect-imap --no-engine
+# The built-in short name finds the same package and its shipped transcripts (issue 17), and the
+# mutation self-check kills at least 95 % of the mutants of the installed dialect.
+npx tlsproxy-conformance run --dialect imap --no-engine >/dev/null
+npx tlsproxy-conformance mutate --dialect imap
 step "ok"
