@@ -2,7 +2,13 @@
 // engine replay, property suite → report, exit code).
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { CLIENT_USAGE, runClientCommand, splitRole } from './client-runner.js';
+import {
+  CLIENT_RECORD_USAGE,
+  CLIENT_USAGE,
+  recordClientCommand,
+  runClientCommand,
+  splitRole,
+} from './client-runner.js';
 import { ConformanceError } from './errors.js';
 import { formatMutationReport, type MutationReport, mutationCheck } from './mutate.js';
 import { parseHostPort, record } from './record.js';
@@ -29,7 +35,7 @@ ${CLIENT_USAGE}  tlsproxy-conformance mutate [--dialect <package-or-path>]... [-
                            [--server TEXT] [--client TEXT] [--dialect NAME]
                            [--annotate imap|pop3|smtp] [--bind LOCAL-ADDR]
                            [--header KEY=VALUE...]
-`;
+${CLIENT_RECORD_USAGE}`;
 
 async function runCommand(args: string[], print: (s: string) => void): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -198,7 +204,12 @@ export async function main(
         ? await runClientCommand(args, print)
         : await runCommand(args, print);
     }
-    if (command === 'record') return await recordCommand(rest, print);
+    if (command === 'record') {
+      const { role, rest: args } = splitRole(rest);
+      return role === 'client'
+        ? await recordClientCommand(args, print)
+        : await recordCommand(args, print);
+    }
     if (command === 'mutate') return await mutateCommand(rest, print);
     if (command === '--help' || command === 'help') {
       print(USAGE);
