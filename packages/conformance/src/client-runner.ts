@@ -8,9 +8,11 @@ import { dirname, join, resolve, sep } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type Dialect, loadDialect } from '@tlsproxy/dialect-kit';
 import { runClientProperties } from './client-properties.js';
+import { readCa, recordClient } from './client-record.js';
 import { replayClient } from './client-replay.js';
 import { type ClientTranscript, loadClientTranscript } from './client-transcript.js';
 import { ConformanceError } from './errors.js';
+import { parseHostPort } from './record.js';
 import { formatReport } from './report.js';
 import type { CheckResult, Report } from './runner.js';
 
@@ -208,6 +210,13 @@ export async function runClientConformance(opts: ClientRunOptions): Promise<Repo
   };
 }
 
+export const CLIENT_RECORD_USAGE = `  tlsproxy-conformance record --role client --dialect <package-or-path> --upstream HOST:PORT
+                           --out FILE [--ca PEM] [--server-name NAME] [--hostname NAME]
+                           [--options JSON] [--server TEXT] [--bind LOCAL-ADDR]
+      A client transcript: the dialect's client side talks to the real server through the
+      recorder; at STARTTLS the TLS handshake is verified against --ca and --server-name.
+`;
+
 export const CLIENT_USAGE = `  tlsproxy-conformance run --role client --dialect <package-or-path> [--options FILE|JSON]
                            [--json] [--seconds N] [--seed N] [--no-engine] [--transcripts DIR]
                            [TRANSCRIPT...]
@@ -217,7 +226,62 @@ export const CLIENT_USAGE = `  tlsproxy-conformance run --role client --dialect 
 `;
 
 const usage = (message: string): ConformanceError =>
-  new ConformanceError('TLSPROXY_ERR_CONFORMANCE_USAGE', `${message}\n\n${CLIENT_USAGE}`);
+  new ConformanceError(
+    'TLSPROXY_ERR_CONFORMANCE_USAGE',
+    `${message}\n\n${CLIENT_USAGE}${CLIENT_RECORD_USAGE}`,
+  );
+
+/** `record --role client` (the role flag already taken out by splitRole). */
+export async function recordClientCommand(
+  args: string[],
+  print: (s: string) => void,
+): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      dialect: { type: 'string' },
+      upstream: { type: 'string' },
+      out: { type: 'string' },
+      ca: { type: 'string' },
+      'server-name': { type: 'string' },
+      hostname: { type: 'string' },
+      options: { type: 'string' },
+      server: { type: 'string' },
+      bind: { type: 'string' },
+    },
+  });
+  if (!values.dialect || !values.upstream || !values.out) {
+    throw usage('record --role client needs --dialect, --upstream and --out');
+  }
+  let options: Record<string, unknown> = {};
+  if (values.options) {
+    try {
+      options = JSON.parse(values.options);
+    } catch (err) {
+      throw usage(`--options: ${(err as Error).message}`);
+    }
+  }
+  const dialect = (await loadDialect(values.dialect, process.cwd())) as Dialect<unknown>;
+  const upstream = parseHostPort(values.upstream, '--upstream');
+  await recordClient({
+    dialect,
+    upstream,
+    out: values.out,
+    headers: {
+      server: values.server ?? `unknown server at ${values.upstream}`,
+      client: `${dialect.name} client (dialect.client) via tlsproxy-conformance record --role client`,
+      dialect: dialect.name,
+      recorded: new Date().toISOString().slice(0, 10),
+    },
+    options,
+    ...(values.hostname ? { hostname: values.hostname } : {}),
+    ...(values['server-name'] ? { serverName: values['server-name'] } : {}),
+    ...(values.ca ? { ca: readCa(values.ca)! } : {}),
+    ...(values.bind ? { bind: values.bind } : {}),
+  });
+  print(`recording: wrote ${values.out}`);
+  return 0;
+}
 
 /**
  * The role `run` was given: `--role client` or `--role=client` (anywhere in its arguments), and
