@@ -152,6 +152,11 @@ async function playOne(
           problems.push('the server closed the connection; through the engine it stayed open');
       }
     } else if (!ended || target.delivered.length > 0) {
+      // 30 ms of silence is not "the go-ahead came" on a loaded machine: before TLS, wait (up to
+      // WAIT_MS) until the output holds every server line of the transcript, else the
+      // ClientHello would meet a go-ahead still on its way ("wrong version number").
+      const until = Date.now() + WAIT_MS;
+      while (matchOutput(serverSegments(t), concat(received)) && Date.now() < until) await sleep(5);
       socket.off('data', onData);
       problems.push(...(await afterGoAhead(socket, target, t)));
     }
