@@ -2,7 +2,9 @@
 export { ANNOTATORS, annotateLine, type Rule } from './annotate.js';
 export { escapeBytes } from './bytes.js';
 export { main } from './cli.js';
+export { clientEngineReplay } from './client-engine.js';
 export { runClientProperties } from './client-properties.js';
+export { type ClientRecordOptions, recordClient } from './client-record.js';
 // The client side (issue 18): client transcripts, their replay, properties and run.
 export {
   type ClientInput,
