@@ -71,12 +71,37 @@ const smtp: Rule[] = [
   },
 ];
 
-export const ANNOTATORS: Record<string, Rule[]> = { imap, pop3, smtp };
+// Any other line protocol (NNTP, ManageSieve, FTP, a third-party dialect): the common reply
+// shapes keep their structure (code, status word) and lose their wording. Lines of no known
+// shape stay byte-exact, as before.
+const generic: Rule[] = [
+  // RFC 3977 / RFC 959 / RFC 5321 style: a three-digit code, then text.
+  (l) => {
+    const m = /^(\d{3})([ -])(.*)\r\n$/.exec(l);
+    return m && m[3]!.length > 0 ? `${m[1]}${m[2]}${ph('text', m[3]!)}\\r\\n` : undefined;
+  },
+  // RFC 1939 / RFC 5804 style: a status word, then text.
+  (l) => {
+    const m = /^(\+OK|-ERR|OK|NO|BYE) (.+)\r\n$/.exec(l);
+    return m ? `${m[1]} ${ph('text', m[2]!)}\\r\\n` : undefined;
+  },
+];
 
-/** Transcript text for one server line: the first rule that applies, or exact bytes. */
+/** A Map, so a protocol name from the command line can never select `constructor`. */
+export const ANNOTATORS: ReadonlyMap<string, readonly Rule[]> = new Map([
+  ['imap', imap],
+  ['pop3', pop3],
+  ['smtp', smtp],
+]);
+
+/**
+ * Transcript text for one server line: the first rule that applies, or exact bytes. A protocol
+ * without its own rules gets the generic ones; `undefined` (no --annotate) leaves lines exact.
+ */
 export function annotateLine(protocol: string | undefined, line: Uint8Array): string {
   const text = latin1(line);
-  for (const rule of (protocol && ANNOTATORS[protocol]) || []) {
+  const rules = protocol === undefined ? [] : (ANNOTATORS.get(protocol) ?? generic);
+  for (const rule of rules) {
     const out = rule(text);
     if (out !== undefined) return out;
   }
