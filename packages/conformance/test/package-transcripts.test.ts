@@ -18,6 +18,12 @@ describe('transcripts shipped by a dialect package', () => {
     const root = pkg({ tlsproxy: { transcripts: 'recorded' } }, ['recorded', 'transcripts']);
     expect(packageTranscriptDir(root, '/')).toBe(join(root, 'recorded'));
   });
+  it('a module file inside a package (--dialect ./src/my-dialect.mjs): the nearest package.json', () => {
+    const root = pkg({ tlsproxy: { transcripts: 'recorded' } }, ['recorded', 'src']);
+    writeFileSync(join(root, 'src', 'my-dialect.mjs'), 'export default {};\n');
+    expect(packageTranscriptDir('./src/my-dialect.mjs', root)).toBe(join(root, 'recorded'));
+    expect(packageTranscriptDir('my-dialect.mjs', join(root, 'src'))).toBe(join(root, 'recorded'));
+  });
   it('falls back to transcripts/', () => {
     const root = pkg({}, ['transcripts']);
     expect(packageTranscriptDir(root, '/')).toBe(join(root, 'transcripts'));
