@@ -131,6 +131,7 @@ typedef struct conn {
   int sni_answer; // 0 not yet, 1 accepted, -1 refused
   int sni_asked;
   long verify_err;
+  long name_err; // client role: a host name mismatch held back (see conn_verify_cb)
   const char *fail_code;
   const char *fail_reason; // with TLSPROXY_ERR_POOL_VERIFY: pool's VerifyReason
 
