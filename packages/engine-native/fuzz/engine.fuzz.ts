@@ -437,7 +437,30 @@ interface ApiCase {
   value: unknown;
 }
 
-type Case = BytesCase | TlsCase | ApiCase;
+/** The client role (connect(), issue 18): the engine sends the ClientHello to a hostile server. */
+interface ConnectCase {
+  kind: 'connect';
+  /** garbage: junk instead of a ServerHello; hello-junk: a ServerHello header and junk; tls: a real server */
+  server: 'garbage' | 'hello-junk' | 'tls';
+  junk: Uint8Array;
+  ending: 'fin' | 'rst' | 'stall';
+  cert: 'good' | 'rogue' | 'other';
+  version: 'TLSv1.2' | 'TLSv1.3';
+  serverName: string;
+  ca: 'test' | 'rogue' | 'roots' | 'junk';
+  clientIdentity: 'localhost' | 'nobody' | null;
+  requestCert: boolean;
+  alpn: string[] | null;
+  vanish: null | { afterMs: number; how: 'rst' | 'fin' | 'destroy' };
+  /** a TLS 1.2 server asks to renegotiate once established (refused by the engine) */
+  reneg: boolean;
+  controls: ControlCall[];
+  writes: number[];
+  viaSocket: boolean;
+  holdMs: number;
+}
+
+type Case = BytesCase | TlsCase | ApiCase | ConnectCase;
 
 const SERVERNAMES = [
   'localhost',
@@ -585,10 +608,65 @@ function caseArb(hellos: Buffer[]): fc.Arbitrary<Case> {
       fc.constantFrom(-1, Number.NaN, Number.POSITIVE_INFINITY, 1e300, -0, 2 ** 53, 0.5),
     ),
   });
+  const connectCase: fc.Arbitrary<ConnectCase> = fc.record({
+    kind: fc.constant('connect' as const),
+    server: fc.constantFrom<ConnectCase['server']>('garbage', 'hello-junk', 'tls', 'tls', 'tls'),
+    junk: fc.uint8Array({ maxLength: 300 }),
+    ending: fc.constantFrom<ConnectCase['ending']>('fin', 'rst', 'stall'),
+    cert: fc.oneof(
+      { weight: 5, arbitrary: fc.constant<ConnectCase['cert']>('good') },
+      { weight: 1, arbitrary: fc.constantFrom<ConnectCase['cert']>('rogue', 'other') },
+    ),
+    version: fc.constantFrom<'TLSv1.2' | 'TLSv1.3'>('TLSv1.2', 'TLSv1.3'),
+    // Mostly a request that can succeed, so the sessions after the handshake are fuzzed too.
+    serverName: fc.oneof(
+      { weight: 6, arbitrary: fc.constantFrom('localhost', 'Localhost.', '127.0.0.1') },
+      {
+        weight: 2,
+        arbitrary: fc.constantFrom(
+          '127.0.0.2',
+          'other.example.test',
+          'x.wild.example.test',
+          'a.b.wild.example.test',
+          '',
+          'bad name',
+        ),
+      },
+    ),
+    ca: fc.oneof(
+      { weight: 6, arbitrary: fc.constant<ConnectCase['ca']>('test') },
+      { weight: 1, arbitrary: fc.constantFrom<ConnectCase['ca']>('rogue', 'roots', 'junk') },
+    ),
+    clientIdentity: fc.oneof(
+      { weight: 5, arbitrary: fc.constant<ConnectCase['clientIdentity']>(null) },
+      { weight: 2, arbitrary: fc.constant<ConnectCase['clientIdentity']>('localhost') },
+      { weight: 1, arbitrary: fc.constant<ConnectCase['clientIdentity']>('nobody') },
+    ),
+    requestCert: fc.boolean(),
+    alpn: fc.option(
+      fc.array(fc.constantFrom('imap', 'smtp', 'h2'), { minLength: 1, maxLength: 3 }),
+      {
+        freq: 2,
+      },
+    ),
+    vanish: fc.option(
+      fc.record({
+        afterMs: fc.constantFrom(0, 1, 2, 5, 10, 30),
+        how: fc.constantFrom<'rst' | 'fin' | 'destroy'>('rst', 'fin', 'destroy'),
+      }),
+      { freq: 3 },
+    ),
+    reneg: fc.boolean(),
+    controls: fc.array(control, { maxLength: 3 }),
+    writes: fc.array(fc.integer({ min: 1, max: 200_000 }), { maxLength: 3 }),
+    viaSocket: fc.boolean(),
+    holdMs: fc.constantFrom(20, 100, 400),
+  });
   return fc.oneof(
     { weight: 4, arbitrary: bytes },
     { weight: 5, arbitrary: tlsCase },
     { weight: 1, arbitrary: api },
+    { weight: 3, arbitrary: connectCase },
   );
 }
 
@@ -1007,7 +1085,150 @@ async function runApi(w: World, c: ApiCase): Promise<void> {
   }
 }
 
+/** What connect() may reject with for a hostile server or request. */
+const CONNECT_REFUSALS = new Set([
+  'TLSPROXY_ERR_POOL_HANDSHAKE',
+  'TLSPROXY_ERR_POOL_TIMEOUT',
+  'TLSPROXY_ERR_POOL_VERIFY',
+  'TLSPROXY_ERR_POOL_CONFIG',
+  'TLSPROXY_ERR_POOL_RESOURCES',
+]);
+
+const CONNECT_CERTS = {
+  good: certs.server,
+  rogue: certs.rogue,
+  other: certs.other,
+};
+
+async function runConnect(w: World, c: ConnectCase): Promise<void> {
+  const { client, server } = await w.acceptor.pair();
+  const serverGone = closed(server);
+  let ended = 0;
+  const hsMs = c.server !== 'tls' && c.ending === 'stall' ? HS_SHORT : HS_LONG;
+  const p = w.engine.connect(c.viaSocket ? client : detachSocket(client).fd, {
+    serverName: c.serverName,
+    ...(c.ca === 'test'
+      ? { ca: certs.ca }
+      : c.ca === 'rogue'
+        ? { ca: certs.rogue.cert }
+        : c.ca === 'junk'
+          ? { ca: Buffer.from(c.junk).toString('latin1') }
+          : {}),
+    ...(c.clientIdentity ? { clientIdentity: c.clientIdentity } : {}),
+    ...(c.alpn ? { alpn: c.alpn } : {}),
+    handshakeTimeoutMs: hsMs,
+    idleTimeoutMs: IDLE_MS,
+    onEnd: () => {
+      ended++;
+    },
+  });
+  p.catch(() => {});
+  // The hostile server, on the accepted end.
+  let t: tls.TLSSocket | null = null;
+  if (c.server === 'tls') {
+    const cert = CONNECT_CERTS[c.cert];
+    t = new tls.TLSSocket(server, {
+      isServer: true,
+      ...cert,
+      minVersion: c.version,
+      maxVersion: c.version,
+      requestCert: c.requestCert,
+      rejectUnauthorized: false,
+      ca: certs.ca,
+      ALPNProtocols: ['imap'],
+    });
+    t.on('error', () => {});
+    const tt = t;
+    tt.on('data', (d: Buffer) => tt.write(d.subarray(0, 64)));
+    tt.on('end', () => tt.end());
+    if (c.reneg && c.version === 'TLSv1.2')
+      tt.once('secure', () => {
+        try {
+          tt.renegotiate({ requestCert: true, rejectUnauthorized: false }, () => {});
+        } catch {}
+      });
+    server.resume();
+  } else {
+    server.once('data', () => {
+      const junk = Buffer.from(c.junk);
+      const reply =
+        c.server === 'hello-junk'
+          ? record(
+              0x16,
+              Buffer.concat([Buffer.from([2, 0, junk.length >> 8, junk.length & 255]), junk]),
+              0x0303,
+            )
+          : junk;
+      server.write(reply, () => {
+        if (c.ending === 'rst') server.resetAndDestroy();
+        else if (c.ending === 'fin') server.end();
+      });
+    });
+    server.resume();
+  }
+  if (c.vanish) {
+    const { afterMs, how } = c.vanish;
+    setTimeout(() => {
+      if (how === 'rst') server.resetAndDestroy();
+      else if (how === 'fin') server.end();
+      else (t ?? server).destroy();
+    }, afterMs);
+  }
+  let r: Awaited<typeof p>;
+  try {
+    r = await within(p, hsMs + 10_000, 'connect');
+  } catch (err) {
+    if (!(err instanceof PoolError) || !CONNECT_REFUSALS.has(err.code))
+      throw new Error(`connect: unexpected failure ${String((err as Error)?.stack ?? err)}`);
+    count(`connect → ${err.code}${err.reason ? ` (${err.reason})` : ''}`);
+    count(`DBG ${c.server} ${c.cert} ${c.serverName} ${c.ca} ${c.vanish?.how} ${err.message}`);
+    // The engine closed the socket: the server sees its end.
+    await within(serverGone, 10_000, 'server side closed after a failed connect').catch((e) => {
+      server.destroy();
+      throw e;
+    });
+    return;
+  }
+  count(`connect → established ${r.info.version}`);
+  if (!r.info.serverIdentity?.fingerprint256) throw new Error('connect: no server identity');
+  const key = r.controlKey;
+  const app = r.plaintext.toSocket({ allowHalfOpen: true });
+  app.on('error', () => {});
+  app.resume();
+  for (const n of c.writes) app.write(Buffer.alloc(n, 0x61));
+  const controls = c.controls.map(async (k) => {
+    await sleep(k.delayMs);
+    const useKey = k.badKey ? Buffer.from(k.badKey) : key;
+    try {
+      await within(
+        w.engine.control(useKey, k.op as never, k.args),
+        HS_LONG + IDLE_MS + 10_000,
+        `control ${k.op} (client session)`,
+      );
+      count(`control ${k.op} (client session) → ok`);
+    } catch (err) {
+      if (err instanceof PoolError) count(`control ${k.op} (client session) → ${err.code}`);
+      else throw err;
+    }
+  });
+  await sleep(c.holdMs);
+  if (Math.random() < 0.5) server.resetAndDestroy();
+  else (t ?? server).destroy();
+  app.destroy();
+  await within(
+    until(() => ended > 0, IDLE_MS + 8000, 'onEnd'),
+    IDLE_MS + 10_000,
+    'client session end',
+  );
+  await Promise.all(controls);
+  await expect(w.engine.control(key, 'info')).rejects.toMatchObject({
+    code: 'TLSPROXY_ERR_POOL_UNKNOWN_KEY',
+  });
+  if (ended !== 1) throw new Error(`connect: onEnd called ${ended} times`);
+}
+
 function runCase(w: World, c: Case): Promise<void> {
+  if (c.kind === 'connect') return runConnect(w, c);
   if (c.kind === 'bytes') return runBytes(w, c);
   if (c.kind === 'tls') return runTls(w, c);
   return runApi(w, c);
@@ -1130,7 +1351,7 @@ describe(`native engine fuzz (seed ${SEED}, ${SECONDS} s)`, () => {
     count('hello prefixes tried', done);
   }, 600_000);
 
-  it('peers and callers, concurrently: garbage, cut and oversized records, vanishing and stalled peers, backends that never read, control calls, reloads', async () => {
+  it('peers and callers, concurrently: garbage, cut and oversized records, vanishing and stalled peers, backends that never read, control calls, reloads, hostile servers for connect()', async () => {
     await fc.assert(
       fc.asyncProperty(fc.array(caseArb(hellos), { minLength: 1, maxLength: 6 }), async (cases) => {
         count('batches');

@@ -23,11 +23,20 @@ describe('native binding: hostile arguments from JS', () => {
   });
   const engine = b.engineCreate(1, () => {});
   b.engineRef(engine, false);
+  const cctx = b.clientContextCreate({
+    ca: certs.ca,
+    cert: null,
+    key: null,
+    ciphers: 'ECDHE-ECDSA-AES128-GCM-SHA256',
+    ciphersuites: null,
+    minVersion: 0x0303,
+  });
 
   const value = fc.oneof(
     fc.anything(),
     fc.constant(engine),
     fc.constant(store),
+    fc.constant(cctx),
     fc.integer({ min: -2, max: 1 << 20 }),
     fc.double(),
     fc.constant(null),
@@ -51,6 +60,15 @@ describe('native binding: hostile arguments from JS', () => {
         // descriptor (maybe stdout): that is the API's contract, not a bug to fuzz.
         if (a[0] === engine && a[1] === store && Number.isInteger(a[2])) return null;
         return (b.submit as (...x: unknown[]) => unknown)(...a);
+      },
+    ],
+    ['clientContextCreate', (a) => (b.clientContextCreate as (...x: unknown[]) => unknown)(...a)],
+    [
+      'connect',
+      (a) => {
+        // As for submit: a real descriptor number would be taken over.
+        if (a[0] === engine && a[1] === cctx && Number.isInteger(a[2])) return null;
+        return (b.connect as (...x: unknown[]) => unknown)(...a);
       },
     ],
     ['sniAnswer', (a) => (b.sniAnswer as (...x: unknown[]) => unknown)(...a)],
@@ -147,6 +165,70 @@ describe('native binding: hostile arguments from JS', () => {
     expect(b.exporter(engine, handle!, 2, 'EXPORTER-x', new Uint8Array(0) as Buffer, 16)).toBe(
       true,
     );
+    peer.close();
+  });
+
+  it('clientContextCreate: options that are not an object, throw, or hold bad PEM are a JS error', () => {
+    const throwing = new Proxy(
+      {},
+      {
+        get() {
+          throw new Error('getter throws');
+        },
+      },
+    );
+    const ok = {
+      ca: certs.ca,
+      cert: null,
+      key: null,
+      ciphers: 'DEFAULT',
+      ciphersuites: null,
+      minVersion: 0x0303,
+    };
+    for (const options of [
+      null,
+      undefined,
+      7,
+      throwing,
+      { ...ok, ca: null },
+      { ...ok, ca: 'not pem' },
+      { ...ok, ca: certs.ca.slice(0, 200) },
+      { ...ok, cert: certs.client.cert, key: null },
+      { ...ok, cert: certs.client.cert, key: certs.server.key }, // not its key
+      { ...ok, cert: 'junk', key: certs.client.key },
+      { ...ok, minVersion: 0x0301 },
+      { ...ok, ciphers: 'NOTHING-REAL' },
+      { ...ok, ca: 'a\0b' },
+    ])
+      expect(() => b.clientContextCreate(options as never)).toThrow(Error);
+    expect(b.clientContextCreate({ ...ok, ...certs.client })).toBeTruthy();
+  });
+
+  it('connect: bad names and ALPN lists are refused, the descriptor stays ours', () => {
+    const [mine, peer] = socketpair();
+    for (const [alpn, name] of [
+      [Buffer.from([0]), 'localhost'],
+      [Buffer.from([5, 0x61]), 'localhost'],
+      [null, ''],
+      [null, 'a'.repeat(300)],
+      [null, 'a\0b'],
+      [null, 7],
+    ] as const) {
+      expect(() =>
+        b.connect(engine, cctx, mine.fd, 1, alpn, name as string, false, 1000, 0),
+      ).toThrow(TypeError);
+    }
+    // An address that is not one: SSL set-up refuses it, still before the descriptor is taken.
+    expect(() => b.connect(engine, cctx, mine.fd, 1, null, 'not-an-ip', true, 1000, 0)).toThrow(
+      Error,
+    );
+    expect(() => b.connect(engine, store as never, mine.fd, 1, null, 'x', false, 1000, 0)).toThrow(
+      TypeError,
+    );
+    expect(() =>
+      b.submit(engine, cctx as never, mine.fd, 1, 0, null, 1000, 0, false, false),
+    ).toThrow(TypeError);
+    mine.close();
     peer.close();
   });
 
