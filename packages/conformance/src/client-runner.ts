@@ -46,6 +46,14 @@ export function defaultClientTranscriptDir(name: string, cwd: string): string | 
 function dialectPackageJson(spec: string, cwd: string): string | undefined {
   const asPath = resolve(cwd, spec);
   if (existsSync(join(asPath, 'package.json'))) return join(asPath, 'package.json');
+  // A module file (`--dialect ./nntp.mjs`): the package it belongs to, the nearest package.json
+  // above it, declares its client transcripts.
+  if (/\.[cm]?[jt]s$/.test(spec) && existsSync(asPath)) {
+    for (let dir = dirname(asPath); ; dir = dirname(dir)) {
+      if (existsSync(join(dir, 'package.json'))) return join(dir, 'package.json');
+      if (dirname(dir) === dir) return undefined;
+    }
+  }
   const req = createRequire(join(resolve(cwd), 'noop.js'));
   const names = [spec];
   if (/^[a-z0-9][a-z0-9-]*$/.test(spec)) names.push(`@tlsproxy/dialect-${spec}`);

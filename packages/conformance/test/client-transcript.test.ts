@@ -161,4 +161,9 @@ describe('client transcripts shipped by a dialect package', () => {
     expect(packageClientTranscriptDir(b, '/')).toBe(join(b, 'client-transcripts'));
     expect(packageClientTranscriptDir(pkg({}, []), '/')).toBeUndefined();
   });
+  it('a module file of the package (--dialect ./src/d.mjs): its nearest package.json', () => {
+    const root = pkg({ tlsproxy: { clientTranscripts: 'rec-client' } }, ['rec-client', 'src']);
+    writeFileSync(join(root, 'src', 'd.mjs'), 'export default {};\n');
+    expect(packageClientTranscriptDir('./src/d.mjs', root)).toBe(join(root, 'rec-client'));
+  });
 });
