@@ -1181,7 +1181,6 @@ async function runConnect(w: World, c: ConnectCase): Promise<void> {
     if (!(err instanceof PoolError) || !CONNECT_REFUSALS.has(err.code))
       throw new Error(`connect: unexpected failure ${String((err as Error)?.stack ?? err)}`);
     count(`connect → ${err.code}${err.reason ? ` (${err.reason})` : ''}`);
-    count(`DBG ${c.server} ${c.cert} ${c.serverName} ${c.ca} ${c.vanish?.how} ${err.message}`);
     // The engine closed the socket: the server sees its end.
     await within(serverGone, 10_000, 'server side closed after a failed connect').catch((e) => {
       server.destroy();
