@@ -123,7 +123,7 @@ type ClientSide = Dialect<unknown> & Required<Pick<Dialect<unknown>, 'client'>>;
 /** Load the dialect (it must have a client side) and its client transcripts. */
 export async function loadClientSuite(
   opts: Pick<ClientRunOptions, 'dialect' | 'transcripts' | 'transcriptDir' | 'cwd'>,
-): Promise<{ dialect: ClientSide; transcripts: ClientTranscript[] }> {
+): Promise<{ dialect: ClientSide; transcripts: ClientTranscript[]; found?: string }> {
   const cwd = opts.cwd ?? process.cwd();
   const dialect = (await loadDialect(opts.dialect as string, cwd)) as Dialect<unknown>;
   if (!dialect.client) {
@@ -152,7 +152,11 @@ export async function loadClientSuite(
   if (files.length === 0) {
     throw new ConformanceError('TLSPROXY_ERR_CONFORMANCE_USAGE', `no .txt transcripts in ${paths}`);
   }
-  return { dialect: dialect as ClientSide, transcripts: files.map(loadClientTranscript) };
+  const transcripts = files.map(loadClientTranscript);
+  // The folder found by looking (none was given), so a reproduce line need not look again.
+  return opts.transcripts?.length || opts.transcriptDir
+    ? { dialect: dialect as ClientSide, transcripts }
+    : { dialect: dialect as ClientSide, transcripts, found: resolve(cwd, paths[0]!) };
 }
 
 function shellWord(s: string): string {
@@ -183,7 +187,7 @@ export function clientRerunCommand(opts: ClientRunOptions, name: string, seed: n
 }
 
 export async function runClientConformance(opts: ClientRunOptions): Promise<Report> {
-  const { dialect, transcripts } = await loadClientSuite(opts);
+  const { dialect, transcripts, found } = await loadClientSuite(opts);
   const seed = opts.seed ?? Math.floor(Math.random() * 0x7fffffff);
   const options = opts.options ?? {};
   const results: CheckResult[] = [];
@@ -214,7 +218,7 @@ export async function runClientConformance(opts: ClientRunOptions): Promise<Repo
       client: t.headers.client ?? '',
     })),
     results,
-    rerun: clientRerunCommand(opts, dialect.name, seed),
+    rerun: clientRerunCommand(found ? { ...opts, transcriptDir: found } : opts, dialect.name, seed),
   };
 }
 
