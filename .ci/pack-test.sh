@@ -120,5 +120,6 @@ npx tlsproxy-conformance run --dialect @tlsproxy/dialect-imap --no-engine
 # The built-in short name finds the same package and its shipped transcripts (issue 17), and the
 # mutation self-check kills at least 95 % of the mutants of the installed dialect.
 npx tlsproxy-conformance run --dialect imap --no-engine >/dev/null
+npx tlsproxy-conformance run --role client --dialect imap --no-engine >/dev/null
 npx tlsproxy-conformance mutate --dialect imap
 step "ok"
