@@ -154,7 +154,8 @@ function parseJson(file: string, line: number, what: string, text: string): unkn
 }
 
 export function parseTranscript(source: string, file = '<transcript>'): Transcript {
-  const headers: Record<string, string> = {};
+  // Header names come from the file: a null-prototype table, so `@constructor` is just a name.
+  const headers: Record<string, string> = Object.create(null);
   const steps: Step[] = [];
   // Continuation lines add to a client chunk: its parts are joined once, at the end.
   const parts = new Map<Step, Uint8Array[]>();
@@ -230,6 +231,10 @@ export function parseTranscript(source: string, file = '<transcript>'): Transcri
   for (const h of REQUIRED_HEADERS) {
     if (!(h in headers)) fail(file, 1, `missing header @${h}`);
   }
+  // A client transcript (S: and C: swapped) judged as a server one would pass or fail for the
+  // wrong reasons: `run --role client` reads those.
+  if (headers.role !== undefined && headers.role !== 'server')
+    fail(file, 1, `@role ${headers.role}: a server transcript; run it with --role ${headers.role}`);
   const options = headers.options ? parseJson(file, 1, '@options', headers.options) : {};
   const limits = headers.limits ? parseJson(file, 1, '@limits', headers.limits) : {};
   return {

@@ -74,6 +74,14 @@ describe('format', () => {
     );
   });
 
+  it('a client transcript is refused here (run --role client reads it)', () => {
+    const client = join(
+      import.meta.dirname,
+      '../../../fixtures/client-transcripts/ldap/starttls.txt',
+    );
+    expect(() => parseTranscript(readFileSync(client, 'utf8'), client)).toThrow(/--role client/);
+  });
+
   it('shows the first differing byte side by side', () => {
     // biome-ignore lint/suspicious/noTemplateCurlyInString: transcript placeholder syntax
     const t = parseTranscript('@server s\n@client c\n@dialect x\nS: a OK ${text:done}\\r\\n\n');
