@@ -1102,7 +1102,6 @@ const CONNECT_CERTS = {
 
 async function runConnect(w: World, c: ConnectCase): Promise<void> {
   const { client, server } = await w.acceptor.pair();
-  const serverGone = closed(server);
   let ended = 0;
   const hsMs = c.server !== 'tls' && c.ending === 'stall' ? HS_SHORT : HS_LONG;
   const p = w.engine.connect(c.viaSocket ? client : detachSocket(client).fd, {
@@ -1166,11 +1165,15 @@ async function runConnect(w: World, c: ConnectCase): Promise<void> {
     });
     server.resume();
   }
+  // Once a TLSSocket wraps the accepted socket, it owns the descriptor: its close is the one to
+  // wait for, and its end() is the FIN (the wrapped socket's own end() is not: the fuzzer once
+  // waited forever on that socket's 'close' after a server half-closed through it).
+  const serverGone = closed(t ?? server);
   if (c.vanish) {
     const { afterMs, how } = c.vanish;
     setTimeout(() => {
       if (how === 'rst') server.resetAndDestroy();
-      else if (how === 'fin') server.end();
+      else if (how === 'fin') (t ?? server).end();
       else (t ?? server).destroy();
     }, afterMs);
   }
@@ -1183,7 +1186,7 @@ async function runConnect(w: World, c: ConnectCase): Promise<void> {
     count(`connect → ${err.code}${err.reason ? ` (${err.reason})` : ''}`);
     // The engine closed the socket: the server sees its end.
     await within(serverGone, 10_000, 'server side closed after a failed connect').catch((e) => {
-      server.destroy();
+      (t ?? server).destroy();
       throw e;
     });
     return;
