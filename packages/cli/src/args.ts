@@ -145,11 +145,6 @@ function clientArgs(values: Values): CliArgs {
   const minVersion = values['min-version'] as string | undefined;
   if (minVersion !== undefined && minVersion !== 'TLSv1.2' && minVersion !== 'TLSv1.3')
     throw new UsageError('--min-version must be TLSv1.2 or TLSv1.3');
-  const engine = (values.engine ?? 'node') as string;
-  if (engine !== 'node')
-    throw new UsageError(
-      '--role client runs on the node:tls engine (the native engine has no client side yet)',
-    );
   if (values.workers !== undefined) {
     const n = Number(values.workers);
     if (!Number.isInteger(n) || n < 1 || n > 256) throw new UsageError('--workers must be 1..256');

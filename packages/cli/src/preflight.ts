@@ -95,7 +95,7 @@ export async function preflight(input: PreflightInput): Promise<string[]> {
       loaded.set(key, d);
     }
     if (l.role === 'client') {
-      problems.push(...clientProblems(l, d, input.engine));
+      problems.push(...clientProblems(l, d));
       continue;
     }
     if (!d) continue;
@@ -149,17 +149,12 @@ export function sideOf(
 }
 
 /** A client-role listener: what would stop it (dialect without a client side, a bad server
- * address, an unreadable or empty CA file, a bad server name, an engine without connect()). */
+ * address, an unreadable or empty CA file, a bad server name). Both engines have a client side. */
 export function clientProblems(
   l: PreflightInput['listeners'][number],
   d: Dialect<unknown> | undefined,
-  engine: 'node' | 'native' | undefined,
 ): string[] {
   const problems: string[] = [];
-  if (engine === 'native')
-    problems.push(
-      `${l.name}: role: client needs the node:tls engine (engine: node); the native engine has no client side (connect) yet`,
-    );
   if (l.connect) {
     try {
       parseServerAddress(l.connect.value);
