@@ -2,9 +2,8 @@
 // client transcripts — the sans-I/O replay (client-replay.ts) and the property suite
 // (client-properties.ts) — with the same report, exit codes and reproduce line as the server
 // side's run.
-import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join, resolve, sep } from 'node:path';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type Dialect, loadDialect } from '@tlsproxy/dialect-kit';
 import { runClientProperties } from './client-properties.js';
@@ -14,7 +13,12 @@ import { type ClientTranscript, loadClientTranscript } from './client-transcript
 import { ConformanceError } from './errors.js';
 import { parseHostPort } from './record.js';
 import { formatReport } from './report.js';
-import type { CheckResult, Report } from './runner.js';
+import {
+  type CheckResult,
+  defaultTranscriptDir,
+  packageTranscriptDir,
+  type Report,
+} from './runner.js';
 
 export interface ClientRunOptions {
   /** Package name, short name ('imap'), module path, or a Dialect object with a `client`. */
@@ -33,69 +37,22 @@ export interface ClientRunOptions {
   json?: boolean;
 }
 
-/** fixtures/client-transcripts/<name>, searched upwards from `cwd`. */
+/** fixtures/client-transcripts/<name>, searched upwards from `cwd` (runner.ts, client side). */
 export function defaultClientTranscriptDir(name: string, cwd: string): string | undefined {
-  for (let dir = resolve(cwd); ; dir = dirname(dir)) {
-    const candidate = join(dir, 'fixtures', 'client-transcripts', name);
-    if (existsSync(candidate)) return candidate;
-    if (dirname(dir) === dir) return undefined;
-  }
-}
-
-/** The package.json of what --dialect named, as the kit's loader finds it (runner.ts alike). */
-function dialectPackageJson(spec: string, cwd: string): string | undefined {
-  const asPath = resolve(cwd, spec);
-  if (existsSync(join(asPath, 'package.json'))) return join(asPath, 'package.json');
-  // A module file (`--dialect ./nntp.mjs`): the package it belongs to, the nearest package.json
-  // above it, declares its client transcripts.
-  if (/\.[cm]?[jt]s$/.test(spec) && existsSync(asPath)) {
-    for (let dir = dirname(asPath); ; dir = dirname(dir)) {
-      if (existsSync(join(dir, 'package.json'))) return join(dir, 'package.json');
-      if (dirname(dir) === dir) return undefined;
-    }
-  }
-  const req = createRequire(join(resolve(cwd), 'noop.js'));
-  const names = [spec];
-  if (/^[a-z0-9][a-z0-9-]*$/.test(spec)) names.push(`@tlsproxy/dialect-${spec}`);
-  for (const name of names) {
-    try {
-      return req.resolve(`${name}/package.json`);
-    } catch {
-      // not installed under this name; try the next
-    }
-  }
-  return undefined;
+  return defaultTranscriptDir(name, cwd, 'client');
 }
 
 /**
  * The client transcripts a dialect package ships: the folder its package.json names in
- * `"tlsproxy": { "clientTranscripts": "…" }`, else its `client-transcripts/` folder. A package
- * that is not installed (a workspace package of a checkout) takes its checkout's
- * `fixtures/client-transcripts/<name>/` first, as the server side does.
+ * `"tlsproxy": { "clientTranscripts": "…" }`, else its `client-transcripts/` folder; a workspace
+ * package takes its checkout's `fixtures/client-transcripts/<name>/` first, as the server side.
  */
 export function packageClientTranscriptDir(
   spec: string,
   cwd: string,
   name?: string,
 ): string | undefined {
-  const pkgJson = dialectPackageJson(spec, cwd);
-  if (!pkgJson) return undefined;
-  let declared: unknown;
-  try {
-    const pkg = JSON.parse(readFileSync(pkgJson, 'utf8')) as {
-      tlsproxy?: { clientTranscripts?: unknown };
-    };
-    declared = pkg.tlsproxy?.clientTranscripts;
-  } catch {
-    return undefined;
-  }
-  const root = dirname(pkgJson);
-  if (name && !realpathSync(root).split(sep).includes('node_modules')) {
-    const checkout = defaultClientTranscriptDir(name, root);
-    if (checkout) return checkout;
-  }
-  const dir = join(root, typeof declared === 'string' ? declared : 'client-transcripts');
-  return existsSync(dir) ? dir : undefined;
+  return packageTranscriptDir(spec, cwd, name, 'client');
 }
 
 function transcriptFiles(paths: string[]): string[] {

@@ -82,10 +82,27 @@ function transcriptFiles(paths: string[]): string[] {
   return out;
 }
 
-/** fixtures/transcripts/<name>, searched upwards so it works from any folder of a checkout. */
-export function defaultTranscriptDir(name: string, cwd: string): string | undefined {
+/** Where each side's transcripts live: the checkout's folder under fixtures/, a package's default
+ * folder, and the package.json key that names another. */
+const SIDES = {
+  server: { fixtures: 'transcripts', folder: 'transcripts', key: 'transcripts' },
+  client: {
+    fixtures: 'client-transcripts',
+    folder: 'client-transcripts',
+    key: 'clientTranscripts',
+  },
+} as const;
+export type TranscriptSide = keyof typeof SIDES;
+
+/** fixtures/transcripts/<name> (fixtures/client-transcripts/<name> for the client side),
+ * searched upwards so it works from any folder of a checkout. */
+export function defaultTranscriptDir(
+  name: string,
+  cwd: string,
+  side: TranscriptSide = 'server',
+): string | undefined {
   for (let dir = resolve(cwd); ; dir = dirname(dir)) {
-    const candidate = join(dir, 'fixtures', 'transcripts', name);
+    const candidate = join(dir, 'fixtures', SIDES[side].fixtures, name);
     if (existsSync(candidate)) return candidate;
     if (dirname(dir) === dir) return undefined;
   }
@@ -128,24 +145,29 @@ function dialectPackageJson(spec: string, cwd: string): string | undefined {
  * is one: the built-in dialects' packed `transcripts/` is a copy of it made by `npm pack`, and a
  * copy left behind by an earlier pack is stale.
  */
-export function packageTranscriptDir(spec: string, cwd: string, name?: string): string | undefined {
+export function packageTranscriptDir(
+  spec: string,
+  cwd: string,
+  name?: string,
+  side: TranscriptSide = 'server',
+): string | undefined {
   const pkgJson = dialectPackageJson(spec, cwd);
   if (!pkgJson) return undefined;
   let declared: unknown;
   try {
     const pkg = JSON.parse(readFileSync(pkgJson, 'utf8')) as {
-      tlsproxy?: { transcripts?: unknown };
+      tlsproxy?: Record<string, unknown>;
     };
-    declared = pkg.tlsproxy?.transcripts;
+    declared = pkg.tlsproxy?.[SIDES[side].key];
   } catch {
     return undefined;
   }
   const root = dirname(pkgJson);
   if (name && !realpathSync(root).split(sep).includes('node_modules')) {
-    const checkout = defaultTranscriptDir(name, root);
+    const checkout = defaultTranscriptDir(name, root, side);
     if (checkout) return checkout;
   }
-  const dir = join(root, typeof declared === 'string' ? declared : 'transcripts');
+  const dir = join(root, typeof declared === 'string' ? declared : SIDES[side].folder);
   return existsSync(dir) ? dir : undefined;
 }
 
