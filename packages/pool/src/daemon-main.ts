@@ -1,8 +1,31 @@
 // `tlspool --socket PATH --cert C --key K [...]`: run the TLS engine as its own process.
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { PoolDaemon } from './daemon.js';
+import { type DaemonEngine, PoolDaemon } from './daemon.js';
 import { type ClientCertPolicy, type EngineOptions, TlsEngine } from './engine.js';
+
+/** The engine kinds: node:tls (this package) or the C engine, which is a separate package that
+ * depends on this one — loaded by name, so it must be installed beside it. */
+async function createEngine(
+  kind: string,
+  options: EngineOptions,
+  threads: number | undefined,
+): Promise<DaemonEngine & { reload(o: EngineOptions): void }> {
+  if (kind === 'node') return new TlsEngine(options);
+  const name = '@tlsproxy/engine-native';
+  let mod: { NativeTlsEngine: new (o: EngineOptions & { threads?: number }) => DaemonEngine };
+  try {
+    mod = (await import(name)) as typeof mod;
+  } catch (err) {
+    throw new Error(
+      `--engine native needs ${name} installed beside @tlsproxy/pool (${(err as Error).message}); --engine node runs without it`,
+    );
+  }
+  return new mod.NativeTlsEngine({
+    ...options,
+    ...(threads !== undefined ? { threads } : {}),
+  }) as DaemonEngine & { reload(o: EngineOptions): void };
+}
 
 export const USAGE = `Usage: tlspool --socket PATH --cert CERT.pem --key KEY.pem [options]
        tlspool --socket PATH --connect-only [--cert CLIENT.pem --key CLIENT.key] [options]
@@ -19,6 +42,8 @@ export const USAGE = `Usage: tlspool --socket PATH --cert CERT.pem --key KEY.pem
                           (off). A proxy's handshake request may set its own.
   --allow-uid UID         uid allowed to connect (repeatable; default: own uid and root)
   --mode OCTAL            socket file mode (default 600)
+  --engine node|native    node:tls (default) or the C engine of @tlsproxy/engine-native
+                          (must be installed); --engine-threads N for its event-loop threads
 
 SIGHUP re-reads the certificate, key and CA files: handshakes from then on use them, sessions
 already established keep theirs. If a file cannot be read or a key does not match its
@@ -41,6 +66,8 @@ export async function main(argv: string[]): Promise<number> {
         'allow-uid': { type: 'string', multiple: true },
         mode: { type: 'string' },
         'connect-only': { type: 'boolean' },
+        engine: { type: 'string' },
+        'engine-threads': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -66,6 +93,17 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`tlspool: --idle-timeout needs a number of milliseconds ≥ 0\n\n${USAGE}`);
     return 2;
   }
+  const kind = (values.engine as string | undefined) ?? 'node';
+  if (kind !== 'node' && kind !== 'native') {
+    process.stderr.write(`tlspool: --engine is node or native\n\n${USAGE}`);
+    return 2;
+  }
+  const threads =
+    values['engine-threads'] === undefined ? undefined : Number(values['engine-threads']);
+  if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1 && threads <= 256)) {
+    process.stderr.write(`tlspool: --engine-threads needs a whole number 1..256\n\n${USAGE}`);
+    return 2;
+  }
   const log = (level: string, message: string) =>
     process.stderr.write(`${new Date().toISOString()} ${level} ${message}\n`);
   // Read at start and again at each SIGHUP (certificate renewal without ending sessions).
@@ -78,9 +116,9 @@ export async function main(argv: string[]): Promise<number> {
     ...(connectOnly ? { connectOnly: true } : {}),
   });
   let daemon: PoolDaemon;
-  let engine: TlsEngine;
+  let engine: DaemonEngine & { reload(o: EngineOptions): void };
   try {
-    engine = new TlsEngine(engineOptions());
+    engine = await createEngine(kind, engineOptions(), threads);
     daemon = new PoolDaemon(engine, {
       path: values.socket as string,
       mode: values.mode ? Number.parseInt(values.mode as string, 8) : 0o600,
@@ -91,7 +129,10 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`tlspool: ${(err as Error).message}\n`);
     return 1;
   }
-  log('info', `tlspool listening on ${values.socket as string} (pid ${process.pid})`);
+  log(
+    'info',
+    `tlspool listening on ${values.socket as string} (pid ${process.pid}, engine ${kind})`,
+  );
   // Without a handler SIGHUP would kill the process, and every session it relays with it.
   const reload = () => {
     try {

@@ -29,7 +29,7 @@ import {
   type ControlOp,
   type HandshakeRequest,
   isTimeout,
-  type TlsEngine,
+  type TlsEngineApi,
 } from './engine.js';
 import { poolProtocol } from './protocol.js';
 
@@ -216,9 +216,13 @@ function connectRequest(raw: unknown, ca: Buffer): ConnectRequest | string {
   return out;
 }
 
+/** What the daemon serves: any engine with the whole API (node:tls's TlsEngine, or
+ * @tlsproxy/engine-native's NativeTlsEngine with `tlspool --engine native`). */
+export type DaemonEngine = TlsEngineApi & Required<Pick<TlsEngineApi, 'connect' | 'serverNames'>>;
+
 export class PoolDaemon {
   readonly #server: SeqpacketServer;
-  readonly #engine: TlsEngine;
+  readonly #engine: DaemonEngine;
   readonly #allow: Set<number>;
   readonly #peers = new Set<Peer>();
   readonly #log: NonNullable<DaemonOptions['log']>;
@@ -227,7 +231,7 @@ export class PoolDaemon {
   /** Key hashes of sessions that ended lately, oldest first. */
   readonly #ended = new Set<string>();
 
-  constructor(engine: TlsEngine, options: DaemonOptions) {
+  constructor(engine: DaemonEngine, options: DaemonOptions) {
     this.#engine = engine;
     this.#allow = new Set(options.allowUids ?? [process.getuid?.() ?? 0, 0]);
     this.#log = options.log ?? (() => {});
