@@ -387,8 +387,11 @@ export class CommandFramer {
       }
     }
     if (this.state === 'skipLine') {
-      // The line was refused as a whole: it may still announce literal octets to skip.
-      this.keepTail(content);
+      // The line was refused as a whole: it may still announce literal octets to skip. Kept up
+      // to the LF, CR included, as the skipLine state keeps it: endSkippedLine strips exactly one
+      // CR, so `{9999+}\r\r\n` (a bare CR after the brace) announces nothing whichever way the
+      // octets were cut (it did when the line came whole: the CR of the CRLF was already gone).
+      this.keepTail(buf.subarray(0, lf));
       this.input.consume(lf + 1);
       this.endSkippedLine();
     } else {

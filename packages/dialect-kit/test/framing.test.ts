@@ -277,6 +277,22 @@ describe('CommandFramer', () => {
     maxTokens: 12,
   };
 
+  it('a refused line ending in `{n+}` then a bare CR announces nothing, cut or whole (CI seed 572874352)', () => {
+    const data = bytesOf(`a ${'z'.repeat(31)}{9999+}\r\r\n`);
+    const policy: Policy = () => true;
+    for (const synchronizing of ['pause', 'immediate'] as const) {
+      const whole = frameCommands([data], smallLimits, { synchronizing }, policy);
+      const octets = frameCommands(
+        cut(data, [...data.keys()]),
+        smallLimits,
+        { synchronizing },
+        policy,
+      );
+      expect(whole).toEqual(octets);
+      expect(whole.some((e) => e.startsWith('fatal'))).toBe(false);
+    }
+  });
+
   it('property: any chunking gives the same events, in both synchronizing modes', () => {
     fc.assert(
       fc.property(
