@@ -6,13 +6,10 @@
 // name, and a server that does not offer STARTTLS fail closed (never plaintext).
 //
 // Servers: Dovecot (IMAP, POP3), Postfix (SMTP), slapd (LDAP), Prosody (XMPP), cupsd (HTTP
-// Upgrade), from real-servers.ts. A server that is not installed (or a dialect without its client
+// Upgrade), from fixtures/servers. A server that is not installed (or a dialect without its client
 // side yet) skips its block with a message saying why; under CI (CI=1) a missing server fails.
 import type net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type ListenerConfig, type Logger, loadDialect, TlsProxy } from '../src/index.js';
-import { LocalClient } from './client-helpers.js';
-import { cert, sleep } from './helpers.js';
 import {
   missing,
   type RealServer,
@@ -22,7 +19,10 @@ import {
   startPostfix,
   startProsody,
   startSlapd,
-} from './real-servers.js';
+} from '../../../fixtures/servers/index.mjs';
+import { type ListenerConfig, type Logger, loadDialect, TlsProxy } from '../src/index.js';
+import { LocalClient } from './client-helpers.js';
+import { cert, sleep } from './helpers.js';
 
 const CA = cert('ca.pem').toString('utf8');
 const WRONG_CA = cert('rogue.pem').toString('utf8');
@@ -188,7 +188,7 @@ if (imapSkip) console.warn(`client-role interop (IMAP): skipped: ${imapSkip}`);
 describe.skipIf(imapSkip !== undefined)('IMAP through the client role to Dovecot', () => {
   let dovecot: RealServer;
   beforeAll(async () => {
-    dovecot = await startDovecot(true);
+    dovecot = await startDovecot();
   }, 30_000);
   afterAll(async () => {
     await dovecot?.stop();
@@ -218,7 +218,7 @@ describe.skipIf(imapSkip !== undefined)('IMAP through the client role to Dovecot
   failsClosed(
     'imap',
     () => dovecot.port,
-    () => startDovecot(false),
+    () => startDovecot({ tls: false }),
   );
 });
 
@@ -228,7 +228,7 @@ if (pop3Skip) console.warn(`client-role interop (POP3): skipped: ${pop3Skip}`);
 describe.skipIf(pop3Skip !== undefined)('POP3 through the client role to Dovecot', () => {
   let dovecot: RealServer;
   beforeAll(async () => {
-    dovecot = await startDovecot(true);
+    dovecot = await startDovecot();
   }, 30_000);
   afterAll(async () => {
     await dovecot?.stop();
@@ -254,7 +254,7 @@ describe.skipIf(pop3Skip !== undefined)('POP3 through the client role to Dovecot
     'pop3',
     () => dovecot.port2!,
     async () => {
-      const d = await startDovecot(false);
+      const d = await startDovecot({ tls: false });
       return { port: d.port2!, stop: d.stop };
     },
   );
@@ -268,7 +268,7 @@ if (smtpSkip) console.warn(`client-role interop (SMTP): skipped: ${smtpSkip}`);
 describe.skipIf(smtpSkip !== undefined)('SMTP through the client role to Postfix', () => {
   let postfix: RealServer;
   beforeAll(async () => {
-    postfix = await startPostfix(true);
+    postfix = await startPostfix();
   }, 30_000);
   afterAll(async () => {
     await postfix?.stop();
@@ -290,7 +290,7 @@ describe.skipIf(smtpSkip !== undefined)('SMTP through the client role to Postfix
   failsClosed(
     'smtp',
     () => postfix.port,
-    () => startPostfix(false),
+    () => startPostfix({ tls: false }),
   );
 });
 
@@ -310,7 +310,7 @@ function whoAmI(id: number): Buffer {
 describe.skipIf(ldapSkip !== undefined)('LDAP through the client role to slapd', () => {
   let slapd: RealServer;
   beforeAll(async () => {
-    slapd = await startSlapd(true);
+    slapd = await startSlapd();
   }, 30_000);
   afterAll(async () => {
     await slapd?.stop();
@@ -332,7 +332,7 @@ describe.skipIf(ldapSkip !== undefined)('LDAP through the client role to slapd',
   failsClosed(
     'ldap',
     () => slapd.port,
-    () => startSlapd(false),
+    () => startSlapd({ tls: false }),
   );
 });
 
@@ -347,7 +347,7 @@ const streamHeader =
 describe.skipIf(xmppSkip !== undefined)('XMPP through the client role to Prosody', () => {
   let prosody: RealServer;
   beforeAll(async () => {
-    prosody = await startProsody();
+    prosody = await startProsody({ hosts: ['localhost', 'other.example.test'] });
   }, 30_000);
   afterAll(async () => {
     await prosody?.stop();
