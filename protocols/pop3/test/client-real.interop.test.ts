@@ -4,144 +4,30 @@
 // CAPA answer no longer lists STLS (and USER/PASS work): the session is encrypted. A Dovecot
 // without TLS fails closed. Needs dovecot-core + dovecot-pop3d; skipped when Dovecot is missing,
 // except under CI (CI=1), where a missing server is a failure. (The Dovecot setup is the IMAP
-// client test's, for POP3: fixtures/record/dovecot.sh is the shared recipe.)
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import {
-  chmodSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
+// client test's, for POP3: fixtures/servers.)
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
-import { fileURLToPath } from 'node:url';
 import { clientContext, dec, runClientSession } from '@tlsproxy/dialect-kit/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as servers from '../../../fixtures/servers/index.mjs';
+import { CERTS, DOVECOT_POP3, type RealServer } from '../../../fixtures/servers/index.mjs';
 import { dialect } from '../src/index.js';
 
-const certs = fileURLToPath(new URL('../../../fixtures/certs/', import.meta.url));
-const ca = readFileSync(join(certs, 'ca.pem'));
+const ca = readFileSync(join(CERTS, 'ca.pem'));
 
-function findDovecot(): string | undefined {
-  const forced = process.env.TLSPROXY_DOVECOT;
-  if (forced !== undefined) return existsSync(forced) ? forced : undefined;
-  for (const p of ['/usr/sbin/dovecot', '/usr/local/sbin/dovecot']) if (existsSync(p)) return p;
-  try {
-    return execFileSync('which', ['dovecot'], { encoding: 'utf8' }).trim() || undefined;
-  } catch {
-    return undefined;
-  }
-}
-const bin = findDovecot();
 // dovecot-core alone has no POP3 (Debian: dovecot-pop3d brings pop3-login).
-const pop3 = ['/usr/lib/dovecot/pop3-login', '/usr/libexec/dovecot/pop3-login'].some(existsSync);
-const usable = bin !== undefined && (pop3 || process.env.TLSPROXY_DOVECOT !== undefined);
+const usable = DOVECOT_POP3;
 if (!usable && process.env.CI) {
   throw new Error('Dovecot is missing: apt-get install dovecot-core dovecot-pop3d');
 }
 
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
+type Server = RealServer;
 
-interface Server {
-  port: number;
-  stop(): Promise<void>;
-}
-
-/** A throwaway Dovecot (like fixtures/record/dovecot.sh) with TLS on or off, POP3 only. */
-async function startDovecot(ssl: boolean): Promise<Server> {
-  const dir = mkdtempSync(join(tmpdir(), 'tlsproxy-pop3-client-'));
-  for (const d of ['run', 'state', 'home']) mkdirSync(join(dir, d));
-  // PASS opens the mailbox as nobody (as root) or as us: it must reach the home directories.
-  chmodSync(dir, 0o755);
-  chmodSync(join(dir, 'home'), 0o1777);
-  const root = process.getuid?.() === 0;
-  const me = userInfo().username;
-  const port = await freePort();
-  const dh = '/usr/share/dovecot/dh.pem';
-  writeFileSync(
-    join(dir, 'dovecot.conf'),
-    `base_dir = ${dir}/run
-state_dir = ${dir}/state
-log_path = ${dir}/dovecot.log
-protocols = pop3
-listen = 127.0.0.1
-${ssl ? `ssl = required\nssl_cert = <${certs}server.pem\nssl_key = <${certs}server.key\n${existsSync(dh) ? `ssl_dh = <${dh}\n` : ''}` : 'ssl = no\n'}
-disable_plaintext_auth = yes
-auth_mechanisms = plain login
-${root ? '' : `default_internal_user = ${me}\ndefault_login_user = ${me}\n`}
-passdb {
-  driver = static
-  args = password=secret
-}
-userdb {
-  driver = static
-  args = uid=${root ? 'nobody' : me} gid=${root ? 'nogroup' : userInfo().gid} home=${dir}/home/%u
-}
-mail_location = maildir:~/Maildir
-service pop3-login {
-  ${root ? '' : 'chroot ='}
-  inet_listener pop3 {
-    address = 127.0.0.1
-    port = ${port}
-  }
-  inet_listener pop3s {
-    port = 0
-  }
-}
-${root ? '' : 'service anvil {\n  chroot =\n}\n'}
-`,
-  );
-  const child: ChildProcess = spawn(bin!, ['-F', '-c', join(dir, 'dovecot.conf')], {
-    stdio: 'ignore',
-  });
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  const log = () => {
-    try {
-      return readFileSync(join(dir, 'dovecot.log'), 'utf8');
-    } catch {
-      return '';
-    }
-  };
-  const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGTERM');
-      const t = setTimeout(() => child.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(t);
-    }
-    rmSync(dir, { recursive: true, force: true });
-  };
-  for (let i = 0; ; i++) {
-    if (child.exitCode !== null || i > 100) {
-      const why = log();
-      await stop();
-      throw new Error(`Dovecot did not start: ${why}`);
-    }
-    if (/starting up/.test(log())) {
-      const up = await new Promise<boolean>((r) => {
-        const s = net.connect(port, '127.0.0.1');
-        s.once('connect', () => {
-          s.destroy();
-          r(true);
-        });
-        s.once('error', () => r(false));
-      });
-      if (up) return { port, stop };
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+/** A throwaway Dovecot (fixtures/servers) with TLS (ssl = required) on or off, POP3 only. */
+const startDovecot = (ssl: boolean) =>
+  servers.startDovecot({ tls: ssl && 'required', protocols: ['pop3'] });
 
 /** Send `line` over `sock` and collect the reply: one line, or up to "." when `multi`. */
 function command(sock: tls.TLSSocket, line: string, multi = false): Promise<string> {
