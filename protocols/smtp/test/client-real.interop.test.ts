@@ -2,43 +2,23 @@
 // a TCP socket (the kit's runClientSession), node:tls then does the client handshake on the same
 // socket, verifying Postfix's certificate against the repo's test CA, and inside TLS the EHLO
 // answer no longer lists STARTTLS: the session is encrypted. A listener without TLS fails closed
-// (tls: encrypt) or goes on in plaintext (tls: may). The Postfix setup is fixtures/record/
-// postfix.sh's, on free ports, one listener with smtpd_tls_security_level=may and one with none.
+// (tls: encrypt) or goes on in plaintext (tls: may). The Postfix is fixtures/servers', on
+// free ports, one listener with smtpd_tls_security_level=may and one with none.
 // Needs root and Postfix; skipped when either is missing, except under CI (CI=1).
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import {
-  chmodSync,
-  chownSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
-import { fileURLToPath } from 'node:url';
 import { clientContext, dec, runClientSession } from '@tlsproxy/dialect-kit/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as servers from '../../../fixtures/servers/index.mjs';
+import { CERTS, missing } from '../../../fixtures/servers/index.mjs';
 import { dialect } from '../src/index.js';
 
-const certs = fileURLToPath(new URL('../../../fixtures/certs/', import.meta.url));
-const ca = readFileSync(join(certs, 'ca.pem'));
-const MASTER = '/usr/lib/postfix/sbin/master';
-const usable = existsSync(MASTER) && process.getuid?.() === 0;
+const ca = readFileSync(join(CERTS, 'ca.pem'));
+const usable = missing('postfix') === undefined;
 if (!usable && process.env.CI) {
   throw new Error('the Postfix interop test needs root and Postfix (apt-get install postfix)');
-}
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
 }
 
 interface Postfix {
@@ -49,101 +29,10 @@ interface Postfix {
   stop(): Promise<void>;
 }
 
+/** fixtures/servers' Postfix, one listener with STARTTLS and one (plain) without. */
 async function startPostfix(): Promise<Postfix> {
-  const [tlsPort, plainPort] = [await freePort(), await freePort()];
-  const dir = mkdtempSync(join(tmpdir(), 'tlsproxy-smtp-client-'));
-  chmodSync(dir, 0o755);
-  for (const d of ['etc', 'queue', 'data']) mkdirSync(join(dir, d));
-  chownSync(
-    join(dir, 'data'),
-    Number(execFileSync('id', ['-u', 'postfix'], { encoding: 'utf8' })),
-    -1,
-  );
-  writeFileSync(
-    join(dir, 'etc/main.cf'),
-    `compatibility_level = 3.6
-queue_directory = ${dir}/queue
-data_directory = ${dir}/data
-mail_owner = postfix
-setgid_group = postdrop
-maillog_file = ${dir}/postfix.log
-maillog_file_prefixes = ${dir}
-myhostname = mx.example.test
-mydomain = example.test
-mydestination =
-mynetworks =
-relay_domains =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-default_transport = error:no delivery from the test instance
-relay_transport = $default_transport
-local_transport = $default_transport
-smtpd_relay_restrictions = reject
-smtpd_recipient_restrictions = reject
-smtpd_tls_cert_file = ${certs}server.pem
-smtpd_tls_key_file = ${certs}server.key
-smtpd_tls_security_level = may
-smtpd_tls_session_cache_database =
-smtpd_sasl_auth_enable = no
-smtpd_error_sleep_time = 0s
-biff = no
-`,
-  );
-  writeFileSync(
-    join(dir, 'etc/master.cf'),
-    `127.0.0.1:${tlsPort} inet n - n - - smtpd
-127.0.0.1:${plainPort} inet n - n - - smtpd -o smtpd_tls_security_level=none
-cleanup   unix n - n - 0 cleanup
-qmgr      unix n - n 300 1 qmgr
-tlsmgr    unix - - n 1000? 1 tlsmgr
-rewrite   unix - - n - - trivial-rewrite
-bounce    unix - - n - 0 bounce
-defer     unix - - n - 0 bounce
-trace     unix - - n - 0 bounce
-verify    unix - - n - 1 verify
-proxymap  unix - - n - - proxymap
-anvil     unix - - n - 1 anvil
-scache    unix - - n - 1 scache
-error     unix - - n - - error
-retry     unix - - n - - error
-discard   unix - - n - - discard
-postlog   unix-dgram n - n - 1 postlogd
-`,
-  );
-  execFileSync('postfix', ['-c', join(dir, 'etc'), 'check'], { stdio: 'pipe' });
-  const master: ChildProcess = spawn(MASTER, ['-d', '-c', join(dir, 'etc')], { stdio: 'ignore' });
-  const log = () => {
-    try {
-      return readFileSync(join(dir, 'postfix.log'), 'utf8');
-    } catch {
-      return '';
-    }
-  };
-  const stop = async () => {
-    if (master.exitCode === null && master.signalCode === null) {
-      const gone = new Promise((r) => master.once('exit', r));
-      master.kill('SIGTERM');
-      await Promise.race([gone, new Promise((r) => setTimeout(r, 5000))]);
-      if (master.exitCode === null) master.kill('SIGKILL');
-    }
-    rmSync(dir, { recursive: true, force: true });
-  };
-  const up = (port: number) =>
-    new Promise<boolean>((r) => {
-      const s = net.connect(port, '127.0.0.1', () => {
-        s.destroy();
-        r(true);
-      });
-      s.on('error', () => r(false));
-    });
-  for (let i = 0; i < 100; i++) {
-    if ((await up(tlsPort)) && (await up(plainPort))) return { tlsPort, plainPort, stop };
-    if (master.exitCode !== null) break;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  const why = log();
-  await stop();
-  throw new Error(`Postfix did not start: ${why.slice(-2000)}`);
+  const s = await servers.startPostfix({ plain: true });
+  return { tlsPort: s.port, plainPort: s.plainPort!, stop: s.stop };
 }
 
 /** Send `line` and collect one complete reply (the line with "NNN " ends it). */
