@@ -1,111 +1,32 @@
 // Interop, client role (issue 18): the LDAP client state machine drives a real OpenLDAP slapd on
-// loopback (configured as fixtures/record/slapd-ldap.sh does: `security tls=1`, the test PKI's
+// loopback (fixtures/servers, configured as fixtures/record/slapd-ldap.sh does: `security tls=1`, the test PKI's
 // server.pem) over a real TCP socket; on `starttls` node:tls runs the client handshake on the
 // same socket, verified against fixtures/certs/ca.pem for the name `localhost`; inside TLS a
 // Who am I? (RFC 4532) and a root DSE search succeed, which slapd refuses before TLS
 // (confidentialityRequired): the session is encrypted. A second slapd without a certificate
 // refuses StartTLS, and the client closes. Skipped when slapd is not installed
 // (apt-get install slapd ldap-utils).
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
-import { fileURLToPath } from 'node:url';
 import type { ClientDialectSession } from '@tlsproxy/dialect-kit';
 import { runClientSession } from '@tlsproxy/dialect-kit/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as servers from '../../../fixtures/servers/index.mjs';
+import { CERTS, type RealServer, SERVERS } from '../../../fixtures/servers/index.mjs';
 import { Framer, int, parse, seq, str, type Tlv, text, tlv } from '../src/ber.js';
 import { client } from '../src/client.js';
 
-const root = fileURLToPath(new URL('../../../', import.meta.url));
-const certs = join(root, 'fixtures/certs');
-const CA = readFileSync(join(certs, 'ca.pem'));
+const CA = readFileSync(join(CERTS, 'ca.pem'));
 
-function findSlapd(): string | undefined {
-  for (const p of ['/usr/sbin/slapd', '/usr/local/libexec/slapd']) if (existsSync(p)) return p;
-  try {
-    return execFileSync('which', ['slapd'], { encoding: 'utf8' }).trim() || undefined;
-  } catch {
-    return undefined;
-  }
-}
-const SLAPD = findSlapd();
+const SLAPD = SERVERS.slapd.bin;
 if (!SLAPD) console.warn('slapd not installed: the LDAP client interop test is skipped');
 
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as net.AddressInfo;
-  await new Promise((r) => s.close(r));
-  return port;
-}
+type Slapd = RealServer;
 
-interface Slapd {
-  port: number;
-  stop(): Promise<void>;
-}
-
-/** A throwaway slapd on 127.0.0.1 (with or without a certificate). */
-async function startSlapd(withTls: boolean): Promise<Slapd> {
-  const dir = mkdtempSync(join(tmpdir(), 'tlsproxy-ldap-client-'));
-  const port = await freePort();
-  const tlsConf = withTls
-    ? `TLSCertificateFile ${certs}/server.pem\nTLSCertificateKeyFile ${certs}/server.key\n` +
-      `TLSCACertificateFile ${certs}/ca.pem\nsecurity tls=1\n`
-    : '';
-  writeFileSync(
-    join(dir, 'slapd.conf'),
-    `include /etc/ldap/schema/core.schema
-include /etc/ldap/schema/cosine.schema
-include /etc/ldap/schema/inetorgperson.schema
-modulepath /usr/lib/ldap
-moduleload back_mdb
-pidfile ${dir}/slapd.pid
-${tlsConf}database mdb
-suffix "dc=example,dc=test"
-rootdn "cn=admin,dc=example,dc=test"
-rootpw secret
-directory ${dir}
-`,
-  );
-  const child: ChildProcess = spawn(
-    SLAPD!,
-    ['-f', join(dir, 'slapd.conf'), '-h', `ldap://127.0.0.1:${port}/`, '-d', '0'],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
-  );
-  let log = '';
-  child.stderr?.on('data', (d: Buffer) => {
-    log += d.toString();
-  });
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  for (let i = 0; ; i++) {
-    const up = await new Promise<boolean>((r) => {
-      const s = net.connect(port, '127.0.0.1', () => {
-        s.destroy();
-        r(true);
-      });
-      s.on('error', () => r(false));
-    });
-    if (up) break;
-    if (i > 100 || child.exitCode !== null) {
-      child.kill();
-      await exited;
-      rmSync(dir, { recursive: true, force: true });
-      throw new Error(`slapd did not start: ${log}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return {
-    port,
-    async stop() {
-      if (child.exitCode === null) child.kill('SIGTERM');
-      await exited;
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
+/** A throwaway slapd on 127.0.0.1 (fixtures/servers; with or without a certificate). */
+const startSlapd = (withTls: boolean) => servers.startSlapd({ tls: withTls });
 
 /** The engine's part, over a real socket: the kit's driver (lets go of the socket on starttls). */
 async function drive(port: number, session: ClientDialectSession) {
