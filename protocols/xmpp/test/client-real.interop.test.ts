@@ -1,5 +1,5 @@
 // Interop, client role (issue 18): the XMPP client state machine drives a real Prosody on
-// loopback (configured as fixtures/record/prosody-xmpp.sh does — c2s and s2s with
+// loopback (fixtures/servers, configured as fixtures/record/prosody-xmpp.sh does — c2s and s2s with
 // c2s_require_encryption / s2s_require_encryption, the test PKI's server.pem, VirtualHost
 // "localhost" — but on free ports of its own) over a real TCP socket, in c2s and in s2s mode; on
 // `starttls` node:tls runs the client handshake on the same socket, verified against
@@ -7,119 +7,28 @@
 // would) and Prosody's post-TLS features no longer list <starttls/> (c2s: and now offer SASL,
 // which it withholds before TLS). Skipped when prosody is not installed (apt-get install
 // prosody).
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
-import { fileURLToPath } from 'node:url';
 import type { ClientDialectSession } from '@tlsproxy/dialect-kit';
 import { runClientSession } from '@tlsproxy/dialect-kit/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as servers from '../../../fixtures/servers/index.mjs';
+import { CERTS, SERVERS } from '../../../fixtures/servers/index.mjs';
 import { client } from '../src/client.js';
 
-const root = fileURLToPath(new URL('../../../', import.meta.url));
-const certs = join(root, 'fixtures/certs');
-const CA = readFileSync(join(certs, 'ca.pem'));
+const CA = readFileSync(join(CERTS, 'ca.pem'));
 const TLS_NS = 'urn:ietf:params:xml:ns:xmpp-tls';
 
-function findProsody(): string | undefined {
-  for (const p of ['/usr/bin/prosody', '/usr/local/bin/prosody']) if (existsSync(p)) return p;
-  try {
-    return execFileSync('which', ['prosody'], { encoding: 'utf8' }).trim() || undefined;
-  } catch {
-    return undefined;
-  }
-}
-const PROSODY = findProsody();
+const PROSODY = SERVERS.prosody.bin;
 if (!PROSODY) console.warn('prosody not installed: the XMPP client interop test is skipped');
 
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as net.AddressInfo;
-  await new Promise((r) => s.close(r));
-  return port;
-}
-
-async function waitForPort(port: number, child: ChildProcess, what: () => string): Promise<void> {
-  for (let i = 0; ; i++) {
-    const up = await new Promise<boolean>((r) => {
-      const s = net.connect(port, '127.0.0.1', () => {
-        s.destroy();
-        r(true);
-      });
-      s.on('error', () => r(false));
-    });
-    if (up) return;
-    if (i > 150 || child.exitCode !== null) throw new Error(`prosody did not start: ${what()}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-interface Prosody {
-  c2s: number;
-  s2s: number;
-  stop(): Promise<void>;
-}
+type Prosody = Awaited<ReturnType<typeof servers.startProsody>>;
 
 /** `withTls` false: mod_tls disabled and encryption not required, so no STARTTLS is offered. */
-async function startProsody(withTls = true): Promise<Prosody> {
-  const dir = mkdtempSync(join(tmpdir(), 'tlsproxy-xmpp-client-'));
-  mkdirSync(join(dir, 'data'));
-  const [c2s, s2s] = [await freePort(), await freePort()];
-  writeFileSync(
-    join(dir, 'prosody.cfg.lua'),
-    `run_as_root = true
-pidfile = "${dir}/prosody.pid"
-data_path = "${dir}/data"
-daemonize = false
-interfaces = { "127.0.0.1" }
-c2s_ports = { ${c2s} }
-s2s_ports = { ${s2s} }
-c2s_direct_tls_ports = {}
-http_ports = {}
-https_ports = {}
-component_ports = {}
-c2s_require_encryption = ${withTls}
-s2s_require_encryption = ${withTls}
-s2s_secure_auth = false
-authentication = "internal_plain"
-modules_enabled = { ${withTls ? '"tls", ' : ''}"saslauth", "dialback", "disco", "ping" }
-modules_disabled = { "posix"${withTls ? '' : ', "tls"'} }
-allow_unencrypted_plain_auth = ${!withTls}
-log = { info = "${dir}/prosody.log" }
-ssl = { certificate = "${certs}/server.pem", key = "${certs}/server.key" }
-VirtualHost "localhost"
-`,
-  );
-  const child = spawn(PROSODY!, ['--config', join(dir, 'prosody.cfg.lua')], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let err = '';
-  child.stderr?.on('data', (d: Buffer) => {
-    err += d.toString();
-  });
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  const stop = async () => {
-    if (child.exitCode === null) child.kill('SIGTERM');
-    await exited;
-    rmSync(dir, { recursive: true, force: true });
-  };
-  const log = () => {
-    const f = join(dir, 'prosody.log');
-    return `${err}${existsSync(f) ? readFileSync(f, 'utf8') : ''}`;
-  };
-  try {
-    await waitForPort(c2s, child, log);
-    await waitForPort(s2s, child, log);
-  } catch (e) {
-    await stop();
-    throw e;
-  }
-  return { c2s, s2s, stop };
-}
+const startProsody = (withTls = true) =>
+  servers.startProsody({ tls: withTls, allowPlain: !withTls });
 
 /** The engine's part, over a real socket: the kit's driver (lets go of the socket on starttls). */
 async function drive(port: number, session: ClientDialectSession) {
