@@ -1,5 +1,5 @@
 // Interop, client role (issue 18): the HTTP Upgrade client state machine drives a real CUPS
-// cupsd on loopback (configured as fixtures/record/cupsd.sh does: DefaultEncryption
+// cupsd on loopback (fixtures/servers, configured as fixtures/record/cupsd.sh does: DefaultEncryption
 // IfRequested, the test PKI's server.pem, /admin with `Encryption Required`) over a real TCP
 // socket; on `starttls` node:tls runs the client handshake on the same socket, verified against
 // fixtures/certs/ca.pem for `localhost`. Over TLS cupsd first answers the upgrading OPTIONS *
@@ -7,135 +7,29 @@
 // CUPS-Get-Printers request get their HTTP answers. A man in the middle appending bytes to the
 // real 101 gets the connection closed; Python's http.server (no RFC 2817) gets a close and a 502. (No plaintext contrast: cupsd does not
 // enforce `Encryption Required` on loopback connections, httpAddrLocalhost.) Skipped when cupsd is not installed (apt-get install cups-daemon); cupsd needs root.
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import {
-  chmodSync,
-  copyFileSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
-import { fileURLToPath } from 'node:url';
 import type { ClientDialectSession } from '@tlsproxy/dialect-kit';
 import { runClientSession } from '@tlsproxy/dialect-kit/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as servers from '../../../fixtures/servers/index.mjs';
+import { CERTS, missing, type RealServer, SERVERS } from '../../../fixtures/servers/index.mjs';
 import { client, upgradeAnswerLength } from '../src/client.js';
 
-const root = fileURLToPath(new URL('../../../', import.meta.url));
-const certs = join(root, 'fixtures/certs');
-const CA = readFileSync(join(certs, 'ca.pem'));
+const CA = readFileSync(join(CERTS, 'ca.pem'));
 
-function findCupsd(): string | undefined {
-  for (const p of ['/usr/sbin/cupsd', '/usr/local/sbin/cupsd']) if (existsSync(p)) return p;
-  try {
-    return execFileSync('which', ['cupsd'], { encoding: 'utf8' }).trim() || undefined;
-  } catch {
-    return undefined;
-  }
-}
-const CUPSD = process.getuid?.() === 0 ? findCupsd() : undefined;
+const CUPSD = missing('cupsd') === undefined ? SERVERS.cupsd.bin : undefined;
 if (!CUPSD)
   console.warn(
     'cupsd not installed (or not root): the HTTP Upgrade client interop test is skipped',
   );
 
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as net.AddressInfo;
-  await new Promise((r) => s.close(r));
-  return port;
-}
+type Cupsd = RealServer;
 
-interface Cupsd {
-  port: number;
-  stop(): Promise<void>;
-}
-
-async function startCupsd(): Promise<Cupsd> {
-  const dir = mkdtempSync(join(tmpdir(), 'tlsproxy-cups-client-'));
-  for (const d of ['spool/tmp', 'cache', 'state/certs', 'ssl', 'log', 'ppd']) {
-    mkdirSync(join(dir, d), { recursive: true });
-  }
-  copyFileSync(join(certs, 'server.pem'), join(dir, 'ssl/localhost.crt'));
-  copyFileSync(join(certs, 'server.key'), join(dir, 'ssl/localhost.key'));
-  chmodSync(join(dir, 'ssl/localhost.key'), 0o600);
-  const port = await freePort();
-  writeFileSync(
-    join(dir, 'cupsd.conf'),
-    `Listen 127.0.0.1:${port}
-ServerName localhost
-ServerAlias *
-DefaultEncryption IfRequested
-LogLevel warn
-Browsing No
-WebInterface No
-<Location />
-  Order allow,deny
-  Allow all
-</Location>
-`,
-  );
-  writeFileSync(
-    join(dir, 'cups-files.conf'),
-    `ServerRoot ${dir}
-RequestRoot ${dir}/spool
-TempDir ${dir}/spool/tmp
-CacheDir ${dir}/cache
-StateDir ${dir}/state
-ServerKeychain ${dir}/ssl
-CreateSelfSignedCerts no
-ErrorLog ${dir}/log/error_log
-AccessLog ${dir}/log/access_log
-PageLog ${dir}/log/page_log
-FileDevice No
-Printcap ${dir}/printcap
-`,
-  );
-  // cupsd checks that its files are not writable by group or others.
-  execFileSync('chmod', ['-R', 'go-w', dir]);
-  const child: ChildProcess = spawn(
-    CUPSD!,
-    ['-f', '-c', join(dir, 'cupsd.conf'), '-s', join(dir, 'cups-files.conf')],
-    { stdio: 'ignore' },
-  );
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  for (let i = 0; ; i++) {
-    const up = await new Promise<boolean>((r) => {
-      const s = net.connect(port, '127.0.0.1', () => {
-        s.destroy();
-        r(true);
-      });
-      s.on('error', () => r(false));
-    });
-    if (up) break;
-    if (i > 100 || child.exitCode !== null) {
-      child.kill();
-      const log = existsSync(join(dir, 'log/error_log'))
-        ? readFileSync(join(dir, 'log/error_log'), 'utf8')
-        : '';
-      await exited;
-      rmSync(dir, { recursive: true, force: true });
-      throw new Error(`cupsd did not start: ${log}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return {
-    port,
-    async stop() {
-      if (child.exitCode === null) child.kill('SIGTERM');
-      await exited;
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
+/** fixtures/servers' cupsd: DefaultEncryption IfRequested with the test certificate. */
+const startCupsd = () => servers.startCupsd();
 
 /** The engine's part, over a real socket: the kit's driver (lets go of the socket on starttls). */
 async function drive(port: number, session: ClientDialectSession) {
@@ -329,7 +223,7 @@ describe.skipIf(!CUPSD)('HTTP Upgrade client role against a real cupsd', () => {
   it('verified against the wrong CA the handshake fails (fail closed)', async () => {
     const out = await drive(cupsd.port, newSession());
     expect(out.outcome.type).toBe('starttls');
-    const other = readFileSync(join(certs, 'rogue.pem'));
+    const other = readFileSync(join(CERTS, 'rogue.pem'));
     const secure = tls.connect({ socket: out.socket, ca: other, servername: 'localhost' });
     const err = await new Promise<Error>((r) => {
       secure.once('error', r);
@@ -342,38 +236,13 @@ describe.skipIf(!CUPSD)('HTTP Upgrade client role against a real cupsd', () => {
 
 // A real HTTP server that knows nothing of RFC 2817 (cupsd upgrades whatever its DefaultEncryption
 // says, so it cannot play this part): Python's http.server answers OPTIONS with 501.
-function findPython(): string | undefined {
-  try {
-    return execFileSync('which', ['python3'], { encoding: 'utf8' }).trim() || undefined;
-  } catch {
-    return undefined;
-  }
-}
-const PYTHON = findPython();
+const PYTHON = SERVERS.python3.bin;
 
 describe.skipIf(!PYTHON)('HTTP Upgrade client role against a server without RFC 2817', () => {
   it("Python's http.server answers 501: the client closes, 502 for the local client, never starttls", async () => {
-    const port = await freePort();
-    const dir = mkdtempSync(join(tmpdir(), 'tlsproxy-http-plain-'));
-    const child = spawn(PYTHON!, ['-m', 'http.server', '--bind', '127.0.0.1', String(port)], {
-      cwd: dir,
-      stdio: 'ignore',
-    });
-    const exited = new Promise<void>((r) => child.once('exit', () => r()));
+    const http = await servers.startPlainHttp();
     try {
-      for (let i = 0; ; i++) {
-        const up = await new Promise<boolean>((r) => {
-          const s = net.connect(port, '127.0.0.1', () => {
-            s.destroy();
-            r(true);
-          });
-          s.on('error', () => r(false));
-        });
-        if (up) break;
-        if (i > 100 || child.exitCode !== null) throw new Error('http.server did not start');
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      const out = await drive(port, newSession());
+      const out = await drive(http.port, newSession());
       console.log(
         `http.server: ${out.outcome.type === 'close' ? out.outcome.reason : out.outcome.type}`,
       );
@@ -385,9 +254,7 @@ describe.skipIf(!PYTHON)('HTTP Upgrade client role against a server without RFC 
       expect(Buffer.from(local ?? []).toString('latin1')).toMatch(/^HTTP\/1\.1 502 /);
       out.socket.destroy();
     } finally {
-      child.kill('SIGTERM');
-      await exited;
-      rmSync(dir, { recursive: true, force: true });
+      await http.stop();
     }
   });
 });
