@@ -2,146 +2,31 @@
 // dialect does the preamble, the engine (embedded, or a tlspool daemon) the verified handshake,
 // and inside TLS Dovecot's CAPABILITY (CAPA) no longer lists STARTTLS (STLS) and LOGIN (USER/PASS)
 // works: the session is encrypted. A wrong name or CA fails closed; a Dovecot without TLS fails
-// closed. The Dovecot recipe is fixtures/record/dovecot.sh's. Skipped when Dovecot is missing
+// closed. The Dovecot is fixtures/servers'. Skipped when Dovecot is missing
 // (POP3: when it has no pop3-login), except under CI (CI=1).
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import {
-  chmodSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
-import net from 'node:net';
-import { tmpdir, userInfo } from 'node:os';
+import { mkdtempSync, rmSync } from 'node:fs';
+import type net from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { PoolDaemon, type PoolError, RemoteTlsEngine, TlsEngine } from '@tlsproxy/pool';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as servers from '../../../fixtures/servers/index.mjs';
+import { DOVECOT_POP3, type RealServer, SERVERS } from '../../../fixtures/servers/index.mjs';
 import { type ClientError, connectStartTls } from '../src/index.js';
 import { certs } from './toy.js';
 
-const certDir = fileURLToPath(new URL('../../../fixtures/certs/', import.meta.url));
-
-function findDovecot(): string | undefined {
-  const forced = process.env.TLSPROXY_DOVECOT;
-  if (forced !== undefined) return existsSync(forced) ? forced : undefined;
-  for (const p of ['/usr/sbin/dovecot', '/usr/local/sbin/dovecot']) if (existsSync(p)) return p;
-  try {
-    return execFileSync('which', ['dovecot'], { encoding: 'utf8' }).trim() || undefined;
-  } catch {
-    return undefined;
-  }
-}
-const bin = findDovecot();
+const bin = SERVERS.dovecot.bin;
 if (!bin && process.env.CI) throw new Error('Dovecot is missing: apt-get install dovecot-imapd');
 // dovecot-core alone has no POP3 (Debian: dovecot-pop3d brings pop3-login).
-const hasPop3 =
-  bin !== undefined &&
-  (['/usr/lib/dovecot/pop3-login', '/usr/libexec/dovecot/pop3-login'].some(existsSync) ||
-    process.env.TLSPROXY_DOVECOT !== undefined);
+const hasPop3 = DOVECOT_POP3;
 if (!hasPop3 && process.env.CI)
   throw new Error('Dovecot has no POP3: apt-get install dovecot-pop3d');
 
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
+type Server = RealServer;
 
-interface Server {
-  port: number;
-  stop(): Promise<void>;
-}
-
-/** A throwaway Dovecot with TLS on or off, one protocol, static password "secret". */
-async function startDovecot(ssl: boolean, protocol: 'imap' | 'pop3' = 'imap'): Promise<Server> {
-  const dir = mkdtempSync(join(tmpdir(), 'tlsproxy-client-dovecot-'));
-  for (const d of ['run', 'state', 'home']) mkdirSync(join(dir, d));
-  // POP3's PASS opens the mailbox as nobody (as root) or as us: it must reach the homes.
-  chmodSync(dir, 0o755);
-  chmodSync(join(dir, 'home'), 0o1777);
-  const root = process.getuid?.() === 0;
-  const me = userInfo().username;
-  const port = await freePort();
-  const dh = '/usr/share/dovecot/dh.pem';
-  writeFileSync(
-    join(dir, 'dovecot.conf'),
-    `base_dir = ${dir}/run
-state_dir = ${dir}/state
-log_path = ${dir}/dovecot.log
-protocols = ${protocol}
-listen = 127.0.0.1
-${ssl ? `ssl = required\nssl_cert = <${certDir}server.pem\nssl_key = <${certDir}server.key\n${existsSync(dh) ? `ssl_dh = <${dh}\n` : ''}` : 'ssl = no\n'}
-disable_plaintext_auth = yes
-auth_mechanisms = plain login
-${root ? '' : `default_internal_user = ${me}\ndefault_login_user = ${me}\n`}
-passdb {
-  driver = static
-  args = password=secret
-}
-userdb {
-  driver = static
-  args = uid=${root ? 'nobody' : me} gid=${root ? 'nogroup' : userInfo().gid} home=${dir}/home/%u
-}
-mail_location = maildir:~/Maildir
-service ${protocol}-login {
-  ${root ? '' : 'chroot ='}
-  inet_listener ${protocol} {
-    address = 127.0.0.1
-    port = ${port}
-  }
-  inet_listener ${protocol}s {
-    port = 0
-  }
-}
-${root ? '' : 'service anvil {\n  chroot =\n}\n'}
-`,
-  );
-  const child: ChildProcess = spawn(bin!, ['-F', '-c', join(dir, 'dovecot.conf')], {
-    stdio: 'ignore',
-  });
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  const log = () => {
-    try {
-      return readFileSync(join(dir, 'dovecot.log'), 'utf8');
-    } catch {
-      return '';
-    }
-  };
-  const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGTERM');
-      const t = setTimeout(() => child.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(t);
-    }
-    rmSync(dir, { recursive: true, force: true });
-  };
-  for (let i = 0; ; i++) {
-    if (child.exitCode !== null || i > 100) {
-      const why = log();
-      await stop();
-      throw new Error(`Dovecot did not start: ${why}`);
-    }
-    if (/starting up/.test(log())) {
-      const up = await new Promise<boolean>((r) => {
-        const s = net.connect(port, '127.0.0.1');
-        s.once('connect', () => {
-          s.destroy();
-          r(true);
-        });
-        s.once('error', () => r(false));
-      });
-      if (up) return { port, stop };
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+/** A throwaway Dovecot (fixtures/servers): TLS (ssl = required) on or off, one protocol. */
+const startDovecot = (ssl: boolean, protocol: 'imap' | 'pop3' = 'imap') =>
+  servers.startDovecot({ tls: ssl && 'required', protocols: [protocol] });
 
 /** Send a tagged command and collect the lines up to its tagged reply. */
 function command(s: net.Socket, tag: string, cmd: string): Promise<string> {
