@@ -14,7 +14,7 @@ import type { ClientDialectSession } from '@tlsproxy/dialect-kit';
 import { runClientSession } from '@tlsproxy/dialect-kit/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as servers from '../../../fixtures/servers/index.mjs';
-import { CERTS, type RealServer, SERVERS } from '../../../fixtures/servers/index.mjs';
+import { CERTS, mitm, type RealServer, SERVERS } from '../../../fixtures/servers/index.mjs';
 import { Framer, int, parse, seq, str, type Tlv, text, tlv } from '../src/ber.js';
 import { client } from '../src/client.js';
 
@@ -33,47 +33,6 @@ async function drive(port: number, session: ClientDialectSession) {
   const socket = net.connect(port, '127.0.0.1');
   const run = await runClientSession(session, socket);
   return { ...run, socket };
-}
-
-/**
- * A man in the middle on loopback: relays between us and the real server, and appends `inject`
- * to the first chunk from the server that `match` picks, in the same write (so in the same read
- * on our side): the response-injection attack of the NO STARTTLS study, with the real server's
- * real go-ahead.
- */
-async function mitm(
-  serverPort: number,
-  match: (chunk: Buffer) => boolean,
-  inject: Uint8Array,
-): Promise<{ port: number; close: () => Promise<void> }> {
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((ours) => {
-    const theirs = net.connect(serverPort, '127.0.0.1');
-    let injected = false;
-    for (const s of [ours, theirs]) {
-      sockets.add(s);
-      s.on('error', () => {});
-      s.on('close', () => {
-        ours.destroy();
-        theirs.destroy();
-      });
-    }
-    ours.on('data', (d) => theirs.write(d));
-    theirs.on('data', (d) => {
-      if (!injected && match(d)) {
-        injected = true;
-        ours.write(Buffer.concat([d, inject]));
-      } else ours.write(d);
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    close: async () => {
-      for (const s of sockets) s.destroy();
-      await new Promise((r) => server.close(r));
-    },
-  };
 }
 
 const newSession = () =>
