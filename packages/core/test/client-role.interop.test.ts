@@ -52,6 +52,43 @@ async function skipWhy(server: ServerName, dialect: string): Promise<string | un
   return undefined;
 }
 
+/**
+ * One dialect's block against its real server: skipped (saying why) when the server or the
+ * dialect's client side is missing; `start` runs once before the block's tests, and the server
+ * `body` gets stands for the running one (its ports and log, read when a test runs).
+ */
+async function describeReal(
+  label: string,
+  server: ServerName,
+  dialect: string,
+  title: string,
+  start: () => Promise<RealServer>,
+  body: (server: RealServer) => void,
+): Promise<void> {
+  const skip = await skipWhy(server, dialect);
+  if (skip) console.warn(`client-role interop (${label}): skipped: ${skip}`);
+  describe.skipIf(skip !== undefined)(title, () => {
+    let running: RealServer | undefined;
+    beforeAll(async () => {
+      running = await start();
+    }, 30_000);
+    afterAll(async () => {
+      await running?.stop();
+    });
+    const up = () => running!;
+    body({
+      get port() {
+        return up().port;
+      },
+      get port2() {
+        return up().port2;
+      },
+      log: () => up().log(),
+      stop: () => up().stop(),
+    });
+  });
+}
+
 const lines: string[] = [];
 const logger: Logger = {
   log(level, message, fields = {}) {
@@ -182,122 +219,109 @@ async function fakeNoStartTls(
 
 // --- IMAP and POP3: Dovecot -----------------------------------------------------------------
 
-const imapSkip = await skipWhy('dovecot', 'imap');
-if (imapSkip) console.warn(`client-role interop (IMAP): skipped: ${imapSkip}`);
+await describeReal(
+  'IMAP',
+  'dovecot',
+  'imap',
+  'IMAP through the client role to Dovecot',
+  () => startDovecot(),
+  (dovecot) => {
+    it('greeting in plaintext; inside TLS CAPABILITY has no STARTTLS and LOGIN works', async () => {
+      const c = new LocalClient(await through('imap', dovecot.port));
+      const greeting = await c.until(/^\* OK .*\r\n/);
+      expect(greeting).toMatch(/Dovecot/);
+      // The pre-TLS CAPABILITY code (STARTTLS, LOGINDISABLED) is not passed on.
+      expect(greeting).not.toMatch(/STARTTLS|LOGINDISABLED/);
+      c.socket.write('a CAPABILITY\r\n');
+      const caps = await c.until(/^a OK/m);
+      expect(caps).toMatch(/^\* CAPABILITY .*IMAP4rev1/m);
+      expect(caps).not.toMatch(/STARTTLS|LOGINDISABLED/);
+      expect(caps).toMatch(/AUTH=PLAIN/);
+      c.socket.write('b LOGIN alice secret\r\n');
+      expect(await c.until(/^b (OK|NO|BAD)/m)).toMatch(/^b OK /m);
+      c.socket.write('c LOGOUT\r\n');
+      await c.until(/^c OK/m);
+      await c.closed;
+      expect(await closingLine(/"dialect":"imap"/)).toMatch(/"outcome":"relayed"/);
+      // Dovecot saw a TLS session.
+      expect(dovecot.log()).toMatch(/imap-login: Info: Login: user=<alice>.*TLS/);
+    }, 20_000);
 
-describe.skipIf(imapSkip !== undefined)('IMAP through the client role to Dovecot', () => {
-  let dovecot: RealServer;
-  beforeAll(async () => {
-    dovecot = await startDovecot();
-  }, 30_000);
-  afterAll(async () => {
-    await dovecot?.stop();
-  });
+    failsClosed(
+      'imap',
+      () => dovecot.port,
+      () => startDovecot({ tls: false }),
+    );
+  },
+);
 
-  it('greeting in plaintext; inside TLS CAPABILITY has no STARTTLS and LOGIN works', async () => {
-    const c = new LocalClient(await through('imap', dovecot.port));
-    const greeting = await c.until(/^\* OK .*\r\n/);
-    expect(greeting).toMatch(/Dovecot/);
-    // The pre-TLS CAPABILITY code (STARTTLS, LOGINDISABLED) is not passed on.
-    expect(greeting).not.toMatch(/STARTTLS|LOGINDISABLED/);
-    c.socket.write('a CAPABILITY\r\n');
-    const caps = await c.until(/^a OK/m);
-    expect(caps).toMatch(/^\* CAPABILITY .*IMAP4rev1/m);
-    expect(caps).not.toMatch(/STARTTLS|LOGINDISABLED/);
-    expect(caps).toMatch(/AUTH=PLAIN/);
-    c.socket.write('b LOGIN alice secret\r\n');
-    expect(await c.until(/^b (OK|NO|BAD)/m)).toMatch(/^b OK /m);
-    c.socket.write('c LOGOUT\r\n');
-    await c.until(/^c OK/m);
-    await c.closed;
-    expect(await closingLine(/"dialect":"imap"/)).toMatch(/"outcome":"relayed"/);
-    // Dovecot saw a TLS session.
-    expect(dovecot.log()).toMatch(/imap-login: Info: Login: user=<alice>.*TLS/);
-  }, 20_000);
+await describeReal(
+  'POP3',
+  'dovecot',
+  'pop3',
+  'POP3 through the client role to Dovecot',
+  () => startDovecot(),
+  (dovecot) => {
+    it('greeting in plaintext; inside TLS CAPA has no STLS and USER/PASS work', async () => {
+      const c = new LocalClient(await through('pop3', dovecot.port2!));
+      expect(await c.until(/^\+OK .*\r\n/)).toMatch(/Dovecot/);
+      c.socket.write('CAPA\r\n');
+      const capa = await c.until(/\r\n\.\r\n/);
+      expect(capa).toMatch(/^USER\r$/m);
+      expect(capa).not.toMatch(/^STLS/m);
+      c.socket.write('USER alice\r\n');
+      await c.until(/\+OK[^\r]*\r\n\+OK/);
+      c.socket.write('PASS secret\r\n');
+      await c.until(/Logged in/);
+      c.socket.write('QUIT\r\n');
+      await c.closed;
+      expect(dovecot.log()).toMatch(/pop3-login: Info: Login: user=<alice>.*TLS/);
+    }, 20_000);
 
-  failsClosed(
-    'imap',
-    () => dovecot.port,
-    () => startDovecot({ tls: false }),
-  );
-});
-
-const pop3Skip = await skipWhy('dovecot', 'pop3');
-if (pop3Skip) console.warn(`client-role interop (POP3): skipped: ${pop3Skip}`);
-
-describe.skipIf(pop3Skip !== undefined)('POP3 through the client role to Dovecot', () => {
-  let dovecot: RealServer;
-  beforeAll(async () => {
-    dovecot = await startDovecot();
-  }, 30_000);
-  afterAll(async () => {
-    await dovecot?.stop();
-  });
-
-  it('greeting in plaintext; inside TLS CAPA has no STLS and USER/PASS work', async () => {
-    const c = new LocalClient(await through('pop3', dovecot.port2!));
-    expect(await c.until(/^\+OK .*\r\n/)).toMatch(/Dovecot/);
-    c.socket.write('CAPA\r\n');
-    const capa = await c.until(/\r\n\.\r\n/);
-    expect(capa).toMatch(/^USER\r$/m);
-    expect(capa).not.toMatch(/^STLS/m);
-    c.socket.write('USER alice\r\n');
-    await c.until(/\+OK[^\r]*\r\n\+OK/);
-    c.socket.write('PASS secret\r\n');
-    await c.until(/Logged in/);
-    c.socket.write('QUIT\r\n');
-    await c.closed;
-    expect(dovecot.log()).toMatch(/pop3-login: Info: Login: user=<alice>.*TLS/);
-  }, 20_000);
-
-  failsClosed(
-    'pop3',
-    () => dovecot.port2!,
-    async () => {
-      const d = await startDovecot({ tls: false });
-      return { port: d.port2!, stop: d.stop };
-    },
-  );
-});
+    failsClosed(
+      'pop3',
+      () => dovecot.port2!,
+      async () => {
+        const d = await startDovecot({ tls: false });
+        return { port: d.port2!, stop: d.stop };
+      },
+    );
+  },
+);
 
 // --- SMTP: Postfix --------------------------------------------------------------------------
 
-const smtpSkip = await skipWhy('postfix', 'smtp');
-if (smtpSkip) console.warn(`client-role interop (SMTP): skipped: ${smtpSkip}`);
+await describeReal(
+  'SMTP',
+  'postfix',
+  'smtp',
+  'SMTP through the client role to Postfix',
+  () => startPostfix(),
+  (postfix) => {
+    it('greeting in plaintext; inside TLS EHLO has no STARTTLS', async () => {
+      const c = new LocalClient(await through('smtp', postfix.port));
+      expect(await c.until(/^220 .*\r\n/)).toMatch(/mx\.example\.test/);
+      c.socket.write('EHLO local.example.test\r\n');
+      const ehlo = await c.until(/^250 .*\r\n/m);
+      expect(ehlo).toMatch(/^250-mx\.example\.test/m);
+      expect(ehlo).not.toMatch(/STARTTLS/);
+      c.socket.write('QUIT\r\n');
+      await c.until(/^221 /m);
+      await c.closed;
+      expect(postfix.log()).toMatch(
+        /Trusted TLS connection established|TLS connection established/,
+      );
+    }, 20_000);
 
-describe.skipIf(smtpSkip !== undefined)('SMTP through the client role to Postfix', () => {
-  let postfix: RealServer;
-  beforeAll(async () => {
-    postfix = await startPostfix();
-  }, 30_000);
-  afterAll(async () => {
-    await postfix?.stop();
-  });
-
-  it('greeting in plaintext; inside TLS EHLO has no STARTTLS', async () => {
-    const c = new LocalClient(await through('smtp', postfix.port));
-    expect(await c.until(/^220 .*\r\n/)).toMatch(/mx\.example\.test/);
-    c.socket.write('EHLO local.example.test\r\n');
-    const ehlo = await c.until(/^250 .*\r\n/m);
-    expect(ehlo).toMatch(/^250-mx\.example\.test/m);
-    expect(ehlo).not.toMatch(/STARTTLS/);
-    c.socket.write('QUIT\r\n');
-    await c.until(/^221 /m);
-    await c.closed;
-    expect(postfix.log()).toMatch(/Trusted TLS connection established|TLS connection established/);
-  }, 20_000);
-
-  failsClosed(
-    'smtp',
-    () => postfix.port,
-    () => startPostfix({ tls: false }),
-  );
-});
+    failsClosed(
+      'smtp',
+      () => postfix.port,
+      () => startPostfix({ tls: false }),
+    );
+  },
+);
 
 // --- LDAP: slapd ----------------------------------------------------------------------------
-
-const ldapSkip = await skipWhy('slapd', 'ldap');
-if (ldapSkip) console.warn(`client-role interop (LDAP): skipped: ${ldapSkip}`);
 
 /** LDAP Who am I? (RFC 4532): an ExtendedRequest with the OID 1.3.6.1.4.1.4203.1.11.3. */
 function whoAmI(id: number): Buffer {
@@ -307,111 +331,102 @@ function whoAmI(id: number): Buffer {
   return Buffer.concat([Buffer.from([0x30, msgId.length + req.length]), msgId, req]);
 }
 
-describe.skipIf(ldapSkip !== undefined)('LDAP through the client role to slapd', () => {
-  let slapd: RealServer;
-  beforeAll(async () => {
-    slapd = await startSlapd();
-  }, 30_000);
-  afterAll(async () => {
-    await slapd?.stop();
-  });
+await describeReal(
+  'LDAP',
+  'slapd',
+  'ldap',
+  'LDAP through the client role to slapd',
+  () => startSlapd(),
+  (slapd) => {
+    it('nothing before TLS; inside TLS Who am I? succeeds (slapd refuses it before TLS)', async () => {
+      const port = await through('ldap', slapd.port);
+      const c = new LocalClient(port);
+      await sleep(300);
+      // Our messages are sent once TLS is up; slapd (security tls=1) answers only over TLS.
+      c.socket.write(whoAmI(7));
+      // ExtendedResponse (0x78), resultCode success (0x0a 0x01 0x00), message id 7.
+      await c.until(/\x02\x01\x07\x78/);
+      expect(Buffer.from(c.text, 'latin1').includes(Buffer.from([0x0a, 0x01, 0x00]))).toBe(true);
+      c.socket.end();
+      await c.closed;
+    }, 20_000);
 
-  it('nothing before TLS; inside TLS Who am I? succeeds (slapd refuses it before TLS)', async () => {
-    const port = await through('ldap', slapd.port);
-    const c = new LocalClient(port);
-    await sleep(300);
-    // Our messages are sent once TLS is up; slapd (security tls=1) answers only over TLS.
-    c.socket.write(whoAmI(7));
-    // ExtendedResponse (0x78), resultCode success (0x0a 0x01 0x00), message id 7.
-    await c.until(/\x02\x01\x07\x78/);
-    expect(Buffer.from(c.text, 'latin1').includes(Buffer.from([0x0a, 0x01, 0x00]))).toBe(true);
-    c.socket.end();
-    await c.closed;
-  }, 20_000);
-
-  failsClosed(
-    'ldap',
-    () => slapd.port,
-    () => startSlapd({ tls: false }),
-  );
-});
+    failsClosed(
+      'ldap',
+      () => slapd.port,
+      () => startSlapd({ tls: false }),
+    );
+  },
+);
 
 // --- XMPP: Prosody --------------------------------------------------------------------------
-
-const xmppSkip = await skipWhy('prosody', 'xmpp');
-if (xmppSkip) console.warn(`client-role interop (XMPP): skipped: ${xmppSkip}`);
 
 const streamHeader =
   "<?xml version='1.0'?><stream:stream to='localhost' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>";
 
-describe.skipIf(xmppSkip !== undefined)('XMPP through the client role to Prosody', () => {
-  let prosody: RealServer;
-  beforeAll(async () => {
-    prosody = await startProsody({ hosts: ['localhost', 'other.example.test'] });
-  }, 30_000);
-  afterAll(async () => {
-    await prosody?.stop();
-  });
+await describeReal(
+  'XMPP',
+  'prosody',
+  'xmpp',
+  'XMPP through the client role to Prosody',
+  () => startProsody({ hosts: ['localhost', 'other.example.test'] }),
+  (prosody) => {
+    it('the local client opens its stream inside TLS: features without <starttls/>, SASL offered', async () => {
+      const c = new LocalClient(await through('xmpp', prosody.port));
+      c.socket.write(streamHeader);
+      const features = await c.until(/<\/stream:features>/);
+      expect(features).not.toMatch(/urn:ietf:params:xml:ns:xmpp-tls/);
+      expect(features).toMatch(/urn:ietf:params:xml:ns:xmpp-sasl/);
+      c.socket.write('</stream:stream>');
+      await c.closed;
+    }, 20_000);
 
-  it('the local client opens its stream inside TLS: features without <starttls/>, SASL offered', async () => {
-    const c = new LocalClient(await through('xmpp', prosody.port));
-    c.socket.write(streamHeader);
-    const features = await c.until(/<\/stream:features>/);
-    expect(features).not.toMatch(/urn:ietf:params:xml:ns:xmpp-tls/);
-    expect(features).toMatch(/urn:ietf:params:xml:ns:xmpp-sasl/);
-    c.socket.write('</stream:stream>');
-    await c.closed;
-  }, 20_000);
-
-  failsClosed(
-    'xmpp',
-    () => prosody.port,
-    () =>
-      fakeNoStartTls(
-        '',
-        () =>
-          // Any stream header gets a stream whose features offer no STARTTLS.
-          "<?xml version='1.0'?><stream:stream from='localhost' id='x' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'><stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>PLAIN</mechanism></mechanisms></stream:features>",
-      ),
-    (c) => c.socket.write(streamHeader),
-  );
-});
+    failsClosed(
+      'xmpp',
+      () => prosody.port,
+      () =>
+        fakeNoStartTls(
+          '',
+          () =>
+            // Any stream header gets a stream whose features offer no STARTTLS.
+            "<?xml version='1.0'?><stream:stream from='localhost' id='x' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'><stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>PLAIN</mechanism></mechanisms></stream:features>",
+        ),
+      (c) => c.socket.write(streamHeader),
+    );
+  },
+);
 
 // --- HTTP Upgrade: cupsd --------------------------------------------------------------------
 
-const httpSkip = await skipWhy('cupsd', 'http-upgrade');
-if (httpSkip) console.warn(`client-role interop (HTTP Upgrade): skipped: ${httpSkip}`);
+await describeReal(
+  'HTTP Upgrade',
+  'cupsd',
+  'http-upgrade',
+  'HTTP Upgrade through the client role to cupsd',
+  () => startCupsd(),
+  (cupsd) => {
+    it('inside TLS an HTTP request gets cupsd’s answer to it (its answer to the upgrade is dropped)', async () => {
+      const c = new LocalClient(await through('http-upgrade', cupsd.port));
+      // RFC 2817 §3.3: cupsd answers the upgrading OPTIONS * over TLS first (200, no body); the
+      // local client must see only the answer to its own request: 404 for a path that is not there.
+      c.socket.write('GET /no-such-page HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n');
+      await c.closed;
+      expect(c.text).toMatch(/^HTTP\/1\.1 404 Not Found\r\n/);
+      expect(c.text.match(/^HTTP\/1\.1 /gm)).toHaveLength(1);
+      expect(c.text).toMatch(/^Server: CUPS/m);
+    }, 20_000);
 
-describe.skipIf(httpSkip !== undefined)('HTTP Upgrade through the client role to cupsd', () => {
-  let cupsd: RealServer;
-  beforeAll(async () => {
-    cupsd = await startCupsd();
-  }, 30_000);
-  afterAll(async () => {
-    await cupsd?.stop();
-  });
-
-  it('inside TLS an HTTP request gets cupsd’s answer to it (its answer to the upgrade is dropped)', async () => {
-    const c = new LocalClient(await through('http-upgrade', cupsd.port));
-    // RFC 2817 §3.3: cupsd answers the upgrading OPTIONS * over TLS first (200, no body); the
-    // local client must see only the answer to its own request: 404 for a path that is not there.
-    c.socket.write('GET /no-such-page HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n');
-    await c.closed;
-    expect(c.text).toMatch(/^HTTP\/1\.1 404 Not Found\r\n/);
-    expect(c.text.match(/^HTTP\/1\.1 /gm)).toHaveLength(1);
-    expect(c.text).toMatch(/^Server: CUPS/m);
-  }, 20_000);
-
-  failsClosed(
-    'http-upgrade',
-    () => cupsd.port,
-    () =>
-      fakeNoStartTls('', (read) =>
-        read.endsWith('\r\n\r\n')
-          ? 'HTTP/1.1 200 OK\r\nContent-Length: 0\r\nServer: no-tls\r\n\r\n'
-          : undefined,
-      ),
-    undefined,
-    true,
-  );
-});
+    failsClosed(
+      'http-upgrade',
+      () => cupsd.port,
+      () =>
+        fakeNoStartTls('', (read) =>
+          read.endsWith('\r\n\r\n')
+            ? 'HTTP/1.1 200 OK\r\nContent-Length: 0\r\nServer: no-tls\r\n\r\n'
+            : undefined,
+        ),
+      undefined,
+      true,
+    );
+  },
+);
