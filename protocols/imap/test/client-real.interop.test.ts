@@ -4,17 +4,18 @@
 // CAPABILITY answer no longer lists STARTTLS (and LOGIN works): the session is encrypted. A
 // Dovecot without TLS fails closed. Needs dovecot-core + dovecot-imapd; skipped when Dovecot is
 // missing, except under CI (CI=1), where a missing server is a failure.
-import { readFileSync } from 'node:fs';
-import net from 'node:net';
-import { join } from 'node:path';
-import tls from 'node:tls';
+import type tls from 'node:tls';
 import { clientContext, dec, runClientSession } from '@tlsproxy/dialect-kit/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as servers from '../../../fixtures/servers/index.mjs';
-import { CERTS, type RealServer, SERVERS } from '../../../fixtures/servers/index.mjs';
+import {
+  connect,
+  type RealServer,
+  request,
+  SERVERS,
+  startTls,
+} from '../../../fixtures/servers/index.mjs';
 import { dialect } from '../src/index.js';
-
-const ca = readFileSync(join(CERTS, 'ca.pem'));
 
 const bin = SERVERS.dovecot.bin;
 if (!bin && process.env.CI) {
@@ -28,34 +29,8 @@ const startDovecot = (ssl: boolean) =>
   servers.startDovecot({ tls: ssl && 'required', protocols: ['imap'] });
 
 /** Send `command` with `tag` over `sock` and collect the lines up to the tagged reply. */
-function command(sock: tls.TLSSocket, tag: string, command: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let buf = '';
-    const onData = (d: Buffer) => {
-      buf += d.toString('latin1');
-      if (new RegExp(`(^|\\n)${tag} [A-Z]+[^\\n]*\\n`).test(buf)) {
-        sock.off('data', onData);
-        resolve(buf);
-      }
-    };
-    sock.on('data', onData);
-    sock.once('error', reject);
-    sock.write(`${tag} ${command}\r\n`);
-  });
-}
-
-async function connect(port: number): Promise<net.Socket> {
-  const sock = net.connect(port, '127.0.0.1');
-  await new Promise((r, j) => sock.once('connect', r).once('error', j));
-  return sock;
-}
-
-function startTls(socket: net.Socket, servername: string): Promise<tls.TLSSocket> {
-  return new Promise((resolve, reject) => {
-    const t = tls.connect({ socket, ca, servername }, () => resolve(t));
-    t.once('error', reject);
-  });
-}
+const command = (sock: tls.TLSSocket, tag: string, command: string) =>
+  request(sock, `${tag} ${command}`, (b) => new RegExp(`(^|\\n)${tag} [A-Z]+[^\\n]*\\n`).test(b));
 
 const open = () =>
   dialect.client!.create(clientContext({}, {}, { serverName: 'imap.example.test' }));

@@ -5,17 +5,18 @@
 // without TLS fails closed. Needs dovecot-core + dovecot-pop3d; skipped when Dovecot is missing,
 // except under CI (CI=1), where a missing server is a failure. (The Dovecot setup is the IMAP
 // client test's, for POP3: fixtures/servers.)
-import { readFileSync } from 'node:fs';
-import net from 'node:net';
-import { join } from 'node:path';
-import tls from 'node:tls';
+import type tls from 'node:tls';
 import { clientContext, dec, runClientSession } from '@tlsproxy/dialect-kit/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as servers from '../../../fixtures/servers/index.mjs';
-import { CERTS, DOVECOT_POP3, type RealServer } from '../../../fixtures/servers/index.mjs';
+import {
+  connect,
+  DOVECOT_POP3,
+  type RealServer,
+  request,
+  startTls,
+} from '../../../fixtures/servers/index.mjs';
 import { dialect } from '../src/index.js';
-
-const ca = readFileSync(join(CERTS, 'ca.pem'));
 
 // dovecot-core alone has no POP3 (Debian: dovecot-pop3d brings pop3-login).
 const usable = DOVECOT_POP3;
@@ -30,35 +31,8 @@ const startDovecot = (ssl: boolean) =>
   servers.startDovecot({ tls: ssl && 'required', protocols: ['pop3'] });
 
 /** Send `line` over `sock` and collect the reply: one line, or up to "." when `multi`. */
-function command(sock: tls.TLSSocket, line: string, multi = false): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let buf = '';
-    const onData = (d: Buffer) => {
-      buf += d.toString('latin1');
-      const done = multi ? /(^-ERR[^\n]*\n|\r\n\.\r\n$)/.test(buf) : buf.endsWith('\n');
-      if (done) {
-        sock.off('data', onData);
-        resolve(buf);
-      }
-    };
-    sock.on('data', onData);
-    sock.once('error', reject);
-    sock.write(`${line}\r\n`);
-  });
-}
-
-async function connect(port: number): Promise<net.Socket> {
-  const sock = net.connect(port, '127.0.0.1');
-  await new Promise((r, j) => sock.once('connect', r).once('error', j));
-  return sock;
-}
-
-function startTls(socket: net.Socket, servername: string): Promise<tls.TLSSocket> {
-  return new Promise((resolve, reject) => {
-    const t = tls.connect({ socket, ca, servername }, () => resolve(t));
-    t.once('error', reject);
-  });
-}
+const command = (sock: tls.TLSSocket, line: string, multi = false) =>
+  request(sock, line, (b) => (multi ? /(^-ERR[^\n]*\n|\r\n\.\r\n$)/.test(b) : b.endsWith('\n')));
 
 const open = () => dialect.client!.create(clientContext({}, {}, { serverName: 'localhost' }));
 

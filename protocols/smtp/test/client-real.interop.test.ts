@@ -5,17 +5,13 @@
 // (tls: encrypt) or goes on in plaintext (tls: may). The Postfix is fixtures/servers', on
 // free ports, one listener with smtpd_tls_security_level=may and one with none.
 // Needs root and Postfix; skipped when either is missing, except under CI (CI=1).
-import { readFileSync } from 'node:fs';
-import net from 'node:net';
-import { join } from 'node:path';
-import tls from 'node:tls';
+import type tls from 'node:tls';
 import { clientContext, dec, runClientSession } from '@tlsproxy/dialect-kit/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as servers from '../../../fixtures/servers/index.mjs';
-import { CERTS, missing } from '../../../fixtures/servers/index.mjs';
+import { connect, missing, request, startTls } from '../../../fixtures/servers/index.mjs';
 import { dialect } from '../src/index.js';
 
-const ca = readFileSync(join(CERTS, 'ca.pem'));
 const usable = missing('postfix') === undefined;
 if (!usable && process.env.CI) {
   throw new Error('the Postfix interop test needs root and Postfix (apt-get install postfix)');
@@ -36,34 +32,8 @@ async function startPostfix(): Promise<Postfix> {
 }
 
 /** Send `line` and collect one complete reply (the line with "NNN " ends it). */
-function command(sock: tls.TLSSocket, line: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let buf = '';
-    const onData = (d: Buffer) => {
-      buf += d.toString('latin1');
-      if (/(^|\n)\d{3} [^\n]*\n$/.test(buf)) {
-        sock.off('data', onData);
-        resolve(buf);
-      }
-    };
-    sock.on('data', onData);
-    sock.once('error', reject);
-    sock.write(`${line}\r\n`);
-  });
-}
-
-async function connect(port: number): Promise<net.Socket> {
-  const sock = net.connect(port, '127.0.0.1');
-  await new Promise((r, j) => sock.once('connect', r).once('error', j));
-  return sock;
-}
-
-function startTls(socket: net.Socket, servername: string): Promise<tls.TLSSocket> {
-  return new Promise((resolve, reject) => {
-    const t = tls.connect({ socket, ca, servername }, () => resolve(t));
-    t.once('error', reject);
-  });
-}
+const command = (sock: tls.TLSSocket, line: string) =>
+  request(sock, line, (b) => /(^|\n)\d{3} [^\n]*\n$/.test(b));
 
 const open = (options: { tls?: 'encrypt' | 'may' } = {}) =>
   dialect.client!.create(
