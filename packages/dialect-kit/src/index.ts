@@ -8,5 +8,6 @@ export * from './define.js';
 export type { DialectErrorOptions, TlsproxyErrorOptions } from './errors.js';
 export { DialectError, isErrorWithPrefix, isTlsProxyError, TlsproxyError } from './errors.js';
 export * from './framing.js';
+export { type LineClientLimits, type LineClientReplies, LineClientSession } from './line-client.js';
 export * from './lines.js';
 export { loadDialect } from './load.js';

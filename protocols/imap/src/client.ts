@@ -31,14 +31,12 @@
 // The timer bounds each wait as a whole (the greeting, then each reply), not the silence
 // between reads: a server dripping one octet a second cannot hold the local client forever.
 import {
-  act,
   type ClientAction,
   type ClientContext,
   type ClientDialect,
-  type ClientDialectSession,
-  fromLatin1,
   type LimitSpec,
-  LineFramer,
+  type LineClientReplies,
+  LineClientSession,
   readLimits,
   upperAscii,
 } from '@tlsproxy/dialect-kit';
@@ -144,74 +142,32 @@ function localGreeting(rest: string): string {
 const bye = (code: 'UNAVAILABLE' | 'PRIVACYREQUIRED', text: string) =>
   `* BYE [${code}] ${text}${CRLF}`;
 
-export class ImapClientSession implements ClientDialectSession {
-  private phase: Phase = 'greeting';
-  private readonly framer: LineFramer;
-  private deadline = Number.POSITIVE_INFINITY;
-  private lines = 0;
+export class ImapClientSession extends LineClientSession<Phase> {
   private capabilities: string[] | null = null;
   private greeting = '';
-  /** A valid greeting came and the server has not said BYE: LOGOUT is worth sending. */
-  private polite = false;
 
-  constructor(private readonly limits: Limits) {
-    this.framer = new LineFramer(limits.maxLineLength);
+  constructor(limits: Limits) {
+    super('imap', LOGOUT, limits);
   }
 
-  start(now: number): ClientAction[] {
-    return this.arm(now, this.limits.greetingTimeoutMs);
+  protected replies(): LineClientReplies {
+    return REPLIES;
   }
 
-  receive(data: Uint8Array, now: number): ClientAction[] {
-    if (this.phase === 'done' || data.length === 0) return [];
-    try {
-      this.framer.push(data);
-      const out: ClientAction[] = [];
-      for (let e = this.framer.next(); e !== null; e = this.framer.next()) {
-        if (e.type === 'tooLong') {
-          return this.fail(out, 'UNAVAILABLE', 'server response line too long', 'Bad response.');
-        }
-        if (++this.lines > this.limits.maxResponseLines) {
-          return this.fail(out, 'UNAVAILABLE', 'too many server response lines', 'Bad response.');
-        }
-        this.line(e.text, now, out);
-        if (this.done()) return out;
-      }
-      return out;
-    } catch (err) {
-      // receive() must never throw: a bug of ours ends this one connection.
-      this.phase = 'done';
-      const message = err instanceof Error ? err.message : String(err);
-      return [
-        act.log('error', `imap client internal error: ${message}`),
-        { type: 'close', reason: 'internal error', toLocal: enc(bye('UNAVAILABLE', 'Error.')) },
-      ];
-    }
+  protected waitingFor(): string {
+    return this.phase === 'greeting' ? 'the greeting' : `the reply to ${this.command()}`;
   }
 
-  timer(now: number): ClientAction[] {
-    // No deadline (timeouts of 0): a stray call must not ask for a timer at infinity.
-    if (this.phase === 'done' || this.deadline === Number.POSITIVE_INFINITY) return [];
-    if (now < this.deadline) return [act.timer(this.deadline)];
-    const what = this.phase === 'greeting' ? 'the greeting' : `the reply to ${this.command()}`;
-    return this.fail([], 'UNAVAILABLE', `timeout waiting for ${what}`, 'Server timeout.');
-  }
-
-  eof(_now: number): ClientAction[] {
-    if (this.phase === 'done') return [];
-    this.polite = false;
-    const what = this.phase === 'greeting' ? 'the greeting' : `the reply to ${this.command()}`;
-    return this.fail([], 'UNAVAILABLE', `server closed the connection before ${what}`, 'Closed.');
-  }
-
-  private line(text: string, now: number, out: ClientAction[]): void {
+  protected line(text: string, now: number, out: ClientAction[]): void {
     const r = parseResponse(text);
     if (r.kind === 'untagged' && r.word === 'BYE') {
       // The server is leaving: its own BYE is the local client's best explanation.
       this.polite = false;
-      this.close(out, `server said BYE${this.phase === 'greeting' ? ' as its greeting' : ''}`, {
-        toLocal: `* BYE ${r.rest === '' ? 'Server closing.' : r.rest}${CRLF}`,
-      });
+      this.close(
+        out,
+        `server said BYE${this.phase === 'greeting' ? ' as its greeting' : ''}`,
+        `* BYE ${r.rest === '' ? 'Server closing.' : r.rest}${CRLF}`,
+      );
       return;
     }
     switch (this.phase) {
@@ -245,7 +201,7 @@ export class ImapClientSession implements ClientDialectSession {
     this.greeting = localGreeting(r.rest);
     const caps = capabilityCode(r.rest);
     if (caps === null) {
-      this.send(out, now, 'capability', `${CAPABILITY_TAG} CAPABILITY`);
+      this.sendCommand(out, now, 'capability', `${CAPABILITY_TAG} CAPABILITY`);
       return;
     }
     this.capabilities = caps;
@@ -278,24 +234,7 @@ export class ImapClientSession implements ClientDialectSession {
       this.startTls(out, now);
       return;
     }
-    // The go-ahead. Whatever the server sent after it before TLS is plaintext that would be
-    // taken as coming through TLS: the response-injection attack (NO STARTTLS study).
-    const after = this.framer.pending;
-    this.phase = 'done';
-    if (after > 0) {
-      this.polite = false;
-      this.close(
-        out,
-        `response injection: ${after} bytes after the STARTTLS go-ahead, before TLS`,
-        { toLocal: bye('PRIVACYREQUIRED', 'TLS refused: the server sent data before TLS.') },
-      );
-      return;
-    }
-    out.push({
-      type: 'starttls',
-      toLocal: enc(this.greeting),
-      state: { capabilities: this.capabilities ?? [] },
-    });
+    this.goAhead(out, 'STARTTLS', this.greeting, { capabilities: this.capabilities ?? [] });
   }
 
   /** STARTTLS if the capabilities offer it, else close. */
@@ -304,18 +243,11 @@ export class ImapClientSession implements ClientDialectSession {
       this.fail(out, 'PRIVACYREQUIRED', 'server does not offer STARTTLS', 'TLS unavailable.');
       return;
     }
-    this.send(out, now, 'starttls', `${STARTTLS_TAG} STARTTLS`);
+    this.sendCommand(out, now, 'starttls', `${STARTTLS_TAG} STARTTLS`);
   }
 
-  private send(out: ClientAction[], now: number, phase: Phase, command: string): void {
-    this.phase = phase;
-    out.push(act.command(upperAscii(command.split(' ')[1]!), false, KNOWN));
-    out.push(act.send(`${command}${CRLF}`), ...this.arm(now, this.limits.replyTimeoutMs));
-  }
-
-  /** A method, so TypeScript does not narrow `phase` across the calls that change it. */
-  private done(): boolean {
-    return this.phase === 'done';
+  private sendCommand(out: ClientAction[], now: number, phase: Phase, command: string): void {
+    this.send(out, now, phase, command, upperAscii(command.split(' ')[1]!), KNOWN);
   }
 
   private command(): string {
@@ -329,32 +261,21 @@ export class ImapClientSession implements ClientDialectSession {
     reason: string,
     text: string,
   ): ClientAction[] {
-    this.close(out, reason, { toLocal: bye(code, text) });
+    this.close(out, reason, bye(code, text));
     return out;
-  }
-
-  private close(out: ClientAction[], reason: string, opts: { toLocal: string }): void {
-    this.phase = 'done';
-    out.push({
-      type: 'close',
-      reason,
-      toLocal: enc(opts.toLocal),
-      ...(this.polite ? { data: enc(LOGOUT) } : {}),
-    });
-  }
-
-  private arm(now: number, ms: number): ClientAction[] {
-    if (!(ms > 0)) {
-      this.deadline = Number.POSITIVE_INFINITY;
-      return [];
-    }
-    this.deadline = now + ms;
-    return [act.timer(this.deadline)];
   }
 }
 
 const KNOWN: ReadonlySet<string> = new Set(['CAPABILITY', 'STARTTLS']);
-const enc = fromLatin1;
+
+/** What the local client is told when the shared skeleton ends the session. */
+const REPLIES: LineClientReplies = {
+  badResponse: bye('UNAVAILABLE', 'Bad response.'),
+  timeout: bye('UNAVAILABLE', 'Server timeout.'),
+  closed: bye('UNAVAILABLE', 'Closed.'),
+  internal: bye('UNAVAILABLE', 'Error.'),
+  injection: bye('PRIVACYREQUIRED', 'TLS refused: the server sent data before TLS.'),
+};
 
 /** The IMAP dialect's client side (`dialect.client`). */
 export const client: ClientDialect<ImapClientOptions> = {

@@ -26,15 +26,13 @@
 // The timer bounds each wait as a whole (the greeting, then each reply), not the silence
 // between reads: a server dripping one octet a second cannot hold the local client forever.
 import {
-  act,
   type ClientAction,
   type ClientContext,
   type ClientDialect,
-  type ClientDialectSession,
   commandWord,
-  fromLatin1,
   type LimitSpec,
-  LineFramer,
+  type LineClientReplies,
+  LineClientSession,
   readLimits,
 } from '@tlsproxy/dialect-kit';
 
@@ -90,66 +88,19 @@ function status(line: string): '+OK' | '-ERR' | null {
   return word === '+OK' || word === '-ERR' ? word : null;
 }
 
-export class Pop3ClientSession implements ClientDialectSession {
-  private phase: Phase = 'greeting';
-  private readonly framer: LineFramer;
-  private deadline = Number.POSITIVE_INFINITY;
+export class Pop3ClientSession extends LineClientSession<Phase> {
   private greeting = '';
   private readonly capabilities: string[] = [];
-  /** A +OK greeting came: the server is listening, QUIT is worth sending. */
-  private polite = false;
 
   constructor(private readonly limits: Limits) {
-    this.framer = new LineFramer(limits.maxLineLength);
+    super('pop3', QUIT, limits);
   }
 
-  start(now: number): ClientAction[] {
-    return this.arm(now, this.limits.greetingTimeoutMs);
+  protected replies(): LineClientReplies {
+    return REPLIES;
   }
 
-  receive(data: Uint8Array, now: number): ClientAction[] {
-    if (this.phase === 'done' || data.length === 0) return [];
-    try {
-      this.framer.push(data);
-      const out: ClientAction[] = [];
-      for (let e = this.framer.next(); e !== null; e = this.framer.next()) {
-        if (e.type === 'tooLong') {
-          return this.fail(out, 'server response line too long', 'SYS/TEMP', 'Bad response.');
-        }
-        this.line(e.text, now, out);
-        if (this.done()) return out;
-      }
-      return out;
-    } catch (err) {
-      // receive() must never throw: a bug of ours ends this one connection.
-      this.phase = 'done';
-      const message = err instanceof Error ? err.message : String(err);
-      return [
-        act.log('error', `pop3 client internal error: ${message}`),
-        { type: 'close', reason: 'internal error', toLocal: enc(err_('SYS/TEMP', 'Error.')) },
-      ];
-    }
-  }
-
-  timer(now: number): ClientAction[] {
-    // No deadline (timeouts of 0): a stray call must not ask for a timer at infinity.
-    if (this.phase === 'done' || this.deadline === Number.POSITIVE_INFINITY) return [];
-    if (now < this.deadline) return [act.timer(this.deadline)];
-    return this.fail([], `timeout waiting for ${this.waitingFor()}`, 'SYS/TEMP', 'Server timeout.');
-  }
-
-  eof(_now: number): ClientAction[] {
-    if (this.phase === 'done') return [];
-    this.polite = false;
-    return this.fail(
-      [],
-      `server closed the connection before ${this.waitingFor()}`,
-      'SYS/TEMP',
-      'Closed.',
-    );
-  }
-
-  private line(text: string, now: number, out: ClientAction[]): void {
+  protected line(text: string, now: number, out: ClientAction[]): void {
     switch (this.phase) {
       case 'greeting': {
         const s = status(text);
@@ -159,7 +110,7 @@ export class Pop3ClientSession implements ClientDialectSession {
         } else if (s === '+OK') {
           this.polite = true;
           this.greeting = `${text}${CRLF}`;
-          this.send(out, now, 'capa', 'CAPA');
+          this.sendCommand(out, now, 'capa', 'CAPA');
         } else {
           this.fail(out, 'server greeting is not "+OK"', 'SYS/TEMP', 'Bad greeting.');
         }
@@ -181,7 +132,7 @@ export class Pop3ClientSession implements ClientDialectSession {
       case 'list': {
         if (text === '.') {
           if (this.capabilities.some((c) => commandWord(c) === 'STLS')) {
-            this.send(out, now, 'stls', 'STLS');
+            this.sendCommand(out, now, 'stls', 'STLS');
           } else {
             this.fail(out, 'server does not offer STLS', 'SYS/PERM', 'TLS unavailable.');
           }
@@ -213,39 +164,14 @@ export class Pop3ClientSession implements ClientDialectSession {
       this.fail(out, 'unexpected reply to STLS', 'SYS/TEMP', 'Bad response.');
       return;
     }
-    // The go-ahead. Whatever the server sent after it before TLS is plaintext that would be
-    // taken as coming through TLS: the response-injection attack (NO STARTTLS study).
-    const after = this.framer.pending;
-    this.phase = 'done';
-    if (after > 0) {
-      this.polite = false;
-      this.fail(
-        out,
-        `response injection: ${after} bytes after the STLS go-ahead, before TLS`,
-        'SYS/PERM',
-        'TLS refused: the server sent data before TLS.',
-      );
-      return;
-    }
-    out.push({
-      type: 'starttls',
-      toLocal: enc(this.greeting),
-      state: { capabilities: [...this.capabilities] },
-    });
+    this.goAhead(out, 'STLS', this.greeting, { capabilities: [...this.capabilities] });
   }
 
-  private send(out: ClientAction[], now: number, phase: Phase, command: string): void {
-    this.phase = phase;
-    out.push(act.command(command, false, KNOWN));
-    out.push(act.send(`${command}${CRLF}`), ...this.arm(now, this.limits.replyTimeoutMs));
+  private sendCommand(out: ClientAction[], now: number, phase: Phase, command: string): void {
+    this.send(out, now, phase, command, command, KNOWN);
   }
 
-  /** A method, so TypeScript does not narrow `phase` across the calls that change it. */
-  private done(): boolean {
-    return this.phase === 'done';
-  }
-
-  private waitingFor(): string {
+  protected waitingFor(): string {
     switch (this.phase) {
       case 'greeting':
         return 'the greeting';
@@ -266,30 +192,19 @@ export class Pop3ClientSession implements ClientDialectSession {
     this.close(out, reason, err_(code, text));
     return out;
   }
-
-  private close(out: ClientAction[], reason: string, toLocal: string): void {
-    this.phase = 'done';
-    out.push({
-      type: 'close',
-      reason,
-      toLocal: enc(toLocal),
-      ...(this.polite ? { data: enc(QUIT) } : {}),
-    });
-  }
-
-  private arm(now: number, ms: number): ClientAction[] {
-    if (!(ms > 0)) {
-      this.deadline = Number.POSITIVE_INFINITY;
-      return [];
-    }
-    this.deadline = now + ms;
-    return [act.timer(this.deadline)];
-  }
 }
 
 /** RFC 3206 response codes: SYS/TEMP (try again later), SYS/PERM (it will not work). */
 const err_ = (code: 'SYS/TEMP' | 'SYS/PERM', text: string) => `-ERR [${code}] ${text}${CRLF}`;
-const enc = fromLatin1;
+
+/** What the local client is told when the shared skeleton ends the session. */
+const REPLIES: LineClientReplies = {
+  badResponse: err_('SYS/TEMP', 'Bad response.'),
+  timeout: err_('SYS/TEMP', 'Server timeout.'),
+  closed: err_('SYS/TEMP', 'Closed.'),
+  internal: err_('SYS/TEMP', 'Error.'),
+  injection: err_('SYS/PERM', 'TLS refused: the server sent data before TLS.'),
+};
 
 /** The POP3 dialect's client side (`dialect.client`). */
 export const client: ClientDialect<Pop3ClientOptions> = {

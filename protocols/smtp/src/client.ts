@@ -29,11 +29,11 @@ import {
   type ClientAction,
   type ClientContext,
   type ClientDialect,
-  type ClientDialectSession,
   commandWord,
   fromLatin1,
   type LimitSpec,
-  LineFramer,
+  type LineClientReplies,
+  LineClientSession,
   type OptionSpec,
   readLimits,
   readOptions,
@@ -109,90 +109,38 @@ export function ehloName(hostname: string): string {
   return hostname.replace(/[^A-Za-z0-9.-]/g, '') || 'localhost';
 }
 
-export class SmtpClientSession implements ClientDialectSession {
-  private phase: Phase = 'greeting';
-  private readonly framer: LineFramer;
-  private deadline = Number.POSITIVE_INFINITY;
+export class SmtpClientSession extends LineClientSession<Phase> {
   /** The reply being gathered: its code and lines (the greeting's, for the local client). */
   private code: string | null = null;
   private lines: string[] = [];
   private greeting = '';
   private extensions: string[] = [];
-  /** The server greeted (220 or 554) and has not said 421: QUIT is worth sending. */
-  private polite = false;
   private readonly host: string;
+  private readonly local: LineClientReplies;
 
   constructor(
     private readonly options: SmtpClientOptions,
     private readonly limits: Limits,
     hostname: string,
   ) {
-    this.framer = new LineFramer(limits.maxLineLength);
+    super('smtp', QUIT, limits);
     this.host = ehloName(hostname);
+    const r = (enhanced: string, text: string) => reply421(this.host, enhanced, text);
+    this.local = {
+      badResponse: r('4.5.0', 'Error: bad reply from the server'),
+      timeout: r('4.4.2', 'Error: timeout exceeded'),
+      closed: r('4.4.2', 'Error: lost connection with the server'),
+      internal: r('4.3.0', 'Error: internal error'),
+      injection: r('4.7.0', 'Error: TLS refused, the server sent data before TLS'),
+    };
   }
 
-  start(now: number): ClientAction[] {
-    return this.arm(now, this.limits.greetingTimeoutMs);
-  }
-
-  receive(data: Uint8Array, now: number): ClientAction[] {
-    if (this.phase === 'done' || data.length === 0) return [];
-    try {
-      this.framer.push(data);
-      const out: ClientAction[] = [];
-      for (let e = this.framer.next(); e !== null; e = this.framer.next()) {
-        if (e.type === 'tooLong') {
-          return this.fail(
-            out,
-            'server reply line too long',
-            '4.5.0',
-            'Error: bad reply from the server',
-          );
-        }
-        this.line(e.text, now, out);
-        if (this.done()) return out;
-      }
-      return out;
-    } catch (err) {
-      // receive() must never throw: a bug of ours ends this one connection.
-      this.phase = 'done';
-      const message = err instanceof Error ? err.message : String(err);
-      return [
-        act.log('error', `smtp client internal error: ${message}`),
-        {
-          type: 'close',
-          reason: 'internal error',
-          toLocal: enc(reply421(this.host, '4.3.0', 'Error: internal error')),
-        },
-      ];
-    }
-  }
-
-  timer(now: number): ClientAction[] {
-    // No deadline (timeouts of 0): a stray call must not ask for a timer at infinity.
-    if (this.phase === 'done' || this.deadline === Number.POSITIVE_INFINITY) return [];
-    if (now < this.deadline) return [act.timer(this.deadline)];
-    return this.fail(
-      [],
-      `timeout waiting for ${this.waitingFor()}`,
-      '4.4.2',
-      'Error: timeout exceeded',
-    );
-  }
-
-  eof(_now: number): ClientAction[] {
-    if (this.phase === 'done') return [];
-    this.polite = false;
-    return this.fail(
-      [],
-      `server closed the connection before ${this.waitingFor()}`,
-      '4.4.2',
-      'Error: lost connection with the server',
-    );
+  protected replies(): LineClientReplies {
+    return this.local;
   }
 
   /** One reply line: gather it; a complete reply goes to `reply`. */
-  private line(text: string, now: number, out: ClientAction[]): void {
+  protected line(text: string, now: number, out: ClientAction[]): void {
     const m = REPLY_LINE.exec(text);
     if (m === null || (this.code !== null && m[1] !== this.code)) {
       this.fail(
@@ -239,7 +187,7 @@ export class SmtpClientSession implements ClientDialectSession {
         if (code === '220') {
           this.polite = true;
           this.greeting = lines.map((l) => `${l}${CRLF}`).join('');
-          this.send(out, now, 'ehlo', `EHLO ${this.host}`);
+          this.sendCommand(out, now, 'ehlo', `EHLO ${this.host}`);
         } else if (code === '554') {
           // RFC 5321 section 3.1: after a 554 greeting the server waits for QUIT.
           this.polite = true;
@@ -271,7 +219,7 @@ export class SmtpClientSession implements ClientDialectSession {
     if (code === '250') {
       this.extensions = lines.slice(1);
       if (this.extensions.some((e) => commandWord(e) === 'STARTTLS')) {
-        this.send(out, now, 'starttls', 'STARTTLS');
+        this.sendCommand(out, now, 'starttls', 'STARTTLS');
         return;
       }
       this.notOffered(out, 'server does not offer STARTTLS');
@@ -315,39 +263,14 @@ export class SmtpClientSession implements ClientDialectSession {
       );
       return;
     }
-    // The go-ahead. Whatever the server sent after it before TLS is plaintext that would be
-    // taken as coming through TLS: the response-injection attack (NO STARTTLS study).
-    const after = this.framer.pending;
-    this.phase = 'done';
-    if (after > 0) {
-      this.polite = false;
-      this.fail(
-        out,
-        `response injection: ${after} bytes after the STARTTLS go-ahead, before TLS`,
-        '4.7.0',
-        'Error: TLS refused, the server sent data before TLS',
-      );
-      return;
-    }
-    out.push({
-      type: 'starttls',
-      toLocal: enc(this.greeting),
-      state: { extensions: [...this.extensions] },
-    });
+    this.goAhead(out, 'STARTTLS', this.greeting, { extensions: [...this.extensions] });
   }
 
-  private send(out: ClientAction[], now: number, phase: Phase, command: string): void {
-    this.phase = phase;
-    out.push(act.command(commandWord(command), false, KNOWN));
-    out.push(act.send(`${command}${CRLF}`), ...this.arm(now, this.limits.replyTimeoutMs));
+  private sendCommand(out: ClientAction[], now: number, phase: Phase, command: string): void {
+    this.send(out, now, phase, command, commandWord(command), KNOWN);
   }
 
-  /** A method, so TypeScript does not narrow `phase` across the calls that change it. */
-  private done(): boolean {
-    return this.phase === 'done';
-  }
-
-  private waitingFor(): string {
+  protected waitingFor(): string {
     switch (this.phase) {
       case 'greeting':
         return 'the greeting';
@@ -365,23 +288,8 @@ export class SmtpClientSession implements ClientDialectSession {
     enhanced: string,
     text: string,
   ): ClientAction[] {
-    this.phase = 'done';
-    out.push({
-      type: 'close',
-      reason,
-      toLocal: enc(reply421(this.host, enhanced, text)),
-      ...(this.polite ? { data: enc(QUIT) } : {}),
-    });
+    this.close(out, reason, reply421(this.host, enhanced, text));
     return out;
-  }
-
-  private arm(now: number, ms: number): ClientAction[] {
-    if (!(ms > 0)) {
-      this.deadline = Number.POSITIVE_INFINITY;
-      return [];
-    }
-    this.deadline = now + ms;
-    return [act.timer(this.deadline)];
   }
 }
 

@@ -226,7 +226,7 @@ describe('SMTP client: no TLS', () => {
 
   it('a line over maxLineLength closes at once; so does a reply over maxReplyLines', () => {
     const a = run([GREETING, `250-${'x'.repeat(200)}`], {}, { maxLineLength: 100 });
-    expect(closed(a.actions).reason).toBe('server reply line too long');
+    expect(closed(a.actions).reason).toBe('server response line too long');
     const b = run([GREETING, '250-a\r\n250-b\r\n250-c\r\n'], {}, { maxReplyLines: 2 });
     expect(closed(b.actions).reason).toBe('too many reply lines');
   });
