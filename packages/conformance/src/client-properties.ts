@@ -14,12 +14,12 @@
 // 5. A silent server at any point before the outcome: the client has a deadline (a timer
 //    action) and closes when timer() is called at it, not before.
 
-import type { Dialect } from '@tlsproxy/dialect-kit';
 import fc from 'fast-check';
 import { concat, escapeBytes } from './bytes.js';
 import {
   CLIENT_START,
   type ClientInput,
+  type ClientSide,
   clientContextFor,
   clientPlan,
   covers,
@@ -29,8 +29,6 @@ import {
 } from './client-replay.js';
 import { type ClientTranscript, expectedOutcome } from './client-transcript.js';
 import type { CheckResult } from './runner.js';
-
-type ClientSide = Pick<Dialect<unknown>, 'name'> & Required<Pick<Dialect<unknown>, 'client'>>;
 
 interface Case {
   t: ClientTranscript;

@@ -24,7 +24,7 @@ export interface ClientRecordOptions {
   dialect: Dialect<unknown>;
   upstream: { host: string; port: number };
   out: string;
-  /** Header lines after @role client (server, client, dialect, ...). */
+  /** Header lines after `@role client` (server, client, dialect, ...). */
   headers: Record<string, string>;
   options?: Record<string, unknown>;
   hostname?: string;

@@ -63,7 +63,9 @@ export function covers(c: ClientCall, t: number): boolean {
   return c.from < t && t <= c.to;
 }
 
-type ClientSide = Pick<Dialect<unknown>, 'name'> & Required<Pick<Dialect<unknown>, 'client'>>;
+/** A dialect with a client side: what the client replay, properties and run take. */
+export type ClientSide = Pick<Dialect<unknown>, 'name'> &
+  Required<Pick<Dialect<unknown>, 'client'>>;
 
 /** The client context a transcript was recorded with: its names, options and limits. */
 export function clientContextFor(

@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 import { type Dialect, loadDialect } from '@tlsproxy/dialect-kit';
 import { runClientProperties } from './client-properties.js';
 import { readCa, recordClient } from './client-record.js';
-import { replayClient } from './client-replay.js';
+import { type ClientSide, replayClient } from './client-replay.js';
 import { type ClientTranscript, loadClientTranscript } from './client-transcript.js';
 import { ConformanceError } from './errors.js';
 import { parseHostPort } from './record.js';
@@ -75,12 +75,14 @@ function transcriptFiles(paths: string[]): string[] {
   return out;
 }
 
-type ClientSide = Dialect<unknown> & Required<Pick<Dialect<unknown>, 'client'>>;
-
 /** Load the dialect (it must have a client side) and its client transcripts. */
 export async function loadClientSuite(
   opts: Pick<ClientRunOptions, 'dialect' | 'transcripts' | 'transcriptDir' | 'cwd'>,
-): Promise<{ dialect: ClientSide; transcripts: ClientTranscript[]; found?: string }> {
+): Promise<{
+  dialect: Dialect<unknown> & ClientSide;
+  transcripts: ClientTranscript[];
+  found?: string;
+}> {
   const cwd = opts.cwd ?? process.cwd();
   const dialect = (await loadDialect(opts.dialect as string, cwd)) as Dialect<unknown>;
   if (!dialect.client) {
@@ -112,8 +114,12 @@ export async function loadClientSuite(
   const transcripts = files.map(loadClientTranscript);
   // The folder found by looking (none was given), so a reproduce line need not look again.
   return opts.transcripts?.length || opts.transcriptDir
-    ? { dialect: dialect as ClientSide, transcripts }
-    : { dialect: dialect as ClientSide, transcripts, found: resolve(cwd, paths[0]!) };
+    ? { dialect: dialect as Dialect<unknown> & ClientSide, transcripts }
+    : {
+        dialect: dialect as Dialect<unknown> & ClientSide,
+        transcripts,
+        found: resolve(cwd, paths[0]!),
+      };
 }
 
 function shellWord(s: string): string {

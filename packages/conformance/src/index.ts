@@ -7,8 +7,10 @@ export { runClientProperties } from './client-properties.js';
 export { type ClientRecordOptions, recordClient } from './client-record.js';
 // The client side (issue 18): client transcripts, their replay, properties and run.
 export {
+  type ClientCall,
   type ClientInput,
   type ClientObservation,
+  type ClientSide,
   clientInputs,
   judgeClient,
   observeClient,
@@ -28,17 +30,21 @@ export {
 export { engineReplay } from './engine.js';
 export { ConformanceError, type ConformanceErrorCode } from './errors.js';
 export {
+  type Aftermath,
   formatMutationReport,
   MUTANT_CLASSES,
   type MutantClass,
+  type MutantResult,
+  type MutationOptions,
   type MutationReport,
+  type MutationSite,
   mutantDialect,
   mutationCheck,
 } from './mutate.js';
 export { formatMismatch, type Mismatch, matchOutput, PLACEHOLDERS } from './pattern.js';
 export { runProperties } from './properties.js';
 export { type Event, type RecordOptions, record, renderTranscript } from './record.js';
-export { type Input, type Observation, observe, replay } from './replay.js';
+export { type Clock, type Input, type Observation, observe, replay } from './replay.js';
 export { REPLY_RULES, type Reply, type ReplyRules } from './replies.js';
 export { formatReport } from './report.js';
 export { type CheckResult, type Report, type RunOptions, runConformance } from './runner.js';

@@ -3,7 +3,7 @@
 export type { ClientIdentity } from './client-identity.js';
 export { clientIdentity, identityFromCertificate } from './client-identity.js';
 export type { DaemonOptions } from './daemon.js';
-export { PoolDaemon } from './daemon.js';
+export { type DaemonEngine, PoolDaemon } from './daemon.js';
 export type {
   ClientCertPolicy,
   ConnectInfo,
