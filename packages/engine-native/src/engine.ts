@@ -14,6 +14,8 @@ import {
   type ConnectResult,
   type ControlOp,
   certificateNames,
+  checkCa,
+  connectRequestProblem,
   type EngineOptions,
   type HandshakeRequest,
   type HandshakeResult,
@@ -160,71 +162,8 @@ export class NativeIdentities {
 
 /** Client contexts kept (by CA, identity and minimum version), as pool keeps: most use one or two. */
 const CLIENT_CONTEXTS = 32;
-/** Largest CA text a connect request may carry (pool's MAX_CA_BYTES). */
-const MAX_CA_BYTES = 1024 * 1024;
-const MIN_VERSIONS: ReadonlySet<string> = new Set(['TLSv1.2', 'TLSv1.3']);
-/** A DNS name as a certificate names it (pool's rule for serverName). */
-const DNS_NAME =
-  /^(?=.{1,253}\.?$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*\.?$/i;
-const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g;
-
-const isTimeout = (v: unknown): v is number =>
-  typeof v === 'number' && Number.isFinite(v) && v >= 0;
-
-/**
- * What is wrong with a connect request, word for word as pool's connectRequestProblem (which
- * @tlsproxy/pool does not export): its fields come from callers and the daemon's peers.
- */
-export function connectRequestProblem(request: ConnectRequest): string | undefined {
-  if (typeof request !== 'object' || request === null) return 'request must be an object';
-  const { serverName, ca, clientIdentity, alpn, minVersion, handshakeTimeoutMs, idleTimeoutMs } =
-    request;
-  if (typeof serverName !== 'string' || !(net.isIP(serverName) || DNS_NAME.test(serverName)))
-    return 'serverName must be a DNS name or an IP address';
-  if (ca !== undefined && (typeof ca !== 'string' || ca.length > MAX_CA_BYTES))
-    return `ca must be PEM text of at most ${MAX_CA_BYTES} bytes`;
-  if (clientIdentity !== undefined && (typeof clientIdentity !== 'string' || clientIdentity === ''))
-    return "clientIdentity must be the name of one of the engine's identities";
-  if (
-    alpn !== undefined &&
-    !(
-      Array.isArray(alpn) &&
-      alpn.every((p) => typeof p === 'string' && p.length > 0 && p.length < 256)
-    )
-  )
-    return 'alpn must be a list of protocol names';
-  if (minVersion !== undefined && !(typeof minVersion === 'string' && MIN_VERSIONS.has(minVersion)))
-    return 'minVersion must be TLSv1.2 or TLSv1.3';
-  if (
-    handshakeTimeoutMs !== undefined &&
-    !(isTimeout(handshakeTimeoutMs) && handshakeTimeoutMs > 0)
-  )
-    return 'handshakeTimeoutMs must be a number of milliseconds > 0';
-  if (idleTimeoutMs !== undefined && !isTimeout(idleTimeoutMs))
-    return 'idleTimeoutMs must be a number of milliseconds ≥ 0';
-  return undefined;
-}
-
-/**
- * Trusted CAs must be PEM certificates, at least one, each parsing (as pool checks them): OpenSSL
- * would skip what it cannot read, and a typo would then trust nothing.
- */
-function checkCa(ca: string): void {
-  const blocks = ca.match(PEM_CERTIFICATE) ?? [];
-  if (blocks.length === 0)
-    throw new PoolError('TLSPROXY_ERR_POOL_CONFIG', 'ca holds no PEM certificate');
-  blocks.forEach((b, i) => {
-    try {
-      new X509Certificate(b);
-    } catch (err) {
-      throw new PoolError(
-        'TLSPROXY_ERR_POOL_CONFIG',
-        `ca: certificate ${i + 1} does not parse (${(err as Error).message})`,
-        { cause: err },
-      );
-    }
-  });
-}
+// What a connect request may hold and which CA texts are usable: pool's own checks
+// (connectRequestProblem, checkCa), so both engines refuse the same requests in the same words.
 
 /** Node's bundled roots as one PEM text, for a request without `ca` (built once). */
 let rootsPem: string | undefined;

@@ -848,7 +848,7 @@ const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE---
  * Trusted CAs must be PEM certificates, at least one: Node would skip text it cannot read, and a
  * typo would then trust nothing (closed, but with a misleading "unknown CA" on every connect).
  */
-function checkCa(ca: string): void {
+export function checkCa(ca: string): void {
   const blocks = ca.match(PEM_CERTIFICATE) ?? [];
   if (blocks.length === 0)
     throw new PoolError('TLSPROXY_ERR_POOL_CONFIG', 'ca holds no PEM certificate');

@@ -17,7 +17,7 @@ export type {
   ServerIdentity,
   TlsEngineApi,
 } from './engine.js';
-export { TlsEngine } from './engine.js';
+export { checkCa, connectRequestProblem, TlsEngine } from './engine.js';
 export type { PoolErrorCode, VerifyReason } from './errors.js';
 export { isResourceError, PoolError, VERIFY_REASONS } from './errors.js';
 export type { ContextOptions, Identity, IdentityConfig } from './identities.js';
