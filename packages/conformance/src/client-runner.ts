@@ -2,8 +2,8 @@
 // client transcripts — the sans-I/O replay (client-replay.ts) and the property suite
 // (client-properties.ts) — with the same report, exit codes and reproduce line as the server
 // side's run.
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type Dialect, loadDialect } from '@tlsproxy/dialect-kit';
 import { runClientProperties } from './client-properties.js';
@@ -18,6 +18,7 @@ import {
   defaultTranscriptDir,
   packageTranscriptDir,
   type Report,
+  transcriptFiles,
 } from './runner.js';
 
 export interface ClientRunOptions {
@@ -53,26 +54,6 @@ export function packageClientTranscriptDir(
   name?: string,
 ): string | undefined {
   return packageTranscriptDir(spec, cwd, name, 'client');
-}
-
-function transcriptFiles(paths: string[]): string[] {
-  const out: string[] = [];
-  for (const p of paths) {
-    if (!existsSync(p)) {
-      throw new ConformanceError('TLSPROXY_ERR_CONFORMANCE_USAGE', `no such transcript: ${p}`);
-    }
-    try {
-      out.push(
-        ...readdirSync(p)
-          .filter((f) => f.endsWith('.txt'))
-          .sort()
-          .map((f) => join(p, f)),
-      );
-    } catch {
-      out.push(p);
-    }
-  }
-  return out;
 }
 
 /** Load the dialect (it must have a client side) and its client transcripts. */

@@ -62,7 +62,8 @@ function withDivergence(t: Transcript, r: CheckResult): CheckResult {
     : { ...r, ok: true, known: reason };
 }
 
-function transcriptFiles(paths: string[]): string[] {
+/** The .txt files of each folder (sorted), and each file as given; a missing path is an error. */
+export function transcriptFiles(paths: string[]): string[] {
   const out: string[] = [];
   for (const p of paths) {
     if (!existsSync(p)) {
