@@ -467,6 +467,70 @@ static conn *get_conn(napi_env env, engine_box *b, napi_value v) {
 
 // submit(engine, store, fd, id, policy, alpnWire|null, handshakeTimeoutMs, idleTimeoutMs,
 //        checkSni, wantBytes) → handle, or null when the engine is busy (the caller keeps the fd).
+// ---- shared by submit (server side) and connect (client side) ----
+
+/** An ALPN list from JS (a Buffer, or null/undefined for none) into alpn/len; false: thrown. The
+ * list goes to OpenSSL (SSL_select_next_proto as the server's, SSL_set_alpn_protos as the
+ * client's): OpenSSL before 3.0.15 (fixed with CVE-2024-5535) could read past the end of a
+ * malformed one, and older node 20 releases bundle such versions. So only well-formed lists get
+ * that far. */
+static bool get_alpn(napi_env env, napi_value v, void **alpn, size_t *len) {
+  *alpn = NULL;
+  *len = 0;
+  if (is_nullish(env, v)) return true;
+  if (napi_get_buffer_info(env, v, alpn, len) != napi_ok || *len > 65535) {
+    throw_type(env, "alpn must be a Buffer");
+    return false;
+  }
+  for (size_t i = 0; i < *len;) {
+    size_t n = ((const unsigned char *)*alpn)[i];
+    if (n == 0 || n > *len - i - 1) {
+      throw_type(env, "alpn must be ALPN wire format");
+      return false;
+    }
+    i += 1 + n;
+  }
+  return true;
+}
+
+/** The handshake and idle timeouts (ms) from JS; false: thrown. */
+static bool get_timeouts(napi_env env, napi_value hsv, napi_value idlev, double *hs,
+                         double *idle) {
+  if (napi_get_value_double(env, hsv, hs) != napi_ok || !(*hs >= 1 && *hs < 1e10)) {
+    throw_type(env, "bad handshake timeout");
+    return false;
+  }
+  if (napi_get_value_double(env, idlev, idle) != napi_ok || !(*idle >= 0 && *idle < 1e12)) {
+    throw_type(env, "bad idle timeout");
+    return false;
+  }
+  return true;
+}
+
+/**
+ * A new session `c` (one reference: ours) to its JS handle and to the loop thread: the handle
+ * holds one reference (its finalizer drops it), the CMD_NEW command another. Returns the handle,
+ * or null when the loop refused the command (the engine is closing: JS still owns the fd and the
+ * handle's finalizer frees c), or NULL after a throw.
+ */
+static napi_value hand_to_loop(napi_env env, engine_box *b, conn *c) {
+  napi_value ext;
+  if (napi_create_external(env, c, conn_finalize, NULL, &ext) != napi_ok) {
+    conn_unref(c);
+    napi_throw_error(env, "TLSPROXY_ERR_NATIVE_NAPI", "napi_create_external failed");
+    return NULL;
+  }
+  conn_ref(c); // the command's
+  cmd k = {.type = CMD_NEW, .c = c};
+  if (engine_push(&b->e, &k) != 0) {
+    conn_unref(c);
+    napi_value nul;
+    napi_get_null(env, &nul);
+    return nul;
+  }
+  return ext;
+}
+
 static napi_value js_submit(napi_env env, napi_callback_info info) {
   napi_value argv[10];
   if (args(env, info, 10, argv)) return NULL;
@@ -484,21 +548,8 @@ static napi_value js_submit(napi_env env, napi_callback_info info) {
     return throw_type(env, "bad client certificate policy");
   void *alpn = NULL;
   size_t alpn_len = 0;
-  if (!is_nullish(env, argv[5]) &&
-      (napi_get_buffer_info(env, argv[5], &alpn, &alpn_len) != napi_ok || alpn_len > 65535))
-    return throw_type(env, "alpn must be a Buffer");
-  // The list goes to SSL_select_next_proto as the server's: OpenSSL before 3.0.15 (fixed with
-  // CVE-2024-5535) could read past the end of a malformed one, and older node 20 releases
-  // bundle such versions. So only well-formed lists get that far.
-  for (size_t i = 0; i < alpn_len;) {
-    size_t n = ((const unsigned char *)alpn)[i];
-    if (n == 0 || n > alpn_len - i - 1) return throw_type(env, "alpn must be ALPN wire format");
-    i += 1 + n;
-  }
-  if (napi_get_value_double(env, argv[6], &hs) != napi_ok || !(hs >= 1 && hs < 1e10))
-    return throw_type(env, "bad handshake timeout");
-  if (napi_get_value_double(env, argv[7], &idle) != napi_ok || !(idle >= 0 && idle < 1e12))
-    return throw_type(env, "bad idle timeout");
+  if (!get_alpn(env, argv[5], &alpn, &alpn_len) || !get_timeouts(env, argv[6], argv[7], &hs, &idle))
+    return NULL;
   napi_get_value_bool(env, argv[8], &check);
   bool want_bytes = false;
   napi_get_value_bool(env, argv[9], &want_bytes);
@@ -508,21 +559,7 @@ static napi_value js_submit(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "TLSPROXY_ERR_NATIVE_SSL", "could not create the TLS session");
     return NULL;
   }
-  napi_value ext;
-  if (napi_create_external(env, c, conn_finalize, NULL, &ext) != napi_ok) {
-    conn_unref(c);
-    napi_throw_error(env, "TLSPROXY_ERR_NATIVE_NAPI", "napi_create_external failed");
-    return NULL;
-  }
-  conn_ref(c); // the command's
-  cmd k = {.type = CMD_NEW, .c = c};
-  if (engine_push(&b->e, &k) != 0) {
-    conn_unref(c);
-    napi_value nul;
-    napi_get_null(env, &nul);
-    return nul; // JS still owns fd; the handle's finalizer frees c
-  }
-  return ext;
+  return hand_to_loop(env, b, c);
 }
 
 // ---- the client role (issue 18) ----
@@ -597,20 +634,10 @@ static napi_value js_connect(napi_env env, napi_callback_info info) {
   if (napi_get_value_double(env, argv[3], &id) != napi_ok) return throw_type(env, "bad id");
   void *alpn = NULL;
   size_t alpn_len = 0;
-  if (!is_nullish(env, argv[4]) &&
-      (napi_get_buffer_info(env, argv[4], &alpn, &alpn_len) != napi_ok || alpn_len > 65535))
-    return throw_type(env, "alpn must be a Buffer");
-  for (size_t i = 0; i < alpn_len;) {
-    size_t n = ((const unsigned char *)alpn)[i];
-    if (n == 0 || n > alpn_len - i - 1) return throw_type(env, "alpn must be ALPN wire format");
-    i += 1 + n;
-  }
+  if (!get_alpn(env, argv[4], &alpn, &alpn_len)) return NULL;
   if (napi_get_value_bool(env, argv[6], &is_ip) != napi_ok)
     return throw_type(env, "isIp must be a boolean");
-  if (napi_get_value_double(env, argv[7], &hs) != napi_ok || !(hs >= 1 && hs < 1e10))
-    return throw_type(env, "bad handshake timeout");
-  if (napi_get_value_double(env, argv[8], &idle) != napi_ok || !(idle >= 0 && idle < 1e12))
-    return throw_type(env, "bad idle timeout");
+  if (!get_timeouts(env, argv[7], argv[8], &hs, &idle)) return NULL;
   char *name = get_string(env, argv[5], "name");
   if (!name) return NULL;
   if (name[0] == 0 || strlen(name) > 253) {
@@ -624,21 +651,7 @@ static napi_value js_connect(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "TLSPROXY_ERR_NATIVE_SSL", "could not create the TLS session");
     return NULL;
   }
-  napi_value ext;
-  if (napi_create_external(env, c, conn_finalize, NULL, &ext) != napi_ok) {
-    conn_unref(c);
-    napi_throw_error(env, "TLSPROXY_ERR_NATIVE_NAPI", "napi_create_external failed");
-    return NULL;
-  }
-  conn_ref(c); // the command's
-  cmd k = {.type = CMD_NEW, .c = c};
-  if (engine_push(&b->e, &k) != 0) {
-    conn_unref(c);
-    napi_value nul;
-    napi_get_null(env, &nul);
-    return nul;
-  }
-  return ext;
+  return hand_to_loop(env, b, c);
 }
 
 static napi_value push_result(napi_env env, engine_box *b, cmd *k) {
