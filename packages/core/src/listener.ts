@@ -105,6 +105,14 @@ export const LISTENER_DEFAULTS: Readonly<Record<ListenerLimitName, number>> = Ob
 export interface ProxyOptions {
   /** The TLS engine: options for an embedded one, `{ socket }` for a tlspool daemon, or an engine object. */
   pool: EngineOptions | { socket: string; allowUids?: number[] } | TlsEngineApi;
+  /**
+   * How to build the embedded engine when `pool` is engine options: e.g.
+   * `(o) => new NativeTlsEngine(o)` from @tlsproxy/engine-native (TLS on C threads). Default:
+   * `new TlsEngine(o)` (node:tls). The proxy owns what this returns, as it would its own
+   * TlsEngine: `reloadPool()` reloads it and `close()` closes it. Not used when `pool` is a
+   * tlspool daemon's `{ socket }` or an engine object (which the caller owns).
+   */
+  createEngine?: (options: EngineOptions) => TlsEngineApi;
   logger?: Logger;
   /** uids that `unix:` backends may run as (checked with SO_PEERCRED on connect); default: any. */
   backendUids?: number[];

@@ -85,7 +85,9 @@ export class TlsProxy {
       this.pool = new RemoteTlsEngine(options.pool);
       this.#ownsPool = true;
     } else {
-      this.pool = new TlsEngine(options.pool);
+      this.pool = options.createEngine
+        ? options.createEngine(options.pool)
+        : new TlsEngine(options.pool);
       this.#ownsPool = true;
     }
   }
