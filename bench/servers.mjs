@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // Servers under test, one per child process so their CPU can be read from /proc/PID/stat:
 //   node bench/servers.mjs backend PATH        @tlsproxy/backend on a UNIX socket (post-TLS IMAP)
-//   node bench/servers.mjs tlsproxy PORT PATH  TlsProxy (IMAP dialect) handing off to PATH
+//   node bench/servers.mjs tlsproxy PORT PATH [node|native]
+//                                              TlsProxy (IMAP dialect) handing off to PATH, with
+//                                              the node:tls engine or the native one (C threads)
 //   node bench/servers.mjs nodetls PORT        IMAP preamble + STARTTLS + TLS in-process (node:tls)
 //   node bench/servers.mjs implicit PORT       implicit TLS (port-993 style) + IMAP in-process (node:tls)
 //   node bench/servers.mjs plain PORT          plaintext IMAP server (behind stunnel)
@@ -92,7 +94,7 @@ const onStop = (fn) => {
   }
 };
 
-async function main(mode, a, b) {
+async function main(mode, a, b, engine = 'node') {
   if (mode === 'backend') {
     const { listen } = await import('@tlsproxy/backend');
     const server = await listen({ path: a, maxPending: 4096 });
@@ -101,10 +103,14 @@ async function main(mode, a, b) {
     ready();
   } else if (mode === 'tlsproxy') {
     const { TlsProxy, silentLogger } = await import('@tlsproxy/core');
-    const proxy = new TlsProxy({
-      pool: { identities: [{ cert: certs.cert, key: certs.key }] },
-      logger: silentLogger,
-    });
+    const identities = [{ cert: certs.cert, key: certs.key }];
+    let pool = { identities };
+    if (engine === 'native') {
+      const { NativeTlsEngine } = await import('@tlsproxy/engine-native');
+      const threads = process.env.BENCH_ENGINE_THREADS;
+      pool = new NativeTlsEngine({ identities, ...(threads ? { threads: Number(threads) } : {}) });
+    }
+    const proxy = new TlsProxy({ pool, logger: silentLogger });
     // One client address (the load generator) opens every connection: lift the per-address
     // preamble limit (default 64) so the idle-connection test can hold thousands.
     await proxy.listen({

@@ -82,6 +82,12 @@ export function start(cmd, argv, { ready = null, port = null, name = cmd } = {})
   c.on('exit', () => children.delete(c));
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${name} did not start: ${err}`)), 15000);
+    // A peer that is not installed (spawn ENOENT) is a failed system, not a crashed bench.
+    c.on('error', (e) => {
+      clearTimeout(timer);
+      children.delete(c);
+      reject(new Error(`${name} did not start: ${e.message}`));
+    });
     const ok = () => {
       clearTimeout(timer);
       resolve(c);

@@ -8,11 +8,11 @@ export const cert = `${root}fixtures/certs/server.pem`;
 export const key = `${root}fixtures/certs/server.key`;
 
 /** tlsproxy embedded (TlsProxy, in-process TLS engine) in one process, backend in another. */
-export async function startTlsproxy(name, nodeFlags = []) {
+export async function startTlsproxy(name, nodeFlags = [], engine = 'node') {
   const sock = join(workDir, `${name}.sock`);
   const port = await freePort();
   const backend = await start(...node('servers.mjs', 'backend', sock), { ready: 'ready' });
-  const [cmd, argv] = node('servers.mjs', 'tlsproxy', port, sock);
+  const [cmd, argv] = node('servers.mjs', 'tlsproxy', port, sock, engine);
   const proxy = await start(cmd, [...nodeFlags, ...argv], { ready: 'ready' });
   return { port, proxy: [proxy], backend: [backend] };
 }
@@ -78,6 +78,14 @@ export const SYSTEMS = [
     bulk: true,
     idle: true,
     start: () => startTlsproxy('a1'),
+  },
+  {
+    id: 'tlsproxy-native',
+    label: 'tlsproxy (TlsProxy, native engine)',
+    cores: "1 proxy process with the native engine's threads (+ backend process)",
+    bulk: true,
+    idle: true,
+    start: () => startTlsproxy('n1', [], 'native'),
   },
   {
     id: 'tlsproxy-w2',
