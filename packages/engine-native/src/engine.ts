@@ -42,8 +42,21 @@ import type {
 /** The same suites as the node:tls engine (@tlsproxy/pool's TLS12_CIPHERS: Mozilla "intermediate" + TLS 1.3). */
 export const DEFAULT_CIPHERS = TLS12_CIPHERS;
 
+/**
+ * The default number of event-loop threads: cores − 1, at least 1. The JS thread is busy too (it
+ * runs every preamble and hand-off), and a loop thread that has to share its core with it pays in
+ * context switches: measured with `npm run bench` on 2 cores, 2 loop threads cost more CPU per
+ * connection than 1 (docs/benchmarks.md).
+ */
+export function defaultThreads(cores = availableParallelism()): number {
+  return Math.max(1, cores - 1);
+}
+
 export interface NativeEngineOptions extends EngineOptions {
-  /** Event-loop threads; default one per core. */
+  /**
+   * Event-loop threads; default {@link defaultThreads}: one per core but the one the JS thread
+   * needs (preamble, dialects, hand-offs), at least one.
+   */
   threads?: number;
 }
 
@@ -198,7 +211,7 @@ export class NativeTlsEngine implements TlsEngineApi {
   constructor(options: NativeEngineOptions) {
     this.#b = binding();
     this.#load(options);
-    const threads = options.threads ?? availableParallelism();
+    const threads = options.threads ?? defaultThreads();
     this.#engine = this.#b.engineCreate(threads, (events) => this.#onEvents(events));
     this.#b.engineRef(this.#engine, false);
   }

@@ -3,6 +3,7 @@
 export type { NativeEngineOptions, NativeIdentity } from './engine.js';
 export {
   DEFAULT_CIPHERS,
+  defaultThreads,
   identityFromCertificate,
   NativeIdentities,
   NativeTlsEngine,

@@ -248,3 +248,11 @@ describe('NativeTlsEngine: client certificates', () => {
     }
   });
 });
+
+describe('defaultThreads', () => {
+  it('leaves the JS thread a core, and never goes below one loop thread', async () => {
+    const { defaultThreads } = await import('../src/index.js');
+    expect([1, 2, 3, 8].map((n) => defaultThreads(n))).toEqual([1, 1, 2, 7]);
+    expect(defaultThreads()).toBeGreaterThanOrEqual(1);
+  });
+});

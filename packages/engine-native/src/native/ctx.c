@@ -107,6 +107,10 @@ static SSL_CTX *make_ctx(const store_params *p, int i, char *err, size_t errlen)
   // full socket does not hold a whole chunk hostage; the retry buffer may move (we copy it).
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
                             SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  // Read whole socket buffers, not a 5-byte record header and then its body: half the read()s
+  // per handshake and per record. What is read ahead waits inside OpenSSL, not in epoll's view:
+  // the relay tries SSL_read again until it blocks (rd_want), so nothing is stranded there.
+  SSL_CTX_set_read_ahead(ctx, 1);
   if (SSL_CTX_set_min_proto_version(ctx, p->min_version) != 1 ||
       SSL_CTX_set_cipher_list(ctx, p->ciphers) != 1 ||
       (p->ciphersuites && SSL_CTX_set_ciphersuites(ctx, p->ciphersuites) != 1)) {
@@ -229,6 +233,7 @@ cctx *cctx_create(const client_params *p, char *err, size_t errlen) {
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
                             SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+  SSL_CTX_set_read_ahead(ctx, 1); // as the server side's, same reason
   if (SSL_CTX_set_min_proto_version(ctx, p->min_version) != 1 ||
       SSL_CTX_set_cipher_list(ctx, p->ciphers) != 1 ||
       (p->ciphersuites && SSL_CTX_set_ciphersuites(ctx, p->ciphersuites) != 1)) {

@@ -1,0 +1,58 @@
+// The engine reads ahead (SSL_CTX_set_read_ahead): one read() takes every record the socket
+// holds, and OpenSSL keeps them where epoll cannot see them. These tests send many records in
+// one write and then wait without sending more: if the relay waited for epoll after each
+// record instead of reading until OpenSSL blocks, the rest would sit there until the next packet.
+import type net from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { NativeTlsEngine } from '../src/index.js';
+import { certs, client, type Served, serve } from './helpers.js';
+
+describe('NativeTlsEngine: records read ahead are all relayed', () => {
+  let engine: NativeTlsEngine;
+  let served: Served;
+  beforeAll(async () => {
+    engine = new NativeTlsEngine({ identities: [certs.server], threads: 1 });
+    served = await serve(engine);
+  });
+  afterAll(async () => {
+    await served.close();
+    await engine.close();
+  });
+
+  for (const records of [2, 20, 120]) {
+    it(`${records} records in one write reach the backend, and its answer the client`, async () => {
+      const c = client(served.port);
+      const result = await served.next();
+      await c.secure;
+      const backend: net.Socket = result.plaintext.toSocket({ allowHalfOpen: true });
+      const want = records * 512;
+      let got = 0;
+      backend.on('data', (d: Buffer) => {
+        got += d.length;
+        // Answer once everything arrived.
+        if (got === want) backend.write(Buffer.alloc(records, 0x6b));
+      });
+      // One write cut into 512-byte records (the smallest fragment node allows), all in one TCP
+      // send. (cork() would not do: node joins corked writes into one SSL_write, one record.)
+      expect(c.socket.setMaxSendFragment(512)).toBe(true);
+      c.socket.write(Buffer.alloc(want, 0x61));
+      let back = 0;
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(
+          () => reject(new Error(`stalled: backend got ${got}/${want}, client got ${back}`)),
+          3000,
+        );
+        c.socket.on('data', (d: Buffer) => {
+          back += d.length;
+          if (back === records) {
+            clearTimeout(timer);
+            resolve();
+          }
+        });
+      });
+      expect(got).toBe(want);
+      c.socket.destroy();
+      backend.destroy();
+    });
+  }
+});
