@@ -11,6 +11,7 @@ import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { silentLogger, TlsProxy } from '@tlsproxy/core';
 import { afterAll, describe, expect, it } from 'vitest';
+import { createEngine } from '../../../fixtures/engine.mjs';
 
 const server = fileURLToPath(new URL('../../../examples/imap-backend/server.mjs', import.meta.url));
 const certs = fileURLToPath(new URL('../../../fixtures/certs/', import.meta.url));
@@ -74,6 +75,7 @@ describe('examples/imap-backend never prints a control key', () => {
       const backend = startBackend(path, extra);
       const proxy = new TlsProxy({
         logger: silentLogger,
+        createEngine, // TLSPROXY_TEST_ENGINE (fixtures/engine.mjs)
         pool: {
           identities: [
             { cert: readFileSync(`${certs}server.pem`), key: readFileSync(`${certs}server.key`) },

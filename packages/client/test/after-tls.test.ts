@@ -6,6 +6,7 @@ import { socketpair } from '@tlsproxy/fdpass';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dropAfterTls } from '../src/after-tls.js';
 import { connectStartTls, connectStartTlsFd } from '../src/index.js';
+import { viaEngine } from './engine.js';
 import { certs, type ToyServer, toy, toyServer } from './toy.js';
 
 const withJudge = (afterTls: (d: Uint8Array) => number | null): Dialect => ({
@@ -33,6 +34,7 @@ describe('afterTls', () => {
   });
   afterAll(() => server.close());
   const opts = (dialect: Dialect) => ({
+    ...viaEngine,
     dialect,
     host: '127.0.0.1',
     port: server.port,

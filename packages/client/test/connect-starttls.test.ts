@@ -7,7 +7,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { defineDialect } from '@tlsproxy/dialect-kit';
-import { PoolDaemon, PoolError, RemoteTlsEngine, TlsEngine } from '@tlsproxy/pool';
+import {
+  type DaemonEngine,
+  PoolDaemon,
+  PoolError,
+  RemoteTlsEngine,
+  TlsEngine,
+} from '@tlsproxy/pool';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -16,6 +22,7 @@ import {
   connectStartTls,
   connectStartTlsFd,
 } from '../src/index.js';
+import { newEngine, viaEngine } from './engine.js';
 import { certs, type ToyServer, toy, toyServer } from './toy.js';
 
 const fdCount = () => readdirSync('/proc/self/fd').length;
@@ -57,6 +64,7 @@ async function rejection<E extends Error>(p: Promise<unknown>): Promise<E> {
 }
 
 const base = (port: number): ConnectStartTlsOptions => ({
+  ...viaEngine,
   dialect: toy,
   host: '127.0.0.1',
   port,
@@ -337,8 +345,9 @@ describe('connectStartTls: client certificates', () => {
     strict = await toyServer({
       tls: { ca: certs.ca, requestCert: true, rejectUnauthorized: true },
     });
+    // The daemon serves the engine under test (TLSPROXY_TEST_ENGINE).
     daemon = new PoolDaemon(
-      new TlsEngine({ identities: [{ ...certs.client, names: ['alice'] }] }),
+      newEngine({ identities: [{ ...certs.client, names: ['alice'] }] }) as DaemonEngine,
       { path: join(dir, 'pool.sock') },
     );
     remote = new RemoteTlsEngine({ socket: join(dir, 'pool.sock') });
@@ -351,7 +360,9 @@ describe('connectStartTls: client certificates', () => {
   });
 
   it('a certificate and key for the embedded engine', async () => {
-    const r = await connectStartTls({ ...base(strict.port), clientIdentity: certs.client });
+    // connectStartTls builds this engine itself (node:tls), whichever engine the others use.
+    const { engine: _theirs, ...own } = base(strict.port);
+    const r = await connectStartTls({ ...own, clientIdentity: certs.client });
     expect(await readUntil(r.socket, 'welcome\n')).toMatch(/welcome\n$/);
     expect(strict.log.at(-1)!.peerCN).toBe('alice');
     r.socket.destroy();

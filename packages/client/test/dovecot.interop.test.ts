@@ -8,11 +8,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import type net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PoolDaemon, type PoolError, RemoteTlsEngine, TlsEngine } from '@tlsproxy/pool';
+import { type DaemonEngine, PoolDaemon, type PoolError, RemoteTlsEngine } from '@tlsproxy/pool';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as servers from '../../../fixtures/servers/index.mjs';
 import { DOVECOT_POP3, type RealServer, SERVERS } from '../../../fixtures/servers/index.mjs';
 import { type ClientError, connectStartTls } from '../src/index.js';
+import { newEngine, viaEngine } from './engine.js';
 import { certs } from './toy.js';
 
 const bin = SERVERS.dovecot.bin;
@@ -69,7 +70,7 @@ describe.skipIf(!bin)('connectStartTls against a real Dovecot', () => {
   let remote: RemoteTlsEngine;
   beforeAll(async () => {
     [withTls, withoutTls] = await Promise.all([startDovecot(true), startDovecot(false)]);
-    daemon = new PoolDaemon(new TlsEngine({ identities: [], connectOnly: true }), {
+    daemon = new PoolDaemon(newEngine({ identities: [], connectOnly: true }) as DaemonEngine, {
       path: join(dir, 'pool.sock'),
     });
     remote = new RemoteTlsEngine({ socket: join(dir, 'pool.sock') });
@@ -84,6 +85,7 @@ describe.skipIf(!bin)('connectStartTls against a real Dovecot', () => {
   for (const via of ['embedded', 'daemon'] as const) {
     it(`STARTTLS, verified, no STARTTLS inside, LOGIN works (${via} engine)`, async () => {
       const r = await connectStartTls({
+        ...viaEngine,
         dialect: 'imap',
         host: '127.0.0.1',
         port: withTls.port,
@@ -105,13 +107,20 @@ describe.skipIf(!bin)('connectStartTls against a real Dovecot', () => {
   }
 
   it('a name the certificate does not carry, or a wrong CA: fails closed', async () => {
-    const base = { dialect: 'imap', host: '127.0.0.1', port: withTls.port, ca: certs.ca };
+    const base = {
+      ...viaEngine,
+      dialect: 'imap',
+      host: '127.0.0.1',
+      port: withTls.port,
+      ca: certs.ca,
+    };
     const name = await connectStartTls({ ...base, serverName: 'imap.example.org' }).then(
       () => null,
       (e: PoolError) => e,
     );
     expect([name?.code, name?.reason]).toEqual(['TLSPROXY_ERR_POOL_VERIFY', 'name-mismatch']);
     const ca = await connectStartTls({
+      ...viaEngine,
       ...base,
       serverName: 'imap.example.test',
       ca: certs.rogue.cert,
@@ -125,6 +134,7 @@ describe.skipIf(!bin)('connectStartTls against a real Dovecot', () => {
 
   it('a Dovecot without TLS: no STARTTLS offered, fails closed', async () => {
     const err = await connectStartTls({
+      ...viaEngine,
       dialect: 'imap',
       host: '127.0.0.1',
       port: withoutTls.port,
@@ -171,6 +181,7 @@ describe.skipIf(!hasPop3)('connectStartTls against a real Dovecot POP3', () => {
 
   it('STLS, verified, the greeting first, no STLS in CAPA inside TLS, USER/PASS works', async () => {
     const r = await connectStartTls({
+      ...viaEngine,
       dialect: 'pop3',
       host: '127.0.0.1',
       port: withTls.port,
@@ -190,6 +201,7 @@ describe.skipIf(!hasPop3)('connectStartTls against a real Dovecot POP3', () => {
 
   it('a Dovecot POP3 without TLS: fails closed', async () => {
     const err = await connectStartTls({
+      ...viaEngine,
       dialect: 'pop3',
       host: '127.0.0.1',
       port: withoutTls.port,

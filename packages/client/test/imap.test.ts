@@ -6,6 +6,7 @@ import tls from 'node:tls';
 import { PoolError } from '@tlsproxy/pool';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ClientError, connectStartTls } from '../src/index.js';
+import { viaEngine } from './engine.js';
 import { certs } from './toy.js';
 
 interface FakeImap {
@@ -87,6 +88,7 @@ describe('connectStartTls with the IMAP client dialect (node-based server)', () 
 
   it('the greeting without its CAPABILITY code first, then IMAP inside TLS', async () => {
     const r = await connectStartTls({
+      ...viaEngine,
       dialect: 'imap',
       host: '127.0.0.1',
       port: plain.port,
@@ -103,6 +105,7 @@ describe('connectStartTls with the IMAP client dialect (node-based server)', () 
 
   it('a forged response behind the go-ahead: no TLS (TLSPROXY_ERR_CLIENT_REFUSED)', async () => {
     const err = await connectStartTls({
+      ...viaEngine,
       dialect: 'imap',
       host: '127.0.0.1',
       port: injecting.port,
@@ -120,6 +123,7 @@ describe('connectStartTls with the IMAP client dialect (node-based server)', () 
 
   it('a wrong name fails closed', async () => {
     const err = await connectStartTls({
+      ...viaEngine,
       dialect: 'imap',
       host: '127.0.0.1',
       port: plain.port,

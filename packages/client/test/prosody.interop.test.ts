@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as servers from '../../../fixtures/servers/index.mjs';
 import { SERVERS } from '../../../fixtures/servers/index.mjs';
 import { type ClientError, connectStartTls } from '../src/index.js';
+import { viaEngine } from './engine.js';
 import { certs } from './toy.js';
 
 const PROSODY = SERVERS.prosody.bin;
@@ -54,6 +55,7 @@ describe.skipIf(!PROSODY)('connectStartTls against a real Prosody (XMPP c2s)', (
 
   it('<starttls/>, <proceed/>, verified; inside TLS no <starttls/> and SASL offered', async () => {
     const r = await connectStartTls({
+      ...viaEngine,
       dialect: 'xmpp',
       host: '127.0.0.1',
       port: prosody.c2s,
@@ -70,6 +72,7 @@ describe.skipIf(!PROSODY)('connectStartTls against a real Prosody (XMPP c2s)', (
 
   it('a wrong CA fails closed', async () => {
     const err = await connectStartTls({
+      ...viaEngine,
       dialect: 'xmpp',
       host: '127.0.0.1',
       port: prosody.c2s,
@@ -84,6 +87,7 @@ describe.skipIf(!PROSODY)('connectStartTls against a real Prosody (XMPP c2s)', (
 
   it('a Prosody without mod_tls: no STARTTLS offered, fails closed', async () => {
     const err = await connectStartTls({
+      ...viaEngine,
       dialect: 'xmpp',
       host: '127.0.0.1',
       port: plain.c2s,

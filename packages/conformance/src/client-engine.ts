@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
-import type { TlsProxy } from '@tlsproxy/core';
+import type { ProxyOptions, TlsProxy } from '@tlsproxy/core';
 import type { Dialect } from '@tlsproxy/dialect-kit';
 import { show } from './bytes.js';
 import { type ClientTranscript, expectedOutcome } from './client-transcript.js';
@@ -227,10 +227,12 @@ export async function clientEngineReplay(
   dialect: Dialect<unknown>,
   transcripts: readonly ClientTranscript[],
   options: Record<string, unknown>,
+  createEngine?: ProxyOptions['createEngine'],
 ): Promise<CheckResult[]> {
   const { TlsProxy, silentLogger } = await loadCore();
   const proxy = new TlsProxy({
     pool: { identities: [{ cert: cert('server.pem'), key: cert('server.key') }] },
+    createEngine,
     logger: silentLogger,
   });
   const results: CheckResult[] = [];

@@ -5,6 +5,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import type { ProxyOptions } from '@tlsproxy/core';
 import { type Dialect, loadDialect } from '@tlsproxy/dialect-kit';
 import { runClientProperties } from './client-properties.js';
 import { readCa, recordClient } from './client-record.js';
@@ -32,6 +33,8 @@ export interface ClientRunOptions {
   seed?: number;
   /** Also replay through a real TlsProxy `role: client` listener on loopback (default true). */
   engine?: boolean;
+  /** How that TlsProxy builds its TLS engine (its `createEngine`; default node:tls). */
+  createEngine?: ProxyOptions['createEngine'];
   cwd?: string;
   /** For the reproduce line only. */
   optionsFile?: string;
@@ -147,7 +150,7 @@ export async function runClientConformance(opts: ClientRunOptions): Promise<Repo
   if (opts.engine !== false) {
     // Loaded only here: @tlsproxy/core is an optional peer dependency (--no-engine).
     const { clientEngineReplay } = await import('./client-engine.js');
-    results.push(...(await clientEngineReplay(dialect, transcripts, options)));
+    results.push(...(await clientEngineReplay(dialect, transcripts, options, opts.createEngine)));
   }
   results.push(
     ...runClientProperties(dialect, transcripts, options, { seed, seconds: opts.seconds ?? 5 }),

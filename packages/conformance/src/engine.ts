@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 // Types only: erased at build time, so loading this module never loads the engine.
-import type { HandoffTarget, TlsProxy } from '@tlsproxy/core';
+import type { HandoffTarget, ProxyOptions, TlsProxy } from '@tlsproxy/core';
 import type { Dialect } from '@tlsproxy/dialect-kit';
 import { concat, show } from './bytes.js';
 import { ConformanceError } from './errors.js';
@@ -254,10 +254,12 @@ export async function engineReplay(
   dialect: Dialect<unknown>,
   transcripts: readonly Transcript[],
   options: Record<string, unknown>,
+  createEngine?: ProxyOptions['createEngine'],
 ): Promise<CheckResult[]> {
   const { TlsProxy, silentLogger } = await loadCore();
   const proxy = new TlsProxy({
     pool: { identities: [{ cert: cert('server.pem'), key: cert('server.key') }] },
+    createEngine,
     logger: silentLogger,
   });
   const results: CheckResult[] = [];

@@ -3,6 +3,7 @@
 import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve, sep } from 'node:path';
+import type { ProxyOptions } from '@tlsproxy/core';
 import { type Dialect, loadDialect } from '@tlsproxy/dialect-kit';
 import { engineReplay } from './engine.js';
 import { ConformanceError } from './errors.js';
@@ -22,6 +23,8 @@ export interface RunOptions {
   seed?: number;
   /** Also replay through a real TlsProxy on loopback (default true). */
   engine?: boolean;
+  /** How that TlsProxy builds its TLS engine (its `createEngine`; default node:tls). */
+  createEngine?: ProxyOptions['createEngine'];
   cwd?: string;
   /** For the reproduce line only: the file --options was read from, and --json. */
   optionsFile?: string;
@@ -255,7 +258,7 @@ export async function runConformance(opts: RunOptions): Promise<Report> {
     );
   }
   if (opts.engine !== false) {
-    const engine = await engineReplay(dialect, transcripts, options);
+    const engine = await engineReplay(dialect, transcripts, options, opts.createEngine);
     engine.forEach((r, i) => results.push(withDivergence(transcripts[i]!, r)));
   }
   results.push(

@@ -17,6 +17,7 @@ import type {
   Dialect,
 } from '@tlsproxy/dialect-kit';
 import { describe, expect, it } from 'vitest';
+import { createEngine } from '../../../fixtures/engine.mjs';
 import { runClientConformance } from '../src/client-runner.js';
 import { formatReport } from '../src/report.js';
 import type { CheckResult, Report } from '../src/runner.js';
@@ -38,6 +39,7 @@ async function run(name: string, client: ClientDialect<unknown>): Promise<Report
     seconds: 1,
     seed: 11,
     cwd: repo,
+    createEngine,
   });
 }
 

@@ -5,6 +5,7 @@
 import { fileURLToPath } from 'node:url';
 import type { Dialect } from '@tlsproxy/dialect-kit';
 import { describe, expect, it } from 'vitest';
+import { createEngine } from '../../../fixtures/engine.mjs';
 import { main } from '../src/cli.js';
 import { runClientConformance } from '../src/client-runner.js';
 import { formatReport } from '../src/report.js';
@@ -15,7 +16,13 @@ const BUILT_IN = ['imap', 'pop3', 'smtp', 'ldap', 'xmpp', 'http-upgrade'];
 describe('client transcripts of the built-in dialects', () => {
   for (const name of BUILT_IN) {
     it(`${name}: every client transcript and property passes`, async () => {
-      const report = await runClientConformance({ dialect: name, seconds: 2, cwd: repo, seed: 42 });
+      const report = await runClientConformance({
+        dialect: name,
+        seconds: 2,
+        cwd: repo,
+        seed: 42,
+        createEngine,
+      });
       expect(report.transcripts.length).toBeGreaterThanOrEqual(3);
       // The three cases every dialect has: STARTTLS, not offered, injection after the go-ahead.
       const names = report.results.filter((r) => r.kind === 'replay').map((r) => r.name);

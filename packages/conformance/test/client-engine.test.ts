@@ -4,6 +4,7 @@
 import { fileURLToPath } from 'node:url';
 import type { Dialect } from '@tlsproxy/dialect-kit';
 import { describe, expect, it } from 'vitest';
+import { createEngine } from '../../../fixtures/engine.mjs';
 import { clientEngineReplay } from '../src/client-engine.js';
 import { loadClientSuite } from '../src/client-runner.js';
 
@@ -13,7 +14,12 @@ describe('client engine replay', () => {
   for (const name of ['imap', 'pop3', 'smtp', 'ldap', 'xmpp', 'http-upgrade']) {
     it(`${name}: every client transcript through a role: client listener`, async () => {
       const { dialect, transcripts } = await loadClientSuite({ dialect: name, cwd: repo });
-      const results = await clientEngineReplay(dialect as Dialect<unknown>, transcripts, {});
+      const results = await clientEngineReplay(
+        dialect as Dialect<unknown>,
+        transcripts,
+        {},
+        createEngine,
+      );
       expect(
         results.filter((r) => !r.ok).map((r) => `${r.name}: ${r.problems.join('\n')}`),
       ).toEqual([]);
@@ -56,7 +62,7 @@ describe('client engine replay fails a broken client', () => {
         },
       },
     };
-    const results = await clientEngineReplay(broken, transcripts, {});
+    const results = await clientEngineReplay(broken, transcripts, {}, createEngine);
     const injection = results.find((r) => r.name === 'injection')!;
     expect(injection.ok).toBe(false);
     expect(injection.problems.join('\n')).toMatch(/local connection was not closed|differs/);

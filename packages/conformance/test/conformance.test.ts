@@ -3,6 +3,7 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { createEngine } from '../../../fixtures/engine.mjs';
 import { main } from '../src/cli.js';
 import { formatReport } from '../src/report.js';
 import { runConformance } from '../src/runner.js';
@@ -20,7 +21,13 @@ describe('dialects in this repository', () => {
   it.each(dialects.map((d) => d.name))(
     '%s passes its transcripts and the properties',
     async (name) => {
-      const report = await runConformance({ dialect: name, seconds: 3, cwd: repo, seed: 42 });
+      const report = await runConformance({
+        dialect: name,
+        seconds: 3,
+        cwd: repo,
+        seed: 42,
+        createEngine,
+      });
       expect(report.ok, formatReport(report)).toBe(true);
       expect(report.results.filter((r) => r.kind === 'engine').length).toBeGreaterThan(0);
     },
@@ -32,7 +39,13 @@ describe('a broken dialect', () => {
   const broken = join(import.meta.dirname, 'fixtures/broken-dialect.mjs');
 
   it('fails with a readable diff and a reproducible seed', async () => {
-    const report = await runConformance({ dialect: broken, seconds: 2, cwd: repo, seed: 7 });
+    const report = await runConformance({
+      dialect: broken,
+      seconds: 2,
+      cwd: repo,
+      seed: 7,
+      createEngine,
+    });
     expect(report.ok).toBe(false);
     const text = formatReport(report);
     const failed = report.results.filter((r) => !r.ok).map((r) => `${r.kind}:${r.name}`);

@@ -5,6 +5,7 @@
 import { join } from 'node:path';
 import type { Action, Dialect, DialectSession } from '@tlsproxy/dialect-kit';
 import { describe, expect, it } from 'vitest';
+import { createEngine } from '../../../fixtures/engine.mjs';
 import { fromLatin1, latin1 } from '../src/bytes.js';
 import { main } from '../src/cli.js';
 import { engineReplay } from '../src/engine.js';
@@ -125,9 +126,9 @@ describe('who closed', () => {
   });
 
   it('through the engine too', async () => {
-    const [good] = await engineReplay(toy(), [serverCloses], {});
+    const [good] = await engineReplay(toy(), [serverCloses], {}, createEngine);
     expect(good!.problems).toEqual([]);
-    const [bad] = await engineReplay(toy({ linger: true }), [serverCloses], {});
+    const [bad] = await engineReplay(toy({ linger: true }), [serverCloses], {}, createEngine);
     expect(bad!.problems.join('\n')).toMatch(/stayed open until the client closed/);
   }, 30_000);
 

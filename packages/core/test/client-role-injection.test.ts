@@ -10,7 +10,7 @@ import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadDialect, TlsProxy } from '../src/index.js';
 import { LocalClient } from './client-helpers.js';
-import { cert, quietLogger, sleep } from './helpers.js';
+import { cert, createEngine, quietLogger, sleep } from './helpers.js';
 
 const INJECTED = 'INJECTED-by-the-server';
 
@@ -158,6 +158,7 @@ async function fakeServer(
 const embeddedConnects = await (async () => {
   const probe = new TlsProxy({
     logger: quietLogger(),
+    createEngine,
     pool: { identities: [{ cert: cert('server.pem'), key: cert('server.key') }] },
   });
   const has = typeof probe.pool.connect === 'function';
@@ -181,7 +182,11 @@ describe.skipIf(!embeddedConnects)(
         }
         const port = await fakeServer(greeting, steps);
         const logger = quietLogger();
-        const proxy = new TlsProxy({ logger, pool: { identities: [], connectOnly: true } });
+        const proxy = new TlsProxy({
+          logger,
+          createEngine,
+          pool: { identities: [], connectOnly: true },
+        });
         cleanups.push(() => proxy.close());
         const l = await proxy.listen({
           role: 'client',
@@ -225,7 +230,11 @@ describe.skipIf(!embeddedConnects)(
               const before = goAheads;
               const port = await fakeServer(greeting, steps, split, gapMs);
               const logger = quietLogger();
-              const proxy = new TlsProxy({ logger, pool: { identities: [], connectOnly: true } });
+              const proxy = new TlsProxy({
+                logger,
+                createEngine,
+                pool: { identities: [], connectOnly: true },
+              });
               try {
                 const l = await proxy.listen({
                   role: 'client',

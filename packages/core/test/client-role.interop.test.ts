@@ -22,7 +22,7 @@ import {
 } from '../../../fixtures/servers/index.mjs';
 import { type ListenerConfig, type Logger, loadDialect, TlsProxy } from '../src/index.js';
 import { LocalClient } from './client-helpers.js';
-import { cert, sleep } from './helpers.js';
+import { cert, createEngine, sleep } from './helpers.js';
 
 const CA = cert('ca.pem').toString('utf8');
 const WRONG_CA = cert('rogue.pem').toString('utf8');
@@ -32,6 +32,7 @@ const WRONG_CA = cert('rogue.pem').toString('utf8');
 const embeddedConnects = await (async () => {
   const probe = new TlsProxy({
     logger: { log() {} },
+    createEngine,
     pool: { identities: [{ cert: cert('server.pem'), key: cert('server.key') }] },
   });
   const has = typeof probe.pool.connect === 'function';
@@ -107,7 +108,7 @@ async function through(
   tls: ListenerConfig['tls'] = {},
   extra: Partial<ListenerConfig> = {},
 ): Promise<number> {
-  const proxy = new TlsProxy({ logger, pool: { identities: [], connectOnly: true } });
+  const proxy = new TlsProxy({ logger, createEngine, pool: { identities: [], connectOnly: true } });
   proxies.push(proxy);
   const l = await proxy.listen({
     role: 'client',

@@ -17,7 +17,7 @@ import {
   toyAfterTlsDialect,
   toyDialect,
 } from './client-helpers.js';
-import { cert, fdCount, quietLogger, sleep, tmpSock } from './helpers.js';
+import { cert, createEngine, fdCount, quietLogger, sleep, tmpSock } from './helpers.js';
 
 const tlspool = fileURLToPath(new URL('../../pool/bin/tlspool.js', import.meta.url));
 const certs = fileURLToPath(new URL('../../../fixtures/certs/', import.meta.url));
@@ -38,6 +38,7 @@ async function proxyTo(
   const logger = quietLogger();
   const proxy = new TlsProxy({
     logger,
+    createEngine,
     pool: {
       identities: options.identities ?? [{ cert: cert('server.pem'), key: cert('server.key') }],
     },
@@ -76,6 +77,7 @@ const ended = (lines: string[]) => lines.filter((l) => l.includes('connection en
 const embeddedConnects = await (async () => {
   const probe = new TlsProxy({
     logger: quietLogger(),
+    createEngine,
     pool: { identities: [{ cert: cert('server.pem'), key: cert('server.key') }] },
   });
   const has = typeof probe.pool.connect === 'function';
@@ -262,6 +264,7 @@ describe.skipIf(!embeddedConnects)('client role: fails closed', () => {
     const out: string[] = [];
     const proxy = new TlsProxy({
       logger: consoleLogger('debug', (l) => out.push(l)),
+      createEngine,
       pool: { identities: [], connectOnly: true },
     });
     cleanups.push(() => proxy.close());
@@ -512,6 +515,7 @@ describe.skipIf(!embeddedConnects)('client role: limits, plaintext policy, shutd
   it('a dialect without a client side is refused at listen(), naming the dialect', async () => {
     const proxy = new TlsProxy({
       logger: quietLogger(),
+      createEngine,
       pool: { identities: [{ cert: cert('server.pem'), key: cert('server.key') }] },
     });
     cleanups.push(() => proxy.close());

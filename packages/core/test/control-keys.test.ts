@@ -104,13 +104,14 @@ describe('who the proxy talks to', () => {
   it('does not use a backend socket owned by a uid outside backendUids', async () => {
     const { listen: listenBackend } = await import('@tlsproxy/backend');
     const { TlsProxy } = await import('../src/index.js');
-    const { cert, quietLogger } = await import('./helpers.js');
+    const { cert, createEngine, quietLogger } = await import('./helpers.js');
     const path = tmpSock('uid');
     const backend = await listenBackend({ path });
     const logger = quietLogger();
     const proxy = new TlsProxy({
       logger,
       backendUids: [12345],
+      createEngine,
       pool: { identities: [{ cert: cert('server.pem'), key: cert('server.key') }] },
     });
     try {

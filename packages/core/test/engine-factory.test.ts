@@ -5,7 +5,15 @@ import type { ChildProcess } from 'node:child_process';
 import { type EngineOptions, TlsEngine } from '@tlsproxy/pool';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TlsProxy } from '../src/index.js';
-import { cert, type Events, LineClient, quietLogger, startBackend } from './helpers.js';
+import {
+  cert,
+  type Events,
+  engineName,
+  LineClient,
+  quietLogger,
+  startBackend,
+  startProxy,
+} from './helpers.js';
 
 /** node:tls's engine, counting what the proxy asks of it. */
 class CountingEngine extends TlsEngine {
@@ -97,5 +105,18 @@ describe('ProxyOptions.createEngine', () => {
     });
     await remote.close();
     expect(calls).toBe(0);
+  });
+});
+
+describe('the engine these tests embed', () => {
+  it(`is the one TLSPROXY_TEST_ENGINE names (${engineName})`, async () => {
+    const { proxy } = await startProxy(`unix:${backend.path}`);
+    try {
+      expect(proxy.pool.constructor.name).toBe(
+        engineName === 'native' ? 'NativeTlsEngine' : 'TlsEngine',
+      );
+    } finally {
+      await proxy.close();
+    }
   });
 });

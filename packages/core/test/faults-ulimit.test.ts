@@ -14,7 +14,7 @@ import {
   settle,
   watchProcess,
 } from './faults-util.js';
-import { sleep, startBackend } from './helpers.js';
+import { engineName, sleep, startBackend } from './helpers.js';
 
 const LIMIT = 64;
 const CLIENTS = 100;
@@ -48,6 +48,7 @@ describe('descriptor exhaustion', () => {
       'test.example',
       '--workers',
       '1',
+      ...['--engine', engineName],
     ];
     const proxy: ChildProcess = spawn(
       'bash',
@@ -127,6 +128,7 @@ describe('descriptor exhaustion', () => {
       ...['--dialect', 'imap', '--listen', `127.0.0.1:${port}`],
       ...['--backend', `unix:${backend.path}`, '--hostname', 'test.example', '--workers', '1'],
       ...['--cert', `${certDir}server.pem`, '--key', `${certDir}server.key`],
+      ...['--engine', engineName],
     ];
     const proxy: ChildProcess = spawn(
       'bash',

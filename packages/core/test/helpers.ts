@@ -5,7 +5,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
+import { createEngine } from '../../../fixtures/engine.mjs';
 import { type Logger, TlsProxy } from '../src/index.js';
+
+// The embedded TLS engine of every proxy these tests build: TLSPROXY_TEST_ENGINE=node|native.
+export { createEngine, engineName, newEngine } from '../../../fixtures/engine.mjs';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 export const cert = (f: string) => readFileSync(join(root, 'fixtures/certs', f));
@@ -99,6 +103,7 @@ export async function startProxy(
   const logger = quietLogger();
   const proxy = new TlsProxy({
     logger,
+    createEngine,
     pool: {
       identities: [{ cert: cert('server.pem'), key: cert('server.key') }],
       ca: cert('ca.pem'),

@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { type BackendServer, listen } from '@tlsproxy/backend';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger, Metrics, pinoLogger, TlsProxy } from '../src/index.js';
-import { cert, LineClient, quietLogger, sleep, tmpSock } from './helpers.js';
+import { cert, createEngine, LineClient, quietLogger, sleep, tmpSock } from './helpers.js';
 
 const pool = () => ({
   identities: [{ cert: cert('server.pem'), key: cert('server.key') }],
@@ -80,6 +80,7 @@ describe('Prometheus metrics', () => {
     serve(backend);
     proxy = new TlsProxy({
       logger: quietLogger(),
+      createEngine,
       pool: pool(),
       metrics: { listen: '127.0.0.1:0' },
     });
@@ -205,7 +206,7 @@ describe('Prometheus metrics', () => {
   });
 
   it('keeps registries apart: a second proxy has its own counters', async () => {
-    const other = new TlsProxy({ logger: quietLogger(), pool: pool(), metrics: {} });
+    const other = new TlsProxy({ logger: quietLogger(), createEngine, pool: pool(), metrics: {} });
     try {
       expect(other.metrics).toBeInstanceOf(Metrics);
       expect(other.metrics!.address).toBeUndefined();
@@ -225,7 +226,7 @@ describe('structured logs', () => {
     serve(backend);
     const lines: string[] = [];
     const logger = pinoLogger({ level: 'debug', destination: { write: (l) => lines.push(l) } });
-    const proxy = new TlsProxy({ logger, pool: pool() });
+    const proxy = new TlsProxy({ logger, createEngine, pool: pool() });
     try {
       const l = await proxy.listen({
         dialect: 'imap',

@@ -6,12 +6,19 @@
 import { fileURLToPath } from 'node:url';
 import { runConformance } from '@tlsproxy/conformance';
 import { expect, it } from 'vitest';
+import { createEngine } from '../../../fixtures/engine.mjs';
 import { dialect } from '../src/index.js';
 
 const dir = fileURLToPath(new URL('../../../fixtures/transcripts/http-upgrade', import.meta.url));
 
 it('passes tlsproxy-conformance on the cupsd transcripts', { timeout: 60_000 }, async () => {
-  const report = await runConformance({ dialect, transcriptDir: dir, seconds: 3, seed: 42 });
+  const report = await runConformance({
+    dialect,
+    transcriptDir: dir,
+    seconds: 3,
+    seed: 42,
+    createEngine,
+  });
   expect(report.transcripts.length).toBeGreaterThanOrEqual(14);
   const failed = report.results.filter((r) => !r.ok).map((r) => `${r.kind} ${r.name}`);
   expect(failed).toEqual([]);

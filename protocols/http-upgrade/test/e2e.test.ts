@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { type BackendServer, type HandoffInfo, listen } from '@tlsproxy/backend';
 import { type Logger, TlsProxy } from '@tlsproxy/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createEngine } from '../../../fixtures/engine.mjs';
 import { dialect, type RequestState } from '../src/index.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
@@ -68,6 +69,7 @@ beforeAll(async () => {
   void runBackend(backend);
   proxy = new TlsProxy({
     logger,
+    createEngine,
     pool: { identities: [{ cert: cert('server.pem'), key: cert('server.key') }] },
   });
   // POST may upgrade here (the content test below); the default is OPTIONS only (issue 14).
@@ -249,6 +251,7 @@ describe('no backend', () => {
   it('answers the upgrade request with 503 and closes', async () => {
     const p = new TlsProxy({
       logger,
+      createEngine,
       pool: { identities: [{ cert: cert('server.pem'), key: cert('server.key') }] },
     });
     try {

@@ -13,6 +13,7 @@ import { type BackendServer, type HandoffInfo, listen } from '@tlsproxy/backend'
 import { type Logger, TlsProxy } from '@tlsproxy/core';
 import { Client } from 'ldapts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createEngine } from '../../../fixtures/engine.mjs';
 import { Framer, parse, type Tlv } from '../src/ber.js';
 import { result, searchEntry } from '../src/messages.js';
 import { cat, search, simpleBind, startTls, toHex, unbind } from './helpers.js';
@@ -84,6 +85,7 @@ beforeAll(async () => {
   serve(backend, seen);
   proxy = new TlsProxy({
     logger,
+    createEngine,
     pool: { identities: [{ cert: cert('server.pem'), key: cert('server.key') }] },
   });
   const l = await proxy.listen({

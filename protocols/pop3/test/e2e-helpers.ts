@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { type Logger, TlsProxy } from '@tlsproxy/core';
+import { createEngine } from '../../../fixtures/engine.mjs';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 export const certsDir = join(root, 'fixtures/certs');
@@ -70,6 +71,7 @@ export async function startProxy(backend: string) {
   const logger = quietLogger();
   const proxy = new TlsProxy({
     logger,
+    createEngine,
     pool: { identities: [{ cert: cert('server.pem'), key: cert('server.key') }] },
   });
   const l = await proxy.listen({ dialect: 'pop3', listen: '127.0.0.1:0', backend });

@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { type Logger, TlsProxy } from '@tlsproxy/core';
 import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createEngine } from '../../../fixtures/engine.mjs';
 import { dialect } from '../src/index.js';
 import { type SmtpBackend, startSmtpBackend } from './smtp-backend.js';
 
@@ -42,6 +43,7 @@ beforeAll(async () => {
   backend = await startSmtpBackend(join(tmpdir(), `smtp-e2e-${process.pid}.sock`));
   proxy = new TlsProxy({
     logger,
+    createEngine,
     pool: { identities: [{ cert: cert('server.pem'), key: cert('server.key') }] },
   });
   const listen = async (options: Record<string, unknown>) => {

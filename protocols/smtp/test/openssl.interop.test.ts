@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TlsProxy } from '@tlsproxy/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createEngine } from '../../../fixtures/engine.mjs';
 import { type SmtpBackend, startSmtpBackend } from './smtp-backend.js';
 
 const certs = fileURLToPath(new URL('../../../fixtures/certs/', import.meta.url));
@@ -22,6 +23,7 @@ beforeAll(async () => {
   backend = await startSmtpBackend(join(tmpdir(), `smtp-interop-${process.pid}.sock`));
   proxy = new TlsProxy({
     logger: { log: () => {} },
+    createEngine,
     pool: { identities: [{ cert: cert('server.pem'), key: cert('server.key') }] },
   });
   const l = await proxy.listen({

@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { silentLogger, TlsProxy } from '@tlsproxy/core';
 import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createEngine } from '../../../fixtures/engine.mjs';
 import { dialect } from '../src/index.js';
 import { type Postfix, startPostfix } from './postfix.js';
 
@@ -28,6 +29,7 @@ beforeAll(async () => {
   postfix = await startPostfix();
   proxy = new TlsProxy({
     logger: silentLogger,
+    createEngine,
     pool: { identities: [{ cert: cert('server.pem'), key: cert('server.key') }] },
   });
   const l = await proxy.listen({

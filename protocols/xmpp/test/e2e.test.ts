@@ -11,6 +11,7 @@ import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { type Logger, TlsProxy } from '@tlsproxy/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createEngine } from '../../../fixtures/engine.mjs';
 import { dialect } from '../src/index.js';
 import { startXmppBackend, type XmppBackend } from './xmpp-backend.js';
 
@@ -33,6 +34,7 @@ beforeAll(async () => {
   backend = await startXmppBackend(join(tmpdir(), `xmpp-e2e-${process.pid}.sock`));
   proxy = new TlsProxy({
     logger,
+    createEngine,
     pool: { identities: [{ cert: cert('server.pem'), key: cert('server.key') }] },
   });
   const l = await proxy.listen({

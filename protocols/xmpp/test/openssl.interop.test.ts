@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TlsProxy } from '@tlsproxy/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createEngine } from '../../../fixtures/engine.mjs';
 import { startXmppBackend, type XmppBackend } from './xmpp-backend.js';
 
 const certs = fileURLToPath(new URL('../../../fixtures/certs/', import.meta.url));
@@ -23,6 +24,7 @@ beforeAll(async () => {
   backend = await startXmppBackend(join(tmpdir(), `xmpp-interop-${process.pid}.sock`));
   proxy = new TlsProxy({
     logger: { log: () => {} },
+    createEngine,
     pool: { identities: [{ cert: cert('server.pem'), key: cert('server.key') }] },
   });
   const l = await proxy.listen({
