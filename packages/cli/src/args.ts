@@ -21,8 +21,10 @@ export interface CliArgs {
   cert: string[];
   workers?: number;
   poolSocket?: string;
-  /** The embedded TLS engine: 'node' (node:tls, the default) or 'native' (@tlsproxy/engine-native). */
-  engine: 'node' | 'native';
+  /** The embedded TLS engine asked for: 'native' (@tlsproxy/engine-native) or 'node' (node:tls).
+   * Not given: the default, native — or node:tls, with a warning, where native cannot load. */
+  engine?: 'node' | 'native';
+  /** The native engine's loop threads (default: the cores divided among the workers). */
   engineThreads?: number;
   key: string[];
   ca?: string;
@@ -46,10 +48,13 @@ export const USAGE = `Usage: tlsproxy --dialect NAME --listen HOST:PORT --backen
   --backend unix:/PATH    backend socket (a server using @tlsproxy/backend)
   --cert FILE --key FILE  certificate chain and key (PEM); repeat for more identities (chosen by SNI)
   --pool-socket PATH      use a tlspool daemon on PATH instead of an embedded TLS engine
-  --engine node|native    the embedded TLS engine: node:tls (default) or the native engine in C
-                          (@tlsproxy/engine-native: handshake and relay on its own threads)
-  --engine-threads N      the native engine's event-loop threads (default: one per core)
                           (the keys live there; --cert/--key are then not needed here)
+  --engine native|node    the embedded TLS engine: native (default: @tlsproxy/engine-native, C,
+                          handshake and relay on its own threads) or node (node:tls, the
+                          reference engine). Not given and native cannot load here: node:tls,
+                          with one warning (--engine node chooses it and silences that)
+  --engine-threads N      the native engine's event-loop threads in each process (default: the
+                          cores divided among the workers, max(1, floor(cores / workers)))
   --ca FILE               CAs trusted for client certificates
   --client-cert MODE      none (default) | optional | required
   --handoff MODE          plain (default: tlsproxy terminates TLS) | crypt (pass the raw TCP socket)
@@ -71,6 +76,7 @@ server, does the protocol's STARTTLS there, verifies the server's certificate, r
   --client-identity NAME  with --pool-socket: the daemon's identity to present as our certificate
   --alpn LIST             ALPN protocols to offer
   --min-version VERSION   TLSv1.2 (default) | TLSv1.3
+  --engine, --engine-threads  as for the server role (the native engine by default)
   --option KEY=VALUE      an option of the dialect's client side
   (--backend, --handoff, --client-cert, --check-server-name are for the server role only)
 `;
@@ -101,6 +107,33 @@ function parseOptions(values: Values): Record<string, unknown> {
     options[o.slice(0, i)] = parseValue(o.slice(i + 1));
   }
   return options;
+}
+
+/** `--engine` and `--engine-threads`, the same in both roles. Threads go with the default engine
+ * (native) as with an explicit native, never with node:tls or a daemon (which runs its own). */
+function engineFlags(values: Values): Pick<CliArgs, 'engine' | 'engineThreads'> {
+  const out: Pick<CliArgs, 'engine' | 'engineThreads'> = {};
+  const engine = values.engine as string | undefined;
+  if (engine !== undefined) {
+    if (engine !== 'node' && engine !== 'native')
+      throw new UsageError('--engine must be node or native');
+    if (engine === 'native' && values['pool-socket'])
+      throw new UsageError('--engine is for the embedded engine: a tlspool daemon runs its own');
+    out.engine = engine;
+  }
+  if (values['engine-threads'] !== undefined) {
+    const n = Number(values['engine-threads']);
+    if (!Number.isInteger(n) || n < 1 || n > 256)
+      throw new UsageError('--engine-threads must be 1..256');
+    if (values['pool-socket'])
+      throw new UsageError(
+        '--engine-threads is for the embedded engine: a tlspool daemon runs its own',
+      );
+    if (engine === 'node')
+      throw new UsageError('--engine-threads is for the native engine, not --engine node');
+    out.engineThreads = n;
+  }
+  return out;
 }
 
 function logFlags(values: Values): Pick<CliArgs, 'logLevel' | 'logFormat'> {
@@ -168,7 +201,7 @@ function clientArgs(values: Values): CliArgs {
       : [],
     options: parseOptions(values),
     ...logFlags(values),
-    engine: 'node',
+    ...engineFlags(values),
   };
   if (values.workers !== undefined) out.workers = Number(values.workers);
   if (values.ca) out.ca = values.ca as string;
@@ -270,24 +303,12 @@ export function parseCli(argv: string[]): CliArgs | 'help' {
     options,
     logLevel: logLevel as CliArgs['logLevel'],
     logFormat: values['log-format'] === 'json' ? 'json' : 'text',
-    engine: 'node',
+    ...engineFlags(values),
   };
   if (values.workers !== undefined) {
     const n = Number(values.workers);
     if (!Number.isInteger(n) || n < 1 || n > 256) throw new UsageError('--workers must be 1..256');
     out.workers = n;
-  }
-  const engine = (values.engine ?? 'node') as string;
-  if (!['node', 'native'].includes(engine)) throw new UsageError('--engine must be node or native');
-  out.engine = engine as CliArgs['engine'];
-  if (engine === 'native' && values['pool-socket'])
-    throw new UsageError('--engine is for the embedded engine: a tlspool daemon runs its own');
-  if (values['engine-threads'] !== undefined) {
-    const n = Number(values['engine-threads']);
-    if (!Number.isInteger(n) || n < 1 || n > 256)
-      throw new UsageError('--engine-threads must be 1..256');
-    if (engine !== 'native') throw new UsageError('--engine-threads goes with --engine native');
-    out.engineThreads = n;
   }
   if (values.ca) out.ca = values.ca as string;
   if (values['pool-socket']) out.poolSocket = values['pool-socket'] as string;

@@ -85,8 +85,9 @@ export interface LoadedConfig {
   file: string;
   raw: ConfigFile;
   pool: ProxyOptions['pool'];
-  /** The embedded engine: node:tls (default) or the native one. */
-  engine: 'node' | 'native';
+  /** The embedded engine the file asks for; absent: the default, native (node:tls, with a
+   * warning, where native cannot load — engine.ts decideEngine). */
+  engine?: 'node' | 'native';
   engineThreads?: number;
   listeners: ListenerConfig[];
   logging: { level: 'debug' | 'info' | 'warn' | 'error'; format: 'json' | 'text' };
@@ -149,6 +150,29 @@ function addressProblems(data: unknown, place: (path: (string | number)[]) => st
 }
 
 type ListenerShape = { proxyProtocol?: { trusted?: unknown }; exempt?: unknown };
+
+/** engine and engineThreads against each other and pool.socket, placed at file:line:col. */
+function engineProblems(data: unknown, place: (path: (string | number)[]) => string): string[] {
+  if (typeof data !== 'object' || data === null) return [];
+  const o = data as { engine?: unknown; engineThreads?: unknown; pool?: { socket?: unknown } };
+  const daemon = typeof o.pool === 'object' && o.pool !== null && Boolean(o.pool.socket);
+  const out: string[] = [];
+  if (o.engine === 'native' && daemon)
+    out.push(
+      `${place(['engine'])}: engine: native is for the embedded engine; a tlspool daemon runs its own`,
+    );
+  // engineThreads goes with the default engine (native) as with an explicit engine: native; a
+  // daemon (which runs its own engine) and node:tls have no use for it.
+  if (o.engineThreads !== undefined && daemon)
+    out.push(
+      `${place(['engineThreads'])}: engineThreads is for the embedded engine; a tlspool daemon runs its own`,
+    );
+  else if (o.engineThreads !== undefined && o.engine === 'node')
+    out.push(
+      `${place(['engineThreads'])}: engineThreads is for the native engine, not engine: node`,
+    );
+  return out;
+}
 
 /**
  * Keys that belong to the other role, and the client role's own checks (the server address, a
@@ -245,7 +269,11 @@ export function parseConfig(text: string, file: string): ConfigFile {
   // check-config and crash the proxy on the first connection (issue 14).
   const place = (path: (string | number)[]) =>
     where(file, lines, doc.getIn(path, true) as Node | undefined);
-  const badAddresses = [...addressProblems(data, place), ...roleProblems(data, place)];
+  const badAddresses = [
+    ...addressProblems(data, place),
+    ...roleProblems(data, place),
+    ...engineProblems(data, place),
+  ];
   if (validate(data)) {
     if (badAddresses.length > 0) throw new ConfigError(badAddresses);
     return data as ConfigFile;
@@ -482,18 +510,12 @@ export function loadConfig(file: string): LoadedConfig {
     return { ...l, dialect, backend } as ListenerConfig;
   });
 
-  if (raw.engine === 'native' && raw.pool?.socket)
-    problems.push(
-      `${file}: engine: native is for the embedded engine; a tlspool daemon runs its own`,
-    );
-  if (raw.engineThreads !== undefined && raw.engine !== 'native')
-    problems.push(`${file}: engineThreads goes with engine: native`);
   if (problems.length > 0) throw new ConfigError(problems);
   return {
     file,
     raw,
     pool,
-    engine: raw.engine ?? 'node',
+    ...(raw.engine !== undefined ? { engine: raw.engine } : {}),
     ...(raw.engineThreads !== undefined ? { engineThreads: raw.engineThreads } : {}),
     listeners,
     logging: { level: raw.logging?.level ?? 'info', format: raw.logging?.format ?? 'json' },

@@ -9,7 +9,13 @@ import type { Socket } from 'node:net';
 import { hostname as osHostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type Dialect, isTlsProxyError, type Logger, loadDialect, TlsProxy } from '@tlsproxy/core';
+import {
+  type Dialect,
+  isTlsProxyError,
+  type Logger,
+  loadDialect,
+  type TlsProxy,
+} from '@tlsproxy/core';
 import { type DemoBackend, type Serve, startBackend } from './demo-backends/common.js';
 import { serveHttp } from './demo-backends/http.js';
 import { serveImap } from './demo-backends/imap.js';
@@ -17,6 +23,15 @@ import { ldapRequests, serveLdap } from './demo-backends/ldap.js';
 import { servePop3 } from './demo-backends/pop3.js';
 import { makeSmtp } from './demo-backends/smtp.js';
 import { serveXmpp } from './demo-backends/xmpp.js';
+import {
+  CliProxy,
+  decideEngine,
+  defaultThreads,
+  type EngineKind,
+  embeddedEngine,
+  fallbackWarning,
+  nativeProblem,
+} from './engine.js';
 import { isDnsName, makeSelfSigned } from './selfsigned.js';
 
 export interface DemoOptions {
@@ -28,6 +43,8 @@ export interface DemoOptions {
   log?: (line: string) => void;
   /** Lines kept in `lines` after the banner; default 1,000. */
   keepLines?: number;
+  /** The TLS engine: native (default; node:tls with a warning where it cannot load) or node. */
+  engine?: EngineKind;
 }
 
 export interface Demo {
@@ -76,7 +93,7 @@ export class RecentLines {
   }
 }
 
-export const DEMO_USAGE = `Usage: tlsproxy demo [--host 127.0.0.1] [--port-base 10000]
+export const DEMO_USAGE = `Usage: tlsproxy demo [--host 127.0.0.1] [--port-base 10000] [--engine native|node]
 
   Every installed dialect on HOST at port-base + its standard port (IMAP 10143, POP3 10110,
   SMTP 10025, LDAP 10389, XMPP 15222, HTTP Upgrade 10080, implicit-TLS IMAP 10993), one embedded
@@ -85,6 +102,8 @@ export const DEMO_USAGE = `Usage: tlsproxy demo [--host 127.0.0.1] [--port-base 
 
   --host ADDRESS      address to listen on (default 127.0.0.1)
   --port-base N       add N to each standard port (default 10000)
+  --engine node|native  the TLS engine: native (default: @tlsproxy/engine-native; node:tls with
+                      a warning where it cannot load) or node (node:tls, the reference engine)
   -h, --help          this text
 `;
 
@@ -292,6 +311,8 @@ export async function runDemo(opts: DemoOptions = {}): Promise<Demo> {
   const backends: DemoBackend[] = [];
   const clients = new Set<Socket>(); // TCP connections to the listeners, to end them at stop
   let proxy: TlsProxy | undefined;
+  let engineText = '';
+  let engineFallback: string | undefined;
   let stopped: Promise<void> | undefined;
   const stop = () => {
     stopped ??= (async () => {
@@ -323,7 +344,24 @@ export async function runDemo(opts: DemoOptions = {}): Promise<Demo> {
     if (host !== '0.0.0.0' && host !== '::' && host !== '127.0.0.1') names.push(host);
     const cert = await makeSelfSigned(names);
     writeFileSync(join(dir, 'cert.pem'), cert.cert, { mode: 0o644 });
-    proxy = new TlsProxy({ pool: { identities: [{ cert: cert.cert, key: cert.key }] }, logger });
+    if (opts.engine === 'native') {
+      const why = await nativeProblem();
+      if (why !== undefined)
+        throw new Error(`--engine native cannot load (${why}); use --engine node (node:tls)`);
+    }
+    const decision = await decideEngine(opts.engine);
+    engineFallback = decision.fallback ? fallbackWarning(decision, false) : undefined;
+    const threads = defaultThreads(1);
+    const built = await embeddedEngine(
+      decision.kind,
+      { identities: [{ cert: cert.cert, key: cert.key }] },
+      threads,
+    );
+    engineText =
+      decision.kind === 'native'
+        ? `the native TLS engine (@tlsproxy/engine-native, ${threads} thread${threads === 1 ? '' : 's'})`
+        : 'the node:tls engine (the reference engine)';
+    proxy = new CliProxy({ pool: built.pool, logger }, built.owned);
 
     const started: { entry: Entry; port: number; backend: string }[] = [];
     for (const { entry, dialect } of found) {
@@ -346,7 +384,8 @@ export async function runDemo(opts: DemoOptions = {}): Promise<Demo> {
       started.push({ entry, port, backend: `unix:${path}` });
     }
 
-    log('tlsproxy demo: one embedded TLS engine, one listener and one demo backend per dialect');
+    log(`tlsproxy demo: ${engineText}, one listener and one demo backend per dialect`);
+    if (engineFallback) log(`  warning: ${engineFallback}`);
     log(
       `certificate: self-signed ECDSA P-256 for ${cert.names.join(', ')}, made now, ` +
         `valid until ${cert.notAfter.toISOString()}`,

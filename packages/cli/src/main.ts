@@ -1,17 +1,30 @@
 import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import {
   createLogger,
   type Dialect,
   isTlsProxyError,
   type ListenerConfig,
   loadDialect,
+  type ProxyOptions,
   resolveLimits,
   resolveOptions,
-  TlsProxy,
+  type TlsProxy,
 } from '@tlsproxy/core';
 import { type CliArgs, parseCli, USAGE, UsageError } from './args.js';
 import { ConfigError, type LoadedConfig, loadConfig, placeIn } from './config.js';
-import { embeddedEngine } from './engine.js';
+import {
+  CliProxy,
+  DEFAULT_ENGINE,
+  decidedByPrimary,
+  decideEngine,
+  defaultThreads,
+  type EngineKind,
+  embeddedEngine,
+  engineEnv,
+  fallbackWarning,
+  nativeProblem,
+} from './engine.js';
 import { describeLimits, perWorker } from './limits.js';
 import { preflight, reportPreflight, sideOf } from './preflight.js';
 import { ConfigRunner } from './run-config.js';
@@ -38,18 +51,34 @@ function read(path: string, what: string): Buffer {
 /** The engine identity `--role client --cert/--key` become: a name no SNI or XMPP domain can be. */
 export const CLI_CLIENT_IDENTITY = 'client:--cert';
 
-/** `--role client`: a connect-only engine (with our certificate, if given) and one listener. */
-async function startClient(args: CliArgs): Promise<TlsProxy> {
+/** The embedded engine (or the daemon's socket) for `pool`, said in the log, owned by the proxy. */
+async function proxyWith(
+  args: CliArgs,
+  engine: EngineKind,
+  pool: ProxyOptions['pool'],
+): Promise<TlsProxy> {
   const logger = createLogger({ level: args.logLevel, format: args.logFormat });
+  const built = await embeddedEngine(
+    engine,
+    pool,
+    args.engineThreads ?? defaultThreads(workerShare()),
+  );
+  logger.log('info', 'TLS engine', built.describe);
+  return new CliProxy({ logger, pool: built.pool }, built.owned);
+}
+
+/** `--role client`: a connect-only engine (with our certificate, if given) and one listener. */
+async function startClient(args: CliArgs, engine: EngineKind): Promise<TlsProxy> {
   const identities = args.cert.map((c, i) => ({
     cert: read(c, '--cert'),
     key: read(args.key[i]!, '--key'),
     names: [CLI_CLIENT_IDENTITY],
   }));
-  const proxy = new TlsProxy({
-    logger,
-    pool: args.poolSocket ? { socket: args.poolSocket } : { identities, connectOnly: true },
-  });
+  const proxy = await proxyWith(
+    args,
+    engine,
+    args.poolSocket ? { socket: args.poolSocket } : { identities, connectOnly: true },
+  );
   const clientIdentity = identities.length > 0 ? CLI_CLIENT_IDENTITY : args.clientIdentity;
   const listener: ListenerConfig = {
     role: 'client',
@@ -75,29 +104,44 @@ async function startClient(args: CliArgs): Promise<TlsProxy> {
   return proxy;
 }
 
-/** Start the proxy for parsed flags; resolves to the running TlsProxy. */
-export async function start(args: CliArgs): Promise<TlsProxy> {
-  if (args.role === 'client') return startClient(args);
-  const logger = createLogger({ level: args.logLevel, format: args.logFormat });
+/**
+ * Start the proxy for parsed flags; resolves to the running TlsProxy. `engine`: the embedded
+ * engine to run (main decides the default before forking); default: what the flags ask for, or
+ * the native engine.
+ */
+export async function start(
+  args: CliArgs,
+  engine: EngineKind = args.engine ?? DEFAULT_ENGINE,
+): Promise<TlsProxy> {
+  if (args.role === 'client') return startClient(args, engine);
   const identities = args.cert.map((c, i) => ({
     cert: read(c, '--cert'),
     key: read(args.key[i]!, '--key'),
   }));
-  const proxy = new TlsProxy({
-    logger,
-    pool: await embeddedEngine(
-      args.engine,
-      args.poolSocket
-        ? { socket: args.poolSocket }
-        : {
-            identities,
-            clientCert: args.clientCert,
-            ...(args.ca ? { ca: read(args.ca, '--ca') } : {}),
-            ...(args.alpn.length > 0 ? { alpn: args.alpn } : {}),
-          },
-      args.engineThreads,
-    ),
-  });
+  const proxy = await proxyWith(
+    args,
+    engine,
+    args.poolSocket
+      ? { socket: args.poolSocket }
+      : {
+          identities,
+          clientCert: args.clientCert,
+          ...(args.ca ? { ca: read(args.ca, '--ca') } : {}),
+          ...(args.alpn.length > 0 ? { alpn: args.alpn } : {}),
+        },
+  );
+  try {
+    await listenFlags(proxy, args);
+  } catch (err) {
+    // The engine's threads and the listener go with the failed start.
+    await proxy.close();
+    throw err;
+  }
+  return proxy;
+}
+
+/** The server role's one listener from the flags. */
+async function listenFlags(proxy: TlsProxy, args: CliArgs): Promise<void> {
   let listen = args.listen;
   if (!listen) {
     const d = await loadDialect(args.dialect);
@@ -120,13 +164,41 @@ export async function start(args: CliArgs): Promise<TlsProxy> {
   };
   // In one of N workers: this worker's share of the connection limits (limits.ts).
   await proxy.listen(perWorker(listener, workerShare()));
-  return proxy;
 }
 
 function fail(err: unknown): number {
   const e = err as Error & { code?: string };
   process.stderr.write(`tlsproxy: ${e.message}${isTlsProxyError(e) ? ` (${e.code})` : ''}\n`);
   return err instanceof UsageError || err instanceof ConfigError ? 2 : 1;
+}
+
+/** check-config's line on the TLS engine that will run (and a problem when it cannot). */
+async function describeEngine(config: LoadedConfig): Promise<{ line: string; problem?: string }> {
+  if (!('identities' in config.pool)) {
+    const socket = 'socket' in config.pool ? config.pool.socket : '?';
+    return { line: `engine: the tlspool daemon at ${socket} (it runs its own TLS engine)` };
+  }
+  if (config.engine === 'node') return { line: 'engine: node (node:tls, the reference engine)' };
+  const decision = await decideEngine(config.engine);
+  const why = config.engine === 'native' ? await nativeProblem() : decision.fallback;
+  if (config.engine === 'native' && why !== undefined) {
+    const problem = `${config.file}: engine: native cannot load here (${why.replace(/\s*\n\s*/g, ' ')}); use engine: node (node:tls) instead`;
+    return { line: 'engine: native (cannot load here: the proxy will not start)', problem };
+  }
+  if (decision.kind === 'node')
+    return {
+      line: `engine: node (the default, native, cannot load here: ${why?.replace(/\s*\n\s*/g, ' ')}; the proxy warns at start, engine: node silences that)`,
+    };
+  const workers = workersOf(config).count;
+  const threads = config.engineThreads ?? defaultThreads(workers);
+  const each = workers > 1 ? ' in each worker' : '';
+  return {
+    line:
+      `engine: native${config.engine === undefined ? ' (default)' : ''}, ${threads} thread${threads === 1 ? '' : 's'}${each}` +
+      (config.engineThreads === undefined
+        ? ` (default: max(1, floor(${availableParallelism()} cores / ${workers} worker${workers === 1 ? '' : 's'})))`
+        : ' (engineThreads)'),
+  };
 }
 
 /** `tlsproxy check-config FILE`: exit 0 and say so, or list every problem with file:line:col. */
@@ -156,8 +228,14 @@ export async function checkConfig(file: string | undefined): Promise<number> {
     process.stdout.write(
       `${file}: ok (${config.listeners.length} listener${config.listeners.length === 1 ? '' : 's'})\n`,
     );
+    const engine = await describeEngine(config);
+    process.stdout.write(`${engine.line}\n`);
     // What will be enforced, defaults included, and how workers share it.
     process.stdout.write(`${describeLimits(config, workersOf(config), dialects).join('\n')}\n`);
+    if (engine.problem) {
+      process.stderr.write(`${engine.problem}\n`);
+      return 1;
+    }
     return 0;
   } catch (err) {
     if (err instanceof ConfigError) {
@@ -166,6 +244,21 @@ export async function checkConfig(file: string | undefined): Promise<number> {
     }
     return fail(err);
   }
+}
+
+/**
+ * In the process the user started: the embedded engine to run — as asked, or the default, native,
+ * falling back to node:tls with one warning where it cannot load (an explicit native that cannot
+ * load was refused by preflight already). The workers are told the result.
+ */
+async function chooseEngine(
+  requested: EngineKind | undefined,
+  threadsGiven: boolean,
+  logger: { log(l: 'warn', m: string): void },
+): Promise<EngineKind> {
+  const decision = await decideEngine(requested);
+  if (decision.fallback) logger.log('warn', fallbackWarning(decision, threadsGiven));
+  return decision.kind;
 }
 
 /** Wait for signals: SIGHUP reloads, SIGTERM drains, SIGINT stops at once. */
@@ -206,6 +299,8 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write('tlsproxy: --config FILE takes no other flags (put them in the file)\n');
       return 2;
     }
+    // The embedded engine, decided (and a fallback warned about) once, before forking.
+    let engine: EngineKind | undefined;
     if (!isWorker()) {
       // Checked here, once, before anything binds or forks: a worker would print each problem
       // again, and the proxy must not say "listening" when it cannot serve.
@@ -242,23 +337,30 @@ export async function main(argv: string[]): Promise<number> {
             : {}),
         })),
         listen: c.listeners.map((l, i) => ({ name: `${file}: listeners.${i}`, listen: l.listen })),
-        engine: c.engine,
+        ...(c.engine ? { engine: c.engine } : {}),
       });
       if (problems.length > 0) {
         reportPreflight(problems);
         return 1;
+      }
+      if ('identities' in c.pool) {
+        const log = createLogger({ level: c.logging.level, format: c.logging.format });
+        engine = await chooseEngine(c.engine, c.engineThreads !== undefined, log);
       }
       const workers = workersOf(c).count;
       if (workers > 1)
         return runPrimary(
           workers,
           (l) => process.stderr.write(`${new Date().toISOString()} info ${l}\n`),
-          c.metrics?.listen === undefined ? {} : { metricsListen: c.metrics.listen },
+          {
+            ...(c.metrics?.listen === undefined ? {} : { metricsListen: c.metrics.listen }),
+            ...(engine ? { env: engineEnv(engine) } : {}),
+          },
         );
-    }
+    } else engine = decidedByPrimary();
     let runner: ConfigRunner;
     try {
-      runner = await ConfigRunner.start(file);
+      runner = await ConfigRunner.start(file, undefined, engine);
     } catch (err) {
       if (err instanceof ConfigError) {
         process.stderr.write(`${err.problems.join('\n')}\n`);
@@ -288,6 +390,8 @@ export async function main(argv: string[]): Promise<number> {
   }
   // systemd passes descriptors to this process only: its listeners cannot be shared by workers.
   const workers = args.listen.startsWith('systemd:') ? 1 : (args.workers ?? defaultWorkers());
+  // The embedded engine, decided (and a fallback warned about) once, before forking.
+  let engine: EngineKind | undefined;
   if (!isWorker()) {
     const problems = await preflight({
       listeners: [
@@ -311,20 +415,27 @@ export async function main(argv: string[]): Promise<number> {
         key: args.key[i]!,
       })),
       ...(args.listen ? { listen: [{ name: '--listen', listen: args.listen }] } : {}),
-      engine: args.engine,
+      ...(args.engine ? { engine: args.engine } : {}),
     });
     if (problems.length > 0) {
       reportPreflight(problems);
       return 1;
     }
+    if (!args.poolSocket) {
+      const log = createLogger({ level: args.logLevel, format: args.logFormat });
+      engine = await chooseEngine(args.engine, args.engineThreads !== undefined, log);
+    }
     if (workers > 1)
-      return runPrimary(workers, (l) =>
-        process.stderr.write(`${new Date().toISOString()} info ${l}\n`),
+      return runPrimary(
+        workers,
+        (l) => process.stderr.write(`${new Date().toISOString()} info ${l}\n`),
+        engine ? { env: engineEnv(engine) } : {},
       );
-  }
+  } else if (!args.poolSocket)
+    engine = decidedByPrimary() ?? (await decideEngine(args.engine)).kind;
   let proxy: TlsProxy;
   try {
-    proxy = await start(args);
+    proxy = await start(args, engine);
   } catch (err) {
     return fail(err);
   }

@@ -13,6 +13,7 @@ import {
 } from '@tlsproxy/core';
 import { checkAddon, socketpair } from '@tlsproxy/fdpass';
 import { caProblem, identityProblem } from './config.js';
+import { type NativeLoader, nativeProblem } from './engine.js';
 
 export interface PreflightInput {
   /** Each listener's dialect spec with its options and limits, named for the messages. */
@@ -32,8 +33,11 @@ export interface PreflightInput {
   identities?: Array<{ name: string; cert: string; key: string }>;
   /** Addresses to be bound ('host:port', '[v6]:port', a port; systemd: ones are skipped). */
   listen?: Array<{ name: string; listen: string | number }>;
-  /** The embedded engine asked for: 'native' must load (its addon, the OpenSSL symbols in node). */
+  /** The embedded engine asked for explicitly: 'native' must load (its addon, the OpenSSL symbols
+   * in node). Not given (the default) is no problem: main falls back to node:tls with a warning. */
   engine?: 'node' | 'native';
+  /** How the native engine is loaded; tests give one that fails (default: engine-native's check). */
+  loadNative?: NativeLoader;
 }
 
 /** Host and port of a listen spec as core's parseListen reads it; undefined for systemd: or port 0. */
@@ -73,14 +77,11 @@ export async function preflight(input: PreflightInput): Promise<string[]> {
     problems.push(`the native addon @tlsproxy/fdpass cannot load: ${firstLine(err)}`);
   }
   if (input.engine === 'native') {
-    try {
-      const native = await import('@tlsproxy/engine-native');
-      native.checkNative();
-    } catch (err) {
+    const why = await nativeProblem(input.loadNative);
+    if (why !== undefined)
       problems.push(
-        `engine: native cannot load (${firstLine(err)}); use engine: node (node:tls) instead`,
+        `engine: native cannot load (${why}); use engine: node (--engine node, node:tls) instead`,
       );
-    }
   }
   const loaded = new Map<string, Dialect<unknown> | undefined>();
   for (const l of input.listeners) {

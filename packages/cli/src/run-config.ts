@@ -10,11 +10,18 @@ import {
   resolveLimits,
   resolveOptions,
   shareMetricsWithPrimary,
-  TlsProxy,
+  type TlsProxy,
 } from '@tlsproxy/core';
 import type { EngineOptions } from '@tlsproxy/pool';
 import { ConfigError, type LoadedConfig, loadConfig } from './config.js';
-import { embeddedEngine } from './engine.js';
+import {
+  CliProxy,
+  decideEngine,
+  defaultThreads,
+  type EngineKind,
+  embeddedEngine,
+  fallbackWarning,
+} from './engine.js';
 import { perWorker, SPLIT_OVER_WORKERS } from './limits.js';
 import { sideOf } from './preflight.js';
 import { isWorker, workerShare } from './workers.js';
@@ -53,19 +60,39 @@ export class ConfigRunner {
     this.logger = logger;
   }
 
-  static async start(file: string, logger?: Logger): Promise<ConfigRunner> {
+  /**
+   * Start from the file. `engine`: the embedded engine main decided on (and warned about) before
+   * forking; without it the default is decided here, with the fallback's warning.
+   */
+  static async start(file: string, logger?: Logger, engine?: EngineKind): Promise<ConfigRunner> {
     const loaded = loadConfig(file);
     const log =
       logger ?? createLogger({ level: loaded.logging.level, format: loaded.logging.format });
     const config = share(loaded, log);
     // In a worker the primary serves /metrics with the sum over all workers: only collect here.
     const worker = isWorker();
-    const proxy = new TlsProxy({
-      pool: await embeddedEngine(config.engine, config.pool, config.engineThreads),
-      logger: log,
-      ...(config.backendUids ? { backendUids: config.backendUids } : {}),
-      ...(config.metrics ? { metrics: worker ? {} : { listen: config.metrics.listen } } : {}),
-    });
+    let kind = engine ?? config.engine;
+    if (kind === undefined && 'identities' in config.pool) {
+      const decision = await decideEngine(undefined);
+      if (decision.fallback)
+        log.log('warn', fallbackWarning(decision, config.engineThreads !== undefined));
+      kind = decision.kind;
+    }
+    const built = await embeddedEngine(
+      kind ?? 'node',
+      config.pool,
+      config.engineThreads ?? defaultThreads(workerShare()),
+    );
+    log.log('info', 'TLS engine', built.describe);
+    const proxy: TlsProxy = new CliProxy(
+      {
+        pool: built.pool,
+        logger: log,
+        ...(config.backendUids ? { backendUids: config.backendUids } : {}),
+        ...(config.metrics ? { metrics: worker ? {} : { listen: config.metrics.listen } } : {}),
+      },
+      built.owned,
+    );
     if (worker && proxy.metrics) shareMetricsWithPrimary(proxy.metrics.registry);
     const runner = new ConfigRunner(file, config, proxy, log);
     try {
@@ -107,6 +134,11 @@ export class ConfigRunner {
           resolveOptions(side, l.options);
           resolveLimits(side, l.limits);
         }
+        if (
+          next.engine !== this.#config.engine ||
+          next.engineThreads !== this.#config.engineThreads
+        )
+          this.logger.log('warn', 'engine or engineThreads changed: takes effect after a restart');
         if ('identities' in next.pool) this.proxy.reloadPool(next.pool as EngineOptions);
         else if (JSON.stringify(next.pool) !== JSON.stringify(this.#config.pool)) {
           this.logger.log('warn', 'pool.socket changed: takes effect after a restart');

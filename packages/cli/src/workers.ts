@@ -24,6 +24,8 @@ export function workerShare(): number {
 export interface PrimaryOptions {
   /** Serve /metrics here with the sum over all workers (the workers do not listen). */
   metricsListen?: string;
+  /** More environment for every worker (the engine the primary decided on: engine.ts). */
+  env?: Record<string, string>;
 }
 
 /**
@@ -47,12 +49,16 @@ export async function runPrimary(
       return 1;
     }
   }
-  const code = await forkWorkers(count, log);
+  const code = await forkWorkers(count, log, options.env ?? {});
   await metrics?.close();
   return code;
 }
 
-function forkWorkers(count: number, log: (line: string) => void): Promise<number> {
+function forkWorkers(
+  count: number,
+  log: (line: string) => void,
+  env: Record<string, string>,
+): Promise<number> {
   cluster.schedulingPolicy = cluster.SCHED_NONE;
   let stopping = false;
   let delay = 100;
@@ -62,7 +68,7 @@ function forkWorkers(count: number, log: (line: string) => void): Promise<number
     for (const w of Object.values(cluster.workers ?? {})) w?.process.kill(sig);
   };
   const fork = () => {
-    const w = cluster.fork({ [WORKERS_ENV]: String(count) });
+    const w = cluster.fork({ ...env, [WORKERS_ENV]: String(count) });
     w.on('exit', (code, signal) => {
       if (stopping) return;
       if (!started) {

@@ -31,10 +31,14 @@ const until = async (pred: () => boolean, ms: number) => {
 describe('--engine', () => {
   it('parses node|native and refuses anything else', () => {
     const base = ['--dialect', 'imap', '--backend', 'unix:/x', '--cert', 'c', '--key', 'k'];
-    expect((parseCli(base) as { engine: string }).engine).toBe('node');
+    // Not given: the default (native; issue 15, native-default.test.ts).
+    expect((parseCli(base) as { engine?: string }).engine).toBeUndefined();
+    expect((parseCli([...base, '--engine', 'node']) as { engine: string }).engine).toBe('node');
     expect((parseCli([...base, '--engine', 'native']) as { engine: string }).engine).toBe('native');
     expect(() => parseCli([...base, '--engine', 'rust'])).toThrow(/node or native/);
-    expect(() => parseCli([...base, '--engine-threads', '2'])).toThrow(/--engine native/);
+    expect(() => parseCli([...base, '--engine', 'node', '--engine-threads', '2'])).toThrow(
+      /--engine node/,
+    );
   });
 
   it('native: a real STARTTLS session through the native engine', async () => {
