@@ -7,7 +7,7 @@ import { type ClientCertPolicy, type EngineOptions, TlsEngine } from './engine.j
 /** The engine kinds: node:tls (this package) or the C engine, which is a separate package that
  * depends on this one — loaded by name, so it must be installed beside it. */
 async function createEngine(
-  kind: string,
+  kind: 'node' | 'native',
   options: EngineOptions,
   threads: number | undefined,
 ): Promise<DaemonEngine & { reload(o: EngineOptions): void }> {
@@ -17,15 +17,28 @@ async function createEngine(
   try {
     mod = (await import(name)) as typeof mod;
   } catch (err) {
-    throw new Error(
-      `--engine native needs ${name} installed beside @tlsproxy/pool (${(err as Error).message}); --engine node runs without it`,
+    throw new NativeUnavailable(
+      `--engine native needs ${name} installed beside @tlsproxy/pool (${firstLine(err)}); --engine node runs without it`,
     );
   }
-  return new mod.NativeTlsEngine({
-    ...options,
-    ...(threads !== undefined ? { threads } : {}),
-  }) as DaemonEngine & { reload(o: EngineOptions): void };
+  try {
+    return new mod.NativeTlsEngine({
+      ...options,
+      ...(threads !== undefined ? { threads } : {}),
+    }) as DaemonEngine & { reload(o: EngineOptions): void };
+  } catch (err) {
+    // A configuration error is the same under either engine: only a missing addon falls back.
+    if ((err as { code?: string }).code === 'TLSPROXY_ERR_POOL_CONFIG') throw err;
+    throw new NativeUnavailable(
+      `the native engine cannot start (${firstLine(err)}); --engine node runs node:tls`,
+    );
+  }
 }
+
+/** The native engine is not there or cannot load on this machine (not a configuration error). */
+class NativeUnavailable extends Error {}
+
+const firstLine = (err: unknown) => String((err as Error)?.message ?? err).split('\n')[0];
 
 export const USAGE = `Usage: tlspool --socket PATH --cert CERT.pem --key KEY.pem [options]
        tlspool --socket PATH --connect-only [--cert CLIENT.pem --key CLIENT.key] [options]
@@ -42,8 +55,10 @@ export const USAGE = `Usage: tlspool --socket PATH --cert CERT.pem --key KEY.pem
                           (off). A proxy's handshake request may set its own.
   --allow-uid UID         uid allowed to connect (repeatable; default: own uid and root)
   --mode OCTAL            socket file mode (default 600)
-  --engine node|native    node:tls (default) or the C engine of @tlsproxy/engine-native
-                          (must be installed); --engine-threads N for its event-loop threads
+  --engine node|native    the C engine of @tlsproxy/engine-native (the default when it is
+                          installed beside this package and loads; otherwise node:tls, with a
+                          warning) or node:tls, the reference; --engine-threads N for the C
+                          engine's event-loop threads (default: cores - 1, at least 1)
 
 SIGHUP re-reads the certificate, key and CA files: handshakes from then on use them, sessions
 already established keep theirs. If a file cannot be read or a key does not match its
@@ -93,8 +108,8 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`tlspool: --idle-timeout needs a number of milliseconds ≥ 0\n\n${USAGE}`);
     return 2;
   }
-  const kind = (values.engine as string | undefined) ?? 'node';
-  if (kind !== 'node' && kind !== 'native') {
+  const asked = values.engine as string | undefined;
+  if (asked !== undefined && asked !== 'node' && asked !== 'native') {
     process.stderr.write(`tlspool: --engine is node or native\n\n${USAGE}`);
     return 2;
   }
@@ -102,6 +117,12 @@ export async function main(argv: string[]): Promise<number> {
     values['engine-threads'] === undefined ? undefined : Number(values['engine-threads']);
   if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1 && threads <= 256)) {
     process.stderr.write(`tlspool: --engine-threads needs a whole number 1..256\n\n${USAGE}`);
+    return 2;
+  }
+  if (threads !== undefined && asked === 'node') {
+    process.stderr.write(
+      `tlspool: --engine-threads goes with the native engine, not --engine node\n\n${USAGE}`,
+    );
     return 2;
   }
   const log = (level: string, message: string) =>
@@ -117,8 +138,18 @@ export async function main(argv: string[]): Promise<number> {
   });
   let daemon: PoolDaemon;
   let engine: DaemonEngine & { reload(o: EngineOptions): void };
+  // Native unless told otherwise; without --engine a machine where it cannot load still gets a
+  // daemon (node:tls) and one line saying so, while an explicit --engine native is refused.
+  let kind: 'node' | 'native' = asked === 'node' ? 'node' : 'native';
   try {
-    engine = await createEngine(kind, engineOptions(), threads);
+    try {
+      engine = await createEngine(kind, engineOptions(), threads);
+    } catch (err) {
+      if (asked !== undefined || !(err instanceof NativeUnavailable)) throw err;
+      log('warn', `${err.message}; running node:tls (--engine node says so and silences this)`);
+      kind = 'node';
+      engine = await createEngine(kind, engineOptions(), undefined);
+    }
     daemon = new PoolDaemon(engine, {
       path: values.socket as string,
       mode: values.mode ? Number.parseInt(values.mode as string, 8) : 0o600,
