@@ -362,6 +362,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<Demo> {
         ? `the native TLS engine (@tlsproxy/engine-native, ${threads} thread${threads === 1 ? '' : 's'})`
         : 'the node:tls engine (the reference engine)';
     proxy = new CliProxy({ pool: built.pool, logger }, built.owned);
+    logger.log('info', 'TLS engine', built.describe);
 
     const started: { entry: Entry; port: number; backend: string }[] = [];
     for (const { entry, dialect } of found) {

@@ -314,6 +314,19 @@ engineThreads: 1
     } finally {
       await p.stop();
     }
+    // An explicit native that cannot load: check-config says so and exits 1, as the start would.
+    const explicit = join(dir, 'explicit.yaml');
+    writeFileSync(
+      explicit,
+      `identities: [{ cert: ${certs}server.pem, key: ${certs}server.key }]\nlisteners: [{ dialect: imap, listen: 143, backend: unix:/x }]\nengine: native\n`,
+    );
+    const checkExplicit = spawnSync(process.execPath, [bin, 'check-config', explicit], {
+      encoding: 'utf8',
+      env: { ...process.env, ...NO_NATIVE },
+    });
+    expect(checkExplicit.status).toBe(1);
+    expect(checkExplicit.stdout).toMatch(/^engine: native \(cannot load here/m);
+    expect(checkExplicit.stderr).toMatch(/engine: native cannot load here.*engine: node/);
     const pool = join(dir, 'pool.yaml');
     writeFileSync(
       pool,
@@ -355,6 +368,38 @@ describe('issue 15: tlsproxy demo', () => {
     } finally {
       await b.d.stop();
     }
+  }, 60_000);
+
+  it('the demo where native cannot load: node:tls with a warning; --engine native refused', async () => {
+    // a random base; on the rare port clash (ephemeral ports live up there too) try another
+    let p = cli(
+      ['demo', '--port-base', String(20000 + Math.floor(Math.random() * 20000))],
+      NO_NATIVE,
+    );
+    for (let attempt = 0; attempt < 4; attempt++) {
+      const code = await Promise.race([p.exited, p.waitFor(/Ctrl-C stops/, 30_000)]);
+      if (code === undefined || !/already in use/.test(p.log)) break;
+      p = cli(
+        ['demo', '--port-base', String(20000 + Math.floor(Math.random() * 20000))],
+        NO_NATIVE,
+      );
+    }
+    try {
+      await p.waitFor(/Ctrl-C stops/, 30_000);
+      expect(p.log).toMatch(/^tlsproxy demo: the node:tls engine/m);
+      const w = p.log.split('\n').filter((l) => /warning/.test(l));
+      expect(w, p.log).toHaveLength(1);
+      expect(w[0]).toMatch(/native TLS engine.*cannot load.*--engine node/);
+      expect(p.log).toMatch(/TLS engine engine=node/);
+    } finally {
+      await p.stop();
+    }
+    const refused = spawnSync(process.execPath, [bin, 'demo', '--engine', 'native'], {
+      encoding: 'utf8',
+      env: { ...process.env, ...NO_NATIVE },
+    });
+    expect(refused.status).toBe(1);
+    expect(refused.stderr).toMatch(/--engine native cannot load.*--engine node/s);
   }, 60_000);
 
   it('tlsproxy demo --engine node|native; anything else is a usage error', () => {
