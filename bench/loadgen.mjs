@@ -6,6 +6,9 @@
 //     implicit: TLS from the first byte instead (port 993 style), then the greeting.
 //   { mode: 'bulk', port, bytes }  one connection: STARTTLS, then UPLOAD and DOWNLOAD of `bytes`.
 //   { mode: 'idle', port, count, holdMs } open `count` connections, read the greeting, hold them.
+//   { mode: 'established', port, count, holdMs, concurrency? }  open `count` connections through
+//     STARTTLS, the handshake and one CAPABILITY exchange (so the backend has its end), then hold
+//     them with nothing moving.
 // Prints one JSON line with the results and its own CPU seconds.
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
@@ -212,8 +215,49 @@ async function idle({ port, count, holdMs }) {
   return { ok, failed };
 }
 
-const modes = { handshake, bulk, idle };
-const result = await modes[opts.mode](opts);
+async function established({ port, count, holdMs, concurrency = 16 }) {
+  const socks = [];
+  let ok = 0;
+  let failed = 0;
+  let next = 0;
+  const worker = async () => {
+    while (next < count) {
+      next++;
+      try {
+        const t = await starttls(port);
+        socks.push(t);
+        t.on('error', () => {});
+        t.write('b CAPABILITY\r\n');
+        const { line } = await readLine(t, /^b /);
+        if (!/^b OK/i.test(line)) throw new Error(`CAPABILITY: ${line.trim()}`);
+        ok++;
+      } catch {
+        failed++;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  process.stdout.write(`${JSON.stringify({ holding: ok, failed })}\n`);
+  await new Promise((r) => {
+    const timer = setTimeout(r, holdMs);
+    process.stdin.once('data', () => {
+      clearTimeout(timer);
+      r();
+    });
+  });
+  for (const s of socks) s.destroy();
+  return { ok, failed };
+}
+
+const modes = new Map([
+  ['handshake', handshake],
+  ['bulk', bulk],
+  ['idle', idle],
+  ['established', established],
+]);
+const run = modes.get(opts.mode);
+if (!run) throw new Error(`unknown mode ${opts.mode}`);
+const result = await run(opts);
 const cpu = process.cpuUsage();
 result.loadgenCpuSecs = (cpu.user + cpu.system) / 1e6;
 process.stdout.write(`${JSON.stringify(result)}\n`);

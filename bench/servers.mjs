@@ -8,6 +8,8 @@
 //   node bench/servers.mjs implicit PORT       implicit TLS (port-993 style) + IMAP in-process (node:tls)
 //   node bench/servers.mjs plain PORT          plaintext IMAP server (behind stunnel)
 // Each prints "ready" on stdout once it accepts connections and exits on SIGTERM/SIGINT.
+// backend and tlsproxy also answer `mem` on stdin with `mem {rss, heapUsed, external, malloc}` on
+// stdout, after a full GC when started with --expose-gc (the idle established-session phase).
 // The post-TLS commands are the same everywhere: CAPABILITY, UPLOAD n (n raw bytes follow),
 // DOWNLOAD n (n raw bytes then the tagged OK), LOGOUT.
 import { readFileSync } from 'node:fs';
@@ -85,6 +87,39 @@ export function serveImap(socket, greeting) {
 }
 
 const ready = () => process.stdout.write('ready\n');
+
+/**
+ * Answer `mem` lines on stdin: collect garbage (with --expose-gc) so the figures are live memory,
+ * not what the handshakes left behind, then report RSS, the JS heap and the C heap (malloc: OpenSSL,
+ * the engine addon, Node's C++ objects; read through the native engine's probe when it loads).
+ */
+function answerMem() {
+  let mallocBytes = null;
+  let buf = '';
+  process.stdin.on('data', async (d) => {
+    buf += d;
+    for (let lf = buf.indexOf('\n'); lf >= 0; lf = buf.indexOf('\n')) {
+      const cmd = buf.slice(0, lf).trim();
+      buf = buf.slice(lf + 1);
+      if (cmd !== 'mem') continue;
+      if (mallocBytes === null) {
+        try {
+          mallocBytes = (await import('@tlsproxy/engine-native')).mallocBytes;
+          mallocBytes();
+        } catch {
+          mallocBytes = () => null;
+        }
+      }
+      for (let i = 0; i < 2; i++) {
+        globalThis.gc?.();
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      const m = process.memoryUsage();
+      const mem = { rss: m.rss, heapUsed: m.heapUsed, external: m.external, malloc: mallocBytes() };
+      process.stdout.write(`mem ${JSON.stringify(mem)}\n`);
+    }
+  });
+}
 const onStop = (fn) => {
   for (const sig of ['SIGTERM', 'SIGINT']) {
     process.once(sig, () => {
@@ -100,6 +135,7 @@ async function main(mode, a, b, engine = 'node') {
     const server = await listen({ path: a, maxPending: 4096 });
     server.on('connection', (socket) => serveImap(socket, null));
     onStop(() => server.close());
+    answerMem();
     ready();
   } else if (mode === 'tlsproxy') {
     const { TlsProxy, silentLogger } = await import('@tlsproxy/core');
@@ -121,6 +157,7 @@ async function main(mode, a, b, engine = 'node') {
       maxConnectionsPerAddress: 50_000,
     });
     onStop(() => proxy.close());
+    answerMem();
     ready();
   } else if (mode === 'implicit') {
     // The floor cost of TLS in Node: no preamble at all, TLS from the first byte.

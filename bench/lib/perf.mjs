@@ -1,20 +1,26 @@
 // The native side of the same question, when Linux perf is installed: V8's profiler cannot see
-// OpenSSL, malloc or the kernel, perf can. Samples of the tlsproxy process under the handshake
-// load, grouped by what the code is. Skipped (with the reason in the report) without perf.
+// OpenSSL, malloc, the kernel or the native engine's own threads; perf can. Samples of every
+// server process of one system (proxy and backend) under the handshake load, split by part — the
+// proxy's JS thread, the native engine's loop threads (`tls-engine-N`), the proxy's other threads,
+// the backend process — and within each part by kind of code. Each part's CPU per connection comes
+// from /proc (per-thread counters, exact); perf's sample shares split it by kind of code.
+// Skipped (with the reason in the report) without perf.
 import { spawn, spawnSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { r1 } from './phases.mjs';
-import { log, stop, usage, workDir } from './procs.mjs';
+import { log, stop, threadCpu, workDir } from './procs.mjs';
 
+export const OPENSSL = 'OpenSSL (handshake crypto, TLS state machine, X.509, AES-GCM)';
 const GROUPS = [
   ['kernel (syscalls, wake-ups, TCP/UNIX sockets)', (dso) => dso.includes('[kernel')],
-  ['JavaScript (JIT-compiled code)', (dso, sym) => dso.includes('[JIT]') || sym.startsWith('JS:')],
-  ['fdpass addon', (dso) => dso.includes('fdpass')],
   [
-    'libc (malloc/free, memcpy, locks)',
-    (dso) => dso.startsWith('libc') || dso.startsWith('libstdc'),
+    'JavaScript (JIT-compiled code)',
+    (dso, sym) => dso.includes('[JIT]') || /perf-\d+\.map/.test(dso) || sym.startsWith('JS:'),
   ],
+  ['native engine addon (epoll loop, relay, state machine)', (dso) => /engine[-_]native/.test(dso)],
+  ['fdpass addon (socketpair, SCM_RIGHTS)', (dso) => dso.includes('fdpass')],
+  ['libc (malloc/free, memcpy, locks)', (dso) => /(^|\/)lib(c|pthread|m|stdc\+\+)[.-]/.test(dso)],
   [
     'V8 (builtins, inline caches, GC, compiler)',
     (_, sym) =>
@@ -23,69 +29,148 @@ const GROUPS = [
   ['Node C++ (stream and TLS wraps, bindings)', (_, sym) => /node::|napi_/.test(sym)],
   ['libuv', (_, sym) => sym.startsWith('uv_') || sym.startsWith('uv__')],
 ];
-const OPENSSL = 'OpenSSL (handshake crypto, TLS state machine, X.509)';
 
 function group(dso, sym) {
   for (const [name, test] of GROUPS) if (test(dso, sym)) return name;
   // What is left in the node binary is the OpenSSL it links statically.
-  return dso === 'node' ? OPENSSL : `other (${dso})`;
+  const base = dso.split('/').pop();
+  return base === 'node' ? OPENSSL : `other (${base})`;
 }
+
+export const PARTS = {
+  js: "proxy's JS thread (dialect, hand-off, node:tls engine when in use)",
+  engine: 'native engine loop threads (tls-engine-N: handshake, relay)',
+  other: "proxy's other threads (V8 GC and compiler helpers, libuv pool)",
+  backend: 'backend process (all threads)',
+};
 
 export function perfAvailable() {
   return spawnSync('perf', ['--version'], { stdio: 'ignore' }).status === 0;
 }
 
+/** Which part of the system a thread is. */
+function partOf(pid, tid, name, backendPids) {
+  if (backendPids.has(pid)) return 'backend';
+  if (name.startsWith('tls-engine')) return 'engine';
+  return tid === pid ? 'js' : 'other';
+}
+
+/** CPU seconds per part, from /proc's per-thread counters of `procs` ({ pid, backend }). */
+function partCpu(procs) {
+  const backend = new Set(procs.filter((p) => p.backend).map((p) => p.pid));
+  const out = new Map();
+  for (const { pid } of procs)
+    for (const t of threadCpu(pid)) {
+      const part = partOf(pid, t.tid, t.name, backend);
+      out.set(`${part} ${t.tid}`, t.cpu);
+    }
+  return out;
+}
+
 /**
- * perf samples of the server process `start()` launches (with --perf-basic-prof) during one
- * handshake trial, grouped, and converted to CPU milliseconds per connection with /proc's count.
+ * perf samples of the server processes `start()` launches (with --perf-basic-prof) during one
+ * handshake trial, split by part and kind of code, in CPU milliseconds per connection.
  */
 export async function perfProfile(name, start, trial, P) {
   if (!perfAvailable()) return { error: 'perf not installed (Debian: linux-perf)' };
   const data = join(workDir, `perf-${name}.data`);
   const inst = await start(['--perf-basic-prof']);
-  const pid = inst.proxy[0].pid;
+  const procs = [
+    ...inst.proxy.map((c) => ({ pid: c.pid, backend: false })),
+    ...inst.backend.map((c) => ({ pid: c.pid, backend: true })),
+  ];
+  const backendPids = new Set(procs.filter((p) => p.backend).map((p) => p.pid));
   let t;
-  let cpu;
+  let c0;
+  let c1;
   try {
     await trial(inst, P.concurrency, P.warmMs, P);
-    const rec = spawn('perf', ['record', '-F', '999', '-p', String(pid), '-o', data], {
-      stdio: 'ignore',
-    });
+    const rec = spawn(
+      'perf',
+      ['record', '-F', '999', '-p', procs.map((p) => p.pid).join(','), '-o', data],
+      { stdio: 'ignore' },
+    );
     await new Promise((r) => setTimeout(r, 300));
-    const u0 = usage([pid]).cpu;
+    c0 = partCpu(procs);
     t = await trial(inst, P.concurrency, P.profileMs, P);
-    cpu = usage([pid]).cpu - u0;
+    c1 = partCpu(procs);
     rec.kill('SIGINT');
     await new Promise((r) => rec.once('exit', r));
   } finally {
     for (const c of [...inst.proxy, ...inst.backend]) await stop(c);
   }
-  const rep = spawnSync(
-    'perf',
-    ['report', '-i', data, '--no-children', '--sort', 'dso,sym', '--stdio', '-g', 'none'],
-    { encoding: 'utf8', maxBuffer: 64 << 20 },
-  );
-  rmSync(`/tmp/perf-${pid}.map`, { force: true }); // written by --perf-basic-prof
-  const groups = new Map();
-  const syms = [];
-  for (const line of rep.stdout.split('\n')) {
-    const m = line.match(/^\s+([\d.]+)%\s+(\S+(?: \S+ \d+)?)\s+\[[.k]\]\s+(.*)$/);
+  const script = spawnSync('perf', ['script', '-i', data, '-F', 'comm,pid,tid,ip,sym,dso'], {
+    encoding: 'utf8',
+    maxBuffer: 256 << 20,
+  });
+  for (const { pid } of procs) rmSync(`/tmp/perf-${pid}.map`, { force: true }); // --perf-basic-prof
+  rmSync(data, { force: true });
+  // "  comm  pid/tid  ip  symbol (dso)"; the thread name may hold spaces, the symbol too.
+  const samples = new Map(); // part → Map(kind → count)
+  const syms = new Map(); // `part\0kind\0sym` → count
+  let total = 0;
+  for (const line of script.stdout.split('\n')) {
+    const m = line.match(/^\s*(.*?)\s+(\d+)\/(\d+)\s+[0-9a-f]+\s+(.*?)\s+\(([^()]*)\)\s*$/);
     if (!m) continue;
-    const share = Number(m[1]) / 100;
-    const g = group(m[2], m[3]);
-    groups.set(g, (groups.get(g) ?? 0) + share);
-    syms.push({ name: m[3].trim(), group: g, share: r1(share, 4) });
+    const [, comm, pid, tid, sym, dso] = m;
+    const part = partOf(Number(pid), Number(tid), comm, backendPids);
+    const kind = group(dso, sym);
+    const g = samples.get(part) ?? new Map();
+    samples.set(part, g.set(kind, (g.get(kind) ?? 0) + 1));
+    const k = `${part}\0${kind}\0${sym}`;
+    syms.set(k, (syms.get(k) ?? 0) + 1);
+    total++;
   }
-  if (groups.size === 0) return { error: `perf report gave nothing: ${rep.stderr.slice(0, 200)}` };
-  log(`perf profile of ${name} taken`);
-  const msPerConn = (cpu * 1000) / t.ok;
+  if (total === 0) return { error: `perf script gave nothing: ${script.stderr.slice(0, 200)}` };
+  log(`perf profile of ${name} taken (${total} samples)`);
+  // /proc CPU per part over the trial (threads present at both readings).
+  const cpu = new Map();
+  for (const [k, v] of c1) {
+    const part = k.split(' ')[0];
+    cpu.set(part, (cpu.get(part) ?? 0) + v - (c0.get(k) ?? 0));
+  }
+  const msPer = (secs) => (secs * 1000) / t.ok;
+  const parts = [...new Set([...cpu.keys(), ...samples.keys()])]
+    .filter((p) => (cpu.get(p) ?? 0) > 0 || samples.has(p))
+    .map((p) => {
+      const g = samples.get(p) ?? new Map();
+      const n = [...g.values()].reduce((a, x) => a + x, 0);
+      const ms = msPer(cpu.get(p) ?? 0);
+      return {
+        part: p,
+        name: PARTS[p],
+        msPerConnection: r1(ms, 3),
+        samples: n,
+        kinds: [...g]
+          .sort((a, b) => b[1] - a[1])
+          .map(([kind, c]) => ({
+            name: kind,
+            share: r1(c / n, 3),
+            msPerConnection: r1((c / n) * ms, 3),
+          })),
+      };
+    })
+    .sort((a, b) => Object.keys(PARTS).indexOf(a.part) - Object.keys(PARTS).indexOf(b.part));
+  const totalMs = parts.reduce((a, p) => a + (p.msPerConnection ?? 0), 0);
+  // The same kinds summed over the parts (ms per connection), for the whole system.
+  const kinds = new Map();
+  for (const p of parts)
+    for (const k of p.kinds) kinds.set(k.name, (kinds.get(k.name) ?? 0) + k.msPerConnection);
   return {
     connections: t.ok,
     connPerSec: r1(t.rate),
-    cpuMsPerConnection: r1(msPerConn, 3),
-    groups: [...groups]
+    samples: total,
+    cpuMsPerConnection: r1(totalMs, 3),
+    parts,
+    groups: [...kinds]
       .sort((a, b) => b[1] - a[1])
-      .map(([g, s]) => ({ name: g, share: r1(s, 3), msPerConnection: r1(s * msPerConn, 3) })),
-    top: syms.slice(0, 12),
+      .map(([g, ms]) => ({ name: g, share: r1(ms / totalMs, 3), msPerConnection: r1(ms, 3) })),
+    top: [...syms]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, 15)
+      .map(([k, c]) => {
+        const [part, kind, sym] = k.split('\0');
+        return { part, kind, name: sym, share: r1(c / total, 4) };
+      }),
   };
 }

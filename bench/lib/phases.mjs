@@ -1,6 +1,6 @@
-// The four measurements. Each takes the running instances ({ id: { port, proxy, backend } }) and
+// The measurements. Each takes the running instances ({ id: { port, proxy, backend } }) and
 // alternates the systems A B C … A B C … so slow drift of the machine hits them all alike.
-import { loadgen, log, usage } from './procs.mjs';
+import { ask, countSwitches, loadgen, log, stop, treePids, usage } from './procs.mjs';
 
 export const median = (xs) => {
   const s = xs.filter((x) => x != null).sort((a, b) => a - b);
@@ -11,8 +11,14 @@ const sum = (xs, f) => xs.reduce((a, x) => a + f(x), 0);
 const pids = (cs) => cs.map((c) => c.pid);
 
 // ---- 1. handshake rate --------------------------------------------------------------------------
-/** One fixed-concurrency trial split over `P.loadgens` load-generator processes. */
+/**
+ * One fixed-concurrency trial split over `P.loadgens` load-generator processes. With
+ * `P.ctxSwitches`, perf also counts the servers' context switches (every process and thread).
+ */
 export async function trial(inst, concurrency, durationMs, P) {
+  const cs = P.ctxSwitches
+    ? await countSwitches(treePids(pids([...inst.proxy, ...inst.backend])))
+    : null;
   const p0 = usage(pids(inst.proxy));
   const b0 = usage(pids(inst.backend));
   const rs = await Promise.all(
@@ -29,6 +35,7 @@ export async function trial(inst, concurrency, durationMs, P) {
   );
   const p1 = usage(pids(inst.proxy));
   const b1 = usage(pids(inst.backend));
+  const switches = cs ? await cs.stop() : null;
   // Rates add up; latency quantiles come from the pooled samples.
   const lat = rs.flatMap((r) => r.latMs).sort((x, y) => x - y);
   const q = (p) => (lat.length ? lat[Math.min(lat.length - 1, Math.floor(p * lat.length))] : null);
@@ -47,6 +54,8 @@ export async function trial(inst, concurrency, durationMs, P) {
     proxyCpu: p1.cpu - p0.cpu,
     proxySys: p1.sys - p0.sys,
     backendCpu: b1.cpu - b0.cpu,
+    switches,
+    lat,
   };
 }
 
@@ -57,9 +66,11 @@ export async function handshakes(systems, insts, P) {
     log(`warm-up ${s.id}`);
     await trial(insts[s.id], s.concurrency ?? P.concurrency, P.warmMs, P);
   }
+  // Context switches are counted in the measured rounds (perf stat, when it works here).
+  const Q = { ...P, ctxSwitches: true };
   for (let round = 0; round < P.rounds; round++) {
     for (const s of live) {
-      const t = await trial(insts[s.id], s.concurrency ?? P.concurrency, P.trialMs, P);
+      const t = await trial(insts[s.id], s.concurrency ?? P.concurrency, P.trialMs, Q);
       log(
         `round ${round + 1} ${s.id}: ${t.rate.toFixed(0)} conn/s p50 ${t.p50Ms?.toFixed(1)} ms errors ${JSON.stringify(t.errors)}`,
       );
@@ -72,6 +83,7 @@ export async function handshakes(systems, insts, P) {
     const secs = sum(ts, (t) => t.secs);
     const proxyCpu = sum(ts, (t) => t.proxyCpu);
     const backendCpu = sum(ts, (t) => t.backendCpu);
+    const counted = ts.filter((t) => t.switches != null);
     out[id] = {
       connections: ok,
       errors: sum(ts, (t) => sum(Object.values(t.errors), (x) => x)),
@@ -87,6 +99,49 @@ export async function handshakes(systems, insts, P) {
       serverCpuCores: r1((proxyCpu + backendCpu) / secs, 2),
       loadgenCpuCores: r1(sum(ts, (t) => t.loadgenCpuSecs) / secs, 2),
       loadgenCpuSecPer1k: r1((sum(ts, (t) => t.loadgenCpuSecs) / ok) * 1000, 3),
+      // Server processes' context switches (perf stat), per connection of the trials counted.
+      switchesPerConn: counted.length
+        ? r1(sum(counted, (t) => t.switches) / sum(counted, (t) => t.ok), 2)
+        : null,
+    };
+  }
+  return out;
+}
+
+// ---- 1b. unloaded latency ----------------------------------------------------------------------
+/**
+ * One client at a time (concurrency 1, one load generator): the latency of a whole connection
+ * (greeting, STARTTLS, handshake, CAPABILITY, close) when nothing queues. Short alternating
+ * trials; quantiles over every connection of every round.
+ */
+export async function unloaded(systems, insts, P) {
+  const live = systems.filter((s) => insts[s.id] && !s.reuse);
+  const Q = { ...P, loadgens: 1, ctxSwitches: false };
+  const trials = Object.fromEntries(live.map((s) => [s.id, []]));
+  for (const s of live) await trial(insts[s.id], 1, P.latWarmMs, Q);
+  for (let round = 0; round < P.latRounds; round++) {
+    for (const s of live) {
+      const t = await trial(insts[s.id], 1, P.latMs, Q);
+      log(`unloaded ${round + 1} ${s.id}: p50 ${t.p50Ms?.toFixed(2)} ms (${t.ok} conn)`);
+      trials[s.id].push(t);
+    }
+  }
+  const out = {};
+  for (const [id, ts] of Object.entries(trials)) {
+    const lat = ts.flatMap((t) => t.lat).sort((x, y) => x - y);
+    if (!lat.length) continue;
+    const q = (p) => lat[Math.min(lat.length - 1, Math.floor(p * lat.length))];
+    const ok = lat.length;
+    out[id] = {
+      connections: ok,
+      errors: sum(ts, (t) => sum(Object.values(t.errors), (x) => x)),
+      p50Ms: r1(q(0.5), 3),
+      p90Ms: r1(q(0.9), 3),
+      p99Ms: r1(q(0.99), 3),
+      meanMs: r1(sum(lat, (x) => x) / ok, 3),
+      connPerSec: r1(ok / sum(ts, (t) => t.secs)),
+      // CPU per connection when nothing is batched or queued (proxy + backend).
+      serverCpuMsPerConn: r1((sum(ts, (t) => t.proxyCpu + t.backendCpu) / ok) * 1000, 3),
     };
   }
   return out;
@@ -140,16 +195,25 @@ export async function idleMemory(systems, insts, P) {
     if (!s.idle || !insts[s.id]) continue;
     const inst = insts[s.id];
     const all = pids([...inst.proxy, ...inst.backend]);
-    const before = usage(all).rss;
+    // tlsproxy's processes collect garbage first (servers.mjs `mem`), so a collection between the
+    // two readings cannot hide the connections' memory; the C servers have none to collect.
+    const settle = () => (inst.mem ? settledMem([...inst.proxy, ...inst.backend]) : null);
+    let before = null;
     let during = null;
     let held = { holding: 0, failed: 0 };
     try {
+      await settle();
+      before = usage(all).rss;
       await loadgen({ mode: 'idle', port: inst.port, count: P.idle, holdMs: 60000 }, (o, c) => {
         held = o;
         // Let the servers settle (stunnel threads, Node's lazy allocations) before reading RSS.
-        setTimeout(() => {
-          during = usage(all).rss;
-          c.stdin.write('done\n');
+        setTimeout(async () => {
+          try {
+            await settle();
+            during = usage(all).rss;
+          } finally {
+            c.stdin.write('done\n');
+          }
         }, 2000);
       });
     } catch (e) {
@@ -166,6 +230,90 @@ export async function idleMemory(systems, insts, P) {
     };
     log(`idle ${s.id}: ${JSON.stringify(out[s.id])}`);
     await new Promise((r) => setTimeout(r, 1000));
+  }
+  return out;
+}
+
+/**
+ * Ask bench servers for `mem` (a full GC first) until each one's RSS has held still for a few
+ * readings, and not before they are 12 s old: V8's memory reducer hands 3–6 MiB of a fresh
+ * process's pages back to the kernel 8–10 s after it starts (measured here), and a baseline taken
+ * before that would hide as much of what the connections cost. Resolves with each server's last
+ * answer.
+ */
+export async function settledMem(servers, { streak = 3, tries = 16, minAgeMs = 12000 } = {}) {
+  const age = Math.min(...servers.map((c) => Date.now() - (c.startedAt ?? 0)));
+  if (age < minAgeMs) await new Promise((r) => setTimeout(r, minAgeMs - age));
+  let prev = null;
+  let still = 0;
+  for (let i = 0; ; i++) {
+    const now = [];
+    for (const c of servers) now.push(await ask(c, 'mem'));
+    still = prev && now.every((m, k) => Math.abs(m.rss - prev[k].rss) < 256 << 10) ? still + 1 : 0;
+    if (still + 1 >= streak || i + 1 >= tries) return now;
+    prev = now;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+// ---- 3b. idle established sessions ---------------------------------------------------------------
+/**
+ * Memory of idle ESTABLISHED sessions through the real proxy and backend: fresh instances started
+ * by `list` ([id, start]) with --expose-gc, warmed up, then `P.established` connections through
+ * STARTTLS, the handshake and one CAPABILITY exchange, held with nothing moving. Both processes
+ * collect garbage before each reading (servers.mjs `mem`), so the growth is live memory: the proxy
+ * process's (the TLS engine and the proxy's per-session state) and the backend's, separately.
+ */
+export async function idleEstablished(list, P) {
+  const out = {};
+  for (const [id, startFn] of list) {
+    let inst;
+    try {
+      inst = await startFn();
+      const [proxy] = inst.proxy;
+      const [backend] = inst.backend;
+      // Lazy allocations (JIT, OpenSSL's tables, the loop threads' malloc arenas) before the baseline.
+      await trial(inst, 8, P.warmMs, { ...P, loadgens: 1, ctxSwitches: false });
+      await new Promise((r) => setTimeout(r, 500));
+      const [p0, b0] = await settledMem([proxy, backend]);
+      let p1;
+      let b1;
+      let held = { holding: 0, failed: 0 };
+      await loadgen(
+        { mode: 'established', port: inst.port, count: P.established, holdMs: 120000 },
+        (o, c) => {
+          held = o;
+          // Let the last sessions settle (the engine drops its handshake buffers) before reading.
+          setTimeout(async () => {
+            try {
+              [p1, b1] = await settledMem([proxy, backend]);
+            } finally {
+              c.stdin.write('done\n');
+            }
+          }, 1000);
+        },
+      );
+      const n = held.holding;
+      const per = (a, b, k) =>
+        n && a?.[k] != null && b?.[k] != null ? r1((b[k] - a[k]) / 1024 / n, 2) : null;
+      out[id] = {
+        asked: P.established,
+        sessions: n,
+        refused: held.failed,
+        proxyRssBeforeMiB: r1(p0.rss / 2 ** 20),
+        proxyRssDuringMiB: r1(p1.rss / 2 ** 20),
+        proxyKiBPerSession: per(p0, p1, 'rss'),
+        proxyMallocKiBPerSession: per(p0, p1, 'malloc'),
+        proxyJsHeapKiBPerSession: per(p0, p1, 'heapUsed'),
+        backendKiBPerSession: per(b0, b1, 'rss'),
+      };
+      log(`idle established ${id}: ${JSON.stringify(out[id])}`);
+    } catch (e) {
+      out[id] = { error: e.message.slice(0, 300) };
+      log(`idle established ${id} failed: ${e.message}`);
+    } finally {
+      if (inst) for (const c of [...inst.proxy, ...inst.backend]) await stop(c);
+    }
   }
   return out;
 }

@@ -1,7 +1,7 @@
 // Child processes of the benchmark: started, measured from /proc and always killed (with their
 // descendants) on every exit path, so an interrupted run leaves no server behind.
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,7 +34,7 @@ function procTable() {
   return t;
 }
 
-function tree(pid, t = procTable()) {
+export function tree(pid, t = procTable()) {
   const out = [pid];
   for (let i = 0; i < out.length; i++) for (const [p, v] of t) if (v.ppid === out[i]) out.push(p);
   return out.filter((p) => t.has(p));
@@ -71,10 +71,64 @@ process.on('exit', () => {
 });
 for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130));
 
+/** Every live process of the trees rooted at `pids` (a cluster primary's workers, nginx's). */
+export function treePids(pids) {
+  const t = procTable();
+  return pids.flatMap((p) => tree(p, t));
+}
+
+/** CPU seconds per thread of process `pid`, by thread: `{ tid, name, cpu }` (Linux /proc). */
+export function threadCpu(pid) {
+  const out = [];
+  let tids = [];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tids) {
+    try {
+      const s = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'latin1');
+      const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+      out.push({
+        tid: Number(tid),
+        name: s.slice(s.indexOf('(') + 1, s.lastIndexOf(')')),
+        cpu: (Number(f[11]) + Number(f[12])) / CLK_TCK,
+      });
+    } catch {}
+  }
+  return out;
+}
+
+/**
+ * Send `cmd` on a bench server's stdin and resolve with the JSON that follows `<cmd> ` on its
+ * stdout (servers.mjs answers `mem` this way).
+ */
+export function ask(c, cmd, timeoutMs = 10000) {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const onData = (d) => {
+      out += d;
+      const m = out.match(new RegExp(`(?:^|\\n)${cmd} (.*)\\n`));
+      if (!m) return;
+      clearTimeout(timer);
+      c.stdout.removeListener('data', onData);
+      resolve(JSON.parse(m[1]));
+    };
+    const timer = setTimeout(() => {
+      c.stdout.removeListener('data', onData);
+      reject(new Error(`no answer to ${cmd}`));
+    }, timeoutMs);
+    c.stdout.on('data', onData);
+    c.stdin.write(`${cmd}\n`);
+  });
+}
+
 /** Spawn `cmd`; resolve once stdout shows `ready` or `port` accepts a connection. */
-export function start(cmd, argv, { ready = null, port = null, name = cmd } = {}) {
-  const c = spawn(cmd, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
+export function start(cmd, argv, { ready = null, port = null, name = cmd, env = {} } = {}) {
+  const c = spawn(cmd, argv, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   children.add(c);
+  c.startedAt = Date.now(); // the memory phases wait for a server's start-up to settle
   let err = '';
   c.stderr.on('data', (d) => {
     err = (err + d).slice(-4000);
@@ -146,6 +200,63 @@ export const node = (script, ...a) => [
   process.execPath,
   [join(benchDir, script), ...a.map(String)],
 ];
+
+let perfStatWorks = null;
+/** Whether `perf stat` can count context switches of another process here. */
+export function perfStatAvailable() {
+  if (perfStatWorks === null) {
+    const r = spawnSync('perf', ['stat', '-x', ',', '-e', 'context-switches', 'true'], {
+      encoding: 'utf8',
+      timeout: 10000,
+    });
+    perfStatWorks = r.status === 0 && /context-switches/.test(r.stderr ?? '');
+  }
+  return perfStatWorks;
+}
+
+/**
+ * Count the context switches of `pids` (every thread, and threads they start later: perf's
+ * counters are inherited) from now until the returned stop() — null without a working perf.
+ */
+export async function countSwitches(pids) {
+  if (!pids.length || !perfStatAvailable()) return null;
+  const c = spawn('perf', ['stat', '-x', ',', '-e', 'context-switches', '-p', pids.join(',')], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  children.add(c);
+  let err = '';
+  c.stderr.on('data', (d) => {
+    err += d;
+  });
+  // 'close', not 'exit': perf prints its count as it ends, and 'exit' may come before stderr's end.
+  const exited = new Promise((r) => c.once('close', r));
+  c.on('exit', () => children.delete(c));
+  // perf prints nothing once attached: wait until it holds its counters (perf_event
+  // descriptors), or a SIGINT before that would end it with no count.
+  const attached = () => {
+    try {
+      return readdirSync(`/proc/${c.pid}/fd`).some((fd) => {
+        try {
+          return readlinkSync(`/proc/${c.pid}/fd/${fd}`).includes('perf_event');
+        } catch {
+          return false;
+        }
+      });
+    } catch {
+      return false;
+    }
+  };
+  for (let i = 0; i < 100 && !attached() && c.exitCode === null; i++)
+    await new Promise((r) => setTimeout(r, 20));
+  return {
+    async stop() {
+      c.kill('SIGINT');
+      await exited;
+      const n = err.match(/^(\d+),[^,]*,context-switches/m);
+      return n ? Number(n[1]) : null;
+    },
+  };
+}
 
 /** Run bench/loadgen.mjs; resolve with its final result line, pass progress lines to onLine. */
 export function loadgen(opts, onLine) {

@@ -11,6 +11,8 @@ import { startTlsproxy } from './systems.mjs';
 const PARTS = [
   [/packages\/fdpass\//, 'fdpass (socketpair, descriptor hand-off to the backend)'],
   [/packages\/pool\//, 'TLS engine (@tlsproxy/pool: handshake set-up, relay)'],
+  [/packages\/engine-native\//, 'native engine, JS side (submit, events, OwnedFd)'],
+  [/packages\/backend\//, '@tlsproxy/backend'],
   [/packages\/core\//, 'core (sessions, STARTTLS transition, backend channel)'],
   [/protocols\/|nearley/, 'IMAP dialect (incl. nearley grammar)'],
   [/node:_tls|node:tls|internal\/tls/, 'node:tls (JS side)'],
@@ -67,10 +69,14 @@ export function summarize(file, top = 15) {
   };
 }
 
-/** Run one handshake trial against a profiled tlsproxy and summarize its profile. */
-export async function profileTlsproxy(trial, P, outDir = benchDir) {
+/**
+ * Run one handshake trial against a profiled tlsproxy (`engine`: 'native', the default engine, or
+ * 'node') and summarize its profile. With the native engine V8 sees only the JS thread's part:
+ * the dialect, the hand-off and the proxy's bookkeeping; the TLS work is on the engine's threads.
+ */
+export async function profileTlsproxy(trial, P, outDir = benchDir, engine = 'native') {
   const dir = join(workDir, 'cpuprof');
-  const inst = await startTlsproxy('prof', ['--cpu-prof', `--cpu-prof-dir=${dir}`]);
+  const inst = await startTlsproxy('prof', ['--cpu-prof', `--cpu-prof-dir=${dir}`], engine);
   let t;
   let cpu;
   try {
@@ -91,6 +97,7 @@ export async function profileTlsproxy(trial, P, outDir = benchDir) {
   copyFileSync(join(dir, file), kept);
   log(`profile of tlsproxy under load: ${kept}`);
   return {
+    engine,
     connections: t.ok,
     connPerSec: r1(t.rate),
     // /proc's split: the kernel share is syscalls and wake-ups (accept, sendmsg, socketpair…).

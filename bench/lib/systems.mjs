@@ -1,20 +1,73 @@
 // The systems under test. Each start() returns { port, proxy: [child], backend: [child] } so the
 // phases can read proxy and backend CPU separately.
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { freePort, node, root, start, workDir } from './procs.mjs';
 
 export const cert = `${root}fixtures/certs/server.pem`;
 export const key = `${root}fixtures/certs/server.key`;
 
-/** tlsproxy embedded (TlsProxy, in-process TLS engine) in one process, backend in another. */
-export async function startTlsproxy(name, nodeFlags = [], engine = 'node') {
+/** The native engine's default loop threads (NativeTlsEngine: one per core). */
+export const DEFAULT_ENGINE_THREADS = availableParallelism();
+
+/**
+ * tlsproxy embedded (TlsProxy, in-process TLS engine) in one process, backend in another.
+ * `engine` is 'node' (node:tls) or 'native' (@tlsproxy/engine-native, `threads` loop threads or
+ * its default); `backendFlags` are node flags for the backend process.
+ */
+export async function startTlsproxy(
+  name,
+  nodeFlags = [],
+  engine = 'node',
+  threads = null,
+  backendFlags = [],
+) {
   const sock = join(workDir, `${name}.sock`);
   const port = await freePort();
-  const backend = await start(...node('servers.mjs', 'backend', sock), { ready: 'ready' });
+  // --expose-gc: the memory phases ask both processes to collect garbage before reading RSS.
+  const gc = '--expose-gc';
+  const [bcmd, bargv] = node('servers.mjs', 'backend', sock);
+  const backend = await start(bcmd, [gc, ...backendFlags, ...bargv], { ready: 'ready' });
   const [cmd, argv] = node('servers.mjs', 'tlsproxy', port, sock, engine);
-  const proxy = await start(cmd, [...nodeFlags, ...argv], { ready: 'ready' });
-  return { port, proxy: [proxy], backend: [backend] };
+  const env = threads ? { BENCH_ENGINE_THREADS: String(threads) } : {};
+  const proxy = await start(cmd, [gc, ...nodeFlags, ...argv], { ready: 'ready', env });
+  return { port, proxy: [proxy], backend: [backend], mem: true };
+}
+
+/**
+ * The native rows: the default (one loop thread per core) and engineThreads 1 and 2 for the
+ * target "engineThreads > 1 costs no more CPU per connection than 1" — without running the
+ * default twice: where the default is 1 or 2 threads, that row is the default's.
+ */
+function nativeSystems() {
+  const row = (threads) => ({
+    id: `tlsproxy-native-t${threads}`,
+    label: `tlsproxy (TlsProxy, native engine, engineThreads ${threads})`,
+    cores: `1 proxy process, ${threads} engine loop thread${threads > 1 ? 's' : ''} (+ backend process)`,
+    engine: 'native',
+    engineThreads: threads,
+    start: () => startTlsproxy(`n${threads}`, [], 'native', threads),
+  });
+  const d = DEFAULT_ENGINE_THREADS;
+  return [
+    {
+      id: 'tlsproxy-native',
+      label: `tlsproxy (TlsProxy, native engine, default engineThreads = ${d}, one per core)`,
+      cores: `1 proxy process, ${d} engine loop thread${d > 1 ? 's' : ''} (the default) (+ backend process)`,
+      engine: 'native',
+      engineThreads: d,
+      bulk: true,
+      idle: true,
+      start: () => startTlsproxy('n0', [], 'native'),
+    },
+    ...[1, 2].filter((t) => t !== d).map(row),
+  ];
+}
+
+/** The id of the native row with `threads` engine loop threads (the default's when it has them). */
+export function nativeRowWithThreads(threads) {
+  return nativeSystems().find((s) => s.engineThreads === threads)?.id ?? null;
 }
 
 /** node:tls doing the preamble, STARTTLS and the IMAP answers in one process. */
@@ -23,6 +76,14 @@ export async function startNodeTls(nodeFlags = []) {
   const [cmd, argv] = node('servers.mjs', 'nodetls', port);
   const proxy = await start(cmd, [...nodeFlags, ...argv], { ready: 'ready' });
   return { port, proxy: [proxy], backend: [] };
+}
+
+/** node:tls implicit TLS (port-993 style), then the same IMAP logic, in one process. */
+export async function startImplicit(nodeFlags = []) {
+  const port = await freePort();
+  const [cmd, argv] = node('servers.mjs', 'implicit', port);
+  const proxy = await start(cmd, [...nodeFlags, ...argv], { ready: 'ready' });
+  return { port, proxy: [proxy], backend: [], implicit: true };
 }
 
 function stunnelConf(port, bport) {
@@ -73,24 +134,20 @@ mail {
 export const SYSTEMS = [
   {
     id: 'tlsproxy',
-    label: 'tlsproxy (TlsProxy, 1 process)',
-    cores: '1 proxy process (+ backend process)',
+    label: 'tlsproxy (TlsProxy, node:tls engine, 1 process)',
+    cores: '1 proxy process, node:tls engine on its JS thread (+ backend process)',
+    engine: 'node',
     bulk: true,
     idle: true,
     start: () => startTlsproxy('a1'),
   },
-  {
-    id: 'tlsproxy-native',
-    label: 'tlsproxy (TlsProxy, native engine)',
-    cores: "1 proxy process with the native engine's threads (+ backend process)",
-    bulk: true,
-    idle: true,
-    start: () => startTlsproxy('n1', [], 'native'),
-  },
+  ...nativeSystems(),
   {
     id: 'tlsproxy-w2',
-    label: 'tlsproxy CLI --workers 2',
-    cores: '2 worker processes (+ primary, + backend process)',
+    label: 'tlsproxy CLI --workers 2 --engine native',
+    cores: `2 worker processes, native engine, ${Math.max(1, Math.floor(DEFAULT_ENGINE_THREADS / 2))} loop thread(s) each (the CLI's default: cores ÷ workers) (+ primary, + backend process)`,
+    engine: 'native',
+    workers: 2,
     bulk: true,
     async start() {
       const sock = join(workDir, 'a2.sock');
@@ -102,6 +159,8 @@ export const SYSTEMS = [
           join(root, 'packages/cli/bin/tlsproxy.js'),
           ...['--dialect', 'imap', '--listen', `127.0.0.1:${port}`, '--backend', `unix:${sock}`],
           ...['--cert', cert, '--key', key, '--workers', '2', '--log-level', 'error'],
+          // Explicit: the CLI's default engine is not what this row is about.
+          ...['--engine', 'native'],
         ],
         { port, name: 'tlsproxy CLI' },
       );
@@ -120,11 +179,7 @@ export const SYSTEMS = [
     id: 'node-tls-implicit',
     label: 'node:tls implicit TLS (1 process)',
     cores: '1 process (TLS from the first byte, then the same IMAP logic; no preamble)',
-    async start() {
-      const port = await freePort();
-      const proxy = await start(...node('servers.mjs', 'implicit', port), { ready: 'ready' });
-      return { port, proxy: [proxy], backend: [], implicit: true };
-    },
+    start: () => startImplicit(),
   },
   {
     id: 'stunnel',
