@@ -24,7 +24,7 @@ export interface CliArgs {
   /** The embedded TLS engine asked for: 'native' (@tlsproxy/engine-native) or 'node' (node:tls).
    * Not given: the default, native — or node:tls, with a warning, where native cannot load. */
   engine?: 'node' | 'native';
-  /** The native engine's loop threads (default: the cores divided among the workers). */
+  /** The native engine's loop threads per worker (default: max(1, floor(cores / workers) − 1)). */
   engineThreads?: number;
   key: string[];
   ca?: string;
@@ -53,8 +53,9 @@ export const USAGE = `Usage: tlsproxy --dialect NAME --listen HOST:PORT --backen
                           handshake and relay on its own threads) or node (node:tls, the
                           reference engine). Not given and native cannot load here: node:tls,
                           with one warning (--engine node chooses it and silences that)
-  --engine-threads N      the native engine's event-loop threads in each process (default: the
-                          cores divided among the workers, max(1, floor(cores / workers)))
+  --engine-threads N      the native engine's event-loop threads in each worker (default: each
+                          worker's share of the cores less one for its JS thread,
+                          max(1, floor(cores / workers) - 1))
   --ca FILE               CAs trusted for client certificates
   --client-cert MODE      none (default) | optional | required
   --handoff MODE          plain (default: tlsproxy terminates TLS) | crypt (pass the raw TCP socket)

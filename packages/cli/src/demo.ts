@@ -26,7 +26,6 @@ import { serveXmpp } from './demo-backends/xmpp.js';
 import {
   CliProxy,
   decideEngine,
-  defaultThreads,
   type EngineKind,
   embeddedEngine,
   fallbackWarning,
@@ -351,12 +350,13 @@ export async function runDemo(opts: DemoOptions = {}): Promise<Demo> {
     }
     const decision = await decideEngine(opts.engine);
     engineFallback = decision.fallback ? fallbackWarning(decision, false) : undefined;
-    const threads = defaultThreads(1);
     const built = await embeddedEngine(
       decision.kind,
       { identities: [{ cert: cert.cert, key: cert.key }] },
-      threads,
+      undefined,
+      1,
     );
+    const threads = Number(built.describe.threads);
     engineText =
       decision.kind === 'native'
         ? `the native TLS engine (@tlsproxy/engine-native, ${threads} thread${threads === 1 ? '' : 's'})`

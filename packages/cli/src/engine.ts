@@ -60,12 +60,20 @@ export function fallbackWarning(decision: EngineDecision, threadsGiven: boolean)
   );
 }
 
-/**
- * The native engine's threads when not given: one per core, divided among the worker processes
- * (each builds its own engine), so N workers do not run N × cores loop threads.
- */
-export function defaultThreads(workers: number, cores = availableParallelism()): number {
+/** This process's share of the cores: each worker builds its own engine, so N workers divide
+ * them rather than each running a loop thread per core (N × cores threads). */
+export function coresPerWorker(workers: number, cores = availableParallelism()): number {
   return Math.max(1, Math.floor(cores / Math.max(1, workers)));
+}
+
+/**
+ * The native engine's loop threads when not given: engine-native's own default (cores − 1, at
+ * least 1: the JS thread that runs preambles and hand-offs needs a core too) applied to this
+ * worker's share of the cores — max(1, floor(cores / workers) − 1).
+ */
+export async function defaultThreads(workers: number, cores?: number): Promise<number> {
+  const native = await import('@tlsproxy/engine-native');
+  return native.defaultThreads(coresPerWorker(workers, cores));
 }
 
 // The workers run the engine the primary decided on (and warned about, once).
@@ -81,11 +89,12 @@ export function decidedByPrimary(): EngineKind | undefined {
 }
 
 /** The pool option for core and, for the log, what it is: node:tls options, a daemon's socket,
- * or the native engine built from those options. */
+ * or the native engine built from those options (`threads`, or the default for one of `workers`). */
 export async function embeddedEngine(
   kind: EngineKind,
   pool: ProxyOptions['pool'],
-  threads: number,
+  threads: number | undefined,
+  workers: number,
 ): Promise<{
   pool: ProxyOptions['pool'];
   owned?: TlsEngineApi;
@@ -97,6 +106,7 @@ export async function embeddedEngine(
   }
   if (kind !== 'native') return { pool, describe: { engine: 'node' } };
   const { NativeTlsEngine } = await import('@tlsproxy/engine-native');
+  threads ??= await defaultThreads(workers);
   const engine = new NativeTlsEngine({ ...(pool as EngineOptions), threads });
   return { pool: engine, owned: engine, describe: { engine: 'native', threads } };
 }

@@ -58,11 +58,7 @@ async function proxyWith(
   pool: ProxyOptions['pool'],
 ): Promise<TlsProxy> {
   const logger = createLogger({ level: args.logLevel, format: args.logFormat });
-  const built = await embeddedEngine(
-    engine,
-    pool,
-    args.engineThreads ?? defaultThreads(workerShare()),
-  );
+  const built = await embeddedEngine(engine, pool, args.engineThreads, workerShare());
   logger.log('info', 'TLS engine', built.describe);
   return new CliProxy({ logger, pool: built.pool }, built.owned);
 }
@@ -106,13 +102,17 @@ async function startClient(args: CliArgs, engine: EngineKind): Promise<TlsProxy>
 
 /**
  * Start the proxy for parsed flags; resolves to the running TlsProxy. `engine`: the embedded
- * engine to run (main decides the default before forking); default: what the flags ask for, or
- * the native engine.
+ * engine to run (main decides the default before forking); not given: what the flags ask for,
+ * or the default — native, node:tls with a warning where it cannot load.
  */
-export async function start(
-  args: CliArgs,
-  engine: EngineKind = args.engine ?? DEFAULT_ENGINE,
-): Promise<TlsProxy> {
+export async function start(args: CliArgs, engine?: EngineKind): Promise<TlsProxy> {
+  engine ??= args.poolSocket
+    ? DEFAULT_ENGINE // not used: the daemon runs its own
+    : await chooseEngine(
+        args.engine,
+        args.engineThreads !== undefined,
+        createLogger({ level: args.logLevel, format: args.logFormat }),
+      );
   if (args.role === 'client') return startClient(args, engine);
   const identities = args.cert.map((c, i) => ({
     cert: read(c, '--cert'),
@@ -190,13 +190,13 @@ async function describeEngine(config: LoadedConfig): Promise<{ line: string; pro
       line: `engine: node (the default, native, cannot load here: ${why?.replace(/\s*\n\s*/g, ' ')}; the proxy warns at start, engine: node silences that)`,
     };
   const workers = workersOf(config).count;
-  const threads = config.engineThreads ?? defaultThreads(workers);
+  const threads = config.engineThreads ?? (await defaultThreads(workers));
   const each = workers > 1 ? ' in each worker' : '';
   return {
     line:
       `engine: native${config.engine === undefined ? ' (default)' : ''}, ${threads} thread${threads === 1 ? '' : 's'}${each}` +
       (config.engineThreads === undefined
-        ? ` (default: max(1, floor(${availableParallelism()} cores / ${workers} worker${workers === 1 ? '' : 's'})))`
+        ? ` (default: max(1, floor(${availableParallelism()} cores / ${workers} worker${workers === 1 ? '' : 's'}) − 1))`
         : ' (engineThreads)'),
   };
 }

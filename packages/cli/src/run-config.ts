@@ -17,7 +17,6 @@ import { ConfigError, type LoadedConfig, loadConfig } from './config.js';
 import {
   CliProxy,
   decideEngine,
-  defaultThreads,
   type EngineKind,
   embeddedEngine,
   fallbackWarning,
@@ -81,7 +80,8 @@ export class ConfigRunner {
     const built = await embeddedEngine(
       kind ?? 'node',
       config.pool,
-      config.engineThreads ?? defaultThreads(workerShare()),
+      config.engineThreads,
+      workerShare(),
     );
     log.log('info', 'TLS engine', built.describe);
     const proxy: TlsProxy = new CliProxy(

@@ -10,11 +10,12 @@ import net from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { defaultThreads as nativeDefaultThreads } from '@tlsproxy/engine-native';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseCli } from '../src/args.js';
 import { ConfigError, parseConfig } from '../src/config.js';
 import { type Demo, runDemo } from '../src/demo.js';
-import { decideEngine, defaultThreads } from '../src/engine.js';
+import { coresPerWorker, decideEngine, defaultThreads } from '../src/engine.js';
 import { preflight } from '../src/preflight.js';
 
 const bin = fileURLToPath(new URL('../bin/tlsproxy.js', import.meta.url));
@@ -196,13 +197,18 @@ describe('issue 15: the engine a proxy runs', () => {
     expect(await preflight({ listeners: [], engine: 'node', loadNative: cannotLoad })).toEqual([]);
   });
 
-  it('engine threads per worker: max(1, floor(cores / workers))', () => {
-    expect(defaultThreads(1, 8)).toBe(8);
-    expect(defaultThreads(2, 8)).toBe(4);
-    expect(defaultThreads(3, 8)).toBe(2);
-    expect(defaultThreads(8, 8)).toBe(1);
-    expect(defaultThreads(16, 8)).toBe(1);
-    expect(defaultThreads(1)).toBe(availableParallelism());
+  it("engine threads per worker: engine-native's default on the worker's share of the cores", async () => {
+    expect(coresPerWorker(1, 8)).toBe(8);
+    expect(coresPerWorker(2, 8)).toBe(4);
+    expect(coresPerWorker(3, 8)).toBe(2);
+    expect(coresPerWorker(8, 8)).toBe(1);
+    expect(coresPerWorker(16, 8)).toBe(1);
+    // engine-native: cores − 1, at least 1 (the JS thread needs a core) — per worker here.
+    expect(await defaultThreads(1, 8)).toBe(7);
+    expect(await defaultThreads(2, 8)).toBe(3);
+    expect(await defaultThreads(8, 8)).toBe(1);
+    expect(await defaultThreads(16, 8)).toBe(1);
+    expect(await defaultThreads(1)).toBe(nativeDefaultThreads(availableParallelism()));
   });
 });
 
@@ -266,7 +272,7 @@ describe('issue 15: the tlsproxy command', () => {
       await p.proxy.waitFor(/listening[\s\S]*listening/);
       const lines = p.proxy.log.split('\n').filter((l) => /TLS engine/.test(l));
       expect(lines, p.proxy.log).toHaveLength(2);
-      const each = Math.max(1, Math.floor(availableParallelism() / 2));
+      const each = nativeDefaultThreads(Math.max(1, Math.floor(availableParallelism() / 2)));
       for (const l of lines) expect(l).toMatch(new RegExp(`engine=native threads=${each}\\b`));
     } finally {
       await p.stop();
