@@ -67,6 +67,7 @@ const P = {
         bulkRounds: 1,
         idle: 200,
         established: 50,
+        memMinAgeMs: 0,
         dialectMs: 50,
       }
     : quick
@@ -82,6 +83,7 @@ const P = {
           bulkRounds: 3,
           idle: 2000,
           established: 1000,
+          memMinAgeMs: 12000,
           dialectMs: 300,
         }
       : {
@@ -98,6 +100,7 @@ const P = {
           bulkRounds: 5,
           idle: 10000,
           established: 4000,
+          memMinAgeMs: 12000,
           dialectMs: 2000,
         }),
 };
@@ -109,6 +112,7 @@ const NOTES = [
   'tlsproxy figures include the backend process (written with @tlsproxy/backend); the load generator opens every connection from 127.0.0.1, so the bench lifts `maxConnectionsPerAddress` (default 64).',
   'Engines: `tlsproxy` is `TlsProxy` with the node:tls engine (@tlsproxy/pool, the reference implementation); `tlsproxy-native*` is the same `TlsProxy` with the native engine (@tlsproxy/engine-native: handshake and relay on its own C threads, `tls-engine-N`, in the proxy process, so the proxy process CPU includes them). `tlsproxy-native` runs the default loop threads (one per core); `tlsproxy-native-t1`/`-t2` set engineThreads 1 and 2, and where the default is 1 or 2 that row is the default’s, not a second run. `tlsproxy-w2` is the CLI with `--workers 2 --engine native` (each worker’s engine gets the CLI’s default threads, cores ÷ workers).',
   'Unloaded latency is one client at a time: every round trip of the connection (greeting, STARTTLS and its answer, the TLS 1.3 handshake, CAPABILITY) with nothing queued. node:tls implicit TLS needs one round trip fewer (no STARTTLS exchange), which is part of what the target compares; stunnel’s 200 ms RFC 2595 wait dominates its figure.',
+  'nginx’s unloaded latency has about 43 ms between the client’s CAPABILITY and nginx’s answer after the handshake (measured: greeting, STARTTLS and the handshake take about 4 ms), the size of a delayed ACK: probably Nagle’s algorithm holding nginx’s answer until the client acknowledges (its mail module has no `tcp_nodelay`; not verified further). Under load it does not show.',
   'Saturated connections/s ÷ nginx (issue 15, “nginx mail with one worker”) is read as capacity per core: 1 ÷ server CPU seconds per connection, since on this machine the load generators, not the servers, bound the measured rate; the rate measured at concurrency 32 is shown next to it for reference. nginx runs 2 workers here; per connection, a worker costs what one worker alone does.',
   'Idle established sessions: fresh proxy and backend processes started with `--expose-gc`; each collects garbage before it reports its RSS, JS heap and C heap (malloc, through the native engine’s `mallocBytes()`), so the growth is live memory, not what the handshakes left behind. The target (≤ 20 KiB in the engine) is judged on the proxy process’s RSS growth per session: the engine plus the proxy’s own per-session state (an upper bound on the engine alone).',
   'Connections/s is bounded by the whole machine (load generators + servers share 2 cores). A server that costs less CPU per connection leaves more to the load generator, so the rate ratio understates CPU differences; compare CPU seconds per 1,000 connections for capacity.',

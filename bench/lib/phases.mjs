@@ -197,7 +197,8 @@ export async function idleMemory(systems, insts, P) {
     const all = pids([...inst.proxy, ...inst.backend]);
     // tlsproxy's processes collect garbage first (servers.mjs `mem`), so a collection between the
     // two readings cannot hide the connections' memory; the C servers have none to collect.
-    const settle = () => (inst.mem ? settledMem([...inst.proxy, ...inst.backend]) : null);
+    const settle = () =>
+      inst.mem ? settledMem([...inst.proxy, ...inst.backend], { minAgeMs: P.memMinAgeMs }) : null;
     let before = null;
     let during = null;
     let held = { holding: 0, failed: 0 };
@@ -242,6 +243,7 @@ export async function idleMemory(systems, insts, P) {
  * answer.
  */
 export async function settledMem(servers, { streak = 3, tries = 16, minAgeMs = 12000 } = {}) {
+  // (--smoke passes minAgeMs 0: its figures mean nothing, its time matters.)
   const age = Math.min(...servers.map((c) => Date.now() - (c.startedAt ?? 0)));
   if (age < minAgeMs) await new Promise((r) => setTimeout(r, minAgeMs - age));
   let prev = null;
@@ -275,7 +277,7 @@ export async function idleEstablished(list, P) {
       // Lazy allocations (JIT, OpenSSL's tables, the loop threads' malloc arenas) before the baseline.
       await trial(inst, 8, P.warmMs, { ...P, loadgens: 1, ctxSwitches: false });
       await new Promise((r) => setTimeout(r, 500));
-      const [p0, b0] = await settledMem([proxy, backend]);
+      const [p0, b0] = await settledMem([proxy, backend], { minAgeMs: P.memMinAgeMs });
       let p1;
       let b1;
       let held = { holding: 0, failed: 0 };
@@ -286,7 +288,7 @@ export async function idleEstablished(list, P) {
           // Let the last sessions settle (the engine drops its handshake buffers) before reading.
           setTimeout(async () => {
             try {
-              [p1, b1] = await settledMem([proxy, backend]);
+              [p1, b1] = await settledMem([proxy, backend], { minAgeMs: P.memMinAgeMs });
             } finally {
               c.stdin.write('done\n');
             }

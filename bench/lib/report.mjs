@@ -128,7 +128,7 @@ export function targets15(report) {
       (v) => v >= 1.2,
     ),
     row(
-      `CPU per connection, engineThreads 2 ÷ engineThreads 1${t2 ? ` (${t2} ÷ ${t1})` : ''}`,
+      `CPU per connection, engineThreads 2 ÷ engineThreads 1${t2 && t1 ? ` (${t2} ÷ ${t1})` : ''}`,
       threadsCell(t2),
       '≤ 1.0',
       (v) => v <= 1,
