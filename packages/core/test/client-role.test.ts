@@ -17,7 +17,7 @@ import {
   toyAfterTlsDialect,
   toyDialect,
 } from './client-helpers.js';
-import { cert, createEngine, fdCount, quietLogger, sleep, tmpSock } from './helpers.js';
+import { cert, createEngine, engineName, fdCount, quietLogger, sleep, tmpSock } from './helpers.js';
 
 const tlspool = fileURLToPath(new URL('../../pool/bin/tlspool.js', import.meta.url));
 const certs = fileURLToPath(new URL('../../../fixtures/certs/', import.meta.url));
@@ -143,6 +143,7 @@ describe.skipIf(!embeddedConnects)('client role: through TLS', () => {
       process.execPath,
       [
         tlspool,
+        ...['--engine', engineName], // TLSPROXY_TEST_ENGINE
         '--socket',
         path,
         '--connect-only',

@@ -7,7 +7,7 @@ import { listen } from '@tlsproxy/backend';
 import { RemoteTlsEngine } from '@tlsproxy/pool';
 import { describe, expect, it } from 'vitest';
 import { TlsProxy } from '../src/index.js';
-import { LineClient, quietLogger, sleep, tmpSock } from './helpers.js';
+import { engineName, LineClient, quietLogger, sleep, tmpSock } from './helpers.js';
 
 const bin = fileURLToPath(new URL('../../pool/bin/tlspool.js', import.meta.url));
 const certs = fileURLToPath(new URL('../../../fixtures/certs/', import.meta.url));
@@ -15,7 +15,11 @@ const certs = fileURLToPath(new URL('../../../fixtures/certs/', import.meta.url)
 async function startDaemon(path: string): Promise<ChildProcess> {
   const child = spawn(
     process.execPath,
-    [bin, '--socket', path, '--cert', `${certs}server.pem`, '--key', `${certs}server.key`],
+    [
+      bin,
+      ...['--socket', path, '--cert', `${certs}server.pem`, '--key', `${certs}server.key`],
+      ...['--engine', engineName], // TLSPROXY_TEST_ENGINE
+    ],
     {
       stdio: ['ignore', 'ignore', 'pipe'],
     },

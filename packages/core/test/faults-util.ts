@@ -4,7 +4,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import net from 'node:net';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
-import { cert, sleep } from './helpers.js';
+import { cert, engineName, sleep } from './helpers.js';
 
 export const poolBin = fileURLToPath(new URL('../../pool/bin/tlspool.js', import.meta.url));
 export const cliBin = fileURLToPath(new URL('../../cli/bin/tlsproxy.js', import.meta.url));
@@ -188,7 +188,11 @@ export function exited(child: ChildProcess): Promise<void> {
 export async function startDaemon(path: string): Promise<ChildProcess> {
   const child = spawn(
     process.execPath,
-    [poolBin, '--socket', path, '--cert', `${certDir}server.pem`, '--key', `${certDir}server.key`],
+    [
+      poolBin,
+      ...['--socket', path, '--cert', `${certDir}server.pem`, '--key', `${certDir}server.key`],
+      ...['--engine', engineName], // TLSPROXY_TEST_ENGINE
+    ],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
   let err = '';
