@@ -1,15 +1,15 @@
 // The systems under test. Each start() returns { port, proxy: [child], backend: [child] } so the
 // phases can read proxy and backend CPU separately.
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
+import { defaultThreads } from '@tlsproxy/engine-native';
 import { freePort, node, root, start, workDir } from './procs.mjs';
 
 export const cert = `${root}fixtures/certs/server.pem`;
 export const key = `${root}fixtures/certs/server.key`;
 
-/** The native engine's default loop threads (NativeTlsEngine: one per core). */
-export const DEFAULT_ENGINE_THREADS = availableParallelism();
+/** The native engine's default loop threads (engine-native's defaultThreads(): cores − 1, ≥ 1). */
+export const DEFAULT_ENGINE_THREADS = defaultThreads();
 
 /**
  * tlsproxy embedded (TlsProxy, in-process TLS engine) in one process, backend in another.
@@ -36,7 +36,7 @@ export async function startTlsproxy(
 }
 
 /**
- * The native rows: the default (one loop thread per core) and engineThreads 1 and 2 for the
+ * The native rows: the default (cores − 1 loop threads, at least 1) and engineThreads 1 and 2 for the
  * target "engineThreads > 1 costs no more CPU per connection than 1" — without running the
  * default twice: where the default is 1 or 2 threads, that row is the default's.
  */
@@ -53,7 +53,7 @@ function nativeSystems() {
   return [
     {
       id: 'tlsproxy-native',
-      label: `tlsproxy (TlsProxy, native engine, default engineThreads = ${d}, one per core)`,
+      label: `tlsproxy (TlsProxy, native engine, default engineThreads = ${d}: cores − 1)`,
       cores: `1 proxy process, ${d} engine loop thread${d > 1 ? 's' : ''} (the default) (+ backend process)`,
       engine: 'native',
       engineThreads: d,
