@@ -5,6 +5,7 @@
 #     `tlsproxy --help`, `tlsproxy check-config` on a sample, and a real STARTTLS session with
 #     `openssl s_client` through the installed proxy to a backend built on the installed
 #     @tlsproxy/backend;
+#     — on the native engine, loaded from the prebuild in its tarball (issue 15: no compiler run);
 #  3. the client role (issue 18): `tlsproxy --role client` of that install, and
 #     @tlsproxy/client's connectStartTls from its own tarball, both through the proxy of step 2;
 #  4. @tlsproxy/conformance + @tlsproxy/dialect-imap with --ignore-scripts (no compiler, no
@@ -19,6 +20,13 @@ for name in fdpass core pool backend handoff cli conformance dialect-kit dialect
   tgz "$name" >/dev/null
 done
 check_tarballs
+# The native addons ship compiled (issue 15): npm 11 does not run a dependency's install script,
+# so without a prebuild in the tarball a user would get no native engine.
+for name in fdpass engine-native; do
+  list=$(tar -tzf "$(tgz "$name")") # (not piped into grep -q: pipefail and tar's SIGPIPE)
+  grep -q '^package/prebuilds/linux-x64/.*\.node$' <<<"$list" ||
+    { echo "no linux-x64 prebuild in the $name tarball"; exit 1; }
+done
 
 step "install the CLI and the IMAP dialect from their tarballs"
 mkdir "$work/app"
@@ -29,6 +37,13 @@ npm install --no-audit --no-fund --silent \
   "$(tgz engine-native)" \
   "$(tgz dialect-kit)" "$(tgz dialect-imap)"
 [ ! -L node_modules/@tlsproxy/core ] || { echo "workspace link, not a tarball"; exit 1; }
+# The engine loads from its prebuild: no build/ folder (no compiler was run), OpenSSL is node's.
+[ ! -e node_modules/@tlsproxy/engine-native/build ] || { echo "engine-native was compiled at install"; exit 1; }
+node --input-type=module -e "
+  const m = await import('@tlsproxy/engine-native');
+  m.checkNative();
+  console.log('engine-native loads from its prebuild; OpenSSL', m.opensslVersion());
+"
 npx tlsproxy --help >/dev/null
 cert="$root/fixtures/certs"
 cat >sample.yaml <<YAML
@@ -37,7 +52,10 @@ identities:
 listeners:
   - { dialect: imap, listen: 127.0.0.1:0, backend: unix:$work/imapd.sock, exempt: [127.0.0.1] }
 YAML
-npx tlsproxy check-config sample.yaml
+checked=$(npx tlsproxy check-config sample.yaml)
+echo "$checked"
+# The default engine from the tarballs is the native one (its prebuild), not the fallback.
+grep -q '^engine: native' <<<"$checked" || { echo "the packed CLI does not default to the native engine"; exit 1; }
 
 step "a real STARTTLS session through the installed proxy"
 cat >backend.mjs <<'JS'
@@ -66,6 +84,7 @@ out=$( (sleep 2; printf 'a NOOP\r\n'; sleep 1) | timeout 15 openssl s_client -st
   -crlf -quiet 2>&1 || true)
 grep -q 'tls=TLSv1.3 dialect=imap' <<<"$out" || { echo "$out"; cat "$work/proxy.log"; exit 1; }
 grep -q '^a OK done' <<<"$out" || { echo "$out"; exit 1; }
+grep -q 'engine=native' "$work/proxy.log" || { echo "the session did not run on the native engine"; cat "$work/proxy.log"; exit 1; }
 
 step "the client role of the installed CLI, through the installed proxy (issue 18)"
 cport=$(node -e "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})")
@@ -76,6 +95,7 @@ for _ in $(seq 50); do grep -q listening "$work/client-role.log" && break; sleep
 out=$( (printf 'a NOOP\r\n'; sleep 2) | timeout 15 nc 127.0.0.1 "$cport" || true)
 grep -q 'tls=TLSv1.3 dialect=imap' <<<"$out" || { echo "$out"; cat "$work/client-role.log"; exit 1; }
 grep -q '^a OK done' <<<"$out" || { echo "$out"; exit 1; }
+grep -q 'engine=native' "$work/client-role.log" || { echo "the client role did not run on the native engine"; cat "$work/client-role.log"; exit 1; }
 
 step "@tlsproxy/client from its tarball: connectStartTls through the installed proxy"
 mkdir "$work/lib"
