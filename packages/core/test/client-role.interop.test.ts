@@ -27,8 +27,8 @@ import { cert, createEngine, sleep } from './helpers.js';
 const CA = cert('ca.pem').toString('utf8');
 const WRONG_CA = cert('rogue.pem').toString('utf8');
 
-// The embedded engine must have a client side (connect()): node:tls has; another embedded engine
-// that has none yet (engine-native's core suite with TLSPROXY_INTEROP=1) skips this file.
+// The embedded engine must have a client side (connect()): node:tls's and the native one
+// (TLSPROXY_TEST_ENGINE=native) have; with an engine that has none yet this file is skipped.
 const embeddedConnects = await (async () => {
   const probe = new TlsProxy({
     logger: { log() {} },

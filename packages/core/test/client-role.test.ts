@@ -72,8 +72,8 @@ const waitFor = async (pred: () => boolean, what: string, timeoutMs = 10_000) =>
 
 const ended = (lines: string[]) => lines.filter((l) => l.includes('connection ended'));
 
-// The embedded engine must have a client side (connect()): node:tls has; when this suite runs
-// with another embedded engine that has none yet (engine-native's test:core-suite), it is skipped.
+// The embedded engine must have a client side (connect()): node:tls's and the native one
+// (TLSPROXY_TEST_ENGINE=native) have; with an engine that has none yet this suite is skipped.
 const embeddedConnects = await (async () => {
   const probe = new TlsProxy({
     logger: quietLogger(),
