@@ -2,7 +2,7 @@
 // tlsproxy with the 'ldap' dialect (loaded by name, so `npm run build` first), and the
 // connection lands in a tiny LDAP backend built on @tlsproxy/backend that answers Bind and
 // Search on the handed-off plaintext socket.
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -18,6 +18,14 @@ import { Framer, parse, type Tlv } from '../src/ber.js';
 import { result, searchEntry } from '../src/messages.js';
 import { cat, search, simpleBind, startTls, toHex, unbind } from './helpers.js';
 
+const LDAPSEARCH = (() => {
+  try {
+    execFileSync('sh', ['-c', 'command -v ldapsearch'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false; // apt-get install ldap-utils
+  }
+})();
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 const cert = (f: string) => readFileSync(join(root, 'fixtures/certs', f));
 const sock = (tag: string) => join(tmpdir(), `ldap-${process.pid}-${tag}.sock`);
@@ -269,4 +277,42 @@ describe('LDAP StartTLS end to end', () => {
     expect(s.info.dialectState).toEqual({ messageId: 1 });
     expect(s.ops).toEqual([0x60, 0x63, 0x42]);
   });
+
+  // OpenLDAP's own client (libldap on OpenSSL here): -ZZ makes StartTLS mandatory, and
+  // LDAPTLS_REQCERT=demand with the test CA makes it verify the certificate and the address
+  // (the IP SAN: libldap checks a name against the reverse lookup of 127.0.0.1; no SNI then).
+  it.skipIf(!LDAPSEARCH)(
+    'ldapsearch -ZZ: StartTLS, verified, bind and search reach the backend',
+    async () => {
+      const before = seen.length;
+      const out = await new Promise<{ text: string; code: number | null }>((resolve) => {
+        execFile(
+          'timeout',
+          [
+            '15',
+            'ldapsearch',
+            ...['-ZZ', '-x', '-H', `ldap://127.0.0.1:${port}`, '-D', 'cn=x', '-w', 'y'],
+            ...['-b', 'dc=example,dc=test', '-LLL', '(uid=alice)'],
+          ],
+          {
+            encoding: 'latin1',
+            timeout: 20_000,
+            env: {
+              ...process.env,
+              LDAPTLS_CACERT: join(root, 'fixtures/certs/ca.pem'),
+              LDAPTLS_REQCERT: 'demand',
+            },
+          },
+          (err, stdout, stderr) =>
+            resolve({ text: stdout + stderr, code: err ? ((err.code as number) ?? 1) : 0 }),
+        );
+      });
+      expect(out.text).toContain('dn: uid=alice,dc=example,dc=test');
+      expect(out.text).toContain('cn: Alice Example');
+      expect(out.code).toBe(0);
+      const s = seen[before]!;
+      expect(s.info.tls?.version).toMatch(/^TLSv1\.[23]$/);
+      expect(s.ops).toEqual([0x60, 0x63, 0x42]);
+    },
+  );
 });
