@@ -55,4 +55,36 @@ describe('NativeTlsEngine: records read ahead are all relayed', () => {
       backend.destroy();
     });
   }
+
+  it('records then close_notify behind a full backend: every byte, then the end, reach it', async () => {
+    const c = client(served.port);
+    const result = await served.next();
+    await c.secure;
+    const backend: net.Socket = result.plaintext.toSocket({ allowHalfOpen: true });
+    backend.pause(); // not reading: the socketpair fills, the engine stops reading TLS
+    const pattern = (n: number, k: number) => {
+      const b = Buffer.alloc(n);
+      for (let i = 0; i < n; i++) b[i] = ((i + k) * 31) % 251;
+      return b;
+    };
+    const first = pattern(1 << 20, 0);
+    const last = pattern(40_000, 7);
+    c.socket.write(first);
+    await new Promise((r) => setTimeout(r, 200));
+    // Small records, then the close_notify, in one TCP send, queued behind the first megabyte:
+    // when the backend reads again the engine finds them all read ahead in one buffer, and
+    // gathers records up to the close_notify.
+    c.socket.setMaxSendFragment(512);
+    c.socket.end(last);
+    await new Promise((r) => setTimeout(r, 100));
+    const chunks: Buffer[] = [];
+    const ended = new Promise<void>((resolve) => backend.once('end', () => resolve()));
+    backend.on('data', (d: Buffer) => chunks.push(d));
+    backend.resume();
+    await ended;
+    const got = Buffer.concat(chunks);
+    expect(got.length).toBe(first.length + last.length);
+    expect(got.equals(Buffer.concat([first, last]))).toBe(true);
+    backend.destroy();
+  });
 });

@@ -28,6 +28,10 @@
 
 // One TLS record's worth of plaintext (RFC 8446 §5.1: at most 2^14 bytes).
 #define RELAY_CHUNK 16384
+// What one pass moves in one system call on the plaintext side: up to four records' worth (the
+// records OpenSSL already holds go to the backend in one send(); one recv() from the backend is
+// written as records until TLS blocks). It also bounds what a blocked side keeps per direction.
+#define RELAY_GATHER (4 * RELAY_CHUNK)
 
 // ---- identity store (ctx.c) ----
 
@@ -222,7 +226,7 @@ typedef struct loop {
   conn *zombies;
   ev_batch *out; // events of this turn, not yet handed to JS
   uint64_t next_sweep;
-  char scratch[RELAY_CHUNK];
+  char scratch[RELAY_GATHER];
 } loop;
 
 typedef struct engine {

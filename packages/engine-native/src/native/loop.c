@@ -647,21 +647,49 @@ static int relay_once(loop *L, conn *c) {
     int r = SSL_read(c->ssl, s, RELAY_CHUNK);
     if (r > 0) {
       c->rd_want = 0;
-      c->bytes_in += (uint64_t)r;
       progress = 1;
-      ssize_t n = c->c2b_dead                     ? r
-                  : (c->plain_ready & EPOLLOUT) ? send(c->plain_fd, s, (size_t)r, MSG_NOSIGNAL)
+      // The records OpenSSL already holds (read ahead) join this one: one send() and one wake-up
+      // of the backend for up to RELAY_GATHER bytes. Only what is buffered — gathering never
+      // waits for the socket; what stopped it is handled here, as below for a first read.
+      size_t got = (size_t)r;
+      int fatal = 0;
+      while (got + RELAY_CHUNK <= RELAY_GATHER && SSL_has_pending(c->ssl)) {
+        ERR_clear_error();
+        errno = 0;
+        int r2 = SSL_read(c->ssl, s + got, RELAY_CHUNK);
+        if (r2 > 0) {
+          got += (size_t)r2;
+          continue;
+        }
+        int e2 = SSL_get_error(c->ssl, r2);
+        if (e2 == SSL_ERROR_WANT_READ || e2 == SSL_ERROR_WANT_WRITE) {
+          tls_blocked(c, &c->rd_want, e2);
+        } else if (eof_like(e2)) {
+          c->client_eof = 1; // after these bytes: the backend's write side shuts once c2b drains
+        } else {
+          fatal = 1; // the bytes before the bad record still go out, then the session ends
+        }
+        ERR_clear_error();
+        break;
+      }
+      c->bytes_in += (uint64_t)got;
+      ssize_t n = c->c2b_dead                     ? (ssize_t)got
+                  : (c->plain_ready & EPOLLOUT) ? send(c->plain_fd, s, got, MSG_NOSIGNAL)
                                                 : 0;
       if (n < 0 && errno != EAGAIN && errno != EINTR) {
         backend_gone(c);
-        n = r;
+        n = (ssize_t)got;
       }
       if (n < 0) {
         if (errno == EAGAIN) c->plain_ready &= ~(uint32_t)EPOLLOUT;
         n = 0;
       }
-      if (n < r && keep(&c->c2b, s + n, (size_t)(r - n)) != 0) {
+      if ((size_t)n < got && keep(&c->c2b, s + n, got - (size_t)n) != 0) {
         conn_end(L, c, "out of memory");
+        return -1;
+      }
+      if (fatal) {
+        conn_end(L, c, "client error");
         return -1;
       }
     } else {
@@ -707,15 +735,21 @@ static int relay_once(loop *L, conn *c) {
     }
   }
   if (!c->b2c.len && !c->backend_eof && !c->closing && (c->plain_ready & EPOLLIN)) {
-    ssize_t n = recv(c->plain_fd, s, RELAY_CHUNK, 0);
+    ssize_t n = recv(c->plain_fd, s, RELAY_GATHER, 0);
     if (n > 0) {
       progress = 1;
-      ERR_clear_error();
-      int r = SSL_write(c->ssl, s, (int)n);
-      if (r > 0) {
-        c->wr_want = 0;
-        c->bytes_out += (uint64_t)r;
-      } else {
+      // Written record by record (partial writes) until TLS blocks; only the rest is kept, and
+      // a retry after WANT_WRITE starts with the same bytes, as OpenSSL requires.
+      size_t done = 0;
+      while (done < (size_t)n) {
+        ERR_clear_error();
+        int r = SSL_write(c->ssl, s + done, (int)((size_t)n - done));
+        if (r > 0) {
+          c->wr_want = 0;
+          c->bytes_out += (uint64_t)r;
+          done += (size_t)r;
+          continue;
+        }
         int e = SSL_get_error(c->ssl, r);
         if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
           ERR_clear_error();
@@ -723,9 +757,9 @@ static int relay_once(loop *L, conn *c) {
           return -1;
         }
         tls_blocked(c, &c->wr_want, e);
-        r = 0;
+        break;
       }
-      if (r < n && keep(&c->b2c, s + r, (size_t)(n - r)) != 0) {
+      if (done < (size_t)n && keep(&c->b2c, s + done, (size_t)n - done) != 0) {
         conn_end(L, c, "out of memory");
         return -1;
       }
