@@ -206,8 +206,12 @@ async function idle({ port, count, holdMs }) {
       }),
     );
   }
+  return hold(socks, ok, failed, holdMs);
+}
+
+/** Say how many are held, hold them until told (a line on stdin) or holdMs, then close them. */
+async function hold(socks, ok, failed, holdMs) {
   process.stdout.write(`${JSON.stringify({ holding: ok, failed })}\n`);
-  // hold until told (a line on stdin) or holdMs
   await new Promise((r) => {
     const timer = setTimeout(r, holdMs);
     process.stdin.once('data', () => {
@@ -241,16 +245,7 @@ async function established({ port, count, holdMs, concurrency = 16 }) {
     }
   };
   await Promise.all(Array.from({ length: concurrency }, worker));
-  process.stdout.write(`${JSON.stringify({ holding: ok, failed })}\n`);
-  await new Promise((r) => {
-    const timer = setTimeout(r, holdMs);
-    process.stdin.once('data', () => {
-      clearTimeout(timer);
-      r();
-    });
-  });
-  for (const s of socks) s.destroy();
-  return { ok, failed };
+  return hold(socks, ok, failed, holdMs);
 }
 
 const modes = new Map([
