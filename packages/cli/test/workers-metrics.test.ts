@@ -44,7 +44,10 @@ function logout(port: number): Promise<void> {
 }
 
 async function scrape(port: number): Promise<string> {
-  const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+  // Bounded, so a scrape that never completes fails as such instead of as the test's timeout.
+  const res = await fetch(`http://127.0.0.1:${port}/metrics`, {
+    signal: AbortSignal.timeout(5000),
+  });
   expect(res.status).toBe(200);
   return res.text();
 }
@@ -90,16 +93,28 @@ logging: { format: text }
       // Workers answer the primary's request with their registries: both must be in the sum.
       const n = 40;
       await Promise.all(Array.from({ length: n }, () => logout(port)));
-      const text = await scrape(metricsPort);
+      // A client sees the close a moment before its worker counts the connection as ended.
+      let text = await scrape(metricsPort);
+      for (let i = 0; i < 100 && total(text, 'closed_in_preamble') < n; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        text = await scrape(metricsPort);
+      }
       expect(total(text, 'closed_in_preamble')).toBe(n);
       // Each scrape sees the same sum, whichever worker took which connection.
       expect(total(await scrape(metricsPort), 'closed_in_preamble')).toBe(n);
       // Process metrics are there too, aggregated.
       expect(text).toMatch(/^process_cpu_seconds_total \d/m);
     } finally {
+      // Bounded too: a proxy that does not stop on SIGTERM is a failure with its log, not a hang.
+      const exited = new Promise<boolean>((r) => child.once('exit', () => r(true)));
       child.kill('SIGTERM');
-      await new Promise((r) => child.once('exit', r));
+      const stopped = await Promise.race([
+        exited,
+        new Promise<boolean>((r) => setTimeout(() => r(false), 10_000)),
+      ]);
+      if (!stopped) child.kill('SIGKILL');
       await backend.close();
+      expect(stopped, `no exit within 10 s of SIGTERM; log:\n${log}`).toBe(true);
     }
   }, 30_000);
 });
