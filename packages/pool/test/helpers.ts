@@ -21,6 +21,25 @@ export function fdCount(): number {
   return readdirSync('/proc/self/fd').length;
 }
 
+/**
+ * The descriptor count once closes still in flight have landed (the native engine closes on its
+ * own thread, a moment after a failure is reported): the same count over 200 ms, or after `ms`
+ * whatever it is. A baseline taken before that can read one high and make a later exact
+ * comparison fail the wrong way (fewer descriptors than "before").
+ */
+export async function settledFdCount(ms = 3000): Promise<number> {
+  const end = Date.now() + ms;
+  let last = fdCount();
+  let same = 0;
+  while (same < 4 && Date.now() < end) {
+    await new Promise((r) => setTimeout(r, 50));
+    const now = fdCount();
+    same = now === last ? same + 1 : 0;
+    last = now;
+  }
+  return last;
+}
+
 /** Wait until `cond` holds (polling), or fail after `ms`. */
 export async function until(cond: () => boolean, ms = 3000, what = 'condition'): Promise<void> {
   const end = Date.now() + ms;
