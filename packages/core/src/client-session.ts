@@ -25,10 +25,14 @@
 //
 // Why one file of ~700 lines: the phases above share the same three sockets, timers and one
 // closing line; split up they would pass all of it around. The relay is the last third.
-import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { detachSocket, type OwnedFd, peekPending, socketFd } from '@tlsproxy/fdpass';
-import type { ConnectRequest, ConnectResult, TlsEngineApi } from '@tlsproxy/pool';
+import {
+  type ConnectRequest,
+  type ConnectResult,
+  randomKey,
+  type TlsEngineApi,
+} from '@tlsproxy/pool';
 import { CLOSE_LINGER_MS } from './connection.js';
 import { ConnectionLog } from './connection-log.js';
 import type {
@@ -99,7 +103,7 @@ type Phase = 'connecting' | 'preamble' | 'handshake' | 'relay' | 'closing';
 const short = (s: string) => (s.length > MAX_REASON_CHARS ? `${s.slice(0, MAX_REASON_CHARS)}…` : s);
 
 export class ClientSession {
-  readonly id = randomBytes(6).toString('hex');
+  readonly id = randomKey(6).toString('hex');
   /** Resolves when every socket of the connection is closed (relay included). */
   readonly done: Promise<void>;
   /** Everything lives in this process, so the limits' places are free when it is done. */

@@ -1,10 +1,10 @@
 // What one connection holds in this process, shared by the units that drive it (session.ts, the
 // driver; transition.ts, the switch-over; handoff.ts, the hand-off): its socket and descriptor,
 // its places in the listener's limits, and the promises that say when it is done and released.
-import { randomBytes } from 'node:crypto';
 import type net from 'node:net';
 import type { OwnedFd } from '@tlsproxy/fdpass';
 import type { HandoffInfo } from '@tlsproxy/handoff';
+import { randomKey } from '@tlsproxy/pool';
 import { ConnectionLog } from './connection-log.js';
 import type { SessionAddresses, SessionConfig } from './session.js';
 import { SwitchOver } from './switchover.js';
@@ -15,7 +15,7 @@ export const CLOSE_LINGER_MS = 2000;
 export const FLUSH_TIMEOUT_MS = 5000;
 
 export class ConnectionState {
-  readonly id = randomBytes(6).toString('hex');
+  readonly id = randomKey(6).toString('hex');
   readonly socket: net.Socket;
   readonly config: SessionConfig;
   readonly remote: SessionAddresses;

@@ -74,28 +74,37 @@ export async function handshake(c: ConnectionState, fd: OwnedFd, info: HandoffIn
     result.plaintext,
     { ...info, serverName, tls: { version, cipher, alpn }, clientIdentity, controlKey },
     undefined,
-    () => void config.pool.control(result.controlKey, 'close').catch(() => {}),
+    // The client speaks TLS to the engine now: no reply is owed on the descriptor, so no spare
+    // copy of it is kept (a dup and a close per connection); the engine ends the session.
+    { run: () => void config.pool.control(result.controlKey, 'close').catch(() => {}) },
   );
   if (sessionEnded) backend.forget?.(controlKey);
 }
 
+/** What happens when the backend does not take the connection. */
+export interface OnFail {
+  /** Written to the client (the temporary failure it waits for, in plaintext). */
+  reply?: Uint8Array;
+  run?: () => void;
+}
+
 /**
- * Give `fd` to the backend. `onFail` gets a spare copy of the descriptor when the backend does
- * not take it (to write the temporary failure the client is waiting for).
+ * Give `fd` to the backend. When the backend does not take it, `onFail.reply` is written on a
+ * spare copy of the descriptor and `onFail.run` called.
  */
 export async function deliver(
   c: ConnectionState,
   fd: OwnedFd,
   info: HandoffInfo,
   buffered?: Uint8Array,
-  onFail?: (fd: OwnedFd) => void,
+  onFail?: OnFail,
 ): Promise<void> {
   const { config, log } = c;
-  // Keep a copy until the backend confirms: on failure we may still owe the client a reply
-  // on it (deliver() takes ownership of what it is given and closes it once sent).
+  // Keep a copy until the backend confirms when a reply may be owed on it (deliver() takes
+  // ownership of what it is given and closes it once sent).
   log.m.stage('handoff');
   let spare: OwnedFd | undefined;
-  if (onFail) {
+  if (onFail?.reply) {
     try {
       spare = dup(fd.fd);
     } catch {}
@@ -119,7 +128,8 @@ export async function deliver(
     log.end('handoff_failed', (err as Error).message);
     if (relayHere) c.relaying = false;
     if (!fd.closed) fd.close();
-    if (spare) onFail?.(spare);
+    if (spare && onFail?.reply) replyOn(spare, onFail.reply);
+    onFail?.run?.();
   }
   spare?.close();
   c.finish();

@@ -226,8 +226,8 @@ async function plaintextSteps(c: ConnectionState, a: PlaintextAction): Promise<v
   // Here the pending bytes are the client's next commands: they belong to the backend.
   const all = Buffer.concat([Buffer.from(a.buffered), buffered]);
   c.fd = undefined;
-  await deliver(c, fd, c.info({ handoff: 'plaintext', dialectState: a.state }), all, (owned) =>
-    // The client is waiting for an answer to what it sent: give it the temporary failure.
-    replyOn(owned, a.unavailable),
-  );
+  // The client is waiting for an answer to what it sent: on failure, the temporary failure.
+  await deliver(c, fd, c.info({ handoff: 'plaintext', dialectState: a.state }), all, {
+    reply: a.unavailable,
+  });
 }

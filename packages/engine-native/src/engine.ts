@@ -1,7 +1,7 @@
 // The TlsEngineApi on the native engine: JS keeps the bookkeeping (control keys, promises,
 // the SNI question to the backend), C does the handshake and every byte after it on its own
 // threads (src/native/loop.c). Errors are PoolErrors with the node:tls engine's codes.
-import { createHash, randomBytes, timingSafeEqual, X509Certificate } from 'node:crypto';
+import { createHash, timingSafeEqual, X509Certificate } from 'node:crypto';
 import net from 'node:net';
 import { availableParallelism } from 'node:os';
 import tls from 'node:tls';
@@ -23,6 +23,7 @@ import {
   type NegotiatedInfo,
   PoolError,
   identityFromCertificate as poolIdentity,
+  randomKey,
   TLS12_CIPHERS,
   type TlsEngineApi,
   VERIFY_REASONS,
@@ -593,7 +594,7 @@ export class NativeTlsEngine implements TlsEngineApi {
           return;
         }
         this.#pending.delete(e.id);
-        const key = randomBytes(16);
+        const key = randomKey(16);
         const base = {
           id: e.id,
           key,

@@ -2,7 +2,7 @@
 // runs the server side of the handshake, and returns the plaintext end of a socketpair plus a
 // 128-bit control key. After that it alone relays bytes between TLS and the plaintext end.
 // Embedded in the proxy by default; the same interface is served over fdpass by the daemon.
-import { constants, createHash, randomBytes, timingSafeEqual, X509Certificate } from 'node:crypto';
+import { constants, createHash, timingSafeEqual, X509Certificate } from 'node:crypto';
 import { writeSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
@@ -15,6 +15,7 @@ import {
   IdentityStore,
   TLS12_CIPHERS,
 } from './identities.js';
+import { randomKey } from './random.js';
 
 export type ClientCertPolicy = 'none' | 'optional' | 'required';
 
@@ -352,7 +353,7 @@ export class TlsEngine implements TlsEngineApi {
       if (pair) for (const end of pair) end.close();
       throw resourceOr(err, 'TLSPROXY_ERR_POOL_HANDSHAKE', 'cannot relay the TLS session');
     }
-    const key = randomBytes(16);
+    const key = randomKey(16);
     const id = lookupId(key);
     this.#sessions.set(id, { ...session, key, tls: t } as Session);
     const { onEnd, onBytes } = options;

@@ -23,5 +23,6 @@ export { isResourceError, PoolError, VERIFY_REASONS } from './errors.js';
 export type { ContextOptions, Identity, IdentityConfig } from './identities.js';
 export { certificateNames, IdentityStore, TLS12_CIPHERS } from './identities.js';
 export { poolProtocol } from './protocol.js';
+export { randomKey } from './random.js';
 export type { RemoteOptions } from './remote.js';
 export { RemoteTlsEngine } from './remote.js';
