@@ -211,7 +211,96 @@ export class PrefixChecker {
   }
 }
 
+/**
+ * Parse one framed command: the fast path for the shapes clients send before TLS, else the
+ * grammar. Both give the same result for every text the fast path takes (a property test
+ * compares them on valid and invalid lines); anything else, and every failure, is nearley's.
+ */
 export function parseCommand(
+  text: string,
+  literalEnds: readonly number[],
+  literals: readonly Uint8Array[],
+): ParseResult {
+  // A literal marker the framer cut must be checked against the tree: nearley's job.
+  return (
+    (literalEnds.length === 0 ? parseSimple(text) : undefined) ??
+    parseWithGrammar(text, literalEnds, literals)
+  );
+}
+
+/**
+ * The commands real clients send before TLS (`a1 CAPABILITY`, `a2 STARTTLS`, `a ID ("name"
+ * "x")`, `a LOGIN u p`) parsed by hand in one pass, without nearley: `tag SP name`, then
+ * arguments that are atoms, quoted strings, or one level of parenthesised list of those,
+ * separated by single spaces. Returns the grammar's result for such a text, or undefined
+ * ("declined": not this shape, or no parse) for anything else, which then goes to nearley:
+ * this never refuses a command, so it can only be wrong by accepting, and the property test
+ * checks every accepted text against nearley. Literals (`{n}`) and nested lists are declined.
+ */
+export function parseSimple(text: string): ParseResult | undefined {
+  const n = text.length;
+  let i = 0;
+  while (TAG_CHAR[text.charCodeAt(i)] === 1) i++;
+  if (i === 0 || text.charCodeAt(i) !== 0x20) return undefined;
+  const tag = text.slice(0, i);
+  const nameStart = ++i;
+  while (ATOM_CHAR[text.charCodeAt(i)] === 1) i++;
+  if (i === nameStart) return undefined;
+  const name = text.slice(nameStart, i).toUpperCase();
+  const args: Arg[] = [];
+  if (i < n) {
+    if (text.charCodeAt(i) !== 0x20) return undefined;
+    i++;
+    /** The items of the open list, if one is open. */
+    let list: Arg[] | null = null;
+    for (;;) {
+      // At the start of an argument. (Past the end, charCodeAt is NaN: in no table.)
+      const c = text.charCodeAt(i);
+      const into: Arg[] = list ?? args;
+      if (c === 0x28) {
+        if (list !== null) return undefined; // a nested list: the grammar's
+        list = [];
+        i++;
+        if (text.charCodeAt(i) !== 0x29) continue;
+      } else if (c === 0x22) {
+        let j = i + 1;
+        let escaped = false;
+        for (let q = text.charCodeAt(j); q !== 0x22; q = text.charCodeAt(j)) {
+          if (q === 0x5c) {
+            const e = text.charCodeAt(j + 1);
+            if (e !== 0x22 && e !== 0x5c) return undefined;
+            escaped = true;
+            j += 2;
+          } else if (QUOTED_CHAR[q] === 1) j++;
+          else return undefined; // also the end of the text: unterminated
+        }
+        const raw = text.slice(i + 1, j);
+        into.push({ type: 'quoted', value: escaped ? raw.replace(/\\(["\\])/g, '$1') : raw });
+        i = j + 1;
+      } else if (ARG_CHAR[c] === 1) {
+        let j = i + 1;
+        while (ARG_CHAR[text.charCodeAt(j)] === 1) j++;
+        into.push({ type: 'atom', value: text.slice(i, j) });
+        i = j;
+      } else return undefined; // a literal marker, a stray ")" or space, or nothing
+      // After an argument: ")" closes the open list (and is itself an argument), a space
+      // starts the next one, the end of the text ends the command outside a list.
+      let d = text.charCodeAt(i);
+      if (d === 0x29 && list !== null) {
+        args.push({ type: 'list', items: list });
+        list = null;
+        d = text.charCodeAt(++i);
+      }
+      if (i === n && list === null) break;
+      if (d !== 0x20) return undefined;
+      i++;
+    }
+  }
+  return { ok: true, command: { tag, name, args } };
+}
+
+/** The grammar's parse of one framed command (the fast path's reference; tests compare). */
+export function parseWithGrammar(
   text: string,
   literalEnds: readonly number[],
   literals: readonly Uint8Array[],
