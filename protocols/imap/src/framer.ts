@@ -53,17 +53,33 @@ export class Framer {
   private commandSize = 0;
   // the line part being read
   /** The line part being read, kept once however it was chunked (issue 14: one copy per
-   * read cost ~200 octets per octet for a line sent one octet at a time). */
-  private readonly line = new ByteBuffer();
+   * read cost ~200 octets per octet for a line sent one octet at a time). Made only for a
+   * line that arrives in pieces: a whole line is read where it lies. */
+  private line: ByteBuffer | null = null;
   // a literal being read or skipped
   private remaining = 0;
-  private readonly literal = new ByteBuffer();
+  /** Made only when a literal's octets arrive. */
+  private literal: ByteBuffer | null = null;
   private announced = 0;
   // a line being skipped
   private tail = '';
   private skipped = 0;
 
   constructor(private readonly limits: FramerLimits) {}
+
+  /**
+   * Nothing pending: no octets unread, no partial line, no command in progress. A framer at
+   * rest behaves exactly as a new one, so the session may drop it until octets arrive.
+   */
+  atRest(): boolean {
+    return (
+      this.state === 'line' &&
+      this.pos >= this.buf.length &&
+      this.line === null &&
+      this.text === '' &&
+      this.commandSize === 0
+    );
+  }
 
   push(data: Uint8Array): void {
     const rest = this.buf.subarray(this.pos);
@@ -101,15 +117,18 @@ export class Framer {
           if (this.remaining > 0) {
             if (this.pos >= this.buf.length) return null;
             const take = Math.min(this.remaining, this.buf.length - this.pos);
-            if (this.state === 'literal')
+            if (this.state === 'literal') {
+              this.literal ??= new ByteBuffer();
               this.literal.append(this.buf.subarray(this.pos, this.pos + take));
+            }
             this.pos += take;
             this.remaining -= take;
             if (this.remaining > 0) return null;
           }
           if (this.state === 'literal') {
-            this.literals.push(this.literal.view().slice());
-            this.literal.clear();
+            // Dropping the buffer (not clearing it) also frees its storage.
+            this.literals.push(this.literal?.view().slice() ?? new Uint8Array(0));
+            this.literal = null;
             this.state = 'line';
           } else {
             this.startSkip();
@@ -149,22 +168,27 @@ export class Framer {
     const { maxLineLength, maxLiteralSize, maxCommandSize } = this.limits;
     const lf = this.buf.indexOf(LF, this.pos);
     const end = lf < 0 ? this.buf.length : lf;
-    this.line.append(this.buf.subarray(this.pos, end));
-    this.pos = end;
-    if (lf < 0) {
-      // +1: the octet past the limit may still be the CR of a CRLF.
-      if (this.line.length > maxLineLength + 1) {
-        const raw = this.line.view();
-        this.line.clear();
+    let raw: Uint8Array;
+    if (lf >= 0 && this.line === null) {
+      // The whole line part is here: read it in place, no copy.
+      raw = this.buf.subarray(this.pos, lf);
+    } else {
+      this.line ??= new ByteBuffer();
+      this.line.append(this.buf.subarray(this.pos, end));
+      this.pos = end;
+      if (lf < 0) {
+        // +1: the octet past the limit may still be the CR of a CRLF.
+        if (this.line.length <= maxLineLength + 1) return null;
+        raw = this.line.view();
+        this.line = null;
         const text = this.takeText(raw);
         this.startSkip(raw);
         return { type: 'tooLong', text };
       }
-      return null;
+      raw = this.line.view();
+      this.line = null;
     }
     this.pos = lf + 1;
-    const raw = this.line.view();
-    this.line.clear();
     const content = raw.length > 0 && raw[raw.length - 1] === CR ? raw.subarray(0, -1) : raw;
     this.commandSize += content.length;
     if (content.length > maxLineLength || this.commandSize > maxCommandSize) {
@@ -250,7 +274,7 @@ export class Framer {
     this.literalEnds = [];
     this.literals = [];
     this.commandSize = 0;
-    this.literal.clear();
+    this.literal = null;
     this.remaining = 0;
     this.announced = 0;
   }

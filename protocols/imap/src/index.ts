@@ -140,18 +140,66 @@ export function capabilityString(list: readonly string[]): string {
   return out.join(' ');
 }
 
-export function sessionConfig(context: SessionContext<Partial<ImapOptions>>): SessionConfig {
+/**
+ * What a session derives from its context, built once per (options, limits, hostname) and shared
+ * by every session of a listener: the engine resolves a listener's options and limits once and
+ * passes the same two objects to each of its connections (new ones after a configuration
+ * update), so validating them and building the greeting per connection was repeated work on
+ * every accept. Keyed by object identity, so the contexts' objects must not be changed in place
+ * after a session was created from them (the engine never does; its limits are frozen). The
+ * result is frozen: one session cannot alter what the others read.
+ */
+const shared = new WeakMap<object, WeakMap<object, Map<unknown, Readonly<SessionConfig>>>>();
+/** Stands for an absent options or limits object (a session made by hand) as a WeakMap key. */
+const ABSENT = Object.freeze({});
+/** Host names kept per (options, limits): one per listener in the engine; a bound for callers
+ * that vary it. */
+const MAX_HOSTS = 16;
+
+export function sessionConfig(
+  context: SessionContext<Partial<ImapOptions>>,
+): Readonly<SessionConfig> {
+  const options = keyOf(context.options);
+  const limits = keyOf(context.limits);
+  // Not an object: nothing to key by (the schema gives defaults anyway); derive, unshared.
+  if (options === null || limits === null) return deriveConfig(context);
+  let byLimits = shared.get(options);
+  if (byLimits === undefined) {
+    byLimits = new WeakMap();
+    shared.set(options, byLimits);
+  }
+  let byHost = byLimits.get(limits);
+  if (byHost === undefined) {
+    byHost = new Map();
+    byLimits.set(limits, byHost);
+  }
+  let config = byHost.get(context.hostname);
+  if (config === undefined) {
+    config = deriveConfig(context);
+    if (byHost.size >= MAX_HOSTS) byHost.clear();
+    byHost.set(context.hostname, config);
+  }
+  return config;
+}
+
+function keyOf(value: unknown): object | null {
+  if (value === undefined || value === null) return ABSENT;
+  return typeof value === 'object' ? value : null;
+}
+
+function deriveConfig(context: SessionContext<Partial<ImapOptions>>): Readonly<SessionConfig> {
   // Defence in depth: the engine refused bad options already (resolveOptions); a session made
   // by hand gets the default for each bad one, judged by the same schema.
   const { greeting, capabilities, idResponse } = readOptions<ImapOptions>(options, context.options);
   const host = (context.hostname ?? '').replace(/[^A-Za-z0-9.-]/g, '');
   const caps = capabilityString(capabilities);
-  return {
+  // Every field is a string or a number, so freezing the object freezes all of it.
+  return Object.freeze({
     greeting: `* OK [CAPABILITY ${caps}] ${greeting.replaceAll('%h', host)}\r\n`,
     capabilities: caps,
     idResponse,
     ...readLimits(limits, context.limits),
-  };
+  });
 }
 
 export const dialect: Dialect<Partial<ImapOptions>> = {

@@ -45,7 +45,12 @@ const KNOWN = new Set(KNOWN_COMMANDS);
 
 export class ImapSession implements DialectSession {
   private phase: Phase = 'preamble';
-  private framer: Framer;
+  /**
+   * Made on the first octets and dropped again whenever a receive() leaves nothing pending
+   * (no partial line, no command in progress): an idle connection, before or between
+   * commands, holds no framer and none of its buffers. A fresh framer is exactly one at rest.
+   */
+  private framer: Framer | null = null;
   private deadline = Number.POSITIVE_INFINITY;
   private commands = 0;
   private bad = 0;
@@ -60,9 +65,8 @@ export class ImapSession implements DialectSession {
    */
   private discarding = false;
 
-  constructor(private readonly config: SessionConfig) {
-    this.framer = this.newFramer();
-  }
+  /** `config` may be shared with other sessions (see sessionConfig()); it is only read. */
+  constructor(private readonly config: Readonly<SessionConfig>) {}
 
   start(now: number): Action[] {
     return [act.send(this.config.greeting), ...this.arm(now)];
@@ -87,7 +91,7 @@ export class ImapSession implements DialectSession {
     if (this.phase !== 'tls') return [act.log('warn', 'tlsUnavailable() outside STARTTLS ignored')];
     // Whatever arrived while the engine looked for a backend was discarded, never parsed.
     this.phase = 'preamble';
-    this.framer = this.newFramer();
+    this.framer = null;
     this.prefix = null;
     this.discarding = false;
     return this.arm(now);
@@ -114,12 +118,18 @@ export class ImapSession implements DialectSession {
         : [act.log('warn', `discarded ${data.length} bytes sent after STARTTLS`)];
     }
     if (this.phase === 'closed' || data.length === 0) return [];
-    this.framer.push(data);
+    const framer = this.frames();
+    framer.push(data);
     const out: Action[] = [];
-    for (let event = this.framer.next(); event; event = this.framer.next()) {
+    for (let event = framer.next(); event; event = framer.next()) {
       this.handle(event, out);
-      if (this.phase !== 'preamble') return out;
+      if (this.phase !== 'preamble') {
+        // STARTTLS took the rest (trailing), or the session closed: nothing frames again here.
+        this.framer = null;
+        return out;
+      }
     }
+    if (framer.atRest()) this.framer = null;
     out.push(...this.arm(now));
     return out;
   }
@@ -190,7 +200,7 @@ export class ImapSession implements DialectSession {
 
   /** A line after a refused credential literal that is no command: dropped, never read. */
   private discard(event: FrameEvent, out: Action[]): void {
-    if (event.type === 'literal') this.framer.refuse();
+    if (event.type === 'literal') this.frames().refuse();
     out.push(act.log('warn', 'discarded a line sent after a refused LOGIN/AUTHENTICATE literal'));
     if (++this.commands > this.config.maxCommands) {
       this.closeWith(out, '* BYE Too many commands before STARTTLS.\r\n', 'too many commands');
@@ -220,12 +230,12 @@ export class ImapSession implements DialectSession {
       if (refusal === null && !this.prefix.viable(text)) refusal = syntaxError(tag, name);
     }
     if (refusal === null) {
-      this.framer.accept();
+      this.frames().accept();
       out.push(act.send('+ OK\r\n'));
       return;
     }
     // The client will not send the literal after a tagged reply, so nothing is swallowed.
-    this.framer.refuse();
+    this.frames().refuse();
     this.prefix = null;
     const answer = refusal;
     if (!isImapProtocolError(answer)) this.discarding = true;
@@ -286,7 +296,7 @@ export class ImapSession implements DialectSession {
         return;
       case 'starttls': {
         this.phase = 'tls';
-        const trailing = this.framer.takeRest();
+        const trailing = this.frames().takeRest();
         const tag = outcome.tag;
         out.push({
           type: 'starttls',
@@ -314,9 +324,10 @@ export class ImapSession implements DialectSession {
     return [act.timer(this.deadline)];
   }
 
-  private newFramer(): Framer {
-    const { maxLineLength, maxLiteralSize, maxCommandSize } = this.config;
-    return new Framer({ maxLineLength, maxLiteralSize, maxCommandSize });
+  /** The framer, made when octets arrive (the config holds the framer's limits itself). */
+  private frames(): Framer {
+    this.framer ??= new Framer(this.config);
+    return this.framer;
   }
 
   /** receive() must never throw: a bug of ours ends this one connection, politely. */

@@ -2,9 +2,15 @@
 // unfinished line (or PDU) is kept once, and framing work per received octet is O(1) — no
 // per-read copies of what is pending, no re-scan of the whole buffer on every read, no parser
 // state per octet.
-import type { DialectSession } from '@tlsproxy/dialect-kit';
-import { describePendingCost } from '@tlsproxy/dialect-kit/testing';
+import {
+  type DialectSession,
+  resolveLimits,
+  resolveOptions,
+  type SessionContext,
+} from '@tlsproxy/dialect-kit';
+import { collectGarbage, describePendingCost, memoryUsed } from '@tlsproxy/dialect-kit/testing';
 import { describe, expect, it } from 'vitest';
+import { dialect, type ImapOptions } from '../src/index.js';
 import { enc, newSession } from './helpers.js';
 
 const LIMIT = 8192; // maxLineLength
@@ -35,5 +41,51 @@ describe('a command with many literal parts costs O(its length)', () => {
     expect(continuations).toBe(2001);
     // Was seconds (nearley over the whole command text at every part).
     expect(performance.now() - t0).toBeLessThan(1000);
+  });
+});
+
+// The whole proxy aims at 4 KiB or less per idle preamble connection. The dialect's part: after
+// the greeting, and between commands, a session holds its counters and a config shared with the
+// listener's other sessions; no framer, no buffer, no copy of options until octets arrive.
+describe('an idle session is small', () => {
+  // As the engine does: one resolved options and limits object for all of a listener's sessions.
+  const context: SessionContext<Partial<ImapOptions>> = {
+    options: resolveOptions(dialect, {}),
+    limits: resolveLimits(dialect, {}),
+    hostname: 'mail.example',
+    connectionId: 't1',
+  };
+  const SESSIONS = 5000;
+  /** Heap and array buffers per session, after a full GC, with `SESSIONS` kept alive. */
+  function idleCost(prepare: (s: DialectSession) => void): number {
+    prepare(dialect.create(context)); // the shared config is made before the baseline
+    collectGarbage();
+    const before = memoryUsed();
+    const kept: DialectSession[] = [];
+    for (let i = 0; i < SESSIONS; i++) {
+      const s = dialect.create(context);
+      prepare(s);
+      kept.push(s);
+    }
+    collectGarbage();
+    const perSession = (memoryUsed() - before) / kept.length;
+    if (kept.length !== SESSIONS) throw new Error('unreachable');
+    return perSession;
+  }
+  // Was ~1,150 octets after the greeting (a framer with two empty buffers, and a config
+  // object per session); now ~110.
+  const BOUND = 400;
+
+  it('after the greeting', () => {
+    expect(idleCost((s) => s.start(0))).toBeLessThan(BOUND);
+  });
+
+  it('between commands (after CAPABILITY and NOOP answered)', () => {
+    const cost = idleCost((s) => {
+      s.start(0);
+      s.receive(enc('a1 CAPABILITY\r\n'), 0);
+      s.receive(enc('a2 NOOP\r\na3 ID NIL\r\n'), 0);
+    });
+    expect(cost).toBeLessThan(BOUND);
   });
 });
