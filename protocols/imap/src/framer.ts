@@ -81,9 +81,18 @@ export class Framer {
     );
   }
 
+  /**
+   * Frame `data` after whatever was left unread. The octets are read where they lie, not
+   * copied: call release() before giving control back to the engine, which owns `data`.
+   */
   push(data: Uint8Array): void {
-    const rest = this.buf.subarray(this.pos);
-    this.buf = rest.length === 0 ? data.slice() : concat([rest, data]);
+    this.buf = this.pos >= this.buf.length ? data : concat([this.buf.subarray(this.pos), data]);
+    this.pos = 0;
+  }
+
+  /** Stop reading the pushed octets: keep a copy of those not framed yet (usually none). */
+  release(): void {
+    this.buf = this.pos < this.buf.length ? this.buf.slice(this.pos) : EMPTY;
     this.pos = 0;
   }
 

@@ -130,6 +130,7 @@ export class ImapSession implements DialectSession {
       }
     }
     if (framer.atRest()) this.framer = null;
+    else framer.release();
     out.push(...this.arm(now));
     return out;
   }
@@ -333,6 +334,7 @@ export class ImapSession implements DialectSession {
   /** receive() must never throw: a bug of ours ends this one connection, politely. */
   private internalError(err: unknown): Action[] {
     this.phase = 'closed';
+    this.framer = null;
     const message = err instanceof Error ? err.message : String(err);
     return [
       act.log('error', `imap dialect internal error: ${message}`),

@@ -89,3 +89,35 @@ describe('an idle session is small', () => {
     expect(cost).toBeLessThan(BOUND);
   });
 });
+
+// The framer reads a received buffer where it lies; once receive() returns, the session keeps
+// only the octets it has not framed, copied, never the engine's (possibly large) buffer.
+describe('a session does not keep a received buffer', () => {
+  /** A full GC once freed array buffers have been swept (they leave the count a turn later). */
+  async function settle(): Promise<void> {
+    for (let i = 0; i < 3; i++) {
+      collectGarbage();
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    collectGarbage();
+  }
+
+  it('a large read of complete commands and a partial one: only the partial one is kept', async () => {
+    const read = enc(`${'a NOOP\r\n'.repeat(50_000)}b NO`);
+    const open = (): DialectSession => {
+      const s = newSession({}, { maxCommands: 100_000 });
+      s.start(0);
+      const actions = s.receive(read.slice(), 0);
+      expect(actions.some((a) => a.type === 'close')).toBe(false);
+      return s;
+    };
+    open(); // warm up: compiled code is not the sessions' cost
+    await settle();
+    const before = memoryUsed();
+    const sessions = Array.from({ length: 10 }, open);
+    await settle();
+    const perSession = (memoryUsed() - before) / sessions.length;
+    // Each read is 400,004 octets; the partial line costs a 256-octet buffer.
+    expect(perSession).toBeLessThan(65_536);
+  });
+});

@@ -160,6 +160,49 @@ describe('properties', () => {
     );
   });
 
+  // The framer reads received octets where they lie (no copy per read): what it has not framed
+  // when receive() returns must be copied, as the engine may reuse or overwrite its buffer.
+  it('the engine may overwrite a received buffer once receive() returned', () => {
+    fc.assert(
+      fc.property(
+        fc.array(piece, { maxLength: 10 }),
+        fc.boolean(),
+        fc.array(fc.nat(), { maxLength: 20 }),
+        fc.constantFrom(0x0a, 0x20, 0x7b, 0x41),
+        (pieces, withStartTls, cuts, junk) => {
+          const bytes = enc(pieces.join('') + (withStartTls ? `${STARTTLS}b NOOP\r\n` : ''));
+          const run = (overwrite: boolean) => {
+            const s = newSession({}, SMALL);
+            s.start(0);
+            const seen: string[] = [];
+            const keep = (actions: Action[]) => {
+              // Octets in actions are read when received, as the engine would send them.
+              for (const a of actions) {
+                if (a.type === 'send') seen.push(dec(a.data));
+                else if (a.type === 'close')
+                  seen.push(`close ${a.reason} ${dec(a.data ?? enc(''))}`);
+                else if (a.type === 'starttls')
+                  seen.push(`starttls ${dec(a.goAhead)} ${dec(a.trailing)}`);
+              }
+              return actions;
+            };
+            const trailing: Uint8Array[] = [];
+            for (const chunk of splitAt(bytes, cuts)) {
+              const mine = chunk.slice();
+              for (const a of keep(s.receive(mine, 0)))
+                if (a.type === 'starttls') trailing.push(a.trailing);
+              if (overwrite) mine.fill(junk);
+            }
+            // A trailing buffer is the session's own copy, not a view of a received one.
+            return { seen, trailing: trailing.map(dec) };
+          };
+          expect(run(true)).toEqual(run(false));
+        },
+      ),
+      TIME,
+    );
+  });
+
   it('nothing after STARTTLS is ever answered or framed', () => {
     const after = fc.oneof(piece.map(enc), fc.uint8Array({ maxLength: 40 }));
     fc.assert(
