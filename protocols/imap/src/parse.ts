@@ -369,6 +369,9 @@ export function tagOf(text: string): string | null {
 
 /** The command name in upper case, if the text has one after the tag. */
 export function nameOf(text: string): string | null {
-  const m = /^[^ ]+ ([^ ]+)/.exec(text);
-  return m ? m[1]!.toUpperCase() : null;
+  // /^[^ ]+ ([^ ]+)/ without a regex: this runs for every command.
+  const sp = text.indexOf(' ');
+  if (sp <= 0 || sp + 1 >= text.length || text.charCodeAt(sp + 1) === 0x20) return null;
+  const end = text.indexOf(' ', sp + 1);
+  return text.slice(sp + 1, end < 0 ? text.length : end).toUpperCase();
 }

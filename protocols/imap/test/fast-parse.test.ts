@@ -4,7 +4,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { Framer } from '../src/framer.js';
-import { parseCommand, parseSimple, parseWithGrammar } from '../src/parse.js';
+import { nameOf, parseCommand, parseSimple, parseWithGrammar } from '../src/parse.js';
 import { enc } from './helpers.js';
 
 const TIME = { interruptAfterTimeLimit: 8000, numRuns: 3000 };
@@ -237,5 +237,23 @@ describe('the fast path agrees with the grammar', () => {
       ok: false,
       reason: 'literal',
     });
+  });
+});
+
+describe('nameOf', () => {
+  it('is the second space-separated word, upper case, as /^[^ ]+ ([^ ]+)/ finds it', () => {
+    const reference = (text: string): string | null => {
+      const m = /^[^ ]+ ([^ ]+)/.exec(text);
+      return m ? m[1]!.toUpperCase() : null;
+    };
+    fc.assert(
+      fc.property(
+        fc.oneof(line, fc.string({ unit: pick([' ', 'a', 'B', '\r', '\u00e9']) })),
+        (text) => {
+          expect(nameOf(text)).toBe(reference(text));
+        },
+      ),
+      TIME,
+    );
   });
 });
