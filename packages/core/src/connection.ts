@@ -2,7 +2,7 @@
 // driver; transition.ts, the switch-over; handoff.ts, the hand-off): its socket and descriptor,
 // its places in the listener's limits, and the promises that say when it is done and released.
 import type net from 'node:net';
-import type { OwnedFd } from '@tlsproxy/fdpass';
+import type { OwnedFd, ReadableWatch } from '@tlsproxy/fdpass';
 import type { HandoffInfo } from '@tlsproxy/handoff';
 import { randomKey } from '@tlsproxy/pool';
 import { ConnectionLog } from './connection-log.js';
@@ -16,7 +16,14 @@ export const FLUSH_TIMEOUT_MS = 5000;
 
 export class ConnectionState {
   readonly id = randomKey(6).toString('hex');
-  readonly socket: net.Socket;
+  #socket: net.Socket | undefined;
+  /**
+   * An idle preamble connection parked outside Node's sockets (session.ts): its descriptor,
+   * watched for readability. `socket` is not there meanwhile; the session wakes it first.
+   */
+  parked: { fd: OwnedFd; watch: ReadableWatch } | undefined;
+  /** When the client last sent something (ms, Date.now()): idle connections get parked. */
+  lastActive = Date.now();
   readonly config: SessionConfig;
   readonly remote: SessionAddresses;
   readonly log: ConnectionLog;
@@ -46,7 +53,7 @@ export class ConnectionState {
   #release!: () => void;
 
   constructor(socket: net.Socket, config: SessionConfig, addresses?: SessionAddresses) {
-    this.socket = socket;
+    this.#socket = socket;
     this.config = config;
     this.log = new ConnectionLog(config.logger, this.id, config.dialect.name, config.metrics);
     this.done = new Promise((r) => {
@@ -61,6 +68,16 @@ export class ConnectionState {
       localAddress: socket.localAddress ?? '',
       localPort: socket.localPort ?? 0,
     };
+  }
+
+  /** The client's socket; while parked there is none (a bug to ask: the session wakes it first). */
+  get socket(): net.Socket {
+    if (this.#socket === undefined) throw new Error('connection is parked: wake it first');
+    return this.#socket;
+  }
+
+  set socket(s: net.Socket | undefined) {
+    this.#socket = s;
   }
 
   clearTimers(): void {

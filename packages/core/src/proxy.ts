@@ -33,6 +33,27 @@ import { consoleLogger, type Logger } from './logger.js';
 import { Metrics } from './metrics.js';
 import { Session, type SessionAddresses, type SessionConfig } from './session.js';
 
+/** How often idle preamble connections are looked for, to be parked (session.ts). */
+const PARK_SWEEP_MS = 250;
+
+/** What a listener holds now (its limits count these). */
+interface Held {
+  total: number;
+  handshakes: number;
+  perClient: Map<string, number>;
+}
+
+/** A place in the listener's total; the function returned gives it back, once. */
+function takePlace(held: Held): () => void {
+  held.total++;
+  let counted = true;
+  return () => {
+    if (!counted) return;
+    counted = false;
+    held.total--;
+  };
+}
+
 export type { ListenerConfig, ProxyOptions, RunningListener } from './listener.js';
 export { LISTENER_DEFAULTS } from './listener.js';
 
@@ -46,6 +67,7 @@ export class TlsProxy {
   readonly listeners: RunningListener[] = [];
   readonly #sessions = new Set<AnySession>();
   #fdWatch: NodeJS.Timeout | undefined;
+  #parkSweep: NodeJS.Timeout | undefined;
   readonly #backendUids: number[] | undefined;
   readonly #backends = new Map<string, HandoffTarget>();
   readonly #ownsPool: boolean;
@@ -230,7 +252,7 @@ export class TlsProxy {
     // What this listener holds now, counted from accept until the connection is gone from this
     // process (preamble, handshake, and the relay when the TLS engine or a connect-mode backend
     // relays here), so no phase escapes a limit.
-    const held = { total: 0, handshakes: 0, perClient: new Map<string, number>() };
+    const held: Held = { total: 0, handshakes: 0, perClient: new Map<string, number>() };
     const handshakes = {
       acquire: () => {
         if (held.handshakes >= (state.config.maxHandshakes ?? LISTENER_DEFAULTS.maxHandshakes))
@@ -257,13 +279,7 @@ export class TlsProxy {
         refuse(socket, state.sessionConfig, 'maxConnections');
         return;
       }
-      held.total++;
-      let counted = true;
-      const uncount = () => {
-        if (!counted) return;
-        counted = false;
-        held.total--;
-      };
+      const uncount = takePlace(held);
       socket.setNoDelay(true);
       const sessionConfig = state.sessionConfig;
       const inbound = cfg.proxyProtocol;
@@ -293,16 +309,7 @@ export class TlsProxy {
           'role' in sessionConfig
             ? new ClientSession(socket, sessionConfig, addresses)
             : new Session(socket, sessionConfig, addresses);
-        this.#sessions.add(s);
-        if (key !== undefined) held.perClient.set(key, (held.perClient.get(key) ?? 0) + 1);
-        void s.done.then(() => this.#sessions.delete(s));
-        void s.released.then(() => {
-          uncount();
-          if (key === undefined) return;
-          const n = (held.perClient.get(key) ?? 1) - 1;
-          if (n > 0) held.perClient.set(key, n);
-          else held.perClient.delete(key);
-        });
+        this.#track(s, held, key, uncount);
       };
       if (!inbound) {
         begin();
@@ -337,6 +344,7 @@ export class TlsProxy {
     await bindListener(server, config.listen);
     const address = server.address() ?? String(config.listen);
     this.#watchDescriptors();
+    this.#sweepIdle();
     const l: RunningListener = {
       dialect: dialect.name,
       address,
@@ -420,6 +428,37 @@ export class TlsProxy {
     this.#fdWatch.unref();
   }
 
+  /**
+   * Count a session until it is released. Its own method, so the callbacks that live as long as
+   * the session hold only what they use: a closure made in the accept handler would keep that
+   * handler's whole scope, the accepted Socket included, after the session parked or detached it.
+   */
+  #track(s: AnySession, held: Held, key: string | undefined, uncount: () => void): void {
+    this.#sessions.add(s);
+    if (key !== undefined) held.perClient.set(key, (held.perClient.get(key) ?? 0) + 1);
+    void s.done.then(() => this.#sessions.delete(s));
+    void s.released.then(() => {
+      uncount();
+      if (key === undefined) return;
+      const n = (held.perClient.get(key) ?? 1) - 1;
+      if (n > 0) held.perClient.set(key, n);
+      else held.perClient.delete(key);
+    });
+  }
+
+  /**
+   * Once a second, park the preamble connections idle for PARK_AFTER_MS (session.ts): one timer
+   * for the proxy, not one per connection, and a pass over the sessions costs microseconds each.
+   */
+  #sweepIdle(): void {
+    if (this.#parkSweep) return;
+    this.#parkSweep = setInterval(() => {
+      const now = Date.now();
+      for (const s of this.#sessions) if (s instanceof Session) s.park(now);
+    }, PARK_SWEEP_MS);
+    this.#parkSweep.unref();
+  }
+
   /** Stop one listener; its connections go on. */
   async closeListener(l: RunningListener): Promise<void> {
     const i = this.listeners.indexOf(l);
@@ -469,6 +508,8 @@ export class TlsProxy {
     this.listeners.length = 0;
     if (this.#fdWatch) clearInterval(this.#fdWatch);
     this.#fdWatch = undefined;
+    if (this.#parkSweep) clearInterval(this.#parkSweep);
+    this.#parkSweep = undefined;
     for (const b of this.#backends.values()) b.close();
     if (this.#ownsPool) await this.pool.close();
     if (this.#ownsMetrics) await this.metrics?.close(); // metrics

@@ -5,6 +5,7 @@
 // the backend, connection-log.ts the log lines and the one closing line, and connection.ts what
 // the connection holds (descriptor, places in the limits) until it is released.
 import type net from 'node:net';
+import { detachSocket, type OwnedFd, watchReadable, wrapSocket } from '@tlsproxy/fdpass';
 import type { HandshakeRequest, TlsEngineApi } from '@tlsproxy/pool';
 import type { HandoffTarget } from './backend.js';
 import { ConnectionState } from './connection.js';
@@ -14,6 +15,15 @@ import type { Metrics, Outcome } from './metrics.js';
 import { plaintext, startTls } from './transition.js';
 
 export { MAX_DIALECT_STATE } from './transition.js';
+
+/**
+ * A preamble connection whose client has been silent this long, with nothing of ours left to
+ * write, is parked: its descriptor leaves Node's Socket (stream states, TCP wrap: a few KiB) for
+ * a readability watch, and a Socket is made again when the client speaks, a timer fires or the
+ * proxy shuts down. Real clients answer the greeting in milliseconds; what waits this long is a
+ * slow or idle client — the case where memory per held connection is what counts.
+ */
+export const PARK_AFTER_MS = 500;
 
 export interface SessionAddresses {
   address: string;
@@ -75,21 +85,7 @@ export class Session {
       connectionId: this.id,
       serverNames: config.serverNames,
     });
-    socket.on('error', (err) => {
-      c.socketError = err.message;
-      c.log.log('debug', 'client socket error', { error: err.message });
-    });
-    socket.on('close', () => {
-      // In preamble the client went away; during the transition the STARTTLS path records
-      // the end itself (detaching the descriptor closes this socket object too).
-      if (c.gate.phase === 'preamble')
-        c.log.end(this.#preambleOutcome(), c.socketError ?? 'client connection closed');
-      c.finish();
-    });
-    socket.on('data', (d: Buffer) => this.#onData(d));
-    socket.on('end', () =>
-      this.#run(this.#dialect.eof?.(Date.now()) ?? [{ type: 'close', reason: 'client closed' }]),
-    );
+    this.#attach(socket);
     c.deadline = setTimeout(() => {
       c.log.log('info', 'preamble took too long, closing', { limitMs: config.preambleTimeoutMs });
       c.log.end('preamble_timeout', 'preamble took too long');
@@ -103,6 +99,105 @@ export class Session {
     // Sockets arrive paused (accepted with pauseOnConnect). Start reading only if the dialect
     // still wants plaintext: resuming schedules a read even after a pause, which for implicit
     // TLS would pull the ClientHello into Node's buffer instead of leaving it for the engine.
+    if (c.gate.phase === 'preamble') socket.resume();
+  }
+
+  /** Events of a Socket that is no longer the connection's (parked, or replaced) are ignored. */
+  #attach(socket: net.Socket): void {
+    const c = this.#c;
+    const mine = () => c.parked === undefined && c.socket === socket;
+    socket.on('error', (err) => {
+      if (!mine()) return;
+      c.socketError = err.message;
+      c.log.log('debug', 'client socket error', { error: err.message });
+    });
+    socket.on('close', () => {
+      if (!mine()) return;
+      // In preamble the client went away; during the transition the STARTTLS path records
+      // the end itself (detaching the descriptor closes this socket object too).
+      if (c.gate.phase === 'preamble')
+        c.log.end(this.#preambleOutcome(), c.socketError ?? 'client connection closed');
+      c.finish();
+    });
+    socket.on('data', (d: Buffer) => {
+      if (mine()) this.#onData(d);
+    });
+    socket.on('end', () => {
+      if (!mine()) return;
+      this.#run(this.#dialect.eof?.(Date.now()) ?? [{ type: 'close', reason: 'client closed' }]);
+    });
+  }
+
+  /**
+   * Park the connection if it is idle in its preamble (PARK_AFTER_MS): nothing buffered either
+   * way, the client silent. Returns whether it did. The proxy calls this from a sweep.
+   */
+  park(now: number): boolean {
+    const c = this.#c;
+    if (c.parked || c.gate.phase !== 'preamble' || now - c.lastActive < PARK_AFTER_MS) return false;
+    const socket = c.socket;
+    if (
+      socket.destroyed ||
+      socket.readableLength > 0 ||
+      socket.writableLength > 0 ||
+      socket.readableEnded ||
+      socket.writableEnded ||
+      socket.isPaused()
+    )
+      return false;
+    let fd: OwnedFd;
+    let buffered: Buffer;
+    try {
+      ({ fd, buffered } = detachSocket(socket));
+    } catch (err) {
+      // No descriptor to spare (EMFILE): stay as we are.
+      c.log.log('debug', 'could not park an idle connection', { error: (err as Error).message });
+      return false;
+    }
+    try {
+      const watch = watchReadable(fd.fd, (err) => {
+        if (err) c.socketError = err.message;
+        this.#wake();
+      });
+      c.parked = { fd, watch };
+      c.socket = undefined;
+    } catch (err) {
+      // The Socket is gone already: carry on with a new one at once.
+      c.parked = { fd, watch: { close() {} } };
+      c.socket = undefined;
+      c.log.log('debug', 'could not watch a parked connection', { error: (err as Error).message });
+      this.#wake();
+    }
+    c.log.log('debug', 'idle: parked');
+    // Nothing was buffered (checked above); should bytes have slipped in, they are the client's.
+    if (buffered.length > 0) this.#onData(buffered);
+    return true;
+  }
+
+  /** A parked connection gets a Socket again (on its descriptor) and reads on. */
+  #wake(): void {
+    const c = this.#c;
+    const p = c.parked;
+    if (!p) return;
+    p.watch.close();
+    let socket: net.Socket;
+    try {
+      socket = wrapSocket(p.fd, { allowHalfOpen: true });
+    } catch (err) {
+      // wrapSocket closed the descriptor: the connection is over.
+      c.parked = undefined;
+      c.log.log('warn', 'could not resume a parked connection; closing', {
+        error: (err as Error).message,
+      });
+      c.log.end(this.#preambleOutcome(), 'internal failure: could not resume a parked connection');
+      c.finish();
+      return;
+    }
+    c.parked = undefined;
+    c.socket = socket;
+    this.#attach(socket);
+    c.log.log('debug', 'resumed');
+    c.lastActive = Date.now();
     if (c.gate.phase === 'preamble') socket.resume();
   }
 
@@ -130,6 +225,7 @@ export class Session {
     // After the STARTTLS command nothing reaches the dialect (switchover.ts).
     const d = c.gate.read(chunk);
     if (d === undefined) return;
+    c.lastActive = Date.now();
     c.log.received += d.length;
     if (c.log.received > c.config.maxPreambleBytes) {
       c.log.log('warn', 'too many bytes before TLS, closing', { limit: c.config.maxPreambleBytes });
@@ -206,6 +302,9 @@ export class Session {
     c.timer = setTimeout(
       () => {
         c.timer = undefined;
+        if (c.gate.phase !== 'preamble') return;
+        // The dialect may answer (a BYE before closing): on a Socket.
+        this.#wake();
         if (c.gate.phase === 'preamble')
           this.#run(this.#guard(() => this.#dialect.timer(Date.now())));
       },
@@ -222,8 +321,16 @@ export class Session {
   }
 
   #destroy(): void {
-    this.#c.gate.close();
-    this.#c.socket.destroy();
-    this.#c.finish();
+    const c = this.#c;
+    c.gate.close();
+    const p = c.parked;
+    if (p) {
+      c.parked = undefined;
+      p.watch.close();
+      p.fd.close();
+    } else {
+      c.socket.destroy();
+    }
+    c.finish();
   }
 }

@@ -118,12 +118,14 @@ export function socketFd(socket: net.Socket): number {
 /**
  * Take a connected net.Socket out of Node's hands: stop reading, collect bytes Node already read
  * but nobody consumed, and return an owned duplicate of its descriptor; the net.Socket itself is
- * destroyed (closing only Node's copy, the connection stays up through the duplicate).
+ * destroyed (closing only Node's copy, the connection stays up through the duplicate). When the
+ * duplicate cannot be made (EMFILE) it throws and the socket is untouched.
  */
 export function detachSocket(socket: net.Socket): { fd: OwnedFd; buffered: Buffer } {
+  // The duplicate first: when it fails (EMFILE) the socket is left exactly as it was, reading.
+  const fd = new OwnedFd(binding().dup(socketFd(socket)));
   const handle = (socket as unknown as { _handle?: { readStop?: () => number } })._handle;
   handle?.readStop?.();
-  const fd = new OwnedFd(binding().dup(socketFd(socket)));
   const chunks: Buffer[] = [];
   for (let c = socket.read(); c !== null; c = socket.read()) {
     chunks.push(typeof c === 'string' ? Buffer.from(c) : c);

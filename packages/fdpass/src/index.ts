@@ -60,3 +60,5 @@ export {
 export type { PeerCred, SockInfo } from './native.js';
 export type { ListenFd } from './systemd.js';
 export { listenFds } from './systemd.js';
+export type { ReadableWatch } from './watch.js';
+export { watchReadable } from './watch.js';
