@@ -115,7 +115,13 @@ function answerMem() {
         await new Promise((r) => setTimeout(r, 200));
       }
       const m = process.memoryUsage();
-      const mem = { rss: m.rss, heapUsed: m.heapUsed, external: m.external, malloc: mallocBytes() };
+      const mem = {
+        rss: m.rss,
+        heapUsed: m.heapUsed,
+        heapTotal: m.heapTotal,
+        external: m.external,
+        malloc: mallocBytes(),
+      };
       process.stdout.write(`mem ${JSON.stringify(mem)}\n`);
     }
   });
