@@ -47,7 +47,13 @@ export class ConnectionLog {
     this.m.stage('preamble');
   }
 
+  /** Whether the logger writes `level` at all (so a caller can skip building a line). */
+  enabled(level: LogLevel): boolean {
+    return this.#logger.enabled?.(level) !== false;
+  }
+
   log(level: LogLevel, msg: string, fields: Record<string, unknown> = {}): void {
+    if (this.#logger.enabled?.(level) === false) return;
     // The client role says so on every line; the server role's lines stay as they were.
     const role = this.#role === 'client' ? { role: 'client' } : {};
     this.#logger.log(level, msg, { conn: this.#conn, dialect: this.#dialect, ...role, ...fields });

@@ -14,6 +14,9 @@ export type LogFormat = 'json' | 'text';
 
 export interface Logger {
   log(level: Level, message: string, fields?: Record<string, unknown>): void;
+  /** Whether lines of `level` are written at all; when false, callers skip building them (the
+   * per-connection lines are several objects each). Absent: assumed true. */
+  enabled?(level: Level): boolean;
 }
 
 /** Where lines go: a stream-like object (`write(line)`), a file descriptor, or a file path. */
@@ -68,6 +71,7 @@ export function consoleLogger(
   write: (line: string) => void = (l) => process.stderr.write(`${l}\n`),
 ): Logger {
   return {
+    enabled: (level) => ORDER[level] >= ORDER[minLevel],
     log(level, message, fields = {}) {
       if (ORDER[level] < ORDER[minLevel]) return;
       const kv = Object.entries(fields)
@@ -108,6 +112,7 @@ export function pinoLogger(
   );
   return {
     pino: p,
+    enabled: (level) => p.isLevelEnabled(level),
     log(level, message, fields) {
       if (!p.isLevelEnabled(level)) return;
       let obj: Record<string, unknown> | undefined;
@@ -138,4 +143,4 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   return consoleLogger(level, (l) => stream.write(`${l}\n`));
 }
 
-export const silentLogger: Logger = { log() {} };
+export const silentLogger: Logger = { log() {}, enabled: () => false };

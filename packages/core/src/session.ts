@@ -91,10 +91,11 @@ export class Session {
       c.log.end('preamble_timeout', 'preamble took too long');
       this.#destroy();
     }, config.preambleTimeoutMs);
-    c.log.log('info', 'accepted', {
-      remote: `${c.remote.address}:${c.remote.port}`,
-      localPort: c.remote.localPort,
-    });
+    if (c.log.enabled('info'))
+      c.log.log('info', 'accepted', {
+        remote: `${c.remote.address}:${c.remote.port}`,
+        localPort: c.remote.localPort,
+      });
     this.#run(this.#guard(() => this.#dialect.start(Date.now())));
     // Sockets arrive paused (accepted with pauseOnConnect). Start reading only if the dialect
     // still wants plaintext: resuming schedules a read even after a pause, which for implicit
@@ -245,10 +246,11 @@ export class Session {
     }
     const actions = this.#guard(() => this.#dialect.receive(d, Date.now()));
     // Sizes only: client bytes are never logged.
-    c.log.log('debug', 'preamble input', {
-      bytes: d.length,
-      replies: actions.filter((a) => a.type === 'send').length,
-    });
+    if (c.log.enabled('debug'))
+      c.log.log('debug', 'preamble input', {
+        bytes: d.length,
+        replies: actions.filter((a) => a.type === 'send').length,
+      });
     this.#run(actions);
   }
 

@@ -3,7 +3,14 @@
 // escape sequence in the text format. JSON (pino) escapes by itself; checked here as well.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { consoleLogger, escapeLogText, pinoLogger } from '../src/logger.js';
+import { ConnectionLog } from '../src/connection-log.js';
+import {
+  consoleLogger,
+  escapeLogText,
+  type Level,
+  pinoLogger,
+  silentLogger,
+} from '../src/logger.js';
 
 const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
 
@@ -54,5 +61,47 @@ describe('JSON log format', () => {
     const text = out.join('');
     expect(text.trimEnd().split('\n')).toHaveLength(1);
     expect(JSON.parse(text).to).toBe('a\nb\u2028c');
+  });
+});
+
+describe('Logger.enabled: lines of a level nobody writes are not built', () => {
+  it('consoleLogger, pinoLogger and silentLogger say which levels they write', () => {
+    const text = consoleLogger('warn', () => {});
+    expect(['debug', 'info', 'warn', 'error'].map((l) => text.enabled?.(l as Level))).toEqual([
+      false,
+      false,
+      true,
+      true,
+    ]);
+    const json = pinoLogger({ level: 'info', destination: { write() {} } });
+    expect(json.enabled?.('debug')).toBe(false);
+    expect(json.enabled?.('info')).toBe(true);
+    expect(silentLogger.enabled?.('error')).toBe(false);
+  });
+
+  it("a connection's lines skip a logger that writes nothing, and reach one without enabled()", () => {
+    const quiet = new ConnectionLog(
+      {
+        enabled: () => false,
+        log() {
+          throw new Error('built a line nobody writes');
+        },
+      },
+      'c1',
+      'imap',
+      undefined,
+    );
+    expect(() => quiet.log('info', 'accepted', { remote: 'x' })).not.toThrow();
+    expect(quiet.enabled('error')).toBe(false);
+    const lines: string[] = [];
+    const plain = new ConnectionLog(
+      { log: (_l, m) => void lines.push(m) },
+      'c2',
+      'imap',
+      undefined,
+    );
+    plain.log('debug', 'preamble input');
+    expect(plain.enabled('debug')).toBe(true);
+    expect(lines).toEqual(['preamble input']);
   });
 });
