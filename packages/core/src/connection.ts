@@ -1,7 +1,7 @@
 // What one connection holds in this process, shared by the units that drive it (session.ts, the
 // driver; transition.ts, the switch-over; handoff.ts, the hand-off): its socket and descriptor,
 // its places in the listener's limits, and the promises that say when it is done and released.
-import type net from 'node:net';
+import net from 'node:net';
 import type { OwnedFd, ReadableWatch } from '@tlsproxy/fdpass';
 import type { HandoffInfo } from '@tlsproxy/handoff';
 import { randomKey } from '@tlsproxy/pool';
@@ -13,6 +13,18 @@ import { SwitchOver } from './switchover.js';
 export const CLOSE_LINGER_MS = 2000;
 /** Earlier replies not on the wire after this long: the hand-off goes on anyway. */
 export const FLUSH_TIMEOUT_MS = 5000;
+
+/**
+ * Stands in for a client Socket that has closed after the switch-over, so a connection whose TLS
+ * session is still relayed does not keep the whole (destroyed) Socket alive: writes to it fail
+ * quietly, `destroyed` is true.
+ */
+const GONE: net.Socket = (() => {
+  const s = new net.Socket();
+  s.on('error', () => {});
+  s.destroy();
+  return s;
+})();
 
 export class ConnectionState {
   readonly id = randomKey(6).toString('hex');
@@ -78,6 +90,11 @@ export class ConnectionState {
 
   set socket(s: net.Socket | undefined) {
     this.#socket = s;
+  }
+
+  /** The client's Socket has closed: let it go (the connection may live on, relayed). */
+  socketGone(): void {
+    this.#socket = GONE;
   }
 
   clearTimers(): void {

@@ -20,16 +20,8 @@ export async function handshake(c: ConnectionState, fd: OwnedFd, info: HandoffIn
   const backend = config.backend;
   const request: HandshakeRequest = { ...config.tls, connectionId: c.id };
   if (log.m.onBytes) request.onBytes = log.m.onBytes;
-  // The backend may use the control key while the session lives; after that it is forgotten
-  // (a session can end before the hand-off is confirmed: then right after it).
-  let controlKey: string | undefined;
-  let sessionEnded = false;
-  request.onEnd = () => {
-    sessionEnded = true;
-    if (controlKey !== undefined) backend.forget?.(controlKey);
-    // The relay is over: the connection's places in the limits are free.
-    c.relayEnded();
-  };
+  const end = new SessionEnd(c, backend);
+  request.onEnd = end.onEnd;
   if (config.idleTimeoutMs) request.idleTimeoutMs = config.idleTimeoutMs;
   c.relaying = true;
   log.m.stage('handshake');
@@ -68,7 +60,8 @@ export async function handshake(c: ConnectionState, fd: OwnedFd, info: HandoffIn
     client: clientIdentity?.subject,
     durationMs: Math.round(ms * 10) / 10,
   });
-  controlKey = result.controlKey.toString('hex');
+  const controlKey = result.controlKey.toString('hex');
+  end.controlKey = controlKey;
   await deliver(
     c,
     result.plaintext,
@@ -78,7 +71,34 @@ export async function handshake(c: ConnectionState, fd: OwnedFd, info: HandoffIn
     // copy of it is kept (a dup and a close per connection); the engine ends the session.
     { run: () => void config.pool.control(result.controlKey, 'close').catch(() => {}) },
   );
-  if (sessionEnded) backend.forget?.(controlKey);
+  if (end.ended) backend.forget?.(controlKey);
+}
+
+/**
+ * What the engine calls when a relayed session ends. An object of its own, so the callback the
+ * engine holds for the session's whole life keeps only the connection and the backend — a
+ * closure in handshake() would keep that function's whole scope (the request, the hand-off
+ * info, the engine's result).
+ */
+class SessionEnd {
+  /** The backend may use the control key while the session lives; after that it is forgotten
+   * (a session can end before the hand-off is confirmed: then right after it). */
+  controlKey: string | undefined;
+  ended = false;
+  readonly #c: ConnectionState;
+  readonly #backend: ConnectionState['config']['backend'];
+
+  constructor(c: ConnectionState, backend: ConnectionState['config']['backend']) {
+    this.#c = c;
+    this.#backend = backend;
+  }
+
+  readonly onEnd = (): void => {
+    this.ended = true;
+    if (this.controlKey !== undefined) this.#backend.forget?.(this.controlKey);
+    // The relay is over: the connection's places in the limits are free.
+    this.#c.relayEnded();
+  };
 }
 
 /** What happens when the backend does not take the connection. */

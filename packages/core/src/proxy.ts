@@ -436,7 +436,7 @@ export class TlsProxy {
   #track(s: AnySession, held: Held, key: string | undefined, uncount: () => void): void {
     this.#sessions.add(s);
     if (key !== undefined) held.perClient.set(key, (held.perClient.get(key) ?? 0) + 1);
-    void s.done.then(() => this.#sessions.delete(s));
+    this.#forgetWhenDone(s);
     void s.released.then(() => {
       uncount();
       if (key === undefined) return;
@@ -446,9 +446,14 @@ export class TlsProxy {
     });
   }
 
+  /** In a scope of its own: the release callback above must not keep the session itself. */
+  #forgetWhenDone(s: AnySession): void {
+    void s.done.then(() => this.#sessions.delete(s));
+  }
+
   /**
-   * Once a second, park the preamble connections idle for PARK_AFTER_MS (session.ts): one timer
-   * for the proxy, not one per connection, and a pass over the sessions costs microseconds each.
+   * Four times a second, park the preamble connections idle for PARK_AFTER_MS (session.ts): one
+   * timer for the proxy, not one per connection; a pass costs well under a microsecond a session.
    */
   #sweepIdle(): void {
     if (this.#parkSweep) return;

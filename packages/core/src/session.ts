@@ -119,6 +119,7 @@ export class Session {
       if (c.gate.phase === 'preamble')
         c.log.end(this.#preambleOutcome(), c.socketError ?? 'client connection closed');
       c.finish();
+      c.socketGone();
     });
     socket.on('data', (d: Buffer) => {
       if (mine()) this.#onData(d);
