@@ -156,21 +156,20 @@ export class Session {
       c.log.log('debug', 'could not park an idle connection', { error: (err as Error).message });
       return false;
     }
+    const parked = { fd, watch: { close() {} } };
+    c.parked = parked;
+    c.socket = undefined;
+    c.log.log('debug', 'idle: parked');
     try {
-      const watch = watchReadable(fd.fd, (err) => {
+      parked.watch = watchReadable(fd.fd, (err) => {
         if (err) c.socketError = err.message;
         this.#wake();
       });
-      c.parked = { fd, watch };
-      c.socket = undefined;
     } catch (err) {
       // The Socket is gone already: carry on with a new one at once.
-      c.parked = { fd, watch: { close() {} } };
-      c.socket = undefined;
       c.log.log('debug', 'could not watch a parked connection', { error: (err as Error).message });
       this.#wake();
     }
-    c.log.log('debug', 'idle: parked');
     // Nothing was buffered (checked above); should bytes have slipped in, they are the client's.
     if (buffered.length > 0) this.#onData(buffered);
     return true;

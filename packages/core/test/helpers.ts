@@ -7,6 +7,7 @@ import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { createEngine } from '../../../fixtures/engine.mjs';
 import { type Logger, TlsProxy } from '../src/index.js';
+import { PARK_AFTER_MS } from '../src/session.js';
 
 // The embedded TLS engine of every proxy these tests build: TLSPROXY_TEST_ENGINE=node|native.
 export { createEngine, engineName, newEngine } from '../../../fixtures/engine.mjs';
@@ -196,3 +197,46 @@ export class TlsLineClient {
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Wait until `cond` holds (polling), or fail saying `what` after `ms`. */
+export async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out: ${what}`);
+    await sleep(25);
+  }
+}
+
+/** This process's descriptors once in-flight closes have landed (two equal readings). */
+export async function settledFdCount(): Promise<number> {
+  let prev = fdCount();
+  for (let i = 0; i < 40; i++) {
+    await sleep(50);
+    const n = fdCount();
+    if (n === prev) return n;
+    prev = n;
+  }
+  return prev;
+}
+
+/** Until the proxy's log has said `n` connections were parked (idle preamble, session.ts). */
+export function parked(logger: { lines: string[] }, n: number): Promise<void> {
+  // Sweeps run four times a second: parked soon after PARK_AFTER_MS (slack for a loaded machine).
+  return until(
+    () => logger.lines.filter((l) => /idle: parked/.test(l)).length >= n,
+    PARK_AFTER_MS + 1500,
+    `${n} connection(s) parked`,
+  );
+}
+
+/** A plaintext client past the greeting whose connection the proxy then parked (the `n`th). */
+export async function parkedClient(
+  port: number,
+  logger: { lines: string[] },
+  n = 1,
+): Promise<LineClient> {
+  const c = new LineClient(port);
+  await c.until(/^\* OK/);
+  await parked(logger, n);
+  return c;
+}

@@ -5,8 +5,14 @@
 import type net from 'node:net';
 import { collectGarbage } from '@tlsproxy/dialect-kit/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PARK_AFTER_MS } from '../src/session.js';
-import { type Events, LineClient, sleep, startBackend, startProxy } from './helpers.js';
+import {
+  type Events,
+  LineClient,
+  parkedClient,
+  sleep,
+  startBackend,
+  startProxy,
+} from './helpers.js';
 
 let backend: Awaited<ReturnType<typeof startBackend>>;
 beforeAll(async () => {
@@ -26,21 +32,24 @@ async function collected(ref: WeakRef<object>): Promise<boolean> {
   return false;
 }
 
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out: ${what}`);
-    await sleep(25);
-  }
+/** A weak reference to the next Socket the proxy's first listener accepts. */
+async function watchedProxy(): Promise<{
+  proxy: Awaited<ReturnType<typeof startProxy>>['proxy'];
+  port: number;
+  logger: { lines: string[] };
+  accepted: () => WeakRef<net.Socket>;
+}> {
+  const { proxy, port, logger } = await startProxy(`unix:${backend.path}`);
+  let ref: WeakRef<net.Socket> | undefined;
+  proxy.listeners[0]!.server.prependListener('connection', (s: net.Socket) => {
+    ref = new WeakRef(s);
+  });
+  return { proxy, port, logger, accepted: () => ref! };
 }
 
 describe('what a waiting connection keeps alive', () => {
   it('a relayed TLS session does not keep the accepted Socket', async () => {
-    const { proxy, port } = await startProxy(`unix:${backend.path}`);
-    let ref: WeakRef<net.Socket> | undefined;
-    proxy.listeners[0]!.server.prependListener('connection', (s: net.Socket) => {
-      ref = new WeakRef(s);
-    });
+    const { proxy, port, accepted } = await watchedProxy();
     try {
       const c = new LineClient(port);
       await c.until(/^\* OK/);
@@ -51,7 +60,7 @@ describe('what a waiting connection keeps alive', () => {
       await t.until(/b OK/);
       await (backend.events as Events).next((e) => e.event === 'connection');
       // The session is relayed (open, idle); the Socket the proxy accepted it on is long closed.
-      expect(await collected(ref!)).toBe(true);
+      expect(await collected(accepted())).toBe(true);
       t.socket.destroy();
     } finally {
       await proxy.close();
@@ -59,20 +68,10 @@ describe('what a waiting connection keeps alive', () => {
   }, 20_000);
 
   it('a parked preamble connection does not keep the accepted Socket', async () => {
-    const { proxy, port, logger } = await startProxy(`unix:${backend.path}`);
-    let ref: WeakRef<net.Socket> | undefined;
-    proxy.listeners[0]!.server.prependListener('connection', (s: net.Socket) => {
-      ref = new WeakRef(s);
-    });
+    const { proxy, port, logger, accepted } = await watchedProxy();
     try {
-      const c = new LineClient(port);
-      await c.until(/^\* OK/);
-      await until(
-        () => logger.lines.some((l) => /idle: parked/.test(l)),
-        PARK_AFTER_MS + 2000,
-        'park',
-      );
-      expect(await collected(ref!)).toBe(true);
+      const c = await parkedClient(port, logger);
+      expect(await collected(accepted())).toBe(true);
       // And it still works.
       c.write('a NOOP\r\n');
       await c.until(/^a OK/);
