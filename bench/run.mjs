@@ -68,6 +68,7 @@ const P = {
         idle: 200,
         established: 50,
         memMinAgeMs: 0,
+        idleHoldMs: 0,
         dialectMs: 50,
       }
     : quick
@@ -84,6 +85,7 @@ const P = {
           idle: 2000,
           established: 1000,
           memMinAgeMs: 12000,
+          idleHoldMs: 15000,
           dialectMs: 300,
         }
       : {
@@ -101,6 +103,7 @@ const P = {
           idle: 10000,
           established: 4000,
           memMinAgeMs: 12000,
+          idleHoldMs: 15000,
           dialectMs: 2000,
         }),
 };

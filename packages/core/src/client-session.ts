@@ -33,7 +33,7 @@ import {
   randomKey,
   type TlsEngineApi,
 } from '@tlsproxy/pool';
-import { CLOSE_LINGER_MS } from './connection.js';
+import { CLOSE_LINGER_MS, type SessionHooks } from './connection.js';
 import { ConnectionLog } from './connection-log.js';
 import type {
   ClientAction,
@@ -126,6 +126,14 @@ export class ClientSession {
   #controlKey: Buffer | undefined;
   #finished = false;
   #probe: NodeJS.Timeout | undefined;
+
+  /** Tell `hooks` when the session is done and released (one moment here: all is in-process). */
+  track(hooks: SessionHooks): void {
+    void this.done.then(() => {
+      hooks.done();
+      hooks.released();
+    });
+  }
 
   constructor(local: net.Socket, config: ClientSessionConfig, addresses?: SessionAddresses) {
     this.#config = config;

@@ -9,6 +9,27 @@ import { ConnectionLog } from './connection-log.js';
 import type { SessionAddresses, SessionConfig } from './session.js';
 import { SwitchOver } from './switchover.js';
 
+/** What the proxy is told of a connection's end (its books: the sessions it knows, the limits). */
+export interface SessionHooks {
+  /** The session is over here (a relay may go on). */
+  done(): void;
+  /** Nothing of the connection is held here any more; called once, after done(). */
+  released(): void;
+}
+
+interface Deferred {
+  promise: Promise<void>;
+  resolve: () => void;
+}
+
+function deferred(): Deferred {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => {
+    resolve = r;
+  });
+  return { promise, resolve };
+}
+
 /** A client that does not read its last reply is cut off after this long. */
 export const CLOSE_LINGER_MS = 2000;
 /** Earlier replies not on the wire after this long: the hand-off goes on anyway. */
@@ -52,34 +73,55 @@ export class ConnectionState {
   deadline: NodeJS.Timeout | undefined;
   /** The TLS engine (or a connect-mode backend) still relays this connection here. */
   relaying = false;
+  /** When the preamble must be over (ms, Date.now()): its timer, or the sweep while parked. */
+  deadlineAt = 0;
+  /** When the dialect asked for its timer() (ms), if it did: its timer, or the sweep while parked. */
+  timerAt: number | undefined;
   #handshakeSlot = false;
   #finished = false;
-  readonly done: Promise<void>;
-  #resolveDone!: () => void;
-  /**
-   * Resolves when this process holds nothing of the connection any more: after the preamble,
-   * the handshake and — with the TLS engine or a connect-mode backend relaying here — the relay.
-   * Connection limits count a connection until then, in every phase.
-   */
-  readonly released: Promise<void>;
-  #release!: () => void;
+  #released = false;
+  /** Told first when the connection is done, then when it is released (the proxy's books). */
+  #hooks: SessionHooks | undefined;
+  // The promises are made only when asked for (tests, shutdown): thousands of idle connections
+  // would otherwise hold two promises, their resolvers and their reactions each.
+  #done: Deferred | undefined;
+  #releasedP: Deferred | undefined;
 
   constructor(socket: net.Socket, config: SessionConfig, addresses?: SessionAddresses) {
     this.#socket = socket;
     this.config = config;
     this.log = new ConnectionLog(config.logger, this.id, config.dialect.name, config.metrics);
-    this.done = new Promise((r) => {
-      this.#resolveDone = r;
-    });
-    this.released = new Promise((r) => {
-      this.#release = r;
-    });
     this.remote = addresses ?? {
       address: socket.remoteAddress ?? '',
       port: socket.remotePort ?? 0,
       localAddress: socket.localAddress ?? '',
       localPort: socket.localPort ?? 0,
     };
+  }
+
+  /** Resolves when the session is over in this process (its relay, if any, may go on). */
+  get done(): Promise<void> {
+    if (this.#finished) return Promise.resolve();
+    this.#done ??= deferred();
+    return this.#done.promise;
+  }
+
+  /**
+   * Resolves when this process holds nothing of the connection any more: after the preamble,
+   * the handshake and — with the TLS engine or a connect-mode backend relaying here — the relay.
+   * Connection limits count a connection until then, in every phase.
+   */
+  get released(): Promise<void> {
+    if (this.#released) return Promise.resolve();
+    this.#releasedP ??= deferred();
+    return this.#releasedP.promise;
+  }
+
+  /** Tell `hooks` when the connection is done and released (at once for what already happened). */
+  track(hooks: SessionHooks): void {
+    this.#hooks = hooks;
+    if (this.#finished) hooks.done();
+    if (this.#released) hooks.released();
   }
 
   /** The client's socket; while parked there is none (a bug to ask: the session wakes it first). */
@@ -97,7 +139,14 @@ export class ConnectionState {
     this.#socket = GONE;
   }
 
+  /** No more timers: the preamble is over (or going). */
   clearTimers(): void {
+    this.stopTimeouts();
+    this.timerAt = undefined;
+  }
+
+  /** Give up the Timeouts but keep their deadlines (parked: the proxy's sweep checks them). */
+  stopTimeouts(): void {
     if (this.timer) clearTimeout(this.timer);
     if (this.deadline) clearTimeout(this.deadline);
     this.timer = undefined;
@@ -128,16 +177,23 @@ export class ConnectionState {
   finish(): void {
     this.gate.close();
     this.clearTimers();
-    this.#resolveDone();
-    this.#finished = true;
+    if (!this.#finished) {
+      this.#finished = true;
+      this.#hooks?.done();
+      this.#done?.resolve();
+    }
     this.maybeRelease();
   }
 
   /** Everything the connection held in this process is gone: free its places in the limits. */
   maybeRelease(): void {
-    if (!this.#finished || this.relaying) return;
+    if (!this.#finished || this.relaying || this.#released) return;
+    this.#released = true;
     this.releaseHandshake();
-    this.#release();
+    const hooks = this.#hooks;
+    this.#hooks = undefined;
+    hooks?.released();
+    this.#releasedP?.resolve();
   }
 
   /** Write a last reply (if any) and close; a client that never reads is cut off after 2 s. */

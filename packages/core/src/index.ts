@@ -94,5 +94,6 @@ export {
   ProxyProtocolError,
 } from './proxy-protocol.js';
 export type { SessionAddresses, SessionConfig } from './session.js';
+export type { SessionHooks } from './connection.js';
 export { Session } from './session.js';
 export { tlsDialect } from './tls-dialect.js';

@@ -309,7 +309,8 @@ export class TlsProxy {
           'role' in sessionConfig
             ? new ClientSession(socket, sessionConfig, addresses)
             : new Session(socket, sessionConfig, addresses);
-        this.#track(s, held, key, uncount);
+        // From here the session's release gives the place back (uncount is for the refusals).
+        this.#track(s, held, key);
       };
       if (!inbound) {
         begin();
@@ -433,22 +434,26 @@ export class TlsProxy {
    * the session hold only what they use: a closure made in the accept handler would keep that
    * handler's whole scope, the accepted Socket included, after the session parked or detached it.
    */
-  #track(s: AnySession, held: Held, key: string | undefined, uncount: () => void): void {
+  /**
+   * The proxy's books for one session: known until done, counted in the limits until released.
+   * Hooks, not promises: an idle connection then holds one small object for this, not two
+   * promises with their reactions. In a scope of its own, so the hooks keep neither the accept
+   * handler's scope nor its Socket.
+   */
+  #track(s: AnySession, held: Held, key: string | undefined): void {
     this.#sessions.add(s);
     if (key !== undefined) held.perClient.set(key, (held.perClient.get(key) ?? 0) + 1);
-    this.#forgetWhenDone(s);
-    void s.released.then(() => {
-      uncount();
-      if (key === undefined) return;
-      const n = (held.perClient.get(key) ?? 1) - 1;
-      if (n > 0) held.perClient.set(key, n);
-      else held.perClient.delete(key);
+    const sessions = this.#sessions;
+    s.track({
+      done: () => sessions.delete(s),
+      released: () => {
+        held.total--;
+        if (key === undefined) return;
+        const n = (held.perClient.get(key) ?? 1) - 1;
+        if (n > 0) held.perClient.set(key, n);
+        else held.perClient.delete(key);
+      },
     });
-  }
-
-  /** In a scope of its own: the release callback above must not keep the session itself. */
-  #forgetWhenDone(s: AnySession): void {
-    void s.done.then(() => this.#sessions.delete(s));
   }
 
   /**
@@ -459,7 +464,7 @@ export class TlsProxy {
     if (this.#parkSweep) return;
     this.#parkSweep = setInterval(() => {
       const now = Date.now();
-      for (const s of this.#sessions) if (s instanceof Session) s.park(now);
+      for (const s of this.#sessions) if (s instanceof Session) s.sweep(now);
     }, PARK_SWEEP_MS);
     this.#parkSweep.unref();
   }

@@ -8,7 +8,7 @@ import type net from 'node:net';
 import { detachSocket, type OwnedFd, watchReadable, wrapSocket } from '@tlsproxy/fdpass';
 import type { HandshakeRequest, TlsEngineApi } from '@tlsproxy/pool';
 import type { HandoffTarget } from './backend.js';
-import { ConnectionState } from './connection.js';
+import { ConnectionState, type SessionHooks } from './connection.js';
 import type { Action, Dialect, DialectSession } from './dialect.js';
 import type { Logger } from './logger.js';
 import type { Metrics, Outcome } from './metrics.js';
@@ -63,21 +63,12 @@ export class Session {
   readonly #c: ConnectionState;
   readonly #dialect: DialectSession;
   readonly id: string;
-  readonly done: Promise<void>;
-  /**
-   * Resolves when this process holds nothing of the connection any more: after the preamble,
-   * the handshake and — with the TLS engine or a connect-mode backend relaying here — the relay.
-   * Connection limits count a connection until then, in every phase.
-   */
-  readonly released: Promise<void>;
 
   /** `addresses`: the client's real addresses when a trusted load balancer sent a PROXY header. */
   constructor(socket: net.Socket, config: SessionConfig, addresses?: SessionAddresses) {
     const c = new ConnectionState(socket, config, addresses);
     this.#c = c;
     this.id = c.id;
-    this.done = c.done;
-    this.released = c.released;
     this.#dialect = config.dialect.create({
       options: config.options,
       limits: config.limits,
@@ -86,11 +77,8 @@ export class Session {
       serverNames: config.serverNames,
     });
     this.#attach(socket);
-    c.deadline = setTimeout(() => {
-      c.log.log('info', 'preamble took too long, closing', { limitMs: config.preambleTimeoutMs });
-      c.log.end('preamble_timeout', 'preamble took too long');
-      this.#destroy();
-    }, config.preambleTimeoutMs);
+    c.deadlineAt = Date.now() + config.preambleTimeoutMs;
+    this.#armDeadline();
     if (c.log.enabled('info'))
       c.log.log('info', 'accepted', {
         remote: `${c.remote.address}:${c.remote.port}`,
@@ -101,6 +89,52 @@ export class Session {
     // still wants plaintext: resuming schedules a read even after a pause, which for implicit
     // TLS would pull the ClientHello into Node's buffer instead of leaving it for the engine.
     if (c.gate.phase === 'preamble') socket.resume();
+  }
+
+  /** Resolves when the session is over in this process (its relay, if any, may go on). */
+  get done(): Promise<void> {
+    return this.#c.done;
+  }
+
+  /**
+   * Resolves when this process holds nothing of the connection any more: after the preamble,
+   * the handshake and — with the TLS engine or a connect-mode backend relaying here — the relay.
+   * Connection limits count a connection until then, in every phase.
+   */
+  get released(): Promise<void> {
+    return this.#c.released;
+  }
+
+  /** Tell `hooks` when the session is done and released (the proxy's books, without promises). */
+  track(hooks: SessionHooks): void {
+    this.#c.track(hooks);
+  }
+
+  /**
+   * The proxy's sweep (four times a second): park an idle connection; for a parked one, the
+   * deadlines its timers would keep — it has none while parked, so an idle connection holds no
+   * Timeout, closure or context for them.
+   */
+  sweep(now: number): void {
+    const c = this.#c;
+    if (!c.parked) {
+      this.park(now);
+      return;
+    }
+    if (now >= c.deadlineAt) this.#deadlinePassed();
+    else if (c.timerAt !== undefined && now >= c.timerAt) this.#timerDue();
+  }
+
+  #armDeadline(): void {
+    const c = this.#c;
+    c.deadline = setTimeout(() => this.#deadlinePassed(), Math.max(0, c.deadlineAt - Date.now()));
+  }
+
+  #deadlinePassed(): void {
+    const c = this.#c;
+    c.log.log('info', 'preamble took too long, closing', { limitMs: c.config.preambleTimeoutMs });
+    c.log.end('preamble_timeout', 'preamble took too long');
+    this.#destroy();
   }
 
   /** Events of a Socket that is no longer the connection's (parked, or replaced) are ignored. */
@@ -159,6 +193,8 @@ export class Session {
     const parked = { fd, watch: { close() {} } };
     c.parked = parked;
     c.socket = undefined;
+    // The sweep keeps the deadlines now (deadlineAt, timerAt); #wake arms timers again.
+    c.stopTimeouts();
     c.log.log('debug', 'idle: parked');
     try {
       parked.watch = watchReadable(fd.fd, (err) => {
@@ -197,6 +233,8 @@ export class Session {
     c.parked = undefined;
     c.socket = socket;
     this.#attach(socket);
+    this.#armDeadline();
+    if (c.timerAt !== undefined) this.#armTimer();
     c.log.log('debug', 'resumed');
     c.lastActive = Date.now();
     if (c.gate.phase === 'preamble') socket.resume();
@@ -298,20 +336,29 @@ export class Session {
     this.#c.endSocket(data);
   }
 
+  /** The dialect's timer (one at a time: a new one replaces the last). */
   #setTimer(at: number): void {
     const c = this.#c;
+    c.timerAt = at;
+    // While parked the sweep watches timerAt; a parked connection holds no Timeout.
+    if (!c.parked) this.#armTimer();
+  }
+
+  #armTimer(): void {
+    const c = this.#c;
     if (c.timer) clearTimeout(c.timer);
-    c.timer = setTimeout(
-      () => {
-        c.timer = undefined;
-        if (c.gate.phase !== 'preamble') return;
-        // The dialect may answer (a BYE before closing): on a Socket.
-        this.#wake();
-        if (c.gate.phase === 'preamble')
-          this.#run(this.#guard(() => this.#dialect.timer(Date.now())));
-      },
-      Math.max(0, at - Date.now()),
-    );
+    c.timer = setTimeout(() => this.#timerDue(), Math.max(0, (c.timerAt ?? 0) - Date.now()));
+  }
+
+  #timerDue(): void {
+    const c = this.#c;
+    if (c.timer) clearTimeout(c.timer);
+    c.timer = undefined;
+    c.timerAt = undefined;
+    if (c.gate.phase !== 'preamble') return;
+    // The dialect may answer (a BYE before closing): on a Socket.
+    this.#wake();
+    if (c.gate.phase === 'preamble') this.#run(this.#guard(() => this.#dialect.timer(Date.now())));
   }
 
   /** End a session still in its preamble (proxy shutdown); hand-offs in flight finish. */

@@ -9,6 +9,7 @@ import {
   parked,
   parkedClient,
   settledFdCount,
+  sleep,
   startBackend,
   startProxy,
   until,
@@ -104,6 +105,33 @@ describe('idle preamble connections are parked', () => {
     await bClosed;
     expect(count(logger.lines, /"outcome":"shutdown"/)).toBe(1);
     expect(proxy.activeSessions).toBe(0);
+  }, 20_000);
+
+  it('a resumed connection keeps its preamble deadline (parked, it held no timer)', async () => {
+    const { proxy, port, logger } = await startProxy(`unix:${backend.path}`, {
+      preambleTimeoutMs: PARK_AFTER_MS + 2500,
+    });
+    try {
+      const c = await parkedClient(port, logger);
+      const closed = new Promise((r) => c.socket.once('close', r));
+      // Busy from now on (never idle long enough to be parked again): only the deadline armed
+      // again at the wake-up can end it.
+      const busy = setInterval(() => c.write('n NOOP\r\n'), 100);
+      try {
+        await Promise.race([
+          closed,
+          sleep(PARK_AFTER_MS + 6000).then(() => {
+            throw new Error('still open past the preamble deadline');
+          }),
+        ]);
+      } finally {
+        clearInterval(busy);
+      }
+      expect(count(logger.lines, /resumed/)).toBe(1);
+      expect(logger.lines.some((l) => /preamble took too long/.test(l))).toBe(true);
+    } finally {
+      await proxy.close();
+    }
   }, 20_000);
 
   it('the limits count a parked connection: a second one from the address is refused', async () => {
