@@ -217,6 +217,9 @@ typedef struct loop {
   int started;
   int epfd, evfd;
   atomic_int stop;
+  // 1 while the thread sleeps in epoll_wait (nothing of its own to do): where new connections go
+  // first (engine_push).
+  atomic_int waiting;
   pthread_mutex_t mu;
   cmd *q;
   size_t qhead, qlen, qcap;
