@@ -293,6 +293,8 @@ export async function idleEstablished(list, P) {
       const [p0, b0] = await settledMem([proxy, backend], { minAgeMs: P.memMinAgeMs });
       let p1;
       let b1;
+      let p2;
+      let b2;
       let held = { holding: 0, failed: 0 };
       await loadgen(
         { mode: 'established', port: inst.port, count: P.established, holdMs: 120000 },
@@ -302,6 +304,10 @@ export async function idleEstablished(list, P) {
           setTimeout(async () => {
             try {
               [p1, b1] = await settledMem([proxy, backend], { minAgeMs: P.memMinAgeMs });
+              // And once held a while, as for idle preamble connections (idleMemory): after V8's
+              // memory reducer has handed back what the burst of handshakes committed.
+              await new Promise((r) => setTimeout(r, P.idleHoldMs));
+              [p2, b2] = await settledMem([proxy, backend], { minAgeMs: P.memMinAgeMs });
             } finally {
               c.stdin.write('done\n');
             }
@@ -317,10 +323,13 @@ export async function idleEstablished(list, P) {
         refused: held.failed,
         proxyRssBeforeMiB: r1(p0.rss / 2 ** 20),
         proxyRssDuringMiB: r1(p1.rss / 2 ** 20),
-        proxyKiBPerSession: per(p0, p1, 'rss'),
-        proxyMallocKiBPerSession: per(p0, p1, 'malloc'),
-        proxyJsHeapKiBPerSession: per(p0, p1, 'heapUsed'),
-        backendKiBPerSession: per(b0, b1, 'rss'),
+        proxyRssHeldMiB: r1(p2.rss / 2 ** 20),
+        // Judged: held (after the reducer); right after the handshakes beside it.
+        proxyKiBPerSession: per(p0, p2, 'rss'),
+        proxyKiBPerSessionAfter: per(p0, p1, 'rss'),
+        proxyMallocKiBPerSession: per(p0, p2, 'malloc'),
+        proxyJsHeapKiBPerSession: per(p0, p2, 'heapUsed'),
+        backendKiBPerSession: per(b0, b2, 'rss'),
       };
       log(`idle established ${id}: ${JSON.stringify(out[id])}`);
     } catch (e) {
