@@ -292,7 +292,6 @@ export async function idleEstablished(list, P) {
       await new Promise((r) => setTimeout(r, 500));
       const [p0, b0] = await settledMem([proxy, backend], { minAgeMs: P.memMinAgeMs });
       let p1;
-      let b1;
       let p2;
       let b2;
       let held = { holding: 0, failed: 0 };
@@ -303,7 +302,7 @@ export async function idleEstablished(list, P) {
           // Let the last sessions settle (the engine drops its handshake buffers) before reading.
           setTimeout(async () => {
             try {
-              [p1, b1] = await settledMem([proxy, backend], { minAgeMs: P.memMinAgeMs });
+              [p1] = await settledMem([proxy, backend], { minAgeMs: P.memMinAgeMs });
               // And once held a while, as for idle preamble connections (idleMemory): after V8's
               // memory reducer has handed back what the burst of handshakes committed.
               await new Promise((r) => setTimeout(r, P.idleHoldMs));
