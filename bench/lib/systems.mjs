@@ -71,6 +71,45 @@ export function nativeRowWithThreads(threads) {
   return nativeSystems().find((s) => s.engineThreads === threads)?.id ?? null;
 }
 
+/** The CLI's default engine threads with `workers` processes: max(1, ⌊cores ÷ workers⌋ − 1). */
+const cliThreads = (workers) => Math.max(1, Math.floor(availableParallelism() / workers) - 1);
+
+/**
+ * The CLI (`tlsproxy --config`) with `workers` processes and the native engine: the target
+ * "workers > 1 costs no more CPU per connection than 1" compares two of these, the same code
+ * path (config, logger, limits) but for the workers.
+ */
+export async function startCli(workers) {
+  const sock = join(workDir, `w${workers}.sock`);
+  const port = await freePort();
+  const backend = await start(...node('servers.mjs', 'backend', sock), { ready: 'ready' });
+  // A config file rather than flags: like the embedded rows, the load generator's one address
+  // must be exempt from maxConnectionsPerAddress (64), which relayed sessions count until the
+  // engine reports their end — at 32 clients that tail alone reaches 64 and the CLI answers
+  // `* BYE [UNAVAILABLE]` (seen as "closed waiting for * OK").
+  const conf = join(workDir, `w${workers}.yaml`);
+  writeFileSync(
+    conf,
+    [
+      'engine: native # explicit: the CLI default is not what this row is about',
+      `workers: ${workers}`,
+      'logging: { level: error }',
+      'identities:',
+      `  - { cert: ${cert}, key: ${key} }`,
+      'listeners:',
+      `  - { dialect: imap, listen: "127.0.0.1:${port}", backend: "unix:${sock}", exempt: [127.0.0.1] }`,
+      '',
+    ].join('\n'),
+  );
+  const proxy = await start(
+    process.execPath,
+    [join(root, 'packages/cli/bin/tlsproxy.js'), '--config', conf],
+    { port, name: 'tlsproxy CLI' },
+  );
+  await new Promise((r) => setTimeout(r, 1000)); // let every worker listen
+  return { port, proxy: [proxy], backend: [backend] };
+}
+
 /** node:tls doing the preamble, STARTTLS and the IMAP answers in one process. */
 export async function startNodeTls(nodeFlags = []) {
   const port = await freePort();
@@ -143,44 +182,18 @@ export const SYSTEMS = [
     start: () => startTlsproxy('a1'),
   },
   ...nativeSystems(),
-  {
-    id: 'tlsproxy-w2',
-    label: 'tlsproxy CLI --workers 2 --engine native',
-    cores: `2 worker processes, native engine, ${Math.max(1, Math.floor(availableParallelism() / 2) - 1)} loop thread(s) each (the CLI's default: max(1, ⌊cores ÷ workers⌋ − 1)) (+ primary, + backend process)`,
+  ...[1, 2].map((workers) => ({
+    id: `tlsproxy-w${workers}`,
+    label: `tlsproxy CLI --workers ${workers} --engine native`,
+    cores:
+      workers === 1
+        ? `1 process (the CLI), native engine, ${cliThreads(1)} loop thread(s) (+ backend process)`
+        : `${workers} worker processes, native engine, ${cliThreads(workers)} loop thread(s) each (the CLI's default: max(1, ⌊cores ÷ workers⌋ − 1)) (+ primary, + backend process)`,
     engine: 'native',
-    workers: 2,
-    bulk: true,
-    async start() {
-      const sock = join(workDir, 'a2.sock');
-      const port = await freePort();
-      const backend = await start(...node('servers.mjs', 'backend', sock), { ready: 'ready' });
-      // A config file rather than flags: like the embedded rows, the load generator's one address
-      // must be exempt from maxConnectionsPerAddress (64), which relayed sessions count until the
-      // engine reports their end — at 32 clients that tail alone reaches 64 and the CLI answers
-      // `* BYE [UNAVAILABLE]` (seen as "closed waiting for * OK").
-      const conf = join(workDir, 'w2.yaml');
-      writeFileSync(
-        conf,
-        [
-          'engine: native # explicit: the CLI default is not what this row is about',
-          'workers: 2',
-          'logging: { level: error }',
-          'identities:',
-          `  - { cert: ${cert}, key: ${key} }`,
-          'listeners:',
-          `  - { dialect: imap, listen: "127.0.0.1:${port}", backend: "unix:${sock}", exempt: [127.0.0.1] }`,
-          '',
-        ].join('\n'),
-      );
-      const proxy = await start(
-        process.execPath,
-        [join(root, 'packages/cli/bin/tlsproxy.js'), '--config', conf],
-        { port, name: 'tlsproxy CLI' },
-      );
-      await new Promise((r) => setTimeout(r, 1000)); // let both workers listen
-      return { port, proxy: [proxy], backend: [backend] };
-    },
-  },
+    workers,
+    bulk: workers > 1,
+    start: () => startCli(workers),
+  })),
   {
     id: 'node-tls',
     label: 'node:tls in-process (1 process)',
