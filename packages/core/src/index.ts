@@ -26,6 +26,7 @@ export type {
   ConnectBackendSpec,
 } from './connect-backend.js';
 export { ConnectBackend, parseConnect, proxyHeaderInput } from './connect-backend.js';
+export type { SessionHooks } from './connection.js';
 export * from './dialect-api.js';
 export type { InboundProxyConfig } from './inbound-proxy.js';
 export { readInboundProxy, trustList } from './inbound-proxy.js';
@@ -94,6 +95,5 @@ export {
   ProxyProtocolError,
 } from './proxy-protocol.js';
 export type { SessionAddresses, SessionConfig } from './session.js';
-export type { SessionHooks } from './connection.js';
 export { Session } from './session.js';
 export { tlsDialect } from './tls-dialect.js';
