@@ -161,7 +161,9 @@ const seen = { taken: 0, declined: 0 };
 /** The fast path declines or agrees with nearley, and parseCommand is nearley's answer. */
 function agrees(text: string, literalEnds: number[] = [], literals: Uint8Array[] = []): void {
   const reference = parseWithGrammar(text, literalEnds, literals);
-  const fast = parseSimple(text);
+  // As in parseCommand: a text the framer cut literals from never takes the fast path (it cannot
+  // see where they were: `{5+}` inside what looks like a quoted string was one).
+  const fast = literalEnds.length === 0 ? parseSimple(text) : undefined;
   if (fast === undefined) seen.declined++;
   else {
     seen.taken++;
@@ -195,6 +197,13 @@ describe('the fast path agrees with the grammar', () => {
     // Not vacuous: both outcomes were exercised, many times.
     expect(seen.taken).toBeGreaterThan(500);
     expect(seen.declined).toBeGreaterThan(500);
+  });
+
+  it('a literal the framer cut inside what looks like a quoted string: the grammar decides', () => {
+    // Found by the property above (seed -1928806530): the framer takes `{5+}` at a line's end as
+    // a literal even inside an unterminated quoted string; parseSimple alone would read the
+    // joined text as one quoted string, which is why parseCommand never asks it then.
+    framed('a CAPABILITY "unterminated {5+}\r\na  "(a)"\r\na CAPABILITY\r\n');
   });
 
   it('takes what real clients send before TLS', () => {
