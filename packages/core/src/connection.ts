@@ -84,8 +84,8 @@ export class ConnectionState {
   #hooks: SessionHooks | undefined;
   // The promises are made only when asked for (tests, shutdown): thousands of idle connections
   // would otherwise hold two promises, their resolvers and their reactions each.
-  #done: Deferred | undefined;
-  #releasedP: Deferred | undefined;
+  #doneWaiter: Deferred | undefined;
+  #releasedWaiter: Deferred | undefined;
 
   constructor(socket: net.Socket, config: SessionConfig, addresses?: SessionAddresses) {
     this.#socket = socket;
@@ -102,8 +102,8 @@ export class ConnectionState {
   /** Resolves when the session is over in this process (its relay, if any, may go on). */
   get done(): Promise<void> {
     if (this.#finished) return Promise.resolve();
-    this.#done ??= deferred();
-    return this.#done.promise;
+    this.#doneWaiter ??= deferred();
+    return this.#doneWaiter.promise;
   }
 
   /**
@@ -113,15 +113,15 @@ export class ConnectionState {
    */
   get released(): Promise<void> {
     if (this.#released) return Promise.resolve();
-    this.#releasedP ??= deferred();
-    return this.#releasedP.promise;
+    this.#releasedWaiter ??= deferred();
+    return this.#releasedWaiter.promise;
   }
 
   /** Tell `hooks` when the connection is done and released (at once for what already happened). */
   track(hooks: SessionHooks): void {
-    this.#hooks = hooks;
     if (this.#finished) hooks.done();
     if (this.#released) hooks.released();
+    else this.#hooks = hooks;
   }
 
   /** The client's socket; while parked there is none (a bug to ask: the session wakes it first). */
@@ -180,7 +180,7 @@ export class ConnectionState {
     if (!this.#finished) {
       this.#finished = true;
       this.#hooks?.done();
-      this.#done?.resolve();
+      this.#doneWaiter?.resolve();
     }
     this.maybeRelease();
   }
@@ -193,7 +193,7 @@ export class ConnectionState {
     const hooks = this.#hooks;
     this.#hooks = undefined;
     hooks?.released();
-    this.#releasedP?.resolve();
+    this.#releasedWaiter?.resolve();
   }
 
   /** Write a last reply (if any) and close; a client that never reads is cut off after 2 s. */

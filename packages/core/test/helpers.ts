@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll } from 'vitest';
 import { createEngine } from '../../../fixtures/engine.mjs';
 import { type Logger, TlsProxy } from '../src/index.js';
 import { PARK_AFTER_MS } from '../src/session.js';
@@ -120,6 +121,25 @@ export async function startProxy(
   });
   const port = (l.server.address() as net.AddressInfo).port;
   return { proxy, port, logger };
+}
+
+/** The example backend for a whole test file: started before its tests, stopped after them. */
+export function sharedBackend(): { readonly path: string; readonly events: Events } {
+  let b: Awaited<ReturnType<typeof startBackend>> | undefined;
+  beforeAll(async () => {
+    b = await startBackend();
+  });
+  afterAll(() => {
+    b?.child.kill();
+  });
+  return {
+    get path() {
+      return b!.path;
+    },
+    get events() {
+      return b!.events;
+    },
+  };
 }
 
 /** A line-reading plaintext client. */

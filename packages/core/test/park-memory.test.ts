@@ -3,20 +3,14 @@
 // connections are what an attacker or a crowd of slow clients multiplies by the thousand.
 import { spawn } from 'node:child_process';
 import { collectGarbage, memoryUsed } from '@tlsproxy/dialect-kit/testing';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parked, sleep, startBackend, startProxy } from './helpers.js';
+import { describe, expect, it } from 'vitest';
+import { parked, sharedBackend, sleep, startProxy } from './helpers.js';
 
 /** Live JS heap per parked idle preamble connection, at most (bytes). */
 const MAX_HEAP_PER_PARKED = 2048;
 const N = 400;
 
-let backend: Awaited<ReturnType<typeof startBackend>>;
-beforeAll(async () => {
-  backend = await startBackend();
-});
-afterAll(() => {
-  backend?.child.kill();
-});
+const backend = sharedBackend();
 
 /** N clients in a child process that read their greeting, then hold still until stdin closes. */
 function holdClients(port: number, n: number): { ready: Promise<void>; stop: () => void } {

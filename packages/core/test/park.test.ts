@@ -1,7 +1,7 @@
 // Idle preamble connections are parked (their descriptor leaves Node's Socket for a readability
 // watch) and resumed when the client speaks, a timer fires or the proxy shuts down: every path
 // out of the parked state, with the descriptors counted.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { PARK_AFTER_MS } from '../src/session.js';
 import {
   type Events,
@@ -9,19 +9,13 @@ import {
   parked,
   parkedClient,
   settledFdCount,
+  sharedBackend,
   sleep,
-  startBackend,
   startProxy,
   until,
 } from './helpers.js';
 
-let backend: Awaited<ReturnType<typeof startBackend>>;
-beforeAll(async () => {
-  backend = await startBackend();
-});
-afterAll(() => {
-  backend?.child.kill();
-});
+const backend = sharedBackend();
 
 const count = (lines: string[], re: RegExp) => lines.filter((l) => re.test(l)).length;
 

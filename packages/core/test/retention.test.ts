@@ -4,23 +4,17 @@
 
 import type net from 'node:net';
 import { collectGarbage } from '@tlsproxy/dialect-kit/testing';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   type Events,
   LineClient,
   parkedClient,
+  sharedBackend,
   sleep,
-  startBackend,
   startProxy,
 } from './helpers.js';
 
-let backend: Awaited<ReturnType<typeof startBackend>>;
-beforeAll(async () => {
-  backend = await startBackend();
-});
-afterAll(() => {
-  backend?.child.kill();
-});
+const backend = sharedBackend();
 
 /** Collected? (WeakRefs hold their target until the job ends: collect in later turns.) */
 async function collected(ref: WeakRef<object>): Promise<boolean> {

@@ -18,6 +18,7 @@ import {
   serve,
   until,
 } from './helpers.js';
+import { servedEngine } from './served-engine.js';
 
 const fp = (pem: string) => new X509Certificate(pem).fingerprint256;
 const SERVER_FP = fp(certs.server.cert);
@@ -322,21 +323,12 @@ describe('NativeTlsEngine: bad peers end cleanly', () => {
 });
 
 describe('NativeTlsEngine: bulk data and backpressure', () => {
-  let engine: NativeTlsEngine;
-  let served: Served;
-  beforeAll(async () => {
-    engine = new NativeTlsEngine({ identities: [certs.server], threads: 2 });
-    served = await serve(engine);
-  });
-  afterAll(async () => {
-    await served.close();
-    await engine.close();
-  });
+  const se = servedEngine({ identities: [certs.server], threads: 2 });
 
   const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
   it('several records at once reach the client without waiting for the kernel (corked writes are uncorked)', async () => {
-    const { c, r } = await connectPair(served);
+    const { c, r } = await connectPair(se.served);
     const b = backend(r);
     // 40 KiB: three records, written corked; a cork left on would hold the tail for the
     // kernel's 200 ms timer. The median of five round trips shrugs off a loaded machine.
@@ -366,7 +358,7 @@ describe('NativeTlsEngine: bulk data and backpressure', () => {
   });
 
   it('16 MiB each way intact, with a slow reader on each side', async () => {
-    const { c, r } = await connectPair(served, {}, true);
+    const { c, r } = await connectPair(se.served, {}, true);
     const b = backend(r);
     const up = randomBytes(16 << 20);
     const down = randomBytes(16 << 20);
@@ -399,7 +391,7 @@ describe('NativeTlsEngine: bulk data and backpressure', () => {
   }, 60_000);
 
   it('a backend that never reads: the client is stopped, memory stays bounded', async () => {
-    const { c, r } = await connectPair(served);
+    const { c, r } = await connectPair(se.served);
     const b = backend(r);
     b.pause();
     const rss0 = process.memoryUsage().rss;
@@ -424,7 +416,7 @@ describe('NativeTlsEngine: bulk data and backpressure', () => {
   }, 30_000);
 
   it('a client that never reads: the backend is stopped, memory stays bounded', async () => {
-    const { c, r } = await connectPair(served);
+    const { c, r } = await connectPair(se.served);
     const b = backend(r);
     c.socket.pause();
     const rss0 = process.memoryUsage().rss;
@@ -454,12 +446,12 @@ describe('NativeTlsEngine: bulk data and backpressure', () => {
   }, 40_000);
 
   it('a client reset behind a backend that never reads ends the session at once (no idle timeout)', async () => {
-    const rawSock = await raw(served.port);
+    const rawSock = await raw(se.served.port);
     rawSock.on('error', () => {});
     const t = tls.connect({ socket: rawSock, ca: certs.ca, checkServerIdentity: () => undefined });
     t.on('error', () => {});
     const [r] = await Promise.all([
-      served.next(),
+      se.served.next(),
       new Promise<void>((res) => t.once('secureConnect', () => res())),
     ]);
     // The backend holds its end and never reads: the relay stops reading the client.
@@ -472,10 +464,10 @@ describe('NativeTlsEngine: bulk data and backpressure', () => {
       ]);
       if (!drained) break;
     }
-    expect(engine.sessionCount).toBe(1);
+    expect(se.engine.sessionCount).toBe(1);
     const t0 = Date.now();
     rawSock.resetAndDestroy();
-    await until(() => engine.sessionCount === 0, 5000, 'session end after the reset');
+    await until(() => se.engine.sessionCount === 0, 5000, 'session end after the reset');
     expect(Date.now() - t0).toBeLessThan(2000);
     r.plaintext.close();
   });
@@ -485,7 +477,7 @@ describe('NativeTlsEngine: bulk data and backpressure', () => {
     ['still waiting at the engine', 8 << 20],
   ] as const) {
     it(`a backend that answers and closes with client input unread (${what}): the client gets all of the answer`, async () => {
-      const { c, r } = await connectPair(served);
+      const { c, r } = await connectPair(se.served);
       const fd = r.plaintext;
       // The client is not reading, so the backend's answer waits at the engine and in the
       // kernel buffer of the engine's end…

@@ -2,9 +2,9 @@
 // so under light load a second thread costs nothing — one thread takes every connection and the
 // other stays asleep. Read from the kernel's per-thread run time (schedstat, nanoseconds).
 import { readdirSync, readFileSync } from 'node:fs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { NativeTlsEngine } from '../src/index.js';
-import { certs, client, type Served, serve, until } from './helpers.js';
+import { describe, expect, it } from 'vitest';
+import { certs, client, until } from './helpers.js';
+import { servedEngine } from './served-engine.js';
 
 /** Run time (ns) of this process's threads named `tls-engine-N`, by N. */
 function engineThreadRunNs(): Map<string, number> {
@@ -24,26 +24,17 @@ function engineThreadRunNs(): Map<string, number> {
 }
 
 describe('new connections fill the first idle loop', () => {
-  let engine: NativeTlsEngine;
-  let served: Served;
-  beforeAll(async () => {
-    engine = new NativeTlsEngine({ identities: [certs.server], threads: 2 });
-    served = await serve(engine);
-  });
-  afterAll(async () => {
-    await served?.close();
-    await engine?.close();
-  });
+  const se = servedEngine({ identities: [certs.server], threads: 2 });
 
   it('one connection at a time: the second thread stays asleep', async () => {
     const before = engineThreadRunNs();
     expect([...before.keys()].sort()).toEqual(['tls-engine-0', 'tls-engine-1']);
     for (let i = 0; i < 40; i++) {
-      const c = client(served.port);
-      const [r] = await Promise.all([served.next(), c.secure]);
+      const c = client(se.served.port);
+      const [r] = await Promise.all([se.served.next(), c.secure]);
       c.socket.destroy();
       r.plaintext.close();
-      await until(() => engine.sessionCount === 0, 5000, 'session end');
+      await until(() => se.engine.sessionCount === 0, 5000, 'session end');
     }
     const after = engineThreadRunNs();
     const used = (n: string) => (after.get(n) ?? 0) - (before.get(n) ?? 0);

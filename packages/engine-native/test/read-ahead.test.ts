@@ -3,26 +3,17 @@
 // one write and then wait without sending more: if the relay waited for epoll after each
 // record instead of reading until OpenSSL blocks, the rest would sit there until the next packet.
 import type net from 'node:net';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { NativeTlsEngine } from '../src/index.js';
-import { certs, client, type Served, serve } from './helpers.js';
+import { describe, expect, it } from 'vitest';
+import { certs, client } from './helpers.js';
+import { servedEngine } from './served-engine.js';
 
 describe('NativeTlsEngine: records read ahead are all relayed', () => {
-  let engine: NativeTlsEngine;
-  let served: Served;
-  beforeAll(async () => {
-    engine = new NativeTlsEngine({ identities: [certs.server], threads: 1 });
-    served = await serve(engine);
-  });
-  afterAll(async () => {
-    await served.close();
-    await engine.close();
-  });
+  const se = servedEngine({ identities: [certs.server], threads: 1 });
 
   for (const records of [2, 20, 120]) {
     it(`${records} records in one write reach the backend, and its answer the client`, async () => {
-      const c = client(served.port);
-      const result = await served.next();
+      const c = client(se.served.port);
+      const result = await se.served.next();
       await c.secure;
       const backend: net.Socket = result.plaintext.toSocket({ allowHalfOpen: true });
       const want = records * 512;
@@ -57,8 +48,8 @@ describe('NativeTlsEngine: records read ahead are all relayed', () => {
   }
 
   it('records then close_notify behind a full backend: every byte, then the end, reach it', async () => {
-    const c = client(served.port);
-    const result = await served.next();
+    const c = client(se.served.port);
+    const result = await se.served.next();
     await c.secure;
     const backend: net.Socket = result.plaintext.toSocket({ allowHalfOpen: true });
     backend.pause(); // not reading: the socketpair fills, the engine stops reading TLS
