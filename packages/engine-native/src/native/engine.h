@@ -144,6 +144,7 @@ typedef struct conn {
   unsigned client_eof : 1, backend_eof : 1, closing : 1, shut_done : 1, plain_wr_shut : 1;
   unsigned tls_hup : 1, plain_hup : 1, in_again : 1;
   unsigned c2b_dead : 1; // the backend closed its end: client data is dropped from now on
+  unsigned corked;       // TCP_CORK holds on the client's socket (nested: see cork())
   uint32_t hs_want, rd_want, wr_want, shut_want; // epoll events a blocked SSL call waits for
   uint32_t tls_reg, plain_reg;                   // what epoll has now (for fewer epoll_ctl)
   uint32_t tls_ready, plain_ready; // not known to block: EPOLLIN/EPOLLOUT until EAGAIN says so

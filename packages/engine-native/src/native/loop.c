@@ -629,6 +629,19 @@ static void set_cork(int fd, int on) {
   (void)setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on);
 }
 
+// TCP_CORK on the client's socket while records are written one by one, so they leave as one
+// segment and wake the client once. Nested (a handshake step that also relays), and released on
+// every way out: uncorking pushes what waits, nothing is left to the kernel's 200 ms cork timer.
+// A connection closed meanwhile has no descriptor any more (tls_fd -1): its number may already
+// belong to another connection, so it is not touched.
+static void cork(conn *c) {
+  if (c->corked++ == 0 && c->tls_fd >= 0) set_cork(c->tls_fd, 1);
+}
+
+static void uncork(conn *c) {
+  if (--c->corked == 0 && c->tls_fd >= 0) set_cork(c->tls_fd, 0);
+}
+
 // One pass of moving bytes; returns 1 if anything moved, 0 if nothing could, -1 if the
 // connection was closed.
 static int relay_once(loop *L, conn *c) {
@@ -751,8 +764,8 @@ static int relay_once(loop *L, conn *c) {
       // More than one record: corked, so they leave as one segment and wake the client once
       // (up to 6 % more throughput towards the client in A/Bs on loopback); uncorked below on
       // every way out, so nothing waits for the kernel's 200 ms cork timer.
-      int cork = (size_t)n > RELAY_CHUNK;
-      if (cork) set_cork(c->tls_fd, 1);
+      int hold = (size_t)n > RELAY_CHUNK;
+      if (hold) cork(c);
       while (done < (size_t)n) {
         ERR_clear_error();
         int r = SSL_write(c->ssl, s + done, (int)((size_t)n - done));
@@ -765,14 +778,14 @@ static int relay_once(loop *L, conn *c) {
         int e = SSL_get_error(c->ssl, r);
         if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
           ERR_clear_error();
-          if (cork) set_cork(c->tls_fd, 0);
+          if (hold) uncork(c);
           conn_end(L, c, "client error");
           return -1;
         }
         tls_blocked(c, &c->wr_want, e);
         break;
       }
-      if (cork) set_cork(c->tls_fd, 0);
+      if (hold) uncork(c);
       if (done < (size_t)n && keep(&c->b2c, s + done, (size_t)n - done) != 0) {
         conn_end(L, c, "out of memory");
         return -1;
@@ -831,7 +844,7 @@ static void schedule_again(loop *L, conn *c) {
 }
 
 // Every state transition of a connection happens here.
-static void conn_step(loop *L, conn *c) {
+static void step(loop *L, conn *c) {
   if (c->state == ST_NEW) {
     c->state = ST_HANDSHAKE;
     c->hs_want = EPOLLIN;
@@ -890,6 +903,19 @@ interest:
   }
 }
 
+static void conn_step(loop *L, conn *c) {
+  // The server's handshake step after its flight went out writes, in TLS 1.3, the session
+  // tickets as a record each (two by default): corked, they reach the client as one segment —
+  // one write to the loopback or the wire fewer per connection, and one wake-up of the client.
+  // The first flight needs no cork (OpenSSL buffers it and writes it at once), nor does the
+  // client role (its last flight is one write).
+  int hold = !c->client && c->state == ST_HANDSHAKE && c->ssl &&
+             BIO_number_written(SSL_get_wbio(c->ssl)) > 0;
+  if (hold) cork(c);
+  step(L, c);
+  if (hold) uncork(c);
+}
+
 // A peer that hung up reports EPOLLHUP on every epoll_wait whatever we ask for; stop watching
 // that descriptor (every later operation on it completes at once) and step the connection.
 static void on_io(loop *L, conn *c, int plain, uint32_t events) {
@@ -936,8 +962,9 @@ static void on_cmd(loop *L, cmd *k) {
     if (L->conns) L->conns->prev = c;
     L->conns = c;
     L->nconns++;
+    // Usually non-blocking already (the proxy's sockets are libuv's); set only when not.
     int fl = fcntl(c->tls_fd, F_GETFL);
-    if (fl < 0 || fcntl(c->tls_fd, F_SETFL, fl | O_NONBLOCK) != 0) {
+    if (fl < 0 || (!(fl & O_NONBLOCK) && fcntl(c->tls_fd, F_SETFL, fl | O_NONBLOCK) != 0)) {
       conn_fail(L, c, "TLSPROXY_ERR_POOL_HANDSHAKE", "fcntl: %s", strerror(errno));
       break;
     }
@@ -1041,9 +1068,10 @@ static void on_cmd(loop *L, cmd *k) {
 }
 
 static void drain_commands(loop *L) {
+  // One read takes the eventfd's whole count (eventfd(2)); a second would only say EAGAIN, and
+  // a write racing in after this read is seen by the next epoll_wait (level-triggered).
   uint64_t junk;
-  while (read(L->evfd, &junk, sizeof junk) > 0) {
-  }
+  (void)!read(L->evfd, &junk, sizeof junk);
   for (int taken = 0; taken < MAX_CMDS_PER_TURN;) {
     cmd batch[32];
     size_t n = 0;
