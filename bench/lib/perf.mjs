@@ -83,19 +83,43 @@ export async function perfProfile(name, start, trial, P) {
   let t;
   let c0;
   let c1;
+  let statOut = '';
+  // Thread names by tid, read while the processes live (perf stat names threads `comm-tid`).
+  const threads = new Map();
   try {
     await trial(inst, P.concurrency, P.warmMs, P);
-    const rec = spawn(
+    for (const { pid } of procs)
+      for (const th of threadCpu(pid)) threads.set(th.tid, { pid, name: th.name });
+    const pids = procs.map((p) => p.pid).join(',');
+    const rec = spawn('perf', ['record', '-F', '999', '-p', pids, '-o', data], {
+      stdio: 'ignore',
+    });
+    // Beside the samples, the kernel's exact counts per thread: system calls and context
+    // switches, the currency of a path that crosses threads and processes.
+    const st = spawn(
       'perf',
-      ['record', '-F', '999', '-p', procs.map((p) => p.pid).join(','), '-o', data],
-      { stdio: 'ignore' },
+      [
+        'stat',
+        '--per-thread',
+        '-x',
+        ',',
+        '-e',
+        'raw_syscalls:sys_enter,context-switches',
+        '-p',
+        pids,
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
     );
+    st.stderr.setEncoding('utf8');
+    st.stderr.on('data', (d) => {
+      statOut += d;
+    });
     await new Promise((r) => setTimeout(r, 300));
     c0 = partCpu(procs);
     t = await trial(inst, P.concurrency, P.profileMs, P);
     c1 = partCpu(procs);
-    rec.kill('SIGINT');
-    await new Promise((r) => rec.once('exit', r));
+    for (const p of [rec, st]) p.kill('SIGINT');
+    await Promise.all([rec, st].map((p) => new Promise((r) => p.once('exit', r))));
   } finally {
     for (const c of [...inst.proxy, ...inst.backend]) await stop(c);
   }
@@ -152,6 +176,20 @@ export async function perfProfile(name, start, trial, P) {
     })
     .sort((a, b) => Object.keys(PARTS).indexOf(a.part) - Object.keys(PARTS).indexOf(b.part));
   const totalMs = parts.reduce((a, p) => a + (p.msPerConnection ?? 0), 0);
+  // perf stat: "comm-tid,count,unit,event,…" per thread and event.
+  const calls = new Map(); // part → { syscalls, switches }
+  for (const line of statOut.split('\n')) {
+    const f = line.split(',');
+    const tid = Number(f[0]?.split('-').pop());
+    const n = Number(f[1]);
+    if (!tid || !Number.isFinite(n) || !f[3]) continue;
+    const th = threads.get(tid);
+    const part = th ? partOf(th.pid, tid, th.name, backendPids) : 'other';
+    const c = calls.get(part) ?? { syscalls: 0, switches: 0 };
+    if (f[3].startsWith('raw_syscalls')) c.syscalls += n;
+    else if (f[3].startsWith('context-switches')) c.switches += n;
+    calls.set(part, c);
+  }
   // The same kinds summed over the parts (ms per connection), for the whole system.
   const kinds = new Map();
   for (const p of parts)
@@ -162,6 +200,15 @@ export async function perfProfile(name, start, trial, P) {
     samples: total,
     cpuMsPerConnection: r1(totalMs, 3),
     parts,
+    // Per connection; empty when perf stat could not count (tracepoints not readable).
+    calls: [...calls]
+      .filter(([, c]) => c.syscalls + c.switches > 0)
+      .sort(([a], [b]) => Object.keys(PARTS).indexOf(a) - Object.keys(PARTS).indexOf(b))
+      .map(([part, c]) => ({
+        part,
+        syscalls: r1(c.syscalls / t.ok, 1),
+        switches: r1(c.switches / t.ok, 2),
+      })),
     groups: [...kinds]
       .sort((a, b) => b[1] - a[1])
       .map(([g, ms]) => ({ name: g, share: r1(ms / totalMs, 3), msPerConnection: r1(ms, 3) })),

@@ -236,7 +236,7 @@ function profileSection(prof) {
   return [
     `## 7. CPU profile of tlsproxy (${native ? 'native engine: its JS thread' : 'node:tls engine'}) under the handshake load`,
     '',
-    `One tlsproxy process ${native ? 'with the native engine (the default) ' : 'with the node:tls engine '}profiled with \`node --cpu-prof\` under the handshake load (warm-up, then ${prof.connections} connections at ${prof.connPerSec}/s). /proc: the process used ${pct(prof.procBusyShare)} of a core (${prof.proxyUserSecs} s user, ${prof.proxyKernelSecs} s kernel${native ? ', the engine’s loop threads included' : ' — the kernel part is accept, sendmsg with SCM_RIGHTS, socketpair, close and the wake-ups between processes'}). V8 saw JavaScript or its native calls ${pct(prof.busyShare)} of the time; ${native ? 'V8 sees only the JS thread: the dialect, the hand-off and the bookkeeping that remain in JavaScript; the handshake and the relay run on the engine’s threads, which the perf view below splits out.' : 'the gap is C++ work V8 counts as idle (OpenSSL’s handshake runs from libuv’s read callback, outside any JS frame).'} Shares below are of V8's busy time; native calls made from a JS function (the fdpass addon's sendmsg, the STARTTLS discard) count as that function's self time. The whole profile is \`bench/report.cpuprofile\` (Chrome DevTools, speedscope).`,
+    `One tlsproxy process ${native ? 'with the native engine (the default) ' : 'with the node:tls engine '}profiled with \`node --cpu-prof\` under the handshake load (warm-up, then ${prof.connections} connections at ${prof.connPerSec}/s). /proc: the process used ${pct(prof.procBusyShare)} of a core (${prof.proxyUserSecs} s user, ${prof.proxyKernelSecs} s kernel${native ? ', the engine’s loop threads included' : ' — the kernel part is accept, sendmsg with SCM_RIGHTS, socketpair, close and the wake-ups between processes'}). V8 saw JavaScript or its native calls ${pct(prof.busyShare)} of the time; ${native ? 'V8 sees only the JS thread: the dialect, the hand-off and the bookkeeping that remain in JavaScript; the handshake and the relay run on the engine’s threads, which the perf view below splits out.' : 'the gap is C++ work V8 counts as idle (OpenSSL’s handshake runs from libuv’s read callback, outside any JS frame).'} Shares below are of V8's busy time; native calls made from a JS function (the fdpass addon's sendmsg, the STARTTLS discard) count as that function's self time. V8 weighs each sample by the wall-clock time since the one before, and a thread preempted inside a system call takes its next sample there: a call that wakes another process onto this core (the hand-off's \`sendmsg\` waking the backend, on two cores) shows here with the time it waited, not the CPU it used — perf's view below counts CPU. The whole profile is \`bench/report.cpuprofile\` (Chrome DevTools, speedscope).`,
     '',
     table(
       ['part of the code', 'share of busy time'],
@@ -246,6 +246,34 @@ function profileSection(prof) {
     table(
       ['function (self time)', 'share of busy time'],
       prof.functions.map((f) => [`\`${f.name}\``, pct(f.share)]),
+    ),
+    '',
+  ];
+}
+
+/** System calls and context switches per connection by part (perf stat, same trial). */
+function callsTable(perf, ok, label) {
+  const withCalls = ok.filter((id) => perf[id].calls?.length);
+  if (!withCalls.length) return [];
+  const parts = [...new Set(withCalls.flatMap((id) => perf[id].calls.map((c) => c.part)))];
+  const cell = (id, part) => {
+    const c = perf[id].calls.find((x) => x.part === part);
+    return c ? `${c.syscalls} / ${c.switches}` : '—';
+  };
+  const sum = (id, k) =>
+    r1(
+      perf[id].calls.reduce((a, c) => a + c[k], 0),
+      k === 'syscalls' ? 1 : 2,
+    );
+  return [
+    'System calls / context switches per connection, counted by the kernel on every thread of the same processes over the same trial (`perf stat -e raw_syscalls:sys_enter,context-switches`): what crossing from one party to the next costs besides the TLS itself.',
+    '',
+    table(
+      ['part', ...withCalls.map((id) => `${id} syscalls / switches`)],
+      [
+        ...parts.map((part) => [label[part] ?? part, ...withCalls.map((id) => cell(id, part))]),
+        ['total', ...withCalls.map((id) => `${sum(id, 'syscalls')} / ${sum(id, 'switches')}`)],
+      ],
     ),
     '',
   ];
@@ -310,6 +338,7 @@ function perfSection(perf, P) {
       ],
     ),
     '',
+    ...callsTable(perf, ok, label),
     table(
       [
         'kind of code',
