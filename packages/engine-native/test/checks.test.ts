@@ -201,7 +201,9 @@ describe('NativeTlsEngine: client certificates', () => {
       await expect(served.next()).rejects.toMatchObject({
         code: 'TLSPROXY_ERR_POOL_CLIENT_CERT',
       });
-      await c.closed;
+      // The alert is written in the step that runs corked (the one after the server's flight)
+      // and the socket closed right after: it still reaches the client.
+      expect(String(await c.closed)).toMatch(/unknown ca|alert number 48/i);
     } finally {
       await served.close();
     }
