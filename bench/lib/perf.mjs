@@ -44,6 +44,9 @@ export const PARTS = {
   backend: 'backend process (all threads)',
 };
 
+/** The order parts are listed in (PARTS'). */
+const partRank = (part) => Object.keys(PARTS).indexOf(part);
+
 export function perfAvailable() {
   return spawnSync('perf', ['--version'], { stdio: 'ignore' }).status === 0;
 }
@@ -174,7 +177,7 @@ export async function perfProfile(name, start, trial, P) {
           })),
       };
     })
-    .sort((a, b) => Object.keys(PARTS).indexOf(a.part) - Object.keys(PARTS).indexOf(b.part));
+    .sort((a, b) => partRank(a.part) - partRank(b.part));
   const totalMs = parts.reduce((a, p) => a + (p.msPerConnection ?? 0), 0);
   // perf stat: "comm-tid,count,unit,event,…" per thread and event.
   const calls = new Map(); // part → { syscalls, switches }
@@ -203,7 +206,7 @@ export async function perfProfile(name, start, trial, P) {
     // Per connection; empty when perf stat could not count (tracepoints not readable).
     calls: [...calls]
       .filter(([, c]) => c.syscalls + c.switches > 0)
-      .sort(([a], [b]) => Object.keys(PARTS).indexOf(a) - Object.keys(PARTS).indexOf(b))
+      .sort(([a], [b]) => partRank(a) - partRank(b))
       .map(([part, c]) => ({
         part,
         syscalls: r1(c.syscalls / t.ok, 1),

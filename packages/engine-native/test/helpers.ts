@@ -42,10 +42,12 @@ export async function serve(
   engine: TlsEngineApi,
   request: HandshakeRequest | (() => HandshakeRequest) = {},
   as: 'socket' | 'fd' = 'fd',
+  /** Nagle off on accepted sockets, as the proxy's client sockets have it. */
+  noDelay = false,
 ): Promise<Served> {
   const results: Array<Promise<HandshakeResult>> = [];
   const waiters: Array<(p: Promise<HandshakeResult>) => void> = [];
-  const server = net.createServer({ pauseOnConnect: true }, (socket) => {
+  const server = net.createServer({ pauseOnConnect: true, noDelay }, (socket) => {
     const req = typeof request === 'function' ? request() : request;
     const input = as === 'fd' ? detachSocket(socket).fd : socket;
     const p = engine.handshake(input, req);
