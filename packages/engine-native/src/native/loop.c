@@ -1174,10 +1174,6 @@ static void *loop_main(void *arg) {
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, NULL);
-  // Named, so top -H and perf show which threads are the engine's.
-  char name[16];
-  snprintf(name, sizeof name, "tls-engine-%d", L->index);
-  pthread_setname_np(pthread_self(), name);
   struct epoll_event evs[MAX_EVENTS];
   while (!atomic_load(&L->stop)) {
     int timeout = -1;
@@ -1240,6 +1236,11 @@ int engine_start(engine *e, int nloops, size_t queue_cap, char *err, size_t errl
       return -1;
     }
     L->started = 1;
+    // Named here rather than by the thread itself, so the name is there when the engine's
+    // constructor returns (top -H, perf and the tests read it), however late the thread first runs.
+    char name[16];
+    snprintf(name, sizeof name, "tls-engine-%d", i);
+    pthread_setname_np(L->thread, name);
   }
   return 0;
 }
