@@ -1239,7 +1239,7 @@ int engine_start(engine *e, int nloops, size_t queue_cap, char *err, size_t errl
     // Named here rather than by the thread itself, so the name is there when the engine's
     // constructor returns (top -H, perf and the tests read it), however late the thread first runs.
     char name[16];
-    snprintf(name, sizeof name, "tls-engine-%d", i);
+    snprintf(name, sizeof name, "tls-engine-%u", (unsigned)i % 1000u); // i < 256: always whole
     pthread_setname_np(L->thread, name);
   }
   return 0;
