@@ -92,3 +92,23 @@ test('bench --smoke measures both engines against node:tls and writes the report
     rmSync(out, { recursive: true, force: true });
   }
 });
+
+test('bench/ab.mjs compares addon builds, handshakes and bulk, with a control', () => {
+  const ab = fileURLToPath(new URL('../ab.mjs', import.meta.url));
+  for (const mode of [[], ['--bulk']]) {
+    const r = spawnSync(
+      process.execPath,
+      [ab, ...mode, '--rounds', '1', '--ms', '500', '--control', 'x=built', 'y=built:2'],
+      { encoding: 'utf8', timeout: 120_000 },
+    );
+    assert.equal(r.status, 0, r.stderr);
+    // One row per variant and the control, each with a positive CPU figure and a paired ratio.
+    const rows = r.stdout.split('\n').filter((l) => /^\| [xy]/.test(l));
+    assert.equal(rows.length, 3, r.stdout);
+    for (const row of rows) {
+      const [cpu, ratio] = row.split('|').slice(2, 4).map(Number);
+      assert.ok(cpu > 0 && ratio > 0, row);
+    }
+    assert.match(rows[0], /\| 1\.000 \|/);
+  }
+});
