@@ -98,7 +98,7 @@ test('bench/ab.mjs compares addon builds, handshakes and bulk, with a control', 
   for (const mode of [[], ['--bulk']]) {
     const r = spawnSync(
       process.execPath,
-      [ab, ...mode, '--rounds', '1', '--ms', '500', '--control', 'x=built', 'y=built:2'],
+      [ab, ...mode, '--rounds', '1', '--ms', '1000', '--control', 'x=built', 'y=built:2'],
       { encoding: 'utf8', timeout: 120_000 },
     );
     assert.equal(r.status, 0, r.stderr);
