@@ -7,8 +7,8 @@
 // commands, and events go to JS with napi_tsfn_nonblocking.
 //
 // Relay rules (the same as the node:tls engine's): a side is read only when nothing read from it
-// earlier is still waiting for the other side (backpressure, at most one TLS record buffered per
-// direction); the client's close_notify or EOF ends only the backend's read side
+// earlier is still waiting for the other side (backpressure: at most one pass, RELAY_GATHER bytes,
+// held per direction); the client's close_notify or EOF ends only the backend's read side
 // (shutdown(SHUT_WR) on the plaintext end) so the backend can still answer; the backend's EOF,
 // once its last bytes are out, becomes close_notify and a FIN to the client. The connection ends
 // when both directions have ended, on any error, on a timeout, or when the engine stops.
