@@ -100,6 +100,8 @@ for (let r = 0; r < rounds; r++) {
 }
 killAll();
 
+// Not phases.mjs's median, which takes the upper of the two middle values: with an even number
+// of rounds (8 by default) those two are averaged here, so neither side of a pair decides.
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
