@@ -8,10 +8,13 @@
 // floor the others are read against (3.4 % once on the reference VM).
 //
 // Usage: node bench/ab.mjs [--rounds N] [--ms MS] [--concurrency C] [--bulk] [--control]
-//                          NAME=ADDON[:THREADS] ...
+//                          NAME=ADDON[:THREADS][@CHECKOUT] ...
 //   ADDON   a .node file (copy packages/engine-native/build/Release/engine_native.node aside
 //           before rebuilding with the change), or `built` for the package's current build
 //   THREADS engineThreads of that variant (default 1)
+//   CHECKOUT another built checkout of the repository whose bench/servers.mjs (and so whose
+//           packages) that variant runs: for changes on the JavaScript side (`git worktree add`,
+//           node_modules and the packages' builds in place)
 //   --bulk  128 MiB each way per round instead of handshakes: MB/s and CPU per MB relayed
 // Example: cp packages/engine-native/build/Release/engine_native.node /tmp/before.node
 //          (change, npm run build in packages/engine-native)
@@ -39,10 +42,13 @@ const built = join(root, 'packages/engine-native/build/Release/engine_native.nod
 const variants = positionals.map((spec) => {
   const eq = spec.indexOf('=');
   if (eq < 1) throw new Error(`expected NAME=ADDON[:THREADS], got ${spec}`);
-  const [file, threads = '1'] = spec.slice(eq + 1).split(':');
+  const [what, checkout] = spec.slice(eq + 1).split('@');
+  const [file, threads = '1'] = what.split(':');
   const addon = file === 'built' ? built : file;
   if (!existsSync(addon)) throw new Error(`${spec}: no such addon ${addon}`);
-  return { name: spec.slice(0, eq), addon, threads: Number(threads) };
+  if (checkout !== undefined && !existsSync(join(checkout, 'bench/servers.mjs')))
+    throw new Error(`${spec}: no bench/servers.mjs in ${checkout}`);
+  return { name: spec.slice(0, eq), addon, threads: Number(threads), checkout };
 });
 if (variants.length === 0) throw new Error('name at least one variant: NAME=ADDON[:THREADS]');
 if (opt.control) variants.push({ ...variants[0], name: `${variants[0].name}(control)` });
@@ -50,9 +56,12 @@ if (opt.control) variants.push({ ...variants[0], name: `${variants[0].name}(cont
 const insts = [];
 for (const [i, v] of variants.entries()) {
   process.env.TLSPROXY_ENGINE_NATIVE_ADDON = v.addon;
+  if (v.checkout) process.env.TLSPROXY_BENCH_CHECKOUT = v.checkout;
+  else delete process.env.TLSPROXY_BENCH_CHECKOUT;
   insts.push(await startTlsproxy(`ab${i}`, [], 'native', v.threads));
 }
 delete process.env.TLSPROXY_ENGINE_NATIVE_ADDON;
+delete process.env.TLSPROXY_BENCH_CHECKOUT;
 
 const P = { loadgens: 2 };
 const bytes = 128 << 20;

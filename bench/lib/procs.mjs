@@ -196,9 +196,18 @@ export function freePort() {
 }
 
 /** [node, [bench/script, ...args]] for start(). */
+/** A bench script as a command; TLSPROXY_BENCH_CHECKOUT runs another checkout's copy (ab.mjs). */
 export const node = (script, ...a) => [
   process.execPath,
-  [join(benchDir, script), ...a.map(String)],
+  [
+    join(
+      process.env.TLSPROXY_BENCH_CHECKOUT
+        ? join(process.env.TLSPROXY_BENCH_CHECKOUT, 'bench')
+        : benchDir,
+      script,
+    ),
+    ...a.map(String),
+  ],
 ];
 
 let perfStatWorks = null;

@@ -1,8 +1,7 @@
 // What one connection holds in this process, shared by the units that drive it (session.ts, the
 // driver; transition.ts, the switch-over; handoff.ts, the hand-off): its socket and descriptor,
 // its places in the listener's limits, and the promises that say when it is done and released.
-import net from 'node:net';
-import type { OwnedFd, ReadableWatch } from '@tlsproxy/fdpass';
+import { type OwnedFd, RawStream } from '@tlsproxy/fdpass';
 import type { HandoffInfo } from '@tlsproxy/handoff';
 import { randomKey } from '@tlsproxy/pool';
 import { ConnectionLog } from './connection-log.js';
@@ -36,25 +35,18 @@ export const CLOSE_LINGER_MS = 2000;
 export const FLUSH_TIMEOUT_MS = 5000;
 
 /**
- * Stands in for a client Socket that has closed after the switch-over, so a connection whose TLS
- * session is still relayed does not keep the whole (destroyed) Socket alive: writes to it fail
- * quietly, `destroyed` is true.
+ * Stands in for a client stream that has closed after the switch-over, so a connection whose TLS
+ * session is still relayed does not keep the closed stream (and its handler) alive: writes to it
+ * fail quietly, `destroyed` is true.
  */
-const GONE: net.Socket = (() => {
-  const s = new net.Socket();
-  s.on('error', () => {});
-  s.destroy();
-  return s;
-})();
+const GONE = RawStream.closed();
 
 export class ConnectionState {
   readonly id = randomKey(6).toString('hex');
-  #socket: net.Socket | undefined;
-  /**
-   * An idle preamble connection parked outside Node's sockets (session.ts): its descriptor,
-   * watched for readability. `socket` is not there meanwhile; the session wakes it first.
-   */
-  parked: { fd: OwnedFd; watch: ReadableWatch } | undefined;
+  /** The client's connection, read and written straight from its descriptor. */
+  socket: RawStream;
+  /** An idle preamble connection without its Timeouts (session.ts): the sweep keeps its deadlines. */
+  parked = false;
   /** When the client last sent something (ms, Date.now()): idle connections get parked. */
   lastActive = Date.now();
   readonly config: SessionConfig;
@@ -87,16 +79,11 @@ export class ConnectionState {
   #doneWaiter: Deferred | undefined;
   #releasedWaiter: Deferred | undefined;
 
-  constructor(socket: net.Socket, config: SessionConfig, addresses?: SessionAddresses) {
-    this.#socket = socket;
+  constructor(socket: RawStream, config: SessionConfig, addresses: SessionAddresses) {
+    this.socket = socket;
     this.config = config;
     this.log = new ConnectionLog(config.logger, this.id, config.dialect.name, config.metrics);
-    this.remote = addresses ?? {
-      address: socket.remoteAddress ?? '',
-      port: socket.remotePort ?? 0,
-      localAddress: socket.localAddress ?? '',
-      localPort: socket.localPort ?? 0,
-    };
+    this.remote = addresses;
   }
 
   /** Resolves when the session is over in this process (its relay, if any, may go on). */
@@ -124,19 +111,9 @@ export class ConnectionState {
     else this.#hooks = hooks;
   }
 
-  /** The client's socket; while parked there is none (a bug to ask: the session wakes it first). */
-  get socket(): net.Socket {
-    if (this.#socket === undefined) throw new Error('connection is parked: wake it first');
-    return this.#socket;
-  }
-
-  set socket(s: net.Socket | undefined) {
-    this.#socket = s;
-  }
-
-  /** The client's Socket has closed: let it go (the connection may live on, relayed). */
+  /** The client's stream has closed: let it go (the connection may live on, relayed). */
   socketGone(): void {
-    this.#socket = GONE;
+    this.socket = GONE;
   }
 
   /** No more timers: the preamble is over (or going). */
@@ -198,9 +175,9 @@ export class ConnectionState {
 
   /** Write a last reply (if any) and close; a client that never reads is cut off after 2 s. */
   endSocket(data: Uint8Array | undefined): void {
-    if (data && data.length > 0) this.socket.end(data);
-    else this.socket.end();
-    setTimeout(() => this.socket.destroy(), CLOSE_LINGER_MS).unref();
+    const socket = this.socket;
+    socket.end(data);
+    if (!socket.destroyed) setTimeout(() => socket.destroy(), CLOSE_LINGER_MS).unref();
   }
 
   /** Earlier replies on the wire (or 5 s passed) before the descriptor changes hands. */
@@ -208,7 +185,7 @@ export class ConnectionState {
     if (this.socket.writableLength === 0) return Promise.resolve();
     return new Promise((resolve) => {
       const t = setTimeout(resolve, FLUSH_TIMEOUT_MS);
-      this.socket.write(Buffer.alloc(0), () => {
+      void this.socket.flushed().then(() => {
         clearTimeout(t);
         resolve();
       });

@@ -68,7 +68,25 @@ export async function readInboundProxy(
     localPort: socket.localPort ?? 0,
   };
   if (!isTrusted(list, socket.remoteAddress)) return own;
-  const fd = socketFd(socket);
+  return readProxyHeader(socketFd(socket), own, timeoutMs);
+}
+
+/** The same for a descriptor accepted as such (proxy.ts): `own` are its addresses. */
+export async function readInboundProxyFd(
+  fd: number,
+  own: SessionAddresses,
+  list: BlockList | AddressMatcher,
+  timeoutMs: number,
+): Promise<SessionAddresses | undefined> {
+  if (!isTrusted(list, own.address)) return own;
+  return readProxyHeader(fd, own, timeoutMs);
+}
+
+async function readProxyHeader(
+  fd: number,
+  own: SessionAddresses,
+  timeoutMs: number,
+): Promise<SessionAddresses | undefined> {
   const deadline = Date.now() + timeoutMs;
   for (let wait = 2; ; wait = Math.min(wait * 2, 50)) {
     const data = peekPending(fd, 4096 + 16);

@@ -2,10 +2,11 @@
 // listens (host:port, [v6]:port, or a descriptor passed by systemd), and the busy reply when a
 // connection is refused at accept. The accept path itself is TlsProxy.listen() in proxy.ts.
 import type net from 'node:net';
-import { listenFds, type OwnedFd } from '@tlsproxy/fdpass';
+import { listenFds, type OwnedFd, RawStream } from '@tlsproxy/fdpass';
 import type { ConnectRequest, EngineOptions, HandshakeRequest, TlsEngineApi } from '@tlsproxy/pool';
 import type { HandoffTarget } from './backend.js';
 import type { ConnectBackendSpec } from './connect-backend.js';
+import { CLOSE_LINGER_MS } from './connection.js';
 import type { BusyLimit, Dialect } from './dialect.js';
 import { CoreError } from './errors.js';
 import type { InboundProxyConfig } from './inbound-proxy.js';
@@ -209,21 +210,27 @@ export async function bindListener(server: net.Server, listen: string | number):
 
 /** Past a limit: the dialect's "busy" reply (if it has one), then close; existing sessions are unaffected. */
 export function refuse(
-  socket: net.Socket,
+  fd: OwnedFd,
   config: Pick<SessionConfig, 'dialect' | 'hostname'>,
   limit: BusyLimit,
 ): void {
-  socket.on('error', () => {});
   let reply: Uint8Array | undefined;
   try {
     reply = config.dialect.busy?.({ hostname: config.hostname, now: Date.now(), limit });
   } catch {}
-  if (reply && reply.length > 0) socket.end(reply);
-  else socket.end();
   // Read (and drop) so the client's FIN is seen and the socket goes at once; a client that
   // never closes must not keep it either.
-  socket.on('data', () => {});
-  socket.once('end', () => socket.destroy());
-  socket.resume();
-  setTimeout(() => socket.destroy(), 2000).unref();
+  const linger = setTimeout(() => stream.destroy(), CLOSE_LINGER_MS);
+  linger.unref();
+  const stream = new RawStream(fd, {
+    data() {},
+    end() {
+      stream.destroy();
+    },
+    close() {
+      clearTimeout(linger);
+    },
+  });
+  stream.end(reply);
+  stream.startReading();
 }

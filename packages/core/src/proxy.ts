@@ -6,7 +6,9 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import net, { type BlockList } from 'node:net';
 import { hostname as osHostname } from 'node:os';
+import { type OwnedFd, wrapSocket } from '@tlsproxy/fdpass';
 import { type EngineOptions, RemoteTlsEngine, TlsEngine, type TlsEngineApi } from '@tlsproxy/pool';
+import { acceptDescriptors } from './accept.js';
 import { type AddressMatcher, addressKey, parseAddressMatcher } from './addresses.js';
 import { type HandoffTarget, UnixBackend } from './backend.js';
 import {
@@ -18,7 +20,7 @@ import { ConnectBackend, type ConnectBackendSpec } from './connect-backend.js';
 import { resolveLimits, resolveOptions } from './define.js';
 import type { Dialect } from './dialect.js';
 import { CoreError } from './errors.js';
-import { DEFAULT_PROXY_HEADER_TIMEOUT_MS, readInboundProxy, trustList } from './inbound-proxy.js';
+import { DEFAULT_PROXY_HEADER_TIMEOUT_MS, readInboundProxyFd, trustList } from './inbound-proxy.js';
 import {
   bindListener,
   LISTENER_DEFAULTS,
@@ -265,8 +267,9 @@ export class TlsProxy {
       },
     };
     state.sessionConfig.handshakes = handshakes;
-    // Paused at accept: with inbound PROXY the header must be read to its exact end first.
-    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
+    // Accepted as descriptors (accept.ts), read by nobody until a session starts: with inbound
+    // PROXY the header must be read to its exact end first.
+    const onAccept = (fd: OwnedFd, own: SessionAddresses) => {
       // Read the current config at each accept: update() swaps it for new connections only.
       const cfg = state.config;
       const max = cfg.maxConnections ?? LISTENER_DEFAULTS.maxConnections;
@@ -276,17 +279,16 @@ export class TlsProxy {
           limit: 'maxConnections',
           value: max,
         });
-        refuse(socket, state.sessionConfig, 'maxConnections');
+        refuse(fd, state.sessionConfig, 'maxConnections');
         return;
       }
       const uncount = takePlace(held);
-      socket.setNoDelay(true);
       const sessionConfig = state.sessionConfig;
       const inbound = cfg.proxyProtocol;
-      const begin = (addresses?: SessionAddresses) => {
+      const begin = (addresses: SessionAddresses) => {
         // Counted by the client's address — behind a trusted balancer, the one its header names;
         // IPv6 by network, since one host usually owns a whole /64.
-        const from = addresses?.address ?? socket.remoteAddress ?? '';
+        const from = addresses.address;
         const key = state.exempt.has(from)
           ? undefined
           : addressKey(from, cfg.ipv6Prefix ?? LISTENER_DEFAULTS.ipv6Prefix);
@@ -300,49 +302,80 @@ export class TlsProxy {
             value: perAddress,
           });
           uncount();
-          refuse(socket, sessionConfig, 'maxConnectionsPerAddress');
+          refuse(fd, sessionConfig, 'maxConnectionsPerAddress');
           return;
         }
-        // The session resumes reading itself, unless its dialect asked for TLS at once; in the
+        // The session starts reading itself, unless its dialect asked for TLS at once; in the
         // client role the local socket stays paused until TLS with the server is up.
-        const s =
-          'role' in sessionConfig
-            ? new ClientSession(socket, sessionConfig, addresses)
-            : new Session(socket, sessionConfig, addresses);
+        let s: AnySession;
+        try {
+          s =
+            'role' in sessionConfig
+              ? new ClientSession(
+                  wrapSocket(fd, { allowHalfOpen: true, paused: true }),
+                  sessionConfig,
+                  addresses,
+                )
+              : new Session(fd, sessionConfig, addresses);
+        } catch (err) {
+          // wrapSocket closed the descriptor (not a stream socket: cannot be, from accept).
+          uncount();
+          this.logger.log('error', 'could not start a session; closing', {
+            dialect: dialect.name,
+            error: (err as Error).message,
+          });
+          return;
+        }
         // From here the session's release gives the place back (uncount is for the refusals).
         this.#track(s, held, key);
       };
       if (!inbound) {
-        begin();
+        begin(own);
         return;
       }
-      socket.on('error', () => {});
       // Until the header is read the connection counts towards maxConnections only.
-      socket.once('close', () => {
-        if (!started) uncount();
-      });
-      let started = false;
       const trust = state.trust ?? trustList(inbound.trusted);
-      readInboundProxy(socket, trust, inbound.timeoutMs ?? DEFAULT_PROXY_HEADER_TIMEOUT_MS).then(
+      readInboundProxyFd(
+        fd.fd,
+        own,
+        trust,
+        inbound.timeoutMs ?? DEFAULT_PROXY_HEADER_TIMEOUT_MS,
+      ).then(
         (addresses) => {
-          if (socket.destroyed) return;
-          started = true;
-          begin(addresses);
+          if (fd.closed) return uncount();
+          begin(addresses ?? own);
         },
         (err: Error) => {
           this.logger.log('warn', 'PROXY header refused; closing', {
             dialect: dialect.name,
-            peer: socket.remoteAddress,
+            peer: own.address,
             error: err.message,
           });
-          socket.destroy();
+          uncount();
+          fd.close();
         },
       );
-    });
+    };
+    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true });
     server.on('error', (err) =>
       this.logger.log('error', 'listener error', { dialect: dialect.name, error: err.message }),
     );
     await bindListener(server, config.listen);
+    // At the descriptor limit every new connection fails here: one line a second, with a count.
+    let failed = 0;
+    let lastSaid = 0;
+    acceptDescriptors(server, onAccept, (err) => {
+      failed++;
+      const now = Date.now();
+      if (now - lastSaid < 1000) return;
+      lastSaid = now;
+      this.logger.log('warn', 'could not accept connections; dropped', {
+        dialect: dialect.name,
+        dropped: failed,
+        error: err.message,
+      });
+      failed = 0;
+    });
     const address = server.address() ?? String(config.listen);
     this.#watchDescriptors();
     this.#sweepIdle();
@@ -494,8 +527,7 @@ export class TlsProxy {
    * sessions finish for up to `timeoutMs`, then close what is left.
    */
   async drain(timeoutMs: number): Promise<void> {
-    // Stop accepting now; server.close() resolves only when its connections are gone, which is
-    // what the wait below is for, so do not await it here.
+    // Stop accepting now; the connections are this proxy's (accept.ts), the wait below is for them.
     for (const l of this.listeners) l.server.close();
     const deadline = Date.now() + timeoutMs;
     // Relayed sessions of an engine in this process (node:tls or native) are waited for too.
@@ -512,7 +544,7 @@ export class TlsProxy {
    * backends and the embedded engine. */
   async close(): Promise<void> {
     const closing = this.listeners.map((l) => new Promise<void>((r) => l.server.close(() => r())));
-    // server.close() waits for its connections: end those still in preamble so it can finish.
+    // End the sessions still in preamble; hand-offs in flight finish (their `done`).
     for (const s of this.#sessions) s.abort();
     await Promise.all([...closing, ...[...this.#sessions].map((s) => s.done)]);
     this.listeners.length = 0;

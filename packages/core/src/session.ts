@@ -4,8 +4,7 @@
 // transition.ts performs the way to the hand-off, handoff.ts the handshake and the delivery to
 // the backend, connection-log.ts the log lines and the one closing line, and connection.ts what
 // the connection holds (descriptor, places in the limits) until it is released.
-import type net from 'node:net';
-import { detachSocket, type OwnedFd, watchReadable, wrapSocket } from '@tlsproxy/fdpass';
+import { type OwnedFd, RawStream } from '@tlsproxy/fdpass';
 import type { HandshakeRequest, TlsEngineApi } from '@tlsproxy/pool';
 import type { HandoffTarget } from './backend.js';
 import { ConnectionState, type SessionHooks } from './connection.js';
@@ -18,10 +17,10 @@ export { MAX_DIALECT_STATE } from './transition.js';
 
 /**
  * A preamble connection whose client has been silent this long, with nothing of ours left to
- * write, is parked: its descriptor leaves Node's Socket (stream states, TCP wrap: a few KiB) for
- * a readability watch, and a Socket is made again when the client speaks, a timer fires or the
- * proxy shuts down. Real clients answer the greeting in milliseconds; what waits this long is a
- * slow or idle client — the case where memory per held connection is what counts.
+ * write, is parked: it gives up its Timeouts (the proxy's sweep keeps their deadlines) until the
+ * client speaks or a deadline passes. Real clients answer the greeting in milliseconds; what
+ * waits this long is a slow or idle client — the case where memory per held connection is what
+ * counts.
  */
 export const PARK_AFTER_MS = 500;
 
@@ -64,8 +63,16 @@ export class Session {
   readonly #dialect: DialectSession;
   readonly id: string;
 
-  /** `addresses`: the client's real addresses when a trusted load balancer sent a PROXY header. */
-  constructor(socket: net.Socket, config: SessionConfig, addresses?: SessionAddresses) {
+  /**
+   * `fd`: the accepted connection, now the session's; `addresses`: its own, or the client's real
+   * ones when a trusted load balancer sent a PROXY header.
+   */
+  constructor(fd: OwnedFd, config: SessionConfig, addresses: SessionAddresses) {
+    const socket = new RawStream(fd, {
+      data: (d) => this.#onData(d),
+      end: () => this.#onEnd(),
+      close: (err) => this.#onClose(err?.message),
+    });
     const c = new ConnectionState(socket, config, addresses);
     this.#c = c;
     this.id = c.id;
@@ -76,7 +83,6 @@ export class Session {
       connectionId: this.id,
       serverNames: config.serverNames,
     });
-    this.#attach(socket);
     c.deadlineAt = Date.now() + config.preambleTimeoutMs;
     this.#armDeadline();
     if (c.log.enabled('info'))
@@ -85,10 +91,9 @@ export class Session {
         localPort: c.remote.localPort,
       });
     this.#run(this.#guard(() => this.#dialect.start(Date.now())));
-    // Sockets arrive paused (accepted with pauseOnConnect). Start reading only if the dialect
-    // still wants plaintext: resuming schedules a read even after a pause, which for implicit
-    // TLS would pull the ClientHello into Node's buffer instead of leaving it for the engine.
-    if (c.gate.phase === 'preamble') socket.resume();
+    // Start reading only if the dialect still wants plaintext: for implicit TLS the ClientHello
+    // stays in the kernel for the engine.
+    if (c.gate.phase === 'preamble') socket.startReading();
   }
 
   /** Resolves when the session is over in this process (its relay, if any, may go on). */
@@ -137,31 +142,24 @@ export class Session {
     this.#destroy();
   }
 
-  /** Events of a Socket that is no longer the connection's (parked, or replaced) are ignored. */
-  #attach(socket: net.Socket): void {
+  #onClose(error: string | undefined): void {
     const c = this.#c;
-    const mine = () => c.parked === undefined && c.socket === socket;
-    socket.on('error', (err) => {
-      if (!mine()) return;
-      c.socketError = err.message;
-      c.log.log('debug', 'client socket error', { error: err.message });
-    });
-    socket.on('close', () => {
-      if (!mine()) return;
-      // In preamble the client went away; during the transition the STARTTLS path records
-      // the end itself (detaching the descriptor closes this socket object too).
-      if (c.gate.phase === 'preamble')
-        c.log.end(this.#preambleOutcome(), c.socketError ?? 'client connection closed');
-      c.finish();
-      c.socketGone();
-    });
-    socket.on('data', (d: Buffer) => {
-      if (mine()) this.#onData(d);
-    });
-    socket.on('end', () => {
-      if (!mine()) return;
-      this.#run(this.#dialect.eof?.(Date.now()) ?? [{ type: 'close', reason: 'client closed' }]);
-    });
+    if (error !== undefined) {
+      c.socketError = error;
+      c.log.log('debug', 'client socket error', { error });
+    }
+    // In preamble the client went away; during the transition the STARTTLS path records the
+    // end itself (detaching the descriptor closes the stream too).
+    if (c.gate.phase === 'preamble')
+      c.log.end(this.#preambleOutcome(), c.socketError ?? 'client connection closed');
+    c.parked = false;
+    c.finish();
+    c.socketGone();
+  }
+
+  #onEnd(): void {
+    this.#wake();
+    this.#run(this.#dialect.eof?.(Date.now()) ?? [{ type: 'close', reason: 'client closed' }]);
   }
 
   /**
@@ -174,70 +172,28 @@ export class Session {
     const socket = c.socket;
     if (
       socket.destroyed ||
-      socket.readableLength > 0 ||
       socket.writableLength > 0 ||
       socket.readableEnded ||
       socket.writableEnded ||
-      socket.isPaused()
+      !socket.reading
     )
       return false;
-    let fd: OwnedFd;
-    let buffered: Buffer;
-    try {
-      ({ fd, buffered } = detachSocket(socket));
-    } catch (err) {
-      // No descriptor to spare (EMFILE): stay as we are.
-      c.log.log('debug', 'could not park an idle connection', { error: (err as Error).message });
-      return false;
-    }
-    const parked = { fd, watch: { close() {} } };
-    c.parked = parked;
-    c.socket = undefined;
+    c.parked = true;
     // The sweep keeps the deadlines now (deadlineAt, timerAt); #wake arms timers again.
     c.stopTimeouts();
     c.log.log('debug', 'idle: parked');
-    try {
-      parked.watch = watchReadable(fd.fd, (err) => {
-        if (err) c.socketError = err.message;
-        this.#wake();
-      });
-    } catch (err) {
-      // The Socket is gone already: carry on with a new one at once.
-      c.log.log('debug', 'could not watch a parked connection', { error: (err as Error).message });
-      this.#wake();
-    }
-    // Nothing was buffered (checked above); should bytes have slipped in, they are the client's.
-    if (buffered.length > 0) this.#onData(buffered);
     return true;
   }
 
-  /** A parked connection gets a Socket again (on its descriptor) and reads on. */
+  /** A parked connection gets its timers again. */
   #wake(): void {
     const c = this.#c;
-    const p = c.parked;
-    if (!p) return;
-    p.watch.close();
-    let socket: net.Socket;
-    try {
-      socket = wrapSocket(p.fd, { allowHalfOpen: true });
-    } catch (err) {
-      // wrapSocket closed the descriptor: the connection is over.
-      c.parked = undefined;
-      c.log.log('warn', 'could not resume a parked connection; closing', {
-        error: (err as Error).message,
-      });
-      c.log.end(this.#preambleOutcome(), 'internal failure: could not resume a parked connection');
-      c.finish();
-      return;
-    }
-    c.parked = undefined;
-    c.socket = socket;
-    this.#attach(socket);
+    if (!c.parked) return;
+    c.parked = false;
+    if (c.gate.phase !== 'preamble') return;
     this.#armDeadline();
     if (c.timerAt !== undefined) this.#armTimer();
     c.log.log('debug', 'resumed');
-    c.lastActive = Date.now();
-    if (c.gate.phase === 'preamble') socket.resume();
   }
 
   /** How a connection that ends in its preamble is counted. */
@@ -264,6 +220,7 @@ export class Session {
     // After the STARTTLS command nothing reaches the dialect (switchover.ts).
     const d = c.gate.read(chunk);
     if (d === undefined) return;
+    this.#wake();
     c.lastActive = Date.now();
     c.log.received += d.length;
     if (c.log.received > c.config.maxPreambleBytes) {
@@ -325,7 +282,7 @@ export class Session {
   /** Back in the preamble after a temporary failure at STARTTLS. */
   #resume(): void {
     this.#run(this.#guard(() => this.#dialect.tlsUnavailable(Date.now())));
-    if (this.#c.gate.phase === 'preamble') this.#c.socket.resume();
+    if (this.#c.gate.phase === 'preamble') this.#c.socket.startReading();
   }
 
   /** Write a last reply (if any), stop the timers, close; reading goes on (and drops everything)
@@ -356,7 +313,6 @@ export class Session {
     c.timer = undefined;
     c.timerAt = undefined;
     if (c.gate.phase !== 'preamble') return;
-    // The dialect may answer (a BYE before closing): on a Socket.
     this.#wake();
     if (c.gate.phase === 'preamble') this.#run(this.#guard(() => this.#dialect.timer(Date.now())));
   }
@@ -372,14 +328,8 @@ export class Session {
   #destroy(): void {
     const c = this.#c;
     c.gate.close();
-    const p = c.parked;
-    if (p) {
-      c.parked = undefined;
-      p.watch.close();
-      p.fd.close();
-    } else {
-      c.socket.destroy();
-    }
+    c.parked = false;
+    c.socket.destroy();
     c.finish();
   }
 }

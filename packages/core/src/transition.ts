@@ -1,8 +1,7 @@
 // The way from the preamble to the hand-off, performing switchover.ts's decisions: STARTTLS
 // (availability check, flush, detach, drop pending bytes, go-ahead, then the handshake or the
 // `crypt` delivery), the plaintext hand-off, and the temporary failures on the way.
-import type net from 'node:net';
-import { detachSocket, discardPending, socketFd, writeSync } from '@tlsproxy/fdpass';
+import { discardPending, writeSync } from '@tlsproxy/fdpass';
 import type { ConnectionState } from './connection.js';
 import type { PlaintextAction, StartTlsAction } from './dialect.js';
 import { deliver, handshake, replyOn } from './handoff.js';
@@ -14,20 +13,10 @@ export const MAX_DIALECT_STATE = 16 * 1024;
 /** Cap on bytes thrown away at the go-ahead (more than this is an attack; the rest goes to TLS and fails). */
 export const MAX_DISCARD = 1 << 20;
 
+const NOTHING = Buffer.alloc(0);
+
 /** Back in the preamble after a temporary failure: run the dialect's tlsUnavailable(). */
 export type Resume = () => void;
-
-export function pauseReading(socket: net.Socket): void {
-  socket.pause();
-  // pause() alone lets Node keep reading into its buffer; stop the handle, and tell Node so
-  // (`reading`), or a later resume() would never restart it.
-  const handle = (socket as unknown as { _handle?: { readStop?(): void; reading?: boolean } })
-    ._handle;
-  if (handle?.readStop) {
-    handle.readStop();
-    handle.reading = false;
-  }
-}
 
 /**
  * Any failure on the way to the hand-off (EMFILE from dup or socketpair, ENOMEM, a bug) ends
@@ -80,19 +69,18 @@ function fail(c: ConnectionState, err: unknown, unavailable: Uint8Array): void {
   c.finish();
 }
 
-/** Drop what the client sent while we were deciding (Node's buffer and the kernel's). */
-function drainPending(socket: net.Socket): number {
-  let n = 0;
-  for (let r = socket.read(); r !== null; r = socket.read()) n += (r as Buffer).length;
+/** Drop what the client sent while we were deciding (the stream reads nothing ahead: the kernel's). */
+function drainPending(c: ConnectionState): number {
   try {
-    n += discardPending(socketFd(socket), MAX_DISCARD);
-  } catch {}
-  return n;
+    return c.socket.discardPending(MAX_DISCARD);
+  } catch {
+    return 0;
+  }
 }
 
 /** Temporary failure before the go-ahead: the client hears so and the preamble goes on. */
 function unavailableNow(c: ConnectionState, a: StartTlsAction, resume: Resume): void {
-  const dropped = drainPending(c.socket);
+  const dropped = drainPending(c);
   c.log.discarded(dropped);
   const discarded = c.gate.resume(dropped);
   if (discarded > 0) c.log.m.injection(discarded);
@@ -110,7 +98,7 @@ function clientClosed(c: ConnectionState): void {
 
 async function startTlsSteps(c: ConnectionState, a: StartTlsAction, resume: Resume): Promise<void> {
   const { config, log, socket } = c;
-  pauseReading(socket);
+  socket.stopReading();
   // Time to the STARTTLS command; implicit TLS has none.
   if (a.goAhead.length > 0) log.m.starttls(log.seconds());
   log.log('info', a.goAhead.length > 0 ? 'STARTTLS' : 'starting TLS (implicit)', {
@@ -161,11 +149,12 @@ async function startTlsSteps(c: ConnectionState, a: StartTlsAction, resume: Resu
   // Earlier replies must be on the wire before the descriptor changes hands.
   await c.flushed();
   if (socket.destroyed) return clientClosed(c);
-  const { fd, buffered } = detachSocket(socket);
+  const fd = socket.detach();
   c.fd = fd;
   // With a go-ahead to send, everything pending predates it: pipelined plaintext. With none
-  // (implicit TLS) the client never waits, and what is pending is its ClientHello — but then
-  // reading stopped before the first read, so nothing sits in Node's buffer.
+  // (implicit TLS) the client never waits, and what is pending is its ClientHello. The stream
+  // reads nothing ahead, so only the kernel holds any.
+  const buffered = NOTHING;
   const plan = c.gate.goAhead(a.goAhead.length, buffered);
   let dropped = buffered.length;
   if (plan.discardKernel) {
@@ -203,7 +192,7 @@ async function startTlsSteps(c: ConnectionState, a: StartTlsAction, resume: Resu
 
 async function plaintextSteps(c: ConnectionState, a: PlaintextAction): Promise<void> {
   const { config, log, socket } = c;
-  pauseReading(socket);
+  socket.stopReading();
   c.clearTimers();
   let ok = false;
   try {
@@ -222,9 +211,10 @@ async function plaintextSteps(c: ConnectionState, a: PlaintextAction): Promise<v
     log.end('closed_in_preamble', 'client closed before the plaintext hand-off');
     return c.finish();
   }
-  const { fd, buffered } = detachSocket(socket);
-  // Here the pending bytes are the client's next commands: they belong to the backend.
-  const all = Buffer.concat([Buffer.from(a.buffered), buffered]);
+  const fd = socket.detach();
+  // Here the pending bytes are the client's next commands: they belong to the backend (what the
+  // dialect read of them, and what the kernel still holds).
+  const all = Buffer.from(a.buffered);
   c.fd = undefined;
   // The client is waiting for an answer to what it sent: on failure, the temporary failure.
   await deliver(c, fd, c.info({ handoff: 'plaintext', dialectState: a.state }), all, {

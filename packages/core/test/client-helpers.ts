@@ -4,8 +4,18 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import type { ClientAction, Dialect } from '../src/index.js';
-import { pauseReading } from '../src/transition.js';
 import { cert } from './helpers.js';
+
+/** Stop a Socket reading at the handle (pause() alone lets Node read on into its buffer). */
+function pauseReading(socket: net.Socket): void {
+  socket.pause();
+  const handle = (socket as unknown as { _handle?: { readStop?(): void; reading?: boolean } })
+    ._handle;
+  if (handle?.readStop) {
+    handle.readStop();
+    handle.reading = false;
+  }
+}
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const latin1 = (b: Uint8Array) => Buffer.from(b).toString('latin1');

@@ -118,7 +118,10 @@ describe('descriptor exhaustion', () => {
   }, 30_000);
 
   // Issue 14, finding 7: with the table full, a client's STARTTLS made detachSocket()'s
-  // F_DUPFD_CLOEXEC fail with EMFILE as an unhandled rejection, and the process exited.
+  // F_DUPFD_CLOEXEC fail with EMFILE as an unhandled rejection, and the process exited. Since
+  // connections are accepted as descriptors (accept.ts) the switch-over takes none (the
+  // duplicate is made at accept, where EMFILE drops only the new connection): each STARTTLS now
+  // gets its go-ahead or a temporary failure, and the process serves on either way.
   it('STARTTLS with no descriptor left: that client gets a temporary failure, the process serves on', async () => {
     const watch = watchProcess();
     const backend = await startBackend(['--quiet']);
@@ -168,7 +171,10 @@ describe('descriptor exhaustion', () => {
       const detail = `${JSON.stringify(answers)}\n${stderr.slice(-3000)}`;
       expect(proxy.exitCode, detail).toBeNull();
       expect(proxy.signalCode, detail).toBeNull();
-      expect(answers, detail).toContain('NO');
+      expect(
+        answers.filter((a) => a !== 'OK' && a !== 'NO'),
+        detail,
+      ).toEqual([]);
       expect(
         answers.filter((a) => a === 'hang'),
         detail,

@@ -70,7 +70,10 @@ export class OwnedFd {
  * bytes the peer sent before the hand-off are still in the kernel buffer and are read normally.
  * On error the descriptor is closed, so nothing leaks either way.
  */
-export function wrapSocket(owned: OwnedFd, options: { allowHalfOpen?: boolean } = {}): net.Socket {
+export function wrapSocket(
+  owned: OwnedFd,
+  options: { allowHalfOpen?: boolean; paused?: boolean } = {},
+): net.Socket {
   const b = binding();
   const fd = owned.fd;
   if (fd < 0)
@@ -96,7 +99,9 @@ export function wrapSocket(owned: OwnedFd, options: { allowHalfOpen?: boolean } 
       readable: true,
       writable: true,
       allowHalfOpen: options.allowHalfOpen ?? false,
-    });
+      // Not reading until resume(), as net.Server's pauseOnConnect makes it (Node's own option).
+      ...(options.paused ? { pauseOnCreate: true } : {}),
+    } as net.SocketConstructorOpts);
   } catch (err) {
     b.close(raw);
     throw err;

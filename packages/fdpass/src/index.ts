@@ -12,6 +12,7 @@ export {
   dup,
   listenSocket,
   peekPending,
+  setNoDelay,
   writeSync,
 } from './io.js';
 export type { FdpassLimit } from './limits.js';
@@ -58,6 +59,8 @@ export {
   validate,
 } from './messages.js';
 export type { PeerCred, SockInfo } from './native.js';
+export type { RawStreamEvents } from './stream.js';
+export { RawStream } from './stream.js';
 export type { ListenFd } from './systemd.js';
 export { listenFds } from './systemd.js';
 export type { ReadableWatch } from './watch.js';

@@ -20,6 +20,11 @@ export function writeSync(fd: number, bytes: Uint8Array): number {
   return binding().write(fd, Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes));
 }
 
+/** TCP_NODELAY on a TCP socket (as Node sets it on accepted ones); other sockets are left alone. */
+export function setNoDelay(fd: number): void {
+  binding().setNoDelay(fd);
+}
+
 /** A duplicate of `fd` (close-on-exec), owned by the caller. */
 export function dup(fd: number): OwnedFd {
   try {
