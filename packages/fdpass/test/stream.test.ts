@@ -2,6 +2,7 @@
 // (queued, in order, flushed), half-close both ways, detach, destroy — and every descriptor
 // closed exactly once (counted in /proc/self/fd).
 import net from 'node:net';
+import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { dup, OwnedFd, RawStream, type RawStreamEvents, socketFd } from '../src/index.js';
 import { fdCount } from './helpers.js';
@@ -176,6 +177,44 @@ describe('RawStream', () => {
     await new Promise((r) => setTimeout(r, 20));
     expect(closes).toBe(1);
   });
+
+  it('property: any writes, any end, a peer reading at any pace — every byte arrives, in order, then the FIN', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.integer({ min: 0, max: 300_000 }), { minLength: 1, maxLength: 8 }),
+        fc.boolean(),
+        fc.integer({ min: 0, max: 30 }),
+        async (sizes, withEnd, stallMs) => {
+          const p = await pair();
+          p.peer.pause();
+          const sent: Buffer[] = [];
+          let k = 0;
+          for (const n of sizes) {
+            const b = Buffer.alloc(n);
+            for (let i = 0; i < n; i += 997) b[i] = k++ & 0xff;
+            sent.push(b);
+            p.stream.write(b);
+          }
+          if (withEnd) p.stream.end(Buffer.from('!'));
+          const got: Buffer[] = [];
+          p.peer.on('data', (d: Buffer) => got.push(d));
+          await new Promise((r) => setTimeout(r, stallMs));
+          p.peer.resume();
+          const want = Buffer.concat([...sent, withEnd ? Buffer.from('!') : Buffer.alloc(0)]);
+          if (withEnd) await new Promise((r) => p.peer.once('end', r));
+          else {
+            await p.stream.flushed();
+            await until(() => got.reduce((n, b) => n + b.length, 0) >= want.length);
+          }
+          expect(Buffer.concat(got).equals(want)).toBe(true);
+          expect(p.stream.writableLength).toBe(0);
+          p.stream.destroy();
+          p.peer.destroy();
+        },
+      ),
+      { numRuns: 25 },
+    );
+  }, 60_000);
 
   it('closes each descriptor exactly once over many streams', async () => {
     const before = fdCount();
