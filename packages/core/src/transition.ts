@@ -13,8 +13,6 @@ export const MAX_DIALECT_STATE = 16 * 1024;
 /** Cap on bytes thrown away at the go-ahead (more than this is an attack; the rest goes to TLS and fails). */
 export const MAX_DISCARD = 1 << 20;
 
-const NOTHING = Buffer.alloc(0);
-
 /** Back in the preamble after a temporary failure: run the dialect's tlsUnavailable(). */
 export type Resume = () => void;
 
@@ -69,7 +67,7 @@ function fail(c: ConnectionState, err: unknown, unavailable: Uint8Array): void {
   c.finish();
 }
 
-/** Drop what the client sent while we were deciding (the stream reads nothing ahead: the kernel's). */
+/** Drop what the client sent while we were deciding (the stream's and the kernel's). */
 function drainPending(c: ConnectionState): number {
   try {
     return c.socket.discardPending(MAX_DISCARD);
@@ -149,12 +147,11 @@ async function startTlsSteps(c: ConnectionState, a: StartTlsAction, resume: Resu
   // Earlier replies must be on the wire before the descriptor changes hands.
   await c.flushed();
   if (socket.destroyed) return clientClosed(c);
-  const fd = socket.detach();
+  const { fd, buffered } = socket.detach();
   c.fd = fd;
   // With a go-ahead to send, everything pending predates it: pipelined plaintext. With none
-  // (implicit TLS) the client never waits, and what is pending is its ClientHello. The stream
-  // reads nothing ahead, so only the kernel holds any.
-  const buffered = NOTHING;
+  // (implicit TLS) the client never waits, and what is pending is its ClientHello — but then
+  // reading stopped before the first read, so the stream holds none of it.
   const plan = c.gate.goAhead(a.goAhead.length, buffered);
   let dropped = buffered.length;
   if (plan.discardKernel) {
@@ -211,10 +208,9 @@ async function plaintextSteps(c: ConnectionState, a: PlaintextAction): Promise<v
     log.end('closed_in_preamble', 'client closed before the plaintext hand-off');
     return c.finish();
   }
-  const fd = socket.detach();
-  // Here the pending bytes are the client's next commands: they belong to the backend (what the
-  // dialect read of them, and what the kernel still holds).
-  const all = Buffer.from(a.buffered);
+  const { fd, buffered } = socket.detach();
+  // Here the pending bytes are the client's next commands: they belong to the backend.
+  const all = Buffer.concat([Buffer.from(a.buffered), buffered]);
   c.fd = undefined;
   // The client is waiting for an answer to what it sent: on failure, the temporary failure.
   await deliver(c, fd, c.info({ handoff: 'plaintext', dialectState: a.state }), all, {

@@ -1,7 +1,8 @@
 // @tlsproxy/fdpass native part: the few syscalls Node has no public API for.
 //
 // sendmsg/recvmsg with SCM_RIGHTS on AF_UNIX SOCK_SEQPACKET (unix(7), cmsg(3)), socketpair(2),
-// SO_PEERCRED, and a uv_poll watcher so the JS side is driven by the event loop. Every failure
+// SO_PEERCRED, and a uv_poll watcher so the JS side is driven by the event loop. The stream set
+// that drives RawStreams (one epoll for all of them) is in streams.c. Every failure
 // becomes a JS Error with errno, code and syscall; nothing here may abort the process (node-pty's
 // lesson: argument checks throw, they never assert).
 
@@ -19,12 +20,14 @@
 #include <node_api.h>
 #include <uv.h>
 
+#include "fdpass.h"
+
 // SCM_MAX_FD in the kernel is 253; a message never carries more.
 #define FDPASS_MAX_FDS 253
 
 // An N-API call failed. It may have left a JS exception pending (then that one is reported);
 // otherwise throw our own. Callers release what they hold before calling this.
-static napi_value throw_napi(napi_env env, const char *what) {
+napi_value throw_napi(napi_env env, const char *what) {
   bool pending = false;
   if (napi_is_exception_pending(env, &pending) == napi_ok && pending) return NULL;
   char msg[160];
@@ -58,7 +61,7 @@ static napi_value throw_errno_msg(napi_env env, int err, const char *syscall, co
   return NULL;
 }
 
-static napi_value throw_errno(napi_env env, int err, const char *syscall) {
+napi_value throw_errno(napi_env env, int err, const char *syscall) {
   return throw_errno_msg(env, err, syscall, NULL);
 }
 
@@ -67,7 +70,7 @@ static napi_value throw_type(napi_env env, const char *msg) {
   return NULL;
 }
 
-static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
   size_t argc = want;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return -1;
   if (argc < want) {
@@ -77,7 +80,7 @@ static int get_args(napi_env env, napi_callback_info info, size_t want, napi_val
   return 0;
 }
 
-static int get_fd(napi_env env, napi_value v, int *fd) {
+int get_fd(napi_env env, napi_value v, int *fd) {
   int32_t x;
   if (napi_get_value_int32(env, v, &x) != napi_ok || x < 0) {
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "file descriptor must be a non-negative integer");
@@ -836,6 +839,7 @@ static napi_value init(napi_env env, napi_value exports) {
   EXPORT_FN("pollStart", js_poll_start);
   EXPORT_FN("pollRef", js_poll_ref);
   EXPORT_FN("pollClose", js_poll_close);
+  streams_init(env, exports);
   napi_value max;
   napi_create_int32(env, FDPASS_MAX_FDS, &max);
   napi_set_named_property(env, exports, "MAX_FDS", max);

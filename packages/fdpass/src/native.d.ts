@@ -20,6 +20,10 @@ export interface SockInfo {
   type: 'stream' | 'dgram' | 'seqpacket' | 'other';
 }
 
+export interface StreamSetHandle {
+  readonly __brand: 'StreamSetHandle';
+}
+
 export interface PollHandle {
   readonly __brand: 'PollHandle';
 }
@@ -49,6 +53,16 @@ export interface NativeBinding {
   shutdownWrite(fd: number): void;
   /** TCP_NODELAY on a TCP socket; other sockets are left as they are. */
   setNoDelay(fd: number): void;
+  /**
+   * The stream set (streams.c): one epoll for all RawStreams. callback(batch): a flat list of
+   * [token, events (1 read, 2 write, 4 error/hang-up), data (Buffer read — empty at EOF —, a
+   * negative errno, or null)] per ready stream.
+   */
+  streamsCreate(callback: (batch: Array<number | Buffer | null>) => void): StreamSetHandle;
+  /** events 0: remove fd; else ADD (`add`) or MOD with 1 read | 2 write. */
+  streamsCtl(set: StreamSetHandle, fd: number, token: number, events: number, add: boolean): void;
+  /** Whether the set keeps the event loop alive. */
+  streamsRef(set: StreamSetHandle, ref: boolean): void;
   /** callback(status, events): status < 0 is a libuv error; events: 1 readable, 2 writable */
   pollCreate(fd: number, callback: (status: number, events: number) => void): PollHandle;
   pollStart(handle: PollHandle, events: number): void;

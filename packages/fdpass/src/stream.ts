@@ -1,18 +1,60 @@
-// A connected stream socket driven straight from its descriptor: a uv_poll, recv() and send(),
-// nothing else. What a proxy needs for a short plaintext preamble — read, answer, close, or hand
-// the descriptor on — without a net.Socket's stream states, TCP wrap and event emitter, which
-// cost more than the preamble itself (docs/benchmarks.md). Writes that do not fit the kernel's
-// send buffer wait here, in order. Events come through one handler object, never re-entrantly:
-// data and end from the poll callback, close on the next tick (as a net.Socket's would).
+// A connected stream socket driven straight from its descriptor: recv() and send(), nothing
+// else. What a proxy needs for a short plaintext preamble — read, answer, close, or hand the
+// descriptor on — without a net.Socket's stream states, TCP wrap and event emitter, which cost
+// more than the preamble itself (docs/benchmarks.md). Writes that do not fit the kernel's send
+// buffer wait here, in order. Every stream waits in one epoll set (streams.c): two system calls
+// per stream to watch it, and the ready ones come as one batch per loop turn with their bytes
+// already read. Events come through one handler object, never re-entrantly: data and end from
+// the batch, close on the next tick (as a net.Socket's would).
+import { getSystemErrorName } from 'node:util';
 import { FdpassError } from './errors.js';
 import type { OwnedFd } from './fd.js';
 import { binding } from './loader.js';
-import type { PollHandle } from './native.js';
+import type { StreamSetHandle } from './native.js';
 
 const READABLE = 1;
 const WRITABLE = 2;
-/** Bytes taken per readable event: a net.Socket's read size. */
-const READ_MAX = 65536;
+const HANGUP = 4;
+
+/**
+ * The streams that have waited in the set, by token (the set reports tokens), until they are
+ * destroyed or detached — not only while they wait: a batch may carry bytes for a stream that an
+ * earlier handler in it stopped. How many wait now (the set holds the process while any does);
+ * the set itself, made on first use.
+ */
+const known = new Map<number, RawStream>();
+let waiting = 0;
+let set: StreamSetHandle | undefined;
+let nextToken = 1;
+
+function streamSet(): StreamSetHandle {
+  set ??= binding().streamsCreate(dispatch);
+  return set;
+}
+
+/** Set by RawStream's static block: hands one ready stream its event (private access). */
+let deliver: (s: RawStream, events: number, data: Buffer | number | null) => void;
+
+function dispatch(batch: Array<number | Buffer | null>): void {
+  for (let i = 0; i + 2 < batch.length; i += 3) {
+    const s = known.get(batch[i] as number);
+    // Gone since the batch was taken (destroyed by an earlier stream's handler): its bytes too.
+    if (s) deliver(s, batch[i + 1] as number, batch[i + 2] as Buffer | number | null);
+  }
+}
+
+/** A failed recv() in the set, as the binding's own errors read. */
+function errnoError(errno: number): FdpassError {
+  let name = `errno ${-errno}`;
+  try {
+    name = getSystemErrorName(errno);
+  } catch {}
+  const e = new FdpassError('TLSPROXY_ERR_FDPASS_SYSCALL', `recv failed: ${name}`);
+  e.errno = errno;
+  e.sysCode = name;
+  e.syscall = 'recv';
+  return e;
+}
 
 export interface RawStreamEvents {
   /** Bytes from the peer (only while reading). */
@@ -24,10 +66,15 @@ export interface RawStreamEvents {
 }
 
 export class RawStream {
+  static {
+    deliver = (s, events, data) => s.#ready(events, data);
+  }
+
   #fd: OwnedFd | undefined;
   readonly #events: RawStreamEvents;
-  #poll: PollHandle | undefined;
-  /** The mask the poll runs with now (READABLE | WRITABLE). */
+  /** Its key in the set (0: never waited). */
+  #token = 0;
+  /** What it waits for in the set now (READABLE | WRITABLE; 0: not in it). */
   #mask = 0;
   #reading = false;
   #eof = false;
@@ -37,6 +84,8 @@ export class RawStream {
   #destroyed = false;
   #queue: Buffer[] = [];
   #queued = 0;
+  /** Bytes the set read in the same batch as a stopReading(): kept for startReading() or detach(). */
+  #held: Buffer | undefined;
   #flushWaiters: Array<() => void> | undefined;
 
   /** Takes ownership of `fd` (a connected, non-blocking stream socket). Not reading yet. */
@@ -87,6 +136,11 @@ export class RawStream {
   startReading(): void {
     this.#reading = true;
     this.#update();
+    const held = this.#held;
+    if (held) {
+      this.#held = undefined;
+      queueMicrotask(() => this.#ready(READABLE, held));
+    }
   }
 
   /** Nothing more is read until startReading(): the bytes stay in the kernel. */
@@ -134,10 +188,12 @@ export class RawStream {
     });
   }
 
-  /** Read and drop up to `max` bytes pending in the kernel, without blocking; how many. */
+  /** Read and drop up to `max` bytes pending (in the kernel, or read but not yet given out); how many. */
   discardPending(max: number): number {
     if (this.#destroyed) return 0;
-    return binding().discard(this.fd, max);
+    const held = this.#held?.length ?? 0;
+    this.#held = undefined;
+    return held + binding().discard(this.fd, Math.max(0, max - held));
   }
 
   /** Close the descriptor; `close` follows on the next tick. Idempotent. */
@@ -153,26 +209,27 @@ export class RawStream {
 
   /**
    * The descriptor leaves the stream (reading stops, queued bytes are dropped — flush first):
-   * the caller owns it. The stream is over; `close` follows on the next tick.
+   * the caller owns it, and `buffered` — bytes read but never given out (read in the batch that
+   * stopped the reading; usually none). The stream is over; `close` follows on the next tick.
    */
-  detach(): OwnedFd {
+  detach(): { fd: OwnedFd; buffered: Buffer } {
     const fd = this.#fd;
     if (this.#destroyed || !fd)
       throw new FdpassError('TLSPROXY_ERR_FDPASS_CLOSED', 'stream already closed');
+    const buffered = this.#held ?? Buffer.alloc(0);
+    this.#held = undefined;
     this.#stop();
     this.#fd = undefined;
     this.#gone();
-    return fd;
+    return { fd, buffered };
   }
 
   #stop(): void {
     this.#destroyed = true;
     this.#queue = [];
     this.#queued = 0;
-    const p = this.#poll;
-    this.#poll = undefined;
-    this.#mask = 0;
-    if (p) binding().pollClose(p);
+    this.#watch(0);
+    if (this.#token !== 0) known.delete(this.#token);
   }
 
   #gone(error?: FdpassError): void {
@@ -195,42 +252,68 @@ export class RawStream {
     if (this.#eof) this.destroy();
   }
 
-  /** Poll for what is wanted now: reading (until EOF), writing (while bytes wait). */
+  /** Wait in the set for what is wanted now: reading (until EOF), writing (while bytes wait). */
   #update(): void {
     if (this.#destroyed) return;
     const mask = (this.#reading && !this.#eof ? READABLE : 0) | (this.#queued > 0 ? WRITABLE : 0);
-    if (mask === this.#mask) return;
-    const b = binding();
     try {
-      if (!this.#poll) {
-        if (mask === 0) return;
-        this.#poll = b.pollCreate(this.fd, (status, events) => this.#ready(status, events));
-      }
-      b.pollStart(this.#poll, mask);
-      this.#mask = mask;
+      this.#watch(mask);
     } catch (err) {
-      this.destroy(FdpassError.fromSystem(err, 'poll'));
+      this.destroy(FdpassError.fromSystem(err, 'epoll_ctl'));
     }
   }
 
-  #ready(status: number, events: number): void {
-    if (this.#destroyed) return;
-    if (status < 0) {
-      // libuv reports a socket error (POLLERR: a reset, say) as EBADF; recv() names it.
-      let error = new FdpassError(
-        'TLSPROXY_ERR_FDPASS_SYSCALL',
-        `poll failed (libuv status ${status})`,
-      );
-      try {
-        binding().read(this.fd, 1);
-      } catch (err) {
-        error = FdpassError.fromSystem(err, 'recv');
+  /** Into, out of, or changed in the set; the set holds the process while any stream waits. */
+  #watch(mask: number): void {
+    const was = this.#mask;
+    if (mask === was) return;
+    const b = binding();
+    const s = streamSet();
+    if (was === 0) {
+      if (this.#token === 0) {
+        // Tokens wrap after 2^31 streams; one still in use is skipped.
+        while (known.has(nextToken)) nextToken = nextToken >= 0x7fffffff ? 1 : nextToken + 1;
+        this.#token = nextToken;
+        nextToken = nextToken >= 0x7fffffff ? 1 : nextToken + 1;
+        known.set(this.#token, this);
       }
-      this.destroy(error);
+      b.streamsCtl(s, this.fd, this.#token, mask, true);
+      if (++waiting === 1) b.streamsRef(s, true);
+    } else if (mask === 0) {
+      // Before the descriptor is closed or passed on (the set must not report it again).
+      this.#mask = 0;
+      if (--waiting === 0) b.streamsRef(s, false);
+      try {
+        b.streamsCtl(s, this.fd, this.#token, 0, false);
+      } catch {}
+      return;
+    } else {
+      b.streamsCtl(s, this.fd, this.#token, mask, false);
+    }
+    this.#mask = mask;
+  }
+
+  #ready(events: number, data: Buffer | number | null): void {
+    if (this.#destroyed) return;
+    if (events & WRITABLE || (events & HANGUP && this.#queued > 0)) this.#flush();
+    if (this.#destroyed || data === null) return;
+    if (typeof data === 'number') {
+      this.destroy(errnoError(data));
       return;
     }
-    if (events & WRITABLE) this.#flush();
-    if (events & READABLE && this.reading) this.#read();
+    if (!this.reading) {
+      // Read in the same batch as a stopReading() (another stream's handler made it): keep it.
+      if (data.length > 0) this.#held = this.#held ? Buffer.concat([this.#held, data]) : data;
+      return;
+    }
+    if (data.length > 0) {
+      this.#events.data(data);
+      return;
+    }
+    this.#eof = true;
+    this.#update();
+    this.#events.end();
+    if (this.#shut) this.destroy();
   }
 
   #flush(): void {
@@ -256,24 +339,5 @@ export class RawStream {
     this.#flushWaiters = undefined;
     if (waiters) for (const w of waiters) w();
     if (this.#ending) this.#shutdown();
-  }
-
-  #read(): void {
-    let chunk: Buffer | null;
-    try {
-      chunk = binding().read(this.fd, READ_MAX);
-    } catch (err) {
-      this.destroy(FdpassError.fromSystem(err, 'recv'));
-      return;
-    }
-    if (chunk === null) return;
-    if (chunk.length > 0) {
-      this.#events.data(chunk);
-      return;
-    }
-    this.#eof = true;
-    this.#update();
-    this.#events.end();
-    if (this.#shut) this.destroy();
   }
 }

@@ -154,8 +154,9 @@ describe('RawStream', () => {
     p.stream.stopReading();
     p.peer.write('ClientHello');
     await new Promise((r) => setTimeout(r, 30));
-    const fd = p.stream.detach();
+    const { fd, buffered } = p.stream.detach();
     expect(fd).toBeInstanceOf(OwnedFd);
+    expect(buffered.length).toBe(0);
     expect(p.stream.fd).toBe(-1);
     expect(await p.closed).toBeUndefined();
     expect(() => p.stream.detach()).toThrow(/closed/);
@@ -216,13 +217,59 @@ describe('RawStream', () => {
     );
   }, 60_000);
 
+  it('bytes read in the batch that stopped a stream reading are kept, for startReading() or detach()', async () => {
+    for (const how of ['resume', 'detach'] as const) {
+      const pairs: Record<'a' | 'b', Pair | undefined> = { a: undefined, b: undefined };
+      let stopped: Pair | undefined;
+      // The first stream to get its bytes stops the other — whose bytes the set may have read
+      // in the same batch already.
+      const stopOther = (me: 'a' | 'b') => {
+        if (stopped) return;
+        stopped = pairs[me === 'a' ? 'b' : 'a'];
+        stopped?.stream.stopReading();
+      };
+      pairs.a = await pair({ data: () => stopOther('a') });
+      pairs.b = await pair({ data: () => stopOther('b') });
+      const { a, b } = pairs as Record<'a' | 'b', Pair>;
+      a.stream.startReading();
+      b.stream.startReading();
+      await new Promise((r) => setTimeout(r, 20));
+      a.peer.write('to a');
+      b.peer.write('to b');
+      // Both readable before the loop looks again: one batch.
+      const until = Date.now() + 30;
+      while (Date.now() < until) {}
+      await new Promise((r) => setTimeout(r, 30));
+      const late = stopped as Pair | undefined;
+      expect(late).toBeDefined();
+      if (!late) return;
+      expect(late.got).toEqual([]);
+      const text = late === a ? 'to a' : 'to b';
+      if (how === 'resume') {
+        late.stream.startReading();
+        await new Promise((r) => setTimeout(r, 20));
+        expect(Buffer.concat(late.got).toString()).toBe(text);
+      } else {
+        const { fd, buffered } = late.stream.detach();
+        // In the batch (held here) or still in the kernel: either way, not lost.
+        const rest = buffered.length > 0 ? '' : text;
+        expect(buffered.toString() + rest).toBe(text);
+        fd.close();
+      }
+      for (const p of [a, b]) {
+        p.stream.destroy();
+        p.peer.destroy();
+      }
+    }
+  });
+
   it('closes each descriptor exactly once over many streams', async () => {
     const before = fdCount();
     for (let i = 0; i < 20; i++) {
       const p = await pair();
       p.stream.startReading();
       if (i % 3 === 0) p.stream.destroy();
-      else if (i % 3 === 1) p.stream.detach().close();
+      else if (i % 3 === 1) p.stream.detach().fd.close();
       else {
         p.stream.end();
         p.peer.end();
