@@ -215,7 +215,7 @@ export async function idleMemory(systems, insts, P) {
             during = usage(all).rss;
             // Then what the same connections cost once held for a while: V8's memory reducer
             // hands back the heap the burst of accepts committed (young generation grown to its
-            // maximum, old-space pages of the Sockets parked connections gave up) some 8–10 s
+            // maximum, old-space pages of what the burst allocated) some 8–10 s
             // after allocation calms down. Same wait for every system; well inside the
             // preamble timeout (60 s), so the connections are all still there.
             await new Promise((r) => setTimeout(r, P.idleHoldMs));

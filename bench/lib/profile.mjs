@@ -9,7 +9,7 @@ import { benchDir, log, stop, usage, workDir } from './procs.mjs';
 import { startTlsproxy } from './systems.mjs';
 
 const PARTS = [
-  [/packages\/fdpass\//, 'fdpass (socketpair, descriptor hand-off to the backend)'],
+  [/packages\/fdpass\//, 'fdpass (preamble streams, descriptor hand-off to the backend)'],
   [/packages\/pool\//, 'TLS engine (@tlsproxy/pool: handshake set-up, relay)'],
   [/packages\/engine-native\//, 'native engine, JS side (submit, events, OwnedFd)'],
   [/packages\/backend\//, '@tlsproxy/backend'],

@@ -521,7 +521,7 @@ export function markdown(report, notes) {
     '',
     `## 4. Idle connections in the preamble (${P.idle} asked; after the greeting; RSS of proxy + backend process trees, measured first on fresh servers; tlsproxy's Node processes collect garbage before each reading)`,
     '',
-    `Two readings with the connections held: right after the burst of accepts (its high-water mark: V8's young generation grown to its maximum, the Sockets of the connections parked since still in committed pages) and ${Math.round(P.idleHoldMs / 1000)} s later, once V8's memory reducer has handed that back — what holding them costs, the figure the target judges. The C servers get the same wait.`,
+    `Two readings with the connections held: right after the burst of accepts (its high-water mark: V8's young generation grown to its maximum, the objects of the accepts still in committed pages) and ${Math.round(P.idleHoldMs / 1000)} s later, once V8's memory reducer has handed that back — what holding them costs, the figure the target judges. The C servers get the same wait.`,
     '',
     table(
       [
