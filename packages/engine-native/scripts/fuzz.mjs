@@ -9,7 +9,8 @@
 //   --rebuild    build build-asan/ even if it looks fresh
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { asanBuildFresh, asanEnv, buildAsan, here, vitestBin } from './sanitizer.mjs';
+import { vitestBin } from '../../../scripts/sanitizer.mjs';
+import { asan as san, here } from './asan.mjs';
 
 const argv = process.argv.slice(2);
 function flag(name) {
@@ -34,8 +35,8 @@ if (!Number.isFinite(seconds) || seconds <= 0 || !Number.isInteger(seed)) {
 
 let env = { ...process.env };
 if (asan) {
-  const addon = !argv.includes('--rebuild') && asanBuildFresh() ? undefined : buildAsan();
-  env = asanEnv(addon);
+  const addon = !argv.includes('--rebuild') && san.fresh() ? undefined : san.build();
+  env = san.env(addon);
 }
 env.TLSPROXY_FUZZ_SEED = String(seed);
 env.TLSPROXY_FUZZ_SECONDS = String(seconds);

@@ -1,15 +1,16 @@
 #!/usr/bin/env node
 // Build the addon with AddressSanitizer + UndefinedBehaviorSanitizer into build-asan/ (the normal
-// build/ is left alone) and run the engine's tests against it (see sanitizer.mjs).
+// build/ is left alone) and run the engine's tests against it (see ../../../scripts/sanitizer.mjs).
 // Usage: node scripts/test-asan.mjs [vitest args…]   Time-boxed by TLSPROXY_ASAN_TIMEOUT_S (600).
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { asanEnv, buildAsan, here, vitestBin } from './sanitizer.mjs';
+import { vitestBin } from '../../../scripts/sanitizer.mjs';
+import { asan as san, here } from './asan.mjs';
 
-const addon = buildAsan();
+const addon = san.build();
 const vitest = vitestBin(createRequire(import.meta.url));
 const timeoutS = Number(process.env.TLSPROXY_ASAN_TIMEOUT_S ?? 600);
-const env = asanEnv(addon);
+const env = san.env(addon);
 // This package's tests, then (without arguments) pool's engine suite against this engine.
 const runs = [['run', ...process.argv.slice(2)]];
 if (process.argv.length <= 2) runs.push(['run', '--config', 'vitest.pool.config.ts']);

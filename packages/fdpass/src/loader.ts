@@ -11,14 +11,25 @@ const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 let cached: NativeBinding | undefined;
 
 /**
- * Load the addon: a prebuild for this platform (prebuildify layout, found by node-gyp-build),
- * then a local source build. On failure the error lists every path tried (node-pty's lesson:
+ * Load the addon: TLSPROXY_FDPASS_ADDON (the sanitizer build), a prebuild for this platform
+ * (prebuildify layout, found by node-gyp-build), then a local source build. On failure the error lists every path tried (node-pty's lesson:
  * install problems dominate a native package's tracker, so say exactly what was looked for).
  */
 export function binding(): NativeBinding {
   if (cached) return cached;
   const tried: string[] = [];
   const errors: string[] = [];
+  // The sanitizer build (npm run test:asan), for this package's tests only.
+  const asan = process.env.TLSPROXY_FDPASS_ADDON;
+  if (asan) {
+    tried.push(asan);
+    try {
+      cached = require(asan) as NativeBinding;
+      return cached;
+    } catch (err) {
+      errors.push(`${asan}: ${(err as Error).message}`);
+    }
+  }
   try {
     const nodeGypBuild = require('node-gyp-build') as { path(dir: string): string };
     const p = nodeGypBuild.path(root);

@@ -1,4 +1,4 @@
-// Issue 14: every path in src/fdpass.c that can fail after a descriptor (or a uv handle) was
+// Issue 14: every path in src/fdpass.c (and streams.c) that can fail after a descriptor (or a uv handle) was
 // acquired must give it back. N-API calls do not fail on demand, so this builds the addon once
 // more with test/fixtures/fault-inject.h force-included (the named N-API calls then fail while
 // $FDPASS_FAULT names them) and runs each case in its own child: a crash is a failure too.
@@ -37,6 +37,7 @@ beforeAll(() => {
       '-include',
       fixture('fault-inject.h'),
       join(root, 'src/fdpass.c'),
+      join(root, 'src/streams.c'),
       '-o',
       addon,
     ],
@@ -65,6 +66,10 @@ const cases: Array<[string, string]> = [
   ['pollCreate', 'napi_async_init'],
   ['pollCreate', 'napi_create_object'],
   ['pollCreate', 'napi_wrap'],
+  ['streamsCreate', 'napi_create_reference'],
+  ['streamsCreate', 'napi_async_init'],
+  ['streamsCreate', 'napi_create_object'],
+  ['streamsCreate', 'napi_wrap'],
 ];
 
 describe.skipIf(!haveCompiler)('native error paths after a resource was acquired', () => {

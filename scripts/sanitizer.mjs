@@ -1,14 +1,10 @@
-// The ASan + UBSan build of the addon, shared by test-asan.mjs and fuzz.mjs: built into
-// build-asan/ (the normal build/ is left alone) with the sanitizer runtime preloaded into node,
-// which itself is not instrumented.
+// ASan + UBSan builds of the repository's native addons (engine-native, fdpass), shared by their
+// test:asan and fuzz scripts: built into the package's build-asan/ (its normal build/ is left
+// alone) and run with the sanitizer runtime preloaded into node, which itself is not
+// instrumented. Development only: not part of any package's tarball.
 import { spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-
-export const here = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const out = join(here, 'build-asan');
-export const asanAddon = join(out, 'build/Release/engine_native.node');
+import { dirname, join } from 'node:path';
 
 function lib(name) {
   const r = spawnSync(process.env.CC ?? 'cc', [`-print-file-name=${name}`], { encoding: 'utf8' });
@@ -20,23 +16,43 @@ function lib(name) {
   return p;
 }
 
-/** Whether build-asan/ holds an addon built from the current C sources. */
-export function asanBuildFresh() {
-  if (!existsSync(asanAddon)) return false;
-  const built = statSync(asanAddon).mtimeMs;
-  const inputs = [
-    join(here, 'binding.gyp'),
-    ...readdirSync(join(here, 'src/native')).map((f) => join(here, 'src/native', f)),
-  ];
-  return inputs.every((f) => statSync(f).mtimeMs <= built);
+/**
+ * One addon's sanitizer build. `here`: the package; `addon`: the .node file's name; `sources`:
+ * what binding.gyp compiles (files or folders under here, copied as they are); `envVar`: the
+ * variable the package's loader takes an addon path from.
+ */
+export function sanitizer({ here, addon, sources, envVar }) {
+  const out = join(here, 'build-asan');
+  const asanAddon = join(out, 'build/Release', addon);
+  const inputs = () =>
+    sources.flatMap((rel) => {
+      const p = join(here, rel);
+      return statSync(p).isDirectory() ? readdirSync(p).map((f) => join(p, f)) : [p];
+    });
+  return {
+    asanAddon,
+    /** Whether build-asan/ holds an addon built from the current C sources. */
+    fresh() {
+      if (!existsSync(asanAddon)) return false;
+      const built = statSync(asanAddon).mtimeMs;
+      return [join(here, 'binding.gyp'), ...inputs()].every((f) => statSync(f).mtimeMs <= built);
+    },
+    /** Build the sanitizer addon from scratch; exits the process if the build fails. */
+    build() {
+      return buildAsan(here, out, sources, asanAddon);
+    },
+    /** The environment that runs node with the sanitizer addon. */
+    env(path = asanAddon) {
+      return asanEnv(envVar, path);
+    },
+  };
 }
 
-/** Build the sanitizer addon from scratch; exits the process if the build fails. */
-export function buildAsan() {
+function buildAsan(here, out, sources, asanAddon) {
   rmSync(out, { recursive: true, force: true });
   mkdirSync(join(out, 'src'), { recursive: true });
   cpSync(join(here, 'binding.gyp'), join(out, 'binding.gyp'));
-  cpSync(join(here, 'src/native'), join(out, 'src/native'), { recursive: true });
+  for (const rel of sources) cpSync(join(here, rel), join(out, rel), { recursive: true });
   cpSync(join(here, 'scripts'), join(out, 'scripts'), { recursive: true });
   cpSync(join(here, 'package.json'), join(out, 'package.json'));
   const san = '-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer';
@@ -59,10 +75,10 @@ export function buildAsan() {
  * leak detection off (node's own allocations at exit would drown ours; descriptors and
  * mallocBytes() are counted by the tests instead).
  */
-export function asanEnv(addon = asanAddon) {
+function asanEnv(envVar, addon) {
   return {
     ...process.env,
-    TLSPROXY_ENGINE_NATIVE_ADDON: addon,
+    [envVar]: addon,
     LD_PRELOAD: [lib('libasan.so'), lib('libubsan.so')].join(':'),
     ASAN_OPTIONS: 'detect_leaks=0:abort_on_error=1:halt_on_error=1:allow_user_segv_handler=0',
     UBSAN_OPTIONS: 'halt_on_error=1:abort_on_error=1:print_stacktrace=1',
