@@ -5,7 +5,7 @@
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { vitestBin } from '../../../scripts/sanitizer.mjs';
-import { asan as san, here } from './asan.mjs';
+import { here, asan as san } from './asan.mjs';
 
 const addon = san.build();
 const vitest = vitestBin(createRequire(import.meta.url));
