@@ -614,35 +614,6 @@ static napi_value js_write(napi_env env, napi_callback_info info) {
   return int_result(env, (int64_t)off, "write result");
 }
 
-// read(fd, max) -> Buffer of what one recv() returned (at most max, 1..65536), an empty Buffer at
-// end of stream, or null when nothing is pending. For RawStream (stream.ts): preamble bytes read
-// straight from the descriptor, with no net.Socket in between.
-static napi_value js_read(napi_env env, napi_callback_info info) {
-  napi_value argv[2];
-  int fd;
-  if (get_args(env, info, 2, argv) != 0 || get_fd(env, argv[0], &fd) != 0) return NULL;
-  uint32_t max = 0;
-  napi_get_value_uint32(env, argv[1], &max);
-  if (max == 0 || max > 65536) {
-    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "max must be 1..65536");
-    return NULL;
-  }
-  char buf[65536];
-  ssize_t n;
-  do {
-    n = recv(fd, buf, max, MSG_DONTWAIT);
-  } while (n < 0 && errno == EINTR);
-  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-    napi_value null;
-    napi_get_null(env, &null);
-    return null;
-  }
-  if (n < 0) return throw_errno(env, errno, "recv");
-  napi_value out;
-  CHECK_NAPI(env, napi_create_buffer_copy(env, (size_t)n, buf, NULL, &out));
-  return out;
-}
-
 // shutdownWrite(fd): our side is done sending (FIN); a peer already gone is not an error.
 static napi_value js_shutdown_write(napi_env env, napi_callback_info info) {
   napi_value argv[1];
@@ -832,7 +803,6 @@ static napi_value init(napi_env env, napi_value exports) {
   EXPORT_FN("discard", js_discard);
   EXPORT_FN("peek", js_peek);
   EXPORT_FN("write", js_write);
-  EXPORT_FN("read", js_read);
   EXPORT_FN("shutdownWrite", js_shutdown_write);
   EXPORT_FN("setNoDelay", js_set_nodelay);
   EXPORT_FN("pollCreate", js_poll_create);

@@ -47,8 +47,6 @@ export interface NativeBinding {
   peek(fd: number, max: number): Buffer | null;
   /** Write without blocking; returns bytes written (short when the send buffer is full). */
   write(fd: number, data: Buffer): number;
-  /** One recv() of at most `max` (1..65536) bytes: empty Buffer at EOF, null when none pending. */
-  read(fd: number, max: number): Buffer | null;
   /** shutdown(SHUT_WR); ENOTCONN is not an error. */
   shutdownWrite(fd: number): void;
   /** TCP_NODELAY on a TCP socket; other sockets are left as they are. */
