@@ -11,6 +11,7 @@
 //                          NAME=ADDON[:THREADS][@CHECKOUT] ...
 //   ADDON   a .node file (copy packages/engine-native/build/Release/engine_native.node aside
 //           before rebuilding with the change), or `built` for the package's current build
+//           (its prebuild when it has no source build)
 //   THREADS engineThreads of that variant (default 1)
 //   CHECKOUT another built checkout of the repository whose bench/servers.mjs (and so whose
 //           packages) that variant runs: for changes on the JavaScript side (`git worktree add`,
@@ -20,7 +21,7 @@
 //          (change, npm run build in packages/engine-native)
 //          node bench/ab.mjs --control before=/tmp/before.node after=built
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { trial } from './lib/phases.mjs';
 import { killAll, loadgen, log, root, tree } from './lib/procs.mjs';
@@ -37,17 +38,33 @@ const { values: opt, positionals } = parseArgs({
   },
 });
 const rounds = Number(opt.rounds);
-const built = join(root, 'packages/engine-native/build/Release/engine_native.node');
+// The package's current build: its source build, else its prebuild (npm pack's prebuildify
+// leaves only that).
+const built =
+  [
+    join(root, 'packages/engine-native/build/Release/engine_native.node'),
+    join(
+      root,
+      `packages/engine-native/prebuilds/${process.platform}-${process.arch}/@tlsproxy+engine-native.node`,
+    ),
+  ].find((p) => existsSync(p)) ??
+  join(root, 'packages/engine-native/build/Release/engine_native.node');
 
 const variants = positionals.map((spec) => {
   const eq = spec.indexOf('=');
   if (eq < 1) throw new Error(`expected NAME=ADDON[:THREADS], got ${spec}`);
-  const [what, checkout] = spec.slice(eq + 1).split('@');
+  // `@CHECKOUT` is the part after the last '@' when it names a checkout: addon paths may hold
+  // an '@' themselves (prebuilds/linux-x64/@tlsproxy+engine-native.node).
+  const rest = spec.slice(eq + 1);
+  const at = rest.lastIndexOf('@');
+  const tail = at >= 0 ? rest.slice(at + 1) : '';
+  const isCheckout = tail !== '' && existsSync(join(tail, 'bench/servers.mjs'));
+  const what = isCheckout ? rest.slice(0, at) : rest;
+  const checkout = isCheckout ? tail : undefined;
   const [file, threads = '1'] = what.split(':');
-  const addon = file === 'built' ? built : file;
+  // Absolute: the variant's proxy resolves it from its own directory.
+  const addon = file === 'built' ? built : resolve(file);
   if (!existsSync(addon)) throw new Error(`${spec}: no such addon ${addon}`);
-  if (checkout !== undefined && !existsSync(join(checkout, 'bench/servers.mjs')))
-    throw new Error(`${spec}: no bench/servers.mjs in ${checkout}`);
   return { name: spec.slice(0, eq), addon, threads: Number(threads), checkout };
 });
 if (variants.length === 0) throw new Error('name at least one variant: NAME=ADDON[:THREADS]');
