@@ -341,10 +341,7 @@ export class TlsProxy {
         trust,
         inbound.timeoutMs ?? DEFAULT_PROXY_HEADER_TIMEOUT_MS,
       ).then(
-        (addresses) => {
-          if (fd.closed) return uncount();
-          begin(addresses ?? own);
-        },
+        (addresses) => begin(addresses ?? own),
         (err: Error) => {
           this.logger.log('warn', 'PROXY header refused; closing', {
             dialect: dialect.name,

@@ -652,13 +652,19 @@ static void poll_cb(uv_poll_t *h, int status, int events) {
   napi_env env = p->env;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-  napi_value cb, recv, argv[2], result;
+  napi_value cb, argv[2];
   napi_get_reference_value(env, p->callback, &cb);
-  napi_get_global(env, &recv);
   napi_create_int32(env, status, &argv[0]);
   napi_create_int32(env, events, &argv[1]);
-  // make_callback drains microtasks and reports exceptions as uncaught, like any I/O callback.
-  napi_make_callback(env, p->async, recv, cb, 2, argv, &result);
+  call_from_io(env, p->async, cb, 2, argv);
+  napi_close_handle_scope(env, scope);
+}
+
+void call_from_io(napi_env env, napi_async_context async, napi_value cb, size_t argc,
+                  const napi_value *argv) {
+  napi_value recv, result;
+  if (napi_get_global(env, &recv) != napi_ok) return;
+  napi_make_callback(env, async, recv, cb, argc, argv, &result);
   bool pending = false;
   napi_is_exception_pending(env, &pending);
   if (pending) {
@@ -666,7 +672,6 @@ static void poll_cb(uv_poll_t *h, int status, int events) {
     napi_get_and_clear_last_exception(env, &err);
     napi_fatal_exception(env, err);
   }
-  napi_close_handle_scope(env, scope);
 }
 
 // Frees whatever part of the watcher was set up (pollCreate may have failed half-way).
@@ -760,11 +765,15 @@ static napi_value js_poll_ref(napi_env env, napi_callback_info info) {
   if (get_args(env, info, 2, argv) != 0) return NULL;
   poller_t *p = unwrap_poller(env, argv[0]);
   if (!p) return NULL;
-  bool ref = true;
-  napi_get_value_bool(env, argv[1], &ref);
-  if (ref) uv_ref((uv_handle_t *)&p->handle);
-  else uv_unref((uv_handle_t *)&p->handle);
+  ref_handle(env, argv[1], (uv_handle_t *)&p->handle);
   return NULL;
+}
+
+void ref_handle(napi_env env, napi_value ref, uv_handle_t *h) {
+  bool on = true;
+  napi_get_value_bool(env, ref, &on);
+  if (on) uv_ref(h);
+  else uv_unref(h);
 }
 
 // pollClose(handle): stop watching. The fd itself is closed separately by its owner.

@@ -45,15 +45,11 @@ function dispatch(batch: Array<number | Buffer | null>): void {
 
 /** A failed recv() in the set, as the binding's own errors read. */
 function errnoError(errno: number): FdpassError {
-  let name = `errno ${-errno}`;
+  let code = `errno ${-errno}`;
   try {
-    name = getSystemErrorName(errno);
+    code = getSystemErrorName(errno);
   } catch {}
-  const e = new FdpassError('TLSPROXY_ERR_FDPASS_SYSCALL', `recv failed: ${name}`);
-  e.errno = errno;
-  e.sysCode = name;
-  e.syscall = 'recv';
-  return e;
+  return FdpassError.fromSystem({ message: `recv failed: ${code}`, errno, code, syscall: 'recv' });
 }
 
 export interface RawStreamEvents {
@@ -233,9 +229,7 @@ export class RawStream {
   }
 
   #gone(error?: FdpassError): void {
-    const waiters = this.#flushWaiters;
-    this.#flushWaiters = undefined;
-    if (waiters) for (const w of waiters) w();
+    this.#releaseFlushWaiters();
     process.nextTick(() => this.#events.close(error));
   }
 
@@ -335,9 +329,14 @@ export class RawStream {
       this.#queue.shift();
     }
     this.#update();
+    this.#releaseFlushWaiters();
+    if (this.#ending) this.#shutdown();
+  }
+
+  /** Whoever waits in flushed(): the queue is out, or the stream is gone. */
+  #releaseFlushWaiters(): void {
     const waiters = this.#flushWaiters;
     this.#flushWaiters = undefined;
     if (waiters) for (const w of waiters) w();
-    if (this.#ending) this.#shutdown();
   }
 }

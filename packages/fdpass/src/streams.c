@@ -93,23 +93,14 @@ static void set_cb(uv_poll_t *h, int status, int events) {
   napi_env env = s->env;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-  napi_value list, cb, recv, result;
+  napi_value list, cb;
   uint32_t at = 0;
   if (napi_create_array_with_length(env, (size_t)n * 3, &list) == napi_ok &&
-      napi_get_reference_value(env, s->callback, &cb) == napi_ok &&
-      napi_get_global(env, &recv) == napi_ok) {
+      napi_get_reference_value(env, s->callback, &cb) == napi_ok) {
     // On this thread's stack: a set per environment, and worker threads have their own.
     char read_buf[READ_MAX];
     for (int i = 0; i < n; i++) report(env, list, &at, &evs[i], read_buf);
-    // make_callback drains microtasks and reports exceptions as uncaught, like any I/O callback.
-    napi_make_callback(env, s->async, recv, cb, 1, &list, &result);
-    bool pending = false;
-    napi_is_exception_pending(env, &pending);
-    if (pending) {
-      napi_value err;
-      napi_get_and_clear_last_exception(env, &err);
-      napi_fatal_exception(env, err);
-    }
+    call_from_io(env, s->async, cb, 1, &list);
   }
   napi_close_handle_scope(env, scope);
 }
@@ -232,10 +223,7 @@ static napi_value js_streams_ref(napi_env env, napi_callback_info info) {
   if (get_args(env, info, 2, argv) != 0) return NULL;
   streamset_t *s = unwrap_set(env, argv[0]);
   if (!s) return NULL;
-  bool ref = false;
-  napi_get_value_bool(env, argv[1], &ref);
-  if (ref) uv_ref((uv_handle_t *)&s->handle);
-  else uv_unref((uv_handle_t *)&s->handle);
+  ref_handle(env, argv[1], (uv_handle_t *)&s->handle);
   return NULL;
 }
 
