@@ -47,6 +47,8 @@ export class ConnectionState {
   socket: RawStream;
   /** An idle preamble connection without its Timeouts (session.ts): the sweep keeps its deadlines. */
   parked = false;
+  /** Past MAX_PREAMBLE_OUTPUT of replies unread by the client: not reading it until they are out. */
+  outputStuck = false;
   /** When the client last sent something (ms, Date.now()): idle connections get parked. */
   lastActive = Date.now();
   readonly config: SessionConfig;

@@ -21,6 +21,7 @@ import {
 import { CLOSE_LINGER_MS, FLUSH_TIMEOUT_MS } from './connection.js';
 import { DEFAULT_PROXY_HEADER_TIMEOUT_MS } from './inbound-proxy.js';
 import { DEFAULT_MAX_V2_LENGTH, V1_MAX_LENGTH } from './proxy-protocol.js';
+import { MAX_PREAMBLE_OUTPUT } from './session.js';
 import { MAX_DIALECT_STATE, MAX_DISCARD } from './transition.js';
 
 export interface LimitDeclaration {
@@ -71,6 +72,18 @@ export const ENGINE_LIMITS: readonly LimitDeclaration[] = Object.freeze([
     where: 'listener key `maxPreambleBytes`',
     past: "Counted over every read in the preamble; the read that crosses the limit is not given to the dialect. Log `too many bytes before TLS, closing`; the dialect's own closing error first (its `overflow()`: IMAP `* BYE`, POP3 `-ERR`, SMTP `421`, LDAP Notice of Disconnection, XMPP `<policy-violation/>`, HTTP `413`/`400`), then close; outcome `preamble_too_large`.",
     source: 'tlsproxy choice',
+  },
+  {
+    title: 'Replies the client leaves unread',
+    name: 'MAX_PREAMBLE_OUTPUT',
+    default: MAX_PREAMBLE_OUTPUT,
+    unit: 'bytes',
+    phase: 'preamble',
+    note: '(64 KiB, past what the kernel holds)',
+    where: 'constant `MAX_PREAMBLE_OUTPUT` (`packages/core/src/session.ts`)',
+    past: "The dialect's replies waiting for a client that does not read them: past this, the client is not read (its commands stay in the kernel, unanswered) until the replies are out. Log `client not reading its replies: reading paused`. The preamble deadline and the dialect's idle timer go on; a closing reply that is never taken is dropped with the connection after 2 s.",
+    source:
+      "tlsproxy: like Dovecot's and Postfix's output buffers, which stop reading a client whose output is stuck",
   },
   {
     title: 'Concurrent connections',

@@ -24,6 +24,15 @@ export { MAX_DIALECT_STATE } from './transition.js';
  */
 export const PARK_AFTER_MS = 500;
 
+/**
+ * Replies queued for a client that does not read them: past this many bytes the session stops
+ * reading the client until they are out (the kernel's buffers are full by then). A dialect's
+ * replies are bounded by its own command limits, but a client that pipelines commands and never
+ * reads would otherwise make memory grow with what it sends; this bounds it for every dialect,
+ * third-party ones included, as Dovecot and Postfix stop reading a client whose output is stuck.
+ */
+export const MAX_PREAMBLE_OUTPUT = 64 * 1024;
+
 export interface SessionAddresses {
   address: string;
   port: number;
@@ -93,7 +102,33 @@ export class Session {
     this.#run(this.#guard(() => this.#dialect.start(Date.now())));
     // Start reading only if the dialect still wants plaintext: for implicit TLS the ClientHello
     // stays in the kernel for the engine.
-    if (c.gate.phase === 'preamble') socket.startReading();
+    this.#read();
+  }
+
+  /** Read the client while the preamble goes on and its replies are not stuck. */
+  #read(): void {
+    const c = this.#c;
+    if (c.gate.phase === 'preamble' && !c.outputStuck) c.socket.startReading();
+  }
+
+  /**
+   * After the dialect's replies: past MAX_PREAMBLE_OUTPUT queued, stop reading the client until
+   * they are out (see there). The preamble's deadline and the dialect's timers still run.
+   */
+  #checkOutput(): void {
+    const c = this.#c;
+    const queued = c.socket.writableLength;
+    if (c.outputStuck || c.gate.phase !== 'preamble' || queued <= MAX_PREAMBLE_OUTPUT) return;
+    c.outputStuck = true;
+    c.socket.stopReading();
+    c.log.log('info', 'client not reading its replies: reading paused', {
+      queued,
+      limit: MAX_PREAMBLE_OUTPUT,
+    });
+    void c.socket.flushed().then(() => {
+      c.outputStuck = false;
+      if (!c.socket.destroyed) this.#read();
+    });
   }
 
   /** Resolves when the session is over in this process (its relay, if any, may go on). */
@@ -277,12 +312,13 @@ export class Session {
           return;
       }
     }
+    this.#checkOutput();
   }
 
   /** Back in the preamble after a temporary failure at STARTTLS. */
   #resume(): void {
     this.#run(this.#guard(() => this.#dialect.tlsUnavailable(Date.now())));
-    if (this.#c.gate.phase === 'preamble') this.#c.socket.startReading();
+    this.#read();
   }
 
   /** Write a last reply (if any), stop the timers, close; reading goes on (and drops everything)

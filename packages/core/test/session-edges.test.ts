@@ -1,10 +1,13 @@
 // Issue 14: the pre-TLS byte cap answers with the dialect's own error before closing; the
 // "dialect state too large" path drops what the client pipelined after STARTTLS, as every other
-// temporary-failure path does, instead of interpreting it as the next command.
+// temporary-failure path does, instead of interpreting it as the next command. Replies a client
+// leaves unread do not pile up past MAX_PREAMBLE_OUTPUT: the client is not read meanwhile.
 import { spawn } from 'node:child_process';
+import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Action, Dialect } from '../src/index.js';
-import { LineClient, startProxy } from './helpers.js';
+import { MAX_PREAMBLE_OUTPUT } from '../src/session.js';
+import { LineClient, startProxy, until } from './helpers.js';
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = new TextDecoder();
@@ -50,6 +53,32 @@ function lineDialect(stateBytes: number, stallMs = 0): Dialect {
         overflow: () => enc('TOO MUCH\r\n'),
       };
     },
+  };
+}
+
+/** Answers every line with `replyBytes` (an amplifying dialect, as a careless plugin could be);
+ * `seen` counts the lines it was given. */
+function amplifier(replyBytes: number, seen: { lines: number }): Dialect {
+  const reply = new Uint8Array(replyBytes).fill(0x2e);
+  return {
+    name: 'amplifier',
+    defaultPorts: {},
+    options: {},
+    limits: {},
+    create: () => ({
+      start: () => [{ type: 'send', data: enc('HELLO\r\n') }],
+      receive(data) {
+        const out: Action[] = [];
+        for (const b of data)
+          if (b === 0x0a) {
+            seen.lines++;
+            out.push({ type: 'send', data: reply });
+          }
+        return out;
+      },
+      timer: () => [],
+      tlsUnavailable: () => [],
+    }),
   };
 }
 
@@ -105,4 +134,36 @@ describe('session edges', () => {
     expect(logger.lines.some((l) => l.includes('dialect state too large'))).toBe(true);
     expect(logger.lines.some((l) => l.includes('never interpreted'))).toBe(true);
   });
+
+  it('a client that never reads its replies is not read either once they pile up', async () => {
+    const seen = { lines: 0 };
+    const { proxy, port, logger } = await startProxy('unix:/nonexistent.sock', {
+      dialect: amplifier(1 << 20, seen),
+    });
+    stop = () => proxy.close();
+    const s = net.connect(port, '127.0.0.1');
+    s.on('error', () => {});
+    await new Promise((r) => s.once('connect', r));
+    // Never read: 1 MiB answers each line, the kernel's buffers fill after a few.
+    s.pause();
+    const lines = 60;
+    for (let i = 0; i < lines; i++) {
+      s.write('x\r\n');
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    await new Promise((r) => setTimeout(r, 200));
+    // Without the pause the proxy would hold ~60 MiB of replies and the dialect see every line.
+    expect(seen.lines).toBeLessThan(30);
+    expect(logger.lines.some((l) => l.includes('reading paused'))).toBe(true);
+    expect(MAX_PREAMBLE_OUTPUT).toBeLessThan(1 << 20);
+    // Reading again, the replies flow and the rest of the lines are answered: nothing is lost.
+    let got = 0;
+    s.on('data', (d: Buffer) => {
+      got += d.length;
+    });
+    s.resume();
+    await until(() => got >= 'HELLO\r\n'.length + lines * (1 << 20), 20_000, 'every reply');
+    expect(seen.lines).toBe(lines);
+    s.destroy();
+  }, 30_000);
 });
