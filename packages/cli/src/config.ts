@@ -59,6 +59,8 @@ export interface ConfigFile {
  * paths for `ca`, `cert`, `key`). */
 export interface ListenerTlsFile {
   clientCert?: 'none' | 'optional' | 'required';
+  /** Server role: hand off before the client's Finished (TLS 1.3, no client certificates). */
+  earlyHandoff?: boolean;
   alpn?: string[];
   handshakeTimeoutMs?: number;
   ca?: string;
@@ -71,7 +73,7 @@ export interface ListenerTlsFile {
 
 /** Keys of a listener's `tls` that only the client role takes, and those only the server role takes. */
 const CLIENT_TLS_KEYS = ['ca', 'serverName', 'cert', 'key', 'clientIdentity', 'minVersion'];
-const SERVER_TLS_KEYS = ['clientCert'];
+const SERVER_TLS_KEYS = ['clientCert', 'earlyHandoff'];
 /** Listener keys of one role only. */
 const CLIENT_ONLY_KEYS = ['connect', 'connectTimeoutMs'];
 const SERVER_ONLY_KEYS = ['backend', 'handoff', 'checkServerName', 'serverNames'];

@@ -45,6 +45,23 @@ metrics: { listen: 127.0.0.1:9464 }
     ).toEqual([]);
   });
 
+  it('tls.earlyHandoff: a server-role listener key, passed to the engine as written', () => {
+    const c = parseConfig(
+      `identities:
+  - { cert: ${certs}server.pem, key: ${certs}server.key }
+listeners:
+  - { dialect: imap, listen: 127.0.0.1:143, backend: unix:/x, tls: { earlyHandoff: false } }
+`,
+      'tlsproxy.yaml',
+    );
+    expect(c.listeners[0]?.tls).toEqual({ earlyHandoff: false });
+    expect(
+      problems(`listeners:
+  - { dialect: imap, listen: 127.0.0.1:143, backend: unix:/x, tls: { earlyHandoff: maybe } }
+`).some((l) => l.includes('tls.earlyHandoff')),
+    ).toBe(true);
+  });
+
   it('names file, line and key for every problem', () => {
     const p = problems(`listeners:
   - dialect: imap

@@ -93,8 +93,14 @@ class SessionEnd {
     this.#backend = backend;
   }
 
-  readonly onEnd = (): void => {
+  readonly onEnd = (failure?: Error): void => {
     this.ended = true;
+    // Handed off early, the handshake failed at its last step (the client's Finished): the
+    // backend's end was closed with nothing on it. Said here, as "TLS handshake failed" is.
+    if (failure)
+      this.#c.log.log('info', 'TLS handshake failed after the hand-off', {
+        error: failure.message,
+      });
     if (this.controlKey !== undefined) this.#backend.forget?.(this.controlKey);
     // The relay is over: the connection's places in the limits are free.
     this.#c.relayEnded();

@@ -172,7 +172,9 @@ export class TlsProxy {
       backend,
       pool: this.pool,
       handoff: config.handoff ?? 'plain',
-      tls: config.tls ?? {},
+      // Early hand-off (TLS 1.3 without client certificates): the backend takes the connection
+      // while the client finishes its handshake — off with `tls: { earlyHandoff: false }`.
+      tls: { earlyHandoff: true, ...(config.tls ?? {}) },
       checkServerName: config.checkServerName ?? false,
       ...(config.idleTimeoutMs ? { idleTimeoutMs: config.idleTimeoutMs } : {}),
       preambleTimeoutMs: config.preambleTimeoutMs ?? LISTENER_DEFAULTS.preambleTimeoutMs,

@@ -416,6 +416,8 @@ interface TlsCase {
   controls: ControlCall[];
   viaSocket: boolean;
   onBytes: boolean;
+  /** earlyHandoff: resolved before the client's Finished (TLS 1.3, no client certificate) */
+  early: boolean;
   /** how long the session lives after the client's operations, before the teardown */
   holdMs: number;
 }
@@ -533,6 +535,7 @@ function caseArb(hellos: Buffer[]): fc.Arbitrary<Case> {
       { freq: 2 },
     ),
     clientCert: fc.constantFrom<'none' | 'client' | 'rogue'>('none', 'client', 'client', 'rogue'),
+    early: fc.boolean(),
     policy: fc.constantFrom<'none' | 'optional' | 'required'>(
       'none',
       'none',
@@ -698,6 +701,7 @@ async function runBytes(w: World, c: BytesCase): Promise<void> {
     handshakeTimeoutMs: HS_SHORT,
     checkServerName: sniCheck(c.sni, HS_SHORT * 2),
     idleTimeoutMs: IDLE_MS,
+    earlyHandoff: true, // garbage never gets that far
   });
   const step = Math.ceil(c.payload.length / c.chunks) || 1;
   for (let i = 0; i < c.payload.length && !client.destroyed; i += step) {
@@ -757,6 +761,7 @@ async function runTls(w: World, c: TlsCase): Promise<void> {
     handshakeTimeoutMs: hsMs,
     idleTimeoutMs: IDLE_MS,
     clientCert: c.policy,
+    earlyHandoff: c.early,
     checkServerName: sniCheck(c.sni, hsMs * 2),
     onEnd: () => {
       ended++;
@@ -1283,6 +1288,7 @@ describe(`native engine fuzz (seed ${SEED}, ${SECONDS} s)`, () => {
       controls: [],
       viaSocket: false,
       onBytes: false,
+      early: false,
       holdMs: 20,
     });
     // The generator's own check: a ClientHello rebuilt around a well-formed server_name reaches

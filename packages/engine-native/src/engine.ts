@@ -77,7 +77,7 @@ type Session = {
   key: Buffer;
   lookup: string;
   handle: SessionHandle;
-  onEnd: (() => void) | undefined;
+  onEnd: ((failure?: Error) => void) | undefined;
   onBytes: HandshakeRequest['onBytes'];
 } & ({ role: 'server'; info: NegotiatedInfo } | { role: 'client'; info: ConnectInfo });
 
@@ -389,6 +389,7 @@ export class NativeTlsEngine implements TlsEngineApi {
         timeoutOf(request.idleTimeoutMs ?? this.#options.idleTimeoutMs ?? 0, 'idleTimeoutMs', 0),
         typeof request.checkServerName === 'function',
         typeof request.onBytes === 'function',
+        request.earlyHandoff === true,
       );
     } catch (err) {
       owned.close();
@@ -705,7 +706,10 @@ export class NativeTlsEngine implements TlsEngineApi {
         // at the end), not per record: a JS call per record is what this engine exists to avoid.
         if (e.bytesIn > 0) s.onBytes?.('in', e.bytesIn);
         if (e.bytesOut > 0) s.onBytes?.('out', e.bytesOut);
-        if (e.type === 'ended') s.onEnd?.();
+        if (e.type !== 'ended') return;
+        // Handed off early (earlyHandoff), the handshake failed at the client's Finished.
+        if (e.failure) s.onEnd?.(new PoolError('TLSPROXY_ERR_POOL_HANDSHAKE', e.failure));
+        else s.onEnd?.();
         return;
       }
       case 'renegotiated': {

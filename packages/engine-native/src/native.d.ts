@@ -63,7 +63,15 @@ export type NativeEvent =
       reason: string | null;
     }
   | { type: 'sni'; id: number; name: string }
-  | { type: 'ended'; id: number; bytesIn: number; bytesOut: number; reason: string | null }
+  | {
+      type: 'ended';
+      id: number;
+      bytesIn: number;
+      bytesOut: number;
+      reason: string | null;
+      /** Handed off early, the handshake then failed: why. */
+      failure?: string | null;
+    }
   /** bytes relayed since the last report: at once after a quiet time, then at most every 500 ms */
   | { type: 'bytes'; id: number; bytesIn: number; bytesOut: number; reason: null }
   | {
@@ -105,6 +113,8 @@ export interface NativeBinding {
     checkServerName: boolean,
     /** report byte counts while the session lives ('bytes' events), for onBytes */
     wantBytes: boolean,
+    /** HandshakeRequest.earlyHandoff: 'established' once the server's TLS 1.3 flight is out */
+    early?: boolean,
   ): SessionHandle | null;
   clientContextCreate(options: ClientContextOptions): ClientContextHandle;
   /** The client role: null when the engine is busy (the caller still owns fd); otherwise C's. */

@@ -58,6 +58,16 @@ export interface HandshakeRequest {
   /** For log lines. */
   connectionId?: string;
   /**
+   * Resolve as soon as the server's side of a TLS 1.3 handshake is done (its Finished sent) when
+   * no client certificate is asked for, instead of after the client's Finished: what was
+   * negotiated can no longer change by then, and the backend takes the connection while the
+   * client finishes. Nothing is relayed before the handshake completes; if it then fails (a bad
+   * or missing client Finished, the deadline), the plaintext end is closed with nothing on it
+   * and `onEnd` is called. A hint: an engine may resolve at the end of the handshake anyway
+   * (the node:tls engine and the tlspool daemon do; so does every TLS 1.2 handshake).
+   */
+  earlyHandoff?: boolean;
+  /**
    * Called with the size of each chunk of application data relayed after the handshake: 'in' is
    * client to backend (decrypted), 'out' backend to client (before encryption). Embedded engine
    * only: a function does not cross the tlspool daemon's socket, so a daemon never calls it.
@@ -69,8 +79,10 @@ export interface HandshakeRequest {
    * the tlspool daemon sends 'session-end' to the channel the handshake came on, and
    * RemoteTlsEngine calls this for it — and for every session of a channel to the daemon that
    * is lost (their end can no longer be reported). It may come before handshake() resolves.
+   * With `failure`: the session was handed out early (`earlyHandoff`) and its handshake then
+   * failed — a client that refused our certificate, a bad Finished, the deadline.
    */
-  onEnd?: () => void;
+  onEnd?: (failure?: Error) => void;
 }
 
 export interface NegotiatedInfo {

@@ -205,6 +205,8 @@ static void call_js(napi_env env, napi_value cb, void *context, void *data) {
       set(env, o, "bytesIn", num(env, (double)e->bytes_in));
       set(env, o, "bytesOut", num(env, (double)e->bytes_out));
       set(env, o, "reason", str(env, e->code));
+      // EV_ENDED of a session handed off early whose handshake then failed: why (else null).
+      set(env, o, "failure", str(env, e->type == EV_ENDED ? e->text : NULL));
       break;
     case EV_RENEGOTIATED: {
       set(env, o, "req", num(env, e->req));
@@ -466,7 +468,7 @@ static conn *get_conn(napi_env env, engine_box *b, napi_value v) {
 }
 
 // submit(engine, store, fd, id, policy, alpnWire|null, handshakeTimeoutMs, idleTimeoutMs,
-//        checkSni, wantBytes) → handle, or null when the engine is busy (the caller keeps the fd).
+//        checkSni, wantBytes[, early]) → handle, or null when the engine is busy (the caller keeps the fd).
 // ---- shared by submit (server side) and connect (client side) ----
 
 /** An ALPN list from JS (a Buffer, or null/undefined for none) into alpn/len; false: thrown. The
@@ -532,8 +534,14 @@ static napi_value hand_to_loop(napi_env env, engine_box *b, conn *c) {
 }
 
 static napi_value js_submit(napi_env env, napi_callback_info info) {
-  napi_value argv[10];
-  if (args(env, info, 10, argv)) return NULL;
+  // Ten arguments, and an eleventh (early) that may be left out.
+  napi_value argv[11];
+  size_t argc = 11;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 10) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "missing arguments");
+    return NULL;
+  }
   engine_box *b = get_engine(env, argv[0]);
   if (!b) return NULL;
   void *sp = external_of(env, argv[1], MAGIC_STORE);
@@ -553,8 +561,10 @@ static napi_value js_submit(napi_env env, napi_callback_info info) {
   napi_get_value_bool(env, argv[8], &check);
   bool want_bytes = false;
   napi_get_value_bool(env, argv[9], &want_bytes);
+  bool early = false;
+  if (argc > 10) napi_get_value_bool(env, argv[10], &early);
   conn *c = conn_new(sp, fd, id, (enum cert_policy)policy, alpn, (unsigned)alpn_len, check,
-                     (uint64_t)hs, (uint64_t)idle, want_bytes);
+                     (uint64_t)hs, (uint64_t)idle, want_bytes, early);
   if (!c) {
     napi_throw_error(env, "TLSPROXY_ERR_NATIVE_SSL", "could not create the TLS session");
     return NULL;

@@ -126,6 +126,9 @@ typedef struct conn {
   unsigned char *alpn; // wire format (RFC 7301 §3.1), server preference order
   unsigned alpn_len;
   int check_sni;
+  // Hand off early (TLS 1.3, no client certificate asked for): EV_ESTABLISHED goes to JS once
+  // the server's flight with its Finished is out, while the client finishes (see early_ready()).
+  int early;
   uint64_t hs_deadline, idle_ms, last_active;
   uint64_t hs_timeout_ms;
 
@@ -138,6 +141,7 @@ typedef struct conn {
   long name_err; // client role: a host name mismatch held back (see conn_verify_cb)
   const char *fail_code;
   const char *fail_reason; // with TLSPROXY_ERR_POOL_VERIFY: pool's VerifyReason
+  int early_sent; // EV_ESTABLISHED is out before the client's Finished: JS holds a session
 
   // Relay.
   relay_buf c2b, b2c;
@@ -249,7 +253,7 @@ void ev_batch_free(ev_batch *b);
 
 conn *conn_new(idstore *store, int fd, double jsid, enum cert_policy policy,
                const unsigned char *alpn, unsigned alpn_len, int check_sni,
-               uint64_t hs_timeout_ms, uint64_t idle_ms, int want_bytes);
+               uint64_t hs_timeout_ms, uint64_t idle_ms, int want_bytes, int early);
 // The client role: a TLS client on fd verifying the server as `name` (a DNS name without a
 // trailing dot, SNI sent, or an IP address, no SNI).
 conn *conn_new_client(SSL_CTX *ctx, int fd, double jsid, const unsigned char *alpn,
