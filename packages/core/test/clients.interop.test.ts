@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import type { HandoffInfo } from '@tlsproxy/backend';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TlsProxy } from '../src/index.js';
-import { type Events, engineName, startBackend, startProxy } from './helpers.js';
+import { type Events, engineName, sleep, startBackend, startProxy } from './helpers.js';
 
 const certs = fileURLToPath(new URL('../../../fixtures/certs/', import.meta.url));
 const has = (bin: string) => {
@@ -85,16 +85,34 @@ describe.skipIf(!CURL)(`curl imap:// --ssl-reqd (${engineName} engine)`, () => {
     expect(info.tls!.version).toMatch(/^TLSv1\.[23]$/);
   }, 30_000);
 
-  it('a CA that did not sign the certificate: curl refuses, nothing reaches the backend', async () => {
-    const before = backend.events.all.filter((e) => e.event === 'connection').length;
-    const { code } = await run([
-      'curl',
-      ...['--silent', '--ssl-reqd', '--cacert', join(certs, 'rogue.pem')],
-      ...['--resolve', `imap.example.test:${port}:127.0.0.1`, '-X', 'CAPABILITY'],
-      `imap://imap.example.test:${port}/`,
-    ]);
-    expect(code).not.toBe(0);
-    expect(backend.events.all.filter((e) => e.event === 'connection').length).toBe(before);
+  it('a CA that did not sign the certificate: curl refuses, nothing it sends reaches the backend', async () => {
+    const refuse = (p: number) =>
+      run([
+        'curl',
+        ...['--silent', '--ssl-reqd', '--cacert', join(certs, 'rogue.pem')],
+        ...['--resolve', `imap.example.test:${p}:127.0.0.1`, '-X', 'CAPABILITY'],
+        `imap://imap.example.test:${p}/`,
+      ]);
+    const count = (what: string) => backend.events.all.filter((e) => e.event === what).length;
+    // The default (early hand-off, native engine): the backend may have taken the connection
+    // before curl refused our certificate; it ends with nothing on it.
+    let before = count('connection');
+    const commands = count('command');
+    expect((await refuse(port)).code).not.toBe(0);
+    await sleep(300);
+    expect(count('command')).toBe(commands);
+    // (Each connection event is handed out once, in order: take this one's, if any.)
+    for (let n = count('connection') - before; n > 0; n--) await nextConnection(backend.events);
+    // earlyHandoff: false — hand-off at the end of the handshake only: nothing at all.
+    const strict = await startProxy(`unix:${backend.path}`, { tls: { earlyHandoff: false } });
+    try {
+      before = count('connection');
+      expect((await refuse(strict.port)).code).not.toBe(0);
+      await sleep(300);
+      expect(count('connection')).toBe(before);
+    } finally {
+      await strict.proxy.close();
+    }
   }, 30_000);
 });
 
