@@ -415,7 +415,7 @@ export const POOL_LIMITS: readonly LimitDeclaration[] = Object.freeze([
     phase: 'handshake',
     where:
       'engine option `handshakeTimeoutMs`; YAML `tls.handshakeTimeoutMs` (embedded engine) or per listener `listeners[].tls.handshakeTimeoutMs` (also sent to a tlspool daemon); `tlspool` has no flag for its own default (`engine.ts`)',
-    past: '`TLSPROXY_ERR_POOL_TIMEOUT` `TLS handshake not done within … ms`: the TCP connection is destroyed, no TLS alert; log `TLS handshake failed`, outcome `tls_failed`.',
+    past: "`TLSPROXY_ERR_POOL_TIMEOUT` `TLS handshake not done within … ms`: the TCP connection is destroyed, no TLS alert; log `TLS handshake failed`, outcome `tls_failed`. Handed off early (native engine, TLS 1.3, no client certificates: `tls.earlyHandoff`), a client that stalls after our Finished: the backend's end closes empty, log `TLS handshake failed after the hand-off`.",
     source:
       '`engine.ts`: shorter than nginx\'s `ssl_handshake_timeout` and stunnel\'s (60 s each) — "a proxy in front of many idle clients wants it shorter"',
   },
