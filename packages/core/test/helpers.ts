@@ -260,3 +260,15 @@ export async function parkedClient(
   await parked(logger, n);
   return c;
 }
+
+/** An IMAP client through STARTTLS, the handshake and one NOOP answered by the backend. */
+export async function imapRelayed(port: number, options: tls.ConnectionOptions = {}) {
+  const c = new LineClient(port);
+  await c.until(/^\* OK/);
+  c.write('a STARTTLS\r\n');
+  await c.until(/^a OK/);
+  const t = await c.startTls(options);
+  t.socket.write('b NOOP\r\n');
+  await t.until(/b OK/);
+  return t;
+}

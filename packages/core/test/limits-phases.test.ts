@@ -8,7 +8,15 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeProxyV1 } from '../src/proxy-protocol.js';
-import { cert, type Events, LineClient, sleep, startBackend, startProxy } from './helpers.js';
+import {
+  cert,
+  type Events,
+  imapRelayed,
+  LineClient,
+  sleep,
+  startBackend,
+  startProxy,
+} from './helpers.js';
 
 let backend: { child: ChildProcess; path: string; events: Events };
 beforeAll(async () => {
@@ -33,17 +41,6 @@ function closedWithin(socket: net.Socket, ms: number): Promise<{ closed: boolean
       resolve({ closed: true, data });
     });
   });
-}
-
-async function imapRelayed(port: number) {
-  const c = new LineClient(port);
-  await c.until(/^\* OK/);
-  c.write('a STARTTLS\r\n');
-  await c.until(/^a OK/);
-  const t = await c.startTls();
-  t.socket.write('b NOOP\r\n');
-  await t.until(/b OK/);
-  return t;
 }
 
 describe('limits in every phase', () => {
