@@ -48,7 +48,12 @@ export async function handshake(c: ConnectionState, fd: OwnedFd, info: HandoffIn
     log.end('tls_failed', (err as Error).message);
     return c.finish();
   }
-  c.releaseHandshake();
+  // Handed out early, the handshake is not over yet: it keeps its place under maxHandshakes
+  // until the client's Finished (or the failure), so the cap holds to the handshake's end.
+  if (result.completed) {
+    const release = () => c.releaseHandshake();
+    result.completed.then(release, release);
+  } else c.releaseHandshake();
   const ms = performance.now() - t0;
   log.m.handshake('ok', ms / 1000);
   const { version, cipher, alpn, serverName, clientIdentity } = result.info;

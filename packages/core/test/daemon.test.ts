@@ -7,7 +7,7 @@ import { listen } from '@tlsproxy/backend';
 import { RemoteTlsEngine } from '@tlsproxy/pool';
 import { describe, expect, it } from 'vitest';
 import { TlsProxy } from '../src/index.js';
-import { engineName, LineClient, quietLogger, sleep, tmpSock } from './helpers.js';
+import { cert, engineName, LineClient, quietLogger, sleep, tmpSock } from './helpers.js';
 
 const bin = fileURLToPath(new URL('../../pool/bin/tlspool.js', import.meta.url));
 const certs = fileURLToPath(new URL('../../../fixtures/certs/', import.meta.url));
@@ -141,6 +141,59 @@ describe('tlspool daemon', () => {
           await expect(c.startTls({ servername: name })).rejects.toThrow(/unrecognized name/i);
         }
       }
+    } finally {
+      await proxy.close();
+      await backend.close();
+      daemon.kill();
+    }
+  }, 30_000);
+
+  it('early hand-off through the daemon: a late handshake failure reaches the proxy’s log with its reason', async () => {
+    const poolPath = tmpSock('pool');
+    const backendPath = tmpSock('backend');
+    const daemon = await startDaemon(poolPath);
+    const backend = await listen({ path: backendPath });
+    const logger = quietLogger();
+    const proxy = new TlsProxy({ pool: { socket: poolPath }, logger });
+    try {
+      const l = await proxy.listen({
+        dialect: 'imap',
+        listen: '127.0.0.1:0',
+        backend: `unix:${backendPath}`,
+      });
+      const port = (l.server.address() as { port: number }).port;
+      // The backend takes what comes (with the native engine the refusing client's connection
+      // may come) and reads it to its end.
+      const got: string[] = [];
+      void (async () => {
+        for (;;) {
+          const a = await backend.accept().catch(() => undefined);
+          if (!a) return;
+          a.socket.on('data', (d) => got.push(String(d)));
+          a.socket.on('error', () => {});
+        }
+      })();
+      const c = new LineClient(port);
+      await c.until(/^\* OK/);
+      c.write('a STARTTLS\r\n');
+      await c.until(/^a OK/);
+      // A client that does not trust our certificate: it gives up at its last handshake step
+      // (node:tls closes without a Finished; the engine reads an EOF, the reason it reports).
+      await expect(
+        c.startTls({ servername: 'imap.example.test', ca: cert('rogue.pem') }),
+      ).rejects.toThrow();
+      c.socket.destroy();
+      for (let i = 0; i < 40 && !logger.lines.some((x) => /TLS handshake failed/.test(x)); i++)
+        await sleep(50);
+      expect(logger.lines.some((x) => /TLS handshake failed/.test(x))).toBe(true);
+      if (engineName === 'native')
+        expect(
+          logger.lines.some(
+            (x) =>
+              x.includes('TLS handshake failed after the hand-off') && x.includes('SSL routines'),
+          ),
+        ).toBe(true);
+      expect(got).toEqual([]);
     } finally {
       await proxy.close();
       await backend.close();

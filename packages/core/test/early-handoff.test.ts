@@ -5,6 +5,7 @@
 // never reaches the backend at all (as with the node:tls engine, which always hands off at the
 // end of the handshake).
 import type { ChildProcess } from 'node:child_process';
+import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   cert,
@@ -71,6 +72,59 @@ describe(`early hand-off (${engineName} engine)`, () => {
       expect(logger.lines.some((l) => l.includes('TLS handshake failed'))).toBe(true);
       expect(logger.lines.some((l) => l.includes('after the hand-off'))).toBe(false);
     } finally {
+      await proxy.close();
+    }
+  });
+
+  it('maxHandshakes counts a session handed out early until the client’s Finished', async () => {
+    const { proxy, port } = await startProxy(`unix:${backend.path}`, { maxHandshakes: 1 });
+    // A gate that lets the preamble and the ClientHello through, then holds what the client
+    // sends (its Finished) until released.
+    let held: Buffer[] | undefined;
+    let open = false;
+    let up: net.Socket | undefined;
+    const gate = net.createServer((down) => {
+      up = net.connect(port, '127.0.0.1');
+      up.pipe(down);
+      up.on('error', () => down.destroy());
+      down.on('error', () => up?.destroy());
+      let tls = Buffer.alloc(0);
+      down.on('data', (d: Buffer) => {
+        if (open || (!held && tls.length === 0 && d[0] !== 0x16)) return void up?.write(d);
+        if (held) return void held.push(d);
+        tls = Buffer.concat([tls, d]);
+        if (tls.length < 5 || tls.length < 5 + tls.readUInt16BE(3)) return;
+        const end = 5 + tls.readUInt16BE(3);
+        up?.write(tls.subarray(0, end)); // the ClientHello
+        held = tls.length > end ? [tls.subarray(end)] : [];
+      });
+    });
+    await new Promise<void>((r) => gate.listen(0, '127.0.0.1', r));
+    try {
+      const a = new LineClient((gate.address() as net.AddressInfo).port);
+      await a.until(/^\* OK/);
+      a.write('a STARTTLS\r\n');
+      await a.until(/^a OK/);
+      const aTls = a.startTls();
+      aTls.catch(() => {});
+      // With the native engine the backend has it now; either way its handshake is not over.
+      for (let i = 0; i < 40 && !(held && held.length > 0); i++) await sleep(25);
+      await sleep(100);
+      const b = new LineClient(port);
+      await b.until(/^\* OK/);
+      b.write('b STARTTLS\r\n');
+      expect(await b.until(/^b /)).toMatch(/^b NO/);
+      // The client's Finished goes through: the place is free again.
+      open = true;
+      for (const d of held ?? []) up?.write(d);
+      (await aTls).socket.destroy();
+      await sleep(100);
+      b.write('c STARTTLS\r\n');
+      expect(await b.until(/^c /)).toMatch(/^c OK/);
+      b.socket.destroy();
+    } finally {
+      gate.close();
+      up?.destroy();
       await proxy.close();
     }
   });

@@ -79,6 +79,9 @@ type Session = {
   handle: SessionHandle;
   onEnd: ((failure?: Error) => void) | undefined;
   onBytes: HandshakeRequest['onBytes'];
+  /** Handed out early: settles `HandshakeResult.completed` when the handshake ends one way or
+   * the other. */
+  completing?: { resolve(): void; reject(err: Error): void };
 } & ({ role: 'server'; info: NegotiatedInfo } | { role: 'client'; info: ConnectInfo });
 
 /** A configured identity with what the client role needs to present it. */
@@ -652,7 +655,14 @@ export class NativeTlsEngine implements TlsEngineApi {
         const s: Session = { ...base, role: 'server', info, onBytes: p.request.onBytes };
         this.#sessions.set(e.id, s);
         this.#byKey.set(s.lookup, s);
-        p.resolve({ plaintext, controlKey: key, info });
+        if (e.early) {
+          // The client's Finished is still to come: `completed` says when it did (or did not).
+          const completed = new Promise<void>((resolve, reject) => {
+            s.completing = { resolve, reject };
+          });
+          completed.catch(() => {});
+          p.resolve({ plaintext, controlKey: key, info, completed });
+        } else p.resolve({ plaintext, controlKey: key, info });
         return;
       }
       case 'failed': {
@@ -697,11 +707,27 @@ export class NativeTlsEngine implements TlsEngineApi {
           );
         return;
       }
+      case 'completed': {
+        const s = this.#sessions.get(e.id);
+        s?.completing?.resolve();
+        if (s) s.completing = undefined;
+        return;
+      }
       case 'bytes':
       case 'ended': {
         const s = this.#sessions.get(e.id);
         if (!s) return;
-        if (e.type === 'ended') this.#forget(s);
+        if (e.type === 'ended') {
+          this.#forget(s);
+          // Handed out early and ended before its handshake was complete.
+          s.completing?.reject(
+            new PoolError(
+              'TLSPROXY_ERR_POOL_HANDSHAKE',
+              e.failure ?? 'session ended before its TLS handshake completed',
+            ),
+          );
+          s.completing = undefined;
+        }
         // Counters arrive in batches (at once after a quiet time, then at most every 500 ms, and
         // at the end), not per record: a JS call per record is what this engine exists to avoid.
         if (e.bytesIn > 0) s.onBytes?.('in', e.bytesIn);
@@ -851,6 +877,9 @@ export class NativeTlsEngine implements TlsEngineApi {
     const sessions = [...this.#sessions.values()];
     this.#sessions.clear();
     this.#byKey.clear();
-    for (const s of sessions) s.onEnd?.();
+    for (const s of sessions) {
+      s.completing?.reject(err);
+      s.onEnd?.();
+    }
   }
 }

@@ -53,7 +53,10 @@ export type NativeEvent =
       serverName: string | null;
       peerCertificate: Buffer | null;
       verified: boolean;
+      /** handed out before the client's Finished (earlyHandoff): 'completed' or 'ended' follows */
+      early?: boolean;
     }
+  | { type: 'completed'; id: number }
   | {
       type: 'failed';
       id: number;

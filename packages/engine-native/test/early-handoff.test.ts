@@ -140,9 +140,18 @@ describe('early hand-off (native engine)', () => {
     expect(mine).toBe(
       c.socket.exportKeyingMaterial(32, 'EXPERIMENTAL-early', Buffer.alloc(0)).toString('base64'),
     );
+    // The handshake is not complete yet: `completed` waits for the client's Finished.
+    expect(result.completed).toBeInstanceOf(Promise);
+    let done = false;
+    void result.completed?.then(() => {
+      done = true;
+    });
+    await new Promise((r) => setTimeout(r, 100));
+    expect(done).toBe(false);
     const got = nextData(b);
     g.release();
     expect(await got).toBe('after finished');
+    await result.completed;
     b.write('to the client');
     expect(await nextData(c.socket)).toBe('to the client');
     c.socket.destroy();
@@ -161,6 +170,7 @@ describe('early hand-off (native engine)', () => {
     g.release();
     const r = await p;
     expect(r.info.version).toBe('TLSv1.3');
+    expect(r.completed).toBeUndefined(); // handed out at the end: nothing to wait for
     r.plaintext.close();
     c.socket.destroy();
     await g.close();
@@ -198,7 +208,12 @@ describe('early hand-off (native engine)', () => {
     expect(r).not.toBe('pending');
     const b = r.plaintext.toSocket({ allowHalfOpen: true });
     const seen = quiet(b, 1000);
+    const completion = r.completed?.then(
+      () => 'completed',
+      (err: { code?: string }) => err.code,
+    );
     g.release(true);
+    expect(await completion).toBe('TLSPROXY_ERR_POOL_HANDSHAKE');
     const { data, ended } = await seen;
     expect(data).toBe('');
     expect(ended).toBe(true);

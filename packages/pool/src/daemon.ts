@@ -104,7 +104,7 @@ function handshakeRequest(raw: unknown): HandshakeRequest | string {
     return 'request is not an object';
   const req = raw as Record<string, unknown>;
   const out: HandshakeRequest = {};
-  const { clientCert, alpn, handshakeTimeoutMs, idleTimeoutMs, connectionId } = req;
+  const { clientCert, alpn, handshakeTimeoutMs, idleTimeoutMs, connectionId, earlyHandoff } = req;
   if (clientCert !== undefined) {
     if (typeof clientCert !== 'string' || !CLIENT_CERT_POLICIES.has(clientCert))
       return 'clientCert must be none, optional or required';
@@ -137,8 +137,15 @@ function handshakeRequest(raw: unknown): HandshakeRequest | string {
       return `connectionId must be a string of at most ${MAX_CONNECTION_ID} characters`;
     out.connectionId = connectionId;
   }
+  if (earlyHandoff !== undefined) {
+    if (typeof earlyHandoff !== 'boolean') return 'earlyHandoff must be true or false';
+    out.earlyHandoff = earlyHandoff;
+  }
   return out;
 }
+
+/** Longest failure text in a 'session-end' (an OpenSSL error string is well under this). */
+const MAX_FAILURE = 512;
 
 /** Longest server name and identity name accepted from a peer (a DNS name is ≤ 253). */
 const MAX_NAME = 256;
@@ -365,18 +372,31 @@ export class PoolDaemon {
     peer: Peer,
     m: Incoming,
     sessionEnd: boolean,
-    run: (onEnd: () => void) => Promise<{ plaintext: OwnedFd; controlKey: Buffer; info: object }>,
+    run: (onEnd: (failure?: Error) => void) => Promise<{
+      plaintext: OwnedFd;
+      controlKey: Buffer;
+      info: object;
+      completed?: Promise<void>;
+    }>,
   ): void {
     const rid = m.id ?? 0;
     const wantsEnd = sessionEnd && m.id !== undefined;
     let hash: string | undefined;
     let ended = false;
+    // A session handed out early (earlyHandoff) whose handshake then failed: why, for the proxy's
+    // log line (its onEnd failure).
+    let failure: string | undefined;
     const reportEnd = () => {
       if (hash) this.#rememberEnded(hash);
-      if (wantsEnd && !peer.closed) peer.send('session-end', { handshake: rid });
+      if (wantsEnd && !peer.closed)
+        peer.send('session-end', {
+          handshake: rid,
+          ...(failure !== undefined ? { failure: failure.slice(0, MAX_FAILURE) } : {}),
+        });
     };
-    const onEnd = () => {
+    const onEnd = (err?: Error) => {
       ended = true;
+      if (err) failure = err.message;
       if (hash) reportEnd();
     };
     run(onEnd).then(
@@ -390,9 +410,19 @@ export class PoolDaemon {
             key: res.controlKey.toString('hex'),
             // Says this daemon will send 'session-end' for it (an older one would not).
             ...(wantsEnd ? { sessionEnd: true } : {}),
+            // Handed out early: 'handshake-complete' follows when the client's Finished came
+            // (a failure instead ends the session: 'session-end' with its reason).
+            ...(res.completed && m.id !== undefined ? { early: true } : {}),
           },
           { fds: [res.plaintext] },
         );
+        if (res.completed && m.id !== undefined)
+          res.completed.then(
+            () => {
+              if (!peer.closed) peer.send('handshake-complete', { handshake: rid });
+            },
+            () => {},
+          );
         if (ended) reportEnd();
       },
       (err) =>

@@ -64,7 +64,8 @@ export interface HandshakeRequest {
    * client finishes. Nothing is relayed before the handshake completes; if it then fails (a bad
    * or missing client Finished, the deadline), the plaintext end is closed with nothing on it
    * and `onEnd` is called. A hint: an engine may resolve at the end of the handshake anyway
-   * (the node:tls engine and the tlspool daemon do; so does every TLS 1.2 handshake).
+   * (the node:tls engine does; so does every TLS 1.2 handshake). A tlspool daemon passes it on to
+   * its engine.
    */
   earlyHandoff?: boolean;
   /**
@@ -99,6 +100,12 @@ export interface HandshakeResult {
   /** 16 random bytes; present it to control() to act on this session. */
   controlKey: Buffer;
   info: NegotiatedInfo;
+  /**
+   * Present when the session was handed out early (`earlyHandoff`): resolves when the client's
+   * Finished has come and the handshake is complete, rejects when it fails instead. Callers that
+   * count handshakes in progress (the listener's `maxHandshakes`) count this one until then.
+   */
+  completed?: Promise<void>;
 }
 
 export type ControlOp = 'info' | 'exporter' | 'renegotiate' | 'close';

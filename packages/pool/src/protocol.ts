@@ -12,10 +12,14 @@
 //                    that handshake request (its id on this channel) has ended; sent only when
 //                    the handshake request asked for it (request.sessionEnd: true), so a proxy
 //                    that does not know this message never receives it. 'established' says
-//                    sessionEnd: true when it will be sent.
+//                    sessionEnd: true when it will be sent. With `failure` (text): the session
+//                    was handed out early (earlyHandoff) and its handshake then failed.
+//   daemon → proxy   'handshake-complete' { handshake: id }   (no answer) a session handed out
+//                    early ('established' said early: true) has had the client's Finished: its
+//                    handshake is complete (HandshakeResult.completed resolves).
 //
 // In a handshake request, `request` carries the HandshakeRequest's data fields (clientCert,
-// alpn, handshakeTimeoutMs, idleTimeoutMs, connectionId) and two flags: checkServerName (ask
+// alpn, handshakeTimeoutMs, idleTimeoutMs, connectionId, earlyHandoff) and two flags: checkServerName (ask
 // back with 'check-server-name') and sessionEnd (send 'session-end').
 // A connect request's `request` carries the ConnectRequest's data fields (serverName,
 // clientIdentity — a NAME: the key stays in the daemon —, alpn, minVersion, handshakeTimeoutMs,
@@ -40,6 +44,7 @@ export const poolProtocol = defineProtocol({
     'control-result': { fields: { result: 'any' } },
     'server-names': { fields: {} },
     names: { fields: { names: 'array' } },
-    'session-end': { fields: { handshake: 'integer' } },
+    'session-end': { fields: { handshake: 'integer', failure: 'string?' } },
+    'handshake-complete': { fields: { handshake: 'integer' } },
   },
 });

@@ -60,10 +60,29 @@ function remoteConnectError(err: unknown): PoolError {
   return new PoolError((code as never) ?? 'TLSPROXY_ERR_POOL_HANDSHAKE', message, { cause: err });
 }
 
+/** `HandshakeResult.completed` of a session handed out early, and how it settles. */
+interface Completion {
+  promise: Promise<void>;
+  resolve(): void;
+  reject(err: Error): void;
+}
+
+function completion(): Completion {
+  let resolve!: () => void;
+  let reject!: (err: Error) => void;
+  const promise = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  promise.catch(() => {});
+  return { promise, resolve, reject };
+}
+
 /** A caller's onEnd must not break the channel's message handling. */
-function callEnd(onEnd: (() => void) | undefined): void {
+function callEnd(onEnd: ((failure?: Error) => void) | undefined, failure?: Error): void {
   try {
-    onEnd?.();
+    if (failure) onEnd?.(failure);
+    else onEnd?.();
   } catch {}
 }
 
@@ -74,7 +93,13 @@ export class RemoteTlsEngine implements TlsEngineApi {
   #names: string[] = [];
   #serverNameChecks = new Map<number, (name: string) => boolean | Promise<boolean>>();
   /** onEnd of each session, by the id of its handshake request, per channel to the daemon. */
-  readonly #ends = new Map<Peer, Map<number, () => void>>();
+  readonly #ends = new Map<Peer, Map<number, (failure?: Error) => void>>();
+  /**
+   * Sessions handed out early (earlyHandoff): their `completed`, by handshake request id, per
+   * channel — made before the request is sent, since 'handshake-complete' may arrive right
+   * behind 'established'.
+   */
+  readonly #completes = new Map<Peer, Map<number, Completion>>();
   #closed = false;
 
   constructor(options: RemoteOptions) {
@@ -124,16 +149,38 @@ export class RemoteTlsEngine implements TlsEngineApi {
     } finally {
       clearTimeout(timer);
     }
-    const ends = new Map<number, () => void>();
+    const ends = new Map<number, (failure?: Error) => void>();
     this.#ends.set(peer, ends);
+    const completes = new Map<number, Completion>();
+    this.#completes.set(peer, completes);
     peer.on('message', (m) => {
       for (const f of m.fds) f.close();
+      if (m.type === 'handshake-complete') {
+        // A session handed out early finished its handshake (a notification: no answer).
+        const id = m.body.handshake as number;
+        completes.get(id)?.resolve();
+        completes.delete(id);
+        return;
+      }
       if (m.type === 'session-end') {
         // A notification: no answer. An id we do not know (already reported) is ignored.
         const id = m.body.handshake as number;
         const onEnd = ends.get(id);
         ends.delete(id);
-        callEnd(onEnd);
+        // Handed out early, the handshake failed after (the daemon's engine says why; text).
+        const why = m.body.failure;
+        const failure =
+          typeof why === 'string'
+            ? new PoolError('TLSPROXY_ERR_POOL_HANDSHAKE', why.slice(0, 512))
+            : undefined;
+        completes
+          .get(id)
+          ?.reject(
+            failure ??
+              new PoolError('TLSPROXY_ERR_POOL_HANDSHAKE', 'session ended before its handshake'),
+          );
+        completes.delete(id);
+        callEnd(onEnd, failure);
         return;
       }
       if (m.type !== 'check-server-name') {
@@ -153,6 +200,10 @@ export class RemoteTlsEngine implements TlsEngineApi {
       this.#ends.delete(peer);
       const pending = [...ends.values()];
       ends.clear();
+      this.#completes.delete(peer);
+      const lost = new PoolError('TLSPROXY_ERR_POOL_HANDSHAKE', 'channel to the TLS engine lost');
+      for (const c of completes.values()) c.reject(lost);
+      completes.clear();
       for (const onEnd of pending) callEnd(onEnd);
     });
     this.#peer = peer;
@@ -192,6 +243,7 @@ export class RemoteTlsEngine implements TlsEngineApi {
       timeoutMs: (request.handshakeTimeoutMs ?? 10_000) + 5000,
       ...(checkServerName ? { checkServerName } : {}),
       ...(onEnd ? { onEnd } : {}),
+      ...(request.earlyHandoff === true ? { early: true } : {}),
     });
     return { ...r, info: r.info as unknown as NegotiatedInfo };
   }
@@ -238,9 +290,16 @@ export class RemoteTlsEngine implements TlsEngineApi {
       timeoutMs: number;
       attachment?: Buffer;
       checkServerName?: (name: string) => boolean | Promise<boolean>;
-      onEnd?: () => void;
+      onEnd?: (failure?: Error) => void;
+      /** A handshake asked to be handed out early: keep a `completed` for it. */
+      early?: boolean;
     },
-  ): Promise<{ plaintext: OwnedFd; controlKey: Buffer; info: Record<string, unknown> }> {
+  ): Promise<{
+    plaintext: OwnedFd;
+    controlKey: Buffer;
+    info: Record<string, unknown>;
+    completed?: Promise<void>;
+  }> {
     let fd: OwnedFd;
     try {
       fd = 'toSocket' in input ? input : detachSocket(input).fd;
@@ -268,6 +327,8 @@ export class RemoteTlsEngine implements TlsEngineApi {
     }
     const { checkServerName, onEnd } = options;
     const ends = this.#ends.get(peer);
+    const completes = this.#completes.get(peer);
+    const completed = options.early ? completion() : undefined;
     let rid = -1;
     // The daemon names the handshake's request id when it asks us about the SNI name.
     const pending = peer.request(
@@ -282,6 +343,7 @@ export class RemoteTlsEngine implements TlsEngineApi {
           if (checkServerName) this.#serverNameChecks.set(id, checkServerName);
           // Before the request is sent: 'session-end' may come right behind 'established'.
           if (onEnd) ends?.set(id, onEnd);
+          if (completed) completes?.set(id, completed);
         },
       },
     );
@@ -297,14 +359,19 @@ export class RemoteTlsEngine implements TlsEngineApi {
       // A daemon that will not report the end (one older than 'session-end'): do not keep the
       // callback for a message that never comes.
       if (r.body.sessionEnd !== true) ends?.delete(rid);
+      // Handed out before the handshake's end only when the daemon says so.
+      const early = completed !== undefined && r.body.early === true;
+      if (!early) completes?.delete(rid);
       return {
         plaintext,
         controlKey: Buffer.from(r.body.key as string, 'hex'),
         info: r.body.info as Record<string, unknown>,
+        ...(early ? { completed: completed.promise } : {}),
       };
     } catch (err) {
       // No session: nothing will end.
       ends?.delete(rid);
+      completes?.delete(rid);
       if (err instanceof PoolError) throw err;
       throw type === 'connect'
         ? remoteConnectError(err)

@@ -251,6 +251,7 @@ describe('tlspool: handshake request fields are checked', () => {
         { handshakeTimeoutMs: 1e12 },
         { idleTimeoutMs: 'never' },
         { connectionId: { toString: 1 } },
+        { earlyHandoff: 'yes' },
       ]) {
         const accepted = new Promise<net.Socket>((res) => server.once('connection', res));
         const c = net.connect(port, '127.0.0.1');
@@ -333,5 +334,90 @@ describe('RemoteTlsEngine: onEnd when the daemon cannot report it', () => {
         fake.close();
       }
     });
+  }
+});
+
+describe('tlspool: sessions handed out early (earlyHandoff)', () => {
+  /** An engine that hands out at once with a `completed` that settles 50 ms later — resolved,
+   * or rejected with onEnd(failure) as the native engine does for a client that refuses our
+   * certificate after the early hand-off. */
+  function fakeEngine(fail: boolean, seen: HandshakeRequest[]) {
+    return {
+      async handshake(fd: { close(): void }, req: HandshakeRequest = {}) {
+        seen.push(req);
+        fd.close();
+        const [a, b] = socketpair();
+        a.close();
+        const completed = new Promise<void>((resolve, reject) =>
+          setTimeout(() => {
+            if (!fail) return resolve();
+            reject(new Error('tlsv1 alert unknown ca'));
+            req.onEnd?.(new Error('tlsv1 alert unknown ca'));
+          }, 50),
+        );
+        completed.catch(() => {});
+        return {
+          plaintext: b,
+          controlKey: Buffer.alloc(16, 7),
+          info: {
+            version: 'TLSv1.3',
+            cipher: 'x',
+            alpn: null,
+            serverName: null,
+            clientIdentity: null,
+          },
+          completed,
+        };
+      },
+      async control() {
+        return null;
+      },
+      async close() {},
+    };
+  }
+
+  for (const fail of [false, true]) {
+    it(
+      fail
+        ? 'a failure after the hand-off comes back with session-end: completed rejects, onEnd gets why'
+        : 'the daemon passes earlyHandoff on; handshake-complete resolves completed',
+      async () => {
+        const path = join(dir, `early-${fail}.sock`);
+        const seen: HandshakeRequest[] = [];
+        const d = new PoolDaemon(fakeEngine(fail, seen) as unknown as TlsEngine, {
+          path,
+          log: () => {},
+        });
+        const remote = new RemoteTlsEngine({ socket: path });
+        try {
+          const [x] = socketpair();
+          const failures: Array<Error | undefined> = [];
+          const r = await remote.handshake(x, {
+            earlyHandoff: true,
+            onEnd: (failure) => failures.push(failure),
+          });
+          r.plaintext.close();
+          expect(seen[0]?.earlyHandoff).toBe(true);
+          const outcome = await r.completed?.then(
+            () => 'completed',
+            (err: Error) => err.message,
+          );
+          if (!fail) {
+            expect(outcome).toBe('completed');
+            expect(failures).toEqual([]);
+            return;
+          }
+          expect(outcome).toBe('tlsv1 alert unknown ca');
+          await until(() => failures.length === 1, 3000, 'onEnd');
+          expect(failures[0]).toMatchObject({
+            code: 'TLSPROXY_ERR_POOL_HANDSHAKE',
+            message: 'tlsv1 alert unknown ca',
+          });
+        } finally {
+          await remote.close();
+          await d.close();
+        }
+      },
+    );
   }
 });

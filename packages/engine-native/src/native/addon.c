@@ -142,6 +142,7 @@ static const char *ev_name(enum ev_type t) {
   case EV_EXPORTED: return "exported";
   case EV_RENEGOTIATED: return "renegotiated";
   case EV_BYTES: return "bytes";
+  case EV_COMPLETED: return "completed";
   }
   return "unknown";
 }
@@ -184,11 +185,15 @@ static void call_js(napi_env env, napi_value cb, void *context, void *data) {
       if (e->der) napi_create_buffer_copy(env, (size_t)e->der_len, e->der, NULL, &cert);
       else napi_get_null(env, &cert);
       set(env, o, "peerCertificate", cert);
-      napi_value ok;
+      napi_value ok, early;
       napi_get_boolean(env, e->verified, &ok);
       set(env, o, "verified", ok);
+      napi_get_boolean(env, e->early, &early);
+      set(env, o, "early", early);
       break;
     }
+    case EV_COMPLETED:
+      break;
     case EV_FAILED:
       set(env, o, "code", str(env, e->code));
       set(env, o, "message", str(env, e->text));

@@ -185,7 +185,8 @@ enum ev_type {
   EV_ENDED,
   EV_EXPORTED,
   EV_RENEGOTIATED,
-  EV_BYTES
+  EV_BYTES,
+  EV_COMPLETED // a session handed out early (EV_ESTABLISHED with early) finished its handshake
 };
 
 typedef struct ev {
@@ -203,6 +204,7 @@ typedef struct ev {
   unsigned char *der; // peer certificate, DER (EV_ESTABLISHED, EV_RENEGOTIATED)
   int der_len;
   int verified;
+  int early; // EV_ESTABLISHED: handed out before the client's Finished; EV_COMPLETED follows
   unsigned char *data; // EV_EXPORTED
   size_t data_len;
   uint64_t bytes_in, bytes_out; // EV_ENDED, EV_BYTES: since the last report

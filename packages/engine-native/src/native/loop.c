@@ -530,7 +530,7 @@ static void reneg_answer(loop *L, conn *c, const char *code, const char *text) {
 
 // ---- the handshake's end ----
 
-static int handoff_ready(loop *L, conn *c);
+static int handoff_ready(loop *L, conn *c, int early);
 
 static int established(loop *L, conn *c) {
   // The client role: the context verifies (SSL_VERIFY_PEER) and refuses a bad chain or name
@@ -549,7 +549,12 @@ static int established(loop *L, conn *c) {
     conn_fail(L, c, "TLSPROXY_ERR_POOL_VERIFY", "%s", msg);
     return -1;
   }
-  if (!c->early_sent && handoff_ready(L, c) != 0) return -1;
+  if (!c->early_sent && handoff_ready(L, c, 0) != 0) return -1;
+  // Handed out early: JS learns that the handshake is now complete (its handshake places).
+  if (c->early_sent && !ev_add(L, EV_COMPLETED, c->jsid)) {
+    conn_fail(L, c, "TLSPROXY_ERR_POOL_HANDSHAKE", "out of memory%s", NULL);
+    return -1;
+  }
   c->state = ST_RELAY;
   c->tls_ready = c->plain_ready = EPOLLIN | EPOLLOUT;
   c->last_active = now_ms();
@@ -570,7 +575,7 @@ static int early_ready(conn *c) {
 }
 
 // The socketpair and EV_ESTABLISHED with what was negotiated: the backend's end goes to JS.
-static int handoff_ready(loop *L, conn *c) {
+static int handoff_ready(loop *L, conn *c, int early) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0) {
     // Out of descriptors or memory ends this connection alone, with pool's code for it.
@@ -591,6 +596,7 @@ static int handoff_ready(loop *L, conn *c) {
   }
   c->plain_fd = sv[0];
   e->fd = sv[1]; // the event owns it until JS wraps it
+  e->early = early;
   snprintf(e->version, sizeof e->version, "%s", SSL_get_version(c->ssl));
   const SSL_CIPHER *ci = SSL_get_current_cipher(c->ssl);
   const char *std = ci ? SSL_CIPHER_standard_name(ci) : NULL;
@@ -900,7 +906,7 @@ static void step(loop *L, conn *c) {
       if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
         c->hs_want = want_of(e);
         if (e == SSL_ERROR_WANT_READ && early_ready(c)) {
-          if (handoff_ready(L, c) != 0) return;
+          if (handoff_ready(L, c, 1) != 0) return;
           c->early_sent = 1;
         }
       } else if (e == SSL_ERROR_WANT_CLIENT_HELLO_CB) {
