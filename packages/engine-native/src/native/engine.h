@@ -235,6 +235,10 @@ typedef struct loop {
   conn *again;
   conn *zombies;
   ev_batch *out; // events of this turn, not yet handed to JS
+  // Of those, how many JS waits for (all but EV_COMPLETED); and since when (ms) the others have
+  // waited without one (0: none wait). See ev_flush().
+  size_t urgent;
+  uint64_t lazy_since;
   uint64_t next_sweep;
   char scratch[RELAY_GATHER];
 } loop;
