@@ -22,6 +22,8 @@ const cert = (name: string): Buffer => readFileSync(new URL(`../certs/${name}`, 
 /** Quiet time between two server reads (so they stay two reads), and the wait for a peer. */
 const GAP_MS = 40;
 const WAIT_MS = 3000;
+/** Silence that ends a wait for bytes already known to differ. */
+const SETTLE_MS = 300;
 const PROBE = Buffer.from('tlsproxy-conformance client probe\r\n');
 const ECHO = Buffer.from('echo: ');
 
@@ -31,10 +33,13 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 class Inbox {
   data = Buffer.alloc(0);
   ended = false;
+  /** When the last bytes came (or the inbox was made). */
+  #last = Date.now();
   #wake: (() => void)[] = [];
   constructor(s: net.Socket | tls.TLSSocket) {
     s.on('data', (d: Buffer) => {
       this.data = Buffer.concat([this.data, d]);
+      this.#last = Date.now();
       for (const w of this.#wake.splice(0)) w();
     });
     const end = () => {
@@ -45,20 +50,39 @@ class Inbox {
     s.on('close', end);
     s.on('error', () => {});
   }
+  /** Up to `ms`, or less when something arrives. */
+  #nap(ms: number): Promise<void> {
+    return new Promise<void>((r) => {
+      const t = setTimeout(r, ms);
+      this.#wake.push(() => {
+        clearTimeout(t);
+        r();
+      });
+    });
+  }
   async until(pred: () => boolean, ms = WAIT_MS): Promise<boolean> {
     const deadline = Date.now() + ms;
     while (!pred()) {
       const left = deadline - Date.now();
       if (left <= 0) return false;
-      await new Promise<void>((r) => {
-        const t = setTimeout(r, left);
-        this.#wake.push(() => {
-          clearTimeout(t);
-          r();
-        });
-      });
+      await this.#nap(left);
     }
     return true;
+  }
+  /** Until the data matches `expected`. Data that already differs before its end cannot be mended
+   * by more bytes (a broken client): it gets SETTLE_MS of silence, not all of `ms`. */
+  async matches(expected: readonly Segment[], ms = WAIT_MS): Promise<boolean> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const m = matchOutput(expected, this.data);
+      if (!m) return true;
+      if (this.ended) return false;
+      const now = Date.now();
+      const settled = m.offset < this.data.length;
+      const end = settled ? Math.min(deadline, this.#last + SETTLE_MS) : deadline;
+      if (now >= end) return false;
+      await this.#nap(end - now);
+    }
   }
 }
 
@@ -84,13 +108,16 @@ function scriptedServer(
       for (const [i, s] of t.steps.entries()) {
         if (s.type === 'client') {
           expected.push(...s.segments);
-          const ok = await inbox.until(() => !matchOutput(expected, inbox.data));
+          const ok = await inbox.matches(expected);
           if (!ok) {
             const m = matchOutput(expected, inbox.data);
             problems.push(
               `the server did not get the client's bytes up to line ${s.line}` +
                 (m ? `:\n${formatMismatch(m)}` : ''),
             );
+            // The script cannot go on: hang up, so the proxy (and the local client) hear of it
+            // now rather than after their own waits.
+            socket.destroy();
             return;
           }
         } else if (s.type === 'server') {
@@ -179,7 +206,7 @@ async function playOne(
   try {
     if (outcome === 'starttls' || outcome === 'plaintext') {
       // toLocal first, and nothing else until the local client speaks.
-      await inbox.until(() => !matchOutput(want, inbox.data), WAIT_MS);
+      await inbox.matches(want);
       await sleep(GAP_MS);
       const m = matchOutput(want, inbox.data);
       if (m)

@@ -22,6 +22,8 @@ const cert = (name: string): Buffer => readFileSync(new URL(`../certs/${name}`, 
 /** Quiet time that ends one server reply: the engine writes each action at once on loopback. */
 const IDLE_MS = 30;
 const WAIT_MS = 2000;
+/** Silence that ends the wait for output already known to differ (ten times IDLE_MS). */
+const SETTLE_MS = 300;
 const PROBE = Buffer.from('tlsproxy-conformance probe: first bytes inside TLS\r\n');
 
 type Delivered = Parameters<HandoffTarget['deliver']>;
@@ -154,9 +156,17 @@ async function playOne(
     } else if (!ended || target.delivered.length > 0) {
       // 30 ms of silence is not "the go-ahead came" on a loaded machine: before TLS, wait (up to
       // WAIT_MS) until the output holds every server line of the transcript, else the
-      // ClientHello would meet a go-ahead still on its way ("wrong version number").
+      // ClientHello would meet a go-ahead still on its way ("wrong version number"). Output that
+      // already differs before its end (a recorded @divergence, a failing dialect) cannot be
+      // mended by more bytes: it gets SETTLE_MS of silence, not all of WAIT_MS.
       const until = Date.now() + WAIT_MS;
-      while (matchOutput(serverSegments(t), concat(received)) && Date.now() < until) await sleep(5);
+      for (;;) {
+        const output = concat(received);
+        const m = matchOutput(serverSegments(t), output);
+        if (!m || Date.now() >= until) break;
+        if (m.offset < output.length && Date.now() - last >= SETTLE_MS) break;
+        await sleep(5);
+      }
       socket.off('data', onData);
       problems.push(...(await afterGoAhead(socket, target, t)));
     }
