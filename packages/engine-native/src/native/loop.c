@@ -280,28 +280,29 @@ static void conn_close(loop *L, conn *c) {
   L->zombies = c;
 }
 
+// `fmt` with its one %s filled, in a buffer the event owns (freed with it), or NULL when out of
+// memory (JS then has the code alone).
+static char *ev_text(const char *fmt, const char *detail) {
+  if (!detail) detail = "";
+  size_t n = strlen(fmt) + strlen(detail) + 1;
+  char *text = malloc(n);
+  if (text) snprintf(text, n, fmt, detail);
+  return text;
+}
+
 static void conn_fail(loop *L, conn *c, const char *code, const char *fmt, const char *detail) {
   // Handed off early: JS holds a session for it, so the handshake failing after that (a bad or
   // missing client Finished, the deadline, a close) ends the session — the backend's end is
   // closed with nothing relayed to it — and JS forgets the control key.
-  if (c->early_sent && c->state != ST_RELAY) {
-    ev *x = ev_add(L, EV_ENDED, c->jsid);
-    if (x) {
-      x->code = "TLS handshake failed after the hand-off";
-      size_t n = strlen(fmt) + (detail ? strlen(detail) : 0) + 1;
-      x->text = malloc(n); // why, for JS's log line (onEnd's failure)
-      if (x->text) snprintf(x->text, n, fmt, detail ? detail : "");
-    }
-    conn_close(L, c);
-    return;
-  }
-  ev *e = ev_add(L, EV_FAILED, c->jsid);
+  int ended = c->early_sent && c->state != ST_RELAY;
+  ev *e = ev_add(L, ended ? EV_ENDED : EV_FAILED, c->jsid);
   if (e) {
-    e->code = code;
-    e->reason = c->fail_reason;
-    size_t n = strlen(fmt) + (detail ? strlen(detail) : 0) + 1;
-    e->text = malloc(n);
-    if (e->text) snprintf(e->text, n, fmt, detail ? detail : "");
+    if (ended) e->code = "TLS handshake failed after the hand-off";
+    else {
+      e->code = code;
+      e->reason = c->fail_reason;
+    }
+    e->text = ev_text(fmt, detail); // why: JS's log line (onEnd's failure) or the handshake error
   }
   conn_close(L, c);
 }
