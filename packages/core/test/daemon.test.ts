@@ -1,203 +1,144 @@
 // The TLS engine in its own process (tlspool): keys only there, the proxy hands it the TCP
 // descriptor after the preamble and gets the plaintext end back; control requests from the
 // backend travel proxy → daemon with the control key; a daemon restart is survived.
-import { type ChildProcess, spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-import { listen } from '@tlsproxy/backend';
 import { RemoteTlsEngine } from '@tlsproxy/pool';
 import { describe, expect, it } from 'vitest';
-import { TlsProxy } from '../src/index.js';
-import { cert, engineName, LineClient, quietLogger, sleep, tmpSock } from './helpers.js';
-
-const bin = fileURLToPath(new URL('../../pool/bin/tlspool.js', import.meta.url));
-const certs = fileURLToPath(new URL('../../../fixtures/certs/', import.meta.url));
-
-async function startDaemon(path: string): Promise<ChildProcess> {
-  const child = spawn(
-    process.execPath,
-    [
-      bin,
-      ...['--socket', path, '--cert', `${certs}server.pem`, '--key', `${certs}server.key`],
-      ...['--engine', engineName], // TLSPROXY_TEST_ENGINE
-    ],
-    {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    },
-  );
-  let err = '';
-  child.stderr!.on('data', (d) => {
-    err += d;
-  });
-  for (let i = 0; i < 100 && !err.includes('listening'); i++) await sleep(50);
-  expect(err).toMatch(/tlspool listening/);
-  return child;
-}
+import { withDaemon } from './faults-util.js';
+import { cert, engineName, LineClient, sleep } from './helpers.js';
 
 describe('tlspool daemon', () => {
-  it('runs the handshake in another process, relays control requests, and survives a restart', async () => {
-    const poolPath = tmpSock('pool');
-    const backendPath = tmpSock('backend');
-    let daemon = await startDaemon(poolPath);
-    const backend = await listen({ path: backendPath });
-    const proxy = new TlsProxy({ pool: { socket: poolPath }, logger: quietLogger() });
-    try {
-      const l = await proxy.listen({
-        dialect: 'imap',
-        listen: '127.0.0.1:0',
-        backend: `unix:${backendPath}`,
-      });
-      const port = (l.server.address() as { port: number }).port;
-      expect(proxy.pool.serverNames?.()).toContain('imap.example.test');
+  it(
+    'runs the handshake in another process, relays control requests, and survives a restart',
+    () =>
+      withDaemon(async (s) => {
+        const { port, proxy, backend, poolPath } = s;
+        expect(proxy.pool.serverNames?.()).toContain('imap.example.test');
 
-      const session = async () => {
-        const c = new LineClient(port);
-        await c.until(/^\* OK/);
-        c.write('a STARTTLS\r\n');
-        return c;
-      };
-      const c = await session();
-      await c.until(/^a OK/);
-      const accepted = backend.accept();
-      const t = await c.startTls({ servername: 'imap.example.test' });
-      const { socket, info, control } = await accepted;
-      expect(info.serverName).toBe('imap.example.test');
-      expect(info.tls?.version).toBe('TLSv1.3');
-      // control: backend → proxy → daemon, with the key
-      const exported = await control.exporter('EXPERIMENTAL-tlsproxy-test', 16);
-      expect(exported).toEqual(
-        t.socket.exportKeyingMaterial(
-          16,
-          'EXPERIMENTAL-tlsproxy-test',
-          undefined as unknown as Buffer,
-        ),
-      );
-      // …or the backend opens its own connection to the daemon and uses the key directly
-      // (the seed's second option), with the proxy out of the way.
-      const direct = new RemoteTlsEngine({ socket: poolPath });
-      const viaDaemon = (await direct.control(info.controlKey!, 'info')) as { serverName: string };
-      expect(viaDaemon.serverName).toBe('imap.example.test');
-      await expect(direct.control('00'.repeat(16), 'info')).rejects.toThrow(/unknown control key/);
-      await direct.close();
-      socket.write('* hello through the daemon\r\n');
-      expect(await t.until(/hello through the daemon/)).toContain('hello');
-      t.socket.destroy();
-      socket.destroy();
+        const session = async () => {
+          const c = new LineClient(port);
+          await c.until(/^\* OK/);
+          c.write('a STARTTLS\r\n');
+          return c;
+        };
+        const c = await session();
+        await c.until(/^a OK/);
+        const accepted = backend.accept();
+        const t = await c.startTls({ servername: 'imap.example.test' });
+        const { socket, info, control } = await accepted;
+        expect(info.serverName).toBe('imap.example.test');
+        expect(info.tls?.version).toBe('TLSv1.3');
+        // control: backend → proxy → daemon, with the key
+        const exported = await control.exporter('EXPERIMENTAL-tlsproxy-test', 16);
+        expect(exported).toEqual(
+          t.socket.exportKeyingMaterial(
+            16,
+            'EXPERIMENTAL-tlsproxy-test',
+            undefined as unknown as Buffer,
+          ),
+        );
+        // …or the backend opens its own connection to the daemon and uses the key directly
+        // (the seed's second option), with the proxy out of the way.
+        const direct = new RemoteTlsEngine({ socket: poolPath });
+        const viaDaemon = (await direct.control(info.controlKey!, 'info')) as {
+          serverName: string;
+        };
+        expect(viaDaemon.serverName).toBe('imap.example.test');
+        await expect(direct.control('00'.repeat(16), 'info')).rejects.toThrow(
+          /unknown control key/,
+        );
+        await direct.close();
+        socket.write('* hello through the daemon\r\n');
+        expect(await t.until(/hello through the daemon/)).toContain('hello');
+        t.socket.destroy();
+        socket.destroy();
 
-      // Daemon down: STARTTLS gets the dialect's temporary failure, not a dead TLS session.
-      daemon.kill('SIGKILL');
-      await new Promise((r) => daemon.once('exit', r));
-      const c2 = await session();
-      expect(await c2.until(/^a /)).toMatch(/^a NO \[UNAVAILABLE\]/m);
-      c2.socket.destroy();
+        // Daemon down: STARTTLS gets the dialect's temporary failure, not a dead TLS session.
+        const dead = new Promise((r) => s.daemon.once('exit', r));
+        s.daemon.kill('SIGKILL');
+        await dead;
+        const c2 = await session();
+        expect(await c2.until(/^a /)).toMatch(/^a NO \[UNAVAILABLE\]/m);
+        c2.socket.destroy();
 
-      // Restarted: the proxy reconnects by itself.
-      daemon = await startDaemon(poolPath);
-      const c3 = await session();
-      await c3.until(/^a OK/);
-      const accepted3 = backend.accept();
-      const t3 = await c3.startTls();
-      const third = await accepted3;
-      expect(third.info.tls?.version).toBe('TLSv1.3');
-      t3.socket.destroy();
-      third.socket.destroy();
-    } finally {
-      await proxy.close();
-      await backend.close();
-      daemon.kill();
-    }
-  }, 30_000);
+        // Restarted: the proxy reconnects by itself.
+        await s.restart();
+        const c3 = await session();
+        await c3.until(/^a OK/);
+        const accepted3 = backend.accept();
+        const t3 = await c3.startTls();
+        const third = await accepted3;
+        expect(third.info.tls?.version).toBe('TLSv1.3');
+        t3.socket.destroy();
+        third.socket.destroy();
+      }),
+    30_000,
+  );
 
-  it('asks the backend about SNI names for a handshake running in the daemon', async () => {
-    const poolPath = tmpSock('pool');
-    const backendPath = tmpSock('backend');
-    const daemon = await startDaemon(poolPath);
-    const backend = await listen({
-      path: backendPath,
-      onServerName: (n) => n !== 'refused.example.test',
-    });
-    const proxy = new TlsProxy({ pool: { socket: poolPath }, logger: quietLogger() });
-    try {
-      const l = await proxy.listen({
-        dialect: 'imap',
-        listen: '127.0.0.1:0',
-        backend: `unix:${backendPath}`,
-        checkServerName: true,
-      });
-      const port = (l.server.address() as { port: number }).port;
-      for (const [name, ok] of [
-        ['refused.example.test', false],
-        ['localhost', true],
-      ] as const) {
+  it(
+    'asks the backend about SNI names for a handshake running in the daemon',
+    () =>
+      withDaemon(
+        async ({ port, backend }) => {
+          for (const [name, ok] of [
+            ['refused.example.test', false],
+            ['localhost', true],
+          ] as const) {
+            const c = new LineClient(port);
+            await c.until(/^\* OK/);
+            c.write('a STARTTLS\r\n');
+            await c.until(/^a OK/);
+            if (ok) {
+              const accepted = backend.accept();
+              const t = await c.startTls({ servername: name });
+              expect((await accepted).info.serverName).toBe(name);
+              t.socket.destroy();
+            } else {
+              await expect(c.startTls({ servername: name })).rejects.toThrow(/unrecognized name/i);
+            }
+          }
+        },
+        { backend: { onServerName: (n) => n !== 'refused.example.test' }, checkServerName: true },
+      ),
+    30_000,
+  );
+
+  it(
+    'early hand-off through the daemon: a late handshake failure reaches the proxy’s log with its reason',
+    () =>
+      withDaemon(async ({ port, backend, logger }) => {
+        // The backend takes what comes (with the native engine the refusing client's connection
+        // may come) and reads it to its end.
+        const got: string[] = [];
+        void (async () => {
+          for (;;) {
+            const a = await backend.accept().catch(() => undefined);
+            if (!a) return;
+            a.socket.on('data', (d) => got.push(String(d)));
+            a.socket.on('error', () => {});
+          }
+        })();
         const c = new LineClient(port);
         await c.until(/^\* OK/);
         c.write('a STARTTLS\r\n');
         await c.until(/^a OK/);
-        if (ok) {
-          const accepted = backend.accept();
-          const t = await c.startTls({ servername: name });
-          expect((await accepted).info.serverName).toBe(name);
-          t.socket.destroy();
-        } else {
-          await expect(c.startTls({ servername: name })).rejects.toThrow(/unrecognized name/i);
-        }
-      }
-    } finally {
-      await proxy.close();
-      await backend.close();
-      daemon.kill();
-    }
-  }, 30_000);
-
-  it('early hand-off through the daemon: a late handshake failure reaches the proxy’s log with its reason', async () => {
-    const poolPath = tmpSock('pool');
-    const backendPath = tmpSock('backend');
-    const daemon = await startDaemon(poolPath);
-    const backend = await listen({ path: backendPath });
-    const logger = quietLogger();
-    const proxy = new TlsProxy({ pool: { socket: poolPath }, logger });
-    try {
-      const l = await proxy.listen({
-        dialect: 'imap',
-        listen: '127.0.0.1:0',
-        backend: `unix:${backendPath}`,
-      });
-      const port = (l.server.address() as { port: number }).port;
-      // The backend takes what comes (with the native engine the refusing client's connection
-      // may come) and reads it to its end.
-      const got: string[] = [];
-      void (async () => {
-        for (;;) {
-          const a = await backend.accept().catch(() => undefined);
-          if (!a) return;
-          a.socket.on('data', (d) => got.push(String(d)));
-          a.socket.on('error', () => {});
-        }
-      })();
-      const c = new LineClient(port);
-      await c.until(/^\* OK/);
-      c.write('a STARTTLS\r\n');
-      await c.until(/^a OK/);
-      // A client that does not trust our certificate: it gives up at its last handshake step
-      // (node:tls closes without a Finished; the engine reads an EOF, the reason it reports).
-      await expect(
-        c.startTls({ servername: 'imap.example.test', ca: cert('rogue.pem') }),
-      ).rejects.toThrow();
-      c.socket.destroy();
-      for (let i = 0; i < 40 && !logger.lines.some((x) => /TLS handshake failed/.test(x)); i++)
-        await sleep(50);
-      expect(logger.lines.some((x) => /TLS handshake failed/.test(x))).toBe(true);
-      if (engineName === 'native')
-        expect(
-          logger.lines.some(
-            (x) =>
-              x.includes('TLS handshake failed after the hand-off') && x.includes('SSL routines'),
-          ),
-        ).toBe(true);
-      expect(got).toEqual([]);
-    } finally {
-      await proxy.close();
-      await backend.close();
-      daemon.kill();
-    }
-  }, 30_000);
+        // A client that does not trust our certificate: it gives up at its last handshake step
+        // (node:tls closes without a Finished; the engine reads an EOF, the reason it reports).
+        await expect(
+          c.startTls({ servername: 'imap.example.test', ca: cert('rogue.pem') }),
+        ).rejects.toThrow();
+        c.socket.destroy();
+        for (let i = 0; i < 40 && !logger.lines.some((x) => /TLS handshake failed/.test(x)); i++)
+          await sleep(50);
+        expect(logger.lines.some((x) => /TLS handshake failed/.test(x))).toBe(true);
+        if (engineName === 'native')
+          expect(
+            logger.lines.some(
+              (x) =>
+                x.includes('TLS handshake failed after the hand-off') && x.includes('SSL routines'),
+            ),
+          ).toBe(true);
+        expect(got).toEqual([]);
+      }),
+    30_000,
+  );
 });

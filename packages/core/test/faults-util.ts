@@ -1,10 +1,13 @@
 // Shared pieces of the fault tests (faults*.test.ts): a bounded client attempt that always ends
-// (reply, close, or a counted hang), a load loop, the tlspool daemon, metrics parsing.
+// (reply, close, or a counted hang), a load loop, the tlspool daemon (alone, or with a backend and a
+// proxy using it: withDaemon), metrics parsing.
 import { type ChildProcess, spawn } from 'node:child_process';
 import net from 'node:net';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
-import { cert, engineName, sleep } from './helpers.js';
+import { type BackendServer, type ListenOptions, listen } from '@tlsproxy/backend';
+import { TlsProxy } from '../src/index.js';
+import { cert, engineName, quietLogger, sleep, tmpSock } from './helpers.js';
 
 export const poolBin = fileURLToPath(new URL('../../pool/bin/tlspool.js', import.meta.url));
 export const cliBin = fileURLToPath(new URL('../../cli/bin/tlsproxy.js', import.meta.url));
@@ -206,6 +209,56 @@ export async function startDaemon(path: string): Promise<ChildProcess> {
     throw new Error(`tlspool did not start: ${err}`);
   }
   return child;
+}
+
+/** A tlspool daemon, a backend, and a proxy using that daemon with an IMAP listener on it. */
+export interface DaemonSetup {
+  poolPath: string;
+  /** The daemon now running (`restart` replaces it). */
+  daemon: ChildProcess;
+  backend: BackendServer;
+  proxy: TlsProxy;
+  logger: ReturnType<typeof quietLogger>;
+  /** The IMAP listener's port. */
+  port: number;
+  restart(): Promise<void>;
+}
+
+/** Runs `body` on a fresh DaemonSetup and tears it all down after, whatever happened. */
+export async function withDaemon(
+  body: (s: DaemonSetup) => Promise<void>,
+  opts: { backend?: Omit<ListenOptions, 'path'>; checkServerName?: boolean } = {},
+): Promise<void> {
+  const poolPath = tmpSock('pool');
+  const backendPath = tmpSock('backend');
+  let daemon = await startDaemon(poolPath);
+  const backend = await listen({ ...opts.backend, path: backendPath });
+  const logger = quietLogger();
+  const proxy = new TlsProxy({ pool: { socket: poolPath }, logger });
+  try {
+    const l = await proxy.listen({
+      dialect: 'imap',
+      listen: '127.0.0.1:0',
+      backend: `unix:${backendPath}`,
+      ...(opts.checkServerName ? { checkServerName: true } : {}),
+    });
+    const setup: DaemonSetup = {
+      poolPath,
+      daemon,
+      backend,
+      proxy,
+      logger,
+      port: (l.server.address() as net.AddressInfo).port,
+      async restart() {
+        daemon = setup.daemon = await startDaemon(poolPath);
+      },
+    };
+    await body(setup);
+  } finally {
+    await proxy.close();
+    await backend.close();
+    daemon.kill('SIGKILL');
+  }
 }
 
 export interface Sample {
