@@ -48,14 +48,26 @@ export async function handshake(c: ConnectionState, fd: OwnedFd, info: HandoffIn
     log.end('tls_failed', (err as Error).message);
     return c.finish();
   }
-  // Handed out early, the handshake is not over yet: it keeps its place under maxHandshakes
-  // until the client's Finished (or the failure), so the cap holds to the handshake's end.
-  if (result.completed) {
-    const release = () => c.releaseHandshake();
-    result.completed.then(release, release);
-  } else c.releaseHandshake();
   const ms = performance.now() - t0;
-  log.m.handshake('ok', ms / 1000);
+  // Handed out early, the handshake is not over yet: it keeps its place under maxHandshakes
+  // until the client's Finished (or the failure), so the cap holds to the handshake's end; and
+  // the metric counts it then, as failed if it failed (the duration stays the time to the
+  // hand-off: the engine reports the Finished up to 50 ms late, lazily).
+  if (result.completed) {
+    result.completed.then(
+      () => {
+        c.releaseHandshake();
+        log.m.handshake('ok', ms / 1000);
+      },
+      () => {
+        c.releaseHandshake();
+        log.m.handshake('failed', (performance.now() - t0) / 1000);
+      },
+    );
+  } else {
+    c.releaseHandshake();
+    log.m.handshake('ok', ms / 1000);
+  }
   const { version, cipher, alpn, serverName, clientIdentity } = result.info;
   log.log('info', 'TLS established', {
     version,

@@ -41,20 +41,41 @@ const commands = () => backend.events.all.filter((e) => e.event === 'command');
 
 describe(`early hand-off (${engineName} engine)`, () => {
   it('a client that refuses our certificate: a failed handshake in the log, nothing of it at the backend', async () => {
-    const { proxy, port, logger } = await startProxy(`unix:${backend.path}`);
+    const { proxy, port, logger } = await startProxy(
+      `unix:${backend.path}`,
+      {},
+      {},
+      {
+        metrics: {},
+      },
+    );
+    // tlsproxy_tls_handshake_seconds_count by result
+    const handshakes = async (result: string) =>
+      Number(
+        (await proxy.metrics!.text()).match(
+          new RegExp(
+            `^tlsproxy_tls_handshake_seconds_count\\{[^}]*result="${result}"[^}]*\\} (\\d+)`,
+            'm',
+          ),
+        )?.[1] ?? 0,
+      );
     try {
       const cmds = commands().length;
       await refusingClient(port);
       await sleep(300);
       expect(logger.lines.some((l) => /TLS handshake failed/.test(l))).toBe(true);
+      // Counted once, as failed, whether it failed before or after the hand-off.
+      expect([await handshakes('failed'), await handshakes('ok')]).toEqual([1, 0]);
       // The native engine handed it off early: the failure came after, and says so.
       if (engineName === 'native')
         expect(
           logger.lines.some((l) => l.includes('TLS handshake failed after the hand-off')),
         ).toBe(true);
       expect(commands().length).toBe(cmds);
-      // And a client that trusts us still gets through.
+      // And a client that trusts us still gets through, counted as ok once its handshake ended.
       (await imapRelayed(port)).socket.destroy();
+      for (let i = 0; i < 20 && (await handshakes('ok')) === 0; i++) await sleep(25);
+      expect([await handshakes('failed'), await handshakes('ok')]).toEqual([1, 1]);
     } finally {
       await proxy.close();
     }

@@ -101,6 +101,7 @@ export async function startProxy(
   backend: string,
   extra: Partial<Parameters<TlsProxy['listen']>[0]> = {},
   pool: Record<string, unknown> = {},
+  options: Partial<ConstructorParameters<typeof TlsProxy>[0]> = {},
 ) {
   const logger = quietLogger();
   const proxy = new TlsProxy({
@@ -111,6 +112,7 @@ export async function startProxy(
       ca: cert('ca.pem'),
       ...pool,
     },
+    ...options,
   });
   const l = await proxy.listen({
     dialect: 'imap',
