@@ -23,6 +23,10 @@ export async function handshake(c: ConnectionState, fd: OwnedFd, info: HandoffIn
   const end = new SessionEnd(c, backend);
   request.onEnd = end.onEnd;
   if (config.idleTimeoutMs) request.idleTimeoutMs = config.idleTimeoutMs;
+  // Handed out early, the session holds its handshake place until the engine reports the end of
+  // the handshake, which the native engine otherwise batches (up to 50 ms): short of places, a
+  // session sequence could be refused with no handshake running.
+  if (request.earlyHandoff && config.handshakes?.short?.()) request.promptCompletion = true;
   c.relaying = true;
   log.m.stage('handshake');
   const t0 = performance.now();

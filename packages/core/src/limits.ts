@@ -116,7 +116,7 @@ export const ENGINE_LIMITS: readonly LimitDeclaration[] = Object.freeze([
     phase: 'handshake',
     note: 'per listener (a total over workers)',
     where: 'listener key `maxHandshakes`',
-    past: 'From the go-ahead (implicit TLS: accept) to the end of the handshake. Past it: log `TLS handshake limit reached`; STARTTLS gets the temporary failure and the preamble goes on; implicit TLS is closed.',
+    past: "From the go-ahead (implicit TLS: accept) to the end of the handshake (handed off early: the client's Finished, which the native engine may report up to 50 ms late while the listener uses less than half its places). Past it: log `TLS handshake limit reached`; STARTTLS gets the temporary failure and the preamble goes on; implicit TLS is closed.",
     source:
       "like nginx's and HAProxy's handshake caps (`maxsslconn`): handshakes cost CPU and memory before anything is authenticated",
   },

@@ -267,6 +267,8 @@ export class TlsProxy {
       release: () => {
         held.handshakes--;
       },
+      short: () =>
+        held.handshakes * 2 >= (state.config.maxHandshakes ?? LISTENER_DEFAULTS.maxHandshakes),
     };
     state.sessionConfig.handshakes = handshakes;
     // Accepted as descriptors (accept.ts), read by nobody until a session starts: with inbound

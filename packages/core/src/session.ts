@@ -57,7 +57,12 @@ export interface SessionConfig {
   idleTimeoutMs?: number;
   /** The listener's cap on connections in the TLS handshake at once: take a place before the
    * handshake (false: none free, the client gets the temporary failure), give it back after. */
-  handshakes?: { acquire(): boolean; release(): void };
+  handshakes?: {
+    acquire(): boolean;
+    release(): void;
+    /** Half the places or more are taken: a place held longer than needed may refuse a client. */
+    short?(): boolean;
+  };
   /** Whole preamble, connect to hand-off; the dialect's own idle timers are shorter. */
   preambleTimeoutMs: number;
   /** Bytes a client may send before TLS, in all. */

@@ -97,7 +97,10 @@ describe('tlspool daemon', () => {
             }
           }
         },
-        { backend: { onServerName: (n) => n !== 'refused.example.test' }, checkServerName: true },
+        {
+          backend: { onServerName: (n) => n !== 'refused.example.test' },
+          listener: { checkServerName: true },
+        },
       ),
     30_000,
   );
@@ -139,6 +142,40 @@ describe('tlspool daemon', () => {
           ).toBe(true);
         expect(got).toEqual([]);
       }),
+    30_000,
+  );
+
+  it(
+    'maxHandshakes 1 through the daemon: clients one after another are all let in',
+    () =>
+      // A session handed out early keeps its place until the daemon says its handshake is
+      // complete: short of places, the proxy asks for that at once (promptCompletion), and the
+      // daemon's engine must hear it too.
+      withDaemon(
+        async ({ port, backend }) => {
+          const answers: string[] = [];
+          for (let i = 0; i < 12; i++) {
+            const c = new LineClient(port);
+            await c.until(/^\* OK/);
+            c.write('a STARTTLS\r\n');
+            const answer = (await c.until(/^a /m)).match(/^a \w+/m)![0];
+            answers.push(answer);
+            if (answer !== 'a OK') {
+              c.socket.destroy();
+              continue;
+            }
+            const accepted = backend.accept();
+            const t = await c.startTls({ servername: 'imap.example.test' });
+            const { socket } = await accepted;
+            socket.write('* hello\r\n');
+            await t.until(/hello/);
+            t.socket.destroy();
+            socket.destroy();
+          }
+          expect(answers.filter((a) => a !== 'a OK')).toEqual([]);
+        },
+        { listener: { maxHandshakes: 1 } },
+      ),
     30_000,
   );
 });

@@ -227,7 +227,10 @@ export interface DaemonSetup {
 /** Runs `body` on a fresh DaemonSetup and tears it all down after, whatever happened. */
 export async function withDaemon(
   body: (s: DaemonSetup) => Promise<void>,
-  opts: { backend?: Omit<ListenOptions, 'path'>; checkServerName?: boolean } = {},
+  opts: {
+    backend?: Omit<ListenOptions, 'path'>;
+    listener?: Partial<Parameters<TlsProxy['listen']>[0]>;
+  } = {},
 ): Promise<void> {
   const poolPath = tmpSock('pool');
   const backendPath = tmpSock('backend');
@@ -240,7 +243,7 @@ export async function withDaemon(
       dialect: 'imap',
       listen: '127.0.0.1:0',
       backend: `unix:${backendPath}`,
-      ...(opts.checkServerName ? { checkServerName: true } : {}),
+      ...opts.listener,
     });
     const setup: DaemonSetup = {
       poolPath,

@@ -418,6 +418,8 @@ interface TlsCase {
   onBytes: boolean;
   /** earlyHandoff: resolved before the client's Finished (TLS 1.3, no client certificate) */
   early: boolean;
+  /** promptCompletion: with early, `completed` at once rather than with a later batch */
+  prompt: boolean;
   /** how long the session lives after the client's operations, before the teardown */
   holdMs: number;
 }
@@ -536,6 +538,7 @@ function caseArb(hellos: Buffer[]): fc.Arbitrary<Case> {
     ),
     clientCert: fc.constantFrom<'none' | 'client' | 'rogue'>('none', 'client', 'client', 'rogue'),
     early: fc.boolean(),
+    prompt: fc.boolean(),
     policy: fc.constantFrom<'none' | 'optional' | 'required'>(
       'none',
       'none',
@@ -762,6 +765,7 @@ async function runTls(w: World, c: TlsCase): Promise<void> {
     idleTimeoutMs: IDLE_MS,
     clientCert: c.policy,
     earlyHandoff: c.early,
+    promptCompletion: c.prompt,
     checkServerName: sniCheck(c.sni, hsMs * 2),
     onEnd: () => {
       ended++;
@@ -1289,6 +1293,7 @@ describe(`native engine fuzz (seed ${SEED}, ${SECONDS} s)`, () => {
       viaSocket: false,
       onBytes: false,
       early: false,
+      prompt: false,
       holdMs: 20,
     });
     // The generator's own check: a ClientHello rebuilt around a well-formed server_name reaches

@@ -393,6 +393,7 @@ export class NativeTlsEngine implements TlsEngineApi {
         typeof request.checkServerName === 'function',
         typeof request.onBytes === 'function',
         request.earlyHandoff === true,
+        request.promptCompletion === true,
       );
     } catch (err) {
       owned.close();

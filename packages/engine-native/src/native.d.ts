@@ -118,6 +118,8 @@ export interface NativeBinding {
     wantBytes: boolean,
     /** HandshakeRequest.earlyHandoff: 'established' once the server's TLS 1.3 flight is out */
     early?: boolean,
+    /** HandshakeRequest.promptCompletion: 'completed' goes to JS at once, not with a later batch */
+    prompt?: boolean,
   ): SessionHandle | null;
   clientContextCreate(options: ClientContextOptions): ClientContextHandle;
   /** The client role: null when the engine is busy (the caller still owns fd); otherwise C's. */

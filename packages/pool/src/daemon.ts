@@ -105,6 +105,7 @@ function handshakeRequest(raw: unknown): HandshakeRequest | string {
   const req = raw as Record<string, unknown>;
   const out: HandshakeRequest = {};
   const { clientCert, alpn, handshakeTimeoutMs, idleTimeoutMs, connectionId, earlyHandoff } = req;
+  const { promptCompletion } = req;
   if (clientCert !== undefined) {
     if (typeof clientCert !== 'string' || !CLIENT_CERT_POLICIES.has(clientCert))
       return 'clientCert must be none, optional or required';
@@ -140,6 +141,10 @@ function handshakeRequest(raw: unknown): HandshakeRequest | string {
   if (earlyHandoff !== undefined) {
     if (typeof earlyHandoff !== 'boolean') return 'earlyHandoff must be true or false';
     out.earlyHandoff = earlyHandoff;
+  }
+  if (promptCompletion !== undefined) {
+    if (typeof promptCompletion !== 'boolean') return 'promptCompletion must be true or false';
+    out.promptCompletion = promptCompletion;
   }
   return out;
 }

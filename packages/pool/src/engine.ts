@@ -69,6 +69,14 @@ export interface HandshakeRequest {
    */
   earlyHandoff?: boolean;
   /**
+   * With `earlyHandoff`: settle `completed` as soon as the handshake has ended. Without it an
+   * engine may hold that news back until it has something else to say (the native engine: up to
+   * 50 ms), which saves a wake-up per connection but keeps the session's place under a cap of
+   * handshakes at once (`maxHandshakes`) that much longer. Core asks for it while its listener
+   * uses half its handshake places or more. A tlspool daemon passes it on to its engine.
+   */
+  promptCompletion?: boolean;
+  /**
    * Called with the size of each chunk of application data relayed after the handshake: 'in' is
    * client to backend (decrypted), 'out' backend to client (before encryption). Embedded engine
    * only: a function does not cross the tlspool daemon's socket, so a daemon never calls it.

@@ -19,8 +19,8 @@
 //                    handshake is complete (HandshakeResult.completed resolves).
 //
 // In a handshake request, `request` carries the HandshakeRequest's data fields (clientCert,
-// alpn, handshakeTimeoutMs, idleTimeoutMs, connectionId, earlyHandoff) and two flags: checkServerName (ask
-// back with 'check-server-name') and sessionEnd (send 'session-end').
+// alpn, handshakeTimeoutMs, idleTimeoutMs, connectionId, earlyHandoff, promptCompletion) and two
+// flags: checkServerName (ask back with 'check-server-name') and sessionEnd (send 'session-end').
 // A connect request's `request` carries the ConnectRequest's data fields (serverName,
 // clientIdentity — a NAME: the key stays in the daemon —, alpn, minVersion, handshakeTimeoutMs,
 // idleTimeoutMs, connectionId) and the sessionEnd flag ('session-end' names the connect

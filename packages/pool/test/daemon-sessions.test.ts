@@ -252,6 +252,7 @@ describe('tlspool: handshake request fields are checked', () => {
         { idleTimeoutMs: 'never' },
         { connectionId: { toString: 1 } },
         { earlyHandoff: 'yes' },
+        { promptCompletion: 1 },
       ]) {
         const accepted = new Promise<net.Socket>((res) => server.once('connection', res));
         const c = net.connect(port, '127.0.0.1');
@@ -380,7 +381,7 @@ describe('tlspool: sessions handed out early (earlyHandoff)', () => {
     it(
       fail
         ? 'a failure after the hand-off comes back with session-end: completed rejects, onEnd gets why'
-        : 'the daemon passes earlyHandoff on; handshake-complete resolves completed',
+        : 'the daemon passes earlyHandoff and promptCompletion on; handshake-complete resolves completed',
       async () => {
         const path = join(dir, `early-${fail}.sock`);
         const seen: HandshakeRequest[] = [];
@@ -394,10 +395,12 @@ describe('tlspool: sessions handed out early (earlyHandoff)', () => {
           const failures: Array<Error | undefined> = [];
           const r = await remote.handshake(x, {
             earlyHandoff: true,
+            promptCompletion: true,
             onEnd: (failure) => failures.push(failure),
           });
           r.plaintext.close();
           expect(seen[0]?.earlyHandoff).toBe(true);
+          expect(seen[0]?.promptCompletion).toBe(true);
           const outcome = await r.completed?.then(
             () => 'completed',
             (err: Error) => err.message,

@@ -473,7 +473,7 @@ static conn *get_conn(napi_env env, engine_box *b, napi_value v) {
 }
 
 // submit(engine, store, fd, id, policy, alpnWire|null, handshakeTimeoutMs, idleTimeoutMs,
-//        checkSni, wantBytes[, early]) → handle, or null when the engine is busy (the caller keeps the fd).
+//        checkSni, wantBytes[, early[, prompt]]) → handle, or null when the engine is busy (the caller keeps the fd).
 // ---- shared by submit (server side) and connect (client side) ----
 
 /** An ALPN list from JS (a Buffer, or null/undefined for none) into alpn/len; false: thrown. The
@@ -539,9 +539,9 @@ static napi_value hand_to_loop(napi_env env, engine_box *b, conn *c) {
 }
 
 static napi_value js_submit(napi_env env, napi_callback_info info) {
-  // Ten arguments, and an eleventh (early) that may be left out.
-  napi_value argv[11];
-  size_t argc = 11;
+  // Ten arguments, and an eleventh (early) and twelfth (prompt) that may be left out.
+  napi_value argv[12];
+  size_t argc = 12;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
   if (argc < 10) {
     napi_throw_type_error(env, "ERR_MISSING_ARGS", "missing arguments");
@@ -566,10 +566,11 @@ static napi_value js_submit(napi_env env, napi_callback_info info) {
   napi_get_value_bool(env, argv[8], &check);
   bool want_bytes = false;
   napi_get_value_bool(env, argv[9], &want_bytes);
-  bool early = false;
+  bool early = false, prompt = false;
   if (argc > 10) napi_get_value_bool(env, argv[10], &early);
+  if (argc > 11) napi_get_value_bool(env, argv[11], &prompt);
   conn *c = conn_new(sp, fd, id, (enum cert_policy)policy, alpn, (unsigned)alpn_len, check,
-                     (uint64_t)hs, (uint64_t)idle, want_bytes, early);
+                     (uint64_t)hs, (uint64_t)idle, want_bytes, early, prompt);
   if (!c) {
     napi_throw_error(env, "TLSPROXY_ERR_NATIVE_SSL", "could not create the TLS session");
     return NULL;

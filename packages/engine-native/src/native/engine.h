@@ -129,6 +129,8 @@ typedef struct conn {
   // Hand off early (TLS 1.3, no client certificate asked for): EV_ESTABLISHED goes to JS once
   // the server's flight with its Finished is out, while the client finishes (see early_ready()).
   int early;
+  // JS wants EV_COMPLETED at once (its handshake places are short), not with a later batch.
+  int early_prompt;
   uint64_t hs_deadline, idle_ms, last_active;
   uint64_t hs_timeout_ms;
 
@@ -259,7 +261,8 @@ void ev_batch_free(ev_batch *b);
 
 conn *conn_new(idstore *store, int fd, double jsid, enum cert_policy policy,
                const unsigned char *alpn, unsigned alpn_len, int check_sni,
-               uint64_t hs_timeout_ms, uint64_t idle_ms, int want_bytes, int early);
+               uint64_t hs_timeout_ms, uint64_t idle_ms, int want_bytes, int early,
+               int prompt);
 // The client role: a TLS client on fd verifying the server as `name` (a DNS name without a
 // trailing dot, SNI sent, or an IP address, no SNI).
 conn *conn_new_client(SSL_CTX *ctx, int fd, double jsid, const unsigned char *alpn,

@@ -102,7 +102,9 @@ static ev *ev_add(loop *L, enum ev_type type, double jsid) {
 // EV_COMPLETED alone does not make a call: it only tells the proxy that a session handed out
 // early may give back its place under maxHandshakes, which can wait (LAZY_MS at most) for the
 // next batch JS needs anyway. Measured: a call of its own per connection cost some 4 % of the
-// CPU per connection under load (bench/ab.mjs, against a control).
+// CPU per connection under load (bench/ab.mjs, against a control). Unless JS asked for it at
+// once (early_prompt): a listener short of handshake places, where 50 ms held per session would
+// refuse clients while no handshake is running.
 static void ev_flush(loop *L, uint64_t now) {
   if (!L->out || L->out->n == 0) return;
   if (!L->urgent && now - L->lazy_since < LAZY_MS) return;
@@ -160,7 +162,8 @@ static conn *conn_alloc(int fd, double jsid, const unsigned char *alpn, unsigned
 
 conn *conn_new(idstore *store, int fd, double jsid, enum cert_policy policy,
                const unsigned char *alpn, unsigned alpn_len, int check_sni,
-               uint64_t hs_timeout_ms, uint64_t idle_ms, int want_bytes, int early) {
+               uint64_t hs_timeout_ms, uint64_t idle_ms, int want_bytes, int early,
+               int prompt) {
   conn *c = conn_alloc(fd, jsid, alpn, alpn_len, hs_timeout_ms, idle_ms);
   if (!c) return NULL;
   c->policy = policy;
@@ -169,6 +172,7 @@ conn *conn_new(idstore *store, int fd, double jsid, enum cert_policy policy,
   // A client certificate arrives with the client's Finished: then the identity is not known
   // before the end of the handshake, and nothing goes early.
   c->early = early && policy == POLICY_NONE;
+  c->early_prompt = prompt;
   c->ssl = SSL_new(store->ctx[store->default_index]);
   if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1) goto fail;
   idstore_ref(store);
@@ -564,9 +568,12 @@ static int established(loop *L, conn *c) {
   }
   if (!c->early_sent && handoff_ready(L, c, 0) != 0) return -1;
   // Handed out early: JS learns that the handshake is now complete (its handshake places).
-  if (c->early_sent && !ev_add(L, EV_COMPLETED, c->jsid)) {
-    conn_fail(L, c, "TLSPROXY_ERR_POOL_HANDSHAKE", "out of memory%s", NULL);
-    return -1;
+  if (c->early_sent) {
+    if (!ev_add(L, EV_COMPLETED, c->jsid)) {
+      conn_fail(L, c, "TLSPROXY_ERR_POOL_HANDSHAKE", "out of memory%s", NULL);
+      return -1;
+    }
+    if (c->early_prompt) L->urgent++; // JS asked for it at once (HandshakeRequest.promptCompletion)
   }
   c->state = ST_RELAY;
   c->tls_ready = c->plain_ready = EPOLLIN | EPOLLOUT;
