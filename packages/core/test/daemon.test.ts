@@ -4,7 +4,7 @@
 import { RemoteTlsEngine } from '@tlsproxy/pool';
 import { describe, expect, it } from 'vitest';
 import { withDaemon } from './faults-util.js';
-import { cert, engineName, LineClient, sleep } from './helpers.js';
+import { askStartTls, cert, engineName, LineClient, sleep } from './helpers.js';
 
 describe('tlspool daemon', () => {
   it(
@@ -155,17 +155,11 @@ describe('tlspool daemon', () => {
         async ({ port, backend }) => {
           const answers: string[] = [];
           for (let i = 0; i < 12; i++) {
-            const c = new LineClient(port);
-            await c.until(/^\* OK/);
-            c.write('a STARTTLS\r\n');
-            const answer = (await c.until(/^a /m)).match(/^a \w+/m)![0];
+            const { answer, client } = await askStartTls(port);
             answers.push(answer);
-            if (answer !== 'a OK') {
-              c.socket.destroy();
-              continue;
-            }
+            if (!client) continue;
             const accepted = backend.accept();
-            const t = await c.startTls({ servername: 'imap.example.test' });
+            const t = await client.startTls({ servername: 'imap.example.test' });
             const { socket } = await accepted;
             socket.write('* hello\r\n');
             await t.until(/hello/);

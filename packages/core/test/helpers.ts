@@ -264,6 +264,18 @@ export async function parkedClient(
 }
 
 /** An IMAP client through STARTTLS, the handshake and one NOOP answered by the backend. */
+/** Greeting, then STARTTLS: the tagged answer ('a OK', 'a NO'), and the client when it is OK (a
+ * refused one is closed). */
+export async function askStartTls(port: number): Promise<{ answer: string; client?: LineClient }> {
+  const c = new LineClient(port);
+  await c.until(/^\* OK/);
+  c.write('a STARTTLS\r\n');
+  const answer = (await c.until(/^a /m)).match(/^a \w+/m)?.[0] ?? '';
+  if (answer === 'a OK') return { answer, client: c };
+  c.socket.destroy();
+  return { answer };
+}
+
 export async function imapRelayed(port: number, options: tls.ConnectionOptions = {}) {
   const c = new LineClient(port);
   await c.until(/^\* OK/);
