@@ -57,21 +57,16 @@ export async function handshake(c: ConnectionState, fd: OwnedFd, info: HandoffIn
   // until the client's Finished (or the failure), so the cap holds to the handshake's end; and
   // the metric counts it then, as failed if it failed (the duration stays the time to the
   // hand-off: the engine reports the Finished up to 50 ms late, lazily).
-  if (result.completed) {
-    result.completed.then(
-      () => {
-        c.releaseHandshake();
-        log.m.handshake('ok', ms / 1000);
-      },
-      () => {
-        c.releaseHandshake();
-        log.m.handshake('failed', (performance.now() - t0) / 1000);
-      },
-    );
-  } else {
+  const ended = (ok: boolean) => {
     c.releaseHandshake();
-    log.m.handshake('ok', ms / 1000);
-  }
+    log.m.handshake(ok ? 'ok' : 'failed', (ok ? ms : performance.now() - t0) / 1000);
+  };
+  if (result.completed)
+    result.completed.then(
+      () => ended(true),
+      () => ended(false),
+    );
+  else ended(true);
   const { version, cipher, alpn, serverName, clientIdentity } = result.info;
   log.log('info', 'TLS established', {
     version,

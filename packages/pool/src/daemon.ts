@@ -31,7 +31,7 @@ import {
   isTimeout,
   type TlsEngineApi,
 } from './engine.js';
-import { poolProtocol } from './protocol.js';
+import { MAX_FAILURE, poolProtocol } from './protocol.js';
 
 export interface DaemonOptions {
   path: string;
@@ -148,9 +148,6 @@ function handshakeRequest(raw: unknown): HandshakeRequest | string {
   }
   return out;
 }
-
-/** Longest failure text in a 'session-end' (an OpenSSL error string is well under this). */
-const MAX_FAILURE = 512;
 
 /** Longest server name and identity name accepted from a peer (a DNS name is ≤ 253). */
 const MAX_NAME = 256;
@@ -407,6 +404,7 @@ export class PoolDaemon {
     run(onEnd).then(
       (res) => {
         hash = keyHash(res.controlKey);
+        const completed = m.id !== undefined ? res.completed : undefined;
         peer.reply(
           m,
           'established',
@@ -417,17 +415,16 @@ export class PoolDaemon {
             ...(wantsEnd ? { sessionEnd: true } : {}),
             // Handed out early: 'handshake-complete' follows when the client's Finished came
             // (a failure instead ends the session: 'session-end' with its reason).
-            ...(res.completed && m.id !== undefined ? { early: true } : {}),
+            ...(completed ? { early: true } : {}),
           },
           { fds: [res.plaintext] },
         );
-        if (res.completed && m.id !== undefined)
-          res.completed.then(
-            () => {
-              if (!peer.closed) peer.send('handshake-complete', { handshake: rid });
-            },
-            () => {},
-          );
+        completed?.then(
+          () => {
+            if (!peer.closed) peer.send('handshake-complete', { handshake: rid });
+          },
+          () => {},
+        );
         if (ended) reportEnd();
       },
       (err) =>

@@ -31,6 +31,9 @@
 // daemon.ts).
 import { defineProtocol } from '@tlsproxy/fdpass';
 
+/** Longest failure text in a 'session-end' (an OpenSSL error string is well under this). */
+export const MAX_FAILURE = 512;
+
 export const poolProtocol = defineProtocol({
   name: 'tlsproxy-pool',
   version: 1,

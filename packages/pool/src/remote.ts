@@ -13,7 +13,7 @@ import type {
   TlsEngineApi,
 } from './engine.js';
 import { isResourceError, PoolError, VERIFY_REASONS, type VerifyReason } from './errors.js';
-import { poolProtocol } from './protocol.js';
+import { MAX_FAILURE, poolProtocol } from './protocol.js';
 
 export interface RemoteOptions {
   /** Path of the daemon's socket. */
@@ -81,8 +81,7 @@ function completion(): Completion {
 /** A caller's onEnd must not break the channel's message handling. */
 function callEnd(onEnd: ((failure?: Error) => void) | undefined, failure?: Error): void {
   try {
-    if (failure) onEnd?.(failure);
-    else onEnd?.();
+    onEnd?.(failure);
   } catch {}
 }
 
@@ -171,7 +170,7 @@ export class RemoteTlsEngine implements TlsEngineApi {
         const why = m.body.failure;
         const failure =
           typeof why === 'string'
-            ? new PoolError('TLSPROXY_ERR_POOL_HANDSHAKE', why.slice(0, 512))
+            ? new PoolError('TLSPROXY_ERR_POOL_HANDSHAKE', why.slice(0, MAX_FAILURE))
             : undefined;
         completes
           .get(id)
