@@ -4,7 +4,7 @@
 import { RemoteTlsEngine } from '@tlsproxy/pool';
 import { describe, expect, it } from 'vitest';
 import { withDaemon } from './faults-util.js';
-import { askStartTls, cert, engineName, LineClient, sleep } from './helpers.js';
+import { askStartTls, cert, engineName, LineClient, sleep, tlsGate, until } from './helpers.js';
 
 describe('tlspool daemon', () => {
   it(
@@ -112,15 +112,20 @@ describe('tlspool daemon', () => {
         // The backend takes what comes (with the native engine the refusing client's connection
         // may come) and reads it to its end.
         const got: string[] = [];
+        let accepted = 0;
         void (async () => {
           for (;;) {
             const a = await backend.accept().catch(() => undefined);
             if (!a) return;
+            accepted++;
             a.socket.on('data', (d) => got.push(String(d)));
             a.socket.on('error', () => {});
           }
         })();
-        const c = new LineClient(port);
+        // The client's answer to the server's flight is held until the backend has the
+        // connection (native engine): on a loaded machine it could otherwise come first.
+        const gate = await tlsGate(port);
+        const c = new LineClient(gate.port);
         await c.until(/^\* OK/);
         c.write('a STARTTLS\r\n');
         await c.until(/^a OK/);
@@ -130,6 +135,9 @@ describe('tlspool daemon', () => {
           c.startTls({ servername: 'imap.example.test', ca: cert('rogue.pem') }),
         ).rejects.toThrow();
         c.socket.destroy();
+        await until(() => gate.answered(), 2000, 'the client’s answer');
+        if (engineName === 'native') await until(() => accepted > 0, 2000, 'the early hand-off');
+        gate.release();
         for (let i = 0; i < 40 && !logger.lines.some((x) => /TLS handshake failed/.test(x)); i++)
           await sleep(50);
         expect(logger.lines.some((x) => /TLS handshake failed/.test(x))).toBe(true);
@@ -141,6 +149,7 @@ describe('tlspool daemon', () => {
             ),
           ).toBe(true);
         expect(got).toEqual([]);
+        gate.close();
       }),
     30_000,
   );

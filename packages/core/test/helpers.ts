@@ -263,7 +263,6 @@ export async function parkedClient(
   return c;
 }
 
-/** An IMAP client through STARTTLS, the handshake and one NOOP answered by the backend. */
 /** Greeting, then STARTTLS: the tagged answer ('a OK', 'a NO'), and the client when it is OK (a
  * refused one is closed). */
 export async function askStartTls(port: number): Promise<{ answer: string; client?: LineClient }> {
@@ -276,6 +275,7 @@ export async function askStartTls(port: number): Promise<{ answer: string; clien
   return { answer };
 }
 
+/** An IMAP client through STARTTLS, the handshake and one NOOP answered by the backend. */
 export async function imapRelayed(port: number, options: tls.ConnectionOptions = {}) {
   const c = new LineClient(port);
   await c.until(/^\* OK/);
@@ -285,4 +285,58 @@ export async function imapRelayed(port: number, options: tls.ConnectionOptions =
   t.socket.write('b NOOP\r\n');
   await t.until(/b OK/);
   return t;
+}
+
+/**
+ * A relay in front of the proxy that lets the plaintext preamble and the client's first TLS
+ * record (its ClientHello) through, then holds what the client does next (sends its Finished or
+ * an alert, or hangs up) until `release()`: what the proxy does between its own flight and the
+ * client's answer is then deterministic, whatever the machine's load.
+ */
+export interface Gate {
+  port: number;
+  /** Whether the client has answered the server's flight (bytes or its hang-up are held). */
+  answered(): boolean;
+  release(): void;
+  close(): void;
+}
+export async function tlsGate(port: number): Promise<Gate> {
+  let held: Buffer[] | undefined;
+  let hungUp = false;
+  let open = false;
+  let up: net.Socket | undefined;
+  const server = net.createServer((down) => {
+    up = net.connect(port, '127.0.0.1');
+    up.pipe(down);
+    up.on('error', () => down.destroy());
+    down.on('error', () => {});
+    down.on('close', () => {
+      hungUp = true;
+      if (open) up?.end();
+    });
+    let tlsBytes = Buffer.alloc(0);
+    down.on('data', (d: Buffer) => {
+      if (open || (!held && tlsBytes.length === 0 && d[0] !== 0x16)) return void up?.write(d);
+      if (held) return void held.push(d);
+      tlsBytes = Buffer.concat([tlsBytes, d]);
+      if (tlsBytes.length < 5 || tlsBytes.length < 5 + tlsBytes.readUInt16BE(3)) return;
+      const end = 5 + tlsBytes.readUInt16BE(3);
+      up?.write(tlsBytes.subarray(0, end)); // the ClientHello
+      held = tlsBytes.length > end ? [tlsBytes.subarray(end)] : [];
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    answered: () => hungUp || (held ?? []).length > 0,
+    release() {
+      open = true;
+      for (const d of held?.splice(0) ?? []) up?.write(d);
+      if (hungUp) up?.end();
+    },
+    close() {
+      server.close();
+      up?.destroy();
+    },
+  };
 }
