@@ -104,8 +104,15 @@ function handshakeRequest(raw: unknown): HandshakeRequest | string {
     return 'request is not an object';
   const req = raw as Record<string, unknown>;
   const out: HandshakeRequest = {};
-  const { clientCert, alpn, handshakeTimeoutMs, idleTimeoutMs, connectionId, earlyHandoff } = req;
-  const { promptCompletion } = req;
+  const {
+    clientCert,
+    alpn,
+    handshakeTimeoutMs,
+    idleTimeoutMs,
+    connectionId,
+    earlyHandoff,
+    promptCompletion,
+  } = req;
   if (clientCert !== undefined) {
     if (typeof clientCert !== 'string' || !CLIENT_CERT_POLICIES.has(clientCert))
       return 'clientCert must be none, optional or required';

@@ -472,8 +472,6 @@ static conn *get_conn(napi_env env, engine_box *b, napi_value v) {
   return c;
 }
 
-// submit(engine, store, fd, id, policy, alpnWire|null, handshakeTimeoutMs, idleTimeoutMs,
-//        checkSni, wantBytes[, early[, prompt]]) → handle, or null when the engine is busy (the caller keeps the fd).
 // ---- shared by submit (server side) and connect (client side) ----
 
 /** An ALPN list from JS (a Buffer, or null/undefined for none) into alpn/len; false: thrown. The
@@ -538,6 +536,9 @@ static napi_value hand_to_loop(napi_env env, engine_box *b, conn *c) {
   return ext;
 }
 
+// submit(engine, store, fd, id, policy, alpnWire|null, handshakeTimeoutMs, idleTimeoutMs,
+//        checkSni, wantBytes[, early[, prompt]]) → handle, or null when the engine is busy (the
+//        caller keeps the fd).
 static napi_value js_submit(napi_env env, napi_callback_info info) {
   // Ten arguments, and an eleventh (early) and twelfth (prompt) that may be left out.
   napi_value argv[12];
