@@ -73,6 +73,8 @@ export function nativeRowWithThreads(threads) {
 
 /** The CLI's default engine threads with `workers` processes: max(1, ⌊cores ÷ workers⌋ − 1). */
 const cliThreads = (workers) => Math.max(1, Math.floor(availableParallelism() / workers) - 1);
+/** The CLI's default workers with the native engine: one per two cores (cli's workers.ts). */
+const cliWorkers = Math.max(1, Math.floor(availableParallelism() / 2));
 
 /**
  * The CLI (`tlsproxy --config`) with `workers` processes and the native engine: the target
@@ -186,9 +188,10 @@ export const SYSTEMS = [
     id: `tlsproxy-w${workers}`,
     label: `tlsproxy CLI --workers ${workers} --engine native`,
     cores:
-      workers === 1
+      (workers === 1
         ? `1 process (the CLI), native engine, ${cliThreads(1)} loop thread(s) (+ backend process)`
-        : `${workers} worker processes, native engine, ${cliThreads(workers)} loop thread(s) each (the CLI's default: max(1, ⌊cores ÷ workers⌋ − 1)) (+ primary, + backend process)`,
+        : `${workers} worker processes, native engine, ${cliThreads(workers)} loop thread(s) each (the CLI's default: max(1, ⌊cores ÷ workers⌋ − 1)) (+ primary, + backend process)`) +
+      (workers === cliWorkers ? '; the CLI’s default workers on this machine' : ''),
     engine: 'native',
     workers,
     bulk: workers > 1,

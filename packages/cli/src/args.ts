@@ -63,7 +63,8 @@ export const USAGE = `Usage: tlsproxy --dialect NAME --listen HOST:PORT --backen
   --alpn LIST             comma-separated ALPN protocols to offer
   --hostname NAME         host name used in greetings
   --option KEY=VALUE      a dialect option (repeatable; VALUE is JSON or a plain string)
-  --workers N             processes sharing the listeners (default: one per core; 1 with systemd:)
+  --workers N             processes sharing the listeners (default: one per two cores with the
+                          native engine, one per core with node:tls; 1 with systemd:)
   --log-format FORMAT     text (default) | json (one pino JSON object per line)
   --log-level LEVEL       debug | info (default) | warn | error
   -h, --help              this text

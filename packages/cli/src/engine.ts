@@ -61,7 +61,8 @@ export function fallbackWarning(decision: EngineDecision, threadsGiven: boolean)
 }
 
 /** This process's share of the cores: each worker builds its own engine, so N workers divide
- * them rather than each running a loop thread per core (N × cores threads). */
+ * them rather than each running a loop thread per core (N × cores threads). The default number
+ * of workers is workers.ts's defaultWorkers. */
 export function coresPerWorker(workers: number, cores = availableParallelism()): number {
   return Math.max(1, Math.floor(cores / Math.max(1, workers)));
 }

@@ -30,14 +30,17 @@ import { preflight, reportPreflight, sideOf } from './preflight.js';
 import { ConfigRunner } from './run-config.js';
 import { defaultWorkers, isWorker, runPrimary, workerShare } from './workers.js';
 
-/** How many processes a config runs as: systemd passes descriptors to this process only, so its
- * listeners cannot be shared by workers. */
-function workersOf(config: LoadedConfig): { count: number; isDefault: boolean } {
+/** How many processes a config runs as, with `engine` (undefined: the tlspool daemon's): systemd
+ * passes descriptors to this process only, so its listeners cannot be shared by workers. */
+function workersOf(
+  config: LoadedConfig,
+  engine: EngineKind | undefined,
+): { count: number; isDefault: boolean; engine: EngineKind | undefined } {
   if (config.listeners.some((l) => String(l.listen).startsWith('systemd:')))
-    return { count: 1, isDefault: config.raw.workers === undefined };
+    return { count: 1, isDefault: config.raw.workers === undefined, engine };
   return config.raw.workers === undefined
-    ? { count: defaultWorkers(), isDefault: true }
-    : { count: config.raw.workers, isDefault: false };
+    ? { count: defaultWorkers(engine), isDefault: true, engine }
+    : { count: config.raw.workers, isDefault: false, engine };
 }
 
 function read(path: string, what: string): Buffer {
@@ -173,23 +176,34 @@ function fail(err: unknown): number {
 }
 
 /** check-config's line on the TLS engine that will run (and a problem when it cannot). */
-async function describeEngine(config: LoadedConfig): Promise<{ line: string; problem?: string }> {
+async function describeEngine(
+  config: LoadedConfig,
+): Promise<{ line: string; problem?: string; kind: EngineKind | undefined }> {
   if (!('identities' in config.pool)) {
     const socket = 'socket' in config.pool ? config.pool.socket : '?';
-    return { line: `engine: the tlspool daemon at ${socket} (it runs its own TLS engine)` };
+    return {
+      line: `engine: the tlspool daemon at ${socket} (it runs its own TLS engine)`,
+      kind: undefined,
+    };
   }
-  if (config.engine === 'node') return { line: 'engine: node (node:tls, the reference engine)' };
+  if (config.engine === 'node')
+    return { line: 'engine: node (node:tls, the reference engine)', kind: 'node' };
   const decision = await decideEngine(config.engine);
   const why = config.engine === 'native' ? await nativeProblem() : decision.fallback;
   if (config.engine === 'native' && why !== undefined) {
     const problem = `${config.file}: engine: native cannot load here (${why.replace(/\s*\n\s*/g, ' ')}); use engine: node (node:tls) instead`;
-    return { line: 'engine: native (cannot load here: the proxy will not start)', problem };
+    return {
+      line: 'engine: native (cannot load here: the proxy will not start)',
+      problem,
+      kind: 'native',
+    };
   }
   if (decision.kind === 'node')
     return {
       line: `engine: node (the default, native, cannot load here: ${why?.replace(/\s*\n\s*/g, ' ')}; the proxy warns at start, engine: node silences that)`,
+      kind: 'node',
     };
-  const workers = workersOf(config).count;
+  const workers = workersOf(config, 'native').count;
   const threads = config.engineThreads ?? (await defaultThreads(workers));
   const each = workers > 1 ? ' in each worker' : '';
   return {
@@ -198,6 +212,7 @@ async function describeEngine(config: LoadedConfig): Promise<{ line: string; pro
       (config.engineThreads === undefined
         ? ` (default: max(1, floor(${availableParallelism()} cores / ${workers} worker${workers === 1 ? '' : 's'}) − 1))`
         : ' (engineThreads)'),
+    kind: 'native',
   };
 }
 
@@ -231,7 +246,9 @@ export async function checkConfig(file: string | undefined): Promise<number> {
     const engine = await describeEngine(config);
     process.stdout.write(`${engine.line}\n`);
     // What will be enforced, defaults included, and how workers share it.
-    process.stdout.write(`${describeLimits(config, workersOf(config), dialects).join('\n')}\n`);
+    process.stdout.write(
+      `${describeLimits(config, workersOf(config, engine.kind), dialects).join('\n')}\n`,
+    );
     if (engine.problem) {
       process.stderr.write(`${engine.problem}\n`);
       return 1;
@@ -347,7 +364,7 @@ export async function main(argv: string[]): Promise<number> {
         const log = createLogger({ level: c.logging.level, format: c.logging.format });
         engine = await chooseEngine(c.engine, c.engineThreads !== undefined, log);
       }
-      const workers = workersOf(c).count;
+      const workers = workersOf(c, engine).count;
       if (workers > 1)
         return runPrimary(
           workers,
@@ -388,8 +405,6 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return 0;
   }
-  // systemd passes descriptors to this process only: its listeners cannot be shared by workers.
-  const workers = args.listen.startsWith('systemd:') ? 1 : (args.workers ?? defaultWorkers());
   // The embedded engine, decided (and a fallback warned about) once, before forking.
   let engine: EngineKind | undefined;
   if (!isWorker()) {
@@ -425,6 +440,10 @@ export async function main(argv: string[]): Promise<number> {
       const log = createLogger({ level: args.logLevel, format: args.logFormat });
       engine = await chooseEngine(args.engine, args.engineThreads !== undefined, log);
     }
+    // systemd passes descriptors to this process only: its listeners cannot be shared by workers.
+    const workers = args.listen.startsWith('systemd:')
+      ? 1
+      : (args.workers ?? defaultWorkers(engine));
     if (workers > 1)
       return runPrimary(
         workers,

@@ -1,13 +1,26 @@
-// `workers: N`: one process per core, each running the same listeners. The kernel spreads
+// `workers: N`: processes each running the same listeners (defaultWorkers). The kernel spreads
 // connections over the workers (SCHED_NONE: every worker accepts on the shared socket) — the
 // round-robin default would route every connection through the primary, one more descriptor
 // hop per connection for a program whose job is moving descriptors.
 import cluster from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { type ClusterMetricsServer, serveClusterMetrics } from '@tlsproxy/core';
+import type { EngineKind } from './engine.js';
 
-export function defaultWorkers(): number {
-  return Math.max(1, availableParallelism());
+/**
+ * Workers when not given. With the native engine (the default) a worker keeps two threads busy —
+ * its JS thread (accepting, the dialects, the hand-offs) and its engine's loop thread (the
+ * handshakes and the relay) —, so one per two cores, each with max(1, floor(cores / workers) − 1)
+ * loop threads (engine.ts): as many busy threads as cores. One worker per core would run twice
+ * as many: on 2 cores `--workers 2` cost 1.3–1.5× the CPU per connection of one worker and did a
+ * quarter fewer connections/s (docs/benchmarks.md, the tlsproxy-w1/-w2 rows). With node:tls, or
+ * the tlspool daemon doing TLS in its own process, a worker is one busy thread: one per core.
+ */
+export function defaultWorkers(
+  engine: EngineKind | undefined,
+  cores = availableParallelism(),
+): number {
+  return Math.max(1, engine === 'native' ? Math.floor(cores / 2) : cores);
 }
 
 // The primary tells each worker how many there are, so a worker can take its share of the

@@ -6,7 +6,6 @@
 // file that does not exist, or, in process, preflight's injectable loader.
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -17,8 +16,8 @@ import { ConfigError, parseConfig } from '../src/config.js';
 import { type Demo, runDemo } from '../src/demo.js';
 import { coresPerWorker, decideEngine, defaultThreads } from '../src/engine.js';
 import { preflight } from '../src/preflight.js';
+import { bin, cli, freePort } from './helpers.js';
 
-const bin = fileURLToPath(new URL('../bin/tlsproxy.js', import.meta.url));
 const certs = fileURLToPath(new URL('../../../fixtures/certs/', import.meta.url));
 const backendJs = fileURLToPath(
   new URL('../../../examples/imap-backend/server.mjs', import.meta.url),
@@ -43,49 +42,6 @@ function problems(text: string): string[] {
     throw err;
   }
   return [];
-}
-
-function freePort(): Promise<number> {
-  return new Promise((r) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => r(p));
-    });
-  });
-}
-
-/** The real CLI: its log so far, a wait for a line, and a stop that waits for the exit. */
-function cli(args: string[], env: NodeJS.ProcessEnv = {}) {
-  const child = spawn(process.execPath, [bin, ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, ...env },
-  });
-  let log = '';
-  child.stdout.on('data', (d) => (log += d));
-  child.stderr.on('data', (d) => (log += d));
-  const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
-  return {
-    get log() {
-      return log;
-    },
-    exited,
-    async waitFor(re: RegExp, ms = 15_000): Promise<void> {
-      for (const end = Date.now() + ms; Date.now() < end; ) {
-        if (re.test(log)) return;
-        if (child.exitCode !== null) break;
-        await new Promise((r) => setTimeout(r, 50));
-      }
-      throw new Error(`no ${re} in the log:\n${log}`);
-    },
-    async stop(): Promise<void> {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill('SIGINT');
-        const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
-        await exited;
-        clearTimeout(t);
-      }
-    },
-  };
 }
 
 /** One IMAP STARTTLS session with openssl s_client, verified against the test CA. */
