@@ -7,7 +7,16 @@
 // every refused client sees its connection closed, every established session ends, no
 // descriptor is left open, and malloc'd memory is back near its baseline at the end.
 import { generateKeyPairSync } from 'node:crypto';
-import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -127,6 +136,18 @@ class Acceptor {
 }
 
 /** Resolves when the socket is closed (by us or by the peer). */
+/**
+ * An RST where Node can send one. `resetAndDestroy()` on a socket that is shutting down — after
+ * its own end() or that of the TLS socket over it — fails with `reset EINVAL` and leaks the
+ * descriptor (libuv's uv_tcp_close_reset refuses a handle after uv_shutdown, and Node 20 then
+ * drops the handle unclosed: 20 of 20 leaked in a script). There a destroy() closes it; the
+ * fuzzer's 15-minute runs had leaked such client sockets and failed their descriptor check.
+ */
+function reset(raw: net.Socket, over?: net.Socket | null): void {
+  if (raw.writableEnded || over?.writableEnded) (over ?? raw).destroy();
+  else raw.resetAndDestroy();
+}
+
 function closed(s: net.Socket): Promise<void> {
   if (s.destroyed && s.closed) return Promise.resolve();
   return new Promise((r) => s.once('close', () => r()));
@@ -716,7 +737,7 @@ async function runBytes(w: World, c: BytesCase): Promise<void> {
       client.end();
       break;
     case 'rst':
-      client.resetAndDestroy();
+      reset(client);
       break;
     case 'destroy':
       client.destroy();
@@ -797,7 +818,7 @@ async function runTls(w: World, c: TlsCase): Promise<void> {
   if (c.vanish) {
     const { afterMs, how } = c.vanish;
     setTimeout(() => {
-      if (how === 'rst') rawClient.resetAndDestroy();
+      if (how === 'rst') reset(rawClient, tc);
       else if (how === 'fin') rawClient.end();
       else tc.destroy();
     }, afterMs);
@@ -885,7 +906,7 @@ async function runTls(w: World, c: TlsCase): Promise<void> {
         tc.end();
         break;
       case 'rst':
-        rawClient.resetAndDestroy();
+        reset(rawClient, tc);
         break;
       case 'renegotiate':
         // Client-initiated renegotiation is refused by the engine (TLS 1.2; an error on 1.3).
@@ -911,7 +932,7 @@ async function runTls(w: World, c: TlsCase): Promise<void> {
   }
   await sleep(c.holdMs);
   // Tear down: the client goes (both ways), then the backend.
-  if (Math.random() < 0.5) rawClient.resetAndDestroy();
+  if (Math.random() < 0.5) reset(rawClient, tc);
   else tc.destroy();
   backend?.destroy();
   fdOnly?.close();
@@ -1174,7 +1195,7 @@ async function runConnect(w: World, c: ConnectCase): Promise<void> {
             )
           : junk;
       server.write(reply, () => {
-        if (c.ending === 'rst') server.resetAndDestroy();
+        if (c.ending === 'rst') reset(server);
         else if (c.ending === 'fin') server.end();
       });
     });
@@ -1187,7 +1208,7 @@ async function runConnect(w: World, c: ConnectCase): Promise<void> {
   if (c.vanish) {
     const { afterMs, how } = c.vanish;
     setTimeout(() => {
-      if (how === 'rst') server.resetAndDestroy();
+      if (how === 'rst') reset(server, t);
       else if (how === 'fin') (t ?? server).end();
       else (t ?? server).destroy();
     }, afterMs);
@@ -1229,7 +1250,7 @@ async function runConnect(w: World, c: ConnectCase): Promise<void> {
     }
   });
   await sleep(c.holdMs);
-  if (Math.random() < 0.5) server.resetAndDestroy();
+  if (Math.random() < 0.5) reset(server, t);
   else (t ?? server).destroy();
   app.destroy();
   await within(
@@ -1253,8 +1274,47 @@ function runCase(w: World, c: Case): Promise<void> {
 
 // ---- the run ----
 
+/** This process's descriptors and what each is (`socket:[inode]`, a path, `pipe:[…]`). */
+function openFds(): Map<number, string> {
+  const out = new Map<number, string>();
+  for (const f of readdirSync('/proc/self/fd')) {
+    try {
+      out.set(Number(f), readlinkSync(`/proc/self/fd/${f}`));
+    } catch {} // the directory's own descriptor, closed by now
+  }
+  return out;
+}
+
+/** The descriptors open now that were not (or were something else) at the baseline, with the
+ * socket kind and state the kernel lists for each socket — what a leak report needs. */
+function describeFds(base: Map<number, string>): string {
+  const kinds = new Map<string, string>();
+  for (const [file, kind] of [
+    ['/proc/net/tcp', 'tcp'],
+    ['/proc/net/tcp6', 'tcp6'],
+    ['/proc/net/unix', 'unix'],
+  ] as const) {
+    try {
+      for (const line of readFileSync(file, 'utf8').split('\n').slice(1)) {
+        const f = line.trim().split(/\s+/);
+        // tcp: local, remote, state (hex) …, inode at 9; unix: … type at 4, state at 5, inode at 6
+        if (kind === 'unix' && f[6]) kinds.set(f[6], `unix type ${f[4]} state ${f[5]}`);
+        else if (f[9]) kinds.set(f[9], `${kind} ${f[1]} → ${f[2]} state ${f[3]}`);
+      }
+    } catch {}
+  }
+  const out: string[] = [];
+  for (const [fd, link] of openFds()) {
+    if (base.get(fd) === link) continue;
+    const inode = /^socket:\[(\d+)\]$/.exec(link)?.[1];
+    out.push(`${fd} ${link}${inode ? ` (${kinds.get(inode) ?? 'not listed'})` : ''}`);
+  }
+  return out.join('; ') || 'none';
+}
+
 describe(`native engine fuzz (seed ${SEED}, ${SECONDS} s)`, () => {
   let fdBase = 0;
+  let fdsAtBase = new Map<number, string>();
   let memBase = 0;
   let hellos: Buffer[] = [];
   const world = {} as World;
@@ -1324,6 +1384,7 @@ describe(`native engine fuzz (seed ${SEED}, ${SECONDS} s)`, () => {
     }
     await collect();
     fdBase = fdCount();
+    fdsAtBase = openFds();
     memBase = b.mallocBytes();
   }, 60_000);
 
@@ -1403,7 +1464,9 @@ describe(`native engine fuzz (seed ${SEED}, ${SECONDS} s)`, () => {
     await world.engine.close();
     await collect();
     await until(() => fdCount() <= fdBase, 10_000, `descriptors back to ${fdBase}`).catch(() => {
-      throw new Error(`descriptor leak: ${fdCount()} open, ${fdBase} at the start`);
+      throw new Error(
+        `descriptor leak: ${fdCount()} open, ${fdBase} at the start; new since then: ${describeFds(fdsAtBase)}`,
+      );
     });
     await collect();
     const grown = b.mallocBytes() - memBase;
