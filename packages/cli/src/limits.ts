@@ -18,7 +18,6 @@ import {
   resolveLimits,
 } from '@tlsproxy/core';
 import type { LoadedConfig } from './config.js';
-import type { EngineKind } from './engine.js';
 
 /** A declaration from core's limit tables (the same ones docs/limits.md is generated from). */
 function declared(table: readonly LimitDeclaration[], name: string): number {
@@ -58,15 +57,15 @@ export function perWorker(l: ListenerConfig, workers: number): ListenerConfig {
 /** One line per effective value; `workers` as it will run (1 with systemd: listeners). */
 export function describeLimits(
   config: LoadedConfig,
-  workers: { count: number; isDefault: boolean; engine?: EngineKind | undefined },
+  workers: { count: number; isDefault: boolean; rule?: string },
   dialects: Dialect<unknown>[],
 ): string[] {
   const n = workers.count;
-  const rule = workers.engine === 'native' ? 'one per two cores' : 'one per core';
+  const dflt = workers.isDefault ? ` (default${workers.rule ? `: ${workers.rule}` : ''})` : '';
   const out: string[] = [
     n > 1
-      ? `workers: ${n}${workers.isDefault ? ` (default: ${rule} on this machine)` : ''}, each a separate process with its own counters: ${SPLIT_OVER_WORKERS.join(', ')} are totals for the whole proxy, each worker allowing ceil(total / ${n}); every other limit applies to each connection as written`
-      : `workers: 1${workers.isDefault ? ` (default: ${rule} on this machine)` : ''}, one process: every limit applies as written`,
+      ? `workers: ${n}${dflt}, each a separate process with its own counters: ${SPLIT_OVER_WORKERS.join(', ')} are totals for the whole proxy, each worker allowing ceil(total / ${n}); every other limit applies to each connection as written`
+      : `workers: 1${dflt}, one process: every limit applies as written`,
   ];
   const raw = config.raw;
   config.listeners.forEach((l, i) => {

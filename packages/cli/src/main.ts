@@ -35,12 +35,17 @@ import { defaultWorkers, isWorker, runPrimary, workerShare } from './workers.js'
 function workersOf(
   config: LoadedConfig,
   engine: EngineKind | undefined,
-): { count: number; isDefault: boolean; engine: EngineKind | undefined } {
+): { count: number; isDefault: boolean; rule: string } {
   if (config.listeners.some((l) => String(l.listen).startsWith('systemd:')))
-    return { count: 1, isDefault: config.raw.workers === undefined, engine };
+    return {
+      count: 1,
+      isDefault: config.raw.workers === undefined,
+      rule: 'one with systemd: listeners',
+    };
+  const rule = `${engine === 'native' ? 'one per two cores' : 'one per core'} on this machine`;
   return config.raw.workers === undefined
-    ? { count: defaultWorkers(engine), isDefault: true, engine }
-    : { count: config.raw.workers, isDefault: false, engine };
+    ? { count: defaultWorkers(engine), isDefault: true, rule }
+    : { count: config.raw.workers, isDefault: false, rule };
 }
 
 function read(path: string, what: string): Buffer {

@@ -103,5 +103,10 @@ ${engine}`;
     expect(node.stdout).toMatch(
       new RegExp(`^workers: ${cores} \\(default: one per core on this machine\\)`, 'm'),
     );
+    // systemd passes its descriptors to one process: one, whatever the engine.
+    writeFileSync(f, yaml('').replace('127.0.0.1:1143', '"systemd:imap"'));
+    const sd = spawnSync(process.execPath, [bin, 'check-config', f], { encoding: 'utf8' });
+    expect(sd.status, sd.stderr).toBe(0);
+    expect(sd.stdout).toMatch(/^workers: 1 \(default: one with systemd: listeners\)/m);
   });
 });
