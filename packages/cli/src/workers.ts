@@ -12,8 +12,8 @@ import type { EngineKind } from './engine.js';
  * its JS thread (accepting, the dialects, the hand-offs) and its engine's loop thread (the
  * handshakes and the relay) —, so one per two cores, each with max(1, floor(cores / workers) − 1)
  * loop threads (engine.ts): as many busy threads as cores. One worker per core would run twice
- * as many: on 2 cores `--workers 2` cost 1.3–1.5× the CPU per connection of one worker and did a
- * quarter fewer connections/s (docs/benchmarks.md, the tlsproxy-w1/-w2 rows). With node:tls, or
+ * as many: on 2 cores `--workers 2` cost 1.3–1.5× the CPU per connection of one worker and did
+ * 18–25 % fewer connections/s (docs/benchmarks.md, the tlsproxy-w1/-w2 rows). With node:tls, or
  * the tlspool daemon doing TLS in its own process, a worker is one busy thread: one per core.
  */
 export function defaultWorkers(

@@ -2,7 +2,7 @@
 // keeps two threads busy — its JS thread and its engine's loop thread —, so one worker per two
 // cores, each with max(1, floor(cores / workers) − 1) loop threads: as many busy threads as
 // cores, where one worker per core ran twice as many (on 2 cores, 1.3–1.5× the CPU per
-// connection and a quarter fewer connections/s: docs/benchmarks.md). With node:tls or a tlspool
+// connection and 18–25 % fewer connections/s: docs/benchmarks.md). With node:tls or a tlspool
 // daemon a worker is one busy thread: one per core, as before.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
