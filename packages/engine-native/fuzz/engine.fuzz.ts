@@ -135,7 +135,6 @@ class Acceptor {
   }
 }
 
-/** Resolves when the socket is closed (by us or by the peer). */
 /**
  * An RST where Node can send one. `resetAndDestroy()` on a socket that is shutting down — after
  * its own end() or that of the TLS socket over it — fails with `reset EINVAL` and leaks the
@@ -148,6 +147,7 @@ function reset(raw: net.Socket, over?: net.Socket | null): void {
   else raw.resetAndDestroy();
 }
 
+/** Resolves when the socket is closed (by us or by the peer). */
 function closed(s: net.Socket): Promise<void> {
   if (s.destroyed && s.closed) return Promise.resolve();
   return new Promise((r) => s.once('close', () => r()));
