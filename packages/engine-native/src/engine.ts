@@ -780,7 +780,7 @@ export class NativeTlsEngine implements TlsEngineApi {
 
   #forget(s: Session): void {
     this.#sessions.delete(s.id);
-    this.#byKey.delete(s.lookup);
+    if (this.#byKey.get(s.lookup) === s) this.#byKey.delete(s.lookup);
   }
 
   #find(key: Buffer | string): Session {
@@ -855,6 +855,9 @@ export class NativeTlsEngine implements TlsEngineApi {
       case 'close':
         if (!this.#b.closeSession(this.#engine, s.handle))
           throw new PoolError('TLSPROXY_ERR_POOL_CONTROL', 'native TLS engine is busy');
+        // The key dies now, not when the loop thread reports the end (the client can see the
+        // close first); the session stays counted until then.
+        this.#byKey.delete(s.lookup);
         return null;
       default:
         throw new PoolError(

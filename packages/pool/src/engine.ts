@@ -170,9 +170,13 @@ export interface TlsEngineApi {
 /** What connect() reports: the server's verified identity instead of a client's. */
 export type ConnectInfo = ConnectResult['info'];
 
-type Session =
+type Session = (
   | { role: 'server'; key: Buffer; tls: tls.TLSSocket; info: NegotiatedInfo }
-  | { role: 'client'; key: Buffer; tls: tls.TLSSocket; info: ConnectInfo };
+  | { role: 'client'; key: Buffer; tls: tls.TLSSocket; info: ConnectInfo }
+) & {
+  /** Set by the 'close' control: the key is dead from then on, though the relay still drains. */
+  closing?: true;
+};
 
 /** Protocol versions a connect request may ask for as its minimum. */
 const MIN_VERSIONS: ReadonlySet<string> = new Set(['TLSv1.2', 'TLSv1.3']);
@@ -667,7 +671,7 @@ export class TlsEngine implements TlsEngineApi {
   #find(key: Buffer | string): Session {
     const k = typeof key === 'string' ? Buffer.from(key, 'hex') : key;
     const s = k.length === 16 ? this.#sessions.get(lookupId(k)) : undefined;
-    if (!s || !timingSafeEqual(s.key, k))
+    if (!s || !timingSafeEqual(s.key, k) || s.closing)
       throw new PoolError('TLSPROXY_ERR_POOL_UNKNOWN_KEY', 'unknown control key');
     return s;
   }
@@ -727,6 +731,7 @@ export class TlsEngine implements TlsEngineApi {
         return s.info.clientIdentity;
       }
       case 'close':
+        s.closing = true;
         s.tls.end();
         return null;
       default:

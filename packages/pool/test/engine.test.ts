@@ -751,6 +751,24 @@ describe('TlsEngine: control', () => {
     });
   });
 
+  // Regression (CI under ASan): the native engine forgot the key only when its loop thread reported
+  // the session ended, so a control right after 'close' (or after the client saw the close) could
+  // still reach the closing session.
+  it('the control key is dead as soon as close resolves', async () => {
+    const { c, r } = await connectPair(served);
+    r.plaintext.toSocket().resume();
+    c.socket.resume();
+    expect(await engine.control(r.controlKey, 'close')).toBeNull();
+    await expect(engine.control(r.controlKey, 'info')).rejects.toMatchObject({
+      code: 'TLSPROXY_ERR_POOL_UNKNOWN_KEY',
+    });
+    await expect(engine.control(r.controlKey, 'close')).rejects.toMatchObject({
+      code: 'TLSPROXY_ERR_POOL_UNKNOWN_KEY',
+    });
+    await c.closed;
+    await until(() => engine.sessionCount === 0);
+  });
+
   it('engine.close() ends every session and refuses new handshakes', async () => {
     const e2 = new TlsEngine({ identities: [certs.server] });
     const s2 = await serve(e2);
