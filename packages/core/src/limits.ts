@@ -442,6 +442,17 @@ export const POOL_LIMITS: readonly LimitDeclaration[] = Object.freeze([
     source: 'tlsproxy choice (pool README)',
   },
   {
+    title: 'Byte counts waiting for JS (native engine)',
+    name: 'BYTES_MAX_QUEUED',
+    default: 256,
+    unit: 'count',
+    phase: 'relay',
+    note: 'events (~52 KiB) per engine',
+    where: 'constant `BYTES_MAX_QUEUED` (`packages/engine-native/src/native/loop.c`)',
+    past: "While this many of the engine's events are not yet taken by the JS thread, live sessions' byte counts (`onBytes`, the metrics' byte totals) wait in their connections — counters, so nothing is lost: the next report or the session's end carries them. Bounds what a stalled JS thread finds queued (a 4 s stall with 60 trickling sessions: 480 reports before, about 300 now).",
+    source: 'tlsproxy choice',
+  },
+  {
     title: 'Exporter length',
     name: 'exporterLength',
     default: 1024,

@@ -171,6 +171,49 @@ describe('NativeTlsEngine: lifecycle', () => {
     expect(JSON.parse(out.trim())).toEqual({ first: 'TLSPROXY_ERR_POOL_RESOURCES', second: 'ok' });
   });
 
+  // Regression (review): a start that failed in the first of two loops left the second's
+  // descriptors at calloc's 0, and the cleanup closed descriptor 0 (twice).
+  it('out of descriptors while the loops start: the constructor throws, closes only its own', async () => {
+    const child = fileURLToPath(new URL('./fixtures/start-emfile-child.mjs', import.meta.url));
+    const out = await new Promise<string>((resolve, reject) => {
+      // stdin stays a pipe: descriptor 0 is then a file nothing else in the child could reopen.
+      execFile(
+        'bash',
+        ['-c', 'ulimit -n 96; exec "$0" "$1"', process.execPath, child],
+        { timeout: 20_000 },
+        (err, stdout, stderr) =>
+          err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
+      );
+    });
+    const tries = JSON.parse(out.trim()) as Array<{
+      k: number;
+      said: string;
+      stdinIntact: boolean;
+    }>;
+    expect(tries.filter((t) => /loop setup/.test(t.said)).length).toBeGreaterThanOrEqual(2);
+    expect(tries.at(-1)?.said).toBe('ok');
+    expect(tries.filter((t) => !t.stdinIntact)).toEqual([]);
+  });
+
+  // Regression (review): byte counts went to the thread-safe function's unbounded queue every
+  // 500 ms per session however far behind JS was — a 4 s stall queued 8 per session (480 for 60).
+  // (A bound on batches did not hold: the sessions report in step, so few large batches.)
+  it('a stalled JS thread finds a bounded number of byte counts waiting, not one per session per 500 ms', {
+    timeout: 30_000,
+  }, async () => {
+    const child = fileURLToPath(new URL('./fixtures/stall-child.mjs', import.meta.url));
+    const out = await new Promise<string>((resolve, reject) => {
+      execFile(process.execPath, [child], { timeout: 25_000 }, (err, stdout, stderr) =>
+        err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
+      );
+    });
+    const { sessions, waiting } = JSON.parse(out.trim()) as { sessions: number; waiting: number };
+    expect(waiting).toBeGreaterThan(0);
+    // BYTES_MAX_QUEUED (256), overshot by at most the round that crossed it, and one more round
+    // after the stall; the test allows one round more. Without the bound: 12 per session (720).
+    expect(waiting).toBeLessThanOrEqual(256 + 3 * sessions);
+  });
+
   it('a process with an idle engine exits by itself', async () => {
     const script = `
       import { NativeTlsEngine } from ${JSON.stringify(new URL('../dist/index.js', import.meta.url).href)};

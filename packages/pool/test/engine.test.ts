@@ -404,6 +404,41 @@ describe('TlsEngine: client certificates', () => {
     }
   });
 
+  // Regression (review of the native engine): sessions were cached per identity only, and a
+  // resumed handshake has no CertificateRequest — a session from a 'none' handshake resumed on a
+  // 'required' one went through with clientIdentity null.
+  for (const maxVersion of ['TLSv1.2', 'TLSv1.3'] as const) {
+    it(`a session from a 'none' handshake does not get past 'required' (${maxVersion})`, async () => {
+      let n = 0;
+      const served = await serve(engine, () => ({ clientCert: n++ === 0 ? 'none' : 'required' }));
+      try {
+        const first = client(served.port, { maxVersion });
+        const sessionP = new Promise<Buffer>((res) => first.socket.once('session', res));
+        const r1 = await served.next();
+        await first.secure;
+        first.socket.resume();
+        const session = await sessionP;
+        r1.plaintext.close();
+        first.socket.destroy();
+        const again = client(served.port, { maxVersion, session });
+        again.socket.on('error', () => {});
+        const r2 = await served.next().then(
+          (r) => r,
+          (err: PoolError) => err,
+        );
+        if (!(r2 instanceof Error)) {
+          r2.plaintext.close();
+          again.socket.destroy();
+        }
+        expect(r2).toBeInstanceOf(Error);
+        expect((r2 as PoolError).code).toMatch(/CLIENT_CERT|HANDSHAKE/);
+        await again.closed;
+      } finally {
+        await served.close();
+      }
+    });
+  }
+
   it('none: a certificate is not asked for, identity null', async () => {
     const served = await serve(engine, { clientCert: 'none' });
     try {
@@ -546,6 +581,34 @@ describe('TlsEngine: plaintext relay', () => {
     expect(await request).toBe('QUERY\r\n');
     plain.end('ANSWER\r\n');
     expect(await reply).toBe('ANSWER\r\n');
+    await c.closed;
+    await until(() => engine.sessionCount === 0, 3000, 'session cleanup');
+  });
+
+  // Regression (review of the native engine): a client that ends TCP without close_notify ends
+  // its direction like close_notify does — but OpenSSL 3 reports that EOF as a fatal error, after
+  // which the native engine's SSL_write failed and the backend's answer was lost.
+  it('half-close without close_notify (a bare FIN): the backend can still answer', async () => {
+    const raw = net.connect({ port: served.port, host: '127.0.0.1', allowHalfOpen: true });
+    const c = client(served.port, { socket: raw });
+    const [r] = await Promise.all([served.next(), c.secure]);
+    const plain = r.plaintext.toSocket({ allowHalfOpen: true });
+    const reply = new Promise<string>((res) => {
+      let got = '';
+      c.socket.on('data', (d: Buffer) => {
+        got += d;
+        if (got.includes('\n')) res(got);
+      });
+      c.socket.on('close', () => res(got));
+    });
+    const request = readAll(plain);
+    c.socket.write('QUERY\r\n');
+    await until(() => plain.bytesRead >= 7, 3000, 'the request at the backend');
+    raw.end(); // TCP FIN under the TLS layer: no close_notify
+    expect(await request).toBe('QUERY\r\n');
+    plain.end('ANSWER\r\n');
+    expect(await reply).toBe('ANSWER\r\n');
+    c.socket.destroy();
     await c.closed;
     await until(() => engine.sessionCount === 0, 3000, 'session cleanup');
   });
@@ -696,6 +759,99 @@ describe('TlsEngine: control', () => {
     expect(await got).toBe('after\r\n');
     plain.destroy();
     c.socket.destroy();
+  });
+
+  // Regression (review of the native engine): with a record half-written to a client that does
+  // not read, OpenSSL refuses to write the HelloRequest (another record type: bad write retry)
+  // and the session ended. The renegotiation waits for what was already sent instead.
+  it('renegotiate while the client has not read what was sent: the data, then the question', {
+    timeout: 20_000, // 8 MiB through TLS under ASan
+  }, async () => {
+    const { c, r } = await connectPair(served, { ...certs.client, maxVersion: 'TLSv1.2' });
+    c.socket.pause();
+    const plain = r.plaintext.toSocket();
+    plain.on('error', () => {});
+    const big = Buffer.alloc(8 * 1024 * 1024, 'x');
+    plain.write(big);
+    // Everything between the backend and the client fills up (socket buffers, the engine's).
+    await new Promise((res) => setTimeout(res, 300));
+    const reneg = engine.control(r.controlKey, 'renegotiate') as Promise<{
+      fingerprint256: string;
+    } | null>;
+    reneg.catch(() => {});
+    let got = 0;
+    const all = new Promise<number>((res) => {
+      c.socket.on('data', (d: Buffer) => {
+        got += d.length;
+        if (got >= big.length) res(got);
+      });
+      c.socket.on('close', () => res(got));
+    });
+    c.socket.resume();
+    expect(await all).toBe(big.length);
+    expect((await reneg)?.fingerprint256).toBe(CLIENT_FP);
+    c.socket.pause();
+    const back = nextData(plain);
+    c.socket.write('after\r\n');
+    expect(await back).toBe('after\r\n');
+    plain.destroy();
+    c.socket.destroy();
+  });
+
+  // Regression (found while testing the one above, which it made flaky): the backend's bytes met
+  // the renegotiation's handshake in SSL_write (WANT_READ), the handshake then finished inside
+  // SSL_read, and the native engine waited for the client to send again before retrying the
+  // write — a client that only reads never did. A relay between client and engine holds the
+  // client's second flight back, so the backend writes exactly while the engine is mid-handshake.
+  it('renegotiate while the backend is sending: its data keeps flowing after the handshake', async () => {
+    let held: Buffer[] | null = null;
+    let flights = 0;
+    let toEngine: net.Socket | undefined;
+    const relay = net.createServer((fromClient) => {
+      toEngine = net.connect(served.port, '127.0.0.1');
+      toEngine.pipe(fromClient);
+      fromClient.on('data', (d: Buffer) => {
+        if (held && flights++ > 0)
+          held.push(d); // the ClientHello passes, the next flight waits
+        else toEngine?.write(d);
+      });
+      fromClient.on('error', () => {});
+      toEngine.on('error', () => {});
+    });
+    await new Promise<void>((res) => relay.listen(0, '127.0.0.1', () => res()));
+    try {
+      const port = (relay.address() as net.AddressInfo).port;
+      const c = client(port, { ...certs.client, maxVersion: 'TLSv1.2' });
+      const [r] = await Promise.all([served.next(), c.secure]);
+      const plain = r.plaintext.toSocket();
+      plain.on('error', () => {});
+      let got = 0;
+      const big = Buffer.alloc(1024 * 1024, 'y');
+      const all = new Promise<number>((res) => {
+        c.socket.on('data', (d: Buffer) => {
+          got += d.length;
+          if (got >= big.length) res(got);
+        });
+        c.socket.on('close', () => res(got));
+      });
+      held = [];
+      const reneg = engine.control(r.controlKey, 'renegotiate') as Promise<{
+        fingerprint256: string;
+      } | null>;
+      await until(() => (held?.length ?? 0) > 0, 3000, "the client's second flight");
+      plain.write(big); // the engine is waiting for that flight now
+      await new Promise((res) => setTimeout(res, 100));
+      const release = held;
+      held = null;
+      for (const d of release) toEngine?.write(d);
+      expect((await reneg)?.fingerprint256).toBe(CLIENT_FP);
+      expect(await all).toBe(big.length);
+      plain.destroy();
+      c.socket.destroy();
+    } finally {
+      toEngine?.destroy();
+      await new Promise<void>((res) => relay.close(() => res()));
+    }
   });
 
   it('renegotiate on TLS 1.2 without a client certificate → null, session goes on', async () => {

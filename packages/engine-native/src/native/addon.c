@@ -150,8 +150,8 @@ static const char *ev_name(enum ev_type t) {
 // Runs on the JS thread with one loop turn's events. Descriptors move into JS here: once an
 // event's fd is in a JS object, JS owns it (it wraps it in an OwnedFd straight away).
 static void call_js(napi_env env, napi_value cb, void *context, void *data) {
-  (void)context;
   ev_batch *b = data;
+  atomic_fetch_sub(&((engine_box *)context)->e.queued, (int)b->n); // taken (see ev_flush)
   if (!env || !cb) {
     ev_batch_free(b); // teardown: close what nobody will adopt
     return;
@@ -262,7 +262,7 @@ static napi_value js_engine_create(napi_env env, napi_callback_info info) {
   b->e.env = env;
   napi_value name;
   napi_create_string_utf8(env, "tlsproxy-engine-native", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_threadsafe_function(env, argv[1], NULL, name, 0, 1, b, tsfn_finalize, NULL,
+  if (napi_create_threadsafe_function(env, argv[1], NULL, name, 0, 1, b, tsfn_finalize, b,
                                       call_js, &b->e.tsfn) != napi_ok) {
     free(b);
     return throw_type(env, "callback must be a function");

@@ -162,6 +162,7 @@ typedef struct conn {
 
   // A renegotiation the backend asked for (TLS 1.2): answered with EV_RENEGOTIATED.
   int reneg_pending;
+  int reneg_started; // the HelloRequest is on its way (it waits for a half-written record)
   double reneg_req;
   uint64_t reneg_deadline;
 } conn;
@@ -251,6 +252,7 @@ typedef struct engine {
   int nloops;
   loop *loops;
   atomic_uint next;
+  atomic_int queued; // events given to the thread-safe function, not yet taken by JS
   int stopped;
   napi_env env;
 } engine;

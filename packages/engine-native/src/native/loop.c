@@ -12,6 +12,11 @@
 // (shutdown(SHUT_WR) on the plaintext end) so the backend can still answer; the backend's EOF,
 // once its last bytes are out, becomes close_notify and a FIN to the client. The connection ends
 // when both directions have ended, on any error, on a timeout, or when the engine stops.
+//
+// Why one file of this size: every transition of a connection is in conn_step() and the
+// functions it calls (handshake, relay, renegotiation, timeouts, commands), which share the
+// connection's private state; split across files they would need that state in a header and the
+// "one place moves it" rule would be harder to see. ctx.c (contexts) and addon.c (N-API) are apart.
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -44,6 +49,8 @@
 // (ms), in the turn's batch: metrics see interactive traffic promptly and bulk traffic costs a JS
 // call per session per interval, not per record.
 #define BYTES_REPORT_MS 500
+// Byte counts wait while JS has this many events not yet taken (ev_flush): ~50 KiB of them.
+#define BYTES_MAX_QUEUED 256
 // Commands taken from the queue per turn, so a flood of submissions cannot starve the relay.
 #define MAX_CMDS_PER_TURN 256
 
@@ -97,7 +104,11 @@ static ev *ev_add(loop *L, enum ev_type type, double jsid) {
 
 // One call into JS per turn. The queue of the thread-safe function is unbounded, but what it
 // holds is bounded: each connection produces at most a handful of events in its life, plus one
-// per control command, and commands come through a bounded queue.
+// per control command, and commands come through a bounded queue. Byte counts, the one event a
+// connection makes again and again without JS asking, wait in their connection (counters: the
+// next report or the end carries them) while JS has BYTES_MAX_QUEUED events not yet taken — a
+// JS thread that stalls then finds at most that many of them waiting, not one more per
+// connection every BYTES_REPORT_MS for as long as it stalls.
 //
 // EV_COMPLETED alone does not make a call: it only tells the proxy that a session handed out
 // early may give back its place under maxHandshakes, which can wait (LAZY_MS at most) for the
@@ -112,8 +123,12 @@ static void ev_flush(loop *L, uint64_t now) {
   L->out = NULL;
   L->urgent = 0;
   L->lazy_since = 0;
-  if (napi_call_threadsafe_function(L->eng->tsfn, b, napi_tsfn_nonblocking) != napi_ok)
+  int n = (int)b->n;
+  atomic_fetch_add(&L->eng->queued, n); // call_js takes them off
+  if (napi_call_threadsafe_function(L->eng->tsfn, b, napi_tsfn_nonblocking) != napi_ok) {
+    atomic_fetch_sub(&L->eng->queued, n);
     ev_batch_free(b); // closing: nobody will take the descriptors, so close them
+  }
 }
 
 // ---- reference counting ----
@@ -160,6 +175,19 @@ static conn *conn_alloc(int fd, double jsid, const unsigned char *alpn, unsigned
   return c;
 }
 
+// Sessions resume only where they were made: under the same identity (as the context's own id
+// says) and the same client-certificate policy. A resumed handshake asks for no certificate, so a
+// session from a 'none' handshake resumed on a 'required' one would pass with no identity.
+// (SSL_set_SSL_CTX keeps an id set here rather than taking the new context's: so it is set again
+// after every switch.)
+static int set_session_context(conn *c, SSL_CTX *ctx) {
+  int i = 0;
+  while (i < c->store->nctx && c->store->ctx[i] != ctx) i++;
+  char sid[40];
+  int n = snprintf(sid, sizeof sid, "tlsproxy-native:%d:%d", i, (int)c->policy);
+  return SSL_set_session_id_context(c->ssl, (const unsigned char *)sid, (unsigned)n);
+}
+
 conn *conn_new(idstore *store, int fd, double jsid, enum cert_policy policy,
                const unsigned char *alpn, unsigned alpn_len, int check_sni,
                uint64_t hs_timeout_ms, uint64_t idle_ms, int want_bytes, int early,
@@ -177,6 +205,7 @@ conn *conn_new(idstore *store, int fd, double jsid, enum cert_policy policy,
   if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1) goto fail;
   idstore_ref(store);
   c->store = store;
+  if (set_session_context(c, store->ctx[store->default_index]) != 1) goto fail;
   SSL_set_app_data(c->ssl, c);
   SSL_set_accept_state(c->ssl);
   if (policy != POLICY_NONE)
@@ -463,7 +492,8 @@ int conn_client_hello_cb(SSL *ssl, int *al, void *arg) {
     }
   }
   SSL_CTX *ctx = idstore_select(c->store, c->sni);
-  if (ctx != SSL_get_SSL_CTX(ssl) && !SSL_set_SSL_CTX(ssl, ctx)) {
+  if (ctx != SSL_get_SSL_CTX(ssl) &&
+      (!SSL_set_SSL_CTX(ssl, ctx) || set_session_context(c, ctx) != 1)) {
     *al = SSL_AD_INTERNAL_ERROR;
     return SSL_CLIENT_HELLO_ERROR;
   }
@@ -566,6 +596,20 @@ static int established(loop *L, conn *c) {
     conn_fail(L, c, "TLSPROXY_ERR_POOL_VERIFY", "%s", msg);
     return -1;
   }
+  // The server role: the policy holds for every handshake, resumed ones included (they carry
+  // the first handshake's certificate and verify result, and ask for none). The session context
+  // already keeps sessions to their policy; this is the last word if anything ever slips past it.
+  if (!c->client && c->policy != POLICY_NONE) {
+    X509 *peer = SSL_get0_peer_certificate(c->ssl);
+    long v = SSL_get_verify_result(c->ssl);
+    if ((c->policy == POLICY_REQUIRED && !peer) || (peer && v != X509_V_OK)) {
+      conn_fail(L, c, "TLSPROXY_ERR_POOL_CLIENT_CERT",
+                c->policy == POLICY_REQUIRED ? "client certificate required: %s"
+                                             : "client certificate not trusted: %s",
+                peer ? X509_verify_cert_error_string(v) : "none sent");
+      return -1;
+    }
+  }
   if (!c->early_sent && handoff_ready(L, c, 0) != 0) return -1;
   // Handed out early: JS learns that the handshake is now complete (its handshake places).
   if (c->early_sent) {
@@ -576,6 +620,11 @@ static int established(loop *L, conn *c) {
     if (c->early_prompt) L->urgent++; // JS asked for it at once (HandshakeRequest.promptCompletion)
   }
   c->state = ST_RELAY;
+  // From now on a peer that ends TCP without close_notify ends its direction, as close_notify
+  // does (what node:tls does): without this OpenSSL 3 makes that EOF fatal, SSL_write fails after
+  // it and the backend's answer to a half-closed client is lost. (During the handshake such an
+  // EOF stays the error it is, with OpenSSL's reason in the log.)
+  SSL_set_options(c->ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
   c->tls_ready = c->plain_ready = EPOLLIN | EPOLLOUT;
   c->last_active = now_ms();
   return 0;
@@ -654,14 +703,16 @@ static void consumed(relay_buf *b, size_t n) {
   }
 }
 
+// Waiting to start a renegotiation (reneg_begin): the backend's bytes wait in the socketpair.
+static int reneg_waiting(const conn *c) { return c->reneg_pending && !c->reneg_started; }
+
 static int eof_like(int sslerr) {
-  // A client that closes TCP without close_notify ends its direction like close_notify does
-  // (node:tls does the same); OpenSSL 3 reports it as SSL_R_UNEXPECTED_EOF_WHILE_READING.
+  // A peer that closes TCP without close_notify ends its direction like close_notify does
+  // (node:tls does the same): SSL_OP_IGNORE_UNEXPECTED_EOF, set when the relay starts, makes
+  // OpenSSL 3 report it as ZERO_RETURN and keep the SSL usable for our direction, instead of a
+  // fatal SSL_R_UNEXPECTED_EOF_WHILE_READING.
   if (sslerr == SSL_ERROR_ZERO_RETURN) return 1;
   if (sslerr == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && errno == 0) return 1;
-  if (sslerr == SSL_ERROR_SSL &&
-      ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING)
-    return 1;
   return 0;
 }
 
@@ -819,7 +870,8 @@ static int relay_once(loop *L, conn *c) {
       }
     }
   }
-  if (!c->b2c.len && !c->backend_eof && !c->closing && (c->plain_ready & EPOLLIN)) {
+  if (!c->b2c.len && !c->backend_eof && !c->closing && !reneg_waiting(c) &&
+      (c->plain_ready & EPOLLIN)) {
     ssize_t n = recv(c->plain_fd, s, RELAY_GATHER, 0);
     if (n > 0) {
       progress = 1;
@@ -886,9 +938,43 @@ static int relay_once(loop *L, conn *c) {
 
 // ---- the state machine ----
 
+// The HelloRequest of a renegotiation the backend asked for. Not while a record is half-written
+// (what the backend sent is in b2c, SSL_write wants to be retried with it): OpenSSL refuses to
+// write a record of another type then (bad write retry), so the relay stops reading the backend
+// until b2c has drained and then starts it here. 0, or -1 when the session ended.
+static int reneg_begin(loop *L, conn *c) {
+  if (c->closing || c->client_eof || c->backend_eof || c->shut_done) {
+    reneg_answer(L, c, "TLSPROXY_ERR_POOL_CONTROL", "renegotiation needs an open TLS 1.2 session");
+    return 0;
+  }
+  c->reneg_started = 1;
+  c->verify_err = 0;
+  SSL_set_verify(c->ssl, SSL_VERIFY_PEER, conn_verify_cb);
+  ERR_clear_error();
+  // SSL_renegotiate schedules it; the handshake call sends the HelloRequest. The client's
+  // new ClientHello then arrives through the relay's SSL_read.
+  if (SSL_renegotiate(c->ssl) != 1) {
+    ERR_clear_error();
+    reneg_answer(L, c, "TLSPROXY_ERR_POOL_CONTROL", "renegotiation could not start");
+    return 0;
+  }
+  int r = SSL_do_handshake(c->ssl);
+  if (r != 1) {
+    int e = SSL_get_error(c->ssl, r);
+    if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+      ERR_clear_error();
+      reneg_answer(L, c, "TLSPROXY_ERR_POOL_CONTROL", "renegotiation could not start");
+      conn_end(L, c, "client error");
+      return -1;
+    }
+  }
+  return 0;
+}
+
 static void report_bytes(loop *L, conn *c, uint64_t now) {
   if (!c->want_bytes || now < c->bytes_due ||
-      (c->bytes_in == c->rep_in && c->bytes_out == c->rep_out))
+      (c->bytes_in == c->rep_in && c->bytes_out == c->rep_out) ||
+      atomic_load(&L->eng->queued) >= BYTES_MAX_QUEUED)
     return;
   ev *e = ev_add(L, EV_BYTES, c->jsid);
   if (!e) return;
@@ -944,10 +1030,21 @@ static void step(loop *L, conn *c) {
     int rounds = 0, r = 0;
     while (rounds++ < MAX_ROUNDS && (r = relay_once(L, c)) > 0) c->last_active = now_ms();
     if (r < 0) return;
+    if (reneg_waiting(c) && !c->b2c.len) {
+      if (reneg_begin(L, c) != 0) return;
+      r = 1; // the HelloRequest may have gone out, or not yet: relay again
+    }
     report_bytes(L, c, c->last_active);
     // The renegotiation's handshake runs inside SSL_read/SSL_write; it is over when OpenSSL no
     // longer has it pending.
-    if (c->reneg_pending && !SSL_renegotiate_pending(c->ssl)) reneg_answer(L, c, NULL, NULL);
+    if (c->reneg_pending && c->reneg_started && !SSL_renegotiate_pending(c->ssl)) {
+      reneg_answer(L, c, NULL, NULL);
+      // The handshake ended inside SSL_read. An SSL_write that blocked on it (WANT_READ: it
+      // needed the client's flight) would otherwise wait for more bytes from a client that may
+      // only be reading now: it is tried again, as is a read that waited on a write.
+      c->wr_want = c->rd_want = 0;
+      r = 1;
+    }
     if (c->client_eof && c->plain_wr_shut && c->shut_done) {
       conn_end(L, c, c->closing ? "closed" : "done");
       return;
@@ -964,7 +1061,7 @@ interest:
     if (!c->c2b.len && !c->client_eof) t |= c->rd_want ? c->rd_want : EPOLLIN;
     if (c->b2c.len) t |= c->wr_want ? c->wr_want : EPOLLOUT;
     if ((c->backend_eof || c->closing) && !c->b2c.len && !c->shut_done) t |= c->shut_want;
-    if (!c->b2c.len && !c->backend_eof && !c->closing) p |= EPOLLIN;
+    if (!c->b2c.len && !c->backend_eof && !c->closing && !reneg_waiting(c)) p |= EPOLLIN;
     if (c->c2b.len) p |= EPOLLOUT;
     reg(L, c, 0, t);
     reg(L, c, 1, p);
@@ -1096,28 +1193,10 @@ static void on_cmd(loop *L, cmd *k) {
       break;
     }
     c->reneg_pending = 1;
+    c->reneg_started = 0;
     c->reneg_req = req;
     c->reneg_deadline = now_ms() + c->hs_timeout_ms;
-    c->verify_err = 0;
-    SSL_set_verify(c->ssl, SSL_VERIFY_PEER, conn_verify_cb);
-    ERR_clear_error();
-    // SSL_renegotiate schedules it; the handshake call sends the HelloRequest. The client's
-    // new ClientHello then arrives through the relay's SSL_read.
-    if (SSL_renegotiate(c->ssl) != 1) {
-      ERR_clear_error();
-      reneg_answer(L, c, "TLSPROXY_ERR_POOL_CONTROL", "renegotiation could not start");
-      break;
-    }
-    int r = SSL_do_handshake(c->ssl);
-    if (r != 1) {
-      int e = SSL_get_error(c->ssl, r);
-      if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
-        ERR_clear_error();
-        reneg_answer(L, c, "TLSPROXY_ERR_POOL_CONTROL", "renegotiation could not start");
-        conn_end(L, c, "client error");
-        break;
-      }
-    }
+    // Started by the relay (reneg_begin) once nothing is half-written: at once, usually.
     conn_step(L, c);
     break;
   }
@@ -1286,6 +1365,9 @@ int engine_start(engine *e, int nloops, size_t queue_cap, char *err, size_t errl
   e->loops = calloc((size_t)nloops, sizeof *e->loops);
   if (!e->loops) return snprintf(err, errlen, "out of memory"), -1;
   e->nloops = nloops;
+  // Every loop is in a state engine_stop can undo before any is set up: a setup that fails
+  // part-way leaves later loops with no descriptors (-1), not calloc's 0 — stdin, which
+  // engine_stop would otherwise write to and close, twice.
   for (int i = 0; i < nloops; i++) {
     loop *L = &e->loops[i];
     L->eng = e;
@@ -1293,6 +1375,9 @@ int engine_start(engine *e, int nloops, size_t queue_cap, char *err, size_t errl
     L->epfd = L->evfd = -1;
     pthread_mutex_init(&L->mu, NULL);
     L->qcap = queue_cap;
+  }
+  for (int i = 0; i < nloops; i++) {
+    loop *L = &e->loops[i];
     L->q = calloc(queue_cap, sizeof *L->q);
     L->epfd = epoll_create1(EPOLL_CLOEXEC);
     L->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
