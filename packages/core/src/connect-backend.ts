@@ -180,8 +180,13 @@ export class ConnectBackend implements HandoffTarget {
     const timer = setTimeout(() => socket.destroy(), this.#options.spareMaxAgeMs ?? 2000);
     timer.unref();
     this.#spares.push({ socket, timer });
-    while (this.#spares.length > (this.#options.maxSpares ?? 256))
-      this.#spares[0]!.socket.destroy();
+    // Off the list before destroy(): its 'close' (drop) comes later, not inside destroy().
+    while (this.#spares.length > (this.#options.maxSpares ?? 256)) {
+      const oldest = this.#spares.shift()!;
+      clearTimeout(oldest.timer);
+      oldest.socket.removeAllListeners('close');
+      oldest.socket.destroy();
+    }
   }
 
   #takeSpare(): net.Socket | undefined {
@@ -229,6 +234,10 @@ export class ConnectBackend implements HandoffTarget {
       if (this.#closed) throw new CoreError('TLSPROXY_ERR_BACKEND', 'backend closed');
       server = this.#takeSpare() ?? (await this.#open());
       client = fd.toSocket({ allowHalfOpen: true });
+      // The client may reset while the server greets (with `crypt` and `plaintext` hand-offs it
+      // is the client's own TCP connection): 'close' follows and #swallow fails on it; without a
+      // listener the error would be thrown. #relay adds its own.
+      client.on('error', () => {});
     } catch (err) {
       if (!fd.closed) fd.close();
       server?.destroy();

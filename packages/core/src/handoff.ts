@@ -155,8 +155,12 @@ export async function deliver(
   // A connect-mode backend relays a raw (crypt) or plaintext connection in this process: the
   // connection counts against the limits until that relay ends. (With TLS the engine's session
   // end says so.)
-  const relayHere = backend.relays === true && info.handoff !== 'plain';
-  if (relayHere) c.relaying = true;
+  // With `crypt` and `plaintext` the descriptor is the client's own socket: until the backend
+  // has taken it, it is in this process and counts (a slow backend must not let clients hold
+  // descriptors here uncounted). (`plain`: the TLS session counts until the engine reports its end.)
+  const ownSocket = info.handoff !== 'plain';
+  const relayHere = backend.relays === true && ownSocket;
+  if (ownSocket) c.relaying = true;
   try {
     await backend.deliver(fd, info, buffered, {
       ...(relayHere ? { onRelayEnd: () => c.relayEnded() } : {}),
@@ -164,11 +168,12 @@ export async function deliver(
     });
     log.log('info', 'handed off', { backend: backend.description, handoff: info.handoff });
     log.end('handed_off', `handed off (${info.handoff})`);
+    if (ownSocket && !relayHere) c.relaying = false; // the backend's now
   } catch (err) {
     log.log('warn', 'backend did not take the connection', { error: (err as Error).message });
     log.m.backendUnavailable('handoff');
     log.end('handoff_failed', (err as Error).message);
-    if (relayHere) c.relaying = false;
+    if (ownSocket) c.relaying = false;
     if (!fd.closed) fd.close();
     if (spare && onFail?.reply) replyOn(spare, onFail.reply);
     onFail?.run?.();

@@ -199,7 +199,11 @@ export class Session {
 
   #onEnd(): void {
     this.#wake();
-    this.#run(this.#dialect.eof?.(Date.now()) ?? [{ type: 'close', reason: 'client closed' }]);
+    this.#run(
+      this.#guard(
+        () => this.#dialect.eof?.(Date.now()) ?? [{ type: 'close', reason: 'client closed' }],
+      ),
+    );
   }
 
   /**

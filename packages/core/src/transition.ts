@@ -209,11 +209,11 @@ async function plaintextSteps(c: ConnectionState, a: PlaintextAction): Promise<v
     return c.finish();
   }
   const { fd, buffered } = socket.detach();
+  c.fd = fd; // ours until deliver() has it: fail() closes it if what follows throws
   // Here the pending bytes are the client's next commands: they belong to the backend.
   const all = Buffer.concat([Buffer.from(a.buffered), buffered]);
+  const info = c.info({ handoff: 'plaintext', dialectState: a.state });
   c.fd = undefined;
   // The client is waiting for an answer to what it sent: on failure, the temporary failure.
-  await deliver(c, fd, c.info({ handoff: 'plaintext', dialectState: a.state }), all, {
-    reply: a.unavailable,
-  });
+  await deliver(c, fd, info, all, { reply: a.unavailable });
 }

@@ -1,6 +1,7 @@
 // Connect-mode backends: after STARTTLS and the handshake, tlsproxy connects to a legacy server
 // (here a fake one on net.Server), sends a PROXY v2 header with the TLS TLVs, swallows the
 // server's greeting (the client already got the dialect's) and relays both ways.
+import { execFile } from 'node:child_process';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConnectBackend, type TlsProxy } from '../src/index.js';
@@ -307,5 +308,91 @@ describe('connect backend down', () => {
     await expect(startProxy('unused', { backend: { connect: 'udp:1.2.3.4:5' } })).rejects.toThrow(
       /tcp:HOST:PORT/,
     );
+  });
+});
+
+describe('connect backend under pressure', () => {
+  // Regression (review): past maxSpares, #addSpare destroyed the oldest spare in a loop that
+  // waited for the spare's 'close' to take it off the list — which Node emits later, so the loop
+  // never ended and the process hung at 100 % CPU (a client doing STARTTLS and leaving, ~130 times
+  // a second, was enough with the default 256). Run in a child, so a hang is a failure, not a
+  // test run that never ends.
+  it('more spares than maxSpares: the oldest are closed, nothing hangs', {
+    timeout: 15_000,
+  }, async () => {
+    const mx = await startLegacy({ proxy: false });
+    try {
+      const dist = new URL('../dist/index.js', import.meta.url).href;
+      const script = `
+        import { ConnectBackend } from ${JSON.stringify(dist)};
+        const b = new ConnectBackend({ connect: 'tcp:127.0.0.1:${mx.port}' }, {
+          dialect: { name: 'imap' },
+          logger: { log() {} },
+          maxSpares: 2,
+        });
+        for (let i = 0; i < 5; i++) if (!(await b.available())) throw new Error('unavailable');
+        await new Promise((r) => setTimeout(r, 200));
+        console.log('ok');
+        await b.close();
+        process.exit(0);
+      `;
+      const out = await new Promise<string>((resolve, reject) => {
+        execFile(
+          process.execPath,
+          ['--input-type=module', '-e', script],
+          { timeout: 10_000 },
+          (err, stdout, stderr) =>
+            err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
+        );
+      });
+      expect(out.trim()).toBe('ok');
+      // The child closed what it kept: the server sees every connection go.
+      for (let i = 0; i < 50 && mx.open.size > 0; i++) await sleep(20);
+      expect(mx.open.size).toBe(0);
+    } finally {
+      await stopLegacy(mx);
+    }
+  });
+
+  // Regression (review): the client's socket had no 'error' listener while the proxy waited for
+  // the server's greeting; a client reset then (here: SMTP MX mode, the client's own TCP
+  // connection) was an uncaught ECONNRESET — the process exited.
+  it('a client reset while the server has not greeted yet: the hand-off fails, the process goes on', async () => {
+    const mute = net.createServer((s) => {
+      s.on('error', () => {});
+      muted.push(s);
+    });
+    const muted: net.Socket[] = [];
+    await new Promise<void>((r) => mute.listen(0, '127.0.0.1', r));
+    const port = (mute.address() as net.AddressInfo).port;
+    const p = await startProxy('unused', {
+      dialect: 'smtp',
+      options: { plaintext: 'handoff' },
+      backend: { connect: `tcp:127.0.0.1:${port}`, greetingTimeoutMs: 5000 },
+    });
+    try {
+      const c = new LineClient(p.port);
+      await c.until(/^220 /);
+      c.write('EHLO client.example\r\n');
+      await c.until(/^250 /);
+      c.write('MAIL FROM:<a@example.org>\r\n');
+      for (let i = 0; i < 100 && muted.length === 0; i++) await sleep(20);
+      expect(muted.length).toBe(1);
+      await sleep(100); // the proxy is waiting for the greeting now
+      c.socket.resetAndDestroy();
+      for (let i = 0; i < 100 && !muted[0]!.destroyed && muted[0]!.readyState !== 'closed'; i++) {
+        if (p.logger.lines.some((l) => /client went away|hand-off failed|handoff/i.test(l))) break;
+        await sleep(20);
+      }
+      await sleep(200);
+      // Still serving.
+      const again = new LineClient(p.port);
+      await again.until(/^220 /);
+      again.socket.destroy();
+    } finally {
+      for (const s of muted) s.destroy();
+      await p.proxy.close();
+      await new Promise((r) => mute.close(r));
+    }
   });
 });

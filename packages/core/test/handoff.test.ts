@@ -2,9 +2,10 @@
 // and the built-in implicit-TLS dialect.
 import net from 'node:net';
 import tls from 'node:tls';
-import { listen } from '@tlsproxy/backend';
+import { backendProtocol, listen } from '@tlsproxy/backend';
+import { type Channel, listen as fdpassListen, type Incoming } from '@tlsproxy/fdpass';
 import { describe, expect, it } from 'vitest';
-import { cert, LineClient, startProxy, tmpSock } from './helpers.js';
+import { cert, LineClient, sleep, startProxy, tmpSock } from './helpers.js';
 
 describe('hand-off variants', () => {
   it('crypt: the backend gets the raw TCP connection right after the go-ahead and runs TLS itself', async () => {
@@ -116,6 +117,44 @@ describe('hand-off variants', () => {
       c.destroy();
     } finally {
       await proxy.close();
+    }
+  });
+});
+
+describe('a hand-off the backend has not taken yet', () => {
+  // Regression (review): with `crypt` (and `plaintext`) hand-offs to a unix: backend, detaching
+  // the client's socket closed the session's stream and released its places in the limits at
+  // once — while the descriptor was still in this process, waiting for the backend's answer (up
+  // to its timeout). A slow backend let a client hold descriptors here uncounted.
+  it('still counts against maxConnections', async () => {
+    const path = tmpSock('silent');
+    const held: Array<{ close(): void }> = [];
+    const server = fdpassListen({ path });
+    server.on('connection', (ch: Channel) => {
+      const peer = backendProtocol.attach(ch);
+      peer.on('message', (m: Incoming) => {
+        for (const f of m.fds) held.push(f); // never answered
+      });
+    });
+    const { proxy, port } = await startProxy(`unix:${path}`, {
+      handoff: 'crypt',
+      maxConnections: 1,
+    });
+    try {
+      const a = new LineClient(port);
+      await a.until(/^\* OK/);
+      a.write('a STARTTLS\r\n');
+      await a.until(/^a OK/);
+      for (let i = 0; i < 100 && held.length === 0; i++) await sleep(20);
+      expect(held.length).toBe(1);
+      const b = new LineClient(port);
+      expect(await b.until(/^\* /)).toMatch(/^\* BYE/);
+      a.socket.destroy();
+      b.socket.destroy();
+    } finally {
+      for (const f of held) f.close();
+      await proxy.close();
+      server.close();
     }
   });
 });

@@ -562,30 +562,30 @@ export class TlsEngine implements TlsEngineApi {
       ...(alpn && alpn.length > 0 ? { ALPNProtocols: alpn } : {}),
       SNICallback: (name, cb) => {
         const pick = () => cb(null, this.identities.select(name).context);
+        const refuse = () => {
+          refused(name);
+          // No server bytes have been written yet, so a bare alert record is valid TLS and
+          // tells the client why (node:tls would only reset the connection).
+          // Only while the connection is still ours: after a timeout or a client close the
+          // number may already belong to another descriptor.
+          const fd = rawFd();
+          if (fd >= 0 && !t.destroyed && !socket.destroyed) {
+            try {
+              writeSync(fd, ALERT_UNRECOGNIZED_NAME);
+            } catch {}
+          }
+          cb(
+            new PoolError('TLSPROXY_ERR_POOL_SERVER_NAME_REFUSED', `server name "${name}" refused`),
+          );
+        };
+        // Not a host name (RFC 6066 §3: a DNS name; spaces, CR/LF, UTF-8…): refused before it
+        // reaches the backend's check, its hand-off info or a legacy server's PROXY header.
+        if (!DNS_NAME.test(name)) return refuse();
         if (!request.checkServerName) return pick();
         Promise.resolve()
           .then(() => request.checkServerName!(name))
           .then(
-            (ok) => {
-              if (ok === true) return pick();
-              refused(name);
-              // No server bytes have been written yet, so a bare alert record is valid TLS and
-              // tells the client why (node:tls would only reset the connection).
-              // Only while the connection is still ours: after a timeout or a client close the
-              // number may already belong to another descriptor.
-              const fd = rawFd();
-              if (fd >= 0 && !t.destroyed && !socket.destroyed) {
-                try {
-                  writeSync(fd, ALERT_UNRECOGNIZED_NAME);
-                } catch {}
-              }
-              cb(
-                new PoolError(
-                  'TLSPROXY_ERR_POOL_SERVER_NAME_REFUSED',
-                  `server name "${name}" refused`,
-                ),
-              );
-            },
+            (ok) => (ok === true ? pick() : refuse()),
             (err) => cb(err instanceof Error ? err : new Error(String(err))),
           );
       },

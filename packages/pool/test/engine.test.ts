@@ -211,6 +211,51 @@ describe('TlsEngine: SNI check', () => {
     }
   });
 
+  // Regression (review): any bytes but NUL passed as the server name — CR/LF and spaces reached
+  // the backend's check, its hand-off info and legacy servers' PROXY headers.
+  it('a server name that is not a host name is refused (unrecognized_name), never asked about', async () => {
+    const asked: string[] = [];
+    const served = await serve(engine, {
+      checkServerName: (n) => {
+        asked.push(n);
+        return true;
+      },
+    });
+    try {
+      for (const bad of [
+        'bad name',
+        'a.example\r\nX: y',
+        'ünï.example',
+        '-a.example',
+        'a..b',
+        'a..',
+        'a-.b',
+      ]) {
+        const c = client(served.port, { servername: bad });
+        await expect(served.next()).rejects.toMatchObject({
+          code: 'TLSPROXY_ERR_POOL_SERVER_NAME_REFUSED',
+        });
+        const err = await c.secure.then(
+          () => undefined,
+          (e: Error) => e,
+        );
+        expect(`${(err as NodeJS.ErrnoException)?.code} ${err?.message}`).toMatch(
+          /UNRECOGNIZED_NAME|unrecognized name/i,
+        );
+      }
+      expect(asked).toEqual([]);
+      // Names that are host names still pass, underscores and a trailing dot included.
+      for (const good of ['imap.example.test', '_srv.example.test', 'imap.example.test.']) {
+        const { c, r } = await connectPair(served, { servername: good });
+        r.plaintext.close();
+        c.socket.destroy();
+      }
+      expect(asked).toHaveLength(3);
+    } finally {
+      await served.close();
+    }
+  });
+
   it('refused name: openssl s_client sees alert 112', async () => {
     const served = await serve(engine, { checkServerName: () => false });
     try {

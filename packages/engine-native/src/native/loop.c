@@ -458,6 +458,30 @@ static int parse_sni(const unsigned char *p, size_t len, char **out) {
   return list == 0 ? 0 : -1;
 }
 
+// A host name as RFC 6066 §3 has it — a DNS name in A-labels (one trailing dot tolerated):
+// labels of 1..63 letters, digits, '_' (seen in the wild) and '-' (not first or last), 253
+// octets at most; the node:tls engine's test is the same. Anything else (spaces, CR/LF, UTF-8)
+// would go on to the backend's server-name check, its hand-off info and a legacy server's
+// PROXY header: refused with unrecognized_name.
+static int host_name_ok(const char *s) {
+  size_t len = strlen(s);
+  if (len > 0 && s[len - 1] == '.') len--;
+  if (len == 0 || len > 253) return 0;
+  size_t label = 0;
+  for (size_t i = 0; i < len; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    if (ch == '.') {
+      if (label == 0 || s[i - 1] == '-') return 0;
+      label = 0;
+      continue;
+    }
+    int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+             ch == '_' || (ch == '-' && label > 0);
+    if (!ok || ++label > 63) return 0;
+  }
+  return label > 0 && s[len - 1] != '-';
+}
+
 int conn_client_hello_cb(SSL *ssl, int *al, void *arg) {
   (void)arg;
   conn *c = SSL_get_app_data(ssl);
@@ -469,6 +493,11 @@ int conn_client_hello_cb(SSL *ssl, int *al, void *arg) {
     if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &p, &len) == 1 &&
         parse_sni(p, len, &c->sni) != 0) {
       *al = SSL_AD_DECODE_ERROR;
+      return SSL_CLIENT_HELLO_ERROR;
+    }
+    if (c->sni && !host_name_ok(c->sni)) {
+      c->fail_code = "TLSPROXY_ERR_POOL_SERVER_NAME_REFUSED";
+      *al = SSL_AD_UNRECOGNIZED_NAME;
       return SSL_CLIENT_HELLO_ERROR;
     }
   }
