@@ -15,6 +15,28 @@ async function connectPair(served: Served, options: Parameters<typeof client>[1]
   return { c, r };
 }
 
+/** stdout of a child process (its stdin a pipe), or its error with stderr. */
+function run(file: string, args: string[], timeout: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(file, args, { timeout }, (err, stdout, stderr) =>
+      err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
+    );
+  });
+}
+
+/** A fixture script run by node with at most 96 descriptors. */
+const withFewFds = (fixture: string) =>
+  run(
+    'bash',
+    [
+      '-c',
+      'ulimit -n 96; exec "$0" "$1"',
+      process.execPath,
+      fileURLToPath(new URL(`./fixtures/${fixture}`, import.meta.url)),
+    ],
+    20_000,
+  );
+
 describe('NativeTlsEngine: lifecycle', () => {
   it('reload: new certificates for new handshakes, live sessions keep theirs', async () => {
     const engine = new NativeTlsEngine({ identities: [certs.server], threads: 1 });
@@ -158,33 +180,15 @@ describe('NativeTlsEngine: lifecycle', () => {
   });
 
   it('out of descriptors when the handshake ends: that connection fails with RESOURCES, the engine goes on', async () => {
-    const child = fileURLToPath(new URL('./fixtures/emfile-child.mjs', import.meta.url));
-    const out = await new Promise<string>((resolve, reject) => {
-      execFile(
-        'bash',
-        ['-c', 'ulimit -n 96; exec "$0" "$1"', process.execPath, child],
-        { timeout: 20_000 },
-        (err, stdout, stderr) =>
-          err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
-      );
-    });
+    const out = await withFewFds('emfile-child.mjs');
     expect(JSON.parse(out.trim())).toEqual({ first: 'TLSPROXY_ERR_POOL_RESOURCES', second: 'ok' });
   });
 
   // Regression (review): a start that failed in the first of two loops left the second's
   // descriptors at calloc's 0, and the cleanup closed descriptor 0 (twice).
   it('out of descriptors while the loops start: the constructor throws, closes only its own', async () => {
-    const child = fileURLToPath(new URL('./fixtures/start-emfile-child.mjs', import.meta.url));
-    const out = await new Promise<string>((resolve, reject) => {
-      // stdin stays a pipe: descriptor 0 is then a file nothing else in the child could reopen.
-      execFile(
-        'bash',
-        ['-c', 'ulimit -n 96; exec "$0" "$1"', process.execPath, child],
-        { timeout: 20_000 },
-        (err, stdout, stderr) =>
-          err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
-      );
-    });
+    // stdin stays a pipe: descriptor 0 is then a file nothing else in the child could reopen.
+    const out = await withFewFds('start-emfile-child.mjs');
     const tries = JSON.parse(out.trim()) as Array<{
       k: number;
       said: string;
@@ -202,11 +206,7 @@ describe('NativeTlsEngine: lifecycle', () => {
     timeout: 30_000,
   }, async () => {
     const child = fileURLToPath(new URL('./fixtures/stall-child.mjs', import.meta.url));
-    const out = await new Promise<string>((resolve, reject) => {
-      execFile(process.execPath, [child], { timeout: 25_000 }, (err, stdout, stderr) =>
-        err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
-      );
-    });
+    const out = await run(process.execPath, [child], 25_000);
     const { sessions, waiting } = JSON.parse(out.trim()) as { sessions: number; waiting: number };
     expect(waiting).toBeGreaterThan(0);
     // BYTES_MAX_QUEUED (256), overshot by at most the round that crossed it, and one more round
@@ -222,15 +222,7 @@ describe('NativeTlsEngine: lifecycle', () => {
       const e = new NativeTlsEngine({ identities: [{ cert: readFileSync(dir + 'server.pem'), key: readFileSync(dir + 'server.key') }], threads: 2 });
       console.log(e.serverNames().length > 0 ? 'ok' : 'no names');
     `;
-    const out = await new Promise<string>((resolve, reject) => {
-      execFile(
-        process.execPath,
-        ['--input-type=module', '-e', script],
-        { timeout: 15_000 },
-        (err, stdout, stderr) =>
-          err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
-      );
-    });
+    const out = await run(process.execPath, ['--input-type=module', '-e', script], 15_000);
     expect(out.trim()).toBe('ok');
   });
 });
