@@ -31,6 +31,13 @@ function deferred(): Deferred {
 
 /** A client that does not read its last reply is cut off after this long. */
 export const CLOSE_LINGER_MS = 2000;
+/**
+ * Refused connections (past a limit) that may linger in a process: their reply going out and the
+ * client's FIN awaited, up to CLOSE_LINGER_MS each. Past it a refused connection is closed as
+ * soon as its reply is with the kernel: refusals come at the attacker's rate, and each lingering
+ * one is a descriptor no limit counts.
+ */
+export const REFUSED_MAX_LINGERING = 256;
 /** Earlier replies not on the wire after this long: the hand-off goes on anyway. */
 export const FLUSH_TIMEOUT_MS = 5000;
 

@@ -18,7 +18,7 @@ import {
   LOCAL_PROBE_MS,
   MAX_AFTER_TLS_BYTES,
 } from './client-session.js';
-import { CLOSE_LINGER_MS, FLUSH_TIMEOUT_MS } from './connection.js';
+import { CLOSE_LINGER_MS, FLUSH_TIMEOUT_MS, REFUSED_MAX_LINGERING } from './connection.js';
 import { DEFAULT_PROXY_HEADER_TIMEOUT_MS } from './inbound-proxy.js';
 import { DEFAULT_MAX_V2_LENGTH, V1_MAX_LENGTH } from './proxy-protocol.js';
 import { MAX_PREAMBLE_OUTPUT } from './session.js';
@@ -93,7 +93,7 @@ export const ENGINE_LIMITS: readonly LimitDeclaration[] = Object.freeze([
     phase: 'accept',
     note: 'per listener (a total over workers)',
     where: 'listener key `maxConnections`',
-    past: "In every phase (see the table above). Log `connection limit reached, refusing` with `limit=maxConnections`; the client gets the dialect's busy reply; not counted in `tlsproxy_connections_total`. Existing connections are unaffected.",
+    past: "In every phase (see the table above). Log `connection limit reached, refusing` with `limit=maxConnections` (one line a second at most, `refused` = how many since the last); the client gets the dialect's busy reply; not counted in `tlsproxy_connections_total`. Existing connections are unaffected.",
     source:
       'tlsproxy choice (nginx `worker_connections` 512 per worker, HAProxy `maxconn` per frontend)',
   },
@@ -105,7 +105,7 @@ export const ENGINE_LIMITS: readonly LimitDeclaration[] = Object.freeze([
     phase: 'accept',
     note: 'per IPv4 address / IPv6 /64 (`ipv6Prefix`); no exemptions (`exempt`)',
     where: 'listener keys `maxConnectionsPerAddress`, `ipv6Prefix`, `exempt`',
-    past: 'In every phase (see above); past it, the busy reply, log `per-address connection limit reached` with `limit=maxConnectionsPerAddress`.',
+    past: 'In every phase (see above); past it, the busy reply, log `per-address connection limit reached` with `limit=maxConnectionsPerAddress` (one line a second at most, with `refused`: how many since the last line, and the first `remote` of them).',
     source: 'tlsproxy choice; Postfix anvil `smtpd_client_connection_count_limit` 50',
   },
   {
@@ -175,6 +175,16 @@ export const ENGINE_LIMITS: readonly LimitDeclaration[] = Object.freeze([
     where: 'constant `CLOSE_LINGER_MS` (`packages/core/src/connection.ts`)',
     past: "After a dialect's closing reply (or the plaintext hand-off's `unavailable`), a client that does not read is destroyed after 2 s.",
     source: 'tlsproxy: "a client that never reads must not hold the socket open forever"',
+  },
+  {
+    title: 'Refused connections lingering',
+    name: 'REFUSED_MAX_LINGERING',
+    default: REFUSED_MAX_LINGERING,
+    unit: 'count',
+    phase: 'accept',
+    where: 'constant `REFUSED_MAX_LINGERING` (`packages/core/src/connection.ts`), per process',
+    past: "A connection refused past a limit gets its busy reply and waits up to `CLOSE_LINGER_MS` for the client's FIN; past this many such in the process, the next ones are closed as soon as the reply is with the kernel (refusals come at the client's rate; each lingering one is a descriptor).",
+    source: 'tlsproxy choice',
   },
   {
     title: 'Inbound PROXY header wait',

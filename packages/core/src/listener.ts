@@ -6,7 +6,7 @@ import { listenFds, type OwnedFd, RawStream } from '@tlsproxy/fdpass';
 import type { ConnectRequest, EngineOptions, HandshakeRequest, TlsEngineApi } from '@tlsproxy/pool';
 import type { HandoffTarget } from './backend.js';
 import type { ConnectBackendSpec } from './connect-backend.js';
-import { CLOSE_LINGER_MS } from './connection.js';
+import { CLOSE_LINGER_MS, REFUSED_MAX_LINGERING } from './connection.js';
 import type { BusyLimit, Dialect } from './dialect.js';
 import { CoreError } from './errors.js';
 import type { InboundProxyConfig } from './inbound-proxy.js';
@@ -208,6 +208,32 @@ export async function bindListener(server: net.Server, listen: string | number):
   });
 }
 
+/**
+ * The warning for connections refused past a limit, one line a second at most per limit (with
+ * `refused`: how many since the last line, this one included): refusals come at the client's
+ * rate, and a line each would let a flood fill the log.
+ */
+export function refusalLog(
+  logger: Logger,
+  dialect: string,
+): (limit: BusyLimit, message: string, fields: Record<string, unknown>) => void {
+  const last = new Map<BusyLimit, { at: number; unsaid: number }>();
+  return (limit, message, fields) => {
+    const now = performance.now();
+    const said = last.get(limit);
+    if (said && now - said.at < REFUSAL_LOG_INTERVAL_MS) {
+      said.unsaid++;
+      return;
+    }
+    logger.log('warn', message, { dialect, limit, ...fields, refused: 1 + (said?.unsaid ?? 0) });
+    last.set(limit, { at: now, unsaid: 0 });
+  };
+}
+const REFUSAL_LOG_INTERVAL_MS = 1000;
+
+/** Refused connections in this process still open (REFUSED_MAX_LINGERING). */
+let lingering = 0;
+
 /** Past a limit: the dialect's "busy" reply (if it has one), then close; existing sessions are unaffected. */
 export function refuse(
   fd: OwnedFd,
@@ -218,6 +244,18 @@ export function refuse(
   try {
     reply = config.dialect.busy?.({ hostname: config.hostname, now: Date.now(), limit });
   } catch {}
+  if (lingering >= REFUSED_MAX_LINGERING) {
+    const stream = new RawStream(fd, { data() {}, end() {}, close() {} });
+    // What fits in the socket's buffer goes (a fresh connection's takes a busy line whole); the
+    // little the client sent is read first so the close is a FIN after the reply, not a reset.
+    stream.end(reply);
+    try {
+      stream.discardPending(64 * 1024);
+    } catch {}
+    stream.destroy();
+    return;
+  }
+  lingering++;
   // Read (and drop) so the client's FIN is seen and the socket goes at once; a client that
   // never closes must not keep it either.
   const linger = setTimeout(() => stream.destroy(), CLOSE_LINGER_MS);
@@ -228,6 +266,7 @@ export function refuse(
       stream.destroy();
     },
     close() {
+      lingering--;
       clearTimeout(linger);
     },
   });

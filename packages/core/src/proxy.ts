@@ -28,6 +28,7 @@ import {
   type ProxyOptions,
   parseServerAddress,
   type RunningListener,
+  refusalLog,
   refuse,
 } from './listener.js';
 import { loadDialect } from './load.js';
@@ -271,6 +272,7 @@ export class TlsProxy {
         held.handshakes * 2 >= (state.config.maxHandshakes ?? LISTENER_DEFAULTS.maxHandshakes),
     };
     state.sessionConfig.handshakes = handshakes;
+    const refused = refusalLog(this.logger, dialect.name);
     // Accepted as descriptors (accept.ts), read by nobody until a session starts: with inbound
     // PROXY the header must be read to its exact end first.
     const onAccept = (fd: OwnedFd, own: SessionAddresses) => {
@@ -278,11 +280,7 @@ export class TlsProxy {
       const cfg = state.config;
       const max = cfg.maxConnections ?? LISTENER_DEFAULTS.maxConnections;
       if (held.total >= max) {
-        this.logger.log('warn', 'connection limit reached, refusing', {
-          dialect: dialect.name,
-          limit: 'maxConnections',
-          value: max,
-        });
+        refused('maxConnections', 'connection limit reached, refusing', { value: max });
         refuse(fd, state.sessionConfig, 'maxConnections');
         return;
       }
@@ -299,10 +297,8 @@ export class TlsProxy {
         const perAddress =
           cfg.maxConnectionsPerAddress ?? LISTENER_DEFAULTS.maxConnectionsPerAddress;
         if (key !== undefined && (held.perClient.get(key) ?? 0) >= perAddress) {
-          this.logger.log('warn', 'per-address connection limit reached, refusing', {
-            dialect: dialect.name,
+          refused('maxConnectionsPerAddress', 'per-address connection limit reached, refusing', {
             remote: from,
-            limit: 'maxConnectionsPerAddress',
             value: perAddress,
           });
           uncount();

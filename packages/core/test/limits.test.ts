@@ -1,6 +1,9 @@
 // Past a connection limit new clients get the dialect's own "busy" reply and are closed;
 // existing sessions are unaffected.
+import { spawn } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import { REFUSED_MAX_LINGERING } from '../src/connection.js';
 import { loadDialect } from '../src/index.js';
 import { LineClient, startProxy } from './helpers.js';
 
@@ -84,4 +87,53 @@ describe('connection limits', () => {
       await proxy.close();
     }
   });
+
+  it('a flood of refused clients that never close holds a bounded number of descriptors, and one log line a second', async () => {
+    const { proxy, port, logger } = await startProxy('unix:/nonexistent.sock', {
+      maxConnections: 1,
+    });
+    const n = REFUSED_MAX_LINGERING + 400;
+    // The clients live in another process, so this one's descriptors are the proxy's: each
+    // reads its busy reply and then neither reads nor closes (half-open: our FIN is not answered).
+    const child = spawn(
+      process.execPath,
+      [
+        '-e',
+        `const net = require('node:net');
+         let got = 0;
+         for (let i = 0; i < ${n}; i++) {
+           const s = net.connect({ port: ${port}, host: '127.0.0.1', allowHalfOpen: true });
+           s.once('data', () => { if (++got === ${n}) console.log('all refused'); });
+           s.on('error', () => {});
+         }
+         setInterval(() => {}, 1000);`,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    try {
+      const a = new LineClient(port);
+      await a.until(/^\* OK/);
+      const before = readdirSync('/proc/self/fd').length;
+      await new Promise<void>((resolve, reject) => {
+        child.stdout.on('data', (d: Buffer) => d.includes('all refused') && resolve());
+        child.once('exit', () => reject(new Error('the clients exited')));
+      });
+      // Every client heard the busy reply; this process holds at most the bound.
+      const held = readdirSync('/proc/self/fd').length - before;
+      expect(held).toBeLessThanOrEqual(REFUSED_MAX_LINGERING + 8);
+      const lines = logger.lines.filter((l) => l.includes('connection limit reached, refusing'));
+      expect(lines.length).toBeGreaterThanOrEqual(1);
+      expect(lines.length).toBeLessThanOrEqual(4);
+      expect(lines[0]).toMatch(/"refused":1/);
+      // The lingering ones go after CLOSE_LINGER_MS; nothing is left behind.
+      const deadline = Date.now() + 5000;
+      while (readdirSync('/proc/self/fd').length > before + 2 && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 100));
+      expect(readdirSync('/proc/self/fd').length).toBeLessThanOrEqual(before + 2);
+      a.socket.destroy();
+    } finally {
+      child.kill();
+      await proxy.close();
+    }
+  }, 20_000);
 });
