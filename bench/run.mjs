@@ -68,6 +68,7 @@ const P = {
         idle: 200,
         established: 50,
         memMinAgeMs: 0,
+        memStreak: 1,
         idleHoldMs: 0,
         dialectMs: 50,
       }
@@ -85,6 +86,7 @@ const P = {
           idle: 2000,
           established: 1000,
           memMinAgeMs: 12000,
+          memStreak: 3,
           idleHoldMs: 15000,
           dialectMs: 300,
         }
@@ -103,6 +105,7 @@ const P = {
           idle: 10000,
           established: 4000,
           memMinAgeMs: 12000,
+          memStreak: 3,
           idleHoldMs: 15000,
           dialectMs: 2000,
         }),

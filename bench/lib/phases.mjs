@@ -198,7 +198,12 @@ export async function idleMemory(systems, insts, P) {
     // tlsproxy's processes collect garbage first (servers.mjs `mem`), so a collection between the
     // two readings cannot hide the connections' memory; the C servers have none to collect.
     const settle = () =>
-      inst.mem ? settledMem([...inst.proxy, ...inst.backend], { minAgeMs: P.memMinAgeMs }) : null;
+      inst.mem
+        ? settledMem([...inst.proxy, ...inst.backend], {
+            minAgeMs: P.memMinAgeMs,
+            streak: P.memStreak,
+          })
+        : null;
     let before = null;
     let during = null;
     let heldRss = null;
@@ -256,7 +261,7 @@ export async function idleMemory(systems, insts, P) {
  * answer.
  */
 export async function settledMem(servers, { streak = 3, tries = 16, minAgeMs = 12000 } = {}) {
-  // (--smoke passes minAgeMs 0: its figures mean nothing, its time matters.)
+  // (--smoke passes minAgeMs 0 and streak 1: its figures mean nothing, its time matters.)
   const age = Math.min(...servers.map((c) => Date.now() - (c.startedAt ?? 0)));
   if (age < minAgeMs) await new Promise((r) => setTimeout(r, minAgeMs - age));
   let prev = null;
@@ -290,7 +295,10 @@ export async function idleEstablished(list, P) {
       // Lazy allocations (JIT, OpenSSL's tables, the loop threads' malloc arenas) before the baseline.
       await trial(inst, 8, P.warmMs, { ...P, loadgens: 1, ctxSwitches: false });
       await new Promise((r) => setTimeout(r, 500));
-      const [p0, b0] = await settledMem([proxy, backend], { minAgeMs: P.memMinAgeMs });
+      const [p0, b0] = await settledMem([proxy, backend], {
+        minAgeMs: P.memMinAgeMs,
+        streak: P.memStreak,
+      });
       let p1;
       let p2;
       let b2;
@@ -302,11 +310,17 @@ export async function idleEstablished(list, P) {
           // Let the last sessions settle (the engine drops its handshake buffers) before reading.
           setTimeout(async () => {
             try {
-              [p1] = await settledMem([proxy, backend], { minAgeMs: P.memMinAgeMs });
+              [p1] = await settledMem([proxy, backend], {
+                minAgeMs: P.memMinAgeMs,
+                streak: P.memStreak,
+              });
               // And once held a while, as for idle preamble connections (idleMemory): after V8's
               // memory reducer has handed back what the burst of handshakes committed.
               await new Promise((r) => setTimeout(r, P.idleHoldMs));
-              [p2, b2] = await settledMem([proxy, backend], { minAgeMs: P.memMinAgeMs });
+              [p2, b2] = await settledMem([proxy, backend], {
+                minAgeMs: P.memMinAgeMs,
+                streak: P.memStreak,
+              });
             } finally {
               c.stdin.write('done\n');
             }
