@@ -24,15 +24,38 @@ step() { echo "== $pack_name: $*"; }
 
 # pack_workspaces [WORKSPACE...]: `npm pack` (prepack builds each one) the named workspaces
 # (e.g. @tlsproxy/core), or every workspace when none is named, into $work/packs (= $P).
+# With TLSPROXY_PACKS set (CI runs both scripts in a row), every workspace is packed there once
+# and each script copies what it asked for: the packing is the slow part (a build each).
 pack_workspaces() {
   P="$work/packs"
   mkdir -p "$P"
+  if [ -n "${TLSPROXY_PACKS:-}" ]; then
+    if [ ! -e "$TLSPROXY_PACKS/.complete" ]; then
+      mkdir -p "$TLSPROXY_PACKS"
+      pack_into "$TLSPROXY_PACKS" --workspaces
+      touch "$TLSPROXY_PACKS/.complete"
+    fi
+    local w
+    if [ $# -eq 0 ]; then
+      cp "$TLSPROXY_PACKS"/*.tgz "$P"/
+    else
+      for w in "$@"; do cp "$TLSPROXY_PACKS"/tlsproxy-"${w#@tlsproxy/}"-[0-9]*.tgz "$P"/; done
+    fi
+    return
+  fi
   local args=(--workspaces)
   if [ $# -gt 0 ]; then
     args=()
     for w in "$@"; do args+=(--workspace "$w"); done
   fi
-  if ! (cd "$root" && npm pack "${args[@]}" --pack-destination "$P" --silent >"$work/pack.log" 2>&1); then
+  pack_into "$P" "${args[@]}"
+}
+
+# pack_into DIR NPM-PACK-ARGS...: npm pack from the repository root into DIR; exits on failure.
+pack_into() {
+  local dest=$1
+  shift
+  if ! (cd "$root" && npm pack "$@" --pack-destination "$dest" --silent >"$work/pack.log" 2>&1); then
     cat "$work/pack.log"
     echo "npm pack failed (above)"
     exit 1
