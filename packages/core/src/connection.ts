@@ -79,6 +79,8 @@ export class ConnectionState {
   /** When the dialect asked for its timer() (ms), if it did: its timer, or the sweep while parked. */
   timerAt: number | undefined;
   #handshakeSlot = false;
+  /** endSocket() ran and the client's stream has not closed yet: its descriptor still counts. */
+  #closing = false;
   #finished = false;
   #released = false;
   /** Told first when the connection is done, then when it is released (the proxy's books). */
@@ -123,6 +125,10 @@ export class ConnectionState {
   /** The client's stream has closed: let it go (the connection may live on, relayed). */
   socketGone(): void {
     this.socket = GONE;
+    if (this.#closing) {
+      this.#closing = false;
+      this.maybeRelease();
+    }
   }
 
   /** No more timers: the preamble is over (or going). */
@@ -173,7 +179,7 @@ export class ConnectionState {
 
   /** Everything the connection held in this process is gone: free its places in the limits. */
   maybeRelease(): void {
-    if (!this.#finished || this.relaying || this.#released) return;
+    if (!this.#finished || this.relaying || this.#closing || this.#released) return;
     this.#released = true;
     this.releaseHandshake();
     const hooks = this.#hooks;
@@ -182,11 +188,21 @@ export class ConnectionState {
     this.#releasedWaiter?.resolve();
   }
 
-  /** Write a last reply (if any) and close; a client that never reads is cut off after 2 s. */
+  /**
+   * Write a last reply (if any) and close; a client that never reads is cut off after 2 s. Until
+   * the stream is gone the connection keeps its places in the limits: a client that leaves its
+   * end open would otherwise hold a descriptor no limit counts, as often as it can reconnect.
+   * What the client still sends is read and dropped (nothing reaches the dialect any more), so
+   * its FIN is seen and the stream goes at once.
+   */
   endSocket(data: Uint8Array | undefined): void {
     const socket = this.socket;
+    this.gate.close();
     socket.end(data);
-    if (!socket.destroyed) setTimeout(() => socket.destroy(), CLOSE_LINGER_MS).unref();
+    if (socket.destroyed) return;
+    this.#closing = true;
+    socket.startReading();
+    setTimeout(() => socket.destroy(), CLOSE_LINGER_MS).unref();
   }
 
   /** Earlier replies on the wire (or 5 s passed) before the descriptor changes hands. */

@@ -149,7 +149,7 @@ export class LineClient {
   readonly socket: net.Socket;
   #buf = '';
   #waiters: Array<() => void> = [];
-  constructor(port: number, options: { localAddress?: string } = {}) {
+  constructor(port: number, options: { localAddress?: string; allowHalfOpen?: boolean } = {}) {
     this.socket = net.connect({ port, host: '127.0.0.1', ...options });
     this.socket.setEncoding('latin1');
     this.socket.on('data', (d: string) => {

@@ -136,4 +136,55 @@ describe('connection limits', () => {
       await proxy.close();
     }
   }, 20_000);
+
+  it('a client that leaves its end open after the last reply still counts until its socket goes', async () => {
+    const { proxy, port } = await startProxy('unix:/nonexistent.sock', { maxConnections: 1 });
+    try {
+      // LOGOUT answered and our FIN sent; the client neither closes nor is cut off yet (2 s).
+      const a = new LineClient(port, { allowHalfOpen: true });
+      await a.until(/^\* OK/);
+      a.write('x LOGOUT\r\n');
+      await a.until(/^x OK/);
+      await new Promise((r) => a.socket.once('end', r));
+      const b = new LineClient(port);
+      expect(await b.until(/^\* /)).toMatch(/^\* BYE \[UNAVAILABLE\]/);
+      // Once it closes, the place is free.
+      a.socket.end();
+      await new Promise((r) => a.socket.once('close', r));
+      await new Promise((r) => setTimeout(r, 100));
+      const c = new LineClient(port);
+      expect(await c.until(/^\* /)).toMatch(/^\* OK/);
+      b.socket.destroy();
+      c.socket.destroy();
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('the same after a plaintext hand-off that found no backend (503, our FIN, the client silent)', async () => {
+    const { proxy, port } = await startProxy('unix:/nonexistent.sock', {
+      dialect: 'http-upgrade',
+      options: { plaintext: 'handoff' },
+      maxConnections: 1,
+    });
+    try {
+      const a = new LineClient(port, { allowHalfOpen: true });
+      a.write('GET / HTTP/1.1\r\nHost: h.example\r\n\r\n');
+      expect(await a.until(/^HTTP\//)).toMatch(/^HTTP\/1\.1 503 /);
+      await new Promise((r) => a.socket.once('end', r));
+      // Refused before it says anything: the busy reply.
+      const b = new LineClient(port);
+      expect(await b.until(/^HTTP\//, 2000)).toMatch(/^HTTP\/1\.1 503 /);
+      a.socket.end();
+      await new Promise((r) => a.socket.once('close', r));
+      await new Promise((r) => setTimeout(r, 100));
+      // Its place is back: a new client is let in (nothing until it asks).
+      const c = new LineClient(port);
+      await expect(c.until(/^HTTP\//, 300)).rejects.toThrow(/timed out/);
+      b.socket.destroy();
+      c.socket.destroy();
+    } finally {
+      await proxy.close();
+    }
+  });
 });
