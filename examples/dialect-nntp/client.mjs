@@ -14,7 +14,7 @@
 //   phase    | server line                      | then
 //   ---------+----------------------------------+---------------------------------------------
 //   greeting | 200 / 201                        | send CAPABILITIES -> caps
-//            | 400 / 502 (the server refuses)   | close; its line to the local client
+//            | 400 / 502 (the server refuses)   | close; its code to the local client
 //            | anything else                    | close, 400 to the local client
 //   caps     | 101                              | -> list
 //            | anything else                    | close, QUIT: STARTTLS is not known offered
@@ -22,7 +22,8 @@
 //            |                                  |   : close, QUIT, 502 to the local client
 //            | a capability (dot-unstuffed)     | remember its label (counted)
 //   tls      | 382                              | bytes after it in this read? close (response
-//            |                                  |   injection) : starttls, toLocal = greeting
+//            |                                  |   injection) : starttls, toLocal = our
+//            |                                  |   greeting with the server's 200 / 201
 //            | 580 / 502 / anything else        | close, QUIT
 //   any      | a line over the limit            | close (QUIT once greeted)
 //   done     | (ignored)                        |
@@ -164,11 +165,17 @@ export class NntpClientSession {
         const c = code(text);
         if (c === '200' || c === '201') {
           this.polite = true;
-          this.greeting = `${text}${CRLF}`;
+          // Our own words with the server's code (posting allowed or not): its pre-TLS text is
+          // unauthenticated, and the local client would take it as the verified server's.
+          this.greeting = `${c} Server ready (posting ${c === '200' ? 'allowed' : 'prohibited'})${CRLF}`;
           this.send(out, now, 'caps', 'CAPABILITIES');
         } else if (c === '400' || c === '502') {
-          // RFC 3977 section 5.1.1: the server refuses us; its reason is the best one.
-          this.close(out, `server greeted ${c}`, `${text}${CRLF}`);
+          // RFC 3977 section 5.1.1: the server refuses us. Its words go to the log (pre-TLS).
+          this.close(
+            out,
+            `server greeted ${c}: ${JSON.stringify(text.slice(0, 200))}`,
+            `${c} Service unavailable${CRLF}`,
+          );
         } else {
           this.fail(out, 'server greeting is not 200 or 201', '400 Bad greeting from the server');
         }

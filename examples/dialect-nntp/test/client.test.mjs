@@ -76,7 +76,11 @@ test('greeting, CAPABILITIES listing STARTTLS, STARTTLS, 382: starttls, the gree
   assert.equal(a3.length, 1);
   const go = a3[0];
   assert.equal(go?.type, 'starttls');
-  assert.equal(go?.type === 'starttls' && dec(go.toLocal), GREETING);
+  // Our greeting with the server's code: none of its pre-TLS text (unauthenticated).
+  assert.equal(
+    go?.type === 'starttls' && dec(go.toLocal),
+    '200 Server ready (posting allowed)\r\n',
+  );
   assert.ok(
     go?.type === 'starttls' && /** @type {string[]} */ (go.state.capabilities).includes('STARTTLS'),
   );
@@ -91,12 +95,17 @@ test('a 201 greeting and lowercase capability labels work the same', () => {
   const r = run(['201 no posting\r\n', '101 caps\r\nversion 2\r\nstarttls\r\n.\r\n', GO_AHEAD]);
   assert.equal(r.outcome?.type, 'starttls');
   assert.equal(r.sent, 'CAPABILITIES\r\nSTARTTLS\r\n');
+  assert.equal(
+    r.outcome?.type === 'starttls' && dec(r.outcome.toLocal),
+    '201 Server ready (posting prohibited)\r\n',
+  );
 });
 
-test('a refusing greeting reaches the local client as the server sent it, without QUIT', () => {
+test('a refusing greeting: its code to the local client, its words to the log, no QUIT', () => {
   for (const line of ['400 Too many connections\r\n', '502 You have no permission to talk\r\n']) {
     const c = closeOf(run([line]).outcome);
-    assert.equal(text(c.toLocal), line);
+    assert.equal(text(c.toLocal), `${line.slice(0, 3)} Service unavailable\r\n`);
+    assert.match(c.reason, new RegExp(line.slice(4, 12)));
     assert.equal(c.data, undefined);
   }
   const bad = closeOf(run(['* OK IMAP here\r\n']).outcome);

@@ -12,7 +12,7 @@
 //        starttls   → reading stops at once; the socket's descriptor goes to the TLS engine's
 //                     connect() (server verified: chain + name), embedded or a tlspool daemon.
 //   3. The caller gets the plaintext end of the engine's socketpair as a net.Socket, with the
-//      dialect's `toLocal` (e.g. the server's greeting) delivered first, and what was
+//      dialect's `toLocal` (e.g. its own greeting) delivered first, and what was
 //      negotiated, including the server's verified identity.
 //
 // Bytes the server sent after its go-ahead in the same read are the dialect's to refuse (it

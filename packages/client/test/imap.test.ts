@@ -86,7 +86,7 @@ describe('connectStartTls with the IMAP client dialect (node-based server)', () 
     await injecting.close();
   });
 
-  it('the greeting without its CAPABILITY code first, then IMAP inside TLS', async () => {
+  it('the dialect’s own greeting first (none of the server’s pre-TLS text), then IMAP inside TLS', async () => {
     const r = await connectStartTls({
       ...viaEngine,
       dialect: 'imap',
@@ -96,7 +96,8 @@ describe('connectStartTls with the IMAP client dialect (node-based server)', () 
       ca: certs.ca,
     });
     expect(r.info.serverIdentity.san.dns).toContain('imap.example.test');
-    expect(await readUntil(r.socket, /\r\n$/)).toBe('* OK fake ready.\r\n');
+    // The dialect's own greeting: nothing of the server's pre-TLS text.
+    expect(await readUntil(r.socket, /\r\n$/)).toBe('* OK Server ready.\r\n');
     r.socket.write('b1 CAPABILITY\r\n');
     const caps = await readUntil(r.socket, /b1 OK/);
     expect(caps).not.toMatch(/STARTTLS/);

@@ -70,7 +70,7 @@ function wrap(
 }
 
 /**
- * stunnel-like IMAP: the greeting is enough, STARTTLS goes out whatever the capabilities say, and
+ * stunnel-like IMAP: a greeting is enough, STARTTLS goes out whatever the capabilities say, and
  * whatever came after the tagged OK in the same read is passed on as if it came through TLS.
  */
 const naiveImap: ClientDialect<unknown> = {
@@ -96,7 +96,8 @@ const naiveImap: ClientDialect<unknown> = {
           const line = buf.slice(0, i + 1);
           buf = buf.slice(i + 1);
           if (!greeting) {
-            greeting = line.replace(/\[CAPABILITY [^\]]*\] /, '');
+            // The local greeting the real client gives (its own words, none of the server's).
+            greeting = '* OK Server ready.\r\n';
             out.push({ type: 'send', data: enc('a2 STARTTLS\r\n') });
           } else if (line.startsWith('a2 OK')) {
             done = true;

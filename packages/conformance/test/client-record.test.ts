@@ -69,7 +69,7 @@ describe('record --role client', () => {
     expect(readFileSync(out, 'utf8')).toBe(text);
     const t = parseClientTranscript(text, out);
     expect(t.steps.map((s) => s.type)).toEqual(['server', 'client', 'server', 'tls']);
-    expect(text).toContain('L: * OK toy ready.\\r\\n');
+    expect(text).toContain('L: * OK Server ready.\\r\\n');
     expect(replayClient(dialect as never, t).problems).toEqual([]);
   }, 20_000);
 

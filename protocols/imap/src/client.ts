@@ -130,21 +130,21 @@ function capabilityCode(rest: string): string[] | null {
 const hasStartTls = (caps: readonly string[]) => caps.some((c) => upperAscii(c) === 'STARTTLS');
 
 /**
- * What the local client gets as its greeting: the server's, without a CAPABILITY response code
- * (it advertised STARTTLS and LOGINDISABLED, both wrong for a client that never sees TLS; a
- * client that wants capabilities asks, and the answer then comes through TLS).
+ * What the local client gets as its greeting, and as the server's BYE: our own words, never the
+ * server's. Its pre-TLS text is unauthenticated (a man in the middle writes it), and the local
+ * client would read it after TLS as the verified server's: an `[ALERT]` it must show the user, a
+ * `[REFERRAL]` to another server, capabilities (RFC 9051 section 6.2.1: discard what was learnt
+ * before TLS). Without a CAPABILITY code a client asks, and the answer comes through TLS. The
+ * server's own text is in the log (the close's reason).
  */
-function localGreeting(rest: string): string {
-  const text = capabilityCode(rest) === null ? rest : responseCode(rest)!.after;
-  return `* OK ${text === '' ? 'Server ready.' : text}${CRLF}`;
-}
+const LOCAL_GREETING = `* OK Server ready.${CRLF}`;
+const SERVER_BYE = `* BYE [UNAVAILABLE] Server closing.${CRLF}`;
 
 const bye = (code: 'UNAVAILABLE' | 'PRIVACYREQUIRED', text: string) =>
   `* BYE [${code}] ${text}${CRLF}`;
 
 export class ImapClientSession extends LineClientSession<Phase> {
   private capabilities: string[] | null = null;
-  private greeting = '';
 
   constructor(limits: Limits) {
     super('imap', LOGOUT, limits);
@@ -161,12 +161,13 @@ export class ImapClientSession extends LineClientSession<Phase> {
   protected line(text: string, now: number, out: ClientAction[]): void {
     const r = parseResponse(text);
     if (r.kind === 'untagged' && r.word === 'BYE') {
-      // The server is leaving: its own BYE is the local client's best explanation.
+      // The server is leaving. Its words go to the log, not to the local client (they are
+      // pre-TLS: a forged `[REFERRAL]` would send the client elsewhere).
       this.polite = false;
       this.close(
         out,
-        `server said BYE${this.phase === 'greeting' ? ' as its greeting' : ''}`,
-        `* BYE ${r.rest === '' ? 'Server closing.' : r.rest}${CRLF}`,
+        `server said BYE${this.phase === 'greeting' ? ' as its greeting' : ''}: ${JSON.stringify(r.rest.slice(0, 200))}`,
+        SERVER_BYE,
       );
       return;
     }
@@ -198,7 +199,6 @@ export class ImapClientSession extends LineClientSession<Phase> {
       return;
     }
     this.polite = true;
-    this.greeting = localGreeting(r.rest);
     const caps = capabilityCode(r.rest);
     if (caps === null) {
       this.sendCommand(out, now, 'capability', `${CAPABILITY_TAG} CAPABILITY`);
@@ -234,7 +234,7 @@ export class ImapClientSession extends LineClientSession<Phase> {
       this.startTls(out, now);
       return;
     }
-    this.goAhead(out, 'STARTTLS', this.greeting, { capabilities: this.capabilities ?? [] });
+    this.goAhead(out, 'STARTTLS', LOCAL_GREETING, { capabilities: this.capabilities ?? [] });
   }
 
   /** STARTTLS if the capabilities offer it, else close. */

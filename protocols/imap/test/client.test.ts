@@ -61,8 +61,8 @@ describe('IMAP client: STARTTLS', () => {
     expect(a2).toHaveLength(1);
     const st = a2[0]!;
     if (st.type !== 'starttls') throw new Error(st.type);
-    // The local client's greeting: the server's, without the pre-TLS CAPABILITY code.
-    expect(dec(st.toLocal)).toBe('* OK Dovecot (Debian) ready.\r\n');
+    // The local client's greeting is ours: nothing of the server's pre-TLS text.
+    expect(dec(st.toLocal)).toBe('* OK Server ready.\r\n');
     expect(st.state.capabilities).toContain('STARTTLS');
     // Nothing more once the preamble is over.
     expect(s.receive(enc('x'), 7)).toEqual([]);
@@ -81,8 +81,8 @@ describe('IMAP client: STARTTLS', () => {
     expect(r.sent).toBe('a1 CAPABILITY\r\na2 STARTTLS\r\n');
     expect(r.outcome?.type).toBe('starttls');
     if (r.outcome?.type !== 'starttls') return;
-    // Another response code is kept; only CAPABILITY is stripped.
-    expect(dec(r.outcome.toLocal)).toBe('* OK [ALERT] Hello there\r\n');
+    // An [ALERT] before TLS is unauthenticated: the local client must not show it.
+    expect(dec(r.outcome.toLocal)).toBe('* OK Server ready.\r\n');
     expect(r.outcome.state).toEqual({ capabilities: ['IMAP4rev1', 'STARTTLS', 'LOGINDISABLED'] });
   });
 
@@ -90,6 +90,20 @@ describe('IMAP client: STARTTLS', () => {
     const r = run(['* ok hi\n', 'a1 ok [capability imap4rev1 starttls] done\n', 'a2 ok go\n']);
     expect(r.outcome?.type).toBe('starttls');
     expect(r.sent).toBe('a1 CAPABILITY\r\na2 STARTTLS\r\n');
+  });
+
+  it('no word of the server’s pre-TLS greeting reaches the local client (property)', () => {
+    // Response codes, bare CRs, extra spaces: whatever the greeting says, the local client's is ours.
+    const word = fc.stringMatching(/^[\x21-\x7e\r]{1,12}$/);
+    fc.assert(
+      fc.property(fc.array(word, { maxLength: 8 }), fc.constantFrom(' ', '  '), (words, sp) => {
+        const greeting = `* OK${sp}[CAPABILITY IMAP4rev1 STARTTLS]${sp}${words.join(sp)}\r\n`;
+        const r = run([greeting, GO_AHEAD]);
+        if (r.outcome?.type !== 'starttls') return true; // refused (e.g. a bad line): fine
+        expect(dec(r.outcome.toLocal)).toBe('* OK Server ready.\r\n');
+        return true;
+      }),
+    );
   });
 
   it('a greeting that is only a CAPABILITY code becomes "* OK Server ready."', () => {
@@ -147,19 +161,20 @@ describe('IMAP client: no TLS, close', () => {
     expect(r.sent).toBe('a3 LOGOUT\r\n');
   });
 
-  it('BYE greeting: the server’s BYE goes to the local client, nothing to the server', () => {
-    const r = run(['* BYE Too many connections\r\n']);
+  it('BYE greeting: our BYE to the local client (the server’s words to the log), nothing to the server', () => {
+    // A forged referral would send a client that follows it to the attacker, without TLS.
+    const r = run(['* BYE [REFERRAL imap://alice@evil.example/] Too many connections\r\n']);
     const c = closed(r.actions);
-    expect(c.reason).toMatch(/BYE as its greeting/);
+    expect(c.reason).toMatch(/BYE as its greeting: ".*Too many connections"/);
     expect(c.data).toBeUndefined();
-    expect(text(c.toLocal)).toBe('* BYE Too many connections\r\n');
+    expect(text(c.toLocal)).toBe('* BYE [UNAVAILABLE] Server closing.\r\n');
   });
 
   it('BYE while waiting for the STARTTLS reply: close, no LOGOUT', () => {
     const r = run([DOVECOT_GREETING, '* BYE\r\n']);
     const c = closed(r.actions);
     expect(c.data).toBeUndefined();
-    expect(text(c.toLocal)).toBe('* BYE Server closing.\r\n');
+    expect(text(c.toLocal)).toBe('* BYE [UNAVAILABLE] Server closing.\r\n');
   });
 
   it('a greeting that is not IMAP (an SMTP server): close without a word to it', () => {

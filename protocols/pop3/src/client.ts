@@ -88,6 +88,19 @@ function status(line: string): '+OK' | '-ERR' | null {
   return word === '+OK' || word === '-ERR' ? word : null;
 }
 
+/**
+ * What the local client gets as its greeting: our own words, never the server's — its pre-TLS
+ * text is unauthenticated (a man in the middle writes it) and the local client would take it as
+ * the verified server's. Only an APOP timestamp (RFC 1939 section 7: the last `<…@…>`, as a
+ * msg-id) is carried over, checked, since APOP digests it: a forged one can only make APOP fail.
+ */
+function localGreeting(serverGreeting: string): string {
+  const stamps = serverGreeting.match(APOP_TIMESTAMP);
+  const stamp = stamps?.[stamps.length - 1];
+  return `+OK Server ready.${stamp === undefined ? '' : ` ${stamp}`}${CRLF}`;
+}
+const APOP_TIMESTAMP = /<[\x21-\x3b\x3d\x3f-\x7e]{1,120}@[\x21-\x3b\x3d\x3f-\x7e]{1,120}>/g;
+
 export class Pop3ClientSession extends LineClientSession<Phase> {
   private greeting = '';
   private readonly capabilities: string[] = [];
@@ -105,11 +118,16 @@ export class Pop3ClientSession extends LineClientSession<Phase> {
       case 'greeting': {
         const s = status(text);
         if (s === '-ERR') {
-          // The server refuses us (too many connections...): its reason is the best one.
-          this.close(out, 'server greeted -ERR', `${text}${CRLF}`);
+          // The server refuses us (too many connections...): its words go to the log, ours to
+          // the local client (they are pre-TLS).
+          this.close(
+            out,
+            `server greeted -ERR: ${JSON.stringify(text.slice(0, 200))}`,
+            err_('SYS/TEMP', 'Server unavailable.'),
+          );
         } else if (s === '+OK') {
           this.polite = true;
-          this.greeting = `${text}${CRLF}`;
+          this.greeting = localGreeting(text);
           this.sendCommand(out, now, 'capa', 'CAPA');
         } else {
           this.fail(out, 'server greeting is not "+OK"', 'SYS/TEMP', 'Bad greeting.');

@@ -66,7 +66,8 @@ describe('POP3 client: STLS', () => {
     expect(a3).toHaveLength(1);
     const st = a3[0]!;
     if (st.type !== 'starttls') throw new Error(st.type);
-    expect(dec(st.toLocal)).toBe(GREETING);
+    // Ours, not the server's pre-TLS words (unauthenticated).
+    expect(dec(st.toLocal)).toBe('+OK Server ready.\r\n');
     expect(st.state.capabilities).toContain('STLS');
     expect(st.state.capabilities).toContain('SASL PLAIN LOGIN');
     expect(s.receive(enc('x'), 8)).toEqual([]);
@@ -78,7 +79,8 @@ describe('POP3 client: STLS', () => {
     const r = run(['+ok <1.2@host> hi\n', '+Ok\n..STLS\nstls x\n.\n', '+oK\n']);
     expect(r.sent).toBe('CAPA\r\nSTLS\r\n');
     if (r.outcome?.type !== 'starttls') throw new Error(String(r.outcome?.type));
-    expect(dec(r.outcome.toLocal)).toBe('+ok <1.2@host> hi\r\n');
+    // Only the APOP timestamp is carried over (APOP digests it), nothing else of the greeting.
+    expect(dec(r.outcome.toLocal)).toBe('+OK Server ready. <1.2@host>\r\n');
     expect(r.outcome.state.capabilities).toEqual(['.STLS', 'stls x']);
   });
 });
@@ -115,12 +117,26 @@ describe('POP3 client: no TLS, close', () => {
     expect(text(c.toLocal)).toBe('-ERR [SYS/TEMP] TLS refused by the server.\r\n');
   });
 
-  it('-ERR greeting: the server’s line goes to the local client, nothing to the server', () => {
+  it('-ERR greeting: our -ERR to the local client (the server’s line to the log), nothing to the server', () => {
     const r = run(['-ERR [SYS/TEMP] Too many connections\r\n']);
     const c = closed(r.actions);
-    expect(c.reason).toBe('server greeted -ERR');
+    expect(c.reason).toBe('server greeted -ERR: "-ERR [SYS/TEMP] Too many connections"');
     expect(c.data).toBeUndefined();
-    expect(text(c.toLocal)).toBe('-ERR [SYS/TEMP] Too many connections\r\n');
+    expect(text(c.toLocal)).toBe('-ERR [SYS/TEMP] Server unavailable.\r\n');
+  });
+
+  it('no word of the server’s greeting reaches the local client but a well-formed APOP timestamp (property)', () => {
+    const word = fc.stringMatching(/^[\x21-\x7e\r]{1,12}$/);
+    fc.assert(
+      fc.property(fc.array(word, { maxLength: 8 }), (words) => {
+        const r = run([`+OK ${words.join(' ')}\r\n`, CAPA, GO_AHEAD]);
+        if (r.outcome?.type !== 'starttls') return true;
+        expect(dec(r.outcome.toLocal)).toMatch(
+          /^\+OK Server ready\.( <[\x21-\x3b\x3d\x3f-\x7e]+@[\x21-\x3b\x3d\x3f-\x7e]+>)?\r\n$/,
+        );
+        return true;
+      }),
+    );
   });
 
   it('a greeting that is not POP3 (an IMAP server, "+OKAY"): close without a word to it', () => {

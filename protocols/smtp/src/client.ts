@@ -70,7 +70,7 @@ const limits: Record<LimitName, LimitSpec> = {
     unit: 'count',
     phase: 'preamble',
     description:
-      'Lines in one reply (the greeting, which is kept for the local client, or the EHLO reply); more: close.',
+      'Lines in one reply (the greeting, kept for the local client when `tls: may` relays without TLS, or the EHLO reply); more: close.',
     source: 'tlsproxy: Postfix sends 1 greeting line and about 10 EHLO lines',
   },
   greetingTimeoutMs: {
@@ -110,7 +110,8 @@ export function ehloName(hostname: string): string {
 }
 
 export class SmtpClientSession extends LineClientSession<Phase> {
-  /** The reply being gathered: its code and lines (the greeting's, for the local client). */
+  /** The reply being gathered: its code and lines (the greeting's, for the local client when
+   * `tls: may` relays without TLS). */
   private code: string | null = null;
   private lines: string[] = [];
   private greeting = '';
@@ -263,7 +264,12 @@ export class SmtpClientSession extends LineClientSession<Phase> {
       );
       return;
     }
-    this.goAhead(out, 'STARTTLS', this.greeting, { extensions: [...this.extensions] });
+    // The local client's greeting is ours, never the server's pre-TLS one (unauthenticated: a
+    // man in the middle writes it, and the local client would take it as the verified server's);
+    // its EHLO then goes through TLS and gets the server's real extensions.
+    this.goAhead(out, 'STARTTLS', `220 ${this.host} ESMTP Service ready${CRLF}`, {
+      extensions: [...this.extensions],
+    });
   }
 
   private sendCommand(out: ClientAction[], now: number, phase: Phase, command: string): void {

@@ -58,7 +58,7 @@ describe.skipIf(!usable)('SMTP client role against a real Postfix', () => {
     expect(dec(r.received)).toMatch(/^220 mx\.example\.test ESMTP/);
     expect(dec(r.received)).toMatch(/\r\n250-STARTTLS\r\n/);
     expect(dec(r.received)).toMatch(/\r\n220 2\.0\.0 Ready to start TLS\r\n$/);
-    expect(dec(r.outcome.toLocal)).toMatch(/^220 mx\.example\.test ESMTP[^\n]*\r\n$/);
+    expect(dec(r.outcome.toLocal)).toMatch(/^220 [^ ]+ ESMTP Service ready\r\n$/);
     expect(r.outcome.state.extensions).toContain('STARTTLS');
 
     const t = await startTls(sock, 'localhost');
@@ -100,6 +100,7 @@ describe.skipIf(!usable)('SMTP client role against a real Postfix', () => {
     const r = await runClientSession(open({ tls: 'may' }), sock);
     expect(r.outcome.type).toBe('plaintext');
     if (r.outcome.type !== 'plaintext') return;
+    // Without TLS the whole session is the server's, greeting included.
     expect(dec(r.outcome.toLocal)).toMatch(/^220 mx\.example\.test ESMTP/);
     expect(r.actions).toContainEqual(expect.objectContaining({ type: 'log', level: 'warn' }));
     // The relay would go on: the local client's own EHLO is answered in plaintext.
