@@ -70,6 +70,13 @@ type AfterTls = NonNullable<ClientDialect['afterTls']>;
  */
 export const LOCAL_PROBE_MS = 1000;
 
+/**
+ * After our goodbye to a server (no TLS), what it still sends is read (its own goodbye, its FIN)
+ * up to this much; past it the connection is cut at once instead of being read until
+ * CLOSE_LINGER_MS — a server ignoring our FIN could make us read at line rate for 2 s.
+ */
+export const CLOSE_DRAIN_BYTES = 64 * 1024;
+
 /** Server text (a close reason) is logged escaped by the logger and cut to this length. */
 const MAX_REASON_CHARS = 300;
 
@@ -423,6 +430,13 @@ export class ClientSession {
     const server = this.#server!;
     if (a.data && a.data.length > 0) server.end(a.data);
     else server.end();
+    // Its goodbye (a `221`, a tagged OK to LOGOUT) and its FIN are read; a server that goes on
+    // writing instead is cut off after CLOSE_DRAIN_BYTES, not read for the whole linger.
+    let drained = 0;
+    server.on('data', (d: Buffer) => {
+      drained += d.length;
+      if (drained > CLOSE_DRAIN_BYTES) server.destroy();
+    });
     setTimeout(() => server.destroy(), CLOSE_LINGER_MS).unref();
     this.#endLocal(a.toLocal);
   }
@@ -470,7 +484,11 @@ export class ClientSession {
     let pending: Buffer | null = null;
     try {
       pending = peekPending(fd.fd, 64 * 1024);
-    } catch {}
+    } catch (err) {
+      // Unknown is not "nothing": fail closed.
+      fd.close();
+      return this.#failBeforeTls(`cannot check the server connection: ${(err as Error).message}`);
+    }
     const injected = buffered.length + (pending?.length ?? 0);
     if (injected > 0 || pending?.length === 0) {
       fd.close();

@@ -14,6 +14,7 @@ import type { LimitPhase, LimitUnit } from '@tlsproxy/dialect-kit';
 import { FDPASS_LIMITS } from '@tlsproxy/fdpass';
 import {
   AFTER_TLS_TIMEOUT_MS,
+  CLOSE_DRAIN_BYTES,
   DEFAULT_CONNECT_TIMEOUT_MS,
   LOCAL_PROBE_MS,
   MAX_AFTER_TLS_BYTES,
@@ -282,6 +283,16 @@ export const CLIENT_ROLE_LIMITS: readonly LimitDeclaration[] = Object.freeze([
     where: 'constant (`client-session.ts`)',
     past: 'The local socket is not read before TLS; it is peeked at this often until the handshake starts. EOF with nothing queued, or a reset: log `local client went away before TLS, closing`; the server connection is closed; outcome `closed_in_preamble`.',
     source: "as the TLS engine's probe of a paused relay side (`PROBE_MS`, 1 s)",
+  },
+  {
+    title: "Server's bytes after our goodbye (role client)",
+    name: 'CLOSE_DRAIN_BYTES',
+    default: CLOSE_DRAIN_BYTES,
+    unit: 'bytes',
+    phase: 'preamble',
+    where: 'constant `CLOSE_DRAIN_BYTES` (`packages/core/src/client-session.ts`)',
+    past: "When the client side gives up without TLS it sends its goodbye (`a3 LOGOUT`, `QUIT`) and FIN and reads the server's last words for up to `CLOSE_LINGER_MS`; past this many bytes the server connection is closed at once (a server that ignores the FIN and goes on writing is not read for the whole linger).",
+    source: 'tlsproxy choice (a goodbye is one line; as `maxPreambleBytes`)',
   },
   {
     title: "Server's answer to the upgrade, over TLS (role client)",

@@ -254,6 +254,41 @@ describe.skipIf(!embeddedConnects)('client role: fails closed', () => {
     expect(ended(logger.lines)[0]).toMatch(/"outcome":"closed_in_preamble"/);
   });
 
+  it('a server that floods after our goodbye is cut off, not read for the whole linger', async () => {
+    // No STARTTLS offered: our IMAP client says LOGOUT and closes. The server then writes as
+    // fast as it can; before, the proxy read and dropped it all for 2 s (hundreds of MB).
+    let written = 0;
+    let gone: () => void;
+    const cutOff = new Promise<void>((r) => {
+      gone = r;
+    });
+    // Half-open: it ignores our FIN and goes on writing.
+    const evil = net.createServer({ allowHalfOpen: true }, (s) => {
+      s.on('error', () => gone());
+      s.on('close', () => gone());
+      s.write('* OK [CAPABILITY IMAP4rev1] hi\r\n');
+      s.once('data', () => {
+        const chunk = Buffer.alloc(64 * 1024, 'x');
+        const pump = () => {
+          while (!s.destroyed && written < 1 << 30) {
+            written += chunk.length;
+            if (!s.write(chunk)) return;
+          }
+        };
+        s.on('drain', pump);
+        pump();
+      });
+    });
+    await new Promise<void>((r) => evil.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise<void>((r) => evil.close(() => r())));
+    const { port } = await proxyTo((evil.address() as net.AddressInfo).port, { dialect: 'imap' });
+    const c = new LocalClient(port);
+    await c.closed;
+    await cutOff;
+    // The kernel's buffers hold some megabytes; the proxy reads at most 64 KiB more.
+    expect(written).toBeLessThan(32 << 20);
+  });
+
   it('server text in log lines is escaped and bounded (text format)', async () => {
     const evil = net.createServer((s) => {
       s.on('error', () => {});
