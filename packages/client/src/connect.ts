@@ -28,7 +28,7 @@ import {
   resolveLimits,
   resolveOptions,
 } from '@tlsproxy/dialect-kit';
-import { detachSocket, type OwnedFd } from '@tlsproxy/fdpass';
+import { detachSocket, type OwnedFd, peekPending } from '@tlsproxy/fdpass';
 import {
   type ConnectInfo,
   type ConnectRequest,
@@ -92,7 +92,9 @@ export interface StartTlsResult {
   controlKey: Buffer;
   /** The engine that runs the session (the one given, or the embedded one). */
   engine: TlsEngineApi;
-  /** What the dialect learnt before TLS (for logs), from its starttls action. */
+  /** What the dialect learnt before TLS (for logs), from its starttls action: unauthenticated
+   * (anyone on the path could have written it) — never choose anything by it (e.g. a SASL
+   * mechanism); ask again over TLS. */
   state: Record<string, unknown>;
 }
 
@@ -230,11 +232,25 @@ async function run(options: ConnectStartTlsOptions): Promise<StartTlsFdResult | 
       },
     );
   }
-  if (buffered.length > 0) {
+  // Before our ClientHello a TLS server says nothing: what Node read, and what waits in the
+  // kernel, was sent after the go-ahead in plaintext — by the server or someone on the path.
+  let pending: Buffer | null;
+  try {
+    pending = peekPending(fd.fd, 64 * 1024);
+  } catch (err) {
+    fd.close();
+    throw new ClientError(
+      'TLSPROXY_ERR_CLIENT_CONNECT',
+      `cannot check the connection after the go-ahead: ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
+  const injected = buffered.length + (pending?.length ?? 0);
+  if (injected > 0) {
     fd.close();
     throw new ClientError(
       'TLSPROXY_ERR_CLIENT_REFUSED',
-      `the server sent ${buffered.length} bytes after its go-ahead, before TLS started`,
+      `the server sent ${injected} bytes after its go-ahead, before TLS started`,
       { reason: 'bytes after the go-ahead (response injection)' },
     );
   }
