@@ -1,5 +1,6 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { nameOf, parseAll, parseCommand } from '../src/parse.js';
+import { nameOf, parseAll, parseCommand, parseWithGrammar } from '../src/parse.js';
 
 const GOOD = [
   'CAPA',
@@ -60,5 +61,38 @@ describe('command grammar', () => {
     expect(nameOf('user  x')).toBe('USER');
     expect(nameOf(' x')).toBeNull();
     expect(nameOf('')).toBeNull();
+  });
+});
+
+// parseCommand scans (nearley cost ~2 ms per KB of line, a CPU attack on the proxy): for every
+// line, what the scan returns — refusal, or keyword and arguments — must be the grammar's.
+describe('the command scan agrees with the grammar', () => {
+  const piece = fc.constantFrom(
+    'USER',
+    'capa',
+    'x',
+    ' ',
+    '  ',
+    '\t',
+    '!"#',
+    '\u0000',
+    '\u007f',
+    '\u0080',
+    '\u00e9',
+    '\u00ff',
+    '\r',
+    '9',
+  );
+  const line = fc.oneof(
+    fc.array(piece, { maxLength: 8 }).map((a) => a.join('')),
+    fc.constantFrom(...GOOD, ...BAD),
+  );
+  it('any line', () => {
+    fc.assert(
+      fc.property(line, (l) => {
+        expect(parseCommand(l), JSON.stringify(l)).toEqual(parseWithGrammar(l));
+      }),
+      { numRuns: 5000 },
+    );
   });
 });

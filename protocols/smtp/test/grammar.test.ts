@@ -1,6 +1,14 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { KNOWN_COMMANDS } from '../src/commands.js';
-import { parseAll, parseCommand, verbOf } from '../src/parse.js';
+import {
+  parseAll,
+  parseCommand,
+  parseWithGrammar,
+  scanCommand,
+  trimEnd,
+  verbOf,
+} from '../src/parse.js';
 
 // Representative framed lines (no CRLF; trailing spaces are trimmed before parsing).
 const GOOD = [
@@ -18,6 +26,9 @@ const GOOD = [
   'DATA',
   'BDAT 1000',
   'BDAT 0 LAST',
+  'bdat 7 last',
+  'Rcpt to:<a@b>',
+  'auth x-oauth2 dG9rZW4=',
   'RSET',
   'NOOP',
   'NOOP any text at all',
@@ -106,5 +117,51 @@ describe('command grammar', () => {
     expect(verbOf('mail FROM:<a>')).toBe('MAIL');
     expect(verbOf('QUIT  ')).toBe('QUIT');
     expect(verbOf('')).toBe('');
+  });
+});
+
+// parseCommand scans (nearley cost ~2 ms per KB of line, a CPU attack on the proxy): for every
+// line, what the scan returns — refusal, or verb and argument — must be the grammar's.
+describe('the command scan agrees with the grammar', () => {
+  const piece = fc.constantFrom(
+    ...[...KNOWN_COMMANDS, 'EHLO', 'ehlo', 'MaIl', 'rcpt', 'bdat', 'Last', 'LAST', 'FROB'],
+    'FROM:',
+    'from:',
+    'TO:',
+    ' ',
+    '  ',
+    '\t',
+    '<a@b>',
+    'x',
+    '9',
+    '42',
+    '_-',
+    '=',
+    '@',
+    '\u0000',
+    '\u007f',
+    '\u0080',
+    '\u00e9',
+    '\u00ff',
+    '\r',
+    ':',
+  );
+  const line = fc.oneof(
+    fc.array(piece, { maxLength: 8 }).map((a) => a.join('')),
+    fc.constantFrom(...GOOD, ...BAD),
+  );
+  it('any line, as parseCommand trims it', () => {
+    fc.assert(
+      fc.property(line, (l) => {
+        const t = trimEnd(l);
+        expect(scanCommand(t), JSON.stringify(t)).toEqual(parseWithGrammar(t));
+      }),
+      { numRuns: 5000 },
+    );
+  });
+  it('trimEnd drops trailing spaces and tabs only, in one pass', () => {
+    expect(trimEnd('QUIT \t ')).toBe('QUIT');
+    expect(trimEnd(' \tx')).toBe(' \tx');
+    expect(trimEnd(`${' '.repeat(20000)}x`)).toHaveLength(20001);
   });
 });
