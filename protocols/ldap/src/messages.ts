@@ -99,10 +99,22 @@ export interface Message {
   controls: Control[];
 }
 
+/**
+ * RFC 4511 section 4: "clients and servers MUST (unless otherwise specified) ignore trailing
+ * SEQUENCE components whose tags they do not recognize" (slapd does). `rest` are the components
+ * after the known ones: those with a tag of `known` are an error (a second requestValue, ...),
+ * the others are ignored.
+ */
+function trailing(rest: Tlv[], known: readonly number[], what: string): void {
+  for (const t of rest) if (known.includes(t.tag)) throw new BerError(`extra elements in ${what}`);
+}
+
 /** Decode one parsed LDAPMessage; throws BerError for anything RFC 4511 does not allow. */
 export function decodeMessage(root: Tlv): Message {
-  const [id, op, controls, ...extra] = root.children;
-  if (extra.length > 0) throw new BerError('extra elements in LDAPMessage');
+  const [id, op, ...rest] = root.children;
+  // controls [0] is the one optional component after protocolOp; anything else trails.
+  const controls = rest[0]?.tag === 0xa0 ? rest.shift() : undefined;
+  trailing(rest, [0xa0], 'LDAPMessage');
   const messageId = readInt(expectTag(id, TAG.INTEGER, 'messageID'), 'messageID');
   // RFC 4511 section 4.1.1.1: 0 is reserved for unsolicited notifications.
   if (messageId === 0) throw new BerError('messageID 0 in a request');
@@ -135,10 +147,10 @@ function decodeRequest(op: Tlv): Request {
     case OP.searchRequest:
       return { op: 'search', search: decodeSearch(c) };
     case OP.extendedRequest: {
-      const [name, value, ...extra] = c;
+      const [name, ...rest] = c;
       const oid = expectTag(name, 0x80, 'requestName');
-      if (value !== undefined && value.tag !== 0x81) throw new BerError('requestValue must be [1]');
-      if (extra.length > 0) throw new BerError('extra elements in ExtendedRequest');
+      const value = rest[0]?.tag === 0x81 ? rest.shift() : undefined;
+      trailing(rest, [0x80, 0x81], 'ExtendedRequest');
       return { op: 'extended', name: text(oid), hasValue: value !== undefined };
     }
     case OP.modifyRequest:
@@ -156,7 +168,8 @@ function decodeRequest(op: Tlv): Request {
 
 function decodeSearch(c: Tlv[]): Search {
   const [base, scope, deref, size, time, typesOnly, filter, attributes, ...extra] = c;
-  if (extra.length > 0) throw new BerError('extra elements in SearchRequest');
+  // Its components are all universal or filter choices: a trailing one is never recognized.
+  trailing(extra, [], 'SearchRequest');
   const search: Search = {
     base: text(expectTag(base, TAG.OCTET_STRING, 'baseObject')),
     scope: readInt(expectTag(scope, TAG.ENUMERATED, 'scope'), 'scope'),
@@ -191,16 +204,11 @@ function checkFilter(f: Tlv | undefined): void {
 function decodeControls(controls: Tlv): Control[] {
   if (controls.tag !== 0xa0) throw new BerError('controls must be [0]');
   return controls.children.map((ctl) => {
-    const [type, second, third, ...extra] = expectTag(ctl, TAG.SEQUENCE, 'control').children;
-    if (extra.length > 0) throw new BerError('extra elements in Control');
+    const [type, ...rest] = expectTag(ctl, TAG.SEQUENCE, 'control').children;
     const out = { type: text(expectTag(type, TAG.OCTET_STRING, 'controlType')), critical: false };
-    if (second?.tag === TAG.BOOLEAN) {
-      out.critical = readBoolean(second, 'criticality');
-      if (third !== undefined) expectTag(third, TAG.OCTET_STRING, 'controlValue');
-    } else if (second !== undefined) {
-      expectTag(second, TAG.OCTET_STRING, 'controlValue');
-      if (third !== undefined) throw new BerError('extra elements in Control');
-    }
+    if (rest[0]?.tag === TAG.BOOLEAN) out.critical = readBoolean(rest.shift()!, 'criticality');
+    if (rest[0]?.tag === TAG.OCTET_STRING) rest.shift();
+    trailing(rest, [TAG.BOOLEAN, TAG.OCTET_STRING], 'Control');
     return out;
   });
 }

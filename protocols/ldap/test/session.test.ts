@@ -18,6 +18,7 @@ import {
   only,
   present,
   SLAPD,
+  STARTTLS_OID,
   STARTTLS_OK_NAMED,
   search,
   seq,
@@ -319,7 +320,22 @@ describe('malformed BER: Notice of Disconnection (protocolError) and close', () 
     closesWithNotice([seq(int(1), tlv(0x77, str('1.3.6.1.4.1.1466.20037', 0x84)))]);
     closesWithNotice([msg(1, tlv(0x63, str('')))]); // search without its fields
     closesWithNotice([search(1, '', 0, [], str('objectClass', 0x04))]); // not a filter
-    closesWithNotice([seq(int(1), tlv(0x42), int(1))]); // controls not [0]
+    // Components whose tags are known, where they may not be: a second requestValue [1], a
+    // second controls [0].
+    closesWithNotice([msg(1, tlv(0x77, str(STARTTLS_OID, 0x80), str('a', 0x81), str('b', 0x81)))]);
+    closesWithNotice([seq(int(1), tlv(0x77, str(STARTTLS_OID, 0x80)), tlv(0xa0), tlv(0xa0))]);
+  });
+  it('ignores trailing components it does not recognize (RFC 4511 section 4; slapd too)', () => {
+    // After protocolOp (no controls), after controls, inside the ExtendedRequest, in a Control.
+    const control = seq(str('1.2.3'), tlv(0x01, hex('00')), str('v'), str('x', 0x85));
+    for (const bytes of [
+      seq(int(1), tlv(0x77, str(STARTTLS_OID, 0x80)), int(5)),
+      seq(int(2), tlv(0x77, str(STARTTLS_OID, 0x80)), tlv(0xa0, control), str('x', 0x83)),
+      msg(3, tlv(0x77, str(STARTTLS_OID, 0x80), str('x', 0x82))),
+    ]) {
+      const [st] = only(feed([bytes]).actions, 'starttls');
+      expect(st, toHex(bytes)).toBeDefined();
+    }
   });
   it('answers a request tag it does not know with "unknown LDAP request" (slapd)', () => {
     const r = feed([msg(3, tlv(0x61, int(0, 0x0a), str(''), str('')))]);
