@@ -39,9 +39,19 @@ const RESERVED = new Set(['level', 'time', 'msg', 'pid', 'hostname']);
 /**
  * Characters that could end a log line or steer a terminal: C0 and C1 controls, DEL, and the
  * Unicode line and paragraph separators. Peer-controlled text (an SNI name, an XMPP `to`, a
- * command echo) must never start a forged line in the text format.
+ * command echo) must never start a forged line in the text format. Also the invisible format
+ * characters that reorder or hide what follows them where a viewer applies bidi (Trojan Source):
+ * the bidi marks, embeddings, overrides and isolates, zero-width characters, the BOM.
  */
-const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g;
+const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/g;
+
+/**
+ * In a JSON line (pino writes the rest escaped): the Unicode separators and format characters of
+ * UNSAFE, which JSON allows raw inside strings. As `\uXXXX` escapes the line parses to the same
+ * text; only strings can hold them.
+ */
+const JSON_UNSAFE = /[\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/g;
+const jsonEscape = (c: string) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;
 
 /** `s` with every unsafe character written as a visible escape (`\n`, `\x1b`, `\u2028`). */
 export function escapeLogText(s: string): string {
@@ -50,7 +60,9 @@ export function escapeLogText(s: string): string {
     if (c === '\n') return '\\n';
     if (c === '\r') return '\\r';
     if (c === '\t') return '\\t';
-    return n <= 0xff ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u${n.toString(16)}`;
+    return n <= 0xff
+      ? `\\x${n.toString(16).padStart(2, '0')}`
+      : `\\u${n.toString(16).padStart(4, '0')}`;
   });
 }
 
@@ -103,12 +115,15 @@ export function pinoLogger(
     typeof dest === 'number' || typeof dest === 'string'
       ? pino.destination({ dest, sync: true, mkdir: typeof dest === 'string' })
       : (dest as pino.DestinationStream);
+  const escaped: pino.DestinationStream = {
+    write: (line: string) => stream.write(line.replace(JSON_UNSAFE, jsonEscape)),
+  };
   const p = pino(
     {
       level: options.level ?? 'info',
       formatters: { level: (label) => ({ level: label }) },
     },
-    stream,
+    escaped,
   );
   return {
     pino: p,

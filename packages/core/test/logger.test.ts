@@ -12,7 +12,9 @@ import {
   silentLogger,
 } from '../src/logger.js';
 
-const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
+const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/;
+/** Bidi overrides and isolates, zero-width characters (Trojan Source): never raw in a line. */
+const INVISIBLE = /[\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/;
 
 function textLines(message: string, fields: Record<string, unknown>): string[] {
   const out: string[] = [];
@@ -47,6 +49,15 @@ describe('text log format', () => {
     );
   });
 
+  it('a right-to-left override in an SNI name or certificate subject is written escaped', () => {
+    const [line] = textLines('server name refused', {
+      sni: 'evil\u202emoc.example',
+      cn: 'a\u2066b',
+    });
+    expect(line).not.toMatch(INVISIBLE);
+    expect(line).toContain('sni=evil\\u202emoc.example');
+  });
+
   it('escapeLogText keeps plain text as it is', () => {
     expect(escapeLogText('imap.example.org:143')).toBe('imap.example.org:143');
     expect(escapeLogText('a\u2028b\u0085c\u007f')).toBe('a\\u2028b\\x85c\\x7f');
@@ -61,6 +72,39 @@ describe('JSON log format', () => {
     const text = out.join('');
     expect(text.trimEnd().split('\n')).toHaveLength(1);
     expect(JSON.parse(text).to).toBe('a\nb\u2028c');
+  });
+
+  it('bidi and zero-width characters are escaped in the line and parse back the same', () => {
+    fc.assert(
+      fc.property(
+        fc.string({
+          unit: fc.constantFrom(
+            'a',
+            ' ',
+            '"',
+            '\\',
+            '\u202e',
+            '\u2066',
+            '\u200b',
+            '\ufeff',
+            '\u061c',
+            '\u2028',
+            '\n',
+          ),
+        }),
+        (to) => {
+          const out: string[] = [];
+          pinoLogger({ destination: { write: (l: string) => out.push(l) } }).log('info', to, {
+            to,
+          });
+          const text = out.join('');
+          expect(text).not.toMatch(INVISIBLE);
+          expect(text.trimEnd().split('\n')).toHaveLength(1);
+          const o = JSON.parse(text);
+          expect([o.to, o.msg]).toEqual([to, to]);
+        },
+      ),
+    );
   });
 });
 
