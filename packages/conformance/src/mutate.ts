@@ -531,6 +531,7 @@ export function mutantDialect(
         },
       };
       if (inner.overflow) session.overflow = (now) => inner.overflow!(now);
+      if (inner.expired) session.expired = (now) => inner.expired!(now);
       return session;
     },
   };

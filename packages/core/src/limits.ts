@@ -60,7 +60,7 @@ export const ENGINE_LIMITS: readonly LimitDeclaration[] = Object.freeze([
     phase: 'preamble',
     note: '(15 min)',
     where: 'listener key `preambleTimeoutMs`',
-    past: 'Counted from the start of the session (after the PROXY header, if any) until the hand-off begins (the backend said it can take the connection). Log `preamble took too long, closing`; connection destroyed, **no reply**; outcome `preamble_timeout`.',
+    past: 'Counted from the start of the session (after the PROXY header, if any) until the hand-off begins (the backend said it can take the connection). Log `preamble took too long, closing`; the dialect’s `expired()` reply if it has one (IMAP `* BYE`, SMTP `421 4.4.2`, XMPP `<connection-timeout/>`, HTTP `408`), then closed; without one (POP3, LDAP) closed without a word; outcome `preamble_timeout`.',
     source:
       "tlsproxy: a backstop above every dialect idle timer (the longest is POP3's 10 min, RFC 1939 §3)",
   },

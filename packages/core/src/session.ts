@@ -179,7 +179,21 @@ export class Session {
     const c = this.#c;
     c.log.log('info', 'preamble took too long, closing', { limitMs: c.config.preambleTimeoutMs });
     c.log.end('preamble_timeout', 'preamble took too long');
-    this.#destroy();
+    // The protocol's own timeout reply where the dialect has one (as for overflow()).
+    let reply: Uint8Array | undefined;
+    if (this.#dialect.expired && c.gate.phase === 'preamble' && !c.socket.destroyed) {
+      try {
+        reply = this.#dialect.expired(Date.now());
+      } catch (err) {
+        c.log.log('error', 'dialect threw in expired()', { error: (err as Error).message });
+      }
+    }
+    if (reply === undefined || reply.length === 0) {
+      this.#destroy();
+      return;
+    }
+    c.parked = false;
+    this.#closeWith(reply);
   }
 
   #onClose(error: string | undefined): void {

@@ -187,4 +187,31 @@ describe('connection limits', () => {
       await proxy.close();
     }
   });
+
+  it('past preambleTimeoutMs a busy client gets the dialect’s timeout reply, then the close', async () => {
+    for (const [dialect, send, reply] of [
+      ['imap', 'n NOOP\r\n', /^\* BYE Disconnected: too long before STARTTLS\./m],
+      ['smtp', 'NOOP\r\n', /^421 4\.4\.2 test\.example Error: timeout exceeded$/m],
+    ] as const) {
+      const { proxy, port, logger } = await startProxy('unix:/nonexistent.sock', {
+        dialect,
+        preambleTimeoutMs: 600,
+      });
+      try {
+        const c = new LineClient(port);
+        const closed = new Promise((r) => c.socket.once('close', r));
+        // Never idle, so only the whole-preamble deadline ends it.
+        const busy = setInterval(() => c.write(send), 100);
+        try {
+          expect(await c.until(reply, 3000)).toMatch(reply);
+          await closed;
+        } finally {
+          clearInterval(busy);
+        }
+        expect(logger.lines.some((l) => /"outcome":"preamble_timeout"/.test(l))).toBe(true);
+      } finally {
+        await proxy.close();
+      }
+    }
+  });
 });

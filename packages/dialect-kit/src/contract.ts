@@ -98,6 +98,15 @@ export interface DialectSession {
    * Absent: the connection is closed without a word.
    */
   overflow?(now: number): Uint8Array;
+  /**
+   * The engine's whole-preamble deadline (`preambleTimeoutMs`) passed — a client that kept the
+   * connection busy, e.g. one octet at a time, without reaching TLS: return the protocol's own
+   * closing reply for a timeout (IMAP `* BYE`, SMTP `421 4.4.2`, XMPP `<connection-timeout/>`
+   * (with a stream header if none was sent yet), HTTP `408`), which the engine writes before it
+   * closes; nothing is called after it. Pure, must not throw. Absent: closed without a word (as
+   * RFC 1939 asks of POP3's autologout, and slapd does).
+   */
+  expired?(now: number): Uint8Array;
 }
 
 /** Context the engine gives a new session. */

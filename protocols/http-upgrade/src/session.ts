@@ -109,6 +109,11 @@ export class HttpUpgradeSession implements DialectSession {
     return errorResponse(413, { now, head: this.head?.request.method === 'HEAD' });
   }
 
+  /** The engine's preamble deadline passed (before this dialect's own request timeout): 408. */
+  expired(now: number): Uint8Array {
+    return errorResponse(408, { now, head: this.head?.request.method === 'HEAD' });
+  }
+
   eof(_now: number): Action[] {
     if (this.phase === 'done') return [];
     this.phase = 'done';

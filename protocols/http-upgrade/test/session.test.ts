@@ -417,6 +417,15 @@ describe('overflow (the engine pre-TLS byte cap)', () => {
   });
 });
 
+describe('expired (the engine preamble deadline)', () => {
+  it('answers 408 with Connection: close', () => {
+    const { session } = feed(['OPTIONS * HTTP/1.1\r\nHost: a\r\nX: y']);
+    const text = dec(session.expired!(Date.UTC(2026, 0, 1)));
+    expect(status(text)).toBe('HTTP/1.1 408 Request Timeout');
+    expect(text).toContain('Connection: close\r\n');
+  });
+});
+
 // Issue 14: the method is the client's "command"; it never selects anything through a plain
 // object. Every Object.prototype name is a method like any other.
 describe('Object.prototype names as methods', () => {

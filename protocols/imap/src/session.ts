@@ -105,6 +105,11 @@ export class ImapSession implements DialectSession {
     return ascii('* BYE Too much data before STARTTLS.\r\n');
   }
 
+  /** The engine's preamble deadline passed: RFC 9051 section 7.1.5, BYE before closing. */
+  expired(_now: number): Uint8Array {
+    return ascii('* BYE Disconnected: too long before STARTTLS.\r\n');
+  }
+
   eof(_now: number): Action[] {
     if (this.phase === 'closed') return [];
     this.phase = 'closed';

@@ -108,6 +108,11 @@ export class SmtpSession implements DialectSession {
     return ascii(`421 4.7.0 ${this.config.host} Error: too much data before STARTTLS\r\n`);
   }
 
+  /** The engine's preamble deadline passed: 421 4.4.2, Postfix's words for its own timeouts. */
+  expired(_now: number): Uint8Array {
+    return ascii(`421 4.4.2 ${this.config.host} Error: timeout exceeded\r\n`);
+  }
+
   eof(_now: number): Action[] {
     if (this.phase === 'closed') return [];
     this.phase = 'closed';

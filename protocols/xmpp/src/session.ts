@@ -153,6 +153,18 @@ export class XmppSession implements DialectSession {
     );
   }
 
+  /**
+   * The engine's preamble deadline passed: RFC 6120 section 4.9.3.4 <connection-timeout/> and
+   * the closing tag, preceded by our stream header when none was sent yet.
+   */
+  expired(_now: number): Uint8Array {
+    const head = this.headerSent ? '' : this.headerText(null, null, null);
+    return utf8(
+      `${head}<stream:error><connection-timeout xmlns='${NS_STREAM_ERRORS}'/></stream:error>` +
+        '</stream:stream>',
+    );
+  }
+
   eof(_now: number): Action[] {
     if (this.phase === 'closed') return [];
     this.phase = 'closed';

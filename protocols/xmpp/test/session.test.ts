@@ -420,6 +420,17 @@ describe('overflow (the engine pre-TLS byte cap)', () => {
   });
 });
 
+describe('expired (the engine preamble deadline)', () => {
+  it('<connection-timeout/> and the closing tag, our header first when none was sent; pure', () => {
+    const after = feed([HEADER_C2S]).session;
+    expect(dec(after.expired!(0))).toBe(streamError('connection-timeout'));
+    const before = feed(["<?xml version='1.0'?><stream:stream xmlns='jabber:cli"]).session;
+    const first = dec(before.expired!(0));
+    expect(first).toMatch(/^<\?xml version='1.0'\?><stream:stream [^>]*>.*<connection-timeout /);
+    expect(dec(before.expired!(0))).toBe(first);
+  });
+});
+
 // Issue 14: peer input never selects anything through a plain object. Element names, attribute
 // names and namespace prefixes are the peer's.
 describe('Object.prototype names in the stream', () => {
