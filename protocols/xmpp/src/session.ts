@@ -95,6 +95,13 @@ type Phase = 'header' | 'stream' | 'tls' | 'closed';
 
 const TLS_REQUIRED = 'Use of STARTTLS required';
 const LANG = /^[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*$/;
+/**
+ * What a `from` in the handed-off state may look like: a JID (RFC 7622: at most 3071 octets) with
+ * no space, control, bidi or XML-special character — anything else is not an address the backend
+ * could use, only text to smuggle into its logs.
+ */
+const JID_LIKE =
+  /^[^\s\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff<>'"&]{1,3071}$/;
 
 export class XmppSession implements DialectSession {
   private phase: Phase = 'header';
@@ -328,7 +335,13 @@ export class XmppSession implements DialectSession {
     }
     const from = header.attributes.from ?? null;
     const lang = header.attributes['xml:lang'] ?? null;
-    this.state = { streamType: this.streamType, to, from, lang };
+    // Hints for the backend (pre-TLS): what cannot be a JID or a language tag is dropped.
+    this.state = {
+      streamType: this.streamType,
+      to,
+      from: from !== null && JID_LIKE.test(from) ? from : null,
+      lang: lang !== null && LANG.test(lang) ? lang : null,
+    };
     this.phase = 'stream';
     out.push(
       act.send(

@@ -291,6 +291,26 @@ describe('STARTTLS (RFC 6120 section 5.4)', () => {
     });
   });
 
+  it('a from or xml:lang that is no JID or language tag is not handed on', () => {
+    for (const [from, lang] of [
+      ['a b\nc', 'en\nforged'],
+      ['evil\u202emoc.example', 'x'.repeat(9)],
+      ['', ''],
+    ]) {
+      const header = HEADER_C2S.replace(
+        "to='localhost'",
+        `to='localhost' from='${from.replace(/\n/g, '&#10;')}' xml:lang='${lang.replace(/\n/g, '&#10;')}'`,
+      );
+      const [st] = only(feed([header + STARTTLS]).actions, 'starttls');
+      expect(st!.state, JSON.stringify([from, lang])).toEqual({
+        streamType: 'c2s',
+        to: 'localhost',
+        from: null,
+        lang: null,
+      });
+    }
+  });
+
   it('accepts <starttls></starttls> with children, as the end tag completes it', () => {
     const { actions } = feed([
       HEADER_C2S,
