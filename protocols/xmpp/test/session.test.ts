@@ -292,11 +292,12 @@ describe('STARTTLS (RFC 6120 section 5.4)', () => {
   });
 
   it('a from or xml:lang that is no JID or language tag is not handed on', () => {
-    for (const [from, lang] of [
+    const cases: Array<[string, string]> = [
       ['a b\nc', 'en\nforged'],
       ['evil\u202emoc.example', 'x'.repeat(9)],
       ['', ''],
-    ]) {
+    ];
+    for (const [from, lang] of cases) {
       const header = HEADER_C2S.replace(
         "to='localhost'",
         `to='localhost' from='${from.replace(/\n/g, '&#10;')}' xml:lang='${lang.replace(/\n/g, '&#10;')}'`,
