@@ -217,16 +217,36 @@ export function refusalLog(
   logger: Logger,
   dialect: string,
 ): (limit: BusyLimit, message: string, fields: Record<string, unknown>) => void {
-  const last = new Map<BusyLimit, { at: number; unsaid: number }>();
+  interface Said {
+    at: number;
+    unsaid: number;
+    /** The last refusal held back, said with the count when the interval ends. */
+    latest?: { message: string; fields: Record<string, unknown> };
+    timer?: NodeJS.Timeout;
+  }
+  const last = new Map<BusyLimit, Said>();
+  const say = (limit: BusyLimit, message: string, fields: Record<string, unknown>, n: number) => {
+    logger.log('warn', message, { dialect, limit, ...fields, refused: n });
+    last.set(limit, { at: performance.now(), unsaid: 0 });
+  };
   return (limit, message, fields) => {
-    const now = performance.now();
     const said = last.get(limit);
-    if (said && now - said.at < REFUSAL_LOG_INTERVAL_MS) {
+    if (said && performance.now() - said.at < REFUSAL_LOG_INTERVAL_MS) {
       said.unsaid++;
+      said.latest = { message, fields };
+      // The end of a burst is said when its interval ends, not at the next refusal (hours later).
+      said.timer ??= setTimeout(
+        () => {
+          const s = last.get(limit);
+          if (s === said && said.latest)
+            say(limit, said.latest.message, said.latest.fields, said.unsaid);
+        },
+        REFUSAL_LOG_INTERVAL_MS - (performance.now() - said.at),
+      ).unref();
       return;
     }
-    logger.log('warn', message, { dialect, limit, ...fields, refused: 1 + (said?.unsaid ?? 0) });
-    last.set(limit, { at: now, unsaid: 0 });
+    if (said?.timer) clearTimeout(said.timer);
+    say(limit, message, fields, 1 + (said?.unsaid ?? 0));
   };
 }
 const REFUSAL_LOG_INTERVAL_MS = 1000;

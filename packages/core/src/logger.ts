@@ -46,11 +46,11 @@ const RESERVED = new Set(['level', 'time', 'msg', 'pid', 'hostname']);
 const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/g;
 
 /**
- * In a JSON line (pino writes the rest escaped): the Unicode separators and format characters of
- * UNSAFE, which JSON allows raw inside strings. As `\uXXXX` escapes the line parses to the same
- * text; only strings can hold them.
+ * In a JSON line (pino escapes C0 itself): the rest of UNSAFE — DEL, C1, the Unicode separators
+ * and format characters — which JSON allows raw inside strings. As `\uXXXX` escapes the line
+ * parses to the same text; only strings can hold them.
  */
-const JSON_UNSAFE = /[\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/g;
+const JSON_UNSAFE = /[\u007f-\u009f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/g;
 const jsonEscape = (c: string) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;
 
 /** `s` with every unsafe character written as a visible escape (`\n`, `\x1b`, `\u2028`). */
@@ -115,15 +115,14 @@ export function pinoLogger(
     typeof dest === 'number' || typeof dest === 'string'
       ? pino.destination({ dest, sync: true, mkdir: typeof dest === 'string' })
       : (dest as pino.DestinationStream);
-  const escaped: pino.DestinationStream = {
-    write: (line: string) => stream.write(line.replace(JSON_UNSAFE, jsonEscape)),
-  };
   const p = pino(
     {
       level: options.level ?? 'info',
       formatters: { level: (label) => ({ level: label }) },
+      // On the line as written, so the destination keeps all it is (flush, multistream).
+      hooks: { streamWrite: (line) => line.replace(JSON_UNSAFE, jsonEscape) },
     },
-    escaped,
+    stream,
   );
   return {
     pino: p,

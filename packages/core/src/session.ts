@@ -212,6 +212,9 @@ export class Session {
   }
 
   #onEnd(): void {
+    // Past the preamble (closing, handing off) the dialect has said its last: the stream ends
+    // by itself once our FIN is out too.
+    if (this.#c.gate.phase !== 'preamble') return;
     this.#wake();
     this.#run(
       this.#guard(

@@ -125,6 +125,12 @@ describe('connection limits', () => {
       expect(lines.length).toBeGreaterThanOrEqual(1);
       expect(lines.length).toBeLessThanOrEqual(4);
       expect(lines[0]).toMatch(/"refused":1/);
+      // The rest of the burst is said when its second is over, with its count: all of them.
+      await new Promise((r) => setTimeout(r, 1200));
+      const counted = logger.lines
+        .filter((l) => l.includes('connection limit reached, refusing'))
+        .reduce((n, l) => n + Number(/"refused":(\d+)/.exec(l)![1]), 0);
+      expect(counted).toBe(n);
       // The lingering ones go after CLOSE_LINGER_MS; nothing is left behind.
       const deadline = Date.now() + 5000;
       while (readdirSync('/proc/self/fd').length > before + 2 && Date.now() < deadline)

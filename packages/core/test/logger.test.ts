@@ -74,7 +74,7 @@ describe('JSON log format', () => {
     expect(JSON.parse(text).to).toBe('a\nb\u2028c');
   });
 
-  it('bidi and zero-width characters are escaped in the line and parse back the same', () => {
+  it('controls, DEL, C1, bidi and zero-width characters are escaped and parse back the same', () => {
     fc.assert(
       fc.property(
         fc.string({
@@ -90,6 +90,10 @@ describe('JSON log format', () => {
             '\u061c',
             '\u2028',
             '\n',
+            '\u001b',
+            '\u007f',
+            '\u0085',
+            '\u009b',
           ),
         }),
         (to) => {
@@ -99,6 +103,7 @@ describe('JSON log format', () => {
           });
           const text = out.join('');
           expect(text).not.toMatch(INVISIBLE);
+          expect(text.trimEnd()).not.toMatch(UNSAFE);
           expect(text.trimEnd().split('\n')).toHaveLength(1);
           const o = JSON.parse(text);
           expect([o.to, o.msg]).toEqual([to, to]);

@@ -134,11 +134,13 @@ export class LineChecker {
 const SYNTAX = { ok: false, reason: 'syntax' } as const;
 const REQUEST_DONE = R_VERSION + VERSION.length;
 
-/** The automaton over a whole line: its final state. */
+/** The automaton over a whole line: its final state. Lines are latin1; anything wider fails. */
 function run(kind: LineKind, text: string): number {
   let state = 0;
-  for (let i = 0; i < text.length && state !== FAILED; i++)
-    state = step(kind, state, text.charCodeAt(i) & 0xff);
+  for (let i = 0; i < text.length && state !== FAILED; i++) {
+    const c = text.charCodeAt(i);
+    state = c > 0xff ? FAILED : step(kind, state, c);
+  }
   return state;
 }
 

@@ -159,6 +159,7 @@ describe('the line scan agrees with the grammar', () => {
     'Host: ',
     '  ',
     '\t ',
+    '\u013a',
   );
   const text = fc.array(octet, { maxLength: 14 }).map((a) => a.join(''));
   const fields = [...GOOD_FIELDS.map(([l]) => l), ...BAD_FIELDS];

@@ -166,10 +166,20 @@ function decodeRequest(op: Tlv): Request {
   }
 }
 
+/** The tags SearchRequest's own components use (universal ones, filter choices [0]..[9]). */
+const SEARCH_TAGS: readonly number[] = [
+  TAG.OCTET_STRING,
+  TAG.ENUMERATED,
+  TAG.INTEGER,
+  TAG.BOOLEAN,
+  TAG.SEQUENCE,
+  ...Array.from({ length: 10 }, (_, n) => 0x80 + n),
+  ...Array.from({ length: 10 }, (_, n) => 0xa0 + n),
+];
+
 function decodeSearch(c: Tlv[]): Search {
   const [base, scope, deref, size, time, typesOnly, filter, attributes, ...extra] = c;
-  // Its components are all universal or filter choices: a trailing one is never recognized.
-  trailing(extra, [], 'SearchRequest');
+  trailing(extra, SEARCH_TAGS, 'SearchRequest');
   const search: Search = {
     base: text(expectTag(base, TAG.OCTET_STRING, 'baseObject')),
     scope: readInt(expectTag(scope, TAG.ENUMERATED, 'scope'), 'scope'),

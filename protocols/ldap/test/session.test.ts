@@ -324,6 +324,28 @@ describe('malformed BER: Notice of Disconnection (protocolError) and close', () 
     // second controls [0].
     closesWithNotice([msg(1, tlv(0x77, str(STARTTLS_OID, 0x80), str('a', 0x81), str('b', 0x81)))]);
     closesWithNotice([seq(int(1), tlv(0x77, str(STARTTLS_OID, 0x80)), tlv(0xa0), tlv(0xa0))]);
+    // A SearchRequest with one more OCTET STRING (a tag it uses) after its attributes.
+    const searchWith = (extra: Uint8Array) =>
+      msg(
+        1,
+        tlv(
+          0x63,
+          str(''),
+          int(0, 0x0a),
+          int(0, 0x0a),
+          int(0),
+          int(0),
+          tlv(0x01, hex('00')),
+          present('objectClass'),
+          seq(),
+          extra,
+        ),
+      );
+    closesWithNotice([searchWith(str('x'))]);
+    // One of a tag it does not use is ignored: the root DSE is answered.
+    const ignored = feed([searchWith(str('x', 0x8b))]);
+    expect(ignored.out).not.toBe(DECODING_NOTICE);
+    expect(ignored.actions.at(-1)).not.toMatchObject({ type: 'close' });
   });
   it('ignores trailing components it does not recognize (RFC 4511 section 4; slapd too)', () => {
     // After protocolOp (no controls), after controls, inside the ExtendedRequest, in a Control.
