@@ -246,6 +246,14 @@ async function run(options: ConnectStartTlsOptions): Promise<StartTlsFdResult | 
     );
   }
   const injected = buffered.length + (pending?.length ?? 0);
+  if (injected === 0 && pending?.length === 0) {
+    fd.close();
+    throw new ClientError(
+      'TLSPROXY_ERR_CLIENT_REFUSED',
+      'the server closed the connection after its go-ahead',
+      { reason: 'server closed after the go-ahead' },
+    );
+  }
   if (injected > 0) {
     fd.close();
     throw new ClientError(
