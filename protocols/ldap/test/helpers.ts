@@ -45,6 +45,8 @@ export function search(
   attributes: string[] = [],
   filter: Uint8Array = present('objectClass'),
   typesOnly = false,
+  /** Components after the attributes (trailing ones, RFC 4511 section 4). */
+  ...trailing: Uint8Array[]
 ): Uint8Array {
   return msg(
     id,
@@ -58,6 +60,7 @@ export function search(
       tlv(0x01, Uint8Array.of(typesOnly ? 0xff : 0)),
       filter,
       seq(...attributes.map((a) => str(a))),
+      ...trailing,
     ),
   );
 }
