@@ -578,12 +578,15 @@ export class TlsEngine implements TlsEngineApi {
             new PoolError('TLSPROXY_ERR_POOL_SERVER_NAME_REFUSED', `server name "${name}" refused`),
           );
         };
+        // RFC 6066 section 3: an address is no HostName; some clients send one anyway — as if
+        // they had sent none (the default identity, no question, no name handed on).
+        if (net.isIP(name)) return cb(null, this.identities.default.context);
         // Not a host name (RFC 6066 §3: a DNS name; spaces, CR/LF, UTF-8…): refused before it
         // reaches the backend's check, its hand-off info or a legacy server's PROXY header.
         if (!DNS_NAME.test(name)) return refuse();
         if (!request.checkServerName) return pick();
         Promise.resolve()
-          .then(() => request.checkServerName!(name))
+          .then(() => request.checkServerName!(hostName(name)))
           .then(
             (ok) => (ok === true ? pick() : refuse()),
             (err) => cb(err instanceof Error ? err : new Error(String(err))),
@@ -757,7 +760,8 @@ function negotiated(t: tls.TLSSocket): NegotiatedInfo {
     version: t.getProtocol() ?? 'unknown',
     cipher: cipher.standardName ?? cipher.name,
     alpn: typeof t.alpnProtocol === 'string' ? t.alpnProtocol : null,
-    serverName: typeof servername === 'string' ? servername : null,
+    serverName:
+      typeof servername === 'string' && !net.isIP(servername) ? hostName(servername) : null,
     clientIdentity: clientIdentity(t),
   };
 }
@@ -897,6 +901,9 @@ export function checkCa(ca: string): void {
     }
   });
 }
+
+/** An SNI name as handed on: without its trailing dot (RFC 6066 section 3). */
+const hostName = (name: string): string => (name.endsWith('.') ? name.slice(0, -1) : name);
 
 /** A DNS name as a certificate names it: labels of letters, digits, '-' and '_', one trailing dot at most. */
 const DNS_NAME =

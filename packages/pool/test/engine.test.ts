@@ -247,10 +247,34 @@ describe('TlsEngine: SNI check', () => {
       // Names that are host names still pass, underscores and a trailing dot included.
       for (const good of ['imap.example.test', '_srv.example.test', 'imap.example.test.']) {
         const { c, r } = await connectPair(served, { servername: good });
+        // Handed on without the trailing dot (RFC 6066 section 3).
+        expect(r.info.serverName).toBe(good.replace(/\.$/, ''));
         r.plaintext.close();
         c.socket.destroy();
       }
-      expect(asked).toHaveLength(3);
+      expect(asked).toEqual(['imap.example.test', '_srv.example.test', 'imap.example.test']);
+    } finally {
+      await served.close();
+    }
+  });
+
+  it('an address sent as the server name is taken as no name: default identity, never asked', async () => {
+    const asked: string[] = [];
+    const served = await serve(engine, {
+      checkServerName: (n) => {
+        asked.push(n);
+        return true;
+      },
+    });
+    try {
+      for (const address of ['127.0.0.1', '::1']) {
+        const res = sClient(['-connect', `127.0.0.1:${served.port}`, '-servername', address]);
+        const r = await served.next();
+        expect(r.info.serverName).toBeNull();
+        r.plaintext.close();
+        await res;
+      }
+      expect(asked).toEqual([]);
     } finally {
       await served.close();
     }

@@ -26,6 +26,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <time.h>
@@ -482,6 +483,11 @@ static int host_name_ok(const char *s) {
   return label > 0 && s[len - 1] != '-';
 }
 
+static int is_ip_literal(const char *s) {
+  unsigned char buf[sizeof(struct in6_addr)];
+  return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
+}
+
 int conn_client_hello_cb(SSL *ssl, int *al, void *arg) {
   (void)arg;
   conn *c = SSL_get_app_data(ssl);
@@ -495,10 +501,21 @@ int conn_client_hello_cb(SSL *ssl, int *al, void *arg) {
       *al = SSL_AD_DECODE_ERROR;
       return SSL_CLIENT_HELLO_ERROR;
     }
+    if (c->sni && is_ip_literal(c->sni)) {
+      // RFC 6066 section 3: an address is no HostName. Some clients send one anyway: as if
+      // they had sent none (the default identity, no question to JS, no name handed on).
+      free(c->sni);
+      c->sni = NULL;
+    }
     if (c->sni && !host_name_ok(c->sni)) {
       c->fail_code = "TLSPROXY_ERR_POOL_SERVER_NAME_REFUSED";
       *al = SSL_AD_UNRECOGNIZED_NAME;
       return SSL_CLIENT_HELLO_ERROR;
+    }
+    if (c->sni) {
+      // RFC 6066: "without a trailing dot" — the name is handed on as the certificate names it.
+      size_t n = strlen(c->sni);
+      if (c->sni[n - 1] == '.') c->sni[n - 1] = '\0';
     }
   }
   if (c->sni && c->check_sni) {
