@@ -33,7 +33,7 @@ import {
   randomKey,
   type TlsEngineApi,
 } from '@tlsproxy/pool';
-import { CLOSE_LINGER_MS, type SessionHooks } from './connection.js';
+import { CLOSE_DRAIN_BYTES, CLOSE_LINGER_MS, type SessionHooks } from './connection.js';
 import { ConnectionLog } from './connection-log.js';
 import type {
   ClientAction,
@@ -69,13 +69,6 @@ type AfterTls = NonNullable<ClientDialect['afterTls']>;
  * server connection and a TLS handshake until `preambleTimeoutMs`.
  */
 export const LOCAL_PROBE_MS = 1000;
-
-/**
- * After our goodbye to a server (no TLS), what it still sends is read (its own goodbye, its FIN)
- * up to this much; past it the connection is cut at once instead of being read until
- * CLOSE_LINGER_MS — a server ignoring our FIN could make us read at line rate for 2 s.
- */
-export const CLOSE_DRAIN_BYTES = 64 * 1024;
 
 /** Server text (a close reason) is logged escaped by the logger and cut to this length. */
 const MAX_REASON_CHARS = 300;

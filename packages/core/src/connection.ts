@@ -38,6 +38,12 @@ export const CLOSE_LINGER_MS = 2000;
  * one is a descriptor no limit counts.
  */
 export const REFUSED_MAX_LINGERING = 256;
+/**
+ * After our goodbye (the last reply and FIN), what the peer still sends is read and dropped — its
+ * FIN ends the connection at once — up to this much; past it the connection is cut instead of
+ * being read until CLOSE_LINGER_MS: a peer ignoring our FIN could make us read at line rate.
+ */
+export const CLOSE_DRAIN_BYTES = 64 * 1024;
 /** Earlier replies not on the wire after this long: the hand-off goes on anyway. */
 export const FLUSH_TIMEOUT_MS = 5000;
 
@@ -81,6 +87,8 @@ export class ConnectionState {
   #handshakeSlot = false;
   /** endSocket() ran and the client's stream has not closed yet: its descriptor still counts. */
   #closing = false;
+  /** Bytes read (and dropped) since endSocket(): CLOSE_DRAIN_BYTES at most. */
+  #drained = 0;
   #finished = false;
   #released = false;
   /** Told first when the connection is done, then when it is released (the proxy's books). */
@@ -120,6 +128,15 @@ export class ConnectionState {
     if (this.#finished) hooks.done();
     if (this.#released) hooks.released();
     else this.#hooks = hooks;
+  }
+
+  /** What the client sent after endSocket(), dropped; past CLOSE_DRAIN_BYTES the stream goes.
+   * True when the bytes were the closing connection's (the caller does nothing more). */
+  drainClosing(bytes: number): boolean {
+    if (!this.#closing) return false;
+    this.#drained += bytes;
+    if (this.#drained > CLOSE_DRAIN_BYTES) this.socket.destroy();
+    return true;
   }
 
   /** The client's stream has closed: let it go (the connection may live on, relayed). */

@@ -14,12 +14,16 @@ import type { LimitPhase, LimitUnit } from '@tlsproxy/dialect-kit';
 import { FDPASS_LIMITS } from '@tlsproxy/fdpass';
 import {
   AFTER_TLS_TIMEOUT_MS,
-  CLOSE_DRAIN_BYTES,
   DEFAULT_CONNECT_TIMEOUT_MS,
   LOCAL_PROBE_MS,
   MAX_AFTER_TLS_BYTES,
 } from './client-session.js';
-import { CLOSE_LINGER_MS, FLUSH_TIMEOUT_MS, REFUSED_MAX_LINGERING } from './connection.js';
+import {
+  CLOSE_DRAIN_BYTES,
+  CLOSE_LINGER_MS,
+  FLUSH_TIMEOUT_MS,
+  REFUSED_MAX_LINGERING,
+} from './connection.js';
 import { DEFAULT_PROXY_HEADER_TIMEOUT_MS } from './inbound-proxy.js';
 import { DEFAULT_MAX_V2_LENGTH, V1_MAX_LENGTH } from './proxy-protocol.js';
 import { MAX_PREAMBLE_OUTPUT } from './session.js';
@@ -285,13 +289,13 @@ export const CLIENT_ROLE_LIMITS: readonly LimitDeclaration[] = Object.freeze([
     source: "as the TLS engine's probe of a paused relay side (`PROBE_MS`, 1 s)",
   },
   {
-    title: "Server's bytes after our goodbye (role client)",
+    title: "Peer's bytes after our goodbye",
     name: 'CLOSE_DRAIN_BYTES',
     default: CLOSE_DRAIN_BYTES,
     unit: 'bytes',
     phase: 'preamble',
-    where: 'constant `CLOSE_DRAIN_BYTES` (`packages/core/src/client-session.ts`)',
-    past: "When the client side gives up without TLS it sends its goodbye (`a3 LOGOUT`, `QUIT`) and FIN and reads the server's last words for up to `CLOSE_LINGER_MS`; past this many bytes the server connection is closed at once (a server that ignores the FIN and goes on writing is not read for the whole linger).",
+    where: 'constant `CLOSE_DRAIN_BYTES` (`packages/core/src/connection.ts`)',
+    past: "After the proxy's last reply and FIN — to a client (`* BYE`, `221`, a busy or timeout reply) or, in the client role, to a server that gave no TLS (`a3 LOGOUT`, `QUIT`) — what the peer still sends is read and dropped for up to `CLOSE_LINGER_MS`, so its FIN ends the connection at once; past this many bytes the connection is closed at once (a peer that ignores the FIN and goes on writing is not read for the whole linger).",
     source: 'tlsproxy choice (a goodbye is one line; as `maxPreambleBytes`)',
   },
   {

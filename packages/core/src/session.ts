@@ -278,6 +278,7 @@ export class Session {
 
   #onData(chunk: Buffer): void {
     const c = this.#c;
+    if (c.drainClosing(chunk.length)) return;
     // After the STARTTLS command nothing reaches the dialect (switchover.ts).
     const d = c.gate.read(chunk);
     if (d === undefined) return;

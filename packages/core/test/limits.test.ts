@@ -220,4 +220,31 @@ describe('connection limits', () => {
       }
     }
   });
+
+  it('a client that floods after our goodbye is cut off, not read for the whole linger', async () => {
+    const { proxy, port } = await startProxy('unix:/nonexistent.sock');
+    try {
+      // LOGOUT answered and our FIN sent; the client ignores it and writes as fast as it can.
+      const c = new LineClient(port, { allowHalfOpen: true });
+      await c.until(/^\* OK/);
+      c.write('x LOGOUT\r\n');
+      await c.until(/^x OK/);
+      let written = 0;
+      const chunk = Buffer.alloc(64 * 1024, 'x');
+      const gone = new Promise((r) => c.socket.once('close', r));
+      const pump = () => {
+        while (!c.socket.destroyed && written < 1 << 30) {
+          written += chunk.length;
+          if (!c.socket.write(chunk)) return;
+        }
+      };
+      c.socket.on('drain', pump);
+      pump();
+      await gone;
+      // The kernel's buffers hold some megabytes; the proxy reads at most 64 KiB more.
+      expect(written).toBeLessThan(32 << 20);
+    } finally {
+      await proxy.close();
+    }
+  });
 });
