@@ -9,6 +9,23 @@ export function fdCount(): number {
   return readdirSync('/proc/self/fd').length;
 }
 
+/** The descriptor count once it holds still (an earlier test's sockets may still be closing). */
+export async function settledFdCount(): Promise<number> {
+  let last = fdCount();
+  for (let same = 0, i = 0; same < 3 && i < 60; i++) {
+    await new Promise((r) => setTimeout(r, 30));
+    const now = fdCount();
+    same = now === last ? same + 1 : 0;
+    last = now;
+  }
+  return last;
+}
+
+/** No descriptor left behind: the count comes back to `before` (or below: others closed). */
+export async function noFdLeak(before: number): Promise<void> {
+  await until(() => fdCount() <= before, 2000, `descriptors back to ${before} (now ${fdCount()})`);
+}
+
 let n = 0;
 export function tmpSock(tag: string): string {
   return join(tmpdir(), `backend-${process.pid}-${tag}-${n++}.sock`);

@@ -9,7 +9,15 @@ import { type Channel, connect, decode, encode, OwnedFd, socketpair } from '@tls
 import fc from 'fast-check';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type BackendServer, listen, PROTOCOL_NAME, PROTOCOL_VERSION } from '../src/index.js';
-import { FakeProxy, fdCount, handoffInfo, nextData, tmpSock, until } from './helpers.js';
+import {
+  FakeProxy,
+  handoffInfo,
+  nextData,
+  noFdLeak,
+  settledFdCount,
+  tmpSock,
+  until,
+} from './helpers.js';
 
 const PROTO_NAMES = Object.getOwnPropertyNames(Object.prototype);
 
@@ -162,7 +170,7 @@ describe('malformed messages from the proxy side (in process, raw fdpass peer)',
   it('a connection whose info has wrong field types is refused, its descriptor closed, logged', async () => {
     const { path, logs, server } = await backend();
     const p = await rawProxy(path);
-    const before = fdCount();
+    const before = await settledFdCount();
     const bad: Array<Record<string, unknown>> = [
       { ...handoffInfo(), controlKey: 5 },
       { ...handoffInfo(), dialect: 7 },
@@ -196,7 +204,7 @@ describe('malformed messages from the proxy side (in process, raw fdpass peer)',
     );
     await new Promise((r) => setTimeout(r, 30));
     expect(accepted).toBe(false);
-    expect(fdCount()).toBe(before);
+    await noFdLeak(before);
     expect(logs.filter((l) => /hand-off info/.test(l))).toHaveLength(bad.length);
     expect(uncaught).toEqual([]);
   });
@@ -204,7 +212,7 @@ describe('malformed messages from the proxy side (in process, raw fdpass peer)',
   it('missing, extra and non-stream descriptors, unknown and unexpected types: error replies, fds closed', async () => {
     const { path, logs } = await backend();
     const p = await rawProxy(path);
-    const before = fdCount();
+    const before = await settledFdCount();
     const info = handoffInfo();
     p.ch.send(encode('connection', { info: { ...info } }, { id: 1 }), []);
     p.ch.send(encode('connection', { info: { ...info } }, { id: 2 }), [devnull(), devnull()]);
@@ -215,7 +223,7 @@ describe('malformed messages from the proxy side (in process, raw fdpass peer)',
     p.ch.send(encode('server-name', { serverName: 5, info: {} }, { id: 7 }), []);
     p.ch.send(encode('control-result', { result: 1 }, { id: 8, re: 999 }), []);
     for (let i = 1; i <= 8; i++) expect((await p.reply(i)).t).toBe('error');
-    expect(fdCount()).toBe(before);
+    await noFdLeak(before);
     expect(logs.length).toBeGreaterThanOrEqual(8);
     expect(uncaught).toEqual([]);
     // and the channel still works
@@ -285,7 +293,7 @@ describe('malformed messages from the proxy side (in process, raw fdpass peer)',
   it('property: arbitrary messages never crash the backend or leak descriptors', async () => {
     const { path, server } = await backend();
     server.on('connection', (s) => s.destroy());
-    const before = fdCount();
+    const before = await settledFdCount();
     const name = fc.oneof(
       fc.constantFrom(...PROTO_NAMES),
       fc.constantFrom(
@@ -345,7 +353,7 @@ describe('malformed messages from the proxy side (in process, raw fdpass peer)',
       { numRuns: 150, interruptAfterTimeLimit: 15_000 },
     );
     await new Promise((r) => setTimeout(r, 50));
-    expect(fdCount()).toBe(before);
+    await noFdLeak(before);
     expect(uncaught).toEqual([]);
   }, 60_000);
 });
@@ -448,7 +456,7 @@ describe('answers to control requests', () => {
       mine.close();
     });
     await p.reply(1);
-    const before = fdCount();
+    const before = await settledFdCount();
     const pending = a.control.info();
     await until(() => p.replies.some((r) => r.t === 'control'), 3000, 'the control request');
     // decode() in rawProxy dropped the id; the backend's first request id is 1.
@@ -457,7 +465,7 @@ describe('answers to control requests', () => {
     await expect(pending).rejects.toMatchObject({ code: 'TLSPROXY_ERR_BACKEND_CONTROL' });
     x.close();
     await new Promise((r) => setTimeout(r, 20));
-    expect(fdCount()).toBe(before);
+    await noFdLeak(before);
     expect(uncaught).toEqual([]);
   });
 });
