@@ -161,6 +161,18 @@ describe('TlsEngine: negotiation', () => {
   });
 });
 
+/** Served with a checkServerName that accepts every name and records what it was asked. */
+async function serveAsking(engine: TlsEngine) {
+  const asked: string[] = [];
+  const served = await serve(engine, {
+    checkServerName: (n) => {
+      asked.push(n);
+      return true;
+    },
+  });
+  return { served, asked };
+}
+
 describe('TlsEngine: SNI check', () => {
   let engine: TlsEngine;
   beforeAll(() => {
@@ -214,13 +226,7 @@ describe('TlsEngine: SNI check', () => {
   // Regression (review): any bytes but NUL passed as the server name — CR/LF and spaces reached
   // the backend's check, its hand-off info and legacy servers' PROXY headers.
   it('a server name that is not a host name is refused (unrecognized_name), never asked about', async () => {
-    const asked: string[] = [];
-    const served = await serve(engine, {
-      checkServerName: (n) => {
-        asked.push(n);
-        return true;
-      },
-    });
+    const { served, asked } = await serveAsking(engine);
     try {
       for (const bad of [
         'bad name',
@@ -259,13 +265,7 @@ describe('TlsEngine: SNI check', () => {
   });
 
   it('an address sent as the server name is taken as no name: default identity, never asked', async () => {
-    const asked: string[] = [];
-    const served = await serve(engine, {
-      checkServerName: (n) => {
-        asked.push(n);
-        return true;
-      },
-    });
+    const { served, asked } = await serveAsking(engine);
     try {
       for (const address of ['127.0.0.1', '::1']) {
         const res = sClient(['-connect', `127.0.0.1:${served.port}`, '-servername', address]);
