@@ -6,7 +6,7 @@
 // from /proc (per-thread counters, exact); perf's sample shares split it by kind of code.
 // Skipped (with the reason in the report) without perf.
 import { spawn, spawnSync } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { r1 } from './phases.mjs';
 import { log, stop, threadCpu, workDir } from './procs.mjs';
@@ -130,7 +130,14 @@ export async function perfProfile(name, start, trial, P) {
     encoding: 'utf8',
     maxBuffer: 256 << 20,
   });
-  for (const { pid } of procs) rmSync(`/tmp/perf-${pid}.map`, { force: true }); // --perf-basic-prof
+  // --perf-basic-prof: V8 writes /tmp/perf-PID.map and, in Node 20, an isolate-*-PID-v8.log in
+  // the servers' working directory (this one); neither is wanted after the phase.
+  const pids = new Set(procs.map(({ pid }) => String(pid)));
+  for (const pid of pids) rmSync(`/tmp/perf-${pid}.map`, { force: true });
+  for (const f of readdirSync('.')) {
+    const m = /^isolate-0x[0-9a-f]+-(\d+)-v8\.log$/.exec(f);
+    if (m && pids.has(m[1])) rmSync(f, { force: true });
+  }
   rmSync(data, { force: true });
   // "  comm  pid/tid  ip  symbol (dso)"; the thread name may hold spaces, the symbol too.
   const samples = new Map(); // part → Map(kind → count)
