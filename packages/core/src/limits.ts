@@ -182,6 +182,16 @@ export const ENGINE_LIMITS: readonly LimitDeclaration[] = Object.freeze([
     source: 'tlsproxy: "a client that never reads must not hold the socket open forever"',
   },
   {
+    title: "Peer's bytes after our goodbye",
+    name: 'CLOSE_DRAIN_BYTES',
+    default: CLOSE_DRAIN_BYTES,
+    unit: 'bytes',
+    phase: 'preamble',
+    where: 'constant `CLOSE_DRAIN_BYTES` (`packages/core/src/connection.ts`)',
+    past: "After the proxy's last reply and FIN — to a client (`* BYE`, `221`, a busy or timeout reply) or, in the client role, to a server that gave no TLS (`a3 LOGOUT`, `QUIT`) — what the peer still sends is read and dropped for up to `CLOSE_LINGER_MS`, so its FIN ends the connection at once; past this many bytes the connection is closed at once (a peer that ignores the FIN and goes on writing is not read for the whole linger).",
+    source: 'tlsproxy choice (a goodbye is one line; as `maxPreambleBytes`)',
+  },
+  {
     title: 'Refused connections lingering',
     name: 'REFUSED_MAX_LINGERING',
     default: REFUSED_MAX_LINGERING,
@@ -287,16 +297,6 @@ export const CLIENT_ROLE_LIMITS: readonly LimitDeclaration[] = Object.freeze([
     where: 'constant (`client-session.ts`)',
     past: 'The local socket is not read before TLS; it is peeked at this often until the handshake starts. EOF with nothing queued, or a reset: log `local client went away before TLS, closing`; the server connection is closed; outcome `closed_in_preamble`.',
     source: "as the TLS engine's probe of a paused relay side (`PROBE_MS`, 1 s)",
-  },
-  {
-    title: "Peer's bytes after our goodbye",
-    name: 'CLOSE_DRAIN_BYTES',
-    default: CLOSE_DRAIN_BYTES,
-    unit: 'bytes',
-    phase: 'preamble',
-    where: 'constant `CLOSE_DRAIN_BYTES` (`packages/core/src/connection.ts`)',
-    past: "After the proxy's last reply and FIN — to a client (`* BYE`, `221`, a busy or timeout reply) or, in the client role, to a server that gave no TLS (`a3 LOGOUT`, `QUIT`) — what the peer still sends is read and dropped for up to `CLOSE_LINGER_MS`, so its FIN ends the connection at once; past this many bytes the connection is closed at once (a peer that ignores the FIN and goes on writing is not read for the whole linger).",
-    source: 'tlsproxy choice (a goodbye is one line; as `maxPreambleBytes`)',
   },
   {
     title: "Server's answer to the upgrade, over TLS (role client)",
