@@ -519,7 +519,10 @@ export class ClientSession {
         this.#controlKey = undefined;
       },
     };
-    if (c.idleTimeoutMs) request.idleTimeoutMs = c.idleTimeoutMs;
+    // The relay below sees every byte the engine relays and times the session out itself, with
+    // the line that says why. The engine's own timer would start first (before its result
+    // crosses to this thread) and win the race, ending the session as 'server closed'.
+    if (c.idleTimeoutMs) request.idleTimeoutMs = 0;
     log.m.stage('handshake');
     const t0 = performance.now();
     let result: ConnectResult;

@@ -4,7 +4,7 @@
 
 import { dup, type OwnedFd, writeSync } from '@tlsproxy/fdpass';
 import type { HandoffInfo } from '@tlsproxy/handoff';
-import type { HandshakeRequest, TlsEngineApi } from '@tlsproxy/pool';
+import type { HandshakeRequest, SessionEndReason, TlsEngineApi } from '@tlsproxy/pool';
 import type { ConnectionState } from './connection.js';
 
 /** Write a temporary-failure reply on a descriptor, best effort (the client may be gone). */
@@ -109,13 +109,18 @@ class SessionEnd {
     this.#backend = backend;
   }
 
-  readonly onEnd = (failure?: Error): void => {
+  readonly onEnd = (failure?: Error, reason?: SessionEndReason): void => {
     this.ended = true;
     // Handed off early, the handshake failed at its last step (the client's Finished): the
     // backend's end was closed with nothing on it. Said here, as "TLS handshake failed" is.
     if (failure)
       this.#c.log.log('info', 'TLS handshake failed after the hand-off', {
         error: failure.message,
+      });
+    // The engine closed both sides for the listener's idleTimeoutMs: only it saw the quiet.
+    else if (reason === 'idle')
+      this.#c.log.log('info', 'relay idle too long, closed', {
+        idleTimeoutMs: this.#c.config.idleTimeoutMs,
       });
     if (this.controlKey !== undefined) this.#backend.forget?.(this.controlKey);
     // The relay is over: the connection's places in the limits are free.
@@ -164,7 +169,9 @@ export async function deliver(
   try {
     await backend.deliver(fd, info, buffered, {
       ...(relayHere ? { onRelayEnd: () => c.relayEnded() } : {}),
-      ...(config.idleTimeoutMs ? { idleTimeoutMs: config.idleTimeoutMs } : {}),
+      // With TLS (`plain`) the engine times the session out and says so (SessionEnd): a second
+      // timer here, over the same bytes, would race it.
+      ...(config.idleTimeoutMs && ownSocket ? { idleTimeoutMs: config.idleTimeoutMs } : {}),
     });
     log.log('info', 'handed off', { backend: backend.description, handoff: info.handoff });
     log.end('handed_off', `handed off (${info.handoff})`);

@@ -17,7 +17,16 @@ import {
   toyAfterTlsDialect,
   toyDialect,
 } from './client-helpers.js';
-import { cert, createEngine, engineName, fdCount, quietLogger, sleep, tmpSock } from './helpers.js';
+import {
+  cert,
+  createEngine,
+  engineName,
+  fdCount,
+  newEngine,
+  quietLogger,
+  sleep,
+  tmpSock,
+} from './helpers.js';
 
 const tlspool = fileURLToPath(new URL('../../pool/bin/tlspool.js', import.meta.url));
 const certs = fileURLToPath(new URL('../../../fixtures/certs/', import.meta.url));
@@ -33,12 +42,27 @@ async function proxyTo(
   options: {
     metrics?: Metrics;
     identities?: Array<{ cert: Buffer; key: Buffer; names?: string[] }>;
+    /** Hold each connect() result back this long (the engine's relay runs meanwhile). */
+    connectLagMs?: number;
   } = {},
 ) {
   const logger = quietLogger();
+  const lag = options.connectLagMs;
   const proxy = new TlsProxy({
     logger,
-    createEngine,
+    createEngine: lag
+      ? (o) => {
+          const engine = newEngine(o);
+          const connect = engine.connect?.bind(engine);
+          if (connect)
+            engine.connect = async (fd, request) => {
+              const result = await connect(fd, request);
+              await sleep(lag);
+              return result;
+            };
+          return engine;
+        }
+      : createEngine,
     pool: {
       identities: options.identities ?? [{ cert: cert('server.pem'), key: cert('server.key') }],
     },
@@ -524,14 +548,22 @@ describe.skipIf(!embeddedConnects)('client role: limits, plaintext policy, shutd
     expect(ended(logger.lines)[0]).toMatch(/"outcome":"preamble_too_large"/);
   });
 
-  it('idleTimeoutMs: a quiet relay is closed', async () => {
+  it('idleTimeoutMs: a quiet relay is closed, by the relay that says why', async () => {
     const server = await toy();
-    const { port, logger } = await proxyTo(server.port, { idleTimeoutMs: 300 });
+    // The engine's relay starts before ours (its handshake result crosses to JS afterwards):
+    // when it also had the timeout, it closed first and this session ended as 'server closed'
+    // with no idle line (CI, 2026-12-06). 150 ms makes that head start certain.
+    const { port, logger } = await proxyTo(
+      server.port,
+      { idleTimeoutMs: 300 },
+      { connectLagMs: 150 },
+    );
     const c = new LocalClient(port);
     await c.until(/ready/);
     await c.closed;
     await waitFor(() => ended(logger.lines).length === 1, 'the closing line');
     expect(logger.lines.join('\n')).toMatch(/relay idle too long/);
+    expect(ended(logger.lines)[0]).toMatch(/"reason":"idle timeout"/);
   });
 
   it('the dialect’s opt-in plaintext policy relays without TLS, with a warning', async () => {

@@ -195,6 +195,29 @@ describe('connect backend with PROXY v2', () => {
     }
   });
 
+  it('idleTimeoutMs: a quiet session is closed both ways, said once in the log', async () => {
+    const p = await startProxy('unused', {
+      backend: { connect: `tcp:127.0.0.1:${legacy.port}`, proxyProtocol: 'v2' },
+      idleTimeoutMs: 300,
+    });
+    try {
+      const open = legacy.open.size;
+      const { c, t } = await starttls(p.port);
+      t.socket.write('b NOOP\r\n');
+      await t.until(/echo b NOOP/);
+      expect(legacy.open.size).toBe(open + 1);
+      for (let i = 0; i < 150 && !c.socket.destroyed; i++) await sleep(20);
+      expect(c.socket.destroyed).toBe(true);
+      for (let i = 0; i < 100 && legacy.open.size > open; i++) await sleep(20);
+      expect(legacy.open.size).toBe(open);
+      await sleep(400); // a second timer over the same bytes would have fired by now
+      const idle = p.logger.lines.filter((l) => l.includes('relay idle too long'));
+      expect(idle).toHaveLength(1);
+    } finally {
+      await p.proxy.close();
+    }
+  });
+
   it('relays a backend that refuses (* BYE) instead of swallowing it', async () => {
     const busy = await startLegacy({ greeting: '* BYE Too many connections\r\n' });
     const p = await startProxy('unused', {

@@ -16,6 +16,7 @@ import {
   sleep,
   startBackend,
   startProxy,
+  until,
 } from './helpers.js';
 
 let backend: { child: ChildProcess; path: string; events: Events };
@@ -193,8 +194,8 @@ describe('limits in every phase', () => {
     );
   });
 
-  it('idleTimeoutMs: an idle relayed connection is closed and its place freed', async () => {
-    const { proxy, port } = await startProxy(`unix:${backend.path}`, {
+  it('idleTimeoutMs: an idle relayed connection is closed, said in the log, its place freed', async () => {
+    const { proxy, port, logger } = await startProxy(`unix:${backend.path}`, {
       maxConnectionsPerAddress: 1,
       idleTimeoutMs: 400,
     });
@@ -202,6 +203,15 @@ describe('limits in every phase', () => {
       const a = await imapRelayed(port);
       const closed = new Promise<void>((r) => a.socket.once('close', () => r()));
       await closed;
+      // Only the engine saw the quiet: its session end says why (docs/limits.md promises it).
+      await until(
+        () => logger.lines.some((l) => l.includes('relay idle too long')),
+        5000,
+        'the line',
+      );
+      expect(logger.lines.find((l) => l.includes('relay idle too long'))).toMatch(
+        /"idleTimeoutMs":400/,
+      );
       await sleep(100);
       const d = new LineClient(port);
       expect(await d.until(/^\* /)).toMatch(/^\* OK/);

@@ -24,6 +24,7 @@ import {
   PoolError,
   identityFromCertificate as poolIdentity,
   randomKey,
+  type SessionEndReason,
   TLS12_CIPHERS,
   type TlsEngineApi,
   VERIFY_REASONS,
@@ -77,7 +78,7 @@ type Session = {
   key: Buffer;
   lookup: string;
   handle: SessionHandle;
-  onEnd: ((failure?: Error) => void) | undefined;
+  onEnd: ((failure?: Error, reason?: SessionEndReason) => void) | undefined;
   onBytes: HandshakeRequest['onBytes'];
   /** Handed out early: settles `HandshakeResult.completed` when the handshake ends one way or
    * the other. */
@@ -736,7 +737,9 @@ export class NativeTlsEngine implements TlsEngineApi {
         if (e.type !== 'ended') return;
         // Handed off early (earlyHandoff), the handshake failed at the client's Finished.
         if (e.failure) s.onEnd?.(new PoolError('TLSPROXY_ERR_POOL_HANDSHAKE', e.failure));
-        else s.onEnd?.();
+        // The loop's word for its idle timeout (loop.c's conn_end "idle"); its other words
+        // (closed, client reset, …) are no news to the caller.
+        else s.onEnd?.(undefined, e.reason === 'idle' ? 'idle' : undefined);
         return;
       }
       case 'renegotiated': {

@@ -29,6 +29,7 @@ import {
   type ControlOp,
   type HandshakeRequest,
   isTimeout,
+  type SessionEndReason,
   type TlsEngineApi,
 } from './engine.js';
 import { MAX_FAILURE, poolProtocol } from './protocol.js';
@@ -381,7 +382,7 @@ export class PoolDaemon {
     peer: Peer,
     m: Incoming,
     sessionEnd: boolean,
-    run: (onEnd: (failure?: Error) => void) => Promise<{
+    run: (onEnd: (failure?: Error, reason?: SessionEndReason) => void) => Promise<{
       plaintext: OwnedFd;
       controlKey: Buffer;
       info: object;
@@ -395,17 +396,20 @@ export class PoolDaemon {
     // A session handed out early (earlyHandoff) whose handshake then failed: why, for the proxy's
     // log line (its onEnd failure).
     let failure: string | undefined;
+    let endReason: SessionEndReason | undefined;
     const reportEnd = () => {
       if (hash) this.#rememberEnded(hash);
       if (wantsEnd && !peer.closed)
         peer.send('session-end', {
           handshake: rid,
           ...(failure !== undefined ? { failure: failure.slice(0, MAX_FAILURE) } : {}),
+          ...(endReason !== undefined ? { reason: endReason } : {}),
         });
     };
-    const onEnd = (err?: Error) => {
+    const onEnd = (err?: Error, reason?: SessionEndReason) => {
       ended = true;
       if (err) failure = err.message;
+      endReason = reason;
       if (hash) reportEnd();
     };
     run(onEnd).then(

@@ -89,10 +89,15 @@ export interface HandshakeRequest {
    * RemoteTlsEngine calls this for it — and for every session of a channel to the daemon that
    * is lost (their end can no longer be reported). It may come before handshake() resolves.
    * With `failure`: the session was handed out early (`earlyHandoff`) and its handshake then
-   * failed — a client that refused our certificate, a bad Finished, the deadline.
+   * failed — a client that refused our certificate, a bad Finished, the deadline. With `reason`
+   * 'idle': the engine closed it for the idle timeout (the caller says so in its log; nothing
+   * else sees that the session was quiet). Other ends have no reason.
    */
-  onEnd?: (failure?: Error) => void;
+  onEnd?: (failure?: Error, reason?: SessionEndReason) => void;
 }
+
+/** Why the engine ended a session itself, where the caller would not know: its idle timeout. */
+export type SessionEndReason = 'idle';
 
 export interface NegotiatedInfo {
   version: string;
@@ -364,7 +369,7 @@ export class TlsEngine implements TlsEngineApi {
     socket: net.Socket,
     session: { role: 'server'; info: NegotiatedInfo } | { role: 'client'; info: ConnectInfo },
     options: {
-      onEnd: (() => void) | undefined;
+      onEnd: ((failure?: undefined, reason?: SessionEndReason) => void) | undefined;
       onBytes: ((direction: 'in' | 'out', bytes: number) => void) | undefined;
       idleTimeoutMs: number;
     },
@@ -389,10 +394,10 @@ export class TlsEngine implements TlsEngineApi {
     this.#sessions.set(id, { ...session, key, tls: t } as Session);
     const { onEnd, onBytes } = options;
     relay(t, socket, plain, {
-      onEnd: () => {
+      onEnd: (reason) => {
         this.#sessions.delete(id);
         try {
-          onEnd?.();
+          onEnd?.(undefined, reason);
         } catch {}
       },
       ...(onBytes ? { onBytes } : {}),
@@ -958,7 +963,7 @@ function isStringList(v: unknown): v is string[] {
 const PROBE_MS = 1000;
 
 interface RelayOptions {
-  onEnd: () => void;
+  onEnd: (reason?: SessionEndReason) => void;
   onBytes?: (direction: 'in' | 'out', bytes: number) => void;
   /** 0: no idle timeout. */
   idleTimeoutMs: number;
@@ -995,7 +1000,7 @@ function relay(t: tls.TLSSocket, raw: net.Socket, plain: net.Socket, options: Re
   let idleTimer: NodeJS.Timeout | undefined;
   let probeTimer: NodeJS.Timeout | undefined;
   let last = performance.now();
-  const finish = () => {
+  const end = (reason?: SessionEndReason) => {
     if (closed) return;
     closed = true;
     clearTimeout(idleTimer);
@@ -1003,8 +1008,10 @@ function relay(t: tls.TLSSocket, raw: net.Socket, plain: net.Socket, options: Re
     t.destroy();
     raw.destroy();
     plain.destroy();
-    onEnd();
+    onEnd(reason);
   };
+  // For the sockets' events, which pass their own arguments.
+  const finish = () => end();
   t.pipe(plain);
   plain.pipe(t);
   // Extra 'data' listeners only observe: pipe() keeps flow control. A 'drain' is traffic too
@@ -1035,7 +1042,7 @@ function relay(t: tls.TLSSocket, raw: net.Socket, plain: net.Socket, options: Re
     // (cheaper than resetting it at every chunk).
     const check = () => {
       const quiet = performance.now() - last;
-      if (quiet >= ms) return finish();
+      if (quiet >= ms) return end('idle');
       idleTimer = setTimeout(check, Math.max(1, ms - quiet));
       idleTimer.unref();
     };

@@ -15,6 +15,7 @@ export type {
   HandshakeResult,
   NegotiatedInfo,
   ServerIdentity,
+  SessionEndReason,
   TlsEngineApi,
 } from './engine.js';
 export { checkCa, connectRequestProblem, TlsEngine } from './engine.js';

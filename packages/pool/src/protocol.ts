@@ -47,7 +47,8 @@ export const poolProtocol = defineProtocol({
     'control-result': { fields: { result: 'any' } },
     'server-names': { fields: {} },
     names: { fields: { names: 'array' } },
-    'session-end': { fields: { handshake: 'integer', failure: 'string?' } },
+    // reason: 'idle' when the daemon's engine ended it for its idle timeout (the proxy logs it).
+    'session-end': { fields: { handshake: 'integer', failure: 'string?', reason: 'string?' } },
     'handshake-complete': { fields: { handshake: 'integer' } },
   },
 });

@@ -10,6 +10,7 @@ import type {
   HandshakeRequest,
   HandshakeResult,
   NegotiatedInfo,
+  SessionEndReason,
   TlsEngineApi,
 } from './engine.js';
 import { isResourceError, PoolError, VERIFY_REASONS, type VerifyReason } from './errors.js';
@@ -79,9 +80,13 @@ function completion(): Completion {
 }
 
 /** A caller's onEnd must not break the channel's message handling. */
-function callEnd(onEnd: ((failure?: Error) => void) | undefined, failure?: Error): void {
+function callEnd(
+  onEnd: ((failure?: Error, reason?: SessionEndReason) => void) | undefined,
+  failure?: Error,
+  reason?: SessionEndReason,
+): void {
   try {
-    onEnd?.(failure);
+    onEnd?.(failure, reason);
   } catch {}
 }
 
@@ -92,7 +97,10 @@ export class RemoteTlsEngine implements TlsEngineApi {
   #names: string[] = [];
   #serverNameChecks = new Map<number, (name: string) => boolean | Promise<boolean>>();
   /** onEnd of each session, by the id of its handshake request, per channel to the daemon. */
-  readonly #ends = new Map<Peer, Map<number, (failure?: Error) => void>>();
+  readonly #ends = new Map<
+    Peer,
+    Map<number, (failure?: Error, reason?: SessionEndReason) => void>
+  >();
   /**
    * Sessions handed out early (earlyHandoff): their `completed`, by handshake request id, per
    * channel — made before the request is sent, since 'handshake-complete' may arrive right
@@ -148,7 +156,7 @@ export class RemoteTlsEngine implements TlsEngineApi {
     } finally {
       clearTimeout(timer);
     }
-    const ends = new Map<number, (failure?: Error) => void>();
+    const ends = new Map<number, (failure?: Error, reason?: SessionEndReason) => void>();
     this.#ends.set(peer, ends);
     const completes = new Map<number, Completion>();
     this.#completes.set(peer, completes);
@@ -179,7 +187,8 @@ export class RemoteTlsEngine implements TlsEngineApi {
               new PoolError('TLSPROXY_ERR_POOL_HANDSHAKE', 'session ended before its handshake'),
           );
         completes.delete(id);
-        callEnd(onEnd, failure);
+        // Only the reason this version knows; anything else a newer daemon sends is left out.
+        callEnd(onEnd, failure, m.body.reason === 'idle' ? 'idle' : undefined);
         return;
       }
       if (m.type !== 'check-server-name') {

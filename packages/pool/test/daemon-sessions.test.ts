@@ -87,7 +87,13 @@ const randomKey = () => Buffer.from(crypto.getRandomValues(new Uint8Array(16))).
 describe('tlspool: session ends reach the proxy', () => {
   it('RemoteTlsEngine calls onEnd when the daemon says the session ended', async () => {
     let ended = 0;
-    const { c, r } = await session({ onEnd: () => ended++ });
+    const reasons: unknown[] = [];
+    const { c, r } = await session({
+      onEnd: (_failure, reason) => {
+        ended++;
+        reasons.push(reason);
+      },
+    });
     const plain = r.plaintext.toSocket();
     const got = nextData(plain);
     c.socket.write('ping');
@@ -98,6 +104,23 @@ describe('tlspool: session ends reach the proxy', () => {
     await until(() => ended === 1, 3000, 'onEnd over the daemon');
     await new Promise((res) => setTimeout(res, 100));
     expect(ended).toBe(1);
+    expect(reasons).toEqual([undefined]); // closed by a side: no news
+  });
+
+  it("the daemon's idle timeout reaches the proxy as the session end's reason", async () => {
+    const reasons: unknown[] = [];
+    const { c, r } = await session({
+      idleTimeoutMs: 300,
+      onEnd: (_failure, reason) => reasons.push(reason),
+    });
+    c.socket.resume();
+    const plain = r.plaintext.toSocket();
+    plain.on('error', () => {});
+    plain.resume();
+    await c.closed;
+    await until(() => reasons.length === 1, 3000, 'onEnd over the daemon');
+    expect(reasons).toEqual(['idle']);
+    plain.destroy();
   });
 
   it('a session ended by control close is reported too', async () => {

@@ -122,7 +122,13 @@ describe('relay: idle timeout (idleTimeoutMs)', () => {
   }, async () => {
     const engine = new TlsEngine({ identities: [certs.server], idleTimeoutMs: 400 });
     let ended = 0;
-    const served = await serve(engine, () => ({ onEnd: () => ended++ }));
+    const reasons: unknown[] = [];
+    const served = await serve(engine, () => ({
+      onEnd: (_failure, reason) => {
+        ended++;
+        reasons.push(reason);
+      },
+    }));
     try {
       const before = fdCount();
       const [r, c] = await Promise.all([served.next(), rawClient(served.port)]);
@@ -138,6 +144,8 @@ describe('relay: idle timeout (idleTimeoutMs)', () => {
       expect(took).toBeGreaterThanOrEqual(300);
       expect(took).toBeLessThan(5000);
       await until(() => ended === 1, 2000, 'onEnd');
+      // The caller's only way to know (and log) that the quiet ended it.
+      expect(reasons).toEqual(['idle']);
       expect(engine.sessionCount).toBe(0);
       c.raw.destroy();
       await until(() => fdCount() <= before, 3000, `fd count back to ${before} (${fdCount()})`);
