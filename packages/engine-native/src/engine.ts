@@ -24,7 +24,6 @@ import {
   PoolError,
   identityFromCertificate as poolIdentity,
   randomKey,
-  type SessionEndReason,
   TLS12_CIPHERS,
   type TlsEngineApi,
   VERIFY_REASONS,
@@ -78,7 +77,7 @@ type Session = {
   key: Buffer;
   lookup: string;
   handle: SessionHandle;
-  onEnd: ((failure?: Error, reason?: SessionEndReason) => void) | undefined;
+  onEnd: HandshakeRequest['onEnd'];
   onBytes: HandshakeRequest['onBytes'];
   /** Handed out early: settles `HandshakeResult.completed` when the handshake ends one way or
    * the other. */

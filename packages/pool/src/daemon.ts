@@ -382,7 +382,7 @@ export class PoolDaemon {
     peer: Peer,
     m: Incoming,
     sessionEnd: boolean,
-    run: (onEnd: (failure?: Error, reason?: SessionEndReason) => void) => Promise<{
+    run: (onEnd: NonNullable<HandshakeRequest['onEnd']>) => Promise<{
       plaintext: OwnedFd;
       controlKey: Buffer;
       info: object;

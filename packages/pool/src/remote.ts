@@ -79,9 +79,11 @@ function completion(): Completion {
   return { promise, resolve, reject };
 }
 
+type OnEnd = NonNullable<HandshakeRequest['onEnd']>;
+
 /** A caller's onEnd must not break the channel's message handling. */
 function callEnd(
-  onEnd: ((failure?: Error, reason?: SessionEndReason) => void) | undefined,
+  onEnd: HandshakeRequest['onEnd'],
   failure?: Error,
   reason?: SessionEndReason,
 ): void {
@@ -97,10 +99,7 @@ export class RemoteTlsEngine implements TlsEngineApi {
   #names: string[] = [];
   #serverNameChecks = new Map<number, (name: string) => boolean | Promise<boolean>>();
   /** onEnd of each session, by the id of its handshake request, per channel to the daemon. */
-  readonly #ends = new Map<
-    Peer,
-    Map<number, (failure?: Error, reason?: SessionEndReason) => void>
-  >();
+  readonly #ends = new Map<Peer, Map<number, OnEnd>>();
   /**
    * Sessions handed out early (earlyHandoff): their `completed`, by handshake request id, per
    * channel — made before the request is sent, since 'handshake-complete' may arrive right
@@ -156,7 +155,7 @@ export class RemoteTlsEngine implements TlsEngineApi {
     } finally {
       clearTimeout(timer);
     }
-    const ends = new Map<number, (failure?: Error, reason?: SessionEndReason) => void>();
+    const ends = new Map<number, OnEnd>();
     this.#ends.set(peer, ends);
     const completes = new Map<number, Completion>();
     this.#completes.set(peer, completes);
